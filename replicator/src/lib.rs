@@ -1,0 +1,48 @@
+//! Lifeline's replicator core: the data path from volumes to recovery points and
+//! back. Synchronous (no tokio, no protocol types): the services that carry it over
+//! the network live above it.
+//!
+//! - [`chunker`]: segments, holes and FastCDC chunks;
+//! - `crypto`: key file, key derivation, sealed objects;
+//! - [`index`]: the Merkle tree of a volume at a point;
+//! - `store` / `catalog`: where objects and points live ([`ChunkStore`], [`Catalog`]);
+//! - `backup`, `restore`, `verify`, `bench`: the operations.
+//!
+//! On-disk formats are documented in `FORMAT.md` at the top of the workspace; their
+//! magic numbers are in [`file_formats`].
+
+mod agent_state;
+mod backup;
+pub mod bench;
+mod catalog;
+pub mod chunker;
+mod crypto;
+mod error;
+pub mod file_formats;
+mod fsutil;
+mod hooks;
+pub mod index;
+mod object_id;
+mod point;
+mod reader;
+mod repository;
+mod restore;
+mod store;
+mod verify;
+mod volume;
+mod volume_hash;
+
+pub use agent_state::{AgentState, SegmentState, VolumeState};
+pub use backup::{BackupOptions, BackupSummary, Progress, backup, human_duration};
+pub use catalog::{Catalog, RepositoryConfig, SledCatalog, TenantRecord};
+pub use crypto::{KeyFile, KeyWrapping, Keys, ObjectKind, SealedHeader, SealedObject, open_object, seal_object};
+pub use error::{Error, Result};
+pub use hooks::{ThawGuard, run_hook};
+pub use object_id::ObjectId;
+pub use point::{Consistency, PointBody, PointHeader, PointRecord, RecoveryPoint, RootRef, VolumeEntry, check_name};
+pub use repository::{DEFAULT_TENANT, Repository};
+pub use restore::{PointSelector, RestoreOptions, RestoreSummary, restore, select_point};
+pub use store::{ChunkStore, LocalDirStore, StoredObject};
+pub use verify::{AffectedPoint, DamagedObject, VerifyOptions, VerifyReport, verify};
+pub use volume::VolumeSource;
+pub use volume_hash::{VolumeHasher, zero_segment_hash};

@@ -1,0 +1,57 @@
+//! Reads and authenticates objects, turning every failure into an error that
+//! names the object and where it lives.
+
+use crate::crypto::{Keys, ObjectKind, open_object, seal::OpenError};
+use crate::error::{Error, Result};
+use crate::object_id::ObjectId;
+use crate::store::ChunkStore;
+
+/// Fetches objects from a store and opens them with a tenant's keys.
+pub struct ObjectReader<'a> {
+    store: &'a dyn ChunkStore,
+    keys: &'a Keys,
+}
+
+impl<'a> ObjectReader<'a> {
+    pub fn new(store: &'a dyn ChunkStore, keys: &'a Keys) -> Self {
+        ObjectReader { store, keys }
+    }
+
+    /// Reads, authenticates and checks the kind of an object; returns (refs, plaintext).
+    pub fn read(&self, id: &ObjectId, kind: ObjectKind) -> Result<(Vec<ObjectId>, Vec<u8>)> {
+        let bytes = self.store.get(id)?;
+        let (h, plain) = open_object(self.keys, id, &bytes).map_err(|e| self.open_error(id, e))?;
+        if h.kind != kind {
+            return Err(self.damaged(id, format!("is a {} where a {} was expected", h.kind.name(), kind.name())));
+        }
+        Ok((h.refs, plain))
+    }
+
+    /// Maps an open failure to an error naming the object.
+    pub fn open_error(&self, id: &ObjectId, e: OpenError) -> Error {
+        let location = self.store.location(id);
+        match e {
+            OpenError::Damaged(reason) => Error::ObjectDamaged { id: id.to_hex(), location, reason },
+            OpenError::OtherKey(k) => Error::ObjectDamaged {
+                id: id.to_hex(),
+                location,
+                reason: format!("sealed under key id {k:08x}, not this key's {:08x}", self.keys.key_id()),
+            },
+            OpenError::Authentication => Error::ObjectAuthentication { id: id.to_hex(), location },
+            OpenError::IdMismatch => Error::ObjectDamaged {
+                id: id.to_hex(),
+                location,
+                reason: "content does not hash to its id".into(),
+            },
+        }
+    }
+
+    /// A damage error for an object whose content is structurally wrong.
+    pub fn damaged(&self, id: &ObjectId, reason: String) -> Error {
+        Error::ObjectDamaged {
+            id: id.to_hex(),
+            location: self.store.location(id),
+            reason,
+        }
+    }
+}

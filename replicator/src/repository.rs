@@ -1,0 +1,191 @@
+//! A repository on a site: a chunk store per tenant plus a catalog.
+//!
+//! ```text
+//! REPO/lifeline-repo              marker: "LIFELINE-REPOSITORY", format, repository id
+//! REPO/catalog/                   sled catalog (config, tenants, points)
+//! REPO/tenants/<tenant>/objects/  the tenant's sealed objects (LocalDirStore)
+//! ```
+//! The marker is written last at init, so a crash during init leaves no
+//! half-initialised repository that looks valid. Opening takes the catalog's
+//! exclusive lock: one process owns a repository.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::catalog::{Catalog, RepositoryConfig, SledCatalog, TenantRecord};
+use crate::crypto::{KeyFile, Keys};
+use crate::error::{Error, IoContext, Result};
+use crate::file_formats::{REPOSITORY_FORMAT, REPOSITORY_MARKER, REPOSITORY_MARKER_FILE};
+use crate::fsutil;
+use crate::point::{PointRecord, check_name};
+use crate::store::{ChunkStore, LocalDirStore};
+
+/// The tenant of a local repository created by `lifeline init`.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// An open repository, owned by this process.
+pub struct Repository {
+    path: PathBuf,
+    config: RepositoryConfig,
+    catalog: Arc<dyn Catalog>,
+}
+
+impl Repository {
+    /// Creates a repository in a new or empty directory, with one tenant whose key
+    /// fingerprint is recorded (only the fingerprint).
+    pub fn init(path: &Path, keys: &Keys, tenant: &str) -> Result<Repository> {
+        check_name("tenant", tenant)?;
+        if path.join(REPOSITORY_MARKER_FILE).exists() {
+            return Err(Error::AlreadyARepository { path: path.into() });
+        }
+        if path.exists() {
+            let leftovers = fs::read_dir(path)
+                .ctx(|| format!("read {}", path.display()))?
+                .filter_map(|e| e.ok())
+                .filter(|e| !matches!(e.file_name().to_str(), Some("catalog" | "tenants")))
+                .count();
+            if leftovers > 0 {
+                return Err(Error::DirectoryNotEmpty { path: path.into() });
+            }
+        }
+        fs::create_dir_all(path).ctx(|| format!("create repository directory {}", path.display()))?;
+        let catalog = SledCatalog::open(&path.join("catalog"))?;
+        let mut id = [0u8; 16];
+        fsutil::random_bytes(&mut id);
+        let config = RepositoryConfig {
+            format: REPOSITORY_FORMAT,
+            id: hex::encode(id),
+            created: chrono::Utc::now().to_rfc3339(),
+        };
+        catalog.set_config(&config)?;
+        let repo = Repository {
+            path: path.into(),
+            config,
+            catalog: Arc::new(catalog),
+        };
+        repo.create_tenant(tenant, keys)?;
+        let marker = format!("{REPOSITORY_MARKER}\nformat {REPOSITORY_FORMAT}\nid {}\n", repo.config.id);
+        fsutil::write_atomic(&path.join(REPOSITORY_MARKER_FILE), marker.as_bytes())?;
+        fsutil::fsync_dir(&fsutil::parent_dir(path))?;
+        Ok(repo)
+    }
+
+    /// Opens an existing repository (no key needed).
+    pub fn open(path: &Path) -> Result<Repository> {
+        let marker = path.join(REPOSITORY_MARKER_FILE);
+        let text = match fs::read_to_string(&marker) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotARepository { path: path.into() });
+            }
+            Err(e) => return Err(Error::io(format!("read {}", marker.display()), e)),
+        };
+        let mut lines = text.lines();
+        if lines.next() != Some(REPOSITORY_MARKER) {
+            return Err(Error::NotARepository { path: path.into() });
+        }
+        let format: u32 = lines
+            .next()
+            .and_then(|l| l.strip_prefix("format "))
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| Error::NotARepository { path: path.into() })?;
+        if format > REPOSITORY_FORMAT {
+            return Err(Error::UnsupportedFormat {
+                path: path.into(),
+                found: format,
+                supported: REPOSITORY_FORMAT,
+            });
+        }
+        let catalog = SledCatalog::open(&path.join("catalog"))?;
+        let config = catalog.config()?.ok_or_else(|| Error::CatalogRecord {
+            path: path.join("catalog"),
+            what: "repository config".into(),
+            reason: "missing (the catalog was lost or replaced)".into(),
+        })?;
+        Ok(Repository {
+            path: path.into(),
+            config,
+            catalog: Arc::new(catalog),
+        })
+    }
+
+    /// Creates a tenant's namespace. Fails if it exists with another key.
+    pub fn create_tenant(&self, tenant: &str, keys: &Keys) -> Result<()> {
+        check_name("tenant", tenant)?;
+        let dir = self.objects_dir(tenant);
+        LocalDirStore::create(&dir)?;
+        let rec = TenantRecord {
+            name: tenant.into(),
+            key_fingerprint: keys.fingerprint_hex(),
+            created: chrono::Utc::now().to_rfc3339(),
+        };
+        if !self.catalog.create_tenant(&rec)? {
+            let existing = self.catalog.tenant(tenant)?.expect("exists");
+            if existing.key_fingerprint != rec.key_fingerprint {
+                return Err(Error::WrongKey {
+                    key_file: PathBuf::from("(given key)"),
+                    repo: self.path.clone(),
+                    expected: existing.key_fingerprint,
+                    found: rec.key_fingerprint,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that `key` is the tenant's key: a wrong key is refused before anything
+    /// is read or written.
+    pub fn check_key(&self, tenant: &str, key: &KeyFile) -> Result<Keys> {
+        let keys = key.keys();
+        let rec = self.catalog.tenant(tenant)?.ok_or_else(|| Error::NoSuchTenant {
+            repo: self.path.clone(),
+            tenant: tenant.into(),
+        })?;
+        if rec.key_fingerprint != keys.fingerprint_hex() {
+            return Err(Error::WrongKey {
+                key_file: key.path().into(),
+                repo: self.path.clone(),
+                expected: rec.key_fingerprint,
+                found: keys.fingerprint_hex(),
+            });
+        }
+        Ok(keys)
+    }
+
+    /// Opens a tenant's object store (removing stale temp files).
+    pub fn store(&self, tenant: &str) -> Result<Arc<dyn ChunkStore>> {
+        check_name("tenant", tenant)?;
+        if self.catalog.tenant(tenant)?.is_none() {
+            return Err(Error::NoSuchTenant {
+                repo: self.path.clone(),
+                tenant: tenant.into(),
+            });
+        }
+        Ok(Arc::new(LocalDirStore::open(&self.objects_dir(tenant))?))
+    }
+
+    fn objects_dir(&self, tenant: &str) -> PathBuf {
+        self.path.join("tenants").join(tenant).join("objects")
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &Arc<dyn Catalog> {
+        &self.catalog
+    }
+
+    /// The repository's random id.
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Points of a group (or all groups), oldest first.
+    pub fn points(&self, tenant: &str, group: Option<&str>) -> Result<Vec<PointRecord>> {
+        self.catalog.points(tenant, group)
+    }
+}

@@ -1,0 +1,46 @@
+//! The storage contract for sealed objects.
+
+use crate::error::Result;
+use crate::object_id::ObjectId;
+
+/// One stored object as listed by [`ChunkStore::list`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredObject {
+    pub id: ObjectId,
+    pub len: u64,
+}
+
+/// A store of sealed objects, keyed by [`ObjectId`]. Implementations are shared
+/// between threads (`&self` everywhere); one process owns a store at a time (the
+/// owner of the repository's catalog).
+///
+/// Contract, for every backend:
+/// - [`put`](Self::put) is idempotent and **never overwrites**: if an object with the
+///   id exists (durable or pending), it does nothing and returns `false`.
+/// - A put is **not durable until [`sync`](Self::sync) returns**. A crash before
+///   then may lose it, but never leaves a partial or wrong object under its id.
+///   A backend may make objects durable earlier (for example in batches).
+/// - [`get`](Self::get) returns exactly the bytes put; it does not authenticate
+///   them (the caller opens the sealed object, which does).
+/// - [`list`](Self::list) enumerates durable objects; objects put while it runs
+///   may or may not appear.
+/// - [`delete`](Self::delete) is for garbage collection only; it is durable after
+///   `sync`. Deleting an absent object is not an error.
+pub trait ChunkStore: Send + Sync {
+    /// Stores a sealed object; `false` when it was already there.
+    fn put(&self, id: &ObjectId, sealed: &[u8]) -> Result<bool>;
+    /// True when the object is stored or pending.
+    fn contains(&self, id: &ObjectId) -> Result<bool>;
+    /// Reads an object; `Error::ObjectMissing` when absent.
+    fn get(&self, id: &ObjectId) -> Result<Vec<u8>>;
+    /// Makes every earlier put and delete durable.
+    fn sync(&self) -> Result<()>;
+    /// Drops pending puts that were not synced (after a failed backup).
+    fn abandon(&self);
+    /// Calls `f` for each durable object.
+    fn list(&self, f: &mut dyn FnMut(StoredObject) -> Result<()>) -> Result<()>;
+    /// Removes an object (garbage collection).
+    fn delete(&self, id: &ObjectId) -> Result<()>;
+    /// Where an object lives, for messages (a path or a URL).
+    fn location(&self, id: &ObjectId) -> String;
+}

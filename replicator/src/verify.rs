@@ -1,0 +1,255 @@
+//! Verification of a repository.
+//!
+//! Without the key (a scrub, what a secondary can do on its own): every object's
+//! structure and trailer hash, then every point's tree through the cleartext
+//! references, so a missing or damaged object is mapped to the points it breaks.
+//! With the key (deep): also decrypts every object, checks every id against its
+//! content, decodes every node and point, and recomputes each volume's hash from
+//! its chunks. Memory: 32 bytes per object plus the references of index nodes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::backup::Progress;
+use crate::crypto::{Keys, ObjectKind, SealedObject, open_object};
+use crate::error::Result;
+use crate::index::{IndexNode, SegmentNode};
+use crate::object_id::ObjectId;
+use crate::reader::ObjectReader;
+use crate::repository::Repository;
+use crate::restore::{assemble_segment, volume_leaves};
+use crate::store::{ChunkStore, StoredObject};
+use crate::volume_hash::{VolumeHasher, zero_segment_hash};
+
+/// What to verify.
+#[derive(Clone)]
+pub struct VerifyOptions {
+    pub tenant: String,
+    /// With keys: deep verify.
+    pub keys: Option<Keys>,
+    pub progress: Option<Progress>,
+}
+
+/// An object that failed a check.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DamagedObject {
+    pub id: String,
+    pub location: String,
+    pub reason: String,
+}
+
+/// A point that cannot be restored faithfully.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AffectedPoint {
+    pub group: String,
+    pub seq: u64,
+    pub reason: String,
+}
+
+/// The outcome of a verify.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub deep: bool,
+    pub objects: u64,
+    pub bytes: u64,
+    pub points: u64,
+    pub volumes_hashed: u64,
+    pub damaged: Vec<DamagedObject>,
+    pub missing: Vec<DamagedObject>,
+    pub affected_points: Vec<AffectedPoint>,
+    pub elapsed_secs: f64,
+}
+
+impl VerifyReport {
+    /// True when nothing is wrong.
+    pub fn is_clean(&self) -> bool {
+        self.damaged.is_empty() && self.missing.is_empty() && self.affected_points.is_empty()
+    }
+}
+
+/// Verifies a tenant's objects and points.
+pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
+    let started = Instant::now();
+    let store = repo.store(&opts.tenant)?;
+    let mut listed: Vec<StoredObject> = Vec::new();
+    store.list(&mut |o| {
+        listed.push(o);
+        Ok(())
+    })?;
+    let total_bytes: u64 = listed.iter().map(|o| o.len).sum();
+    let done = AtomicU64::new(0);
+    let reader = opts.keys.as_ref().map(|k| ObjectReader::new(store.as_ref(), k));
+    // One pass over every object.
+    let checked: Vec<(ObjectId, Option<Vec<ObjectId>>, Option<String>)> = listed
+        .par_iter()
+        .map(|o| {
+            let r = check_object(store.as_ref(), opts.keys.as_ref(), &o.id);
+            let d = done.fetch_add(o.len, Ordering::Relaxed) + o.len;
+            if let Some(p) = &opts.progress {
+                p(d, total_bytes);
+            }
+            (o.id, r.as_ref().ok().cloned().flatten(), r.err())
+        })
+        .collect();
+    let present: HashSet<ObjectId> = checked.iter().map(|c| c.0).collect();
+    let mut node_refs: HashMap<ObjectId, Vec<ObjectId>> = HashMap::new();
+    let mut damaged = Vec::new();
+    let mut bad: HashSet<ObjectId> = HashSet::new();
+    for (id, refs, err) in checked {
+        if let Some(reason) = err {
+            damaged.push(DamagedObject {
+                id: id.to_hex(),
+                location: store.location(&id),
+                reason,
+            });
+            bad.insert(id);
+        } else if let Some(refs) = refs {
+            node_refs.insert(id, refs);
+        }
+    }
+    // Map damage to points through the references.
+    let points = repo.points(&opts.tenant, None)?;
+    let mut missing: HashMap<ObjectId, String> = HashMap::new();
+    let mut memo: HashMap<ObjectId, Option<ObjectId>> = HashMap::new();
+    let mut affected = Vec::new();
+    let mut volumes_hashed = 0;
+    let location = repo.path().display().to_string();
+    for p in &points {
+        let h = &p.header;
+        let mut reasons = Vec::new();
+        for root in h.roots.iter().filter_map(|r| r.0) {
+            if let Some(first_bad) = first_bad(&root, &present, &bad, &node_refs, &mut memo) {
+                if !present.contains(&first_bad) {
+                    missing.entry(first_bad).or_insert_with(|| format!("point {} of group `{}`", h.seq, h.group));
+                    reasons.push(format!("object {} is missing", first_bad.short()));
+                } else {
+                    reasons.push(format!("object {} is damaged", first_bad.short()));
+                }
+            }
+        }
+        if let (Some(keys), Some(reader)) = (&opts.keys, &reader) {
+            match p.open(keys, &location) {
+                Err(e) => reasons.push(e.to_string()),
+                Ok(point) if reasons.is_empty() => {
+                    for v in &point.body.volumes {
+                        match volume_hash(reader, v) {
+                            Ok(hash) if hash == v.volume_hash => {}
+                            Ok(_) => reasons.push(format!("volume `{}` does not hash to the recorded volume hash", v.name)),
+                            Err(e) => reasons.push(e.to_string()),
+                        }
+                        volumes_hashed += 1;
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
+        if !reasons.is_empty() {
+            reasons.dedup();
+            affected.push(AffectedPoint {
+                group: h.group.clone(),
+                seq: h.seq,
+                reason: reasons.join("; "),
+            });
+        }
+    }
+    let mut missing: Vec<DamagedObject> = missing
+        .into_iter()
+        .map(|(id, by)| DamagedObject {
+            id: id.to_hex(),
+            location: store.location(&id),
+            reason: format!("missing, referenced by {by}"),
+        })
+        .collect();
+    missing.sort_by(|a, b| a.id.cmp(&b.id));
+    damaged.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(VerifyReport {
+        deep: opts.keys.is_some(),
+        objects: listed.len() as u64,
+        bytes: total_bytes,
+        points: points.len() as u64,
+        volumes_hashed,
+        damaged,
+        missing,
+        affected_points: affected,
+        elapsed_secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Checks one object; returns its references when it is a node.
+fn check_object(store: &dyn ChunkStore, keys: Option<&Keys>, id: &ObjectId) -> Result<Option<Vec<ObjectId>>, String> {
+    let bytes = store.get(id).map_err(|e| e.to_string())?;
+    let parsed = SealedObject::parse(&bytes)?;
+    let kind = parsed.header.kind;
+    let Some(keys) = keys else {
+        return Ok((kind != ObjectKind::Chunk).then_some(parsed.header.refs));
+    };
+    let (h, plain) = open_object(keys, id, &bytes).map_err(|e| match e {
+        crate::crypto::seal::OpenError::Damaged(r) => r,
+        crate::crypto::seal::OpenError::OtherKey(k) => format!("sealed under another key (key id {k:08x})"),
+        crate::crypto::seal::OpenError::Authentication => "failed authentication (altered, or another key)".into(),
+        crate::crypto::seal::OpenError::IdMismatch => "content does not hash to its id".into(),
+    })?;
+    match kind {
+        ObjectKind::Chunk => Ok(None),
+        ObjectKind::SegmentNode => SegmentNode::decode(&h.refs, &plain).map(|_| Some(h.refs)),
+        ObjectKind::IndexNode => IndexNode::decode(&h.refs, &plain).map(|_| Some(h.refs)),
+    }
+}
+
+/// The first missing or damaged object under `id`, memoised per subtree.
+fn first_bad(
+    id: &ObjectId,
+    present: &HashSet<ObjectId>,
+    bad: &HashSet<ObjectId>,
+    node_refs: &HashMap<ObjectId, Vec<ObjectId>>,
+    memo: &mut HashMap<ObjectId, Option<ObjectId>>,
+) -> Option<ObjectId> {
+    if let Some(m) = memo.get(id) {
+        return *m;
+    }
+    let result = if !present.contains(id) || bad.contains(id) {
+        Some(*id)
+    } else {
+        node_refs
+            .get(id)
+            .and_then(|refs| refs.iter().find_map(|r| first_bad(r, present, bad, node_refs, memo)))
+    };
+    memo.insert(*id, result);
+    result
+}
+
+/// Recomputes a volume's hash from its chunks (deep verify).
+fn volume_hash(reader: &ObjectReader, v: &crate::point::VolumeEntry) -> Result<String> {
+    let leaves = volume_leaves(reader, v)?;
+    let cache: Mutex<HashMap<ObjectId, [u8; 32]>> = Mutex::new(HashMap::new());
+    let hashes: Vec<Result<[u8; 32]>> = leaves
+        .par_iter()
+        .enumerate()
+        .map_init(Vec::new, |buf, (i, leaf)| {
+            let offset = i as u64 * v.segment_size;
+            let len = (v.size - offset).min(v.segment_size) as usize;
+            match leaf {
+                None => Ok(zero_segment_hash(len)),
+                Some(id) => {
+                    if let Some(h) = cache.lock().expect("cache").get(id) {
+                        return Ok(*h);
+                    }
+                    assemble_segment(reader, id, len, buf)?;
+                    let h = *blake3::hash(buf).as_bytes();
+                    cache.lock().expect("cache").insert(*id, h);
+                    Ok(h)
+                }
+            }
+        })
+        .collect();
+    let mut h = VolumeHasher::new(v.size);
+    for s in hashes {
+        h.segment(&s?);
+    }
+    Ok(h.finish_hex())
+}

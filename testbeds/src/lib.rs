@@ -1,0 +1,1 @@
+//! Two-site testbeds, the sample workload and fault injection (grown by the testbeds issue).
