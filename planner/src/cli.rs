@@ -1,0 +1,176 @@
+//! Command-line definitions: one place for flags and help.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Lifeline: disaster-recovery replication. Deduplicated, compressed, encrypted
+/// recovery points of block volumes; restore, verify, drills.
+#[derive(Parser, Debug)]
+#[command(name = "lifeline", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Manage key files.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Create a repository in a new or empty directory.
+    Init(InitArgs),
+    /// Back up the volumes of a protection group into a new recovery point.
+    Backup(BackupArgs),
+    /// List the recovery points of a repository.
+    Points(PointsArgs),
+    /// Write a volume at a recovery point to a file or block device.
+    Restore(RestoreArgs),
+    /// Check a repository: every object (without a key), or also decrypt and check
+    /// every id, node, point and volume hash (with --key-file).
+    Verify(VerifyArgs),
+    /// Measure the speed of each stage of the data path on this machine.
+    Bench(BenchArgs),
+    /// A self-contained tour: back up, change, back up, restore and verify a sample
+    /// volume in a temporary directory, and print the figures.
+    Demo(DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Write a new 256-bit master key (mode 0600). With LIFELINE_PASSPHRASE set, the
+    /// key is wrapped by that passphrase (argon2id).
+    New {
+        /// Where to write the key file (must not exist).
+        #[arg(long, value_name = "KEYFILE")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct RepoArg {
+    /// Repository directory.
+    #[arg(long, value_name = "DIR")]
+    pub repo: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Key file written by `lifeline key new` (only its fingerprint is recorded).
+    #[arg(long, value_name = "KEYFILE")]
+    pub key_file: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[arg(long, value_name = "KEYFILE")]
+    pub key_file: PathBuf,
+    /// Protection group name.
+    #[arg(long, value_name = "G")]
+    pub group: String,
+    /// A volume of the group: NAME=PATH (file or block device). Repeat for each.
+    #[arg(long = "volume", value_name = "NAME=PATH", required = true)]
+    pub volumes: Vec<String>,
+    /// Command that quiesces the volumes (e.g. `fsfreeze -f /mnt`); needs --thaw.
+    #[arg(long, value_name = "CMD", requires = "thaw")]
+    pub freeze: Option<String>,
+    /// Command that resumes them; always runs once --freeze was attempted.
+    #[arg(long, value_name = "CMD", requires = "freeze")]
+    pub thaw: Option<String>,
+    /// Agent state directory [default: /var/lib/lifeline as root, else $XDG_STATE_HOME/lifeline].
+    #[arg(long, value_name = "DIR", env = "LIFELINE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PointsArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Only this group.
+    #[arg(long, value_name = "G")]
+    pub group: Option<String>,
+    /// Also open each point and show its volumes (names, sizes).
+    #[arg(long, value_name = "KEYFILE")]
+    pub key_file: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[arg(long, value_name = "KEYFILE")]
+    pub key_file: PathBuf,
+    #[arg(long, value_name = "G")]
+    pub group: String,
+    /// `latest`, a seq, or an RFC 3339 time (the newest point at or before it).
+    #[arg(long, value_name = "latest|SEQ|TIME", default_value = "latest")]
+    pub point: String,
+    /// Volume name within the point.
+    #[arg(long, value_name = "NAME")]
+    pub volume: String,
+    /// Target file (created or replaced, sparse) or block device.
+    #[arg(long, value_name = "PATH")]
+    pub to: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// With the key: decrypt and check every id, node, point and volume hash.
+    #[arg(long, value_name = "KEYFILE")]
+    pub key_file: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Data to measure on (the first 256 MiB per stage; the whole file through the
+    /// pipeline). Default: generated sample data.
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Keep the demo directory instead of removing it.
+    #[arg(long)]
+    pub keep: bool,
+    /// Size of the sample volume in MiB.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    pub size_mib: u64,
+}
+
+/// Logs go to stderr; `RUST_LOG` sets the level (default: warnings).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Exit code for an error that ended a command.
+pub fn exit_code_for(e: &anyhow::Error) -> ExitCode {
+    match e.downcast_ref::<lifeline_replicator::Error>() {
+        Some(lifeline_replicator::Error::Interrupted) => ExitCode::from(130),
+        Some(lifeline_replicator::Error::VolumeHashMismatch { .. }) => ExitCode::from(1),
+        _ => ExitCode::from(2),
+    }
+}

@@ -1,0 +1,79 @@
+//! `lifeline backup`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Result, bail};
+use lifeline_replicator::{BackupOptions, DEFAULT_TENANT, Repository, backup};
+
+use super::{human_bytes, rate};
+use crate::cli::BackupArgs;
+use crate::progress::Bar;
+
+/// Parses `NAME=PATH`.
+pub fn parse_volume(s: &str) -> Result<(String, PathBuf)> {
+    match s.split_once('=') {
+        Some((n, p)) if !n.is_empty() && !p.is_empty() => Ok((n.to_string(), PathBuf::from(p))),
+        _ => bail!("invalid --volume `{s}`: write NAME=PATH, e.g. --volume db=/dev/vdb"),
+    }
+}
+
+/// Turns SIGINT / SIGTERM into a cancel flag (a second signal exits at once), so a
+/// backup unwinds, thaws and cleans up instead of dying mid-way.
+pub fn cancel_on_signals() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone())?;
+        signal_hook::flag::register(sig, flag.clone())?;
+    }
+    Ok(flag)
+}
+
+pub fn run(a: &BackupArgs) -> Result<ExitCode> {
+    let volumes = a.volumes.iter().map(|v| parse_volume(v)).collect::<Result<Vec<_>>>()?;
+    let key = super::load_key(&a.key_file)?;
+    let repo = Repository::open(&a.repo.repo)?;
+    let keys = repo.check_key(DEFAULT_TENANT, &key)?;
+    let bar = Bar::bytes("backup", a.json);
+    let opts = BackupOptions {
+        tenant: DEFAULT_TENANT.into(),
+        group: a.group.clone(),
+        volumes,
+        freeze: a.freeze.clone(),
+        thaw: a.thaw.clone(),
+        state_dir: a.state_dir.clone().unwrap_or_else(crate::state_dir::default_state_dir),
+        cancel: cancel_on_signals()?,
+        progress: bar.callback(),
+    };
+    let result = backup(&repo, &keys, &opts);
+    bar.finish();
+    let s = result?;
+    if a.json {
+        println!("{}", serde_json::to_string(&s)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "point {} of group `{}` committed ({}, taken at {})",
+        s.seq,
+        s.group,
+        s.consistency.name(),
+        s.taken_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    );
+    println!(
+        "  scanned  {} in {} volume(s) ({} read, holes skipped; {} of {} segments changed)",
+        human_bytes(s.bytes_scanned),
+        s.volumes,
+        human_bytes(s.bytes_read),
+        s.segments_changed,
+        s.segments
+    );
+    println!("  new      {} after dedup", human_bytes(s.bytes_new));
+    println!("  stored   {} after compression ({} objects)", human_bytes(s.bytes_stored), s.objects_new);
+    if let Some(ms) = s.frozen_ms {
+        println!("  frozen   {ms} ms");
+    }
+    println!("  elapsed  {:.2} s ({})", s.elapsed_secs, rate(s.bytes_scanned, s.elapsed_secs));
+    Ok(ExitCode::SUCCESS)
+}

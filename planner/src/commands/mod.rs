@@ -1,0 +1,58 @@
+//! One function per command. Each returns the process exit code; errors carry
+//! their own remedy.
+
+mod backup;
+mod bench;
+mod key;
+mod points;
+mod restore;
+mod verify;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use lifeline_replicator::KeyFile;
+
+use crate::cli::{Cli, Command, KeyCommand};
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Key(KeyCommand::New { out }) => key::new(&out),
+        Command::Init(a) => key::init(&a),
+        Command::Backup(a) => backup::run(&a),
+        Command::Points(a) => points::run(&a),
+        Command::Restore(a) => restore::run(&a),
+        Command::Verify(a) => verify::run(&a),
+        Command::Bench(a) => bench::run(&a),
+        Command::Demo(a) => crate::demo::run(&a),
+    }
+}
+
+/// The passphrase for wrapped key files, from the environment.
+pub fn passphrase() -> Option<String> {
+    std::env::var("LIFELINE_PASSPHRASE").ok()
+}
+
+/// Loads a key file (unwrapping it with LIFELINE_PASSPHRASE when needed).
+pub fn load_key(path: &Path) -> Result<KeyFile> {
+    Ok(KeyFile::load(path, passphrase().as_deref())?)
+}
+
+/// `1.50 GiB`, `12.0 MiB`, `512 B`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.2} {}", UNITS[u]) }
+}
+
+/// MB/s of `bytes` over `secs`.
+pub fn rate(bytes: u64, secs: f64) -> String {
+    format!("{:.0} MB/s", bytes as f64 / 1e6 / secs.max(1e-9))
+}

@@ -1,0 +1,52 @@
+//! `lifeline restore`.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use lifeline_replicator::{DEFAULT_TENANT, PointSelector, Repository, RestoreOptions, restore};
+
+use super::{human_bytes, rate};
+use crate::cli::RestoreArgs;
+use crate::progress::Bar;
+
+pub fn run(a: &RestoreArgs) -> Result<ExitCode> {
+    let point: PointSelector = a.point.parse()?;
+    let key = super::load_key(&a.key_file)?;
+    let repo = Repository::open(&a.repo.repo)?;
+    let keys = repo.check_key(DEFAULT_TENANT, &key)?;
+    let bar = Bar::bytes("restore", a.json);
+    let result = restore(
+        &repo,
+        &keys,
+        &RestoreOptions {
+            tenant: DEFAULT_TENANT.into(),
+            group: a.group.clone(),
+            point,
+            volume: a.volume.clone(),
+            target: a.to.clone(),
+            progress: bar.callback(),
+        },
+    );
+    bar.finish();
+    let s = result?;
+    if a.json {
+        println!("{}", serde_json::to_string(&s)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "restored volume `{}` of point {} (group `{}`, taken at {}) to {}",
+        s.volume,
+        s.seq,
+        s.group,
+        s.taken_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        s.target.display()
+    );
+    println!(
+        "  {} ({} written, the rest left sparse) in {:.2} s ({}); volume hash verified",
+        human_bytes(s.size),
+        human_bytes(s.bytes_written),
+        s.elapsed_secs,
+        rate(s.size, s.elapsed_secs)
+    );
+    Ok(ExitCode::SUCCESS)
+}
