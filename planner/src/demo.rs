@@ -104,13 +104,22 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
     // Flushed now, so the first backup's sync does not pay for writing the sample.
     f.sync_all()?;
     drop(f);
-    println!("  sample volume          {} ({} of data, a sparse tail of {})", vol.display(), human_bytes(size), human_bytes(size / 2));
+    println!(
+        "  sample volume          {} ({} of data, a sparse tail of {})",
+        vol.display(),
+        human_bytes(size),
+        human_bytes(size / 2)
+    );
 
     let key_path = primary.join("tenant.key");
     let key = KeyFile::create(&key_path, None)?;
     let keys = key.keys();
     let repo = Repository::init(&secondary.join("repo"), &keys, DEFAULT_TENANT)?;
-    println!("  key                    {} (fingerprint {})", key_path.display(), keys.fingerprint_hex());
+    println!(
+        "  key                    {} (fingerprint {})",
+        key_path.display(),
+        keys.fingerprint_hex()
+    );
     println!("  repository             {}", repo.path().display());
 
     let opts = BackupOptions {

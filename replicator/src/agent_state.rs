@@ -61,7 +61,11 @@ struct Header {
 impl AgentState {
     /// Where the state of `group` lives.
     pub fn path(state_dir: &Path, repository_id: &str, tenant: &str, group: &str) -> PathBuf {
-        state_dir.join("agent").join(repository_id).join(tenant).join(format!("{group}.state"))
+        state_dir
+            .join("agent")
+            .join(repository_id)
+            .join(tenant)
+            .join(format!("{group}.state"))
     }
 
     /// Loads a state file; `None` when absent, damaged or of another format.
@@ -98,7 +102,12 @@ impl AgentState {
                     data_bytes: u32::from_le_bytes(c[65..69].try_into().expect("4")),
                 })
                 .collect();
-            volumes.push(VolumeState { name, size, segment_size, segments });
+            volumes.push(VolumeState {
+                name,
+                size,
+                segment_size,
+                segments,
+            });
         }
         rest.is_empty().then_some(AgentState {
             repository_id: header.repository_id,
@@ -121,7 +130,8 @@ impl AgentState {
                 .collect(),
         };
         let h = serde_json::to_vec(&header).expect("serialisable");
-        let mut out = Vec::with_capacity(41 + h.len() + self.volumes.iter().map(|v| v.segments.len() * 69).sum::<usize>());
+        let mut out =
+            Vec::with_capacity(41 + h.len() + self.volumes.iter().map(|v| v.segments.len() * 69).sum::<usize>());
         out.extend_from_slice(&AGENT_STATE_MAGIC);
         out.push(AGENT_STATE_VERSION);
         out.extend_from_slice(&(h.len() as u32).to_le_bytes());
@@ -142,13 +152,16 @@ impl AgentState {
         let t = blake3::hash(&out);
         out.extend_from_slice(t.as_bytes());
         let dir = fsutil::parent_dir(path);
-        fs::create_dir_all(&dir).map_err(|e| crate::Error::io(format!("create state directory {}", dir.display()), e))?;
+        fs::create_dir_all(&dir)
+            .map_err(|e| crate::Error::io(format!("create state directory {}", dir.display()), e))?;
         fsutil::write_atomic(path, &out)
     }
 
     /// The remembered state of a volume, if compatible.
     pub fn volume(&self, name: &str, segment_size: u64) -> Option<&VolumeState> {
-        self.volumes.iter().find(|v| v.name == name && v.segment_size == segment_size)
+        self.volumes
+            .iter()
+            .find(|v| v.name == name && v.segment_size == segment_size)
     }
 }
 
@@ -169,8 +182,16 @@ mod tests {
                 size: 9,
                 segment_size: 4,
                 segments: vec![
-                    SegmentState { hash: [1; 32], node: None, data_bytes: 0 },
-                    SegmentState { hash: [2; 32], node: Some(ObjectId([5; 32])), data_bytes: 7 },
+                    SegmentState {
+                        hash: [1; 32],
+                        node: None,
+                        data_bytes: 0,
+                    },
+                    SegmentState {
+                        hash: [2; 32],
+                        node: Some(ObjectId([5; 32])),
+                        data_bytes: 7,
+                    },
                 ],
             }],
         };

@@ -149,9 +149,15 @@ impl Ctx<'_> {
                     if self.cancel.load(Ordering::Relaxed) {
                         return Err(Error::Interrupted);
                     }
-                    let reader = reader.as_ref().map_err(|e| Error::io(e.to_string(), std::io::Error::other("open failed")))?;
+                    let reader = reader
+                        .as_ref()
+                        .map_err(|e| Error::io(e.to_string(), std::io::Error::other("open failed")))?;
                     let read = vol.read_segment(reader, i, buf)?;
-                    let hash = if read == 0 { zero_segment_hash(buf.len()) } else { *blake3::hash(buf).as_bytes() };
+                    let hash = if read == 0 {
+                        zero_segment_hash(buf.len())
+                    } else {
+                        *blake3::hash(buf).as_bytes()
+                    };
                     self.counters.scanned.fetch_add(buf.len() as u64, Ordering::Relaxed);
                     self.counters.read.fetch_add(read, Ordering::Relaxed);
                     self.counters.segments.fetch_add(1, Ordering::Relaxed);
@@ -160,7 +166,11 @@ impl Ctx<'_> {
                         _ => {
                             self.counters.changed.fetch_add(1, Ordering::Relaxed);
                             let (node, data) = if read == 0 { (None, 0) } else { self.store_segment(buf)? };
-                            SegmentState { hash, node, data_bytes: data as u32 }
+                            SegmentState {
+                                hash,
+                                node,
+                                data_bytes: data as u32,
+                            }
                         }
                     };
                     if let Some(p) = self.progress {
@@ -236,7 +246,11 @@ pub fn backup(repo: &Repository, keys: &Keys, opts: &BackupOptions) -> Result<Ba
         let scan_all = |prev: &dyn Fn(&VolumeSource) -> Option<VolumeState>| -> Result<Vec<VolumeState>> {
             sources.iter().map(|v| ctx.scan_volume(v, prev(v).as_ref())).collect()
         };
-        let from_state = |v: &VolumeSource| base.as_ref().and_then(|b| b.volume(&v.name, SEGMENT_SIZE as u64)).cloned();
+        let from_state = |v: &VolumeSource| {
+            base.as_ref()
+                .and_then(|b| b.volume(&v.name, SEGMENT_SIZE as u64))
+                .cloned()
+        };
         let (scanned, taken_at, consistency, frozen_ms) = match (&opts.freeze, &opts.thaw) {
             (Some(freeze), Some(thaw)) => {
                 let live = scan_all(&from_state)?;
@@ -345,5 +359,9 @@ pub fn backup(repo: &Repository, keys: &Keys, opts: &BackupOptions) -> Result<Ba
 /// Elapsed time formatting shared by the CLI.
 pub fn human_duration(d: Duration) -> String {
     let s = d.as_secs_f64();
-    if s < 1.0 { format!("{:.0} ms", s * 1000.0) } else { format!("{s:.2} s") }
+    if s < 1.0 {
+        format!("{:.0} ms", s * 1000.0)
+    } else {
+        format!("{s:.2} s")
+    }
 }

@@ -111,20 +111,37 @@ mod tests {
         let mut seg = vec![0u8; 64 << 10];
         seg[5000] = 1;
         let p = cut_segment(&seg, 1);
-        assert_eq!(p, vec![Piece::Hole(4096), Piece::Chunk(4096..8192), Piece::Hole(56 << 10)]);
+        assert_eq!(
+            p,
+            vec![Piece::Hole(4096), Piece::Chunk(4096..8192), Piece::Hole(56 << 10)]
+        );
         assert_eq!(cut_segment(&vec![0u8; 10_000], 1), vec![Piece::Hole(10_000)]);
         assert!(cut_segment(&[], 1).is_empty());
     }
 
     #[test]
     fn local_change_keeps_other_chunks() {
-        let seg: Vec<u8> = (0..(1u32 << 20)).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+        let seg: Vec<u8> = (0..(1u32 << 20))
+            .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+            .collect();
         let a = cut_segment(&seg, 9);
         let mut seg2 = seg.clone();
         seg2[500_000] ^= 0xff;
         let b = cut_segment(&seg2, 9);
-        let ca: std::collections::HashSet<_> = a.iter().map(|p| match p { Piece::Chunk(r) => seg[r.clone()].to_vec(), _ => vec![] }).collect();
-        let changed = b.iter().filter(|p| match p { Piece::Chunk(r) => !ca.contains(&seg2[r.clone()]), _ => false }).count();
+        let ca: std::collections::HashSet<_> = a
+            .iter()
+            .map(|p| match p {
+                Piece::Chunk(r) => seg[r.clone()].to_vec(),
+                _ => vec![],
+            })
+            .collect();
+        let changed = b
+            .iter()
+            .filter(|p| match p {
+                Piece::Chunk(r) => !ca.contains(&seg2[r.clone()]),
+                _ => false,
+            })
+            .count();
         assert!(changed <= 2, "{changed} chunks changed for one byte");
     }
 

@@ -31,11 +31,7 @@ pub enum Error {
     #[error(
         "repository {path} was written by a newer Lifeline (format {found}, this build reads up to {supported}): upgrade lifeline"
     )]
-    UnsupportedFormat {
-        path: PathBuf,
-        found: u32,
-        supported: u32,
-    },
+    UnsupportedFormat { path: PathBuf, found: u32, supported: u32 },
 
     #[error("key file {path}: {reason}")]
     KeyFile { path: PathBuf, reason: String },
@@ -50,9 +46,7 @@ pub enum Error {
         found: String,
     },
 
-    #[error(
-        "object {id} in {location} is damaged ({reason}): run `lifeline verify` to list the points it affects"
-    )]
+    #[error("object {id} in {location} is damaged ({reason}): run `lifeline verify` to list the points it affects")]
     ObjectDamaged {
         id: String,
         location: String,
@@ -64,9 +58,7 @@ pub enum Error {
     )]
     ObjectAuthentication { id: String, location: String },
 
-    #[error(
-        "object {id} is missing from {location}: run `lifeline verify` to list the points it affects"
-    )]
+    #[error("object {id} is missing from {location}: run `lifeline verify` to list the points it affects")]
     ObjectMissing { id: String, location: String },
 
     #[error(
@@ -118,11 +110,7 @@ pub enum Error {
     #[error(
         "restore target {path} is too small: the volume needs {needed} bytes, {available} are available; choose a larger device or free space"
     )]
-    TargetTooSmall {
-        path: PathBuf,
-        needed: u64,
-        available: u64,
-    },
+    TargetTooSmall { path: PathBuf, needed: u64, available: u64 },
 
     #[error(
         "restored volume `{volume}` at {path} does not match the point's volume hash (expected {expected}, got {actual}): the data is NOT a faithful copy; run `lifeline verify --key-file KEYFILE`"

@@ -10,11 +10,15 @@ use crate::error::{Error, Result};
 
 /// Runs `command` with `sh -c`; fails unless it exits 0.
 pub fn run_hook(hook: &'static str, command: &str) -> Result<()> {
-    let out = Command::new("sh").arg("-c").arg(command).output().map_err(|e| Error::Hook {
-        hook,
-        command: command.into(),
-        reason: e.to_string(),
-    })?;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .output()
+        .map_err(|e| Error::Hook {
+            hook,
+            command: command.into(),
+            reason: e.to_string(),
+        })?;
     if out.status.success() {
         return Ok(());
     }

@@ -207,7 +207,10 @@ pub fn build_tree<E>(
         }
         cur = next;
     }
-    Ok(TreeRoot { id: cur[0], levels: level })
+    Ok(TreeRoot {
+        id: cur[0],
+        levels: level,
+    })
 }
 
 /// Node counts per level for `n` leaves: `[n, ceil(n/F), ...]` up to 1.
@@ -235,15 +238,25 @@ pub fn walk_tree<E: From<String>>(
         };
     }
     let counts = level_counts(n_segments, root.levels);
-    if root.levels == 0 || *counts.last().expect("levels") != 1 || (root.levels > 1 && counts[root.levels as usize - 1] == 1) {
-        return Err(E::from(format!("a tree of {} levels cannot hold {n_segments} segments", root.levels)));
+    if root.levels == 0
+        || *counts.last().expect("levels") != 1
+        || (root.levels > 1 && counts[root.levels as usize - 1] == 1)
+    {
+        return Err(E::from(format!(
+            "a tree of {} levels cannot hold {n_segments} segments",
+            root.levels
+        )));
     }
     let mut cur = vec![root.id];
     for level in (1..=root.levels).rev() {
         let want = counts[level as usize - 1];
         let mut next = Vec::with_capacity(want);
         for (i, id) in cur.iter().enumerate() {
-            let full = if i + 1 == cur.len() { want - INDEX_FANOUT * i } else { INDEX_FANOUT };
+            let full = if i + 1 == cur.len() {
+                want - INDEX_FANOUT * i
+            } else {
+                INDEX_FANOUT
+            };
             match id {
                 None => next.extend(std::iter::repeat_n(None, full)),
                 Some(id) => {
@@ -329,7 +342,9 @@ mod tests {
 
     #[test]
     fn segment_node_round_trip_and_validation() {
-        let n = SegmentNode { extents: vec![(4096, None), (9000, Some(id(1))), (100, Some(id(2))), (5, Some(id(1)))] };
+        let n = SegmentNode {
+            extents: vec![(4096, None), (9000, Some(id(1))), (100, Some(id(2))), (5, Some(id(1)))],
+        };
         let (refs, plain) = n.encode();
         assert_eq!(refs.len(), 2);
         assert_eq!(SegmentNode::decode(&refs, &plain).unwrap(), n);

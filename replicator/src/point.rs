@@ -51,7 +51,8 @@ mod hex_id {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ObjectId>, D::Error> {
         let s: Option<String> = Option::deserialize(d)?;
-        s.map(|s| ObjectId::from_hex(&s).map_err(serde::de::Error::custom)).transpose()
+        s.map(|s| ObjectId::from_hex(&s).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
@@ -214,7 +215,9 @@ pub fn check_name(what: &'static str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with(['.', '-'])
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if ok {
         Ok(())
     } else {

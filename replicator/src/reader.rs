@@ -22,7 +22,10 @@ impl<'a> ObjectReader<'a> {
         let bytes = self.store.get(id)?;
         let (h, plain) = open_object(self.keys, id, &bytes).map_err(|e| self.open_error(id, e))?;
         if h.kind != kind {
-            return Err(self.damaged(id, format!("is a {} where a {} was expected", h.kind.name(), kind.name())));
+            return Err(self.damaged(
+                id,
+                format!("is a {} where a {} was expected", h.kind.name(), kind.name()),
+            ));
         }
         Ok((h.refs, plain))
     }
@@ -31,13 +34,20 @@ impl<'a> ObjectReader<'a> {
     pub fn open_error(&self, id: &ObjectId, e: OpenError) -> Error {
         let location = self.store.location(id);
         match e {
-            OpenError::Damaged(reason) => Error::ObjectDamaged { id: id.to_hex(), location, reason },
+            OpenError::Damaged(reason) => Error::ObjectDamaged {
+                id: id.to_hex(),
+                location,
+                reason,
+            },
             OpenError::OtherKey(k) => Error::ObjectDamaged {
                 id: id.to_hex(),
                 location,
                 reason: format!("sealed under key id {k:08x}, not this key's {:08x}", self.keys.key_id()),
             },
-            OpenError::Authentication => Error::ObjectAuthentication { id: id.to_hex(), location },
+            OpenError::Authentication => Error::ObjectAuthentication {
+                id: id.to_hex(),
+                location,
+            },
             OpenError::IdMismatch => Error::ObjectDamaged {
                 id: id.to_hex(),
                 location,

@@ -65,7 +65,10 @@ impl Repository {
             catalog: Arc::new(catalog),
         };
         repo.create_tenant(tenant, keys)?;
-        let marker = format!("{REPOSITORY_MARKER}\nformat {REPOSITORY_FORMAT}\nid {}\n", repo.config.id);
+        let marker = format!(
+            "{REPOSITORY_MARKER}\nformat {REPOSITORY_FORMAT}\nid {}\n",
+            repo.config.id
+        );
         fsutil::write_atomic(&path.join(REPOSITORY_MARKER_FILE), marker.as_bytes())?;
         fsutil::fsync_dir(&fsutil::parent_dir(path))?;
         Ok(repo)

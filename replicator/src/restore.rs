@@ -62,7 +62,9 @@ pub fn select_point(repo: &Repository, tenant: &str, group: &str, sel: PointSele
         detail: match (sel, points.is_empty()) {
             (_, true) => format!(" in {}: run `lifeline backup` first", repo.path().display()),
             (PointSelector::Seq(n), _) => format!(" with seq {n}: `lifeline points` lists them"),
-            (PointSelector::AtOrBefore(t), _) => format!(" at or before {}: `lifeline points` lists them", t.to_rfc3339()),
+            (PointSelector::AtOrBefore(t), _) => {
+                format!(" at or before {}: `lifeline points` lists them", t.to_rfc3339())
+            }
             (PointSelector::Latest, _) => String::new(),
         },
     })
@@ -100,13 +102,22 @@ struct Target {
 }
 
 fn open_target(path: &Path, entry: &VolumeEntry) -> Result<Target> {
-    let not_writable = |e: std::io::Error| Error::io(format!("cannot write restore target {} (choose a writable path)", path.display()), e);
+    let not_writable = |e: std::io::Error| {
+        Error::io(
+            format!(
+                "cannot write restore target {} (choose a writable path)",
+                path.display()
+            ),
+            e,
+        )
+    };
     let meta = fs::metadata(path).ok();
     if let Some(m) = &meta
         && m.file_type().is_block_device()
     {
         let file = OpenOptions::new().write(true).open(path).map_err(not_writable)?;
-        let size = rustix::fs::seek(&file, rustix::fs::SeekFrom::End(0)).ctx(|| format!("measure {}", path.display()))?;
+        let size =
+            rustix::fs::seek(&file, rustix::fs::SeekFrom::End(0)).ctx(|| format!("measure {}", path.display()))?;
         if size < entry.size {
             return Err(Error::TargetTooSmall {
                 path: path.into(),
@@ -114,7 +125,10 @@ fn open_target(path: &Path, entry: &VolumeEntry) -> Result<Target> {
                 available: size,
             });
         }
-        return Ok(Target { file, is_block_device: true });
+        return Ok(Target {
+            file,
+            is_block_device: true,
+        });
     }
     if meta.as_ref().is_some_and(|m| m.is_dir()) {
         return Err(Error::Invalid {
@@ -123,7 +137,12 @@ fn open_target(path: &Path, entry: &VolumeEntry) -> Result<Target> {
             reason: "is a directory: give a file or block device path".into(),
         });
     }
-    let file = OpenOptions::new().write(true).create(true).truncate(true).open(path).map_err(not_writable)?;
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(not_writable)?;
     let st = rustix::fs::fstatvfs(&file).ctx(|| format!("statvfs {}", path.display()))?;
     let available = st.f_bavail.saturating_mul(st.f_frsize);
     if available < entry.data_bytes {
@@ -134,9 +153,15 @@ fn open_target(path: &Path, entry: &VolumeEntry) -> Result<Target> {
         });
     }
     file.set_len(entry.size).map_err(|e| {
-        Error::io(format!("size restore target {} to {} bytes", path.display(), entry.size), e)
+        Error::io(
+            format!("size restore target {} to {} bytes", path.display(), entry.size),
+            e,
+        )
     })?;
-    Ok(Target { file, is_block_device: false })
+    Ok(Target {
+        file,
+        is_block_device: false,
+    })
 }
 
 /// The leaves (segment node ids) of a volume's tree.
@@ -148,11 +173,19 @@ pub(crate) fn volume_leaves(reader: &ObjectReader, entry: &VolumeEntry) -> Resul
 }
 
 /// Assembles segment `node` into `buf` (resized to `len`), authenticating every object.
-pub(crate) fn assemble_segment(reader: &ObjectReader, node_id: &ObjectId, len: usize, buf: &mut Vec<u8>) -> Result<SegmentNode> {
+pub(crate) fn assemble_segment(
+    reader: &ObjectReader,
+    node_id: &ObjectId,
+    len: usize,
+    buf: &mut Vec<u8>,
+) -> Result<SegmentNode> {
     let (refs, plain) = reader.read(node_id, ObjectKind::SegmentNode)?;
     let node = SegmentNode::decode(&refs, &plain).map_err(|reason| reader.damaged(node_id, reason))?;
     if node.len() != len as u64 {
-        return Err(reader.damaged(node_id, format!("covers {} bytes where the segment has {len}", node.len())));
+        return Err(reader.damaged(
+            node_id,
+            format!("covers {} bytes where the segment has {len}", node.len()),
+        ));
     }
     buf.clear();
     buf.resize(len, 0);
@@ -162,7 +195,10 @@ pub(crate) fn assemble_segment(reader: &ObjectReader, node_id: &ObjectId, len: u
         if let Some(id) = id {
             let (_, chunk) = reader.read(id, ObjectKind::Chunk)?;
             if chunk.len() != elen {
-                return Err(reader.damaged(id, format!("holds {} bytes where its segment expects {elen}", chunk.len())));
+                return Err(reader.damaged(
+                    id,
+                    format!("holds {} bytes where its segment expects {elen}", chunk.len()),
+                ));
             }
             buf[pos..pos + elen].copy_from_slice(&chunk);
         }
@@ -187,7 +223,13 @@ pub fn restore(repo: &Repository, keys: &Keys, opts: &RestoreOptions) -> Result<
             group: opts.group.clone(),
             seq: point.header.seq,
             volume: opts.volume.clone(),
-            available: point.body.volumes.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(", "),
+            available: point
+                .body
+                .volumes
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         })?
         .clone();
     let reader = ObjectReader::new(store.as_ref(), keys);
@@ -206,7 +248,10 @@ pub fn restore(repo: &Repository, keys: &Keys, opts: &RestoreOptions) -> Result<
                 let len = (entry.size - offset).min(entry.segment_size) as usize;
                 let write = |data: &[u8], at: u64| {
                     target.file.write_all_at(data, at).map_err(|e| {
-                        Error::io(format!("write restore target {} at offset {at}", opts.target.display()), e)
+                        Error::io(
+                            format!("write restore target {} at offset {at}", opts.target.display()),
+                            e,
+                        )
                     })
                 };
                 let hash = match leaf {
@@ -260,7 +305,10 @@ pub fn restore(repo: &Repository, keys: &Keys, opts: &RestoreOptions) -> Result<
     for s in hashes {
         h.segment(&s?);
     }
-    target.file.sync_all().ctx(|| format!("fsync restore target {}", opts.target.display()))?;
+    target
+        .file
+        .sync_all()
+        .ctx(|| format!("fsync restore target {}", opts.target.display()))?;
     let actual = h.finish_hex();
     if actual != entry.volume_hash {
         return Err(Error::VolumeHashMismatch {
@@ -291,7 +339,10 @@ mod tests {
     fn selectors_parse() {
         assert_eq!("latest".parse::<PointSelector>().unwrap(), PointSelector::Latest);
         assert_eq!("12".parse::<PointSelector>().unwrap(), PointSelector::Seq(12));
-        assert!(matches!("2026-11-25T08:00:00Z".parse::<PointSelector>().unwrap(), PointSelector::AtOrBefore(_)));
+        assert!(matches!(
+            "2026-11-25T08:00:00Z".parse::<PointSelector>().unwrap(),
+            PointSelector::AtOrBefore(_)
+        ));
         let e = "yesterday".parse::<PointSelector>().unwrap_err().to_string();
         assert!(e.contains("RFC 3339"), "{e}");
     }

@@ -125,7 +125,9 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         for root in h.roots.iter().filter_map(|r| r.0) {
             if let Some(first_bad) = first_bad(&root, &present, &bad, &node_refs, &mut memo) {
                 if !present.contains(&first_bad) {
-                    missing.entry(first_bad).or_insert_with(|| format!("point {} of group `{}`", h.seq, h.group));
+                    missing
+                        .entry(first_bad)
+                        .or_insert_with(|| format!("point {} of group `{}`", h.seq, h.group));
                     reasons.push(format!("object {} is missing", first_bad.short()));
                 } else {
                     reasons.push(format!("object {} is damaged", first_bad.short()));
@@ -139,7 +141,9 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
                     for v in &point.body.volumes {
                         match volume_hash(reader, v) {
                             Ok(hash) if hash == v.volume_hash => {}
-                            Ok(_) => reasons.push(format!("volume `{}` does not hash to the recorded volume hash", v.name)),
+                            Ok(_) => {
+                                reasons.push(format!("volume `{}` does not hash to the recorded volume hash", v.name))
+                            }
                             Err(e) => reasons.push(e.to_string()),
                         }
                         volumes_hashed += 1;

@@ -34,7 +34,8 @@ impl VolumeSource {
         }
         let file = self::File::open(path).ctx(|| format!("open volume `{name}` at {}", path.display()))?;
         let size = if is_block_device {
-            rustix::fs::seek(&file, rustix::fs::SeekFrom::End(0)).ctx(|| format!("measure block device {}", path.display()))?
+            rustix::fs::seek(&file, rustix::fs::SeekFrom::End(0))
+                .ctx(|| format!("measure block device {}", path.display()))?
         } else {
             meta.len()
         };
@@ -138,7 +139,9 @@ mod tests {
 
     #[test]
     fn missing_volume_is_named() {
-        let e = VolumeSource::open("x", Path::new("/nonexistent/vol")).unwrap_err().to_string();
+        let e = VolumeSource::open("x", Path::new("/nonexistent/vol"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/nonexistent/vol") && e.contains("does not exist"), "{e}");
     }
 }

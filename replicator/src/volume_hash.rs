@@ -60,7 +60,10 @@ mod tests {
 
     #[test]
     fn zero_hash_matches_plain_blake3() {
-        assert_eq!(zero_segment_hash(SEGMENT_SIZE), *blake3::hash(&vec![0u8; SEGMENT_SIZE]).as_bytes());
+        assert_eq!(
+            zero_segment_hash(SEGMENT_SIZE),
+            *blake3::hash(&vec![0u8; SEGMENT_SIZE]).as_bytes()
+        );
         assert_eq!(zero_segment_hash(100), *blake3::hash(&[0u8; 100]).as_bytes());
     }
 }

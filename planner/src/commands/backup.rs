@@ -70,10 +70,18 @@ pub fn run(a: &BackupArgs) -> Result<ExitCode> {
         s.segments
     );
     println!("  new      {} after dedup", human_bytes(s.bytes_new));
-    println!("  stored   {} after compression ({} objects)", human_bytes(s.bytes_stored), s.objects_new);
+    println!(
+        "  stored   {} after compression ({} objects)",
+        human_bytes(s.bytes_stored),
+        s.objects_new
+    );
     if let Some(ms) = s.frozen_ms {
         println!("  frozen   {ms} ms");
     }
-    println!("  elapsed  {:.2} s ({})", s.elapsed_secs, rate(s.bytes_scanned, s.elapsed_secs));
+    println!(
+        "  elapsed  {:.2} s ({})",
+        s.elapsed_secs,
+        rate(s.bytes_scanned, s.elapsed_secs)
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -16,7 +16,13 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
     }
     println!("{:<44} {:>7} {:>10} {:>10}", "STAGE", "THREADS", "MB", "MB/s");
     for s in stages {
-        println!("{:<44} {:>7} {:>10.0} {:>10.0}", s.stage, s.threads, s.bytes as f64 / 1e6, s.mb_per_s);
+        println!(
+            "{:<44} {:>7} {:>10.0} {:>10.0}",
+            s.stage,
+            s.threads,
+            s.bytes as f64 / 1e6,
+            s.mb_per_s
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -16,7 +16,11 @@ pub fn new(out: &Path) -> Result<ExitCode> {
         "wrote key {} to {} ({}mode 0600)",
         key.keys().fingerprint_hex(),
         out.display(),
-        if pass.is_some() { "wrapped by LIFELINE_PASSPHRASE, " } else { "" }
+        if pass.is_some() {
+            "wrapped by LIFELINE_PASSPHRASE, "
+        } else {
+            ""
+        }
     );
     eprintln!("keep a copy of this key away from the primary site: without it no point can be restored");
     Ok(ExitCode::SUCCESS)

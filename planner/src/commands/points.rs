@@ -23,7 +23,14 @@ pub fn run(a: &PointsArgs) -> Result<ExitCode> {
         let volumes = match &keys {
             Some(k) => {
                 let opened = p.open(k, &location)?;
-                Some(opened.body.volumes.iter().map(|v| json!({"name": v.name, "size": v.size, "volume_hash": v.volume_hash})).collect::<Vec<_>>())
+                Some(
+                    opened
+                        .body
+                        .volumes
+                        .iter()
+                        .map(|v| json!({"name": v.name, "size": v.size, "volume_hash": v.volume_hash}))
+                        .collect::<Vec<_>>(),
+                )
             }
             None => None,
         };
@@ -41,15 +48,27 @@ pub fn run(a: &PointsArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
-        println!("no points{}", a.group.as_ref().map(|g| format!(" in group `{g}`")).unwrap_or_default());
+        println!(
+            "no points{}",
+            a.group.as_ref().map(|g| format!(" in group `{g}`")).unwrap_or_default()
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<20} {:>6}  {:<24}  {:<11}  VOLUMES", "GROUP", "SEQ", "TAKEN AT", "CONSISTENCY");
+    println!(
+        "{:<20} {:>6}  {:<24}  {:<11}  VOLUMES",
+        "GROUP", "SEQ", "TAKEN AT", "CONSISTENCY"
+    );
     for r in rows {
         let vols = match r["volumes"].as_array() {
             Some(vs) => vs
                 .iter()
-                .map(|v| format!("{} ({})", v["name"].as_str().unwrap_or(""), human_bytes(v["size"].as_u64().unwrap_or(0))))
+                .map(|v| {
+                    format!(
+                        "{} ({})",
+                        v["name"].as_str().unwrap_or(""),
+                        human_bytes(v["size"].as_u64().unwrap_or(0))
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", "),
             None => r["volume_count"].to_string(),

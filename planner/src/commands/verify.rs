@@ -26,7 +26,11 @@ pub fn run(a: &VerifyArgs) -> Result<ExitCode> {
     );
     bar.finish();
     let r = result?;
-    let code = if r.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(1) };
+    let code = if r.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(code);
@@ -38,7 +42,11 @@ pub fn run(a: &VerifyArgs) -> Result<ExitCode> {
         r.objects,
         human_bytes(r.bytes),
         r.points,
-        if r.deep { format!(", {} volume hashes", r.volumes_hashed) } else { String::new() },
+        if r.deep {
+            format!(", {} volume hashes", r.volumes_hashed)
+        } else {
+            String::new()
+        },
         r.elapsed_secs,
         rate(r.bytes, r.elapsed_secs)
     );

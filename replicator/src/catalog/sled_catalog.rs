@@ -34,7 +34,9 @@ impl SledCatalog {
             .cache_capacity(64 << 20)
             .open()
             .map_err(|e| match &e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
+                {
                     Error::CatalogLocked { path: path.into() }
                 }
                 _ => Error::Catalog {
@@ -77,7 +79,9 @@ impl SledCatalog {
         };
         match bytes.split_first() {
             Some((&CATALOG_VALUE_VERSION, json)) => serde_json::from_slice(json).map_err(|e| bad(e.to_string())),
-            Some((v, _)) => Err(bad(format!("value version {v}, this build reads {CATALOG_VALUE_VERSION}: upgrade lifeline"))),
+            Some((v, _)) => Err(bad(format!(
+                "value version {v}, this build reads {CATALOG_VALUE_VERSION}: upgrade lifeline"
+            ))),
             None => Err(bad("empty value".into())),
         }
     }
@@ -112,7 +116,9 @@ impl Catalog for SledCatalog {
     }
 
     fn set_config(&self, config: &RepositoryConfig) -> Result<()> {
-        self.meta.insert("config", Self::encode(config)).map_err(|e| self.err(e))?;
+        self.meta
+            .insert("config", Self::encode(config))
+            .map_err(|e| self.err(e))?;
         self.flush()
     }
 
@@ -126,7 +132,11 @@ impl Catalog for SledCatalog {
     fn create_tenant(&self, tenant: &TenantRecord) -> Result<bool> {
         let r = self
             .tenants
-            .compare_and_swap(tenant.name.as_bytes(), None as Option<&[u8]>, Some(Self::encode(tenant)))
+            .compare_and_swap(
+                tenant.name.as_bytes(),
+                None as Option<&[u8]>,
+                Some(Self::encode(tenant)),
+            )
             .map_err(|e| self.err(e))?;
         self.flush()?;
         Ok(r.is_ok())
@@ -207,9 +217,26 @@ mod tests {
             c.commit_point(&rec("a", 1)).unwrap();
             c.commit_point(&rec("a", 2)).unwrap();
             c.commit_point(&rec("ab", 1)).unwrap();
-            assert!(matches!(c.commit_point(&rec("a", 2)), Err(Error::CommitConflict { .. })));
-            assert!(c.create_tenant(&TenantRecord { name: "t".into(), key_fingerprint: "f".into(), created: "now".into() }).unwrap());
-            assert!(!c.create_tenant(&TenantRecord { name: "t".into(), key_fingerprint: "g".into(), created: "now".into() }).unwrap());
+            assert!(matches!(
+                c.commit_point(&rec("a", 2)),
+                Err(Error::CommitConflict { .. })
+            ));
+            assert!(
+                c.create_tenant(&TenantRecord {
+                    name: "t".into(),
+                    key_fingerprint: "f".into(),
+                    created: "now".into()
+                })
+                .unwrap()
+            );
+            assert!(
+                !c.create_tenant(&TenantRecord {
+                    name: "t".into(),
+                    key_fingerprint: "g".into(),
+                    created: "now".into()
+                })
+                .unwrap()
+            );
         }
         let c = SledCatalog::open(d.path()).unwrap();
         assert_eq!(c.points("t", Some("a")).unwrap().len(), 2);

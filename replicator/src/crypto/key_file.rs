@@ -89,7 +89,9 @@ impl KeyFile {
                 if pass.is_empty() {
                     return Err(Error::KeyFile {
                         path: path.into(),
-                        reason: "LIFELINE_PASSPHRASE is set but empty: set a passphrase, or unset it for an unwrapped key".into(),
+                        reason:
+                            "LIFELINE_PASSPHRASE is set but empty: set a passphrase, or unset it for an unwrapped key"
+                                .into(),
                     });
                 }
                 let mut salt = [0u8; 16];
@@ -140,8 +142,8 @@ impl KeyFile {
                 bad(format!("cannot be read: {e}"))
             }
         })?;
-        let json: KeyFileJson = serde_json::from_str(&text)
-            .map_err(|e| bad(format!("is not a Lifeline key file ({e})")))?;
+        let json: KeyFileJson =
+            serde_json::from_str(&text).map_err(|e| bad(format!("is not a Lifeline key file ({e})")))?;
         if json.format != KEY_FILE_FORMAT {
             return Err(bad(format!("is not a Lifeline key file (format `{}`)", json.format)));
         }
@@ -154,9 +156,8 @@ impl KeyFile {
         let master: [u8; 32] = match (json.wrapping.as_str(), json.key, json.argon2id) {
             ("none", Some(k), None) => decode_fixed(&k).ok_or_else(|| bad("has a malformed key".into()))?,
             ("argon2id", None, Some(a)) => {
-                let pass = passphrase.ok_or_else(|| {
-                    bad("is protected by a passphrase: set LIFELINE_PASSPHRASE".into())
-                })?;
+                let pass =
+                    passphrase.ok_or_else(|| bad("is protected by a passphrase: set LIFELINE_PASSPHRASE".into()))?;
                 let salt: [u8; 16] = decode_fixed(&a.salt).ok_or_else(|| bad("has a malformed salt".into()))?;
                 let nonce: [u8; 12] = decode_fixed(&a.nonce).ok_or_else(|| bad("has a malformed nonce".into()))?;
                 let wrapped = hex::decode(&a.wrapped_key).map_err(|_| bad("has a malformed wrapped key".into()))?;
@@ -173,7 +174,10 @@ impl KeyFile {
                         },
                     )
                     .map_err(|_| bad("wrong passphrase (LIFELINE_PASSPHRASE), or the file was altered".into()))?;
-                plain.as_slice().try_into().map_err(|_| bad("has a malformed wrapped key".into()))?
+                plain
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| bad("has a malformed wrapped key".into()))?
             }
             (w, _, _) => return Err(bad(format!("has an unknown or inconsistent wrapping `{w}`"))),
         };
@@ -287,7 +291,11 @@ mod tests {
         let text = fs::read_to_string(&p).unwrap();
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         let key = json["key"].as_str().unwrap();
-        let flipped = if key.starts_with('0') { key.replacen('0', "1", 1) } else { format!("0{}", &key[1..]) };
+        let flipped = if key.starts_with('0') {
+            key.replacen('0', "1", 1)
+        } else {
+            format!("0{}", &key[1..])
+        };
         fs::write(&p, text.replace(key, &flipped)).unwrap();
         let e = KeyFile::load(&p, None).err().unwrap().to_string();
         assert!(e.contains("fingerprint"), "{e}");

@@ -2,9 +2,7 @@
 
 use aes_gcm::{Aes256Gcm, KeyInit};
 
-use crate::file_formats::{
-    KDF_CDC_SEED, KDF_DATA_KEY, KDF_FINGERPRINT, KDF_ID_KEY, KDF_NODE_ID_KEY,
-};
+use crate::file_formats::{KDF_CDC_SEED, KDF_DATA_KEY, KDF_FINGERPRINT, KDF_ID_KEY, KDF_NODE_ID_KEY};
 use crate::object_id::ObjectId;
 
 /// Everything derived from one master key. Cheap to clone.

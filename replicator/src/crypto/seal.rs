@@ -17,8 +17,8 @@ use std::cell::RefCell;
 
 use crate::crypto::Keys;
 use crate::file_formats::{
-    ENVELOPE_RAW, ENVELOPE_ZSTD, MAX_OBJECT_LEN, MAX_OBJECT_REFS, OBJECT_HEADER_LEN, OBJECT_MAGIC,
-    OBJECT_VERSION, TAG_LEN, TRAILER_LEN,
+    ENVELOPE_RAW, ENVELOPE_ZSTD, MAX_OBJECT_LEN, MAX_OBJECT_REFS, OBJECT_HEADER_LEN, OBJECT_MAGIC, OBJECT_VERSION,
+    TAG_LEN, TRAILER_LEN,
 };
 use crate::fsutil;
 use crate::object_id::ObjectId;
@@ -130,6 +130,7 @@ impl<'a> SealedObject<'a> {
 }
 
 thread_local! {
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
     static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
 }
 
@@ -164,7 +165,11 @@ pub fn seal_object(keys: &Keys, kind: ObjectKind, id: &ObjectId, refs: &[ObjectI
     for r in refs {
         out.extend_from_slice(&r.0);
     }
-    out.push(if compressed.is_some() { ENVELOPE_ZSTD } else { ENVELOPE_RAW });
+    out.push(if compressed.is_some() {
+        ENVELOPE_ZSTD
+    } else {
+        ENVELOPE_RAW
+    });
     out.extend_from_slice(payload);
     let mut aad = Vec::with_capacity(32 + header_len);
     aad.extend_from_slice(&id.0);
@@ -220,7 +225,17 @@ pub fn open_object(keys: &Keys, id: &ObjectId, bytes: &[u8]) -> Result<(SealedHe
                 .flatten()
                 .filter(|&s| s as usize <= MAX_OBJECT_LEN)
                 .ok_or_else(|| OpenError::Damaged("bad compressed payload".into()))?;
-            zstd::bulk::decompress(&buf[1..], size as usize)
+            DECOMPRESSOR
+                .with(|d| {
+                    let mut d = d.borrow_mut();
+                    if d.is_none() {
+                        *d = zstd::bulk::Decompressor::new().ok();
+                    }
+                    match d.as_mut() {
+                        Some(d) => d.decompress(&buf[1..], size as usize),
+                        None => zstd::bulk::decompress(&buf[1..], size as usize),
+                    }
+                })
                 .map_err(|e| OpenError::Damaged(format!("bad compressed payload: {e}")))?
         }
         _ => return Err(OpenError::Damaged("bad envelope".into())),
@@ -247,7 +262,12 @@ mod tests {
     #[test]
     fn round_trip_compressible_and_random() {
         let k = keys();
-        for plain in [vec![b'a'; 70_000], (0..50_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()] {
+        for plain in [
+            vec![b'a'; 70_000],
+            (0..50_000u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect(),
+        ] {
             let id = k.chunk_id(&plain);
             let sealed = seal_object(&k, ObjectKind::Chunk, &id, &[], &plain);
             let (h, out) = open_object(&k, &id, &sealed).unwrap();
@@ -262,9 +282,15 @@ mod tests {
         let plain = b"hello world".repeat(100);
         let id = k.chunk_id(&plain);
         let sealed = seal_object(&k, ObjectKind::Chunk, &id, &[], &plain);
-        assert!(matches!(open_object(&Keys::derive(&[1u8; 32]), &id, &sealed), Err(OpenError::OtherKey(_))));
+        assert!(matches!(
+            open_object(&Keys::derive(&[1u8; 32]), &id, &sealed),
+            Err(OpenError::OtherKey(_))
+        ));
         let other = k.chunk_id(b"x");
-        assert!(matches!(open_object(&k, &other, &sealed), Err(OpenError::Authentication)));
+        assert!(matches!(
+            open_object(&k, &other, &sealed),
+            Err(OpenError::Authentication)
+        ));
         let mut bad = sealed.clone();
         bad[40] ^= 1;
         assert!(matches!(open_object(&k, &id, &bad), Err(OpenError::Damaged(_))));

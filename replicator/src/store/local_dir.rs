@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! DIR/<ab>/<64 hex id>     objects, sharded by the first byte of the id
-//! DIR/tmp/<id>.<random>    objects written but not yet durable
+//! DIR/tmp/<ab>/<id>.<rnd>  objects written but not yet durable (sharded too, so
+//!                          parallel writers do not contend on one directory)
 //! ```
 //! A put writes the object to `tmp/` without fsync. [`LocalDirStore::sync`] then
 //! issues one `syncfs` (one flush for the whole batch instead of one fsync per
@@ -45,10 +46,10 @@ pub struct LocalDirStore {
 impl LocalDirStore {
     /// Creates the directory layout (shards and `tmp/`), durably.
     pub fn create(dir: &Path) -> Result<()> {
-        fs::create_dir_all(dir.join("tmp")).ctx(|| format!("create {}", dir.display()))?;
         for b in 0..=255u8 {
-            let shard = dir.join(hex::encode([b]));
-            fs::create_dir_all(&shard).ctx(|| format!("create {}", shard.display()))?;
+            for shard in [dir.join(hex::encode([b])), dir.join("tmp").join(hex::encode([b]))] {
+                fs::create_dir_all(&shard).ctx(|| format!("create {}", shard.display()))?;
+            }
         }
         fsutil::fsync_dir(dir)?;
         fsutil::fsync_dir(&fsutil::parent_dir(dir))
@@ -57,11 +58,14 @@ impl LocalDirStore {
     /// Opens a store created by [`create`](Self::create) and removes stale temp
     /// files left by a crash. Only the owner of the repository may call it.
     pub fn open(dir: &Path) -> Result<Self> {
-        let tmp = dir.join("tmp");
-        let entries = fs::read_dir(&tmp).ctx(|| format!("open object store {}", dir.display()))?;
-        for e in entries {
-            let e = e.ctx(|| format!("list {}", tmp.display()))?;
-            let _ = fs::remove_file(e.path());
+        for b in 0..=255u8 {
+            let tmp = dir.join("tmp").join(hex::encode([b]));
+            let entries =
+                fs::read_dir(&tmp).ctx(|| format!("open object store {} (is it a repository?)", dir.display()))?;
+            for e in entries {
+                let e = e.ctx(|| format!("list {}", tmp.display()))?;
+                let _ = fs::remove_file(e.path());
+            }
         }
         Ok(LocalDirStore {
             dir: dir.to_path_buf(),
@@ -98,10 +102,7 @@ impl LocalDirStore {
                     let _ = fs::remove_file(tmp);
                 }
                 Err(e) => {
-                    return Err(Error::io(
-                        format!("store object {} at {}", id, dst.display()),
-                        e.into(),
-                    ));
+                    return Err(Error::io(format!("store object {} at {}", id, dst.display()), e.into()));
                 }
             }
         }
@@ -123,7 +124,12 @@ impl ChunkStore for LocalDirStore {
         }
         let mut rnd = [0u8; 6];
         fsutil::random_bytes(&mut rnd);
-        let tmp = self.dir.join("tmp").join(format!("{}.{}", id.to_hex(), hex::encode(rnd)));
+        let hex_id = id.to_hex();
+        let tmp = self
+            .dir
+            .join("tmp")
+            .join(&hex_id[..2])
+            .join(format!("{hex_id}.{}", hex::encode(rnd)));
         let write = || -> std::io::Result<()> {
             let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(sealed)
@@ -210,7 +216,11 @@ impl ChunkStore for LocalDirStore {
         let path = self.path_of(id);
         match fs::remove_file(&path) {
             Ok(()) => {
-                self.pending.lock().expect("pending lock").deleted_shards.insert(id.0[0]);
+                self.pending
+                    .lock()
+                    .expect("pending lock")
+                    .deleted_shards
+                    .insert(id.0[0]);
                 Ok(())
             }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
@@ -271,9 +281,9 @@ mod tests {
         let s = LocalDirStore::open(d.path()).unwrap();
         s.put(&id(2), b"two").unwrap();
         std::mem::forget(s); // as if the process died
-        assert_eq!(fs::read_dir(d.path().join("tmp")).unwrap().count(), 1);
+        assert_eq!(fs::read_dir(d.path().join("tmp/02")).unwrap().count(), 1);
         let s = LocalDirStore::open(d.path()).unwrap();
-        assert_eq!(fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(d.path().join("tmp/02")).unwrap().count(), 0);
         assert!(!s.contains(&id(2)).unwrap());
     }
 }
