@@ -170,6 +170,21 @@ pub fn init_logging() {
         .try_init();
 }
 
+/// The message for an error that ended a command: the error and its causes,
+/// skipping a cause whose text the message already holds (the replicator's I/O
+/// and catalog errors print their source themselves).
+pub fn error_message(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
+}
+
 /// Exit code for an error that ended a command.
 pub fn exit_code_for(e: &anyhow::Error) -> ExitCode {
     match e.downcast_ref::<lifeline_replicator::Error>() {

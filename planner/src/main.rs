@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     match lifeline_planner::commands::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", lifeline_planner::cli::error_message(&e));
             lifeline_planner::cli::exit_code_for(&e)
         }
     }

@@ -145,10 +145,12 @@ impl From<String> for Error {
 impl Error {
     /// Wraps an I/O error with what was being done to which path.
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
+        let mut context = context.into();
+        if source.raw_os_error() == Some(28) {
+            // ENOSPC: say what to do; the failed operation left no partial state.
+            context.push_str(" (the file system is full: free space there and retry; nothing partial was kept)");
         }
+        Error::Io { context, source }
     }
 }
 

@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use rayon::prelude::*;
 
 use crate::backup::Progress;
@@ -55,7 +55,13 @@ pub fn select_point(repo: &Repository, tenant: &str, group: &str, sel: PointSele
     let found = match sel {
         PointSelector::Latest => points.last().cloned(),
         PointSelector::Seq(n) => points.iter().find(|p| p.header.seq == n).cloned(),
-        PointSelector::AtOrBefore(t) => points.iter().rev().find(|p| p.header.taken_at <= t).cloned(),
+        // Point times are shown to the millisecond (`lifeline points`): a time
+        // copied from there must select that point, not the one before it.
+        PointSelector::AtOrBefore(t) => points
+            .iter()
+            .rev()
+            .find(|p| p.header.taken_at.trunc_subsecs(3) <= t)
+            .cloned(),
     };
     found.ok_or_else(|| Error::NoPoint {
         group: group.into(),

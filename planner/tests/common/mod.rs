@@ -1,0 +1,642 @@
+//! Helpers for the CLI integration tests: running the real `lifeline` binary,
+//! generating volumes, looking inside a repository, and guards for the root-only
+//! fixtures (loop devices, tmpfs mounts) that always clean up.
+
+#![allow(dead_code)]
+
+use std::fs::{self, File};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_lifeline");
+pub const KIB: u64 = 1 << 10;
+pub const MIB: u64 = 1 << 20;
+
+/// Exit codes of `lifeline`.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_CHECK_FAILED: i32 = 1;
+pub const EXIT_ERROR: i32 = 2;
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// A path as a `&str` (temp dirs are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+/// `lifeline ARGS` with an environment that cannot leak into the test: no
+/// passphrase, no state dir default, default logging.
+pub fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env_remove("LIFELINE_PASSPHRASE")
+        .env_remove("LIFELINE_STATE_DIR")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    c
+}
+
+/// The outcome of one `lifeline` run.
+pub struct Run {
+    pub args: String,
+    /// `None` when killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn from_output(args: String, out: Output) -> Run {
+        Run {
+            args,
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "`lifeline {}` exited with {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.args, self.code, self.stdout, self.stderr
+        )
+    }
+
+    /// Asserts exit code 0.
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, Some(EXIT_OK), "expected success: {}", self.describe());
+        self
+    }
+
+    /// Asserts the exit code.
+    #[track_caller]
+    pub fn code(self, code: i32) -> Run {
+        assert_eq!(self.code, Some(code), "expected exit code {code}: {}", self.describe());
+        self
+    }
+
+    /// Asserts the exit code and that stderr holds every needle.
+    #[track_caller]
+    pub fn fails(self, code: i32, needles: &[&str]) -> Run {
+        let r = self.code(code);
+        r.stderr_has(needles)
+    }
+
+    /// Asserts that stderr holds every needle.
+    #[track_caller]
+    pub fn stderr_has(self, needles: &[&str]) -> Run {
+        for n in needles {
+            assert!(self.stderr.contains(n), "stderr lacks {n:?}: {}", self.describe());
+        }
+        self
+    }
+
+    /// Asserts that stdout holds every needle.
+    #[track_caller]
+    pub fn stdout_has(self, needles: &[&str]) -> Run {
+        for n in needles {
+            assert!(self.stdout.contains(n), "stdout lacks {n:?}: {}", self.describe());
+        }
+        self
+    }
+
+    /// Stdout as JSON.
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.describe()))
+    }
+}
+
+/// Runs `lifeline ARGS` to completion.
+pub fn run(args: &[&str]) -> Run {
+    run_env(args, &[])
+}
+
+/// Runs `lifeline ARGS` with extra environment variables.
+pub fn run_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut c = command(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().expect("spawn lifeline");
+    Run::from_output(args.join(" "), out)
+}
+
+/// Spawns `lifeline ARGS` with piped output.
+pub fn spawn(args: &[&str]) -> Child {
+    command(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lifeline")
+}
+
+/// Waits for a spawned `lifeline`.
+pub fn finish(child: Child, args: &[&str]) -> Run {
+    Run::from_output(args.join(" "), child.wait_with_output().expect("wait for lifeline"))
+}
+
+/// A temp dir with a key file and an initialised repository.
+pub struct Sandbox {
+    /// Dropped (unmounted) before `dir` is removed: fields drop in order.
+    pub mount: Option<TmpfsMount>,
+    pub dir: TempDir,
+    pub key: PathBuf,
+    pub repo: PathBuf,
+    pub state: PathBuf,
+}
+
+impl Sandbox {
+    /// Writes a key and initialises a repository, asserting what both print.
+    pub fn new() -> Sandbox {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path().join("repo");
+        Self::with_repo(dir, repo)
+    }
+
+    /// Like [`new`](Self::new) with the repository at `repo`.
+    pub fn with_repo(dir: TempDir, repo: PathBuf) -> Sandbox {
+        let key = dir.path().join("tenant.key");
+        let state = dir.path().join("state");
+        run(&["key", "new", "--out", s(&key)])
+            .ok()
+            .stdout_has(&["wrote key", s(&key), "mode 0600"]);
+        run(&["init", "--repo", s(&repo), "--key-file", s(&key)])
+            .ok()
+            .stdout_has(&["initialised repository", s(&repo)]);
+        Sandbox {
+            mount: None,
+            dir,
+            key,
+            repo,
+            state,
+        }
+    }
+
+    /// A sandbox whose repository lives on a tmpfs of `size` (root only).
+    pub fn on_tmpfs(size: &str) -> Result<Sandbox, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mount = TmpfsMount::mount(&dir.path().join("small-fs"), size)?;
+        let repo = mount.dir.join("repo");
+        let mut sb = Self::with_repo(dir, repo);
+        sb.mount = Some(mount);
+        Ok(sb)
+    }
+
+    /// A path inside the sandbox.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// `lifeline backup` of `vols` into `group`, with `extra` arguments.
+    pub fn backup(&self, group: &str, vols: &[(&str, &Path)], extra: &[&str]) -> Run {
+        let specs: Vec<String> = vols.iter().map(|(n, p)| format!("{n}={}", s(p))).collect();
+        let mut args = vec![
+            "backup",
+            "--repo",
+            s(&self.repo),
+            "--key-file",
+            s(&self.key),
+            "--group",
+            group,
+            "--state-dir",
+            s(&self.state),
+        ];
+        for v in &specs {
+            args.extend(["--volume", v.as_str()]);
+        }
+        args.extend(extra);
+        run(&args)
+    }
+
+    /// A successful `backup --json`; returns its summary.
+    #[track_caller]
+    pub fn backup_json(&self, group: &str, vols: &[(&str, &Path)]) -> Value {
+        let r = self.backup(group, vols, &["--json"]).ok();
+        let v = r.json();
+        for field in ["seq", "bytes_scanned", "bytes_new", "bytes_stored", "elapsed_secs"] {
+            assert!(v.get(field).is_some(), "backup --json lacks `{field}`: {}", r.stdout);
+        }
+        v
+    }
+
+    /// `lifeline points --json` (no key).
+    #[track_caller]
+    pub fn points(&self) -> Vec<Value> {
+        let r = run(&["points", "--repo", s(&self.repo), "--json"]).ok();
+        r.json().as_array().cloned().expect("points --json is an array")
+    }
+
+    /// `lifeline restore`.
+    pub fn restore(&self, group: &str, point: &str, volume: &str, to: &Path) -> Run {
+        run(&[
+            "restore",
+            "--repo",
+            s(&self.repo),
+            "--key-file",
+            s(&self.key),
+            "--group",
+            group,
+            "--point",
+            point,
+            "--volume",
+            volume,
+            "--to",
+            s(to),
+        ])
+    }
+
+    /// A successful `restore --json`; returns its summary.
+    #[track_caller]
+    pub fn restore_json(&self, group: &str, point: &str, volume: &str, to: &Path) -> Value {
+        let r = run(&[
+            "restore",
+            "--repo",
+            s(&self.repo),
+            "--key-file",
+            s(&self.key),
+            "--group",
+            group,
+            "--point",
+            point,
+            "--volume",
+            volume,
+            "--to",
+            s(to),
+            "--json",
+        ]);
+        r.ok().json()
+    }
+
+    /// `lifeline verify`, deep with the key.
+    pub fn verify(&self, deep: bool) -> Run {
+        if deep {
+            run(&["verify", "--repo", s(&self.repo), "--key-file", s(&self.key)])
+        } else {
+            run(&["verify", "--repo", s(&self.repo)])
+        }
+    }
+}
+
+/// `u64` field of a JSON object.
+#[track_caller]
+pub fn u(v: &Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("`{field}` is not a u64 in {v}"))
+}
+
+/// A fast deterministic generator (splitmix64): /dev/urandom is too slow for
+/// hundreds of MiB on a shared machine, and a seed makes failures reproducible.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for c in buf.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            c.copy_from_slice(&v[..c.len()]);
+        }
+    }
+}
+
+/// `len` random bytes.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    Rng::new(seed).fill(&mut v);
+    v
+}
+
+/// Writes `len` random bytes to `f` at `offset`, 4 MiB at a time.
+pub fn write_random_at(f: &File, offset: u64, len: u64, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let mut buf = vec![0u8; (4 * MIB).min(len) as usize];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        rng.fill(&mut buf[..n]);
+        f.write_all_at(&buf[..n], offset + done).expect("write volume");
+        done += n as u64;
+    }
+}
+
+/// A new file of `len` random bytes.
+pub fn write_random_file(path: &Path, len: u64, seed: u64) {
+    let f = File::create(path).expect("create volume");
+    write_random_at(&f, 0, len, seed);
+    f.sync_all().expect("fsync volume");
+}
+
+/// `len` bytes that look like a text file (log lines of a small vocabulary):
+/// compressible, with repeats.
+pub fn text_like(len: usize, seed: u64) -> Vec<u8> {
+    const WORDS: [&str; 16] = [
+        "replica",
+        "volume",
+        "segment",
+        "chunk",
+        "commit",
+        "point",
+        "restore",
+        "verify",
+        "tenant",
+        "group",
+        "frozen",
+        "thawed",
+        "index",
+        "object",
+        "sealed",
+        "repository",
+    ];
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::with_capacity(len + 128);
+    let mut line = 0u64;
+    while out.len() < len {
+        line += 1;
+        out.extend_from_slice(format!("{line:08} INFO ").as_bytes());
+        for _ in 0..(4 + rng.next_u64() % 8) {
+            out.extend_from_slice(WORDS[(rng.next_u64() % 16) as usize].as_bytes());
+            out.push(b' ');
+        }
+        out.extend_from_slice(format!("id={:x}\n", rng.next_u64() % 100_000).as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Asserts two files hold the same bytes, naming the first difference.
+#[track_caller]
+pub fn assert_same_content(expected: &Path, actual: &Path) {
+    let a = fs::read(expected).unwrap_or_else(|e| panic!("read {}: {e}", expected.display()));
+    let b = fs::read(actual).unwrap_or_else(|e| panic!("read {}: {e}", actual.display()));
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "{} and {} differ in size",
+        expected.display(),
+        actual.display()
+    );
+    if let Some(i) = a.iter().zip(&b).position(|(x, y)| x != y) {
+        panic!(
+            "{} and {} differ first at offset {i}",
+            expected.display(),
+            actual.display()
+        );
+    }
+}
+
+/// Bytes allocated on disk for `path`.
+pub fn allocated(path: &Path) -> u64 {
+    fs::metadata(path).expect("stat").blocks() * 512
+}
+
+/// The default tenant's object directory.
+pub fn objects_dir(repo: &Path) -> PathBuf {
+    repo.join("tenants/default/objects")
+}
+
+/// One durable object file.
+#[derive(Debug, Clone)]
+pub struct ObjectFile {
+    pub id: String,
+    pub path: PathBuf,
+    pub len: u64,
+}
+
+fn is_shard(name: &str) -> bool {
+    name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn is_object_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Durable objects: `objects/<2 hex>/<64 hex>` (not `tmp/`), largest first.
+pub fn durable_objects(repo: &Path) -> Vec<ObjectFile> {
+    let mut out = Vec::new();
+    let dir = objects_dir(repo);
+    for shard in fs::read_dir(&dir).unwrap_or_else(|e| panic!("list {}: {e}", dir.display())) {
+        let shard = shard.expect("shard entry");
+        let sname = shard.file_name().to_string_lossy().into_owned();
+        if !is_shard(&sname) {
+            continue;
+        }
+        for e in fs::read_dir(shard.path()).expect("list shard") {
+            let Ok(e) = e else { continue };
+            let name = e.file_name().to_string_lossy().into_owned();
+            if is_object_name(&name) && name.starts_with(&sname) {
+                let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                out.push(ObjectFile {
+                    id: name,
+                    path: e.path(),
+                    len,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| b.len.cmp(&a.len).then(a.id.cmp(&b.id)));
+    out
+}
+
+/// True as soon as one durable object exists (cheap enough to poll).
+pub fn any_durable_object(repo: &Path) -> bool {
+    let dir = objects_dir(repo);
+    let Ok(shards) = fs::read_dir(&dir) else { return false };
+    for shard in shards.flatten() {
+        if !is_shard(&shard.file_name().to_string_lossy()) {
+            continue;
+        }
+        if let Ok(mut entries) = fs::read_dir(shard.path())
+            && entries.any(|e| e.is_ok_and(|e| is_object_name(&e.file_name().to_string_lossy())))
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Every file under `objects/tmp/` (any depth): objects that were never made durable.
+pub fn tmp_files(repo: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&objects_dir(repo).join("tmp"), &mut out);
+    out
+}
+
+/// Polls `cond` every few milliseconds until it holds or `timeout` passes.
+pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// True when the tests run as root (reads /proc, no libc needed).
+pub fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|st| {
+            st.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn sh(program: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "{program} {}: {}: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// A loop device over a file, detached on drop.
+pub struct LoopDevice {
+    pub device: PathBuf,
+}
+
+impl LoopDevice {
+    pub fn attach(backing: &Path) -> Result<LoopDevice, String> {
+        let dev = sh("losetup", &["-f", "--show", s(backing)])?;
+        if dev.is_empty() {
+            return Err("losetup printed no device".into());
+        }
+        Ok(LoopDevice { device: dev.into() })
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        if let Err(e) = sh("losetup", &["-d", s(&self.device)]) {
+            eprintln!("warning: could not detach {}: {e}", self.device.display());
+        }
+    }
+}
+
+/// A tmpfs mounted on a directory, lazily unmounted on drop.
+pub struct TmpfsMount {
+    pub dir: PathBuf,
+}
+
+impl TmpfsMount {
+    pub fn mount(dir: &Path, size: &str) -> Result<TmpfsMount, String> {
+        fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        sh(
+            "mount",
+            &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", s(dir)],
+        )?;
+        Ok(TmpfsMount { dir: dir.into() })
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        if let Err(e) = sh("umount", &["-l", s(&self.dir)]) {
+            eprintln!("warning: could not unmount {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch of `YYYY-MM-DDTHH:MM:SS[.fff…]Z` (what
+/// `points --json` prints). No time crate is a dependency of the tests.
+#[track_caller]
+pub fn parse_utc_ms(t: &str) -> i64 {
+    let fields: Option<Vec<i64>> = t
+        .strip_suffix('Z')
+        .map(|t| {
+            t.split(['-', 'T', ':', '.'])
+                .map(|f| f.parse::<i64>().ok())
+                .collect::<Option<Vec<_>>>()
+        })
+        .and_then(|f| f);
+    let f = match fields {
+        Some(f) if f.len() == 6 || f.len() == 7 => f,
+        _ => panic!("not a UTC RFC 3339 time: {t}"),
+    };
+    // Fraction to milliseconds: `.5` is 500 ms, `.123456789` is 123 ms.
+    let ms = match t.strip_suffix('Z').and_then(|t| t.split_once('.')) {
+        Some((_, frac)) => format!("{frac:0<3}")[..3].parse::<i64>().expect("digits"),
+        None => 0,
+    };
+    let days = days_from_civil(f[0], f[1], f[2]);
+    ((days * 24 + f[3]) * 60 + f[4]) * 60_000 + f[5] * 1000 + ms
+}
+
+/// The inverse of [`parse_utc_ms`]: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn format_utc_ms(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let rem = ms.rem_euclid(86_400_000);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000
+    )
+}
+
+// Howard Hinnant's civil-date algorithms.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+}
