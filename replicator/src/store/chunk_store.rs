@@ -22,6 +22,10 @@ pub struct StoredObject {
 ///   A backend may make objects durable earlier (for example in batches).
 /// - [`get`](Self::get) returns exactly the bytes put; it does not authenticate
 ///   them (the caller opens the sealed object, which does).
+/// - **Referential order**: an object becomes visible only once every object it
+///   references (the cleartext references of its header) is visible, provided the
+///   caller put the referenced objects first. A present node can be trusted to be
+///   complete.
 /// - [`list`](Self::list) enumerates durable objects; objects put while it runs
 ///   may or may not appear.
 /// - [`delete`](Self::delete) is for garbage collection only; it is durable after
