@@ -34,7 +34,7 @@ mod volume_hash;
 
 pub use agent_state::{AgentState, SegmentState, VolumeState};
 pub use backup::{BackupOptions, BackupSummary, Progress, backup, human_duration};
-pub use catalog::{Catalog, RepositoryConfig, SledCatalog, TenantRecord};
+pub use catalog::{Catalog, ObjectIndex, RepositoryConfig, SledCatalog, SledObjectIndex, TenantRecord};
 pub use crypto::{KeyFile, KeyWrapping, Keys, ObjectKind, SealedHeader, SealedObject, open_object, seal_object};
 pub use error::{Error, Result};
 pub use hooks::{ThawGuard, run_hook};
@@ -42,7 +42,7 @@ pub use object_id::ObjectId;
 pub use point::{Consistency, PointBody, PointHeader, PointRecord, RecoveryPoint, RootRef, VolumeEntry, check_name};
 pub use repository::{DEFAULT_TENANT, Repository};
 pub use restore::{PointSelector, RestoreOptions, RestoreSummary, restore, select_point};
-pub use store::{ChunkStore, LocalDirStore, StoredObject};
+pub use store::{ChunkStore, LocalDirStore, ObjectLocation, PackId, StoredObject};
 pub use verify::{AffectedPoint, DamagedObject, VerifyOptions, VerifyReport, verify};
 pub use volume::VolumeSource;
 pub use volume_hash::{VolumeHasher, zero_segment_hash};

@@ -3,15 +3,16 @@
 //! ```text
 //! REPO/lifeline-repo              marker: "LIFELINE-REPOSITORY", format, repository id
 //! REPO/catalog/                   sled catalog (config, tenants, points)
-//! REPO/tenants/<tenant>/objects/  the tenant's sealed objects (LocalDirStore)
+//! REPO/tenants/<tenant>/objects/  the tenant's sealed objects in packs (LocalDirStore)
 //! ```
 //! The marker is written last at init, so a crash during init leaves no
 //! half-initialised repository that looks valid. Opening takes the catalog's
 //! exclusive lock: one process owns a repository.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::catalog::{Catalog, RepositoryConfig, SledCatalog, TenantRecord};
 use crate::crypto::{KeyFile, Keys};
@@ -29,6 +30,8 @@ pub struct Repository {
     path: PathBuf,
     config: RepositoryConfig,
     catalog: Arc<dyn Catalog>,
+    /// One store per tenant per process: opening a store cleans its temp files.
+    stores: Mutex<HashMap<String, Arc<LocalDirStore>>>,
 }
 
 impl Repository {
@@ -63,6 +66,7 @@ impl Repository {
             path: path.into(),
             config,
             catalog: Arc::new(catalog),
+            stores: Mutex::new(HashMap::new()),
         };
         repo.create_tenant(tenant, keys)?;
         let marker = format!(
@@ -110,6 +114,7 @@ impl Repository {
             path: path.into(),
             config,
             catalog: Arc::new(catalog),
+            stores: Mutex::new(HashMap::new()),
         })
     }
 
@@ -165,7 +170,16 @@ impl Repository {
                 tenant: tenant.into(),
             });
         }
-        Ok(Arc::new(LocalDirStore::open(&self.objects_dir(tenant))?))
+        let mut stores = self.stores.lock().expect("stores");
+        if let Some(s) = stores.get(tenant) {
+            return Ok(s.clone());
+        }
+        let store = Arc::new(LocalDirStore::open(
+            &self.objects_dir(tenant),
+            self.catalog.object_index(tenant)?,
+        )?);
+        stores.insert(tenant.into(), store.clone());
+        Ok(store)
     }
 
     fn objects_dir(&self, tenant: &str) -> PathBuf {

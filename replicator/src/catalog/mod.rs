@@ -6,10 +6,31 @@ mod records;
 mod sled_catalog;
 
 pub use records::{RepositoryConfig, TenantRecord};
-pub use sled_catalog::SledCatalog;
+pub use sled_catalog::{SledCatalog, SledObjectIndex};
 
 use crate::error::Result;
+use crate::object_id::ObjectId;
 use crate::point::PointRecord;
+use crate::store::{ObjectLocation, PackId};
+
+/// Where a tenant's objects are: id → pack, offset, length. Kept in the catalog
+/// so presence checks and reads need no directory listing.
+///
+/// Durability: [`publish`](Self::publish) and [`remove`](Self::remove) return once
+/// durable. Visibility is atomic per publish: all entries of a pack or none.
+pub trait ObjectIndex: Send + Sync {
+    /// Location of an object.
+    fn get(&self, id: &ObjectId) -> Result<Option<ObjectLocation>>;
+    /// Makes the objects of a durable pack visible (an existing entry for the same
+    /// id is replaced: equal ids mean equal content).
+    fn publish(&self, pack: PackId, entries: &[(ObjectId, ObjectLocation)]) -> Result<()>;
+    /// True when the pack was published.
+    fn has_pack(&self, pack: &PackId) -> Result<bool>;
+    /// Removes entries (garbage collection).
+    fn remove(&self, ids: &[ObjectId]) -> Result<()>;
+    /// Calls `f` for every entry, in id order.
+    fn for_each(&self, f: &mut dyn FnMut(ObjectId, ObjectLocation) -> Result<()>) -> Result<()>;
+}
 
 /// A repository's catalog. One process owns it at a time (opening it elsewhere
 /// fails with `Error::CatalogLocked`); inside that process it is shared between
@@ -34,4 +55,6 @@ pub trait Catalog: Send + Sync {
     /// is the group's last seq + 1. The caller must have made every object the
     /// point references durable first.
     fn commit_point(&self, point: &PointRecord) -> Result<()>;
+    /// The object index of a tenant.
+    fn object_index(&self, tenant: &str) -> Result<std::sync::Arc<dyn ObjectIndex>>;
 }

@@ -11,10 +11,12 @@ use std::sync::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::catalog::{Catalog, RepositoryConfig, TenantRecord};
+use crate::catalog::{Catalog, ObjectIndex, RepositoryConfig, TenantRecord};
 use crate::error::{Error, Result};
 use crate::file_formats::CATALOG_VALUE_VERSION;
+use crate::object_id::ObjectId;
 use crate::point::PointRecord;
+use crate::store::{ObjectLocation, PackId};
 
 /// The sled-backed catalog.
 pub struct SledCatalog {
@@ -58,11 +60,33 @@ impl SledCatalog {
         })
     }
 
+    /// The object index of a tenant (trees `objects/<tenant>` and `packs/<tenant>`).
+    pub fn object_index(&self, tenant: &str) -> Result<SledObjectIndex> {
+        Ok(SledObjectIndex {
+            db: self.db.clone(),
+            objects: self
+                .db
+                .open_tree(format!("objects/{tenant}"))
+                .map_err(|e| self.err(e))?,
+            packs: self.db.open_tree(format!("packs/{tenant}")).map_err(|e| self.err(e))?,
+            path: self.path.clone(),
+        })
+    }
+
     fn err(&self, e: sled::Error) -> Error {
         Error::Catalog {
             path: self.path.clone(),
             source: e,
         }
+    }
+
+    /// Drops every pack record of a tenant (tests of crash recovery only).
+    #[cfg(test)]
+    pub(crate) fn clear_pack_records_for_test(&self, tenant: &str) -> usize {
+        let t = self.db.open_tree(format!("packs/{tenant}")).unwrap();
+        let n = t.len();
+        t.clear().unwrap();
+        n
     }
 
     fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -170,6 +194,10 @@ impl Catalog for SledCatalog {
         }
     }
 
+    fn object_index(&self, tenant: &str) -> Result<std::sync::Arc<dyn ObjectIndex>> {
+        Ok(std::sync::Arc::new(SledCatalog::object_index(self, tenant)?))
+    }
+
     fn commit_point(&self, point: &PointRecord) -> Result<()> {
         let h = &point.header;
         let _g = self.commit.lock().expect("commit lock");
@@ -184,6 +212,99 @@ impl Catalog for SledCatalog {
             .insert(Self::point_key(&h.tenant, &h.group, h.seq), Self::encode(point))
             .map_err(|e| self.err(e))?;
         self.flush()
+    }
+}
+
+/// [`ObjectIndex`] over two sled trees. Values: version u8 | pack [16] |
+/// offset u64 | length u32 | kind u8 (objects); version u8 | count u32 | bytes u64 (packs).
+#[derive(Clone)]
+pub struct SledObjectIndex {
+    db: sled::Db,
+    objects: sled::Tree,
+    packs: sled::Tree,
+    path: PathBuf,
+}
+
+impl SledObjectIndex {
+    fn err(&self, e: sled::Error) -> Error {
+        Error::Catalog {
+            path: self.path.clone(),
+            source: e,
+        }
+    }
+
+    fn decode(&self, key: &[u8], v: &[u8]) -> Result<(ObjectId, ObjectLocation)> {
+        let bad = || Error::CatalogRecord {
+            path: self.path.clone(),
+            what: format!("object index entry {}", hex::encode(key)),
+            reason: "malformed".into(),
+        };
+        if v.len() != 30 || v[0] != CATALOG_VALUE_VERSION || key.len() != 32 {
+            return Err(bad());
+        }
+        Ok((
+            ObjectId(key.try_into().map_err(|_| bad())?),
+            ObjectLocation {
+                pack: PackId(v[1..17].try_into().expect("16")),
+                offset: u64::from_le_bytes(v[17..25].try_into().expect("8")),
+                len: u32::from_le_bytes(v[25..29].try_into().expect("4")),
+                kind: v[29],
+            },
+        ))
+    }
+}
+
+impl ObjectIndex for SledObjectIndex {
+    fn get(&self, id: &ObjectId) -> Result<Option<ObjectLocation>> {
+        match self.objects.get(id.0).map_err(|e| self.err(e))? {
+            Some(v) => Ok(Some(self.decode(&id.0, &v)?.1)),
+            None => Ok(None),
+        }
+    }
+
+    fn publish(&self, pack: PackId, entries: &[(ObjectId, ObjectLocation)]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        let mut bytes = 0u64;
+        for (id, loc) in entries {
+            let mut v = Vec::with_capacity(30);
+            v.push(CATALOG_VALUE_VERSION);
+            v.extend_from_slice(&loc.pack.0);
+            v.extend_from_slice(&loc.offset.to_le_bytes());
+            v.extend_from_slice(&loc.len.to_le_bytes());
+            v.push(loc.kind);
+            batch.insert(&id.0, v);
+            bytes += loc.len as u64;
+        }
+        self.objects.apply_batch(batch).map_err(|e| self.err(e))?;
+        let mut p = vec![CATALOG_VALUE_VERSION];
+        p.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        p.extend_from_slice(&bytes.to_le_bytes());
+        self.packs.insert(pack.0, p).map_err(|e| self.err(e))?;
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn has_pack(&self, pack: &PackId) -> Result<bool> {
+        self.packs.contains_key(pack.0).map_err(|e| self.err(e))
+    }
+
+    fn remove(&self, ids: &[ObjectId]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for id in ids {
+            batch.remove(&id.0);
+        }
+        self.objects.apply_batch(batch).map_err(|e| self.err(e))?;
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn for_each(&self, f: &mut dyn FnMut(ObjectId, ObjectLocation) -> Result<()>) -> Result<()> {
+        for kv in self.objects.iter() {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            let (id, loc) = self.decode(&k, &v)?;
+            f(id, loc)?;
+        }
+        Ok(())
     }
 }
 

@@ -8,6 +8,8 @@ use crate::object_id::ObjectId;
 pub struct StoredObject {
     pub id: ObjectId,
     pub len: u64,
+    /// Sorting objects by this key gives the fastest order to read them in.
+    pub read_order: (u128, u64),
 }
 
 /// A store of sealed objects, keyed by [`ObjectId`]. Implementations are shared

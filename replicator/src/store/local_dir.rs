@@ -1,258 +1,400 @@
-//! The local-directory backend.
+//! The local-directory backend: sealed objects appended to pack files, located
+//! through the catalog's object index.
 //!
 //! ```text
-//! DIR/<ab>/<64 hex id>     objects, sharded by the first byte of the id
-//! DIR/tmp/<ab>/<id>.<rnd>  objects written but not yet durable (sharded too, so
-//!                          parallel writers do not contend on one directory)
+//! DIR/packs/<ab>/<pack id>     durable packs, sharded by the first byte of the id
+//!                              (shard directories are created on first use)
+//! DIR/packs/tmp/<pack id>.tmp  packs being written (removed when the store opens)
 //! ```
-//! A put writes the object to `tmp/` without fsync. [`LocalDirStore::sync`] then
-//! issues one `syncfs` (one flush for the whole batch instead of one fsync per
-//! object), renames each file into its shard with `RENAME_NOREPLACE` (an existing
-//! object is never overwritten) and fsyncs the shard directories. An object is
-//! therefore visible under its id only once its bytes are durable; a crash leaves
-//! at worst files in `tmp/`, which [`LocalDirStore::open`] removes. Puts are synced
-//! in batches of [`SYNC_BATCH_BYTES`] so a long backup persists its progress and an
-//! interrupted one resumes without resending.
-//!
-//! Within a batch, objects are published in the order of their kind byte (chunks,
-//! then segment nodes, then index nodes), with the shard directories fsynced
-//! between kinds. Since writers put an object only after what it references, this
-//! keeps the invariant that **an object visible under its id has every object it
-//! references visible too**, even across a crash in the middle of a sync; a later
-//! backup can then trust any node it finds instead of re-walking it.
+//! A put appends the sealed object to the open pack (no fsync) and remembers it as
+//! pending. [`LocalDirStore::sync`] closes the open pack (footer), issues one
+//! `syncfs` for the whole batch, renames each pack into its shard with
+//! `RENAME_NOREPLACE`, fsyncs the shard directories, and only then publishes the
+//! pack's entries in the object index (one atomic, flushed sled batch per pack, in
+//! the order the packs were written). An object is therefore visible only once
+//! its bytes are durable, and since writers put an object after everything it
+//! references, **a visible object has every object it references visible too**.
+//! A crash leaves at worst temp packs (removed at open) or a durable pack not yet
+//! published, which [`LocalDirStore::open`] re-indexes from its footer, so an
+//! interrupted backup resumes without resending. Finished packs are synced in
+//! batches of [`SYNC_BATCH_BYTES`] during long writes.
 
-use std::collections::{HashMap, HashSet};
-use std::fs;
-use std::io::{ErrorKind, Write};
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use crate::catalog::ObjectIndex;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::object_id::ObjectId;
+use crate::store::pack::{self, ObjectLocation, PACK_HEADER_LEN, PACK_TARGET_BYTES, PackId};
 use crate::store::{ChunkStore, StoredObject};
 
-/// Pending bytes that trigger a sync during a long write.
+/// Bytes of closed packs that trigger a sync during a long write.
 pub const SYNC_BATCH_BYTES: u64 = 256 << 20;
+/// Open pack files kept for reading.
+const READER_CACHE: usize = 256;
 
-#[derive(Default)]
-struct Pending {
-    /// id → (kind byte of the sealed object, temp path)
-    files: HashMap<ObjectId, (u8, PathBuf)>,
-    bytes: u64,
-    deleted_shards: HashSet<u8>,
+struct OpenPack {
+    id: PackId,
+    file: Arc<File>,
+    tmp: PathBuf,
+    len: u64,
+    entries: Vec<(ObjectId, ObjectLocation)>,
 }
 
-/// Objects as files in a local directory.
+#[derive(Default)]
+struct WriteState {
+    current: Option<OpenPack>,
+    closed: Vec<OpenPack>,
+    closed_bytes: u64,
+    /// Objects put but not yet published, with the file that holds them.
+    pending: HashMap<ObjectId, (Arc<File>, ObjectLocation)>,
+    deleted: Vec<ObjectId>,
+}
+
+/// Objects in pack files in a local directory.
 pub struct LocalDirStore {
     dir: PathBuf,
-    pending: Mutex<Pending>,
-    /// Serialises syncs so renames never race.
+    index: Arc<dyn ObjectIndex>,
+    state: Mutex<WriteState>,
+    /// Serialises syncs so packs are published in order.
     sync_lock: Mutex<()>,
+    readers: Mutex<HashMap<PackId, Arc<File>>>,
 }
 
 impl LocalDirStore {
-    /// Creates the directory layout (shards and `tmp/`), durably.
+    /// Creates the directory layout, durably.
     pub fn create(dir: &Path) -> Result<()> {
-        for b in 0..=255u8 {
-            for shard in [dir.join(hex::encode([b])), dir.join("tmp").join(hex::encode([b]))] {
-                fs::create_dir_all(&shard).ctx(|| format!("create {}", shard.display()))?;
-            }
-        }
+        let packs = dir.join("packs");
+        fs::create_dir_all(packs.join("tmp")).ctx(|| format!("create {}", packs.display()))?;
+        fsutil::fsync_dir(&packs)?;
         fsutil::fsync_dir(dir)?;
         fsutil::fsync_dir(&fsutil::parent_dir(dir))
     }
 
-    /// Opens a store created by [`create`](Self::create) and removes stale temp
-    /// files left by a crash. Only the owner of the repository may call it.
-    pub fn open(dir: &Path) -> Result<Self> {
-        for b in 0..=255u8 {
-            let tmp = dir.join("tmp").join(hex::encode([b]));
-            let entries =
-                fs::read_dir(&tmp).ctx(|| format!("open object store {} (is it a repository?)", dir.display()))?;
-            for e in entries {
-                let e = e.ctx(|| format!("list {}", tmp.display()))?;
-                let _ = fs::remove_file(e.path());
-            }
+    /// Opens a store: removes temp packs left by a crash and publishes durable packs
+    /// whose index entries were lost. Only the owner of the repository may open it,
+    /// once per process.
+    pub fn open(dir: &Path, index: Arc<dyn ObjectIndex>) -> Result<Self> {
+        let packs = dir.join("packs");
+        let tmp = packs.join("tmp");
+        for e in fs::read_dir(&tmp).ctx(|| format!("open object store {} (is it a repository?)", dir.display()))? {
+            let e = e.ctx(|| format!("list {}", tmp.display()))?;
+            let _ = fs::remove_file(e.path());
         }
-        Ok(LocalDirStore {
+        let store = LocalDirStore {
             dir: dir.to_path_buf(),
-            pending: Mutex::new(Pending::default()),
+            index,
+            state: Mutex::new(WriteState::default()),
             sync_lock: Mutex::new(()),
-        })
+            readers: Mutex::new(HashMap::new()),
+        };
+        store.recover()?;
+        Ok(store)
     }
 
-    fn path_of(&self, id: &ObjectId) -> PathBuf {
-        let hex = id.to_hex();
-        self.dir.join(&hex[..2]).join(hex)
-    }
-
-    fn flush(&self, batch: Pending) -> Result<()> {
-        if batch.files.is_empty() && batch.deleted_shards.is_empty() {
-            return Ok(());
-        }
-        let dirfd = fs::File::open(&self.dir).ctx(|| format!("open {}", self.dir.display()))?;
-        rustix::fs::syncfs(&dirfd).ctx(|| format!("syncfs {}", self.dir.display()))?;
-        let mut shards: HashSet<u8> = batch.deleted_shards;
-        let mut files: Vec<(u8, ObjectId, PathBuf)> =
-            batch.files.into_iter().map(|(id, (kind, tmp))| (kind, id, tmp)).collect();
-        files.sort_unstable_by_key(|f| f.0);
-        for (i, (kind, id, tmp)) in files.iter().enumerate() {
-            let dst = self.path_of(id);
-            match rustix::fs::renameat_with(
-                rustix::fs::CWD,
-                tmp,
-                rustix::fs::CWD,
-                &dst,
-                rustix::fs::RenameFlags::NOREPLACE,
-            ) {
-                Ok(()) => {
-                    shards.insert(id.0[0]);
+    fn recover(&self) -> Result<()> {
+        for b in 0..=255u8 {
+            let shard = self.dir.join("packs").join(hex::encode([b]));
+            if !shard.exists() {
+                continue;
+            }
+            for e in fs::read_dir(&shard).ctx(|| format!("list {}", shard.display()))? {
+                let e = e.ctx(|| format!("list {}", shard.display()))?;
+                let Some(id) = e.file_name().to_str().and_then(PackId::from_hex) else {
+                    continue;
+                };
+                if self.index.has_pack(&id)? {
+                    continue;
                 }
-                Err(rustix::io::Errno::EXIST) => {
-                    let _ = fs::remove_file(tmp);
-                }
-                Err(e) => {
-                    return Err(Error::io(format!("store object {} at {}", id, dst.display()), e.into()));
+                match read_footer(&e.path(), id) {
+                    Ok(entries) => {
+                        tracing::info!(pack = %id.to_hex(), objects = entries.len(), "publishing a durable pack left unpublished by a crash");
+                        self.index.publish(id, &entries)?;
+                    }
+                    Err(reason) => {
+                        tracing::warn!(pack = %e.path().display(), %reason, "unpublished pack is unreadable; leaving it out of the index");
+                    }
                 }
             }
-            // Last of its kind: make these names durable before publishing referrers.
-            if files.get(i + 1).is_none_or(|next| next.0 != *kind) {
-                for s in shards.drain() {
-                    fsutil::fsync_dir(&self.dir.join(hex::encode([s])))?;
-                }
-            }
-        }
-        for s in shards {
-            fsutil::fsync_dir(&self.dir.join(hex::encode([s])))?;
         }
         Ok(())
     }
 
-    fn take_pending(&self) -> Pending {
-        std::mem::take(&mut *self.pending.lock().expect("pending lock"))
+    fn pack_path(&self, id: &PackId) -> PathBuf {
+        let hex = id.to_hex();
+        self.dir.join("packs").join(&hex[..2]).join(hex)
     }
+
+    fn reader(&self, id: &PackId) -> Result<Option<Arc<File>>> {
+        if let Some(f) = self.readers.lock().expect("readers").get(id) {
+            return Ok(Some(f.clone()));
+        }
+        let path = self.pack_path(id);
+        let f = match File::open(&path) {
+            Ok(f) => Arc::new(f),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("open pack {}", path.display()), e)),
+        };
+        let mut r = self.readers.lock().expect("readers");
+        if r.len() >= READER_CACHE {
+            r.clear();
+        }
+        r.insert(*id, f.clone());
+        Ok(Some(f))
+    }
+
+    fn close_current(state: &mut WriteState) -> Result<()> {
+        let Some(mut p) = state.current.take() else {
+            return Ok(());
+        };
+        let footer = pack::footer(&p.entries);
+        p.file
+            .write_all_at(&footer, p.len)
+            .ctx(|| format!("write pack footer {}", p.tmp.display()))?;
+        p.len += footer.len() as u64;
+        state.closed_bytes += p.len;
+        state.closed.push(p);
+        Ok(())
+    }
+
+    fn new_pack(&self) -> Result<OpenPack> {
+        let id = PackId::random();
+        let tmp = self.dir.join("packs/tmp").join(format!("{}.tmp", id.to_hex()));
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .ctx(|| format!("create pack {}", tmp.display()))?;
+        file.write_all_at(&pack::header(), 0)
+            .ctx(|| format!("write pack {}", tmp.display()))?;
+        Ok(OpenPack {
+            id,
+            file: Arc::new(file),
+            tmp,
+            len: PACK_HEADER_LEN,
+            entries: Vec::new(),
+        })
+    }
+
+    /// Publishes every closed pack (and the open one when `all`).
+    fn flush(&self, all: bool) -> Result<()> {
+        let _g = self.sync_lock.lock().expect("sync lock");
+        let (packs, deleted) = {
+            let mut st = self.state.lock().expect("state");
+            if all {
+                Self::close_current(&mut st)?;
+            }
+            st.closed_bytes = 0;
+            (std::mem::take(&mut st.closed), std::mem::take(&mut st.deleted))
+        };
+        let result = self.publish(&packs);
+        let mut st = self.state.lock().expect("state");
+        for p in &packs {
+            for (id, _) in &p.entries {
+                st.pending.remove(id);
+            }
+        }
+        drop(st);
+        if let Err(e) = result {
+            for p in &packs {
+                let _ = fs::remove_file(&p.tmp);
+            }
+            return Err(e);
+        }
+        if !deleted.is_empty() {
+            self.index.remove(&deleted)?;
+        }
+        Ok(())
+    }
+
+    fn publish(&self, packs: &[OpenPack]) -> Result<()> {
+        if packs.is_empty() {
+            return Ok(());
+        }
+        let root = fs::File::open(&self.dir).ctx(|| format!("open {}", self.dir.display()))?;
+        rustix::fs::syncfs(&root).ctx(|| format!("syncfs {}", self.dir.display()))?;
+        let mut shards = std::collections::BTreeSet::new();
+        for p in packs {
+            let dst = self.pack_path(&p.id);
+            let shard = fsutil::parent_dir(&dst);
+            if !shard.exists() {
+                // Shard directories are made on first use; the new name must be durable too.
+                fs::create_dir_all(&shard).ctx(|| format!("create {}", shard.display()))?;
+                fsutil::fsync_dir(&self.dir.join("packs"))?;
+            }
+            rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &p.tmp,
+                rustix::fs::CWD,
+                &dst,
+                rustix::fs::RenameFlags::NOREPLACE,
+            )
+            .map_err(|e| Error::io(format!("store pack {}", dst.display()), e.into()))?;
+            shards.insert(p.id.0[0]);
+        }
+        for s in shards {
+            fsutil::fsync_dir(&self.dir.join("packs").join(hex::encode([s])))?;
+        }
+        for p in packs {
+            self.index.publish(p.id, &p.entries)?;
+            self.readers.lock().expect("readers").insert(p.id, p.file.clone());
+        }
+        Ok(())
+    }
+
+    fn read_at(&self, id: &ObjectId, file: &File, loc: &ObjectLocation, path: &Path) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; loc.len as usize];
+        file.read_exact_at(&mut buf, loc.offset).map_err(|e| {
+            if e.kind() == ErrorKind::UnexpectedEof {
+                Error::ObjectDamaged {
+                    id: id.to_hex(),
+                    location: self.describe(loc),
+                    reason: "its pack file is truncated".into(),
+                }
+            } else {
+                Error::io(format!("read object {} from {}", id, path.display()), e)
+            }
+        })?;
+        Ok(buf)
+    }
+
+    fn describe(&self, loc: &ObjectLocation) -> String {
+        format!("pack {} at offset {}", self.pack_path(&loc.pack).display(), loc.offset)
+    }
+}
+
+fn read_footer(path: &Path, id: PackId) -> Result<Vec<(ObjectId, ObjectLocation)>, String> {
+    let f = File::open(path).map_err(|e| e.to_string())?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    if len < PACK_HEADER_LEN + 40 {
+        return Err("too short for a pack".into());
+    }
+    let mut last = [0u8; 40];
+    f.read_exact_at(&mut last, len - 40).map_err(|e| e.to_string())?;
+    let n = u32::from_le_bytes(last[..4].try_into().expect("4")) as usize;
+    let flen = pack::footer_len(n);
+    if flen > len - PACK_HEADER_LEN {
+        return Err("footer longer than the pack".into());
+    }
+    let mut tail = vec![0u8; flen as usize];
+    f.read_exact_at(&mut tail, len - flen).map_err(|e| e.to_string())?;
+    pack::parse_footer(id, &tail, len)
 }
 
 impl ChunkStore for LocalDirStore {
     fn put(&self, id: &ObjectId, sealed: &[u8]) -> Result<bool> {
-        if self.pending.lock().expect("pending lock").files.contains_key(id) || self.path_of(id).exists() {
+        let mut st = self.state.lock().expect("state");
+        if st.pending.contains_key(id) || self.index.get(id)?.is_some() {
             return Ok(false);
         }
-        let mut rnd = [0u8; 6];
-        fsutil::random_bytes(&mut rnd);
-        let hex_id = id.to_hex();
-        let tmp = self
-            .dir
-            .join("tmp")
-            .join(&hex_id[..2])
-            .join(format!("{hex_id}.{}", hex::encode(rnd)));
-        let write = || -> std::io::Result<()> {
-            let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            f.write_all(sealed)
-        };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&tmp);
-            return Err(Error::io(format!("write object {} to {}", id, tmp.display()), e));
+        if st.current.is_none() {
+            st.current = Some(self.new_pack()?);
         }
-        let batch = {
-            let mut p = self.pending.lock().expect("pending lock");
-            if p.files.contains_key(id) {
-                // Another thread stored the same content meanwhile.
-                drop(p);
-                let _ = fs::remove_file(&tmp);
-                return Ok(false);
-            }
-            p.files.insert(*id, (sealed.get(5).copied().unwrap_or(0), tmp));
-            p.bytes += sealed.len() as u64;
-            (p.bytes >= SYNC_BATCH_BYTES).then(|| std::mem::take(&mut *p))
+        let p = st.current.as_mut().expect("open pack");
+        let loc = ObjectLocation {
+            pack: p.id,
+            offset: p.len,
+            len: sealed.len() as u32,
+            kind: sealed.get(5).copied().unwrap_or(0),
         };
-        if let Some(batch) = batch {
-            let _g = self.sync_lock.lock().expect("sync lock");
-            self.flush(batch)?;
+        if let Err(e) = p.file.write_all_at(sealed, p.len) {
+            // The pack may hold a partial object now: drop it whole.
+            let p = st.current.take().expect("open pack");
+            for (i, _) in &p.entries {
+                st.pending.remove(i);
+            }
+            let _ = fs::remove_file(&p.tmp);
+            return Err(Error::io(format!("write object {} to pack {}", id, p.tmp.display()), e));
+        }
+        p.len += sealed.len() as u64;
+        p.entries.push((*id, loc));
+        let file = p.file.clone();
+        let full = p.len >= PACK_TARGET_BYTES;
+        st.pending.insert(*id, (file, loc));
+        if full {
+            Self::close_current(&mut st)?;
+        }
+        let flush = st.closed_bytes >= SYNC_BATCH_BYTES;
+        drop(st);
+        if flush {
+            self.flush(false)?;
         }
         Ok(true)
     }
 
     fn contains(&self, id: &ObjectId) -> Result<bool> {
-        Ok(self.pending.lock().expect("pending lock").files.contains_key(id) || self.path_of(id).exists())
+        if self.state.lock().expect("state").pending.contains_key(id) {
+            return Ok(true);
+        }
+        Ok(self.index.get(id)?.is_some())
     }
 
     fn get(&self, id: &ObjectId) -> Result<Vec<u8>> {
-        let path = self.path_of(id);
-        match fs::read(&path) {
-            Ok(b) => Ok(b),
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                let pending = self.pending.lock().expect("pending lock").files.get(id).map(|f| f.1.clone());
-                match pending {
-                    Some(tmp) => fs::read(&tmp).ctx(|| format!("read object {} at {}", id, tmp.display())),
-                    None => Err(Error::ObjectMissing {
-                        id: id.to_hex(),
-                        location: self.dir.display().to_string(),
-                    }),
-                }
-            }
-            Err(e) => Err(Error::io(format!("read object {} at {}", id, path.display()), e)),
+        let pending = self.state.lock().expect("state").pending.get(id).cloned();
+        if let Some((file, loc)) = pending {
+            return self.read_at(id, &file, &loc, &self.dir);
         }
+        let loc = self.index.get(id)?.ok_or_else(|| Error::ObjectMissing {
+            id: id.to_hex(),
+            location: self.dir.display().to_string(),
+        })?;
+        let file = self.reader(&loc.pack)?.ok_or_else(|| Error::ObjectMissing {
+            id: id.to_hex(),
+            location: format!("{} (its pack file is gone)", self.pack_path(&loc.pack).display()),
+        })?;
+        self.read_at(id, &file, &loc, &self.pack_path(&loc.pack))
     }
 
     fn sync(&self) -> Result<()> {
-        let _g = self.sync_lock.lock().expect("sync lock");
-        let batch = self.take_pending();
-        self.flush(batch)
+        self.flush(true)
     }
 
     fn abandon(&self) {
-        for (_, (_, tmp)) in self.take_pending().files {
-            let _ = fs::remove_file(tmp);
+        let mut st = self.state.lock().expect("state");
+        let mut packs = std::mem::take(&mut st.closed);
+        packs.extend(st.current.take());
+        for p in packs {
+            for (id, _) in &p.entries {
+                st.pending.remove(id);
+            }
+            let _ = fs::remove_file(&p.tmp);
         }
+        st.closed_bytes = 0;
+        st.deleted.clear();
     }
 
     fn list(&self, f: &mut dyn FnMut(StoredObject) -> Result<()>) -> Result<()> {
-        for b in 0..=255u8 {
-            let shard = self.dir.join(hex::encode([b]));
-            let entries = match fs::read_dir(&shard) {
-                Ok(e) => e,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io(format!("list {}", shard.display()), e)),
-            };
-            for e in entries {
-                let e = e.ctx(|| format!("list {}", shard.display()))?;
-                let name = e.file_name();
-                let Some(id) = name.to_str().and_then(|n| ObjectId::from_hex(n).ok()) else {
-                    continue;
-                };
-                let len = e.metadata().map(|m| m.len()).unwrap_or(0);
-                f(StoredObject { id, len })?;
-            }
-        }
-        Ok(())
+        self.index.for_each(&mut |id, loc| {
+            f(StoredObject {
+                id,
+                len: loc.len as u64,
+                read_order: (u128::from_be_bytes(loc.pack.0), loc.offset),
+            })
+        })
     }
 
     fn delete(&self, id: &ObjectId) -> Result<()> {
-        let path = self.path_of(id);
-        match fs::remove_file(&path) {
-            Ok(()) => {
-                self.pending
-                    .lock()
-                    .expect("pending lock")
-                    .deleted_shards
-                    .insert(id.0[0]);
-                Ok(())
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(format!("delete object {} at {}", id, path.display()), e)),
-        }
+        self.state.lock().expect("state").deleted.push(*id);
+        Ok(())
     }
 
     fn location(&self, id: &ObjectId) -> String {
-        self.path_of(id).display().to_string()
+        match self.index.get(id) {
+            Ok(Some(loc)) => self.describe(&loc),
+            _ => self.dir.display().to_string(),
+        }
     }
 }
 
 impl Drop for LocalDirStore {
     fn drop(&mut self) {
-        // Unsynced puts were never promised; remove their temp files.
+        // Unsynced puts were never promised; remove their temp packs.
         self.abandon();
     }
 }
@@ -260,16 +402,24 @@ impl Drop for LocalDirStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::SledCatalog;
 
     fn id(b: u8) -> ObjectId {
         ObjectId([b; 32])
     }
 
+    fn store(d: &Path) -> (SledCatalog, LocalDirStore) {
+        let cat = SledCatalog::open(&d.join("catalog")).unwrap();
+        let idx: Arc<dyn ObjectIndex> = Arc::new(cat.object_index("t").unwrap());
+        LocalDirStore::create(&d.join("objects")).unwrap();
+        let s = LocalDirStore::open(&d.join("objects"), idx).unwrap();
+        (cat, s)
+    }
+
     #[test]
     fn put_sync_get_never_overwrite() {
         let d = tempfile::tempdir().unwrap();
-        LocalDirStore::create(d.path()).unwrap();
-        let s = LocalDirStore::open(d.path()).unwrap();
+        let (_cat, s) = store(d.path());
         assert!(s.put(&id(1), b"one").unwrap());
         assert!(!s.put(&id(1), b"other").unwrap());
         assert!(s.contains(&id(1)).unwrap());
@@ -280,7 +430,7 @@ mod tests {
         assert_eq!(s.get(&id(1)).unwrap(), b"one");
         let mut n = 0;
         s.list(&mut |o| {
-            assert_eq!(o, StoredObject { id: id(1), len: 3 });
+            assert_eq!((o.id, o.len), (id(1), 3));
             n += 1;
             Ok(())
         })
@@ -292,15 +442,23 @@ mod tests {
     }
 
     #[test]
-    fn unsynced_puts_vanish_on_reopen() {
+    fn unsynced_puts_vanish_and_unpublished_packs_are_recovered() {
         let d = tempfile::tempdir().unwrap();
-        LocalDirStore::create(d.path()).unwrap();
-        let s = LocalDirStore::open(d.path()).unwrap();
+        let (cat, s) = store(d.path());
         s.put(&id(2), b"two").unwrap();
-        std::mem::forget(s); // as if the process died
-        assert_eq!(fs::read_dir(d.path().join("tmp/02")).unwrap().count(), 1);
-        let s = LocalDirStore::open(d.path()).unwrap();
-        assert_eq!(fs::read_dir(d.path().join("tmp/02")).unwrap().count(), 0);
+        std::mem::forget(s); // as if the process died before sync
+        assert_eq!(fs::read_dir(d.path().join("objects/packs/tmp")).unwrap().count(), 1);
+        let idx: Arc<dyn ObjectIndex> = Arc::new(cat.object_index("t").unwrap());
+        let s = LocalDirStore::open(&d.path().join("objects"), idx.clone()).unwrap();
+        assert_eq!(fs::read_dir(d.path().join("objects/packs/tmp")).unwrap().count(), 0);
         assert!(!s.contains(&id(2)).unwrap());
+        // A durable pack whose index entries were lost is published again at open.
+        s.put(&id(3), b"three").unwrap();
+        s.sync().unwrap();
+        idx.remove(&[id(3)]).unwrap();
+        assert_eq!(cat.clear_pack_records_for_test("t"), 1);
+        drop(s);
+        let s = LocalDirStore::open(&d.path().join("objects"), idx).unwrap();
+        assert_eq!(s.get(&id(3)).unwrap(), b"three");
     }
 }
