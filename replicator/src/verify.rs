@@ -107,8 +107,11 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     let mut node_refs: HashMap<ObjectId, Vec<ObjectId>> = HashMap::new();
     let mut damaged = Vec::new();
     let mut bad: HashSet<ObjectId> = HashSet::new();
+    let mut gone = Vec::new();
     for (id, refs, err) in checked {
-        if let Some(Failure::Damaged(reason)) = err {
+        if let Some(Failure::Missing) = err {
+            gone.push(id);
+        } else if let Some(Failure::Damaged(reason)) = err {
             damaged.push(DamagedObject {
                 id: id.to_hex(),
                 location: store.location(&id),
@@ -134,7 +137,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
                 if !present.contains(&first_bad) {
                     missing
                         .entry(first_bad)
-                        .or_insert_with(|| format!("point {} of group `{}`", h.seq, h.group));
+                        .or_insert_with(|| format!("missing, referenced by point {} of group `{}`", h.seq, h.group));
                     reasons.push(format!("object {} is missing", first_bad.short()));
                 } else {
                     reasons.push(format!("object {} is damaged", first_bad.short()));
@@ -168,12 +171,21 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             });
         }
     }
+    // The walk above names only the first missing object under each root, and
+    // none that no point reaches. Report every object the index lists whose pack
+    // is gone, so a repository whose index points into a vanished pack is never
+    // called clean (a later backup would dedup against those objects).
+    for id in gone {
+        missing
+            .entry(id)
+            .or_insert_with(|| "missing, its pack file is gone".into());
+    }
     let mut missing: Vec<DamagedObject> = missing
         .into_iter()
-        .map(|(id, by)| DamagedObject {
+        .map(|(id, reason)| DamagedObject {
             id: id.to_hex(),
             location: store.location(&id),
-            reason: format!("missing, referenced by {by}"),
+            reason,
         })
         .collect();
     missing.sort_by(|a, b| a.id.cmp(&b.id));

@@ -411,68 +411,135 @@ pub fn objects_dir(repo: &Path) -> PathBuf {
     repo.join("tenants/default/objects")
 }
 
-/// One durable object file.
+/// The default tenant's pack directory.
+pub fn packs_dir(repo: &Path) -> PathBuf {
+    objects_dir(repo).join("packs")
+}
+
+/// Pack file layout (replicator/src/store/pack.rs).
+pub const PACK_MAGIC: &[u8; 4] = b"LLPK";
+pub const PACK_END_MAGIC: &[u8; 4] = b"LLPE";
+pub const PACK_HEADER_LEN: u64 = 8;
+/// `id [32] | offset u64 | length u32 | kind u8`.
+pub const PACK_ENTRY_LEN: u64 = 45;
+/// `n u32 | BLAKE3 [32] | "LLPE"`.
+pub const PACK_TRAILER_LEN: u64 = 40;
+
+/// Object kinds (byte 5 of a sealed object, and of its pack footer entry).
+pub const KIND_CHUNK: u8 = 1;
+pub const KIND_SEGMENT_NODE: u8 = 2;
+pub const KIND_INDEX_NODE: u8 = 3;
+
+/// One object inside a durable pack, as its pack's footer lists it.
 #[derive(Debug, Clone)]
-pub struct ObjectFile {
-    pub id: String,
-    pub path: PathBuf,
+pub struct PackObject {
+    pub pack: PathBuf,
+    pub id_hex: String,
+    pub offset: u64,
     pub len: u64,
+    pub kind: u8,
 }
 
-fn is_shard(name: &str) -> bool {
-    name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit())
+fn is_hex(name: &str, len: usize) -> bool {
+    name.len() == len && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn is_object_name(name: &str) -> bool {
-    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// Durable objects: `objects/<2 hex>/<64 hex>` (not `tmp/`), largest first.
-pub fn durable_objects(repo: &Path) -> Vec<ObjectFile> {
+/// Durable packs: `packs/<2 hex>/<32 hex>` (not `tmp/`), in path order. Cheap
+/// enough to poll.
+pub fn durable_packs(repo: &Path) -> Vec<PathBuf> {
+    // `init` creates `packs/`: a missing one means the layout changed, and an
+    // empty answer would make every check on it pass vacuously.
+    let dir = packs_dir(repo);
+    let shards = fs::read_dir(&dir).unwrap_or_else(|e| panic!("list {}: {e}", dir.display()));
     let mut out = Vec::new();
-    let dir = objects_dir(repo);
-    for shard in fs::read_dir(&dir).unwrap_or_else(|e| panic!("list {}: {e}", dir.display())) {
-        let shard = shard.expect("shard entry");
+    for shard in shards.flatten() {
         let sname = shard.file_name().to_string_lossy().into_owned();
-        if !is_shard(&sname) {
+        if !is_hex(&sname, 2) {
             continue;
         }
-        for e in fs::read_dir(shard.path()).expect("list shard") {
-            let Ok(e) = e else { continue };
+        let Ok(entries) = fs::read_dir(shard.path()) else {
+            continue;
+        };
+        for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if is_object_name(&name) && name.starts_with(&sname) {
-                let len = e.metadata().map(|m| m.len()).unwrap_or(0);
-                out.push(ObjectFile {
-                    id: name,
-                    path: e.path(),
-                    len,
-                });
+            if is_hex(&name, 32) && name.starts_with(&sname) {
+                out.push(e.path());
             }
         }
     }
-    out.sort_by(|a, b| b.len.cmp(&a.len).then(a.id.cmp(&b.id)));
+    out.sort();
     out
 }
 
-/// True as soon as one durable object exists (cheap enough to poll).
-pub fn any_durable_object(repo: &Path) -> bool {
-    let dir = objects_dir(repo);
-    let Ok(shards) = fs::read_dir(&dir) else { return false };
-    for shard in shards.flatten() {
-        if !is_shard(&shard.file_name().to_string_lossy()) {
-            continue;
-        }
-        if let Ok(mut entries) = fs::read_dir(shard.path())
-            && entries.any(|e| e.is_ok_and(|e| is_object_name(&e.file_name().to_string_lossy())))
-        {
-            return true;
-        }
-    }
-    false
+/// The objects of one pack, parsed from its header and footer (the footer's
+/// BLAKE3 is not checked: the tests do not depend on blake3), in pack order.
+#[track_caller]
+pub fn read_pack(pack: &Path) -> Vec<PackObject> {
+    let f = File::open(pack).unwrap_or_else(|e| panic!("open pack {}: {e}", pack.display()));
+    let len = f.metadata().expect("stat pack").len();
+    assert!(
+        len >= PACK_HEADER_LEN + PACK_TRAILER_LEN,
+        "pack {} is too short ({len} bytes)",
+        pack.display()
+    );
+    let mut header = [0u8; 8];
+    f.read_exact_at(&mut header, 0).expect("read pack header");
+    assert_eq!(&header[..4], PACK_MAGIC, "pack {} header magic", pack.display());
+    assert_eq!(
+        header[4..],
+        [1, 0, 0, 0],
+        "pack {} version / reserved bytes",
+        pack.display()
+    );
+    let mut trailer = [0u8; PACK_TRAILER_LEN as usize];
+    f.read_exact_at(&mut trailer, len - PACK_TRAILER_LEN)
+        .expect("read pack trailer");
+    assert_eq!(&trailer[36..], PACK_END_MAGIC, "pack {} end magic", pack.display());
+    let n = u32::from_le_bytes(trailer[..4].try_into().unwrap()) as u64;
+    let footer_len = n * PACK_ENTRY_LEN + PACK_TRAILER_LEN;
+    assert!(
+        footer_len <= len - PACK_HEADER_LEN,
+        "pack {}: footer of {n} entries is longer than the pack",
+        pack.display()
+    );
+    let data_end = len - footer_len;
+    let mut entries = vec![0u8; (n * PACK_ENTRY_LEN) as usize];
+    f.read_exact_at(&mut entries, data_end).expect("read pack footer");
+    let mut out: Vec<PackObject> = entries
+        .chunks_exact(PACK_ENTRY_LEN as usize)
+        .map(|e| {
+            let o = PackObject {
+                pack: pack.to_path_buf(),
+                id_hex: e[..32].iter().map(|b| format!("{b:02x}")).collect(),
+                offset: u64::from_le_bytes(e[32..40].try_into().unwrap()),
+                len: u32::from_le_bytes(e[40..44].try_into().unwrap()) as u64,
+                kind: e[44],
+            };
+            assert!(
+                o.offset >= PACK_HEADER_LEN && o.offset + o.len <= data_end,
+                "pack {}: entry out of bounds: {o:?}",
+                pack.display()
+            );
+            assert!(
+                (KIND_CHUNK..=KIND_INDEX_NODE).contains(&o.kind),
+                "pack {}: bad kind: {o:?}",
+                pack.display()
+            );
+            o
+        })
+        .collect();
+    out.sort_by_key(|o| o.offset);
+    out
 }
 
-/// Every file under `objects/tmp/` (any depth): objects that were never made durable.
-pub fn tmp_files(repo: &Path) -> Vec<PathBuf> {
+/// Every object of every durable pack.
+#[track_caller]
+pub fn pack_objects(repo: &Path) -> Vec<PackObject> {
+    durable_packs(repo).iter().flat_map(|p| read_pack(p)).collect()
+}
+
+/// Every file under `packs/tmp/` (any depth): packs that were never made durable.
+pub fn tmp_packs(repo: &Path) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         let Ok(entries) = fs::read_dir(dir) else { return };
         for e in entries.flatten() {
@@ -484,8 +551,10 @@ pub fn tmp_files(repo: &Path) -> Vec<PathBuf> {
             }
         }
     }
+    let tmp = packs_dir(repo).join("tmp");
+    assert!(tmp.is_dir(), "{} is missing: did the layout change?", tmp.display());
     let mut out = Vec::new();
-    walk(&objects_dir(repo).join("tmp"), &mut out);
+    walk(&tmp, &mut out);
     out
 }
 
