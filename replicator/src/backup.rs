@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use rayon::prelude::*;
 
 use crate::agent_state::{AgentState, SegmentState, VolumeState};
-use crate::chunker::{Piece, SEGMENT_SIZE, cut_segment, is_zero};
+use crate::chunker::{Piece, Run, SEGMENT_SIZE, cut_runs, runs, segment_hash};
 use crate::crypto::{Keys, ObjectKind, seal_object};
 use crate::error::{Error, Result};
 use crate::hooks::ThawGuard;
@@ -114,13 +114,13 @@ impl Ctx<'_> {
 
     /// Chunks, seals and stores one segment; returns its segment node id (`None`
     /// when the segment is all zeros) and its data (non-hole) bytes.
-    fn store_segment(&self, buf: &[u8]) -> Result<(Option<ObjectId>, u64)> {
-        if is_zero(buf) {
+    fn store_segment(&self, buf: &[u8], runs: &[Run]) -> Result<(Option<ObjectId>, u64)> {
+        if runs.iter().all(|r| r.zero) {
             return Ok((None, 0));
         }
         let mut extents = Vec::new();
         let mut data = 0u64;
-        for piece in cut_segment(buf, self.keys.cdc_seed()) {
+        for piece in cut_runs(buf, runs, self.keys.cdc_seed()) {
             match piece {
                 Piece::Hole(n) => extents.push((n as u32, None)),
                 Piece::Chunk(r) => {
@@ -153,10 +153,11 @@ impl Ctx<'_> {
                         .as_ref()
                         .map_err(|e| Error::io(e.to_string(), std::io::Error::other("open failed")))?;
                     let read = vol.read_segment(reader, i, buf)?;
+                    let runs = if read == 0 { Vec::new() } else { runs(buf) };
                     let hash = if read == 0 {
                         zero_segment_hash(buf.len())
                     } else {
-                        *blake3::hash(buf).as_bytes()
+                        segment_hash(buf, &runs)
                     };
                     self.counters.scanned.fetch_add(buf.len() as u64, Ordering::Relaxed);
                     self.counters.read.fetch_add(read, Ordering::Relaxed);
@@ -165,7 +166,11 @@ impl Ctx<'_> {
                         Some(prev) if prev.hash == hash => *prev,
                         _ => {
                             self.counters.changed.fetch_add(1, Ordering::Relaxed);
-                            let (node, data) = if read == 0 { (None, 0) } else { self.store_segment(buf)? };
+                            let (node, data) = if read == 0 {
+                                (None, 0)
+                            } else {
+                                self.store_segment(buf, &runs)?
+                            };
                             SegmentState {
                                 hash,
                                 node,

@@ -44,40 +44,97 @@ pub fn is_zero(buf: &[u8]) -> bool {
     body.iter().fold(0u64, |acc, c| acc | u64::from_ne_bytes(*c)) == 0 && tail.iter().all(|&b| b == 0)
 }
 
-/// Cuts `segment` into holes and chunks, in order, covering it exactly.
+/// A maximal run of all-zero or of non-zero 4 KiB blocks within a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub zero: bool,
+    pub range: Range<usize>,
+}
+
+/// Splits a segment into alternating runs of zero and non-zero 4 KiB blocks (the
+/// last block may be shorter). Canonical: equal bytes give equal runs.
+pub fn runs(segment: &[u8]) -> Vec<Run> {
+    let mut out: Vec<Run> = Vec::new();
+    for (i, block) in segment.chunks(ZERO_BLOCK).enumerate() {
+        let zero = is_zero(block);
+        let start = i * ZERO_BLOCK;
+        match out.last_mut() {
+            Some(r) if r.zero == zero => r.range.end = start + block.len(),
+            _ => out.push(Run {
+                zero,
+                range: start..start + block.len(),
+            }),
+        }
+    }
+    out
+}
+
+/// Cuts `segment` into holes and chunks, in order, covering it exactly: zero runs
+/// become holes, data runs are cut by FastCDC.
 pub fn cut_segment(segment: &[u8], seed: u64) -> Vec<Piece> {
+    cut_runs(segment, &runs(segment), seed)
+}
+
+/// [`cut_segment`] over runs already computed.
+pub fn cut_runs(segment: &[u8], runs: &[Run], seed: u64) -> Vec<Piece> {
     let mut pieces = Vec::new();
-    let mut pos = 0;
-    while pos < segment.len() {
-        let block_end = |p: usize| (p + ZERO_BLOCK).min(segment.len());
-        // Extend a run of blocks of the same kind (zero or data).
-        let zero = is_zero(&segment[pos..block_end(pos)]);
-        let mut end = block_end(pos);
-        while end < segment.len() && is_zero(&segment[end..block_end(end)]) == zero {
-            end = block_end(end);
+    for run in runs {
+        if run.zero {
+            pieces.push(Piece::Hole(run.range.len()));
+            continue;
         }
-        if zero {
-            match pieces.last_mut() {
-                Some(Piece::Hole(n)) => *n += end - pos,
-                _ => pieces.push(Piece::Hole(end - pos)),
-            }
-        } else {
-            let run = &segment[pos..end];
-            let cdc = fastcdc::v2020::FastCDC::with_level_and_seed(
-                run,
-                CHUNK_MIN,
-                CHUNK_AVG,
-                CHUNK_MAX,
-                fastcdc::v2020::Normalization::Level1,
-                seed,
-            );
-            for c in cdc {
-                pieces.push(Piece::Chunk(pos + c.offset..pos + c.offset + c.length));
-            }
+        let cdc = fastcdc::v2020::FastCDC::with_level_and_seed(
+            &segment[run.range.clone()],
+            CHUNK_MIN,
+            CHUNK_AVG,
+            CHUNK_MAX,
+            fastcdc::v2020::Normalization::Level1,
+            seed,
+        );
+        for c in cdc {
+            let start = run.range.start + c.offset;
+            pieces.push(Piece::Chunk(start..start + c.length));
         }
-        pos = end;
     }
     pieces
+}
+
+/// The hash of a segment: BLAKE3 over its runs, `"Z" ‖ length u64` for a zero
+/// run and `"D" ‖ length u64 ‖ bytes` for a data run. It commits to every byte yet
+/// costs nothing for zeros, so sparse volumes hash (and restore) at the speed of
+/// their data.
+pub fn segment_hash(segment: &[u8], runs: &[Run]) -> [u8; 32] {
+    let mut h = SegmentHasher::default();
+    for r in runs {
+        if r.zero {
+            h.zero_run(r.range.len() as u64);
+        } else {
+            h.data_run(r.range.len() as u64);
+            h.data(&segment[r.range.clone()]);
+        }
+    }
+    h.finish()
+}
+
+/// Builds a [`segment_hash`] incrementally (a data run's bytes may come in pieces).
+#[derive(Default)]
+pub struct SegmentHasher(blake3::Hasher);
+
+impl SegmentHasher {
+    pub fn zero_run(&mut self, len: u64) {
+        self.0.update(b"Z");
+        self.0.update(&len.to_le_bytes());
+    }
+    pub fn data_run(&mut self, len: u64) {
+        self.0.update(b"D");
+        self.0.update(&len.to_le_bytes());
+    }
+    pub fn data(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    pub fn finish(&self) -> [u8; 32] {
+        *self.0.finalize().as_bytes()
+    }
 }
 
 #[cfg(test)]
@@ -104,6 +161,25 @@ mod tests {
             }
         }
         pos == seg.len()
+    }
+
+    #[test]
+    fn segment_hash_is_canonical() {
+        let mut a = vec![0u8; 40_000];
+        a[5000] = 1;
+        let mut b = a.clone();
+        assert_eq!(segment_hash(&a, &runs(&a)), segment_hash(&b, &runs(&b)));
+        b[30_000] = 1;
+        assert_ne!(segment_hash(&a, &runs(&a)), segment_hash(&b, &runs(&b)));
+        let z = vec![0u8; 9000];
+        assert_eq!(
+            runs(&z),
+            vec![Run {
+                zero: true,
+                range: 0..9000
+            }]
+        );
+        assert_ne!(segment_hash(&z, &runs(&z)), segment_hash(&z[..8999], &runs(&z[..8999])));
     }
 
     #[test]

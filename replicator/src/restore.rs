@@ -3,6 +3,7 @@
 //! and a final check of the whole-volume hash computed from the bytes written.
 
 use std::fs::{self, File, OpenOptions};
+use std::ops::Range;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -13,6 +14,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use rayon::prelude::*;
 
 use crate::backup::Progress;
+use crate::chunker::SegmentHasher;
 use crate::crypto::{Keys, ObjectKind};
 use crate::error::{Error, IoContext, Result};
 use crate::index::{IndexNode, SegmentNode, walk_tree};
@@ -100,6 +102,8 @@ pub struct RestoreSummary {
     pub bytes_written: u64,
     pub volume_hash: String,
     pub elapsed_secs: f64,
+    /// Of `elapsed_secs`, the time the final fsync took to make the volume durable.
+    pub sync_secs: f64,
 }
 
 struct Target {
@@ -178,13 +182,23 @@ pub(crate) fn volume_leaves(reader: &ObjectReader, entry: &VolumeEntry) -> Resul
     })
 }
 
-/// Assembles segment `node` into `buf` (resized to `len`), authenticating every object.
+/// A segment assembled from its node: where its data runs are in the buffer and
+/// its [`segment_hash`](crate::chunker::segment_hash).
+pub(crate) struct AssembledSegment {
+    pub data_runs: Vec<Range<usize>>,
+    pub hash: [u8; 32],
+}
+
+/// Assembles segment `node_id` into `buf` (`len` bytes), authenticating every
+/// object. Hole ranges are zeroed only when `zero_holes` (a block device needs the
+/// zeros written; a sparse file and the hash do not).
 pub(crate) fn assemble_segment(
     reader: &ObjectReader,
     node_id: &ObjectId,
     len: usize,
     buf: &mut Vec<u8>,
-) -> Result<SegmentNode> {
+    zero_holes: bool,
+) -> Result<AssembledSegment> {
     let (refs, plain) = reader.read(node_id, ObjectKind::SegmentNode)?;
     let node = SegmentNode::decode(&refs, &plain).map_err(|reason| reader.damaged(node_id, reason))?;
     if node.len() != len as u64 {
@@ -193,24 +207,45 @@ pub(crate) fn assemble_segment(
             format!("covers {} bytes where the segment has {len}", node.len()),
         ));
     }
-    buf.clear();
     buf.resize(len, 0);
     let mut pos = 0usize;
+    let mut runs: Vec<(bool, Range<usize>)> = Vec::new();
     for (elen, id) in &node.extents {
         let elen = *elen as usize;
-        if let Some(id) = id {
-            let (_, chunk) = reader.read(id, ObjectKind::Chunk)?;
-            if chunk.len() != elen {
-                return Err(reader.damaged(
-                    id,
-                    format!("holds {} bytes where its segment expects {elen}", chunk.len()),
-                ));
+        match id {
+            Some(id) => {
+                let (_, chunk) = reader.read(id, ObjectKind::Chunk)?;
+                if chunk.len() != elen {
+                    return Err(reader.damaged(
+                        id,
+                        format!("holds {} bytes where its segment expects {elen}", chunk.len()),
+                    ));
+                }
+                buf[pos..pos + elen].copy_from_slice(&chunk);
             }
-            buf[pos..pos + elen].copy_from_slice(&chunk);
+            None if zero_holes => buf[pos..pos + elen].fill(0),
+            None => {}
+        }
+        let zero = id.is_none();
+        match runs.last_mut() {
+            Some((z, r)) if *z == zero => r.end = pos + elen,
+            _ => runs.push((zero, pos..pos + elen)),
         }
         pos += elen;
     }
-    Ok(node)
+    let mut h = SegmentHasher::default();
+    for (zero, r) in &runs {
+        if *zero {
+            h.zero_run(r.len() as u64);
+        } else {
+            h.data_run(r.len() as u64);
+            h.data(&buf[r.clone()]);
+        }
+    }
+    Ok(AssembledSegment {
+        data_runs: runs.into_iter().filter(|(z, _)| !z).map(|(_, r)| r).collect(),
+        hash: h.finish(),
+    })
 }
 
 /// Restores one volume of a point.
@@ -244,77 +279,73 @@ pub fn restore(repo: &Repository, keys: &Keys, opts: &RestoreOptions) -> Result<
     let written = AtomicU64::new(0);
     let done = AtomicU64::new(0);
     let seg_size = entry.segment_size as usize;
-    let hashes: Vec<Result<[u8; 32]>> = leaves
-        .par_iter()
-        .enumerate()
-        .map_init(
-            || Vec::with_capacity(seg_size),
-            |buf, (i, leaf)| {
-                let offset = i as u64 * entry.segment_size;
-                let len = (entry.size - offset).min(entry.segment_size) as usize;
-                let write = |data: &[u8], at: u64| {
-                    target.file.write_all_at(data, at).map_err(|e| {
-                        Error::io(
-                            format!("write restore target {} at offset {at}", opts.target.display()),
-                            e,
-                        )
-                    })
-                };
-                let hash = match leaf {
-                    None => {
-                        if target.is_block_device {
-                            buf.clear();
-                            buf.resize(len, 0);
-                            write(buf, offset)?;
-                            written.fetch_add(len as u64, Ordering::Relaxed);
+    // Reads of cold packs wait on the disk: a few more threads than cores keep
+    // both the disk queue and the cores busy.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(rayon::current_num_threads() * 2)
+        .build()
+        .map_err(|e| Error::io("start restore threads", std::io::Error::other(e)))?;
+    let hashes: Vec<Result<[u8; 32]>> = pool.install(|| {
+        leaves
+            .par_iter()
+            .enumerate()
+            .map_init(
+                || Vec::with_capacity(seg_size),
+                |buf, (i, leaf)| {
+                    let offset = i as u64 * entry.segment_size;
+                    let len = (entry.size - offset).min(entry.segment_size) as usize;
+                    let write = |data: &[u8], at: u64| {
+                        target.file.write_all_at(data, at).map_err(|e| {
+                            Error::io(
+                                format!("write restore target {} at offset {at}", opts.target.display()),
+                                e,
+                            )
+                        })
+                    };
+                    let hash = match leaf {
+                        None => {
+                            if target.is_block_device {
+                                buf.clear();
+                                buf.resize(len, 0);
+                                write(buf, offset)?;
+                                written.fetch_add(len as u64, Ordering::Relaxed);
+                            }
+                            zero_segment_hash(len)
                         }
-                        zero_segment_hash(len)
-                    }
-                    Some(node_id) => {
-                        let node = assemble_segment(&reader, node_id, len, buf)?;
-                        if target.is_block_device {
-                            write(buf, offset)?;
-                            written.fetch_add(len as u64, Ordering::Relaxed);
-                        } else {
-                            // Write runs of data; leave holes sparse.
-                            let mut pos = 0usize;
-                            let mut run: Option<usize> = None;
-                            for (elen, id) in node.extents.iter().map(|(l, id)| (*l as usize, id)) {
-                                match (id, run) {
-                                    (Some(_), None) => run = Some(pos),
-                                    (None, Some(s)) => {
-                                        write(&buf[s..pos], offset + s as u64)?;
-                                        written.fetch_add((pos - s) as u64, Ordering::Relaxed);
-                                        run = None;
-                                    }
-                                    _ => {}
+                        Some(node_id) => {
+                            let seg = assemble_segment(&reader, node_id, len, buf, target.is_block_device)?;
+                            if target.is_block_device {
+                                write(buf, offset)?;
+                                written.fetch_add(len as u64, Ordering::Relaxed);
+                            } else {
+                                // Write the data runs; leave holes sparse.
+                                for r in &seg.data_runs {
+                                    write(&buf[r.clone()], offset + r.start as u64)?;
+                                    written.fetch_add(r.len() as u64, Ordering::Relaxed);
                                 }
-                                pos += elen;
                             }
-                            if let Some(s) = run {
-                                write(&buf[s..pos], offset + s as u64)?;
-                                written.fetch_add((pos - s) as u64, Ordering::Relaxed);
-                            }
+                            seg.hash
                         }
-                        *blake3::hash(buf).as_bytes()
+                    };
+                    let d = done.fetch_add(len as u64, Ordering::Relaxed) + len as u64;
+                    if let Some(p) = &opts.progress {
+                        p(d, entry.size);
                     }
-                };
-                let d = done.fetch_add(len as u64, Ordering::Relaxed) + len as u64;
-                if let Some(p) = &opts.progress {
-                    p(d, entry.size);
-                }
-                Ok(hash)
-            },
-        )
-        .collect();
+                    Ok(hash)
+                },
+            )
+            .collect()
+    });
     let mut h = VolumeHasher::new(entry.size);
     for s in hashes {
         h.segment(&s?);
     }
+    let sync_started = Instant::now();
     target
         .file
         .sync_all()
         .ctx(|| format!("fsync restore target {}", opts.target.display()))?;
+    let sync_secs = sync_started.elapsed().as_secs_f64();
     let actual = h.finish_hex();
     if actual != entry.volume_hash {
         return Err(Error::VolumeHashMismatch {
@@ -334,6 +365,7 @@ pub fn restore(repo: &Repository, keys: &Keys, opts: &RestoreOptions) -> Result<
         bytes_written: written.load(Ordering::Relaxed),
         volume_hash: actual,
         elapsed_secs: started.elapsed().as_secs_f64(),
+        sync_secs,
     })
 }
 

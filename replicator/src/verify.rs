@@ -278,8 +278,7 @@ fn volume_hash(reader: &ObjectReader, v: &crate::point::VolumeEntry) -> Result<S
                     if let Some(h) = cache.lock().expect("cache").get(id) {
                         return Ok(*h);
                     }
-                    assemble_segment(reader, id, len, buf)?;
-                    let h = *blake3::hash(buf).as_bytes();
+                    let h = assemble_segment(reader, id, len, buf, false)?.hash;
                     cache.lock().expect("cache").insert(*id, h);
                     Ok(h)
                 }

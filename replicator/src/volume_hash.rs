@@ -1,35 +1,21 @@
 //! The whole-volume hash recorded in each point and checked after every restore.
 //!
 //! `BLAKE3-derive-key("lifeline 2026-11 volume hash v1", size u64 LE || H(seg 0) || H(seg 1) ...)`
-//! where `H(seg i)` is the plain BLAKE3 of segment i's bytes (holes as zeros).
-//! It commits to every byte of the volume, yet is computed from per-segment hashes
-//! the scan already has: no second read, parallel, and a hole segment costs a
-//! cached constant instead of hashing gigabytes of zeros.
+//! where `H(seg i)` is the [`segment_hash`](crate::chunker::segment_hash) of
+//! segment i (its runs of zero and data blocks). It commits to every byte of the
+//! volume, yet is computed from per-segment hashes the scan already has: no second
+//! read, parallel, and zeros cost nothing to hash.
 
-use std::sync::OnceLock;
-
-use crate::chunker::SEGMENT_SIZE;
+use crate::chunker::SegmentHasher;
 use crate::file_formats::KDF_VOLUME_HASH;
 
-/// BLAKE3 of `len` zero bytes (cached for the full segment length).
+/// The [`segment_hash`](crate::chunker::segment_hash) of `len` zero bytes.
 pub fn zero_segment_hash(len: usize) -> [u8; 32] {
-    static FULL: OnceLock<[u8; 32]> = OnceLock::new();
-    let compute = |len: usize| {
-        let mut h = blake3::Hasher::new();
-        let zeros = [0u8; 65536];
-        let mut left = len;
-        while left > 0 {
-            let n = left.min(zeros.len());
-            h.update(&zeros[..n]);
-            left -= n;
-        }
-        *h.finalize().as_bytes()
-    };
-    if len == SEGMENT_SIZE {
-        *FULL.get_or_init(|| compute(SEGMENT_SIZE))
-    } else {
-        compute(len)
+    let mut h = SegmentHasher::default();
+    if len > 0 {
+        h.zero_run(len as u64);
     }
+    h.finish()
 }
 
 /// Accumulates segment hashes in order.
@@ -57,13 +43,13 @@ impl VolumeHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunker::{runs, segment_hash};
 
     #[test]
-    fn zero_hash_matches_plain_blake3() {
-        assert_eq!(
-            zero_segment_hash(SEGMENT_SIZE),
-            *blake3::hash(&vec![0u8; SEGMENT_SIZE]).as_bytes()
-        );
-        assert_eq!(zero_segment_hash(100), *blake3::hash(&[0u8; 100]).as_bytes());
+    fn zero_hash_matches_segment_hash_of_zeros() {
+        for len in [0usize, 100, 4096, 4 << 20] {
+            let z = vec![0u8; len];
+            assert_eq!(zero_segment_hash(len), segment_hash(&z, &runs(&z)));
+        }
     }
 }

@@ -42,11 +42,12 @@ pub fn run(a: &RestoreArgs) -> Result<ExitCode> {
         s.target.display()
     );
     println!(
-        "  {} ({} written, the rest left sparse) in {:.2} s ({}); volume hash verified",
+        "  {} ({} written, the rest left sparse) in {:.2} s ({}, of which {:.2} s to make it durable); volume hash verified",
         human_bytes(s.size),
         human_bytes(s.bytes_written),
         s.elapsed_secs,
-        rate(s.size, s.elapsed_secs)
+        rate(s.size, s.elapsed_secs),
+        s.sync_secs
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -33,7 +33,7 @@ impl SledCatalog {
     pub fn open(path: &Path) -> Result<Self> {
         let db = sled::Config::new()
             .path(path)
-            .cache_capacity(64 << 20)
+            .cache_capacity(16 << 20)
             .open()
             .map_err(|e| match &e {
                 sled::Error::Io(io)
