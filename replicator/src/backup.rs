@@ -163,7 +163,13 @@ impl Ctx<'_> {
                     self.counters.read.fetch_add(read, Ordering::Relaxed);
                     self.counters.segments.fetch_add(1, Ordering::Relaxed);
                     let result = match base.and_then(|b| b.segments.get(i)) {
-                        Some(prev) if prev.hash == hash => *prev,
+                        // Reuse the node of an unchanged segment, if the store still has it
+                        // (a node present in the store has all its chunks present).
+                        Some(prev)
+                            if prev.hash == hash && prev.node.map_or(Ok(true), |n| self.store.contains(&n))? =>
+                        {
+                            *prev
+                        }
                         _ => {
                             self.counters.changed.fetch_add(1, Ordering::Relaxed);
                             let (node, data) = if read == 0 {
