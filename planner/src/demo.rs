@@ -123,7 +123,6 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
     println!("  repository             {}", repo.path().display());
 
     let opts = BackupOptions {
-        tenant: DEFAULT_TENANT.into(),
         group: "demo".into(),
         volumes: vec![("app".into(), vol.clone())],
         freeze: None,
@@ -132,12 +131,12 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
         cancel: Arc::new(AtomicBool::new(false)),
         progress: None,
     };
-    let first = backup(&repo, &keys, &opts)?;
+    let first = backup(&repo.tenant(DEFAULT_TENANT)?, &keys, &opts)?;
     print_backup("first backup", &first);
-    let again = backup(&repo, &keys, &opts)?;
+    let again = backup(&repo.tenant(DEFAULT_TENANT)?, &keys, &opts)?;
     print_backup("unchanged backup", &again);
     let overwritten = scatter_writes(&vol, 99)?;
-    let third = backup(&repo, &keys, &opts)?;
+    let third = backup(&repo.tenant(DEFAULT_TENANT)?, &keys, &opts)?;
     print_backup("after 1% + 1 MiB write", &third);
     println!(
         "  {:<22} {} overwritten, {} stored: {:.2}x",
@@ -149,10 +148,9 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
 
     let target = secondary.join("restored-app.img");
     let r = restore(
-        &repo,
+        &repo.tenant(DEFAULT_TENANT)?,
         &keys,
         &RestoreOptions {
-            tenant: DEFAULT_TENANT.into(),
             group: "demo".into(),
             point: PointSelector::Latest,
             volume: "app".into(),

@@ -28,8 +28,8 @@ use crate::hooks::ThawGuard;
 use crate::index::{SegmentNode, build_tree};
 use crate::object_id::ObjectId;
 use crate::point::{Consistency, PointBody, PointHeader, RecoveryPoint, RootRef, VolumeEntry, check_name};
-use crate::repository::Repository;
 use crate::store::ChunkStore;
+use crate::tenant_repository::TenantRepository;
 use crate::volume::VolumeSource;
 use crate::volume_hash::{VolumeHasher, zero_segment_hash};
 
@@ -39,7 +39,6 @@ pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
 /// What to back up and how.
 #[derive(Clone)]
 pub struct BackupOptions {
-    pub tenant: String,
     pub group: String,
     /// `(name, path)` of each volume of the group.
     pub volumes: Vec<(String, PathBuf)>,
@@ -101,6 +100,11 @@ impl Ctx<'_> {
         if self.store.contains(id)? {
             return Ok(());
         }
+        self.put_new(kind, id, refs, plain)
+    }
+
+    /// Seals and stores an object the store was found to lack.
+    fn put_new(&self, kind: ObjectKind, id: &ObjectId, refs: &[ObjectId], plain: &[u8]) -> Result<()> {
         let sealed = seal_object(self.keys, kind, id, refs, plain);
         if self.store.put(id, &sealed)? {
             if kind == ObjectKind::Chunk {
@@ -118,17 +122,30 @@ impl Ctx<'_> {
         if runs.iter().all(|r| r.zero) {
             return Ok((None, 0));
         }
-        let mut extents = Vec::new();
+        let pieces = cut_runs(buf, runs, self.keys.cdc_seed());
+        let ids: Vec<ObjectId> = pieces
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Chunk(r) => Some(self.keys.chunk_id(&buf[r.clone()])),
+                Piece::Hole(_) => None,
+            })
+            .collect();
+        // One presence query per segment (one round trip to a remote store).
+        let missing = self.store.missing(&ids)?;
+        let mut extents = Vec::with_capacity(pieces.len());
         let mut data = 0u64;
-        for piece in cut_runs(buf, runs, self.keys.cdc_seed()) {
+        let mut next = ids.iter().zip(missing);
+        for piece in pieces {
             match piece {
                 Piece::Hole(n) => extents.push((n as u32, None)),
                 Piece::Chunk(r) => {
                     let chunk = &buf[r];
-                    let id = self.keys.chunk_id(chunk);
-                    self.put(ObjectKind::Chunk, &id, &[], chunk)?;
+                    let (id, missing) = next.next().expect("one id per chunk");
+                    if missing {
+                        self.put_new(ObjectKind::Chunk, id, &[], chunk)?;
+                    }
                     data += chunk.len() as u64;
-                    extents.push((chunk.len() as u32, Some(id)));
+                    extents.push((chunk.len() as u32, Some(*id)));
                 }
             }
         }
@@ -201,7 +218,7 @@ impl Ctx<'_> {
 }
 
 /// Backs up the volumes of a group into a new recovery point.
-pub fn backup(repo: &Repository, keys: &Keys, opts: &BackupOptions) -> Result<BackupSummary> {
+pub fn backup(repo: &dyn TenantRepository, keys: &Keys, opts: &BackupOptions) -> Result<BackupSummary> {
     let started = Instant::now();
     check_name("group", &opts.group)?;
     if opts.volumes.is_empty() {
@@ -233,17 +250,15 @@ pub fn backup(repo: &Repository, keys: &Keys, opts: &BackupOptions) -> Result<Ba
         .iter()
         .map(|(n, p)| VolumeSource::open(n, p))
         .collect::<Result<Vec<_>>>()?;
-    let store = repo.store(&opts.tenant)?;
-    let last = repo.catalog().last_point(&opts.tenant, &opts.group)?;
-    let state_path = AgentState::path(&opts.state_dir, repo.id(), &opts.tenant, &opts.group);
+    let store = repo.store();
+    let repo_id = repo.repository_id();
+    let points = repo.points(Some(&opts.group))?;
+    let last = points.last().cloned();
+    let state_path = AgentState::path(&opts.state_dir, &repo_id, repo.tenant(), &opts.group);
     let base = AgentState::load(&state_path).filter(|s| {
-        s.repository_id == repo.id()
+        s.repository_id == repo_id
             && s.key_fingerprint == keys.fingerprint_hex()
-            && repo
-                .catalog()
-                .points(&opts.tenant, Some(&opts.group))
-                .map(|ps| ps.iter().any(|p| p.header.seq == s.base_seq))
-                .unwrap_or(false)
+            && points.iter().any(|p| p.header.seq == s.base_seq)
     });
     let ctx = Ctx {
         keys,
@@ -318,7 +333,7 @@ pub fn backup(repo: &Repository, keys: &Keys, opts: &BackupOptions) -> Result<Ba
         let seq = last.as_ref().map(|p| p.header.seq).unwrap_or(0) + 1;
         let point = RecoveryPoint {
             header: PointHeader {
-                tenant: opts.tenant.clone(),
+                tenant: repo.tenant().into(),
                 group: opts.group.clone(),
                 seq,
                 taken_at,
@@ -332,9 +347,9 @@ pub fn backup(repo: &Repository, keys: &Keys, opts: &BackupOptions) -> Result<Ba
                 written_by: format!("lifeline {}", env!("CARGO_PKG_VERSION")),
             },
         };
-        repo.catalog().commit_point(&point.seal(keys))?;
+        repo.commit_point(&point.seal(keys))?;
         let state = AgentState {
-            repository_id: repo.id().into(),
+            repository_id: repo_id.clone(),
             key_fingerprint: keys.fingerprint_hex(),
             base_seq: seq,
             volumes: scanned,

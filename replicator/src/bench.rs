@@ -184,7 +184,6 @@ pub fn run(file: Option<&Path>, work_dir: &Path) -> Result<Vec<Stage>> {
     let key = KeyFile::create(&work_dir.join("bench.key"), None)?;
     let repo = Repository::init(&repo_dir, &key.keys(), DEFAULT_TENANT)?;
     let opts = BackupOptions {
-        tenant: DEFAULT_TENANT.into(),
         group: "bench".into(),
         volumes: vec![("sample".into(), source)],
         freeze: None,
@@ -194,14 +193,14 @@ pub fn run(file: Option<&Path>, work_dir: &Path) -> Result<Vec<Stage>> {
         progress: None,
     };
     let keys = key.keys();
-    let first = backup(&repo, &keys, &opts)?;
+    let first = backup(&repo.tenant(DEFAULT_TENANT)?, &keys, &opts)?;
     stages.push(Stage::new(
         "backup, first (pipeline)",
         threads,
         first.bytes_scanned,
         first.elapsed_secs,
     ));
-    let again = backup(&repo, &keys, &opts)?;
+    let again = backup(&repo.tenant(DEFAULT_TENANT)?, &keys, &opts)?;
     stages.push(Stage::new(
         "backup, unchanged (pipeline)",
         threads,
@@ -209,10 +208,9 @@ pub fn run(file: Option<&Path>, work_dir: &Path) -> Result<Vec<Stage>> {
         again.elapsed_secs,
     ));
     let r = restore(
-        &repo,
+        &repo.tenant(DEFAULT_TENANT)?,
         &keys,
         &RestoreOptions {
-            tenant: DEFAULT_TENANT.into(),
             group: "bench".into(),
             point: PointSelector::Latest,
             volume: "sample".into(),

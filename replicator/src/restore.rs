@@ -21,7 +21,7 @@ use crate::index::{IndexNode, SegmentNode, walk_tree};
 use crate::object_id::ObjectId;
 use crate::point::{PointRecord, RecoveryPoint, VolumeEntry};
 use crate::reader::ObjectReader;
-use crate::repository::Repository;
+use crate::tenant_repository::TenantRepository;
 use crate::volume_hash::{VolumeHasher, zero_segment_hash};
 
 /// Which point: the newest, a seq, or the newest at or before an instant.
@@ -52,8 +52,8 @@ impl FromStr for PointSelector {
 }
 
 /// Picks a point of a group.
-pub fn select_point(repo: &Repository, tenant: &str, group: &str, sel: PointSelector) -> Result<PointRecord> {
-    let points = repo.points(tenant, Some(group))?;
+pub fn select_point(repo: &dyn TenantRepository, group: &str, sel: PointSelector) -> Result<PointRecord> {
+    let points = repo.points(Some(group))?;
     let found = match sel {
         PointSelector::Latest => points.last().cloned(),
         PointSelector::Seq(n) => points.iter().find(|p| p.header.seq == n).cloned(),
@@ -68,7 +68,7 @@ pub fn select_point(repo: &Repository, tenant: &str, group: &str, sel: PointSele
     found.ok_or_else(|| Error::NoPoint {
         group: group.into(),
         detail: match (sel, points.is_empty()) {
-            (_, true) => format!(" in {}: run `lifeline backup` first", repo.path().display()),
+            (_, true) => format!(" in {}: run `lifeline backup` first", repo.describe()),
             (PointSelector::Seq(n), _) => format!(" with seq {n}: `lifeline points` lists them"),
             (PointSelector::AtOrBefore(t), _) => {
                 format!(" at or before {}: `lifeline points` lists them", t.to_rfc3339())
@@ -81,7 +81,6 @@ pub fn select_point(repo: &Repository, tenant: &str, group: &str, sel: PointSele
 /// What to restore where.
 #[derive(Clone)]
 pub struct RestoreOptions {
-    pub tenant: String,
     pub group: String,
     pub point: PointSelector,
     pub volume: String,
@@ -249,11 +248,11 @@ pub(crate) fn assemble_segment(
 }
 
 /// Restores one volume of a point.
-pub fn restore(repo: &Repository, keys: &Keys, opts: &RestoreOptions) -> Result<RestoreSummary> {
+pub fn restore(repo: &dyn TenantRepository, keys: &Keys, opts: &RestoreOptions) -> Result<RestoreSummary> {
     let started = Instant::now();
-    let record = select_point(repo, &opts.tenant, &opts.group, opts.point)?;
-    let store = repo.store(&opts.tenant)?;
-    let location = repo.path().display().to_string();
+    let record = select_point(repo, &opts.group, opts.point)?;
+    let store = repo.store();
+    let location = repo.describe();
     let point: RecoveryPoint = record.open(keys, &location)?;
     let entry = point
         .body

@@ -35,7 +35,6 @@ fn env() -> Env {
 
 fn opts(e: &Env, group: &str, volumes: &[(&str, &Path)]) -> BackupOptions {
     BackupOptions {
-        tenant: DEFAULT_TENANT.into(),
         group: group.into(),
         volumes: volumes.iter().map(|(n, p)| (n.to_string(), p.to_path_buf())).collect(),
         freeze: None,
@@ -49,10 +48,9 @@ fn opts(e: &Env, group: &str, volumes: &[(&str, &Path)]) -> BackupOptions {
 fn restore_to(e: &Env, group: &str, volume: &str, point: PointSelector) -> Vec<u8> {
     let target = e.root.join(format!("restored-{group}-{volume}"));
     restore(
-        &e.repo,
+        &e.repo.tenant(DEFAULT_TENANT).unwrap(),
         &e.keys,
         &RestoreOptions {
-            tenant: DEFAULT_TENANT.into(),
             group: group.into(),
             point,
             volume: volume.into(),
@@ -72,10 +70,20 @@ fn dedup_across_volumes_and_groups() {
     let b = e.root.join("b.img");
     fs::write(&a, &data).unwrap();
     fs::write(&b, &data).unwrap();
-    let one = backup(&e.repo, &e.keys, &opts(&e, "g1", &[("a", &a)])).unwrap();
+    let one = backup(
+        &e.repo.tenant(DEFAULT_TENANT).unwrap(),
+        &e.keys,
+        &opts(&e, "g1", &[("a", &a)]),
+    )
+    .unwrap();
     assert!(one.bytes_new > 0);
     // Same content as another volume, in another group: nothing new to store.
-    let two = backup(&e.repo, &e.keys, &opts(&e, "g2", &[("b", &b)])).unwrap();
+    let two = backup(
+        &e.repo.tenant(DEFAULT_TENANT).unwrap(),
+        &e.keys,
+        &opts(&e, "g2", &[("b", &b)]),
+    )
+    .unwrap();
     assert_eq!(two.bytes_new, 0, "{two:?}");
     assert_eq!(restore_to(&e, "g2", "b", PointSelector::Latest), data);
     assert_eq!(restore_to(&e, "g1", "a", PointSelector::Seq(1)), data);
@@ -91,7 +99,12 @@ fn one_changed_block_in_a_huge_sparse_volume_costs_a_few_kib() {
         f.write_all_at(&sample_data(64 << 10, i), i * (4 << 30)).unwrap();
     }
     drop(f);
-    let first = backup(&e.repo, &e.keys, &opts(&e, "big", &[("v", &v)])).unwrap();
+    let first = backup(
+        &e.repo.tenant(DEFAULT_TENANT).unwrap(),
+        &e.keys,
+        &opts(&e, "big", &[("v", &v)]),
+    )
+    .unwrap();
     assert_eq!(first.bytes_read, 64 * (64 << 10), "holes must not be read");
     OpenOptions::new()
         .write(true)
@@ -99,7 +112,12 @@ fn one_changed_block_in_a_huge_sparse_volume_costs_a_few_kib() {
         .unwrap()
         .write_all_at(&[0xabu8; 4096], (100 << 30) + 8192)
         .unwrap();
-    let second = backup(&e.repo, &e.keys, &opts(&e, "big", &[("v", &v)])).unwrap();
+    let second = backup(
+        &e.repo.tenant(DEFAULT_TENANT).unwrap(),
+        &e.keys,
+        &opts(&e, "big", &[("v", &v)]),
+    )
+    .unwrap();
     assert_eq!(second.segments_changed, 1);
     assert_eq!(second.bytes_new, 4096);
     // One chunk, one segment node and one index node per level (3 levels here).
@@ -131,7 +149,12 @@ fn volumes_of_odd_sizes_round_trip() {
         }
         fs::write(&p, &data).unwrap();
         let group = format!("odd{i}");
-        backup(&e.repo, &e.keys, &opts(&e, &group, &[("v", &p)])).unwrap();
+        backup(
+            &e.repo.tenant(DEFAULT_TENANT).unwrap(),
+            &e.keys,
+            &opts(&e, &group, &[("v", &p)]),
+        )
+        .unwrap();
         assert_eq!(restore_to(&e, &group, "v", PointSelector::Latest), data, "size {size}");
     }
 }
@@ -141,11 +164,21 @@ fn stale_agent_state_is_ignored() {
     let e = env();
     let p = e.root.join("v.img");
     fs::write(&p, sample_data(5 << 20, 3)).unwrap();
-    backup(&e.repo, &e.keys, &opts(&e, "g", &[("v", &p)])).unwrap();
+    backup(
+        &e.repo.tenant(DEFAULT_TENANT).unwrap(),
+        &e.keys,
+        &opts(&e, "g", &[("v", &p)]),
+    )
+    .unwrap();
     // Another repository with the same state dir: the state is keyed by repository id.
     let key2 = KeyFile::create(&e.root.join("k2"), None).unwrap();
     let repo2 = Repository::init(&e.root.join("repo2"), &key2.keys(), DEFAULT_TENANT).unwrap();
-    let s = backup(&repo2, &key2.keys(), &opts(&e, "g", &[("v", &p)])).unwrap();
+    let s = backup(
+        &repo2.tenant(DEFAULT_TENANT).unwrap(),
+        &key2.keys(),
+        &opts(&e, "g", &[("v", &p)]),
+    )
+    .unwrap();
     assert!(s.bytes_new > 0, "a fresh repository must receive every chunk");
     assert_eq!(s.segments_changed, s.segments);
 }

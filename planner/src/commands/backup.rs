@@ -38,7 +38,6 @@ pub fn run(a: &BackupArgs) -> Result<ExitCode> {
     let keys = repo.check_key(DEFAULT_TENANT, &key)?;
     let bar = Bar::bytes("backup", a.json);
     let opts = BackupOptions {
-        tenant: DEFAULT_TENANT.into(),
         group: a.group.clone(),
         volumes,
         freeze: a.freeze.clone(),
@@ -47,7 +46,7 @@ pub fn run(a: &BackupArgs) -> Result<ExitCode> {
         cancel: cancel_on_signals()?,
         progress: bar.callback(),
     };
-    let result = backup(&repo, &keys, &opts);
+    let result = backup(&repo.tenant(DEFAULT_TENANT)?, &keys, &opts);
     bar.finish();
     let s = result?;
     if a.json {

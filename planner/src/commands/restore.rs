@@ -16,10 +16,9 @@ pub fn run(a: &RestoreArgs) -> Result<ExitCode> {
     let keys = repo.check_key(DEFAULT_TENANT, &key)?;
     let bar = Bar::bytes("restore", a.json);
     let result = restore(
-        &repo,
+        &repo.tenant(DEFAULT_TENANT)?,
         &keys,
         &RestoreOptions {
-            tenant: DEFAULT_TENANT.into(),
             group: a.group.clone(),
             point,
             volume: a.volume.clone(),

@@ -37,6 +37,10 @@ pub trait ChunkStore: Send + Sync {
     fn put(&self, id: &ObjectId, sealed: &[u8]) -> Result<bool>;
     /// True when the object is stored or pending.
     fn contains(&self, id: &ObjectId) -> Result<bool>;
+    /// For each id, true when the store lacks it (one round trip for a remote store).
+    fn missing(&self, ids: &[ObjectId]) -> Result<Vec<bool>> {
+        ids.iter().map(|id| self.contains(id).map(|c| !c)).collect()
+    }
     /// Reads an object; `Error::ObjectMissing` when absent.
     fn get(&self, id: &ObjectId) -> Result<Vec<u8>>;
     /// Makes every earlier put and delete durable.

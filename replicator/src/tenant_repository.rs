@@ -1,0 +1,66 @@
+//! What backup and restore need from a repository, whether it is a local
+//! directory this process owns or a receiver on another site: one tenant's object
+//! store and points. The network implementation lives in the service layer; the
+//! core only sees this trait.
+
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::point::PointRecord;
+use crate::repository::Repository;
+use crate::store::ChunkStore;
+
+/// One tenant's view of a repository.
+pub trait TenantRepository: Send + Sync {
+    /// The repository's path or URL, for messages.
+    fn describe(&self) -> String;
+    /// The repository's id (keys the agent's local state).
+    fn repository_id(&self) -> String;
+    /// The tenant's name.
+    fn tenant(&self) -> &str;
+    /// The tenant's object store.
+    fn store(&self) -> Arc<dyn ChunkStore>;
+    /// Points of one group, or of all, ordered by group then seq.
+    fn points(&self, group: Option<&str>) -> Result<Vec<PointRecord>>;
+    /// Commits a point whose objects are all durable (seq = last + 1).
+    fn commit_point(&self, point: &PointRecord) -> Result<()>;
+}
+
+/// A tenant of a local repository.
+pub struct LocalTenant<'a> {
+    repo: &'a Repository,
+    tenant: String,
+    store: Arc<dyn ChunkStore>,
+}
+
+impl Repository {
+    /// A tenant's view of this repository.
+    pub fn tenant(&self, tenant: &str) -> Result<LocalTenant<'_>> {
+        Ok(LocalTenant {
+            store: self.store(tenant)?,
+            repo: self,
+            tenant: tenant.into(),
+        })
+    }
+}
+
+impl TenantRepository for LocalTenant<'_> {
+    fn describe(&self) -> String {
+        self.repo.path().display().to_string()
+    }
+    fn repository_id(&self) -> String {
+        self.repo.id().into()
+    }
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+    fn store(&self) -> Arc<dyn ChunkStore> {
+        self.store.clone()
+    }
+    fn points(&self, group: Option<&str>) -> Result<Vec<PointRecord>> {
+        self.repo.points(&self.tenant, group)
+    }
+    fn commit_point(&self, point: &PointRecord) -> Result<()> {
+        self.repo.catalog().commit_point(point)
+    }
+}
