@@ -35,6 +35,101 @@ pub enum Command {
     /// A self-contained tour: back up, change, back up, restore and verify a sample
     /// volume in a temporary directory, and print the figures.
     Demo(DemoArgs),
+    /// Mint a deployment CA and certificates for receivers, agents and admins.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Serve a repository directory to agents over gRPC with mutual TLS.
+    Receiver(ReceiverArgs),
+    /// Replicate protection groups to a receiver, once or on an interval.
+    Agent(AgentArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertsCommand {
+    /// Create CADIR/ca.pem + ca.key if absent (else sign with them) and write
+    /// TLSDIR/ca.pem, receiver.pem/.key (with --receiver-san) and NAME.pem/.key per
+    /// identity. The CA key never goes into TLSDIR.
+    New(CertsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CertsArgs {
+    /// Directory holding the CA (created if absent). Keep it off the hosts.
+    #[arg(long, value_name = "CADIR")]
+    pub ca_dir: PathBuf,
+    /// TLS directory to write (copy it to the hosts that need it).
+    #[arg(long, value_name = "TLSDIR")]
+    pub out: PathBuf,
+    /// DNS name or IP address of the receiver (repeat); writes receiver.pem/.key.
+    #[arg(long = "receiver-san", value_name = "HOST")]
+    pub receiver_sans: Vec<String>,
+    /// An agent identity NAME@TENANT (repeat).
+    #[arg(long = "agent", value_name = "NAME@TENANT")]
+    pub agents: Vec<String>,
+    /// An admin identity (repeat).
+    #[arg(long = "admin", value_name = "NAME")]
+    pub admins: Vec<String>,
+    /// Validity of the new certificates in days.
+    #[arg(long, default_value_t = 825)]
+    pub days: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct ReceiverArgs {
+    /// Repository directory (created if absent).
+    #[arg(long, value_name = "DIR")]
+    pub repo: PathBuf,
+    /// Address to listen on; with port 0 the bound address is printed first.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+    /// TLS directory with ca.pem and receiver.pem/.key.
+    #[arg(long, value_name = "TLSDIR")]
+    pub tls_dir: PathBuf,
+    /// Groups an agent may write: NAME=GROUP[,GROUP...] (repeat).
+    #[arg(long = "allow", value_name = "NAME=GROUP[,GROUP...]")]
+    pub allow: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// Receiver address, https://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    pub repo: String,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    #[arg(long, value_name = "KEYFILE")]
+    pub key_file: PathBuf,
+    #[arg(long, value_name = "G")]
+    pub group: String,
+    /// A volume of the group: NAME=PATH. Repeat for each.
+    #[arg(long = "volume", value_name = "NAME=PATH", required = true)]
+    pub volumes: Vec<String>,
+    /// Replicate once and exit.
+    #[arg(long, conflicts_with = "interval")]
+    pub once: bool,
+    /// Time between the starts of two cycles, e.g. 5s, 2m, 1h.
+    #[arg(long, value_name = "DURATION", required_unless_present = "once")]
+    pub interval: Option<String>,
+    /// How long to retry transient failures (receiver down, link cut) before giving up.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub retry_for: String,
+    #[arg(long, value_name = "CMD", requires = "thaw")]
+    pub freeze: Option<String>,
+    #[arg(long, value_name = "CMD", requires = "freeze")]
+    pub thaw: Option<String>,
+    #[arg(long, value_name = "DIR", env = "LIFELINE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// How to reach a receiver when `--repo` is an https:// URL.
+#[derive(Args, Debug, Default, Clone)]
+pub struct RemoteArgs {
+    /// TLS directory (ca.pem and this host's identities), for an https:// --repo.
+    #[arg(long, value_name = "TLSDIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// Identity to present (NAME.pem/.key in --tls-dir), for an https:// --repo.
+    #[arg(long, value_name = "NAME")]
+    pub identity: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -50,8 +145,8 @@ pub enum KeyCommand {
 
 #[derive(Args, Debug)]
 pub struct RepoArg {
-    /// Repository directory.
-    #[arg(long, value_name = "DIR")]
+    /// Repository: a directory, or https://HOST:PORT of a receiver (with --tls-dir and --identity).
+    #[arg(long, value_name = "DIR|URL")]
     pub repo: PathBuf,
 }
 
@@ -68,6 +163,8 @@ pub struct InitArgs {
 pub struct BackupArgs {
     #[command(flatten)]
     pub repo: RepoArg,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     #[arg(long, value_name = "KEYFILE")]
     pub key_file: PathBuf,
     /// Protection group name.
@@ -94,6 +191,8 @@ pub struct BackupArgs {
 pub struct PointsArgs {
     #[command(flatten)]
     pub repo: RepoArg,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     /// Only this group.
     #[arg(long, value_name = "G")]
     pub group: Option<String>,
@@ -109,6 +208,8 @@ pub struct PointsArgs {
 pub struct RestoreArgs {
     #[command(flatten)]
     pub repo: RepoArg,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     #[arg(long, value_name = "KEYFILE")]
     pub key_file: PathBuf,
     #[arg(long, value_name = "G")]

@@ -5,4 +5,5 @@ pub mod cli;
 pub mod commands;
 pub mod demo;
 pub mod progress;
+pub mod repo_target;
 pub mod state_dir;

@@ -132,6 +132,12 @@ pub enum Error {
     #[error("interrupted; nothing was committed (the earlier points are intact)")]
     Interrupted,
 
+    #[error("{repository} refused the request: {message}")]
+    Refused { repository: String, message: String },
+
+    #[error("{repository} is unavailable: {message} (retry later)")]
+    Unavailable { repository: String, message: String },
+
     #[error("a volume index is malformed ({0}): run `lifeline verify` to list the points affected")]
     MalformedIndex(String),
 }
@@ -143,6 +149,16 @@ impl From<String> for Error {
 }
 
 impl Error {
+    /// True when the same request may succeed later (a receiver restarting, a cut
+    /// link, a full disk being cleaned up).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Unavailable { .. } | Error::CommitConflict { .. } => true,
+            Error::Io { source, .. } => source.raw_os_error() == Some(28),
+            _ => false,
+        }
+    }
+
     /// Wraps an I/O error with what was being done to which path.
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         let mut context = context.into();

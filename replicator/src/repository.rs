@@ -39,6 +39,14 @@ impl Repository {
     /// fingerprint is recorded (only the fingerprint).
     pub fn init(path: &Path, keys: &Keys, tenant: &str) -> Result<Repository> {
         check_name("tenant", tenant)?;
+        let repo = Self::create_empty(path)?;
+        repo.create_tenant(tenant, keys)?;
+        Ok(repo)
+    }
+
+    /// Creates a repository without tenants (a receiver's: tenants arrive with
+    /// their first authorised session).
+    pub fn create_empty(path: &Path) -> Result<Repository> {
         if path.join(REPOSITORY_MARKER_FILE).exists() {
             return Err(Error::AlreadyARepository { path: path.into() });
         }
@@ -68,7 +76,6 @@ impl Repository {
             catalog: Arc::new(catalog),
             stores: Mutex::new(HashMap::new()),
         };
-        repo.create_tenant(tenant, keys)?;
         let marker = format!(
             "{REPOSITORY_MARKER}\nformat {REPOSITORY_FORMAT}\nid {}\n",
             repo.config.id
@@ -120,22 +127,30 @@ impl Repository {
 
     /// Creates a tenant's namespace. Fails if it exists with another key.
     pub fn create_tenant(&self, tenant: &str, keys: &Keys) -> Result<()> {
-        check_name("tenant", tenant)?;
-        let dir = self.objects_dir(tenant);
-        LocalDirStore::create(&dir)?;
         let rec = TenantRecord {
             name: tenant.into(),
             key_fingerprint: keys.fingerprint_hex(),
             created: chrono::Utc::now().to_rfc3339(),
         };
-        if !self.catalog.create_tenant(&rec)? {
+        self.create_tenant_record(&rec)
+    }
+
+    /// Creates a tenant's namespace from its record (a receiver knows only the
+    /// key's fingerprint). Fails if it exists with another fingerprint.
+    pub fn create_tenant_record(&self, rec: &TenantRecord) -> Result<()> {
+        let tenant = rec.name.as_str();
+        check_name("tenant", tenant)?;
+        if self.catalog.tenant(tenant)?.is_none() {
+            LocalDirStore::create(&self.objects_dir(tenant))?;
+        }
+        if !self.catalog.create_tenant(rec)? {
             let existing = self.catalog.tenant(tenant)?.expect("exists");
             if existing.key_fingerprint != rec.key_fingerprint {
                 return Err(Error::WrongKey {
                     key_file: PathBuf::from("(given key)"),
                     repo: self.path.clone(),
                     expected: existing.key_fingerprint,
-                    found: rec.key_fingerprint,
+                    found: rec.key_fingerprint.clone(),
                 });
             }
         }

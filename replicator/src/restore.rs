@@ -207,20 +207,36 @@ pub(crate) fn assemble_segment(
         ));
     }
     buf.resize(len, 0);
+    // Fetch the segment's chunks together: one round trip to a remote store.
+    // In extent order (the order they were written), each id once.
+    let mut seen = std::collections::HashSet::new();
+    let wanted: Vec<ObjectId> = node
+        .extents
+        .iter()
+        .filter_map(|e| e.1)
+        .filter(|id| seen.insert(*id))
+        .collect();
+    let mut chunks: std::collections::HashMap<ObjectId, Vec<u8>> =
+        std::collections::HashMap::with_capacity(wanted.len());
+    for batch in wanted.chunks(256) {
+        for (id, plain) in batch.iter().zip(reader.read_many(batch, ObjectKind::Chunk)?) {
+            chunks.insert(*id, plain);
+        }
+    }
     let mut pos = 0usize;
     let mut runs: Vec<(bool, Range<usize>)> = Vec::new();
     for (elen, id) in &node.extents {
         let elen = *elen as usize;
         match id {
             Some(id) => {
-                let (_, chunk) = reader.read(id, ObjectKind::Chunk)?;
+                let chunk = &chunks[id];
                 if chunk.len() != elen {
                     return Err(reader.damaged(
                         id,
                         format!("holds {} bytes where its segment expects {elen}", chunk.len()),
                     ));
                 }
-                buf[pos..pos + elen].copy_from_slice(&chunk);
+                buf[pos..pos + elen].copy_from_slice(chunk);
             }
             None if zero_holes => buf[pos..pos + elen].fill(0),
             None => {}

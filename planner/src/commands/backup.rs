@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Result, bail};
-use lifeline_replicator::{BackupOptions, DEFAULT_TENANT, Repository, backup};
+use lifeline_replicator::{BackupOptions, backup};
 
 use super::{human_bytes, rate};
 use crate::cli::BackupArgs;
 use crate::progress::Bar;
+use crate::repo_target::RepoTarget;
 
 /// Parses `NAME=PATH`.
 pub fn parse_volume(s: &str) -> Result<(String, PathBuf)> {
@@ -34,8 +35,8 @@ pub fn cancel_on_signals() -> Result<Arc<AtomicBool>> {
 pub fn run(a: &BackupArgs) -> Result<ExitCode> {
     let volumes = a.volumes.iter().map(|v| parse_volume(v)).collect::<Result<Vec<_>>>()?;
     let key = super::load_key(&a.key_file)?;
-    let repo = Repository::open(&a.repo.repo)?;
-    let keys = repo.check_key(DEFAULT_TENANT, &key)?;
+    let (target, keys) = RepoTarget::open(&a.repo.repo, &a.remote, &key)?;
+    let repo = target.tenant()?;
     let bar = Bar::bytes("backup", a.json);
     let opts = BackupOptions {
         group: a.group.clone(),
@@ -46,7 +47,7 @@ pub fn run(a: &BackupArgs) -> Result<ExitCode> {
         cancel: cancel_on_signals()?,
         progress: bar.callback(),
     };
-    let result = backup(&repo.tenant(DEFAULT_TENANT)?, &keys, &opts);
+    let result = backup(repo.as_ref(), &keys, &opts);
     bar.finish();
     let s = result?;
     if a.json {

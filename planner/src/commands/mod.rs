@@ -4,6 +4,7 @@
 mod backup;
 mod bench;
 mod key;
+mod net;
 mod points;
 mod restore;
 mod verify;
@@ -27,6 +28,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify(a) => verify::run(&a),
         Command::Bench(a) => bench::run(&a),
         Command::Demo(a) => crate::demo::run(&a),
+        Command::Certs(crate::cli::CertsCommand::New(a)) => net::certs_new(&a),
+        Command::Receiver(a) => net::receiver(&a),
+        Command::Agent(a) => net::agent(&a),
     }
 }
 

@@ -3,20 +3,21 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use lifeline_replicator::{DEFAULT_TENANT, PointSelector, Repository, RestoreOptions, restore};
+use lifeline_replicator::{PointSelector, RestoreOptions, restore};
 
 use super::{human_bytes, rate};
 use crate::cli::RestoreArgs;
 use crate::progress::Bar;
+use crate::repo_target::RepoTarget;
 
 pub fn run(a: &RestoreArgs) -> Result<ExitCode> {
     let point: PointSelector = a.point.parse()?;
     let key = super::load_key(&a.key_file)?;
-    let repo = Repository::open(&a.repo.repo)?;
-    let keys = repo.check_key(DEFAULT_TENANT, &key)?;
+    let (target, keys) = RepoTarget::open(&a.repo.repo, &a.remote, &key)?;
+    let repo = target.tenant()?;
     let bar = Bar::bytes("restore", a.json);
     let result = restore(
-        &repo.tenant(DEFAULT_TENANT)?,
+        repo.as_ref(),
         &keys,
         &RestoreOptions {
             group: a.group.clone(),

@@ -43,6 +43,10 @@ pub trait ChunkStore: Send + Sync {
     }
     /// Reads an object; `Error::ObjectMissing` when absent.
     fn get(&self, id: &ObjectId) -> Result<Vec<u8>>;
+    /// Reads several objects, in order (one round trip for a remote store).
+    fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>> {
+        ids.iter().map(|id| self.get(id)).collect()
+    }
     /// Makes every earlier put and delete durable.
     fn sync(&self) -> Result<()>;
     /// Drops pending puts that were not synced (after a failed backup).

@@ -1,0 +1,178 @@
+//! `lifeline certs new`, `lifeline receiver` and `lifeline agent`.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use lifeline_replicator::{BackupOptions, TenantRepository, backup};
+use lifeline_service::{CertsRequest, Receiver, ReceiverConfig, RemoteRepository, TlsDir, mint_certificates, serve};
+
+use super::backup::{cancel_on_signals, parse_volume};
+use super::human_bytes;
+use crate::cli::{AgentArgs, CertsArgs, ReceiverArgs};
+use crate::repo_target::parse_duration;
+
+pub fn certs_new(a: &CertsArgs) -> Result<ExitCode> {
+    let written = mint_certificates(&CertsRequest {
+        ca_dir: a.ca_dir.clone(),
+        out: a.out.clone(),
+        receiver_sans: a.receiver_sans.clone(),
+        agents: a.agents.clone(),
+        admins: a.admins.clone(),
+        days: a.days,
+    })?;
+    for p in written {
+        println!("wrote {}", p.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses `NAME=GROUP[,GROUP...]` flags.
+pub fn parse_allow(flags: &[String]) -> Result<HashMap<String, Vec<String>>> {
+    let mut allow: HashMap<String, Vec<String>> = HashMap::new();
+    for f in flags {
+        let Some((name, groups)) = f.split_once('=') else {
+            bail!("invalid --allow `{f}`: write NAME=GROUP[,GROUP...]");
+        };
+        let groups: Vec<String> = groups.split(',').filter(|g| !g.is_empty()).map(String::from).collect();
+        if name.is_empty() || groups.is_empty() {
+            bail!("invalid --allow `{f}`: write NAME=GROUP[,GROUP...]");
+        }
+        for g in &groups {
+            lifeline_replicator::check_name("group", g)?;
+        }
+        allow.entry(name.into()).or_default().extend(groups);
+    }
+    Ok(allow)
+}
+
+pub fn receiver(a: &ReceiverArgs) -> Result<ExitCode> {
+    let allow = parse_allow(&a.allow)?;
+    let tls = TlsDir::new(&a.tls_dir).server_config()?;
+    let receiver = Arc::new(Receiver::open(&ReceiverConfig {
+        repo: a.repo.clone(),
+        allow,
+    })?);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&a.listen)
+            .await
+            .with_context(|| format!("listen on {}", a.listen))?;
+        let addr = listener.local_addr()?;
+        println!("listening on {addr}");
+        std::io::stdout().flush()?;
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            eprintln!("receiver: shutting down; in-flight calls finish, unfinished uploads commit nothing");
+        };
+        serve(listener, tls, receiver, shutdown).await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn agent(a: &AgentArgs) -> Result<ExitCode> {
+    let volumes = a.volumes.iter().map(|v| parse_volume(v)).collect::<Result<Vec<_>>>()?;
+    let (Some(tls_dir), Some(identity)) = (&a.remote.tls_dir, &a.remote.identity) else {
+        bail!(
+            "the agent needs --tls-dir TLSDIR and --identity NAME to reach {}",
+            a.repo
+        );
+    };
+    let interval = a.interval.as_deref().map(parse_duration).transpose()?;
+    let retry_for = parse_duration(&a.retry_for)?;
+    let key = super::load_key(&a.key_file)?;
+    let keys = key.keys();
+    let cancel = cancel_on_signals()?;
+    let tls = TlsDir::new(tls_dir);
+    let opts = BackupOptions {
+        group: a.group.clone(),
+        volumes,
+        freeze: a.freeze.clone(),
+        thaw: a.thaw.clone(),
+        state_dir: a.state_dir.clone().unwrap_or_else(crate::state_dir::default_state_dir),
+        cancel: cancel.clone(),
+        progress: None,
+    };
+    let mut failing_since: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(500);
+    let mut repo: Option<RemoteRepository> = None;
+    loop {
+        let started = Instant::now();
+        let result = (|| -> Result<_, lifeline_service::ServiceError> {
+            if repo.is_none() {
+                repo = Some(RemoteRepository::connect(&a.repo, &tls, identity, &keys)?);
+            }
+            Ok(backup(
+                repo.as_ref().expect("connected") as &dyn TenantRepository,
+                &keys,
+                &opts,
+            )?)
+        })();
+        match result {
+            Ok(s) => {
+                failing_since = None;
+                backoff = Duration::from_millis(500);
+                let lag = (chrono::Utc::now() - s.taken_at).num_milliseconds() as f64 / 1000.0;
+                println!(
+                    "cycle: point {} of group `{}` committed, {} sent ({} new), {:.2} s, lag {:.2} s",
+                    s.seq,
+                    s.group,
+                    human_bytes(s.bytes_stored),
+                    human_bytes(s.bytes_new),
+                    s.elapsed_secs,
+                    lag
+                );
+                std::io::stdout().flush()?;
+                if a.once {
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+            Err(e) => {
+                if cancel.load(Ordering::Relaxed) {
+                    eprintln!("agent: stopped");
+                    return Ok(ExitCode::from(130));
+                }
+                let transient = match &e {
+                    lifeline_service::ServiceError::Replicator(r) => r.is_transient(),
+                    _ => false,
+                };
+                if !transient {
+                    return Err(e.into());
+                }
+                repo = None;
+                let since = *failing_since.get_or_insert(started);
+                if since.elapsed() >= retry_for {
+                    return Err(anyhow::Error::from(e)
+                        .context(format!("giving up after retrying for {} (--retry-for)", a.retry_for)));
+                }
+                eprintln!("agent: {e}; retrying in {:.1} s", backoff.as_secs_f64());
+                sleep_unless_cancelled(backoff, &cancel);
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        }
+        let wait = interval.expect("interval or once").saturating_sub(started.elapsed());
+        sleep_unless_cancelled(wait, &cancel);
+        if cancel.load(Ordering::Relaxed) {
+            eprintln!("agent: stopped after the last cycle");
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+}
+
+fn sleep_unless_cancelled(d: Duration, cancel: &std::sync::atomic::AtomicBool) {
+    let end = Instant::now() + d;
+    while Instant::now() < end && !cancel.load(Ordering::Relaxed) {
+        std::thread::sleep((end - Instant::now()).min(Duration::from_millis(100)));
+    }
+}

@@ -1,0 +1,110 @@
+//! `--repo` names a local directory or a receiver (`https://HOST:PORT`); this opens
+//! either as a tenant's repository for backup, restore and points.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use lifeline_replicator::{DEFAULT_TENANT, KeyFile, Keys, Repository, TenantRepository};
+use lifeline_service::{RemoteRepository, TlsDir};
+
+use crate::cli::RemoteArgs;
+
+/// An opened repository.
+pub enum RepoTarget {
+    Local(Repository),
+    Remote(Box<RemoteRepository>),
+}
+
+/// True when `--repo` is a receiver URL.
+pub fn is_url(repo: &Path) -> bool {
+    repo.to_str()
+        .is_some_and(|s| s.starts_with("https://") || s.starts_with("http://"))
+}
+
+impl RepoTarget {
+    /// Opens `repo` with the tenant's key: a local repository checks the key's
+    /// fingerprint; a receiver checks it when the session opens.
+    pub fn open(repo: &Path, remote: &RemoteArgs, key: &KeyFile) -> Result<(RepoTarget, Keys)> {
+        if !is_url(repo) {
+            let r = Repository::open(repo)?;
+            let keys = r.check_key(DEFAULT_TENANT, key)?;
+            return Ok((RepoTarget::Local(r), keys));
+        }
+        let url = repo.to_str().expect("utf-8 url");
+        if url.starts_with("http://") {
+            bail!("`{url}`: receivers speak TLS only; use https://");
+        }
+        let (Some(tls_dir), Some(identity)) = (&remote.tls_dir, &remote.identity) else {
+            bail!("--repo {url} is a receiver: pass --tls-dir TLSDIR and --identity NAME");
+        };
+        let keys = key.keys();
+        let r = RemoteRepository::connect(url, &TlsDir::new(tls_dir), identity, &keys)
+            .with_context(|| format!("open a session with {url} as `{identity}`"))?;
+        Ok((RepoTarget::Remote(Box::new(r)), keys))
+    }
+
+    /// The tenant's view.
+    pub fn tenant(&self) -> Result<Box<dyn TenantRepository + '_>> {
+        Ok(match self {
+            RepoTarget::Local(r) => Box::new(r.tenant(DEFAULT_TENANT)?),
+            RepoTarget::Remote(r) => Box::new(RemoteView(r)),
+        })
+    }
+}
+
+/// Borrowing adapter so both arms return the same boxed trait object.
+struct RemoteView<'a>(&'a RemoteRepository);
+
+impl TenantRepository for RemoteView<'_> {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn repository_id(&self) -> String {
+        self.0.repository_id()
+    }
+    fn tenant(&self) -> &str {
+        self.0.tenant()
+    }
+    fn store(&self) -> std::sync::Arc<dyn lifeline_replicator::ChunkStore> {
+        self.0.store()
+    }
+    fn points(&self, group: Option<&str>) -> lifeline_replicator::Result<Vec<lifeline_replicator::PointRecord>> {
+        self.0.points(group)
+    }
+    fn commit_point(&self, point: &lifeline_replicator::PointRecord) -> lifeline_replicator::Result<()> {
+        self.0.commit_point(point)
+    }
+}
+
+/// Parses `5s`, `250ms`, `2m`, `1h`, `1d`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("invalid duration `{s}`: write a number and a unit, e.g. 5s, 2m, 1h"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" | "" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        "d" => n * 86_400_000,
+        _ => bail!("invalid duration `{s}`: units are ms, s, m, h, d"),
+    };
+    Ok(std::time::Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s").unwrap().as_secs(), 5);
+        assert_eq!(parse_duration("2m").unwrap().as_secs(), 120);
+        assert_eq!(parse_duration("250ms").unwrap().as_millis(), 250);
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+}

@@ -1,0 +1,32 @@
+//! Lifeline's replication services: the receiver that serves a repository to
+//! agents over gRPC with mutual TLS, the client that lets backup and restore use a
+//! receiver as a [`TenantRepository`](lifeline_replicator::TenantRepository), and
+//! the certificates that bind identities (agent `NAME@TENANT`, admin `NAME`) to
+//! one deployment's CA. Proto types stay in this crate: they are converted to
+//! validated domain types at the boundary.
+
+mod certs;
+mod identity;
+mod receiver;
+mod remote;
+mod status;
+mod tls;
+
+pub use certs::{CertsRequest, mint_certificates};
+pub use identity::Peer;
+pub use receiver::{Receiver, ReceiverConfig, serve};
+pub use remote::RemoteRepository;
+pub use tls::TlsDir;
+
+/// Errors of the service layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("TLS material: {0}")]
+    Tls(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Replicator(#[from] lifeline_replicator::Error),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}

@@ -1,0 +1,378 @@
+//! The receiver: serves a site's repository to agents over gRPC with mutual TLS.
+//! It never holds a key. It checks every frame (sizes, ids, the object's trailer
+//! hash, references present), authorises every call from the client
+//! certificate, and is append-only for agents: they can add objects and points
+//! to their groups, never delete or overwrite.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use lifeline_proto::v1 as pb;
+use lifeline_proto::v1::replication_server::{Replication, ReplicationServer};
+use lifeline_replicator::file_formats::MAX_OBJECT_LEN;
+use lifeline_replicator::{ObjectId, ObjectKind, PointRecord, Repository, SealedObject, TenantRecord};
+use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
+use tonic::transport::{Server, ServerTlsConfig};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::identity::Peer;
+use crate::status::to_status;
+
+/// Largest gRPC message accepted (a batch of objects or ids).
+pub const MAX_MESSAGE: usize = 16 << 20;
+const MAX_IDS: usize = 4096;
+const MAX_READ_IDS: usize = 256;
+const MAX_RECORD: usize = 1 << 20;
+
+/// What a receiver serves and to whom.
+#[derive(Debug, Clone, Default)]
+pub struct ReceiverConfig {
+    pub repo: PathBuf,
+    /// Agent name → groups it may write.
+    pub allow: HashMap<String, Vec<String>>,
+}
+
+/// The receiver's state: the repository it owns (its sled catalog is locked by
+/// this process) and the authorisations.
+pub struct Receiver {
+    repo: Arc<Repository>,
+    allow: HashMap<String, Vec<String>>,
+}
+
+impl Receiver {
+    /// Opens (or creates) the repository directory.
+    pub fn open(cfg: &ReceiverConfig) -> Result<Receiver, lifeline_replicator::Error> {
+        let repo = if cfg
+            .repo
+            .join(lifeline_replicator::file_formats::REPOSITORY_MARKER_FILE)
+            .exists()
+        {
+            Repository::open(&cfg.repo)?
+        } else {
+            Repository::create_empty(&cfg.repo)?
+        };
+        Ok(Receiver {
+            repo: Arc::new(repo),
+            allow: cfg.allow.clone(),
+        })
+    }
+
+    fn agent<T>(&self, req: &Request<T>) -> Result<(String, String), Status> {
+        match Peer::of(req)? {
+            Peer::Agent { name, tenant } => Ok((name, tenant)),
+            Peer::Admin { name } => Err(Status::permission_denied(format!(
+                "admin `{name}` cannot replicate; use an agent identity"
+            ))),
+        }
+    }
+
+    fn tenant_known(&self, tenant: &str) -> Result<(), Status> {
+        match self.repo.catalog().tenant(tenant).map_err(to_status)? {
+            Some(_) => Ok(()),
+            None => Err(Status::failed_precondition(format!(
+                "tenant `{tenant}` has no namespace yet: open a session first"
+            ))),
+        }
+    }
+}
+
+fn ids_from(raw: &[Vec<u8>], max: usize) -> Result<Vec<ObjectId>, Status> {
+    if raw.len() > max {
+        return Err(Status::invalid_argument(format!(
+            "{} ids in one call; at most {max}",
+            raw.len()
+        )));
+    }
+    raw.iter()
+        .map(|b| ObjectId::from_slice(b).map_err(|e| Status::invalid_argument(e.to_string())))
+        .collect()
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Status> + Send + 'static) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+}
+
+/// The gRPC face of a [`Receiver`].
+#[derive(Clone)]
+pub struct ReceiverService(Arc<Receiver>);
+
+impl std::ops::Deref for ReceiverService {
+    type Target = Receiver;
+    fn deref(&self) -> &Receiver {
+        &self.0
+    }
+}
+
+#[tonic::async_trait]
+impl Replication for ReceiverService {
+    async fn open_session(
+        &self,
+        req: Request<pb::OpenSessionRequest>,
+    ) -> Result<Response<pb::OpenSessionResponse>, Status> {
+        let (agent, tenant) = self.agent(&req)?;
+        let r = req.into_inner();
+        if r.protocol_version != lifeline_proto::PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "protocol version {} is not served here (this receiver speaks {}): upgrade the older side",
+                r.protocol_version,
+                lifeline_proto::PROTOCOL_VERSION
+            )));
+        }
+        let me = self.0.clone();
+        let t = tenant.clone();
+        if r.key_fingerprint.is_empty() {
+            // A read-only session (listing points): nothing is created.
+            tracing::info!(%agent, %tenant, "read-only session opened");
+            return Ok(Response::new(pb::OpenSessionResponse {
+                protocol_version: lifeline_proto::PROTOCOL_VERSION,
+                tenant,
+                agent,
+                repository_id: self.repo.id().into(),
+            }));
+        }
+        let fp: [u8; 16] = r
+            .key_fingerprint
+            .as_slice()
+            .try_into()
+            .map_err(|_| Status::invalid_argument("key_fingerprint must have 16 bytes"))?;
+        let fp = hex::encode(fp);
+        blocking(move || {
+            let rec = TenantRecord {
+                name: t.clone(),
+                key_fingerprint: fp.clone(),
+                created: chrono::Utc::now().to_rfc3339(),
+            };
+            me.repo.create_tenant_record(&rec).map_err(to_status)?;
+            let existing = me.repo.catalog().tenant(&t).map_err(to_status)?.expect("created");
+            if existing.key_fingerprint != fp {
+                return Err(Status::permission_denied(format!(
+                    "key fingerprint {fp} does not match tenant `{t}`'s key ({}): use the tenant's key file",
+                    existing.key_fingerprint
+                )));
+            }
+            Ok(())
+        })
+        .await?;
+        tracing::info!(%agent, %tenant, "session opened");
+        Ok(Response::new(pb::OpenSessionResponse {
+            protocol_version: lifeline_proto::PROTOCOL_VERSION,
+            tenant,
+            agent,
+            repository_id: self.repo.id().into(),
+        }))
+    }
+
+    async fn filter_missing(&self, req: Request<pb::ObjectIds>) -> Result<Response<pb::MissingMask>, Status> {
+        let (_, tenant) = self.agent(&req)?;
+        self.tenant_known(&tenant)?;
+        let ids = ids_from(&req.into_inner().ids, MAX_IDS)?;
+        let me = self.0.clone();
+        let missing = blocking(move || {
+            let store = me.repo.store(&tenant).map_err(to_status)?;
+            store.missing(&ids).map_err(to_status)
+        })
+        .await?;
+        Ok(Response::new(pb::MissingMask { missing }))
+    }
+
+    async fn put_objects(&self, req: Request<Streaming<pb::SealedObject>>) -> Result<Response<pb::PutSummary>, Status> {
+        let (agent, tenant) = self.agent(&req)?;
+        self.tenant_known(&tenant)?;
+        let store = self.repo.store(&tenant).map_err(to_status)?;
+        let mut stream = req.into_inner();
+        let mut summary = pb::PutSummary::default();
+        while let Some(msg) = stream.next().await {
+            let msg = msg?;
+            let id = ObjectId::from_slice(&msg.id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            if msg.sealed.len() > MAX_OBJECT_LEN {
+                return Err(Status::invalid_argument(format!(
+                    "object {id} is larger than {MAX_OBJECT_LEN} bytes"
+                )));
+            }
+            let st = store.clone();
+            let stored = blocking(move || {
+                let store = st;
+                let obj = SealedObject::parse(&msg.sealed)
+                    .map_err(|reason| Status::data_loss(format!("object {id} was damaged in transit or is not a Lifeline object: {reason}")))?;
+                // Referential order: a node is accepted only after what it references.
+                if obj.header.kind != ObjectKind::Chunk {
+                    let missing = store.missing(&obj.header.refs).map_err(to_status)?;
+                    if let Some(pos) = missing.iter().position(|m| *m) {
+                        return Err(Status::failed_precondition(format!(
+                            "object {id} references {} which this receiver does not hold: send referenced objects first",
+                            obj.header.refs[pos]
+                        )));
+                    }
+                }
+                let n = msg.sealed.len() as u64;
+                Ok((store.put(&id, &msg.sealed).map_err(to_status)?, n))
+            })
+            .await;
+            let (new, n) = match stored {
+                Ok(v) => v,
+                Err(e) => {
+                    store.abandon();
+                    return Err(e);
+                }
+            };
+            summary.objects += 1;
+            if new {
+                summary.bytes += n;
+            } else {
+                summary.already_present += 1;
+            }
+        }
+        let s2 = store.clone();
+        blocking(move || s2.sync().map_err(to_status)).await?;
+        tracing::debug!(%agent, objects = summary.objects, bytes = summary.bytes, "objects durable");
+        Ok(Response::new(summary))
+    }
+
+    async fn commit_point(
+        &self,
+        req: Request<pb::CommitPointRequest>,
+    ) -> Result<Response<pb::CommitPointResponse>, Status> {
+        let (agent, tenant) = self.agent(&req)?;
+        self.tenant_known(&tenant)?;
+        let raw = req.into_inner().record;
+        if raw.len() > MAX_RECORD {
+            return Err(Status::invalid_argument("point record too large"));
+        }
+        let rec: PointRecord = serde_json::from_slice(&raw)
+            .map_err(|e| Status::invalid_argument(format!("undecodable point record: {e}")))?;
+        let h = &rec.header;
+        if h.tenant != tenant {
+            return Err(Status::permission_denied(format!(
+                "agent `{agent}` of tenant `{tenant}` cannot commit for tenant `{}`",
+                h.tenant
+            )));
+        }
+        lifeline_replicator::check_name("group", &h.group).map_err(to_status)?;
+        if !self
+            .allow
+            .get(&agent)
+            .is_some_and(|gs| gs.iter().any(|g| g == &h.group))
+        {
+            return Err(Status::permission_denied(format!(
+                "agent `{agent}` may not write group `{}` (receiver --allow {agent}=GROUP)",
+                h.group
+            )));
+        }
+        let me = self.0.clone();
+        let seq = h.seq;
+        blocking(move || {
+            let store = me.repo.store(&tenant).map_err(to_status)?;
+            let roots: Vec<ObjectId> = rec.header.roots.iter().filter_map(|r| r.0).collect();
+            let missing = store.missing(&roots).map_err(to_status)?;
+            if let Some(pos) = missing.iter().position(|m| *m) {
+                return Err(Status::failed_precondition(format!(
+                    "point {} of group `{}` references {} which this receiver does not hold",
+                    rec.header.seq, rec.header.group, roots[pos]
+                )));
+            }
+            me.repo.catalog().commit_point(&rec).map_err(to_status)
+        })
+        .await?;
+        tracing::info!(%agent, seq, "point committed");
+        Ok(Response::new(pb::CommitPointResponse { seq }))
+    }
+
+    async fn list_points(
+        &self,
+        req: Request<pb::ListPointsRequest>,
+    ) -> Result<Response<pb::ListPointsResponse>, Status> {
+        let tenant = match Peer::of(&req)? {
+            Peer::Agent { tenant, .. } => tenant,
+            Peer::Admin { .. } => {
+                return Err(Status::permission_denied(
+                    "admins list points per tenant with an agent identity",
+                ));
+            }
+        };
+        let group = req.into_inner().group;
+        let me = self.0.clone();
+        let records = blocking(move || {
+            let g = (!group.is_empty()).then_some(group.as_str());
+            let points = me.repo.points(&tenant, g).map_err(to_status)?;
+            Ok(points
+                .iter()
+                .map(|p| serde_json::to_vec(p).expect("serialisable"))
+                .collect())
+        })
+        .await?;
+        Ok(Response::new(pb::ListPointsResponse { records }))
+    }
+
+    async fn read_objects(&self, req: Request<pb::ObjectIds>) -> Result<Response<pb::SealedObjects>, Status> {
+        let (_, tenant) = self.agent(&req)?;
+        self.tenant_known(&tenant)?;
+        let ids = ids_from(&req.into_inner().ids, MAX_READ_IDS)?;
+        let me = self.0.clone();
+        let objects = blocking(move || {
+            let store = me.repo.store(&tenant).map_err(to_status)?;
+            ids.iter()
+                .map(|id| {
+                    Ok(pb::SealedObject {
+                        id: id.0.to_vec(),
+                        sealed: store.get(id).map_err(to_status)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, Status>>()
+        })
+        .await?;
+        Ok(Response::new(pb::SealedObjects { objects }))
+    }
+
+    async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let (_, tenant) = self.agent(&req)?;
+        let me = self.0.clone();
+        let groups = blocking(move || {
+            let points = me.repo.points(&tenant, None).map_err(to_status)?;
+            let mut by_group: Vec<pb::GroupStatus> = Vec::new();
+            for p in points {
+                match by_group.last_mut() {
+                    Some(g) if g.group == p.header.group => {
+                        g.last_seq = p.header.seq;
+                        g.last_taken_at_unix_ms = p.header.taken_at.timestamp_millis();
+                        g.points += 1;
+                    }
+                    _ => by_group.push(pb::GroupStatus {
+                        group: p.header.group.clone(),
+                        last_seq: p.header.seq,
+                        last_taken_at_unix_ms: p.header.taken_at.timestamp_millis(),
+                        points: 1,
+                    }),
+                }
+            }
+            Ok(by_group)
+        })
+        .await?;
+        Ok(Response::new(pb::StatusResponse { groups }))
+    }
+}
+
+/// Serves the receiver on `listener` until `shutdown` resolves; in-flight calls
+/// finish first (an upload that does not finish commits nothing).
+pub async fn serve(
+    listener: TcpListener,
+    tls: ServerTlsConfig,
+    receiver: Arc<Receiver>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let svc = ReplicationServer::new(ReceiverService(receiver))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let mut server = Server::builder()
+        .tls_config(tls)?
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(16 << 20));
+    server
+        .add_service(svc)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .await
+}

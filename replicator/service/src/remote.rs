@@ -1,0 +1,411 @@
+//! A receiver seen as a [`TenantRepository`], so `backup`, `restore` and `points`
+//! work against `https://HOST:PORT` exactly as against a local directory. The
+//! client owns its tokio runtime (the data path above it is synchronous).
+//!
+//! Uploads are pipelined: `put` hands the sealed object to a streaming
+//! `PutObjects` call running in the background (bounded queue: sealing runs ahead
+//! of the network by at most the queue), and `sync` ends the stream and waits
+//! for the receiver's answer, which comes only once every object is durable.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use lifeline_proto::v1 as pb;
+use lifeline_proto::v1::replication_client::ReplicationClient;
+use lifeline_replicator::{ChunkStore, Error, Keys, ObjectId, PointRecord, StoredObject, TenantRepository};
+use tokio::runtime::Runtime;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::ServiceError;
+use crate::receiver::MAX_MESSAGE;
+use crate::tls::TlsDir;
+
+const QUEUE: usize = 256;
+const FILTER_BATCH: usize = 4096;
+
+struct Upload {
+    tx: mpsc::Sender<pb::SealedObject>,
+    task: JoinHandle<Result<pb::PutSummary, tonic::Status>>,
+}
+
+struct Shared {
+    url: String,
+    rt: Runtime,
+    client: ReplicationClient<Channel>,
+    upload: Mutex<Option<Upload>>,
+    /// Ids handed to the current upload (not yet durable).
+    pending: Mutex<HashSet<ObjectId>>,
+}
+
+/// A tenant's repository on a receiver.
+pub struct RemoteRepository {
+    shared: Arc<Shared>,
+    tenant: String,
+    repository_id: String,
+}
+
+/// The object store of a [`RemoteRepository`].
+pub struct RemoteStore {
+    shared: Arc<Shared>,
+}
+
+/// Maps a status from the receiver to a domain error: refusals are permanent,
+/// unavailability is transient (the agent retries).
+pub(crate) fn remote(url: &str, s: tonic::Status) -> Error {
+    use tonic::Code::*;
+    let message = format!("{}: {}", code_name(s.code()), s.message());
+    let repository = format!("receiver {url}");
+    match s.code() {
+        Unavailable | DeadlineExceeded | ResourceExhausted | Aborted | Cancelled | Unknown | Internal
+            if !looks_like_tls_refusal(s.message()) =>
+        {
+            Error::Unavailable { repository, message }
+        }
+        _ => Error::Refused { repository, message },
+    }
+}
+
+/// A handshake refused for a certificate problem will not fix itself by retrying.
+fn looks_like_tls_refusal(msg: &str) -> bool {
+    let m = msg.to_ascii_lowercase();
+    ["certificate", "handshake", "unknownissuer", "bad cert", "alert"]
+        .iter()
+        .any(|k| m.contains(k))
+}
+
+fn code_name(c: tonic::Code) -> &'static str {
+    match c {
+        tonic::Code::PermissionDenied => "permission denied",
+        tonic::Code::Unauthenticated => "not authenticated",
+        tonic::Code::Unavailable => "unavailable (is the receiver running and reachable?)",
+        tonic::Code::DataLoss => "data loss",
+        tonic::Code::NotFound => "not found",
+        tonic::Code::FailedPrecondition => "refused",
+        tonic::Code::ResourceExhausted => "out of space or resources",
+        _ => "error",
+    }
+}
+
+impl RemoteRepository {
+    /// Connects to `url` as identity `name` from `tls`, opens a session and checks
+    /// the tenant's key fingerprint. A refusal (wrong CA, unknown identity, wrong
+    /// key) is an error at once.
+    pub fn connect(url: &str, tls: &TlsDir, name: &str, keys: &Keys) -> Result<RemoteRepository, ServiceError> {
+        Self::connect_with(url, tls, name, Some(keys))
+    }
+
+    /// [`connect`](Self::connect) without a key: enough to list points; the
+    /// tenant's namespace is not created and no fingerprint is checked.
+    pub fn connect_with(
+        url: &str,
+        tls: &TlsDir,
+        name: &str,
+        keys: Option<&Keys>,
+    ) -> Result<RemoteRepository, ServiceError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .thread_name("lifeline-net")
+            .build()
+            .map_err(|e| ServiceError::Io {
+                context: "start network runtime".into(),
+                source: e,
+            })?;
+        let host = url
+            .strip_prefix("https://")
+            .and_then(|r| r.split(['/', ':']).next())
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| ServiceError::Invalid(format!("`{url}` is not an https://HOST:PORT address")))?;
+        let domain = host.to_string();
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| ServiceError::Invalid(format!("`{url}`: {e}")))?
+            .tls_config(tls.client_config(name, &domain)?)
+            .map_err(|e| ServiceError::Tls(e.to_string()))?
+            .tcp_nodelay(true)
+            .initial_stream_window_size(Some(4 << 20))
+            .initial_connection_window_size(Some(16 << 20))
+            .connect_timeout(std::time::Duration::from_secs(10));
+        let channel = rt.block_on(endpoint.connect()).map_err(|e| {
+            let message = format!("cannot connect: {e} ({})", source_chain(&e));
+            let repository = format!("receiver {url}");
+            ServiceError::Replicator(if looks_like_tls_refusal(&message) {
+                Error::Refused { repository, message }
+            } else {
+                Error::Unavailable { repository, message }
+            })
+        })?;
+        let mut client = ReplicationClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let open = rt
+            .block_on(client.open_session(pb::OpenSessionRequest {
+                protocol_version: lifeline_proto::PROTOCOL_VERSION,
+                key_fingerprint: keys.map(|k| k.fingerprint().to_vec()).unwrap_or_default(),
+            }))
+            .map_err(|s| ServiceError::Replicator(remote(url, s)))?
+            .into_inner();
+        Ok(RemoteRepository {
+            shared: Arc::new(Shared {
+                url: url.into(),
+                rt,
+                client,
+                upload: Mutex::new(None),
+                pending: Mutex::new(HashSet::new()),
+            }),
+            tenant: open.tenant,
+            repository_id: open.repository_id,
+        })
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push(s.to_string());
+        cur = s.source();
+    }
+    out.join(": ")
+}
+
+impl TenantRepository for RemoteRepository {
+    fn describe(&self) -> String {
+        self.shared.url.clone()
+    }
+    fn repository_id(&self) -> String {
+        self.repository_id.clone()
+    }
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+    fn store(&self) -> Arc<dyn ChunkStore> {
+        Arc::new(RemoteStore {
+            shared: self.shared.clone(),
+        })
+    }
+    fn points(&self, group: Option<&str>) -> lifeline_replicator::Result<Vec<PointRecord>> {
+        let s = &self.shared;
+        let resp =
+            s.rt.block_on(s.client.clone().list_points(pb::ListPointsRequest {
+                group: group.unwrap_or_default().into(),
+            }))
+            .map_err(|e| remote(&s.url, e))?;
+        resp.into_inner()
+            .records
+            .iter()
+            .map(|r| {
+                serde_json::from_slice(r).map_err(|e| Error::Invalid {
+                    what: "point record from the receiver",
+                    value: String::new(),
+                    reason: e.to_string(),
+                })
+            })
+            .collect()
+    }
+    fn commit_point(&self, point: &PointRecord) -> lifeline_replicator::Result<()> {
+        let s = &self.shared;
+        s.rt.block_on(s.client.clone().commit_point(pb::CommitPointRequest {
+            record: serde_json::to_vec(point).expect("serialisable"),
+        }))
+        .map_err(|e| match e.code() {
+            tonic::Code::Aborted => Error::CommitConflict {
+                group: point.header.group.clone(),
+                seq: point.header.seq,
+            },
+            _ => remote(&s.url, e),
+        })?;
+        Ok(())
+    }
+}
+
+impl RemoteStore {
+    fn start_upload(&self) -> Upload {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let mut client = self.shared.client.clone();
+        let task = self.shared.rt.spawn(async move {
+            let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+            client.put_objects(stream).await.map(|r| r.into_inner())
+        });
+        Upload { tx, task }
+    }
+}
+
+impl ChunkStore for RemoteStore {
+    fn put(&self, id: &ObjectId, sealed: &[u8]) -> lifeline_replicator::Result<bool> {
+        if !self.shared.pending.lock().expect("pending").insert(*id) {
+            return Ok(false);
+        }
+        let tx = {
+            let mut up = self.shared.upload.lock().expect("upload");
+            if up.is_none() {
+                *up = Some(self.start_upload());
+            }
+            up.as_ref().expect("upload").tx.clone()
+        };
+        let msg = pb::SealedObject {
+            id: id.0.to_vec(),
+            sealed: sealed.to_vec(),
+        };
+        if tx.blocking_send(msg).is_err() {
+            // The stream ended early: the receiver refused something. `sync` reports why.
+            return Err(Error::Io {
+                context: format!("upload to receiver {}", self.shared.url),
+                source: std::io::Error::other("the upload stream was closed by the receiver; the next sync says why"),
+            });
+        }
+        Ok(true)
+    }
+
+    fn contains(&self, id: &ObjectId) -> lifeline_replicator::Result<bool> {
+        Ok(!self.missing(std::slice::from_ref(id))?[0])
+    }
+
+    fn missing(&self, ids: &[ObjectId]) -> lifeline_replicator::Result<Vec<bool>> {
+        let s = &self.shared;
+        let pending = s.pending.lock().expect("pending").clone();
+        let mut out = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(FILTER_BATCH) {
+            let resp =
+                s.rt.block_on(s.client.clone().filter_missing(pb::ObjectIds {
+                    ids: batch.iter().map(|i| i.0.to_vec()).collect(),
+                }))
+                .map_err(|e| remote(&s.url, e))?
+                .into_inner();
+            if resp.missing.len() != batch.len() {
+                return Err(Error::Invalid {
+                    what: "answer from the receiver",
+                    value: s.url.clone(),
+                    reason: "wrong number of entries in a missing-object mask".into(),
+                });
+            }
+            out.extend(batch.iter().zip(resp.missing).map(|(id, m)| m && !pending.contains(id)));
+        }
+        Ok(out)
+    }
+
+    fn get(&self, id: &ObjectId) -> lifeline_replicator::Result<Vec<u8>> {
+        let s = &self.shared;
+        let resp =
+            s.rt.block_on(s.client.clone().read_objects(pb::ObjectIds {
+                ids: vec![id.0.to_vec()],
+            }))
+            .map_err(|e| match e.code() {
+                tonic::Code::NotFound => Error::ObjectMissing {
+                    id: id.to_hex(),
+                    location: s.url.clone(),
+                },
+                _ => remote(&s.url, e),
+            })?
+            .into_inner();
+        let obj = resp.objects.into_iter().next().ok_or_else(|| Error::ObjectMissing {
+            id: id.to_hex(),
+            location: s.url.clone(),
+        })?;
+        if obj.id != id.0 {
+            return Err(Error::ObjectDamaged {
+                id: id.to_hex(),
+                location: s.url.clone(),
+                reason: "the receiver answered with another object".into(),
+            });
+        }
+        Ok(obj.sealed)
+    }
+
+    fn get_many(&self, ids: &[ObjectId]) -> lifeline_replicator::Result<Vec<Vec<u8>>> {
+        let s = &self.shared;
+        let mut out = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(256) {
+            let resp =
+                s.rt.block_on(s.client.clone().read_objects(pb::ObjectIds {
+                    ids: batch.iter().map(|i| i.0.to_vec()).collect(),
+                }))
+                .map_err(|e| match e.code() {
+                    tonic::Code::NotFound => Error::ObjectMissing {
+                        id: e.message().to_string(),
+                        location: s.url.clone(),
+                    },
+                    _ => remote(&s.url, e),
+                })?
+                .into_inner();
+            if resp.objects.len() != batch.len() {
+                return Err(Error::Invalid {
+                    what: "answer from the receiver",
+                    value: s.url.clone(),
+                    reason: "wrong number of objects".into(),
+                });
+            }
+            for (id, obj) in batch.iter().zip(resp.objects) {
+                if obj.id != id.0 {
+                    return Err(Error::ObjectDamaged {
+                        id: id.to_hex(),
+                        location: s.url.clone(),
+                        reason: "the receiver answered with another object".into(),
+                    });
+                }
+                out.push(obj.sealed);
+            }
+        }
+        Ok(out)
+    }
+
+    fn sync(&self) -> lifeline_replicator::Result<()> {
+        let up = self.shared.upload.lock().expect("upload").take();
+        let Some(Upload { tx, task }) = up else {
+            return Ok(());
+        };
+        drop(tx);
+        let s = &self.shared;
+        let result = s.rt.block_on(task);
+        s.pending.lock().expect("pending").clear();
+        match result {
+            Ok(Ok(summary)) => {
+                tracing::debug!(
+                    objects = summary.objects,
+                    bytes = summary.bytes,
+                    "upload durable on the receiver"
+                );
+                Ok(())
+            }
+            Ok(Err(e)) => Err(remote(&s.url, e)),
+            Err(e) => Err(Error::io(
+                format!("upload to receiver {}", s.url),
+                std::io::Error::other(e),
+            )),
+        }
+    }
+
+    fn abandon(&self) {
+        if let Some(up) = self.shared.upload.lock().expect("upload").take() {
+            up.task.abort();
+        }
+        self.shared.pending.lock().expect("pending").clear();
+    }
+
+    fn list(
+        &self,
+        _f: &mut dyn FnMut(StoredObject) -> lifeline_replicator::Result<()>,
+    ) -> lifeline_replicator::Result<()> {
+        Err(Error::Invalid {
+            what: "operation",
+            value: "list".into(),
+            reason: format!(
+                "not offered over the network by {}; run it on the receiver",
+                self.shared.url
+            ),
+        })
+    }
+
+    fn delete(&self, _id: &ObjectId) -> lifeline_replicator::Result<()> {
+        Err(Error::Invalid {
+            what: "operation",
+            value: "delete".into(),
+            reason: "agents cannot delete objects on a receiver".into(),
+        })
+    }
+
+    fn location(&self, id: &ObjectId) -> String {
+        format!("{} (object {})", self.shared.url, id.short())
+    }
+}
