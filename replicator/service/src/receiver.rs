@@ -91,6 +91,40 @@ fn ids_from(raw: &[Vec<u8>], max: usize) -> Result<Vec<ObjectId>, Status> {
         .collect()
 }
 
+const BATCH_BYTES: usize = 4 << 20;
+const BATCH_OBJECTS: usize = 1024;
+
+/// Checks and stores a batch of sealed objects: (objects, new objects, new bytes).
+fn store_batch(
+    store: &dyn lifeline_replicator::ChunkStore,
+    objects: Vec<(ObjectId, Vec<u8>)>,
+) -> Result<(u64, u64, u64), Status> {
+    let (mut n, mut new, mut bytes) = (0u64, 0u64, 0u64);
+    for (id, sealed) in objects {
+        let obj = SealedObject::parse(&sealed).map_err(|reason| {
+            Status::data_loss(format!(
+                "object {id} was damaged in transit or is not a Lifeline object: {reason}"
+            ))
+        })?;
+        // Referential order: a node is accepted only after what it references.
+        if obj.header.kind != ObjectKind::Chunk {
+            let missing = store.missing(&obj.header.refs).map_err(to_status)?;
+            if let Some(pos) = missing.iter().position(|m| *m) {
+                return Err(Status::failed_precondition(format!(
+                    "object {id} references {} which this receiver does not hold: send referenced objects first",
+                    obj.header.refs[pos]
+                )));
+            }
+        }
+        n += 1;
+        if store.put(&id, &sealed).map_err(to_status)? {
+            new += 1;
+            bytes += sealed.len() as u64;
+        }
+    }
+    Ok((n, new, bytes))
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Status> + Send + 'static) -> Result<T, Status> {
     tokio::task::spawn_blocking(f)
         .await
@@ -186,45 +220,46 @@ impl Replication for ReceiverService {
         let store = self.repo.store(&tenant).map_err(to_status)?;
         let mut stream = req.into_inner();
         let mut summary = pb::PutSummary::default();
-        while let Some(msg) = stream.next().await {
-            let msg = msg?;
-            let id = ObjectId::from_slice(&msg.id).map_err(|e| Status::invalid_argument(e.to_string()))?;
-            if msg.sealed.len() > MAX_OBJECT_LEN {
-                return Err(Status::invalid_argument(format!(
-                    "object {id} is larger than {MAX_OBJECT_LEN} bytes"
-                )));
-            }
-            let st = store.clone();
-            let stored = blocking(move || {
-                let store = st;
-                let obj = SealedObject::parse(&msg.sealed)
-                    .map_err(|reason| Status::data_loss(format!("object {id} was damaged in transit or is not a Lifeline object: {reason}")))?;
-                // Referential order: a node is accepted only after what it references.
-                if obj.header.kind != ObjectKind::Chunk {
-                    let missing = store.missing(&obj.header.refs).map_err(to_status)?;
-                    if let Some(pos) = missing.iter().position(|m| *m) {
-                        return Err(Status::failed_precondition(format!(
-                            "object {id} references {} which this receiver does not hold: send referenced objects first",
-                            obj.header.refs[pos]
+        // Objects are checked and stored in batches: one hand-off to a blocking
+        // thread per few MiB instead of one per object.
+        let mut batch: Vec<(ObjectId, Vec<u8>)> = Vec::new();
+        let mut batch_bytes = 0usize;
+        let mut ended = false;
+        while !ended {
+            match stream.next().await {
+                Some(msg) => {
+                    let msg = msg?;
+                    let id = ObjectId::from_slice(&msg.id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                    if msg.sealed.len() > MAX_OBJECT_LEN {
+                        return Err(Status::invalid_argument(format!(
+                            "object {id} is larger than {MAX_OBJECT_LEN} bytes"
                         )));
                     }
+                    batch_bytes += msg.sealed.len();
+                    batch.push((id, msg.sealed));
+                    if batch_bytes < BATCH_BYTES && batch.len() < BATCH_OBJECTS {
+                        continue;
+                    }
                 }
-                let n = msg.sealed.len() as u64;
-                Ok((store.put(&id, &msg.sealed).map_err(to_status)?, n))
-            })
-            .await;
-            let (new, n) = match stored {
-                Ok(v) => v,
+                None => ended = true,
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let st = store.clone();
+            let objects = std::mem::take(&mut batch);
+            batch_bytes = 0;
+            let stored = blocking(move || store_batch(st.as_ref(), objects)).await;
+            match stored {
+                Ok((n, new, bytes)) => {
+                    summary.objects += n;
+                    summary.bytes += bytes;
+                    summary.already_present += n - new;
+                }
                 Err(e) => {
                     store.abandon();
                     return Err(e);
                 }
-            };
-            summary.objects += 1;
-            if new {
-                summary.bytes += n;
-            } else {
-                summary.already_present += 1;
             }
         }
         let s2 = store.clone();
