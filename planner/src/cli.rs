@@ -42,6 +42,20 @@ pub enum Command {
     Receiver(ReceiverArgs),
     /// Replicate protection groups to a receiver, once or on an interval.
     Agent(AgentArgs),
+    /// Replication status of the caller tenant's groups on a receiver.
+    Status(StatusArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Receiver address, https://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    pub repo: String,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -113,6 +127,9 @@ pub struct AgentArgs {
     /// How long to retry transient failures (receiver down, link cut) before giving up.
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub retry_for: String,
+    /// Smooth upload limit, e.g. 50MiB (per second) or 200Mbit.
+    #[arg(long, value_name = "RATE")]
+    pub limit_upload: Option<String>,
     #[arg(long, value_name = "CMD", requires = "thaw")]
     pub freeze: Option<String>,
     #[arg(long, value_name = "CMD", requires = "freeze")]
@@ -130,6 +147,16 @@ pub struct RemoteArgs {
     /// Identity to present (NAME.pem/.key in --tls-dir), for an https:// --repo.
     #[arg(long, value_name = "NAME")]
     pub identity: Option<String>,
+}
+
+impl RemoteArgs {
+    /// Both flags, or an error that says what is missing.
+    pub fn require(&self, url: &str) -> anyhow::Result<(&std::path::Path, &str)> {
+        match (&self.tls_dir, &self.identity) {
+            (Some(t), Some(i)) => Ok((t, i)),
+            _ => anyhow::bail!("--repo {url} is a receiver: pass --tls-dir TLSDIR and --identity NAME"),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]

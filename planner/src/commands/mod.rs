@@ -31,6 +31,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Certs(crate::cli::CertsCommand::New(a)) => net::certs_new(&a),
         Command::Receiver(a) => net::receiver(&a),
         Command::Agent(a) => net::agent(&a),
+        Command::Status(a) => net::status(&a),
     }
 }
 

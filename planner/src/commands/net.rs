@@ -13,7 +13,7 @@ use lifeline_service::{CertsRequest, Receiver, ReceiverConfig, RemoteRepository,
 
 use super::backup::{cancel_on_signals, parse_volume};
 use super::human_bytes;
-use crate::cli::{AgentArgs, CertsArgs, ReceiverArgs};
+use crate::cli::{AgentArgs, CertsArgs, ReceiverArgs, StatusArgs};
 use crate::repo_target::parse_duration;
 
 pub fn certs_new(a: &CertsArgs) -> Result<ExitCode> {
@@ -90,6 +90,12 @@ pub fn agent(a: &AgentArgs) -> Result<ExitCode> {
     };
     let interval = a.interval.as_deref().map(parse_duration).transpose()?;
     let retry_for = parse_duration(&a.retry_for)?;
+    let limit = a
+        .limit_upload
+        .as_deref()
+        .map(lifeline_service::parse_rate)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let key = super::load_key(&a.key_file)?;
     let keys = key.keys();
     let cancel = cancel_on_signals()?;
@@ -110,7 +116,9 @@ pub fn agent(a: &AgentArgs) -> Result<ExitCode> {
         let started = Instant::now();
         let result = (|| -> Result<_, lifeline_service::ServiceError> {
             if repo.is_none() {
-                repo = Some(RemoteRepository::connect(&a.repo, &tls, identity, &keys)?);
+                let r = RemoteRepository::connect(&a.repo, &tls, identity, &keys)?;
+                r.set_upload_limit(limit);
+                repo = Some(r);
             }
             Ok(backup(
                 repo.as_ref().expect("connected") as &dyn TenantRepository,
@@ -175,4 +183,49 @@ fn sleep_unless_cancelled(d: Duration, cancel: &std::sync::atomic::AtomicBool) {
     while Instant::now() < end && !cancel.load(Ordering::Relaxed) {
         std::thread::sleep((end - Instant::now()).min(Duration::from_millis(100)));
     }
+}
+
+pub fn status(a: &StatusArgs) -> Result<ExitCode> {
+    let (Some(tls_dir), Some(identity)) = (&a.remote.tls_dir, &a.remote.identity) else {
+        bail!("status needs --tls-dir TLSDIR and --identity NAME to reach {}", a.repo);
+    };
+    let repo = RemoteRepository::connect_with(&a.repo, &TlsDir::new(tls_dir), identity, None)?;
+    let groups = repo.status()?;
+    let now = chrono::Utc::now();
+    let rows: Vec<serde_json::Value> = groups
+        .iter()
+        .map(|g| {
+            let taken = g.last_taken_at;
+            serde_json::json!({
+                "group": g.group,
+                "points": g.points,
+                "last_seq": g.last_seq,
+                "last_point_at": taken.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                "lag_secs": (now - taken).num_milliseconds() as f64 / 1000.0,
+            })
+        })
+        .collect();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!("no points yet for tenant `{}` on {}", repo.tenant(), a.repo);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<20} {:>7} {:>8}  {:<24}  {:>10}",
+        "GROUP", "POINTS", "LAST SEQ", "LAST POINT", "LAG"
+    );
+    for r in rows {
+        println!(
+            "{:<20} {:>7} {:>8}  {:<24}  {:>9.1}s",
+            r["group"].as_str().unwrap_or(""),
+            r["points"].as_u64().unwrap_or(0),
+            r["last_seq"].as_u64().unwrap_or(0),
+            r["last_point_at"].as_str().unwrap_or(""),
+            r["lag_secs"].as_f64().unwrap_or(0.0)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -89,7 +89,7 @@ pub fn run(a: &PointsArgs) -> Result<ExitCode> {
         println!(
             "{:<20} {:>6}  {:<24}  {:<11}  {}",
             r["group"].as_str().unwrap_or(""),
-            r["seq"],
+            r["seq"].as_u64().unwrap_or(0),
             r["taken_at"].as_str().unwrap_or(""),
             r["consistency"].as_str().unwrap_or(""),
             vols

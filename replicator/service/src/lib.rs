@@ -7,6 +7,7 @@
 
 mod certs;
 mod identity;
+mod rate_limit;
 mod receiver;
 mod remote;
 mod status;
@@ -14,8 +15,9 @@ mod tls;
 
 pub use certs::{CertsRequest, mint_certificates};
 pub use identity::Peer;
+pub use rate_limit::{RateLimit, parse_rate};
 pub use receiver::{Receiver, ReceiverConfig, serve};
-pub use remote::RemoteRepository;
+pub use remote::{GroupStatus, RemoteRepository};
 pub use tls::TlsDir;
 
 /// Errors of the service layer.

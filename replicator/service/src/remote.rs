@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::ServiceError;
+use crate::rate_limit::RateLimit;
 use crate::receiver::MAX_MESSAGE;
 use crate::tls::TlsDir;
 
@@ -37,6 +38,16 @@ struct Shared {
     upload: Mutex<Option<Upload>>,
     /// Ids handed to the current upload (not yet durable).
     pending: Mutex<HashSet<ObjectId>>,
+    limit: Mutex<Option<Arc<RateLimit>>>,
+}
+
+/// One group's replication status on a receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub group: String,
+    pub points: u64,
+    pub last_seq: u64,
+    pub last_taken_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// A tenant's repository on a receiver.
@@ -153,10 +164,36 @@ impl RemoteRepository {
                 client,
                 upload: Mutex::new(None),
                 pending: Mutex::new(HashSet::new()),
+                limit: Mutex::new(None),
             }),
             tenant: open.tenant,
             repository_id: open.repository_id,
         })
+    }
+}
+
+impl RemoteRepository {
+    /// Limits uploads to `bytes_per_sec`, smoothly.
+    pub fn set_upload_limit(&self, bytes_per_sec: Option<u64>) {
+        *self.shared.limit.lock().expect("limit") = bytes_per_sec.map(|r| Arc::new(RateLimit::new(r)));
+    }
+
+    /// Per-group replication status of this tenant, as the receiver sees it.
+    pub fn status(&self) -> lifeline_replicator::Result<Vec<GroupStatus>> {
+        let s = &self.shared;
+        Ok(s.rt
+            .block_on(s.client.clone().status(pb::StatusRequest {}))
+            .map_err(|e| remote(&s.url, e))?
+            .into_inner()
+            .groups
+            .into_iter()
+            .map(|g| GroupStatus {
+                group: g.group,
+                points: g.points,
+                last_seq: g.last_seq,
+                last_taken_at: chrono::DateTime::from_timestamp_millis(g.last_taken_at_unix_ms).unwrap_or_default(),
+            })
+            .collect())
     }
 }
 
@@ -244,6 +281,10 @@ impl ChunkStore for RemoteStore {
             }
             up.as_ref().expect("upload").tx.clone()
         };
+        let limit = self.shared.limit.lock().expect("limit").clone();
+        if let Some(limit) = limit {
+            limit.wait(sealed.len());
+        }
         let msg = pb::SealedObject {
             id: id.0.to_vec(),
             sealed: sealed.to_vec(),
