@@ -259,6 +259,11 @@ pub struct RestoreArgs {
 pub struct VerifyArgs {
     #[command(flatten)]
     pub repo: RepoArg,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// Tenant to verify [default: `default` locally, every tenant on a receiver].
+    #[arg(long, value_name = "TENANT")]
+    pub tenant: Option<String>,
     /// With the key: decrypt and check every id, node, point and volume hash.
     #[arg(long, value_name = "KEYFILE")]
     pub key_file: Option<PathBuf>,

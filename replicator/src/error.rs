@@ -62,9 +62,9 @@ pub enum Error {
     ObjectMissing { id: String, location: String },
 
     #[error(
-        "the catalog of repository {path} is in use by another process (only one process may own it); stop that process or reach the repository through it"
+        "the catalog of repository {path} is in use by another process{owner} (only one process may own it): reach the repository through that process, or stop it first"
     )]
-    CatalogLocked { path: PathBuf },
+    CatalogLocked { path: PathBuf, owner: String },
 
     #[error("catalog of repository {path}: {source}")]
     Catalog {
@@ -80,8 +80,14 @@ pub enum Error {
         reason: String,
     },
 
-    #[error("repository {repo} has no tenant `{tenant}`: run `lifeline init` first")]
-    NoSuchTenant { repo: PathBuf, tenant: String },
+    #[error(
+        "repository {repo} has no tenant `{tenant}` (it has: {available}): pass --tenant NAME, or run `lifeline init` for a local repository"
+    )]
+    NoSuchTenant {
+        repo: PathBuf,
+        tenant: String,
+        available: String,
+    },
 
     #[error("group `{group}` has no recovery point{detail}")]
     NoPoint { group: String, detail: String },

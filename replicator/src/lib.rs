@@ -41,7 +41,7 @@ pub use error::{Error, Result};
 pub use hooks::{ThawGuard, run_hook};
 pub use object_id::ObjectId;
 pub use point::{Consistency, PointBody, PointHeader, PointRecord, RecoveryPoint, RootRef, VolumeEntry, check_name};
-pub use repository::{DEFAULT_TENANT, Repository};
+pub use repository::{DEFAULT_TENANT, OWNER_FILE, OwnerNote, Repository};
 pub use restore::{PointSelector, RestoreOptions, RestoreSummary, restore, select_point};
 pub use store::{ChunkStore, LocalDirStore, ObjectLocation, PackId, StoredObject};
 pub use tenant_repository::{LocalTenant, TenantRepository};

@@ -22,6 +22,47 @@ use crate::fsutil;
 use crate::point::{PointRecord, check_name};
 use crate::store::{ChunkStore, LocalDirStore};
 
+/// File a serving process writes in the repository to say who owns it.
+pub const OWNER_FILE: &str = "owner";
+
+/// Records that this process serves the repository at `url` (removed on drop).
+pub struct OwnerNote(PathBuf);
+
+impl OwnerNote {
+    /// Writes `REPO/owner`.
+    pub fn write(repo: &Path, what: &str, url: &str) -> Result<OwnerNote> {
+        let p = repo.join(OWNER_FILE);
+        let text = format!("pid {}\nserver {what}\nurl {url}\n", std::process::id());
+        fsutil::write_atomic(&p, text.as_bytes())?;
+        Ok(OwnerNote(p))
+    }
+}
+
+impl Drop for OwnerNote {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+fn owner_note(repo: &Path) -> String {
+    let Ok(text) = fs::read_to_string(repo.join(OWNER_FILE)) else {
+        return String::new();
+    };
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k).map(str::trim))
+            .unwrap_or("?")
+            .to_string()
+    };
+    format!(
+        " ({} PID {} serving {}: use --repo {} --tls-dir TLSDIR --identity ADMIN)",
+        field("server "),
+        field("pid "),
+        field("url "),
+        field("url ")
+    )
+}
+
 /// The tenant of a local repository created by `lifeline init`.
 pub const DEFAULT_TENANT: &str = "default";
 
@@ -54,7 +95,7 @@ impl Repository {
             let leftovers = fs::read_dir(path)
                 .ctx(|| format!("read {}", path.display()))?
                 .filter_map(|e| e.ok())
-                .filter(|e| !matches!(e.file_name().to_str(), Some("catalog" | "tenants")))
+                .filter(|e| !matches!(e.file_name().to_str(), Some("catalog" | "tenants" | OWNER_FILE)))
                 .count();
             if leftovers > 0 {
                 return Err(Error::DirectoryNotEmpty { path: path.into() });
@@ -111,7 +152,13 @@ impl Repository {
                 supported: REPOSITORY_FORMAT,
             });
         }
-        let catalog = SledCatalog::open(&path.join("catalog"))?;
+        let catalog = SledCatalog::open(&path.join("catalog")).map_err(|e| match e {
+            Error::CatalogLocked { path: p, .. } => Error::CatalogLocked {
+                path: p,
+                owner: owner_note(path),
+            },
+            e => e,
+        })?;
         let config = catalog.config()?.ok_or_else(|| Error::CatalogRecord {
             path: path.join("catalog"),
             what: "repository config".into(),
@@ -161,10 +208,10 @@ impl Repository {
     /// is read or written.
     pub fn check_key(&self, tenant: &str, key: &KeyFile) -> Result<Keys> {
         let keys = key.keys();
-        let rec = self.catalog.tenant(tenant)?.ok_or_else(|| Error::NoSuchTenant {
-            repo: self.path.clone(),
-            tenant: tenant.into(),
-        })?;
+        let rec = self
+            .catalog
+            .tenant(tenant)?
+            .ok_or_else(|| self.no_such_tenant(tenant))?;
         if rec.key_fingerprint != keys.fingerprint_hex() {
             return Err(Error::WrongKey {
                 key_file: key.path().into(),
@@ -176,14 +223,20 @@ impl Repository {
         Ok(keys)
     }
 
+    fn no_such_tenant(&self, tenant: &str) -> Error {
+        let available = self.catalog.tenants().map(|t| t.join(", ")).unwrap_or_default();
+        Error::NoSuchTenant {
+            repo: self.path.clone(),
+            tenant: tenant.into(),
+            available: if available.is_empty() { "none".into() } else { available },
+        }
+    }
+
     /// Opens a tenant's object store (removing stale temp files).
     pub fn store(&self, tenant: &str) -> Result<Arc<dyn ChunkStore>> {
         check_name("tenant", tenant)?;
         if self.catalog.tenant(tenant)?.is_none() {
-            return Err(Error::NoSuchTenant {
-                repo: self.path.clone(),
-                tenant: tenant.into(),
-            });
+            return Err(self.no_such_tenant(tenant));
         }
         let mut stores = self.stores.lock().expect("stores");
         if let Some(s) = stores.get(tenant) {

@@ -36,7 +36,7 @@ pub struct VerifyOptions {
 }
 
 /// An object that failed a check.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct DamagedObject {
     pub id: String,
     pub location: String,
@@ -44,7 +44,7 @@ pub struct DamagedObject {
 }
 
 /// A point that cannot be restored faithfully.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct AffectedPoint {
     pub group: String,
     pub seq: u64,
@@ -52,7 +52,7 @@ pub struct AffectedPoint {
 }
 
 /// The outcome of a verify.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct VerifyReport {
     pub deep: bool,
     pub objects: u64,

@@ -63,6 +63,7 @@ pub fn receiver(a: &ReceiverArgs) -> Result<ExitCode> {
             .await
             .with_context(|| format!("listen on {}", a.listen))?;
         let addr = listener.local_addr()?;
+        let _owner = lifeline_replicator::OwnerNote::write(&a.repo, "lifeline receiver", &format!("https://{addr}"))?;
         println!("listening on {addr}");
         std::io::stdout().flush()?;
         let shutdown = async {

@@ -2,14 +2,42 @@
 
 use std::process::ExitCode;
 
-use anyhow::Result;
-use lifeline_replicator::{DEFAULT_TENANT, Repository, VerifyOptions, verify};
+use anyhow::{Context, Result};
+use lifeline_replicator::{DEFAULT_TENANT, Repository, VerifyOptions, VerifyReport, verify};
+use lifeline_service::{TlsDir, remote_verify};
 
 use super::{human_bytes, rate};
 use crate::cli::VerifyArgs;
 use crate::progress::Bar;
+use crate::repo_target::is_url;
 
 pub fn run(a: &VerifyArgs) -> Result<ExitCode> {
+    if is_url(&a.repo.repo) {
+        let url = a.repo.repo.to_str().expect("utf-8 url");
+        if a.key_file.is_some() {
+            anyhow::bail!(
+                "deep verify (--key-file) decrypts every object and runs where the key is: restore or verify a local copy; against a receiver, run the no-key verify (drop --key-file)"
+            );
+        }
+        let (tls_dir, identity) = a.remote.require(url)?;
+        let reports = remote_verify(url, &TlsDir::new(tls_dir), identity, a.tenant.as_deref())?;
+        let mut clean = true;
+        let mut all = Vec::new();
+        for (tenant, json) in reports {
+            let r: VerifyReport =
+                serde_json::from_str(&json).with_context(|| format!("undecodable verify report from {url}"))?;
+            clean &= r.is_clean();
+            if a.json {
+                all.push(serde_json::json!({"tenant": tenant, "report": r}));
+            } else {
+                print_report(&format!("{url} (tenant `{tenant}`)"), &r);
+            }
+        }
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&all)?);
+        }
+        return Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    }
     let repo = Repository::open(&a.repo.repo)?;
     let keys = match &a.key_file {
         Some(k) => Some(repo.check_key(DEFAULT_TENANT, &super::load_key(k)?)?),
@@ -19,7 +47,7 @@ pub fn run(a: &VerifyArgs) -> Result<ExitCode> {
     let result = verify(
         &repo,
         &VerifyOptions {
-            tenant: DEFAULT_TENANT.into(),
+            tenant: a.tenant.clone().unwrap_or_else(|| DEFAULT_TENANT.into()),
             keys,
             progress: bar.callback(),
         },
@@ -35,10 +63,15 @@ pub fn run(a: &VerifyArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(code);
     }
+    print_report(&repo.path().display().to_string(), &r);
+    Ok(code)
+}
+
+fn print_report(location: &str, r: &VerifyReport) {
     println!(
         "{} verify of {}: {} objects ({}), {} points{} in {:.2} s ({})",
         if r.deep { "deep" } else { "no-key" },
-        repo.path().display(),
+        location,
         r.objects,
         human_bytes(r.bytes),
         r.points,
@@ -69,5 +102,4 @@ pub fn run(a: &VerifyArgs) -> Result<ExitCode> {
             r.affected_points.len()
         );
     }
-    Ok(code)
 }

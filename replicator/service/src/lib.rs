@@ -17,7 +17,7 @@ pub use certs::{CertsRequest, mint_certificates};
 pub use identity::Peer;
 pub use rate_limit::{RateLimit, parse_rate};
 pub use receiver::{Receiver, ReceiverConfig, serve};
-pub use remote::{GroupStatus, RemoteRepository};
+pub use remote::{GroupStatus, RemoteRepository, remote_verify};
 pub use tls::TlsDir;
 
 /// Errors of the service layer.

@@ -391,6 +391,50 @@ impl Replication for ReceiverService {
     }
 }
 
+/// The admin face of a [`Receiver`].
+#[derive(Clone)]
+pub struct AdminService(Arc<Receiver>);
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn verify(&self, req: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {
+        let admin = match Peer::of(&req)? {
+            Peer::Admin { name } => name,
+            Peer::Agent { name, .. } => {
+                return Err(Status::permission_denied(format!(
+                    "agent `{name}` cannot run admin operations; use an admin identity"
+                )));
+            }
+        };
+        let tenant = req.into_inner().tenant;
+        let me = self.0.clone();
+        tracing::info!(%admin, %tenant, "verify requested");
+        let (tenants, reports) = blocking(move || {
+            let tenants = if tenant.is_empty() {
+                me.repo.catalog().tenants().map_err(to_status)?
+            } else {
+                vec![tenant]
+            };
+            let mut reports = Vec::new();
+            for t in &tenants {
+                let r = lifeline_replicator::verify(
+                    &me.repo,
+                    &lifeline_replicator::VerifyOptions {
+                        tenant: t.clone(),
+                        keys: None,
+                        progress: None,
+                    },
+                )
+                .map_err(to_status)?;
+                reports.push(serde_json::to_string(&r).expect("serialisable"));
+            }
+            Ok((tenants, reports))
+        })
+        .await?;
+        Ok(Response::new(pb::VerifyResponse { reports, tenants }))
+    }
+}
+
 /// Serves the receiver on `listener` until `shutdown` resolves; in-flight calls
 /// finish first (an upload that does not finish commits nothing).
 pub async fn serve(
@@ -399,6 +443,7 @@ pub async fn serve(
     receiver: Arc<Receiver>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    let admin = pb::admin_server::AdminServer::new(AdminService(receiver.clone()));
     let svc = ReplicationServer::new(ReceiverService(receiver))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
@@ -408,6 +453,7 @@ pub async fn serve(
         .initial_connection_window_size(Some(16 << 20));
     server
         .add_service(svc)
+        .add_service(admin)
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await
 }

@@ -197,6 +197,48 @@ impl RemoteRepository {
     }
 }
 
+/// Runs the no-key verify of `tenant` (or every tenant) on a receiver, as an admin.
+/// Returns (tenant, report JSON) pairs.
+pub fn remote_verify(
+    url: &str,
+    tls: &TlsDir,
+    admin: &str,
+    tenant: Option<&str>,
+) -> Result<Vec<(String, String)>, ServiceError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ServiceError::Io {
+            context: "start network runtime".into(),
+            source: e,
+        })?;
+    let host = url
+        .strip_prefix("https://")
+        .and_then(|r| r.split(['/', ':']).next())
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| ServiceError::Invalid(format!("`{url}` is not an https://HOST:PORT address")))?;
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| ServiceError::Invalid(format!("`{url}`: {e}")))?
+        .tls_config(tls.client_config(admin, host)?)
+        .map_err(|e| ServiceError::Tls(e.to_string()))?;
+    let resp = rt
+        .block_on(async {
+            let channel = endpoint
+                .connect()
+                .await
+                .map_err(|e| tonic::Status::unavailable(format!("{e}: {}", source_chain(&e))))?;
+            pb::admin_client::AdminClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .verify(pb::VerifyRequest {
+                    tenant: tenant.unwrap_or_default().into(),
+                })
+                .await
+        })
+        .map_err(|s| ServiceError::Replicator(remote(url, s)))?
+        .into_inner();
+    Ok(resp.tenants.into_iter().zip(resp.reports).collect())
+}
+
 fn source_chain(e: &dyn std::error::Error) -> String {
     let mut out = Vec::new();
     let mut cur = e.source();

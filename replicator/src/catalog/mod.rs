@@ -45,6 +45,8 @@ pub trait Catalog: Send + Sync {
     fn set_config(&self, config: &RepositoryConfig) -> Result<()>;
     /// A tenant's record.
     fn tenant(&self, name: &str) -> Result<Option<TenantRecord>>;
+    /// Names of every tenant.
+    fn tenants(&self) -> Result<Vec<String>>;
     /// Creates a tenant; `false` (and no change) when it exists.
     fn create_tenant(&self, tenant: &TenantRecord) -> Result<bool>;
     /// Points of a tenant, of one group or of all, ordered by group then seq.

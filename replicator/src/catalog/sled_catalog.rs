@@ -39,7 +39,10 @@ impl SledCatalog {
                 sled::Error::Io(io)
                     if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
                 {
-                    Error::CatalogLocked { path: path.into() }
+                    Error::CatalogLocked {
+                        path: path.into(),
+                        owner: String::new(),
+                    }
                 }
                 _ => Error::Catalog {
                     path: path.into(),
@@ -151,6 +154,17 @@ impl Catalog for SledCatalog {
             Some(v) => Ok(Some(self.decode(&format!("tenant `{name}`"), &v)?)),
             None => Ok(None),
         }
+    }
+
+    fn tenants(&self) -> Result<Vec<String>> {
+        self.tenants
+            .iter()
+            .keys()
+            .map(|k| {
+                let k = k.map_err(|e| self.err(e))?;
+                Ok(String::from_utf8_lossy(&k).into_owned())
+            })
+            .collect()
     }
 
     fn create_tenant(&self, tenant: &TenantRecord) -> Result<bool> {
