@@ -93,13 +93,10 @@ mod tests {
 
     #[test]
     fn budget_accrues_at_the_rate() {
-        let r = RateLimit::new(1_000_000);
-        // The burst is available at once; beyond it, waiting is proportional.
-        assert_eq!(r.reserve(50_000), Duration::ZERO);
-        let d = r.reserve(100_000);
-        assert!(
-            d >= Duration::from_millis(90) && d <= Duration::from_millis(110),
-            "{d:?}"
-        );
+        let r = RateLimit::new(10_000_000);
+        // The burst (50 ms worth) is available at once; beyond it, waiting is proportional.
+        assert_eq!(r.reserve(500_000), Duration::ZERO);
+        let d = r.reserve(1_000_000);
+        assert!(d >= Duration::from_millis(95) && d <= Duration::from_millis(101), "{d:?}");
     }
 }
