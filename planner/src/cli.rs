@@ -10,6 +10,9 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "lifeline", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
+    /// Configuration file [default: $LIFELINE_CONFIG, else ./lifeline.toml if present].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -90,15 +93,18 @@ pub struct CertsArgs {
 
 #[derive(Args, Debug)]
 pub struct ReceiverArgs {
+    /// Take repo, listen and allow from this site of the configuration.
+    #[arg(long, value_name = "NAME")]
+    pub site: Option<String>,
     /// Repository directory (created if absent).
     #[arg(long, value_name = "DIR")]
-    pub repo: PathBuf,
+    pub repo: Option<PathBuf>,
     /// Address to listen on; with port 0 the bound address is printed first.
     #[arg(long, value_name = "ADDR")]
-    pub listen: String,
+    pub listen: Option<String>,
     /// TLS directory with ca.pem and receiver.pem/.key.
     #[arg(long, value_name = "TLSDIR")]
-    pub tls_dir: PathBuf,
+    pub tls_dir: Option<PathBuf>,
     /// Groups an agent may write: NAME=GROUP[,GROUP...] (repeat).
     #[arg(long = "allow", value_name = "NAME=GROUP[,GROUP...]")]
     pub allow: Vec<String>,
@@ -106,23 +112,24 @@ pub struct ReceiverArgs {
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
-    /// Receiver address, https://HOST:PORT.
+    /// Receiver address, https://HOST:PORT [default: the group's secondary site's receiver].
     #[arg(long, value_name = "URL")]
-    pub repo: String,
+    pub repo: Option<String>,
     #[command(flatten)]
     pub remote: RemoteArgs,
+    /// Key file [default: key_file from the configuration].
     #[arg(long, value_name = "KEYFILE")]
-    pub key_file: PathBuf,
+    pub key_file: Option<PathBuf>,
     #[arg(long, value_name = "G")]
     pub group: String,
-    /// A volume of the group: NAME=PATH. Repeat for each.
-    #[arg(long = "volume", value_name = "NAME=PATH", required = true)]
+    /// A volume of the group: NAME=PATH. Repeat for each [default: the group's volumes].
+    #[arg(long = "volume", value_name = "NAME=PATH")]
     pub volumes: Vec<String>,
     /// Replicate once and exit.
     #[arg(long, conflicts_with = "interval")]
     pub once: bool,
-    /// Time between the starts of two cycles, e.g. 5s, 2m, 1h.
-    #[arg(long, value_name = "DURATION", required_unless_present = "once")]
+    /// Time between the starts of two cycles, e.g. 5s, 2m, 1h [default: the group's interval].
+    #[arg(long, value_name = "DURATION")]
     pub interval: Option<String>,
     /// How long to retry transient failures (receiver down, link cut) before giving up.
     #[arg(long, value_name = "DURATION", default_value = "60s")]

@@ -32,7 +32,7 @@ pub fn cancel_on_signals() -> Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-pub fn run(a: &BackupArgs) -> Result<ExitCode> {
+pub fn run(a: &BackupArgs, config: &crate::config::Config) -> Result<ExitCode> {
     let volumes = a.volumes.iter().map(|v| parse_volume(v)).collect::<Result<Vec<_>>>()?;
     let key = super::load_key(&a.key_file)?;
     let (target, keys) = RepoTarget::open(&a.repo.repo, &a.remote, &key)?;
@@ -43,7 +43,11 @@ pub fn run(a: &BackupArgs) -> Result<ExitCode> {
         volumes,
         freeze: a.freeze.clone(),
         thaw: a.thaw.clone(),
-        state_dir: a.state_dir.clone().unwrap_or_else(crate::state_dir::default_state_dir),
+        state_dir: a
+            .state_dir
+            .clone()
+            .or_else(|| config.state_dir.clone())
+            .unwrap_or_else(crate::state_dir::default_state_dir),
         cancel: cancel_on_signals()?,
         progress: bar.callback(),
     };

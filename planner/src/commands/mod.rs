@@ -19,18 +19,19 @@ use crate::cli::{Cli, Command, KeyCommand};
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    let config = crate::config::Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Key(KeyCommand::New { out }) => key::new(&out),
         Command::Init(a) => key::init(&a),
-        Command::Backup(a) => backup::run(&a),
+        Command::Backup(a) => backup::run(&a, &config),
         Command::Points(a) => points::run(&a),
         Command::Restore(a) => restore::run(&a),
         Command::Verify(a) => verify::run(&a),
         Command::Bench(a) => bench::run(&a),
         Command::Demo(a) => crate::demo::run(&a),
         Command::Certs(crate::cli::CertsCommand::New(a)) => net::certs_new(&a),
-        Command::Receiver(a) => net::receiver(&a),
-        Command::Agent(a) => net::agent(&a),
+        Command::Receiver(a) => net::receiver(&a, &config),
+        Command::Agent(a) => net::agent(&a, &config),
         Command::Status(a) => net::status(&a),
     }
 }

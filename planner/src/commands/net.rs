@@ -14,6 +14,7 @@ use lifeline_service::{CertsRequest, Receiver, ReceiverConfig, RemoteRepository,
 use super::backup::{cancel_on_signals, parse_volume};
 use super::human_bytes;
 use crate::cli::{AgentArgs, CertsArgs, ReceiverArgs, StatusArgs};
+use crate::config::Config;
 use crate::repo_target::parse_duration;
 
 pub fn certs_new(a: &CertsArgs) -> Result<ExitCode> {
@@ -50,20 +51,49 @@ pub fn parse_allow(flags: &[String]) -> Result<HashMap<String, Vec<String>>> {
     Ok(allow)
 }
 
-pub fn receiver(a: &ReceiverArgs) -> Result<ExitCode> {
-    let allow = parse_allow(&a.allow)?;
-    let tls = TlsDir::new(&a.tls_dir).server_config()?;
+pub fn receiver(a: &ReceiverArgs, config: &Config) -> Result<ExitCode> {
+    let site = match &a.site {
+        Some(name) => Some(
+            config
+                .sites
+                .get(name)
+                .with_context(|| format!("no [sites.{name}] in the configuration"))?,
+        ),
+        None => None,
+    };
+    let mut allow = parse_allow(&a.allow)?;
+    if a.allow.is_empty()
+        && let Some(site) = site
+    {
+        allow = site.allow.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    }
+    let repo = a
+        .repo
+        .clone()
+        .or_else(|| site.and_then(|s| s.repo.clone()))
+        .context("no repository: pass --repo DIR (or --site with a repo in the configuration)")?;
+    let listen = a
+        .listen
+        .clone()
+        .or_else(|| site.and_then(|s| s.listen.clone()))
+        .context("no address: pass --listen ADDR (or --site with listen in the configuration)")?;
+    let tls_dir = a
+        .tls_dir
+        .clone()
+        .or_else(|| config.tls.as_ref().map(|t| t.dir.clone()))
+        .context("no TLS directory: pass --tls-dir TLSDIR (or [tls] dir in the configuration)")?;
+    let tls = TlsDir::new(&tls_dir).server_config()?;
     let receiver = Arc::new(Receiver::open(&ReceiverConfig {
-        repo: a.repo.clone(),
+        repo: repo.clone(),
         allow,
     })?);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&a.listen)
+        let listener = tokio::net::TcpListener::bind(&listen)
             .await
-            .with_context(|| format!("listen on {}", a.listen))?;
+            .with_context(|| format!("listen on {listen}"))?;
         let addr = listener.local_addr()?;
-        let _owner = lifeline_replicator::OwnerNote::write(&a.repo, "lifeline receiver", &format!("https://{addr}"))?;
+        let _owner = lifeline_replicator::OwnerNote::write(&repo, "lifeline receiver", &format!("https://{addr}"))?;
         println!("listening on {addr}");
         std::io::stdout().flush()?;
         let shutdown = async {
@@ -81,32 +111,82 @@ pub fn receiver(a: &ReceiverArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn agent(a: &AgentArgs) -> Result<ExitCode> {
-    let volumes = a.volumes.iter().map(|v| parse_volume(v)).collect::<Result<Vec<_>>>()?;
-    let (Some(tls_dir), Some(identity)) = (&a.remote.tls_dir, &a.remote.identity) else {
-        bail!(
-            "the agent needs --tls-dir TLSDIR and --identity NAME to reach {}",
-            a.repo
-        );
+pub fn agent(a: &AgentArgs, config: &Config) -> Result<ExitCode> {
+    let group = config.group(&a.group);
+    let volumes = if a.volumes.is_empty() {
+        let vs: Vec<(String, std::path::PathBuf)> = group
+            .map(|g| g.volumes.iter().map(|(n, p)| (n.clone(), p.clone())).collect())
+            .unwrap_or_default();
+        if vs.is_empty() {
+            bail!(
+                "group `{}` has no volumes: pass --volume NAME=PATH or list them in [groups.{}] volumes",
+                a.group,
+                a.group
+            );
+        }
+        vs
+    } else {
+        a.volumes.iter().map(|v| parse_volume(v)).collect::<Result<Vec<_>>>()?
     };
-    let interval = a.interval.as_deref().map(parse_duration).transpose()?;
+    let url = a
+        .repo
+        .clone()
+        .or_else(|| config.receiver_of(&a.group).map(String::from))
+        .context("no receiver: pass --repo https://HOST:PORT (or configure the group's secondary site)")?;
+    let tls_dir = a
+        .remote
+        .tls_dir
+        .clone()
+        .or_else(|| config.tls.as_ref().map(|t| t.dir.clone()));
+    let identity = a
+        .remote
+        .identity
+        .clone()
+        .or_else(|| config.tls.as_ref().and_then(|t| t.identity.clone()));
+    let (Some(tls_dir), Some(identity)) = (tls_dir, identity) else {
+        bail!("the agent needs --tls-dir TLSDIR and --identity NAME (or [tls] in the configuration) to reach {url}");
+    };
+    let identity = identity.as_str();
+    let interval_text = a.interval.clone().or_else(|| group.and_then(|g| g.interval.clone()));
+    if !a.once && interval_text.is_none() {
+        bail!(
+            "pass --once or --interval DURATION (or set interval in [groups.{}])",
+            a.group
+        );
+    }
+    let interval = if a.once {
+        None
+    } else {
+        interval_text.as_deref().map(parse_duration).transpose()?
+    };
     let retry_for = parse_duration(&a.retry_for)?;
     let limit = a
         .limit_upload
+        .clone()
+        .or_else(|| group.and_then(|g| g.limit_upload.clone()))
         .as_deref()
         .map(lifeline_service::parse_rate)
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    let key = super::load_key(&a.key_file)?;
+    let key_file = a
+        .key_file
+        .clone()
+        .or_else(|| config.key_file.clone())
+        .context("no key: pass --key-file KEYFILE (or key_file in the configuration)")?;
+    let key = super::load_key(&key_file)?;
     let keys = key.keys();
     let cancel = cancel_on_signals()?;
-    let tls = TlsDir::new(tls_dir);
+    let tls = TlsDir::new(&tls_dir);
     let opts = BackupOptions {
         group: a.group.clone(),
         volumes,
-        freeze: a.freeze.clone(),
-        thaw: a.thaw.clone(),
-        state_dir: a.state_dir.clone().unwrap_or_else(crate::state_dir::default_state_dir),
+        freeze: a.freeze.clone().or_else(|| group.and_then(|g| g.freeze.clone())),
+        thaw: a.thaw.clone().or_else(|| group.and_then(|g| g.thaw.clone())),
+        state_dir: a
+            .state_dir
+            .clone()
+            .or_else(|| config.state_dir.clone())
+            .unwrap_or_else(crate::state_dir::default_state_dir),
         cancel: cancel.clone(),
         progress: None,
     };
@@ -117,7 +197,7 @@ pub fn agent(a: &AgentArgs) -> Result<ExitCode> {
         let started = Instant::now();
         let result = (|| -> Result<_, lifeline_service::ServiceError> {
             if repo.is_none() {
-                let r = RemoteRepository::connect(&a.repo, &tls, identity, &keys)?;
+                let r = RemoteRepository::connect(&url, &tls, identity, &keys)?;
                 r.set_upload_limit(limit);
                 repo = Some(r);
             }

@@ -1,0 +1,165 @@
+//! `lifeline.toml`: the deployment as one file. Found at `--config`, else
+//! `$LIFELINE_CONFIG`, else `./lifeline.toml` when present. Flags override it.
+//! Unknown fields are errors that name the line and column. Every field is
+//! documented in `runbooks/lifeline.toml`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Agent and planner state (default: /var/lib/lifeline as root, else $XDG_STATE_HOME/lifeline).
+    pub state_dir: Option<PathBuf>,
+    /// The tenant's key file.
+    pub key_file: Option<PathBuf>,
+    /// TLS material of this host.
+    pub tls: Option<TlsConfig>,
+    /// Sites by name (`primary`, `secondary`, ...).
+    #[serde(default)]
+    pub sites: BTreeMap<String, SiteConfig>,
+    /// Protection groups by name.
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Directory with ca.pem and this host's NAME.pem/.key.
+    pub dir: PathBuf,
+    /// Identity this host presents.
+    pub identity: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// URL of this site's receiver, https://HOST:PORT.
+    pub receiver: Option<String>,
+    /// Repository directory the receiver serves.
+    pub repo: Option<PathBuf>,
+    /// Address the receiver listens on.
+    pub listen: Option<String>,
+    /// Agent name → groups it may write on this site's receiver.
+    #[serde(default)]
+    pub allow: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Site whose agent replicates the group (default `primary`).
+    pub primary: Option<String>,
+    /// Site that receives it (default `secondary`).
+    pub secondary: Option<String>,
+    /// Volume name → path on the primary site.
+    #[serde(default)]
+    pub volumes: BTreeMap<String, PathBuf>,
+    /// Volume name → path to restore to on the recovery site.
+    #[serde(default)]
+    pub targets: BTreeMap<String, PathBuf>,
+    /// Recovery point objective, e.g. "30s".
+    pub rpo: Option<String>,
+    /// Recovery time objective, e.g. "15m".
+    pub rto: Option<String>,
+    /// Replication interval of the agent, e.g. "5s".
+    pub interval: Option<String>,
+    /// Upload limit of the agent, e.g. "50MiB".
+    pub limit_upload: Option<String>,
+    /// Freeze and thaw hooks around the reads.
+    pub freeze: Option<String>,
+    pub thaw: Option<String>,
+}
+
+impl Config {
+    /// Loads the configuration: `explicit` (from --config), else $LIFELINE_CONFIG,
+    /// else ./lifeline.toml if it exists, else an empty one.
+    pub fn load(explicit: Option<&Path>) -> Result<Config> {
+        let env = std::env::var_os("LIFELINE_CONFIG").map(PathBuf::from);
+        let path = match (explicit, env) {
+            (Some(p), _) => p.to_path_buf(),
+            (None, Some(p)) => p,
+            (None, None) if Path::new("lifeline.toml").exists() => PathBuf::from("lifeline.toml"),
+            (None, None) => return Ok(Config::default()),
+        };
+        let text = std::fs::read_to_string(&path).with_context(|| format!("read configuration {}", path.display()))?;
+        Self::parse(&text, &path)
+    }
+
+    /// Parses and checks a configuration; errors name file, line and column.
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let (line, col) = e
+                .span()
+                .map(|s| {
+                    let before = &text[..s.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+                    (line, col)
+                })
+                .unwrap_or((0, 0));
+            anyhow::anyhow!("{}:{line}:{col}: {}", path.display(), e.message())
+        })?;
+        for (name, g) in &cfg.groups {
+            lifeline_replicator::check_name("group", name)
+                .with_context(|| format!("{}: [groups.{name}]", path.display()))?;
+            for site in [g.primary.as_deref(), g.secondary.as_deref()].into_iter().flatten() {
+                if !cfg.sites.contains_key(site) {
+                    bail!(
+                        "{}: group `{name}` names site `{site}`, which has no [sites.{site}] section",
+                        path.display()
+                    );
+                }
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// A group's configuration.
+    pub fn group(&self, name: &str) -> Option<&GroupConfig> {
+        self.groups.get(name)
+    }
+
+    /// The receiver URL a group replicates to.
+    pub fn receiver_of(&self, group: &str) -> Option<&str> {
+        let g = self.groups.get(group)?;
+        let site = g.secondary.as_deref().unwrap_or("secondary");
+        self.sites.get(site)?.receiver.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../runbooks/lifeline.toml");
+
+    #[test]
+    fn the_example_parses() {
+        let c = Config::parse(EXAMPLE, Path::new("runbooks/lifeline.toml")).unwrap();
+        assert!(c.group("shop").is_some());
+        assert!(c.receiver_of("shop").unwrap().starts_with("https://"));
+    }
+
+    #[test]
+    fn unknown_fields_name_line_and_column() {
+        let e = Config::parse("key_file = \"k\"\n[groups.shop]\nvolumz = {}\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("x.toml:3:1:"), "{e}");
+        assert!(e.contains("volumz"), "{e}");
+    }
+
+    #[test]
+    fn groups_must_name_known_sites() {
+        let e = Config::parse("[groups.g]\nsecondary = \"dr\"\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[sites.dr]"), "{e}");
+    }
+}
