@@ -97,6 +97,9 @@ mod tests {
         // The burst (50 ms worth) is available at once; beyond it, waiting is proportional.
         assert_eq!(r.reserve(500_000), Duration::ZERO);
         let d = r.reserve(1_000_000);
-        assert!(d >= Duration::from_millis(95) && d <= Duration::from_millis(101), "{d:?}");
+        assert!(
+            d >= Duration::from_millis(95) && d <= Duration::from_millis(101),
+            "{d:?}"
+        );
     }
 }

@@ -181,15 +181,15 @@ impl Replication for ReceiverService {
                 key_fingerprint: fp.clone(),
                 created: chrono::Utc::now().to_rfc3339(),
             };
-            me.repo.create_tenant_record(&rec).map_err(to_status)?;
-            let existing = me.repo.catalog().tenant(&t).map_err(to_status)?.expect("created");
-            if existing.key_fingerprint != fp {
-                return Err(Status::permission_denied(format!(
-                    "key fingerprint {fp} does not match tenant `{t}`'s key ({}): use the tenant's key file",
-                    existing.key_fingerprint
-                )));
+            // The first session of a tenant records its key; a later one with
+            // another key is refused (in the agent's terms: the repository's
+            // path and `lifeline init` mean nothing on the agent's side).
+            match me.repo.create_tenant_record(&rec) {
+                Err(lifeline_replicator::Error::WrongKey { expected, .. }) => Err(Status::permission_denied(format!(
+                    "key fingerprint {fp} does not match tenant `{t}`'s key ({expected}): use the tenant's key file"
+                ))),
+                r => r.map_err(to_status),
             }
-            Ok(())
         })
         .await?;
         tracing::info!(%agent, %tenant, "session opened");

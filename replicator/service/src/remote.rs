@@ -81,7 +81,7 @@ pub(crate) fn remote(url: &str, s: tonic::Status) -> Error {
 /// A handshake refused for a certificate problem will not fix itself by retrying.
 fn looks_like_tls_refusal(msg: &str) -> bool {
     let m = msg.to_ascii_lowercase();
-    ["certificate", "handshake", "unknownissuer", "bad cert", "alert"]
+    ["certificate", "unknownissuer", "bad cert"]
         .iter()
         .any(|k| m.contains(k))
 }
@@ -309,6 +309,23 @@ impl RemoteStore {
         });
         Upload { tx, task }
     }
+
+    /// Why the upload stream ended early: the status its call ended with.
+    fn upload_ended(&self) -> Error {
+        let s = &self.shared;
+        let up = s.upload.lock().expect("upload").take();
+        s.pending.lock().expect("pending").clear();
+        let repository = format!("receiver {}", s.url);
+        match up.map(|u| s.rt.block_on(u.task)) {
+            Some(Ok(Err(status))) => remote(&s.url, status),
+            Some(Err(e)) => Error::io(format!("upload to {repository}"), std::io::Error::other(e)),
+            // Another caller took the upload and reports its status.
+            Some(Ok(Ok(_))) | None => Error::Unavailable {
+                repository,
+                message: "the upload stream ended early".into(),
+            },
+        }
+    }
 }
 
 impl ChunkStore for RemoteStore {
@@ -332,11 +349,10 @@ impl ChunkStore for RemoteStore {
             sealed: sealed.to_vec(),
         };
         if tx.blocking_send(msg).is_err() {
-            // The stream ended early: the receiver refused something. `sync` reports why.
-            return Err(Error::Io {
-                context: format!("upload to receiver {}", self.shared.url),
-                source: std::io::Error::other("the upload stream was closed by the receiver; the next sync says why"),
-            });
+            // The stream ended early: the receiver refused something or went away.
+            // Say which now: the caller abandons the upload on this error, so no
+            // `sync` would report it, and the agent retries only a transient one.
+            return Err(self.upload_ended());
         }
         Ok(true)
     }

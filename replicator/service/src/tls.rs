@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use x509_parser::pem::{Pem, parse_x509_pem};
 
 use crate::ServiceError;
 
@@ -52,8 +53,49 @@ impl TlsDir {
             .client_ca_root(Certificate::from_pem(self.ca_pem()?)))
     }
 
+    /// Checks that identity `name`'s certificate was issued by a CA of `ca.pem` and
+    /// is valid now. A receiver refuses any other certificate, but only after the
+    /// client's side of the TLS 1.3 handshake is done, so the client would see a
+    /// dropped connection and retry it as if the receiver were down.
+    pub fn check_identity(&self, name: &str) -> Result<(), ServiceError> {
+        let file = self.dir.join(format!("{name}.pem"));
+        let ca_file = self.dir.join("ca.pem");
+        let unreadable = |p: &Path, e: &dyn std::fmt::Display| {
+            ServiceError::Tls(format!("{}: not a PEM certificate: {e}", p.display()))
+        };
+        let cert_pem = self.read(&format!("{name}.pem"))?;
+        let (_, pem) = parse_x509_pem(cert_pem.as_bytes()).map_err(|e| unreadable(&file, &e))?;
+        let cert = pem.parse_x509().map_err(|e| unreadable(&file, &e))?;
+        let ca_pem = self.ca_pem()?;
+        let mut issued = false;
+        for ca in Pem::iter_from_buffer(ca_pem.as_bytes()) {
+            let ca = ca.map_err(|e| unreadable(&ca_file, &e))?;
+            let ca = ca.parse_x509().map_err(|e| unreadable(&ca_file, &e))?;
+            issued |= cert.verify_signature(Some(ca.public_key())).is_ok();
+        }
+        if !issued {
+            return Err(ServiceError::Tls(format!(
+                "certificate {} was not issued by the CA in {} (a certificate of another deployment?): the receiver would refuse it; mint it with `lifeline certs new --ca-dir CADIR --out {}` using this deployment's CA directory",
+                file.display(),
+                ca_file.display(),
+                self.dir.display()
+            )));
+        }
+        let v = cert.validity();
+        if !v.is_valid() {
+            return Err(ServiceError::Tls(format!(
+                "certificate {} is valid only from {} to {}: the receiver would refuse it; mint a new one with `lifeline certs new`",
+                file.display(),
+                v.not_before,
+                v.not_after
+            )));
+        }
+        Ok(())
+    }
+
     /// Client config for identity `name`, checking the receiver against the CA.
     pub fn client_config(&self, name: &str, domain: &str) -> Result<ClientTlsConfig, ServiceError> {
+        self.check_identity(name)?;
         Ok(ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(self.ca_pem()?))
             .identity(self.identity(name)?)

@@ -4,6 +4,7 @@
 //! object and say what to do.
 
 mod common;
+mod replication;
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;

@@ -1,0 +1,983 @@
+//! End-to-end tests of replication over the network: `certs new`, `receiver`,
+//! `agent`, and `backup` / `points` / `restore` with `--repo https://…`, all run as
+//! the real binary against a receiver on 127.0.0.1 with certificates minted per
+//! test. Every receiver and agent runs under a guard that kills it on drop.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::common::*;
+
+/// How long a receiver may take to print its address.
+const START: Duration = Duration::from_secs(30);
+/// How long a command that must end promptly (a refusal, a shutdown) may take
+/// before the test calls it hung.
+const PROMPT: Duration = Duration::from_secs(30);
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Runs `lifeline ARGS` given as owned strings.
+fn run_owned(args: &[String]) -> Run {
+    run(&strs(args))
+}
+
+// ---------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------
+
+/// A running `lifeline receiver`; killed on drop.
+struct ReceiverProc {
+    bg: Background,
+    port: u16,
+}
+
+impl ReceiverProc {
+    /// Starts a receiver and reads its first stdout line (`listening on ADDR`).
+    /// `Err` holds what a receiver that exited instead printed.
+    fn start(repo: &Path, tls: &Path, listen: &str, allow: &[&str]) -> Result<ReceiverProc, Run> {
+        let mut args = vec![
+            "receiver".to_string(),
+            "--repo".into(),
+            s(repo).into(),
+            "--listen".into(),
+            listen.into(),
+            "--tls-dir".into(),
+            s(tls).into(),
+        ];
+        for a in allow {
+            args.extend(["--allow".to_string(), a.to_string()]);
+        }
+        let mut bg = Background::spawn(&strs(&args));
+        let Some(first) = bg.wait_for_line(START, |_| true) else {
+            if bg.wait_exit(PROMPT).is_some() {
+                return Err(bg.finish(PROMPT));
+            }
+            panic!("the receiver printed nothing within {START:?}: {}", bg.describe());
+        };
+        let port = first
+            .strip_prefix("listening on 127.0.0.1:")
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or_else(|| panic!("first line is not `listening on 127.0.0.1:PORT`: {first:?}"));
+        if let Some(p) = listen.strip_prefix("127.0.0.1:").and_then(|p| p.parse::<u16>().ok())
+            && p != 0
+        {
+            assert_eq!(port, p, "the receiver listens on another port than --listen asked");
+        }
+        Ok(ReceiverProc { bg, port })
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// Asserts the receiver is still running.
+    #[track_caller]
+    fn assert_running(&mut self) {
+        if let Some(st) = self.bg.try_status() {
+            panic!("the receiver exited ({st:?}): {}", self.bg.describe());
+        }
+    }
+
+    /// SIGTERM; asserts a graceful exit 0 and returns what it printed.
+    #[track_caller]
+    fn stop(self) -> Run {
+        self.bg.signal("TERM");
+        self.bg.finish(PROMPT).ok().stderr_has(&["receiver: shutting down"])
+    }
+}
+
+/// A deployment: a CA, one TLS directory with the receiver's certificate and the
+/// agents', and the receiver's repository path (created by the receiver).
+struct Site {
+    dir: TempDir,
+    ca: PathBuf,
+    tls: PathBuf,
+    repo: PathBuf,
+}
+
+impl Site {
+    /// Mints a CA and certificates for a receiver on 127.0.0.1 and `agents`
+    /// (`NAME@TENANT`).
+    fn new(agents: &[&str]) -> Site {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ca, tls, repo) = (dir.path().join("ca"), dir.path().join("tls"), dir.path().join("repo"));
+        certs(&ca, &tls, true, agents, &[]).ok();
+        Site { dir, ca, tls, repo }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// A new key file `NAME.key`.
+    fn key(&self, name: &str) -> PathBuf {
+        let k = self.path(&format!("{name}.key"));
+        run(&["key", "new", "--out", s(&k)]).ok();
+        k
+    }
+
+    /// A receiver on a free port over the site's repository.
+    #[track_caller]
+    fn receiver(&self, allow: &[&str]) -> ReceiverProc {
+        ReceiverProc::start(&self.repo, &self.tls, "127.0.0.1:0", allow)
+            .unwrap_or_else(|r| panic!("the receiver did not start: {}\n{}", r.args, r.stderr))
+    }
+
+    /// A client of `receiver` as agent `identity`, with its own state dir.
+    fn client(&self, receiver: &ReceiverProc, identity: &str, key: &Path) -> Client {
+        Client {
+            url: receiver.url(),
+            tls: self.tls.clone(),
+            identity: identity.into(),
+            key: key.into(),
+            state: self.path(&format!("state-{identity}")),
+        }
+    }
+}
+
+/// `lifeline certs new`.
+fn certs(ca: &Path, out: &Path, receiver: bool, agents: &[&str], admins: &[&str]) -> Run {
+    let mut args = vec![
+        "certs".to_string(),
+        "new".into(),
+        "--ca-dir".into(),
+        s(ca).into(),
+        "--out".into(),
+        s(out).into(),
+    ];
+    if receiver {
+        for san in ["127.0.0.1", "localhost"] {
+            args.extend(["--receiver-san".to_string(), san.into()]);
+        }
+    }
+    for a in agents {
+        args.extend(["--agent".to_string(), a.to_string()]);
+    }
+    for a in admins {
+        args.extend(["--admin".to_string(), a.to_string()]);
+    }
+    run_owned(&args)
+}
+
+/// Backup, points, restore and agent runs against a receiver as one identity.
+#[derive(Clone)]
+struct Client {
+    url: String,
+    tls: PathBuf,
+    identity: String,
+    key: PathBuf,
+    state: PathBuf,
+}
+
+fn volume_specs(vols: &[(&str, &Path)]) -> Vec<String> {
+    vols.iter()
+        .flat_map(|(n, p)| ["--volume".to_string(), format!("{n}={}", s(p))])
+        .collect()
+}
+
+impl Client {
+    fn with_tls(&self, tls: &Path) -> Client {
+        Client {
+            tls: tls.into(),
+            ..self.clone()
+        }
+    }
+
+    fn with_key(&self, key: &Path) -> Client {
+        Client {
+            key: key.into(),
+            ..self.clone()
+        }
+    }
+
+    fn remote(&self) -> Vec<String> {
+        vec![
+            "--repo".into(),
+            self.url.clone(),
+            "--tls-dir".into(),
+            s(&self.tls).into(),
+            "--identity".into(),
+            self.identity.clone(),
+        ]
+    }
+
+    fn backup_args(&self, group: &str, vols: &[(&str, &Path)], extra: &[&str]) -> Vec<String> {
+        let mut args = vec!["backup".to_string()];
+        args.extend(self.remote());
+        args.extend([
+            "--key-file".into(),
+            s(&self.key).into(),
+            "--group".into(),
+            group.into(),
+            "--state-dir".into(),
+            s(&self.state).into(),
+        ]);
+        args.extend(volume_specs(vols));
+        args.extend(extra.iter().map(|e| e.to_string()));
+        args
+    }
+
+    fn backup(&self, group: &str, vols: &[(&str, &Path)], extra: &[&str]) -> Run {
+        run_owned(&self.backup_args(group, vols, extra))
+    }
+
+    #[track_caller]
+    fn backup_json(&self, group: &str, vols: &[(&str, &Path)]) -> Value {
+        let r = self.backup(group, vols, &["--json"]).ok();
+        let v = r.json();
+        for field in ["seq", "bytes_scanned", "bytes_new", "bytes_stored"] {
+            assert!(v.get(field).is_some(), "backup --json lacks `{field}`: {}", r.stdout);
+        }
+        v
+    }
+
+    /// `points --json` without a key (a read-only session).
+    fn points(&self, extra: &[&str]) -> Run {
+        let mut args = vec!["points".to_string()];
+        args.extend(self.remote());
+        args.extend(extra.iter().map(|e| e.to_string()));
+        run_owned(&args)
+    }
+
+    #[track_caller]
+    fn points_json(&self) -> Vec<Value> {
+        let r = self.points(&["--json"]).ok();
+        r.json().as_array().cloned().expect("points --json is an array")
+    }
+
+    fn restore(&self, group: &str, point: &str, volume: &str, to: &Path) -> Run {
+        let mut args = vec!["restore".to_string()];
+        args.extend(self.remote());
+        args.extend([
+            "--key-file".into(),
+            s(&self.key).into(),
+            "--group".into(),
+            group.into(),
+            "--point".into(),
+            point.into(),
+            "--volume".into(),
+            volume.into(),
+            "--to".into(),
+            s(to).into(),
+        ]);
+        run_owned(&args)
+    }
+
+    fn agent_args(&self, group: &str, vols: &[(&str, &Path)], extra: &[&str]) -> Vec<String> {
+        let mut args = vec!["agent".to_string()];
+        args.extend(self.remote());
+        args.extend([
+            "--key-file".into(),
+            s(&self.key).into(),
+            "--group".into(),
+            group.into(),
+            "--state-dir".into(),
+            s(&self.state).into(),
+        ]);
+        args.extend(volume_specs(vols));
+        args.extend(extra.iter().map(|e| e.to_string()));
+        args
+    }
+
+    /// `agent --once --retry-for 60s`: a refusal must end it at once (within
+    /// [`PROMPT`]), not after a minute of retries.
+    #[track_caller]
+    fn agent_once(&self, group: &str, vols: &[(&str, &Path)]) -> Run {
+        let args = self.agent_args(group, vols, &["--once", "--retry-for", "60s"]);
+        Background::spawn(&strs(&args)).finish(PROMPT)
+    }
+}
+
+/// A refused agent did not retry.
+#[track_caller]
+fn refused_at_once(r: Run, needles: &[&str]) -> Run {
+    let r = r.fails(EXIT_ERROR, needles);
+    assert!(
+        !r.stderr.contains("retrying") && !r.stderr.contains("giving up"),
+        "a refusal was retried: {}",
+        r.stderr
+    );
+    r
+}
+
+/// A 6 MiB volume: 2 MiB random, a 3 MiB hole, 1 MiB random (mostly a hole, so a
+/// sparse restore is visible).
+fn holey_volume(path: &Path, seed: u64) {
+    let f = File::create(path).unwrap();
+    write_random_at(&f, 0, 2 * MIB, seed);
+    write_random_at(&f, 5 * MIB, MIB, seed + 1);
+    f.set_len(6 * MIB).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// Sum of the sizes of a tenant's durable packs on the receiver.
+fn pack_bytes(repo: &Path, tenant: &str) -> u64 {
+    durable_packs_in(&tenant_packs_dir(repo, tenant))
+        .iter()
+        .map(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum()
+}
+
+/// The seqs `points --json` lists, per group.
+fn seqs(points: &[Value], group: &str) -> Vec<u64> {
+    points
+        .iter()
+        .filter(|p| p["group"] == group)
+        .map(|p| u(p, "seq"))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// 1. Certificates
+// ---------------------------------------------------------------------------
+
+#[test]
+fn certs_new_writes_private_keys_and_reuses_its_ca() {
+    let site = Site::new(&["a@acme"]);
+    for f in ["ca.pem", "ca.key"] {
+        assert!(site.ca.join(f).is_file(), "{f} missing from the CA dir");
+    }
+    for f in ["ca.pem", "receiver.pem", "receiver.key", "a.pem", "a.key"] {
+        assert!(site.tls.join(f).is_file(), "{f} missing from the TLS dir");
+    }
+    assert!(
+        !site.tls.join("ca.key").exists(),
+        "the CA key was written into the TLS directory"
+    );
+    let mode = |p: PathBuf| fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+    for k in [
+        site.ca.join("ca.key"),
+        site.tls.join("receiver.key"),
+        site.tls.join("a.key"),
+    ] {
+        assert_eq!(mode(k.clone()), 0o600, "{} is not private", k.display());
+    }
+    let ca_pem = fs::read(site.ca.join("ca.pem")).unwrap();
+    let ca_key = fs::read(site.ca.join("ca.key")).unwrap();
+    assert_eq!(fs::read(site.tls.join("ca.pem")).unwrap(), ca_pem);
+    // No temp files left behind.
+    for dir in [&site.ca, &site.tls] {
+        for e in fs::read_dir(dir).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            assert!(!name.ends_with(".tmp"), "leftover {name} in {}", dir.display());
+        }
+    }
+
+    // A second run with the same CA dir signs with the same CA: a new agent gets
+    // its own TLS dir, and the receiver keeps the certificates of the first run.
+    let tls_b = site.path("tls-b");
+    let r = certs(&site.ca, &tls_b, false, &["b@acme"], &[]).ok();
+    assert!(!r.stdout.contains("ca.key"), "the CA was minted again: {}", r.stdout);
+    assert_eq!(fs::read(site.ca.join("ca.pem")).unwrap(), ca_pem, "ca.pem changed");
+    assert_eq!(fs::read(site.ca.join("ca.key")).unwrap(), ca_key, "ca.key changed");
+    assert_eq!(fs::read(tls_b.join("ca.pem")).unwrap(), ca_pem);
+    assert_eq!(mode(tls_b.join("b.key")), 0o600);
+    assert!(!tls_b.join("receiver.pem").exists() && !tls_b.join("ca.key").exists());
+
+    let mut receiver = site.receiver(&["a=app", "b=app"]);
+    let key = site.key("acme");
+    let v = site.path("v.img");
+    write_random_file(&v, MIB, 1);
+    let b = site.client(&receiver, "b", &key).with_tls(&tls_b);
+    assert_eq!(u(&b.backup_json("app", &[("v", &v)]), "seq"), 1);
+    let a = site.client(&receiver, "a", &key);
+    assert_eq!(seqs(&a.points_json(), "app"), [1], "a and b share tenant `acme`");
+    receiver.assert_running();
+
+    // Usage errors.
+    certs(&site.ca, &site.path("tls-c"), false, &["nobody"], &[])
+        .fails(EXIT_ERROR, &["--agent `nobody`", "NAME@TENANT"]);
+    certs(&site.ca, &site.path("tls-d"), false, &["bad name@acme"], &[]).fails(EXIT_ERROR, &["--agent"]);
+    certs(&site.ca, &site.ca, false, &["c@acme"], &[]).fails(EXIT_ERROR, &["--out must differ from --ca-dir"]);
+    receiver.stop();
+}
+
+// ---------------------------------------------------------------------------
+// 2. Round trip over mutual TLS
+// ---------------------------------------------------------------------------
+
+#[test]
+fn round_trip_over_mtls_then_agent_once_sends_nothing_new() {
+    let site = Site::new(&["a@acme"]);
+    let receiver = site.receiver(&["a=app"]);
+    let key = site.key("acme");
+    let c = site.client(&receiver, "a", &key);
+
+    let hv = site.path("holey.img");
+    holey_volume(&hv, 10);
+    let tv = site.path("log.txt");
+    let text_len = 300_001u64;
+    fs::write(&tv, text_like(text_len as usize, 11)).unwrap();
+    let vols = [("disk", hv.as_path()), ("log", tv.as_path())];
+
+    // Nothing yet: a read-only session lists no points (and creates nothing).
+    assert!(c.points_json().is_empty());
+    c.points(&[]).ok().stdout_has(&["no points"]);
+
+    let sum = c.backup_json("app", &vols);
+    assert_eq!(u(&sum, "seq"), 1, "{sum}");
+    assert_eq!(u(&sum, "bytes_scanned"), 6 * MIB + text_len, "{sum}");
+    let new = u(&sum, "bytes_new");
+    assert!(
+        (3 * MIB..=3 * MIB + text_len).contains(&new),
+        "only data is new (no holes): {sum}"
+    );
+    let stored = u(&sum, "bytes_stored");
+    assert!(stored > 3 * MIB && stored < new, "text compresses: {sum}");
+    // The objects landed in the tenant's namespace on the receiver.
+    let on_disk = pack_bytes(&site.repo, "acme");
+    assert!(on_disk >= stored, "{on_disk} bytes of packs for {stored} stored: {sum}");
+
+    let points = c.points_json();
+    assert_eq!(points.len(), 1, "{points:?}");
+    assert_eq!(points[0]["group"], "app");
+    assert_eq!(points[0]["seq"], 1);
+    assert_eq!(points[0]["volume_count"], 2);
+    assert!(points[0]["volumes"].is_null(), "volumes without a key: {points:?}");
+    let keyed = c.points(&["--json", "--key-file", s(&key)]).ok().json();
+    let vs = keyed[0]["volumes"].as_array().expect("volumes with --key-file");
+    assert_eq!(
+        vs.iter().map(|v| v["name"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["disk", "log"]
+    );
+    assert_eq!(u(&vs[0], "size"), 6 * MIB);
+    assert_eq!(u(&vs[1], "size"), text_len);
+
+    let out = site.path("disk.out");
+    c.restore("app", "latest", "disk", &out)
+        .ok()
+        .stdout_has(&["restored volume `disk` of point 1", "volume hash verified"]);
+    assert_same_content(&hv, &out);
+    let alloc = allocated(&out);
+    assert!(
+        alloc < 4 * MIB,
+        "restored volume is not sparse: {alloc} bytes allocated for 3 MiB of data"
+    );
+    let out_t = site.path("log.out");
+    c.restore("app", "1", "log", &out_t).ok();
+    assert_same_content(&tv, &out_t);
+
+    // The agent, with the same state, finds nothing new.
+    let r = c.agent_once("app", &vols).ok();
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("cycle: "))
+        .unwrap_or_else(|| panic!("no cycle line: {}", r.stdout));
+    assert!(
+        line.starts_with("cycle: point 2 of group `app` committed, ") && line.contains("(0 B new)"),
+        "{line}"
+    );
+    assert_eq!(seqs(&c.points_json(), "app"), [1, 2]);
+    // And a backup over https after it says the same in numbers.
+    let again = c.backup_json("app", &vols);
+    assert_eq!(u(&again, "seq"), 3, "{again}");
+    assert_eq!(u(&again, "bytes_new"), 0, "{again}");
+    c.restore("app", "2", "disk", &out).ok();
+    assert_same_content(&hv, &out);
+    receiver.stop();
+}
+
+// ---------------------------------------------------------------------------
+// 3. Dedup over the network
+// ---------------------------------------------------------------------------
+
+#[test]
+fn same_content_in_another_group_and_volume_name_sends_nothing_new() {
+    let site = Site::new(&["a@acme"]);
+    let receiver = site.receiver(&["a=app,copy"]);
+    let key = site.key("acme");
+    let c = site.client(&receiver, "a", &key);
+    let v = site.path("v.img");
+    write_random_file(&v, 4 * MIB, 20);
+    let w = site.path("w.img");
+    fs::copy(&v, &w).unwrap();
+
+    let first = c.backup_json("app", &[("db", &v)]);
+    assert_eq!(u(&first, "bytes_new"), 4 * MIB, "{first}");
+    let packs = pack_bytes(&site.repo, "acme");
+    let second = c.backup_json("copy", &[("replica", &w)]);
+    assert_eq!(u(&second, "seq"), 1, "a new group starts at seq 1: {second}");
+    assert_eq!(u(&second, "bytes_scanned"), 4 * MIB, "{second}");
+    assert_eq!(u(&second, "bytes_new"), 0, "nothing new over the network: {second}");
+    let grown = pack_bytes(&site.repo, "acme") - packs;
+    assert!(
+        grown < 64 * KIB,
+        "the receiver stored {grown} more bytes for a copy: {second}"
+    );
+    let points = c.points_json();
+    assert_eq!(seqs(&points, "app"), [1]);
+    assert_eq!(seqs(&points, "copy"), [1]);
+    let out = site.path("out.img");
+    c.restore("copy", "latest", "replica", &out).ok();
+    assert_same_content(&v, &out);
+    receiver.stop();
+}
+
+// ---------------------------------------------------------------------------
+// 4. Permissions
+// ---------------------------------------------------------------------------
+
+#[test]
+fn group_not_allowed_is_refused_at_once_and_commits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, tls) = (dir.path().join("ca"), dir.path().join("tls"));
+    certs(&ca, &tls, true, &["a@acme", "stranger@acme"], &["ops"]).ok();
+    let site = Site {
+        repo: dir.path().join("repo"),
+        dir,
+        ca,
+        tls,
+    };
+    let receiver = site.receiver(&["a=app"]);
+    let key = site.key("acme");
+    let a = site.client(&receiver, "a", &key);
+    let v = site.path("v.img");
+    write_random_file(&v, MIB, 30);
+
+    refused_at_once(
+        a.agent_once("secret", &[("v", &v)]),
+        &["may not write group `secret`", "--allow a=GROUP", "refused"],
+    );
+    // An agent the receiver does not know at all.
+    let stranger = site.client(&receiver, "stranger", &key);
+    refused_at_once(
+        stranger.agent_once("app", &[("v", &v)]),
+        &["agent `stranger` may not write group `app`"],
+    );
+    stranger
+        .backup("app", &[("v", &v)], &[])
+        .fails(EXIT_ERROR, &["may not write group `app`"]);
+    // An admin identity cannot replicate, nor list a tenant's points.
+    let admin = site.client(&receiver, "ops", &key);
+    admin
+        .backup("app", &[("v", &v)], &[])
+        .fails(EXIT_ERROR, &["admin `ops` cannot replicate"]);
+    admin.points(&[]).fails(EXIT_ERROR, &["admin `ops` cannot replicate"]);
+    assert!(a.points_json().is_empty(), "a refused agent committed a point");
+
+    // The allowed group still works.
+    assert_eq!(u(&a.backup_json("app", &[("v", &v)]), "seq"), 1);
+    assert_eq!(seqs(&a.points_json(), "app"), [1]);
+    assert_eq!(seqs(&a.points_json(), "secret"), Vec::<u64>::new());
+    receiver.stop();
+}
+
+// ---------------------------------------------------------------------------
+// 5. Certificates from another CA
+// ---------------------------------------------------------------------------
+
+#[test]
+fn certificates_of_another_ca_are_refused_and_the_receiver_keeps_serving() {
+    let site = Site::new(&["a@acme"]);
+    let mut receiver = site.receiver(&["a=app"]);
+    let key = site.key("acme");
+    let v = site.path("v.img");
+    write_random_file(&v, MIB, 40);
+    let good = site.client(&receiver, "a", &key);
+
+    // Another deployment's TLS dir (same agent name): its CA does not know the
+    // receiver's certificate.
+    let other_tls = site.path("other-tls");
+    certs(&site.path("other-ca"), &other_tls, false, &["a@acme"], &[]).ok();
+    assert_ne!(
+        fs::read(other_tls.join("ca.pem")).unwrap(),
+        fs::read(site.tls.join("ca.pem")).unwrap()
+    );
+    let foreign = good.with_tls(&other_tls);
+    let url = receiver.url();
+    foreign
+        .backup("app", &[("v", &v)], &[])
+        .fails(EXIT_ERROR, &[&format!("receiver {url}"), "certificate"]);
+    refused_at_once(
+        foreign.agent_once("app", &[("v", &v)]),
+        &[&format!("receiver {url}"), "certificate"],
+    );
+    foreign.points(&[]).fails(EXIT_ERROR, &["certificate"]);
+
+    // The right CA but a client certificate from the other one: the client
+    // sees it before connecting (the receiver would refuse it only after the
+    // handshake, which looks like a dropped connection).
+    let mixed_tls = site.path("mixed-tls");
+    fs::create_dir(&mixed_tls).unwrap();
+    fs::copy(site.tls.join("ca.pem"), mixed_tls.join("ca.pem")).unwrap();
+    for f in ["a.pem", "a.key"] {
+        fs::copy(other_tls.join(f), mixed_tls.join(f)).unwrap();
+    }
+    let mixed = good.with_tls(&mixed_tls);
+    let not_ours = ["a.pem was not issued by the CA in", "lifeline certs new"];
+    mixed.backup("app", &[("v", &v)], &[]).fails(EXIT_ERROR, &not_ours);
+    refused_at_once(mixed.agent_once("app", &[("v", &v)]), &not_ours);
+    mixed.points(&[]).fails(EXIT_ERROR, &not_ours);
+
+    // A client that trusts both CAs gets past its own checks: the receiver
+    // itself must refuse the foreign certificate.
+    let both_tls = site.path("both-tls");
+    fs::create_dir(&both_tls).unwrap();
+    let mut bundle = fs::read(site.tls.join("ca.pem")).unwrap();
+    bundle.extend(fs::read(other_tls.join("ca.pem")).unwrap());
+    fs::write(both_tls.join("ca.pem"), bundle).unwrap();
+    for f in ["a.pem", "a.key"] {
+        fs::copy(other_tls.join(f), both_tls.join(f)).unwrap();
+    }
+    good.with_tls(&both_tls)
+        .backup("app", &[("v", &v)], &[])
+        .fails(EXIT_ERROR, &[&format!("receiver {url}")]);
+    assert!(
+        !site.repo.join("tenants/acme").exists(),
+        "a refused certificate created the tenant"
+    );
+
+    receiver.assert_running();
+    assert!(good.points_json().is_empty(), "a refused agent committed a point");
+    assert_eq!(u(&good.backup_json("app", &[("v", &v)]), "seq"), 1);
+    let out = site.path("out.img");
+    good.restore("app", "latest", "v", &out).ok();
+    assert_same_content(&v, &out);
+    receiver.stop();
+}
+
+// ---------------------------------------------------------------------------
+// 6. Wrong key for a tenant
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_second_key_for_the_same_tenant_is_refused() {
+    let site = Site::new(&["a@acme", "b@acme"]);
+    let receiver = site.receiver(&["a=app", "b=app"]);
+    let key = site.key("acme");
+    let v = site.path("v.img");
+    write_random_file(&v, MIB, 50);
+    let a = site.client(&receiver, "a", &key);
+    a.backup_json("app", &[("v", &v)]);
+
+    // Another agent of the tenant with another key: the first key owns the tenant.
+    let other = site.key("other");
+    let b = site.client(&receiver, "b", &other);
+    let wrong = ["does not match tenant `acme`", "use the tenant's key file"];
+    b.backup("app", &[("v", &v)], &[]).fails(EXIT_ERROR, &wrong);
+    refused_at_once(b.agent_once("app", &[("v", &v)]), &wrong);
+    let out = site.path("out.img");
+    b.restore("app", "latest", "v", &out).fails(EXIT_ERROR, &wrong);
+    assert!(!out.exists(), "a refused restore created its target");
+    b.points(&["--key-file", s(&other)]).fails(EXIT_ERROR, &wrong);
+    // The same agent with another key.
+    a.with_key(&other)
+        .backup("app", &[("v", &v)], &[])
+        .fails(EXIT_ERROR, &wrong);
+
+    assert_eq!(seqs(&a.points_json(), "app"), [1], "a refused backup committed a point");
+    // b with the tenant's key is fine.
+    assert_eq!(u(&b.with_key(&key).backup_json("app", &[("v", &v)]), "seq"), 2);
+    receiver.stop();
+}
+
+// ---------------------------------------------------------------------------
+// 7. Tenants are isolated
+// ---------------------------------------------------------------------------
+
+#[test]
+fn tenants_see_only_their_points_and_do_not_share_objects() {
+    let site = Site::new(&["a@t1", "b@t2"]);
+    let receiver = site.receiver(&["a=app", "b=app"]);
+    // The same key file for both tenants: the chunk ids would match, so only
+    // the receiver's namespaces keep them apart.
+    let key = site.key("shared");
+    let v = site.path("v.img");
+    write_random_file(&v, 3 * MIB, 60);
+    let a = site.client(&receiver, "a", &key);
+    let b = site.client(&receiver, "b", &key);
+
+    let sa = a.backup_json("app", &[("v", &v)]);
+    assert_eq!(u(&sa, "bytes_new"), 3 * MIB, "{sa}");
+    assert!(b.points_json().is_empty(), "b sees t1's points");
+    let out = site.path("out.img");
+    b.restore("app", "latest", "v", &out)
+        .fails(EXIT_ERROR, &["group `app` has no recovery point"]);
+    assert!(!out.exists());
+
+    let sb = b.backup_json("app", &[("v", &v)]);
+    assert_eq!(u(&sb, "seq"), 1, "t2's group starts at seq 1: {sb}");
+    assert_eq!(
+        u(&sb, "bytes_new"),
+        3 * MIB,
+        "t2 deduplicated against t1's objects: {sb}"
+    );
+    assert!(pack_bytes(&site.repo, "t1") >= 3 * MIB);
+    assert!(pack_bytes(&site.repo, "t2") >= 3 * MIB);
+    assert_eq!(seqs(&a.points_json(), "app"), [1]);
+    assert_eq!(seqs(&b.points_json(), "app"), [1]);
+    b.restore("app", "latest", "v", &out).ok();
+    assert_same_content(&v, &out);
+    receiver.stop();
+}
+
+// ---------------------------------------------------------------------------
+// 8. Garbage on the port
+// ---------------------------------------------------------------------------
+
+#[test]
+fn garbage_and_idle_connections_do_not_disturb_the_receiver() {
+    let site = Site::new(&["a@acme"]);
+    let mut receiver = site.receiver(&["a=app"]);
+    let addr = format!("127.0.0.1:{}", receiver.port);
+    for seed in 0..4 {
+        let mut conn = TcpStream::connect(&addr).expect("connect");
+        // Random bytes; the last one starts like a TLS handshake record.
+        let mut junk = random_bytes(64 * 1024, 70 + seed);
+        if seed == 3 {
+            junk[..5].copy_from_slice(&[0x16, 0x03, 0x01, 0xff, 0xff]);
+        }
+        // The receiver may close early: a failed write is fine.
+        let _ = conn.write_all(&junk);
+        drop(conn);
+    }
+    // A connection that says nothing stays open during the next backup.
+    let idle = TcpStream::connect(&addr).expect("connect");
+    receiver.assert_running();
+
+    let key = site.key("acme");
+    let c = site.client(&receiver, "a", &key);
+    let v = site.path("v.img");
+    write_random_file(&v, 2 * MIB, 71);
+    assert_eq!(u(&c.backup_json("app", &[("v", &v)]), "seq"), 1);
+    let out = site.path("out.img");
+    c.restore("app", "latest", "v", &out).ok();
+    assert_same_content(&v, &out);
+    drop(idle);
+    receiver.assert_running();
+    receiver.stop();
+}
+
+// ---------------------------------------------------------------------------
+// 9. Receiver killed and restarted mid-upload
+// ---------------------------------------------------------------------------
+
+#[test]
+fn agent_resumes_after_the_receiver_is_killed_and_restarted() {
+    let site = Site::new(&["a@t"]);
+    let allow = ["a=g"];
+    let receiver = site.receiver(&allow);
+    let port = receiver.port;
+    let key = site.key("t");
+    // The receiver makes closed 16 MiB packs durable in batches of 256 MiB
+    // (SYNC_BATCH_BYTES): the volume is larger, so the first durable packs land
+    // well before the commit.
+    let size = 300 * MIB;
+    let v = site.path("big.img");
+    write_random_file(&v, size, 90);
+    let c = site.client(&receiver, "a", &key);
+    let args = c.agent_args("g", &[("v", &v)], &["--interval", "1s", "--retry-for", "60s"]);
+    let mut agent = Background::spawn(&strs(&args));
+    let mut receiver = Some(receiver);
+
+    let packs = tenant_packs_dir(&site.repo, "t");
+    let mut agent_exited = false;
+    let seen = poll_until(Duration::from_secs(120), || {
+        agent_exited = agent.try_status().is_some();
+        agent_exited || !durable_packs_in(&packs).is_empty()
+    });
+    assert!(
+        seen && !agent_exited,
+        "no durable pack on the receiver within 120 s (agent exited: {agent_exited}): {}",
+        agent.describe()
+    );
+    let mut first = receiver.take().unwrap();
+    first.bg.signal("KILL");
+    let status = first.bg.wait_exit(PROMPT).expect("killed receiver ended");
+    assert_eq!(status.signal(), Some(9), "{status:?}");
+    let arrived = pack_bytes(&site.repo, "t");
+    assert!(
+        !agent.stdout().contains("cycle: "),
+        "the backup finished before the kill: use a bigger volume: {}",
+        agent.stdout()
+    );
+    eprintln!(
+        "receiver killed with {} durable packs ({arrived} bytes)",
+        durable_packs_in(&packs).len()
+    );
+    drop(first);
+
+    // Restart on the same port over the same repository (the port may take a
+    // moment to be free again).
+    let listen = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let second = loop {
+        match ReceiverProc::start(&site.repo, &site.tls, &listen, &allow) {
+            Ok(r) => break r,
+            Err(r) if Instant::now() < deadline && r.stderr.contains("listen on") => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(r) => panic!("the receiver did not restart on {listen}: {}", r.stderr),
+        }
+    };
+
+    let line = agent.wait_for_line(Duration::from_secs(120), |l| l.starts_with("cycle: "));
+    let Some(line) = line else {
+        panic!(
+            "the agent committed nothing within 120 s of the restart: {}\n--- receiver stderr ---\n{}",
+            agent.describe(),
+            second.bg.stderr()
+        );
+    };
+    assert!(line.starts_with("cycle: point 1 of group `g` committed, "), "{line}");
+    let agent_err = agent.stderr();
+    assert!(
+        agent_err.contains("retrying in"),
+        "the agent never saw the receiver go away: {agent_err}"
+    );
+    agent.signal("TERM");
+    let r = agent.finish(PROMPT);
+    assert!(
+        matches!(r.code, Some(EXIT_OK | EXIT_INTERRUPTED)),
+        "agent after SIGTERM: {:?}: {}",
+        r.code,
+        r.stderr
+    );
+
+    let out = site.path("out.img");
+    c.restore("g", "1", "v", &out).ok();
+    assert_same_content(&v, &out);
+    fs::remove_file(&out).unwrap();
+
+    let total = pack_bytes(&site.repo, "t");
+    eprintln!("receiver holds {total} bytes of packs for a {size}-byte volume ({arrived} before the kill)");
+    assert!(total >= size, "random data cannot be stored in {total} bytes");
+    assert!(
+        total < size + size / 2,
+        "the resumed backup resent what had arrived: {total} bytes of packs for {size} bytes ({arrived} before the kill)"
+    );
+
+    second.stop();
+    let tmp: Vec<_> = fs::read_dir(packs.join("tmp")).unwrap().flatten().collect();
+    assert!(tmp.is_empty(), "temp packs left after a clean stop: {tmp:?}");
+    run(&["verify", "--repo", s(&site.repo), "--tenant", "t"])
+        .ok()
+        .stdout_has(&["ok: no damage found"]);
+}
+
+// ---------------------------------------------------------------------------
+// 10. Shutdown and the catalog lock
+// ---------------------------------------------------------------------------
+
+#[test]
+fn receiver_stops_on_sigterm_and_a_second_one_finds_the_catalog_in_use() {
+    let site = Site::new(&["a@acme"]);
+    let mut first = site.receiver(&["a=app"]);
+    let second = ReceiverProc::start(&site.repo, &site.tls, "127.0.0.1:0", &["a=app"]);
+    let Err(r) = second else {
+        panic!("a second receiver started over a repository in use");
+    };
+    r.fails(EXIT_ERROR, &["catalog of repository", "is in use by another process"]);
+    first.assert_running();
+
+    let key = site.key("acme");
+    let v = site.path("v.img");
+    write_random_file(&v, MIB, 100);
+    site.client(&first, "a", &key).backup_json("app", &[("v", &v)]);
+    first.stop();
+
+    // The lock is free again; SIGINT stops a receiver too.
+    let third = site.receiver(&["a=app"]);
+    let c = site.client(&third, "a", &key);
+    assert_eq!(seqs(&c.points_json(), "app"), [1]);
+    third.bg.signal("INT");
+    third.bg.finish(PROMPT).ok();
+
+    // Configuration errors.
+    let repo2 = site.path("repo2");
+    let start = |tls: &Path, allow: &[&str]| match ReceiverProc::start(&repo2, tls, "127.0.0.1:0", allow) {
+        Ok(_) => panic!("a misconfigured receiver started"),
+        Err(r) => r,
+    };
+    start(&site.tls, &["a"]).fails(EXIT_ERROR, &["invalid --allow `a`", "NAME=GROUP"]);
+    let no_tls = site.path("no-tls");
+    start(&no_tls, &["a=app"]).fails(EXIT_ERROR, &["cannot read", "lifeline certs new"]);
+    let r = run(&[
+        "receiver",
+        "--repo",
+        s(&repo2),
+        "--listen",
+        "not-an-address",
+        "--tls-dir",
+        s(&site.tls),
+    ]);
+    r.fails(EXIT_ERROR, &["listen on not-an-address"]);
+}
+
+// ---------------------------------------------------------------------------
+// 11. Nothing listening
+// ---------------------------------------------------------------------------
+
+#[test]
+fn agent_gives_up_when_nothing_listens() {
+    let site = Site::new(&["a@acme"]);
+    let key = site.key("acme");
+    // A port that was free a moment ago.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("https://127.0.0.1:{port}");
+    let c = Client {
+        url: url.clone(),
+        tls: site.tls.clone(),
+        identity: "a".into(),
+        key: key.clone(),
+        state: site.path("state"),
+    };
+    let v = site.path("v.img");
+    File::create(&v).unwrap().write_all_at(b"data", 0).unwrap();
+    let args = c.agent_args("app", &[("v", &v)], &["--once", "--retry-for", "2s"]);
+    let started = Instant::now();
+    let r = Background::spawn(&strs(&args)).finish(Duration::from_secs(15));
+    let took = started.elapsed();
+    let r = r.fails(
+        EXIT_ERROR,
+        &[
+            "giving up after retrying for 2s (--retry-for)",
+            &format!("receiver {url} is unavailable"),
+        ],
+    );
+    assert!(
+        r.stderr.contains("retrying in"),
+        "no retry before giving up: {}",
+        r.stderr
+    );
+    eprintln!("agent gave up after {took:?}");
+
+    // A one-shot backup does not retry.
+    c.backup("app", &[("v", &v)], &[])
+        .fails(EXIT_ERROR, &[&format!("receiver {url} is unavailable")]);
+    // Plain http and missing TLS flags are usage errors.
+    let plain = format!("http://127.0.0.1:{port}");
+    run(&["points", "--repo", &plain, "--tls-dir", s(&site.tls), "--identity", "a"])
+        .fails(EXIT_ERROR, &["is not an https://HOST:PORT address"]);
+    Client {
+        url: plain,
+        ..c.clone()
+    }
+    .backup("app", &[("v", &v)], &[])
+    .fails(EXIT_ERROR, &["receivers speak TLS only"]);
+    run(&[
+        "restore",
+        "--repo",
+        &url,
+        "--key-file",
+        s(&key),
+        "--group",
+        "app",
+        "--volume",
+        "v",
+        "--to",
+        s(&site.path("out")),
+    ])
+    .fails(EXIT_ERROR, &["pass --tls-dir TLSDIR and --identity NAME"]);
+}
