@@ -175,7 +175,16 @@ impl Replication for ReceiverService {
             .try_into()
             .map_err(|_| Status::invalid_argument("key_fingerprint must have 16 bytes"))?;
         let fp = hex::encode(fp);
+        let may_write = self.allow.get(&agent).is_some_and(|g| !g.is_empty());
+        let a2 = agent.clone();
         blocking(move || {
+            // Only an agent allowed to write some group may create a tenant's
+            // namespace (and so bind it to a key); others may only read.
+            if !may_write && me.repo.catalog().tenant(&t).map_err(to_status)?.is_none() {
+                return Err(Status::permission_denied(format!(
+                    "agent `{a2}` may write no group on this receiver, so it cannot create tenant `{t}` (receiver --allow {a2}=GROUP)"
+                )));
+            }
             let rec = TenantRecord {
                 name: t.clone(),
                 key_fingerprint: fp.clone(),
@@ -217,6 +226,11 @@ impl Replication for ReceiverService {
     async fn put_objects(&self, req: Request<Streaming<pb::SealedObject>>) -> Result<Response<pb::PutSummary>, Status> {
         let (agent, tenant) = self.agent(&req)?;
         self.tenant_known(&tenant)?;
+        if !self.allow.get(&agent).is_some_and(|g| !g.is_empty()) {
+            return Err(Status::permission_denied(format!(
+                "agent `{agent}` may write no group on this receiver (receiver --allow {agent}=GROUP)"
+            )));
+        }
         let store = self.repo.store(&tenant).map_err(to_status)?;
         let mut stream = req.into_inner();
         let mut summary = pb::PutSummary::default();
