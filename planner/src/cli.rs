@@ -271,6 +271,10 @@ pub struct VerifyArgs {
     /// Tenant to verify [default: `default` locally, every tenant on a receiver].
     #[arg(long, value_name = "TENANT")]
     pub tenant: Option<String>,
+    /// Drop damaged and missing objects (and the nodes above them) from the index
+    /// so the next backup stores them again and heals the points that share them.
+    #[arg(long)]
+    pub repair: bool,
     /// With the key: decrypt and check every id, node, point and volume hash.
     #[arg(long, value_name = "KEYFILE")]
     pub key_file: Option<PathBuf>,

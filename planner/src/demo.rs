@@ -173,6 +173,7 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
             tenant: DEFAULT_TENANT.into(),
             keys: Some(keys.clone()),
             progress: None,
+            repair: false,
         },
     )?;
     println!(

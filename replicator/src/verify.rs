@@ -33,6 +33,10 @@ pub struct VerifyOptions {
     /// With keys: deep verify.
     pub keys: Option<Keys>,
     pub progress: Option<Progress>,
+    /// Drop damaged and missing objects, and every node above them, from the
+    /// index, so the next backup of the same data stores them again (which also
+    /// heals older points that share them). Points stay as they are.
+    pub repair: bool,
 }
 
 /// An object that failed a check.
@@ -62,6 +66,9 @@ pub struct VerifyReport {
     pub damaged: Vec<DamagedObject>,
     pub missing: Vec<DamagedObject>,
     pub affected_points: Vec<AffectedPoint>,
+    /// Index entries dropped by `repair`.
+    #[serde(default)]
+    pub dropped_from_index: u64,
     pub elapsed_secs: f64,
 }
 
@@ -180,6 +187,34 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             .entry(id)
             .or_insert_with(|| "missing, its pack file is gone".into());
     }
+    let mut dropped_from_index = 0;
+    if opts.repair && (!bad.is_empty() || !missing.is_empty()) {
+        let mut parents: HashMap<ObjectId, Vec<ObjectId>> = HashMap::new();
+        for (node, refs) in &node_refs {
+            for r in refs {
+                parents.entry(*r).or_default().push(*node);
+            }
+        }
+        let mut todo: Vec<ObjectId> = bad.iter().chain(missing.keys()).copied().collect();
+        let mut doomed: HashSet<ObjectId> = HashSet::new();
+        while let Some(id) = todo.pop() {
+            if doomed.insert(id)
+                && let Some(ps) = parents.get(&id)
+            {
+                todo.extend(ps);
+            }
+        }
+        let indexed: HashSet<ObjectId> = listed.iter().map(|o| o.id).collect();
+        for id in doomed.iter().filter(|id| indexed.contains(id)) {
+            store.delete(id)?;
+            dropped_from_index += 1;
+        }
+        store.sync()?;
+        tracing::warn!(
+            dropped = dropped_from_index,
+            "dropped damaged and missing objects and their referrers from the index"
+        );
+    }
     let mut missing: Vec<DamagedObject> = missing
         .into_iter()
         .map(|(id, reason)| DamagedObject {
@@ -199,6 +234,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         damaged,
         missing,
         affected_points: affected,
+        dropped_from_index,
         elapsed_secs: started.elapsed().as_secs_f64(),
     })
 }

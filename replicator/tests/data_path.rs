@@ -128,6 +128,7 @@ fn one_changed_block_in_a_huge_sparse_volume_costs_a_few_kib() {
             tenant: DEFAULT_TENANT.into(),
             keys: Some(e.keys.clone()),
             progress: None,
+            repair: false,
         },
     )
     .unwrap();

@@ -13,6 +13,11 @@ use crate::repo_target::is_url;
 
 pub fn run(a: &VerifyArgs) -> Result<ExitCode> {
     if is_url(&a.repo.repo) {
+        if a.repair {
+            anyhow::bail!(
+                "--repair runs where the repository is: stop the receiver and run it on the repository directory"
+            );
+        }
         let url = a.repo.repo.to_str().expect("utf-8 url");
         if a.key_file.is_some() {
             anyhow::bail!(
@@ -50,6 +55,7 @@ pub fn run(a: &VerifyArgs) -> Result<ExitCode> {
             tenant: a.tenant.clone().unwrap_or_else(|| DEFAULT_TENANT.into()),
             keys,
             progress: bar.callback(),
+            repair: a.repair,
         },
     );
     bar.finish();
@@ -91,6 +97,12 @@ fn print_report(location: &str, r: &VerifyReport) {
     }
     for p in &r.affected_points {
         println!("affected point {} of group `{}`: {}", p.seq, p.group, p.reason);
+    }
+    if r.dropped_from_index > 0 {
+        println!(
+            "repair: dropped {} damaged or missing objects and the nodes above them from the index; the next backup of the same data stores them again and heals the points that share them",
+            r.dropped_from_index
+        );
     }
     if r.is_clean() {
         println!("ok: no damage found");

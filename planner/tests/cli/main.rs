@@ -644,6 +644,36 @@ fn damaged_truncated_and_missing_objects_are_reported() {
     );
 }
 
+#[test]
+fn repair_drops_lost_objects_and_the_next_backup_heals_the_point() {
+    // A pack lost to the disk: verify finds it, --repair drops its objects (and
+    // the nodes above them) from the index, and backing up the same data again
+    // stores them anew, which makes the old point restorable again.
+    let (sb, _objs) = one_point_repo(24 * MIB, 73);
+    let v = sb.path("v.img");
+    let packs = durable_packs(&sb.repo);
+    fs::remove_file(&packs[0]).unwrap();
+    sb.verify(false).code(EXIT_CHECK_FAILED).stdout_has(&["missing  "]);
+    let r = run(&["verify", "--repo", s(&sb.repo), "--repair"])
+        .code(EXIT_CHECK_FAILED)
+        .stdout_has(&["repair: dropped"]);
+    assert!(r.stdout.contains("affected point 1"), "{}", r.stdout);
+    // The point is still damaged, but the index no longer lists the lost objects.
+    let j = run(&["verify", "--repo", s(&sb.repo), "--json"])
+        .code(EXIT_CHECK_FAILED)
+        .json();
+    assert!(j["damaged"].as_array().unwrap().is_empty(), "{j}");
+    // Same data again: the lost chunks are stored anew (the state dir says the
+    // segments are unchanged, but their nodes left the index).
+    let b = sb.backup_json("g", &[("v", &v)]);
+    assert!(u(&b, "bytes_new") > 0, "{b}");
+    sb.verify(false).ok().stdout_has(&["ok: no damage found"]);
+    sb.verify(true).ok();
+    let out = sb.path("healed.img");
+    sb.restore("g", "1", "v", &out).ok();
+    assert_same_content(&v, &out);
+}
+
 // ---------------------------------------------------------------------------
 // 8. Restore targets
 // ---------------------------------------------------------------------------

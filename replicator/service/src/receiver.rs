@@ -437,6 +437,7 @@ impl pb::admin_server::Admin for AdminService {
                         tenant: t.clone(),
                         keys: None,
                         progress: None,
+                        repair: false,
                     },
                 )
                 .map_err(to_status)?;
