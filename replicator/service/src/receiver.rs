@@ -226,7 +226,7 @@ impl Replication for ReceiverService {
     async fn put_objects(&self, req: Request<Streaming<pb::SealedObject>>) -> Result<Response<pb::PutSummary>, Status> {
         let (agent, tenant) = self.agent(&req)?;
         self.tenant_known(&tenant)?;
-        if !self.allow.get(&agent).is_some_and(|g| !g.is_empty()) {
+        if self.allow.get(&agent).is_none_or(|g| g.is_empty()) {
             return Err(Status::permission_denied(format!(
                 "agent `{agent}` may write no group on this receiver (receiver --allow {agent}=GROUP)"
             )));
