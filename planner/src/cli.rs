@@ -47,6 +47,46 @@ pub enum Command {
     Agent(AgentArgs),
     /// Replication status of the caller tenant's groups on a receiver.
     Status(StatusArgs),
+    /// Drive a running agent through its control API (admin identity).
+    Control(ControlArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ControlArgs {
+    /// The agent's control address, HOST:PORT.
+    #[arg(long, value_name = "ADDR")]
+    pub control: String,
+    /// The agent's identity name (its certificate serves the control API).
+    #[arg(long, value_name = "NAME")]
+    pub agent: String,
+    /// TLS directory with ca.pem and the admin identity.
+    #[arg(long, value_name = "TLSDIR")]
+    pub tls_dir: PathBuf,
+    /// Admin identity to present.
+    #[arg(long, value_name = "NAME")]
+    pub identity: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub call: ControlSubcommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ControlSubcommand {
+    /// Show the agent's state.
+    Status,
+    /// Finish the current cycle and start no new one until resume.
+    Pause,
+    /// Start cycles again.
+    Resume,
+    /// Return once a point holding everything written before the call is committed.
+    SyncNow,
+    /// Replicate to another receiver from the next cycle on.
+    Retarget {
+        /// The new receiver, https://HOST:PORT.
+        url: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -137,6 +177,10 @@ pub struct AgentArgs {
     /// Smooth upload limit, e.g. 50MiB (per second) or 200Mbit.
     #[arg(long, value_name = "RATE")]
     pub limit_upload: Option<String>,
+    /// Serve the control API (status, pause, resume, sync-now, retarget) on ADDR;
+    /// with port 0 the bound address is printed as `control listening on ADDR`.
+    #[arg(long, value_name = "ADDR")]
+    pub control: Option<String>,
     #[arg(long, value_name = "CMD", requires = "thaw")]
     pub freeze: Option<String>,
     #[arg(long, value_name = "CMD", requires = "freeze")]

@@ -33,6 +33,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Receiver(a) => net::receiver(&a, &config),
         Command::Agent(a) => net::agent(&a, &config),
         Command::Status(a) => net::status(&a),
+        Command::Control(a) => net::control(&a),
     }
 }
 

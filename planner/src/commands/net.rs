@@ -9,11 +9,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use lifeline_replicator::{BackupOptions, TenantRepository, backup};
-use lifeline_service::{CertsRequest, Receiver, ReceiverConfig, RemoteRepository, TlsDir, mint_certificates, serve};
+use lifeline_service::{
+    AgentControl, CertsRequest, Receiver, ReceiverConfig, RemoteRepository, TlsDir, mint_certificates, serve,
+    serve_control,
+};
 
 use super::backup::{cancel_on_signals, parse_volume};
 use super::human_bytes;
-use crate::cli::{AgentArgs, CertsArgs, ReceiverArgs, StatusArgs};
+use crate::cli::{AgentArgs, CertsArgs, ControlArgs, ControlSubcommand, ReceiverArgs, StatusArgs};
 use crate::config::Config;
 use crate::repo_target::parse_duration;
 
@@ -190,14 +193,28 @@ pub fn agent(a: &AgentArgs, config: &Config) -> Result<ExitCode> {
         cancel: cancel.clone(),
         progress: None,
     };
+    let control = AgentControl::new(&a.group, &url);
+    // The control API runs on its own runtime thread for the agent's lifetime.
+    let _control_server = match &a.control {
+        Some(addr) => Some(start_control(addr, &tls, identity, control.clone(), cancel.clone())?),
+        None => None,
+    };
     let mut failing_since: Option<Instant> = None;
     let mut backoff = Duration::from_millis(500);
     let mut repo: Option<RemoteRepository> = None;
+    let mut current = url.clone();
+    control.cycle_started();
     loop {
         let started = Instant::now();
+        let target = control.target();
+        if target != current {
+            eprintln!("agent: retargeted from {current} to {target}");
+            current = target;
+            repo = None;
+        }
         let result = (|| -> Result<_, lifeline_service::ServiceError> {
             if repo.is_none() {
-                let r = RemoteRepository::connect(&url, &tls, identity, &keys)?;
+                let r = RemoteRepository::connect(&current, &tls, identity, &keys)?;
                 r.set_upload_limit(limit);
                 repo = Some(r);
             }
@@ -207,10 +224,11 @@ pub fn agent(a: &AgentArgs, config: &Config) -> Result<ExitCode> {
                 &opts,
             )?)
         })();
-        match result {
+        let wait = match result {
             Ok(s) => {
                 failing_since = None;
                 backoff = Duration::from_millis(500);
+                control.cycle_ok(s.seq, s.taken_at, s.elapsed_secs);
                 let lag = (chrono::Utc::now() - s.taken_at).num_milliseconds() as f64 / 1000.0;
                 println!(
                     "cycle: point {} of group `{}` committed, {} sent ({} new), {:.2} s, lag {:.2} s",
@@ -225,8 +243,10 @@ pub fn agent(a: &AgentArgs, config: &Config) -> Result<ExitCode> {
                 if a.once {
                     return Ok(ExitCode::SUCCESS);
                 }
+                interval.expect("interval or once").saturating_sub(started.elapsed())
             }
             Err(e) => {
+                control.cycle_failed(&e.to_string());
                 if cancel.load(Ordering::Relaxed) {
                     eprintln!("agent: stopped");
                     return Ok(ExitCode::from(130));
@@ -245,25 +265,48 @@ pub fn agent(a: &AgentArgs, config: &Config) -> Result<ExitCode> {
                         .context(format!("giving up after retrying for {} (--retry-for)", a.retry_for)));
                 }
                 eprintln!("agent: {e}; retrying in {:.1} s", backoff.as_secs_f64());
-                sleep_unless_cancelled(backoff, &cancel);
+                let w = backoff;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
-                continue;
+                w
             }
-        }
-        let wait = interval.expect("interval or once").saturating_sub(started.elapsed());
-        sleep_unless_cancelled(wait, &cancel);
-        if cancel.load(Ordering::Relaxed) {
+        };
+        if !control.wait_for_cycle(wait, &cancel) {
             eprintln!("agent: stopped after the last cycle");
             return Ok(ExitCode::SUCCESS);
         }
     }
 }
 
-fn sleep_unless_cancelled(d: Duration, cancel: &std::sync::atomic::AtomicBool) {
-    let end = Instant::now() + d;
-    while Instant::now() < end && !cancel.load(Ordering::Relaxed) {
-        std::thread::sleep((end - Instant::now()).min(Duration::from_millis(100)));
-    }
+/// Starts the control API on `addr` in a background runtime; prints the bound
+/// address as `control listening on ADDR`.
+fn start_control(
+    addr: &str,
+    tls: &TlsDir,
+    identity: &str,
+    control: Arc<AgentControl>,
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .with_context(|| format!("control API: listen on {addr}"))?;
+    println!("control listening on {}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    let tls = tls.clone();
+    let identity = identity.to_string();
+    Ok(std::thread::spawn(move || {
+        let shutdown = async move {
+            while !cancel.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        if let Err(e) = rt.block_on(serve_control(listener, &tls, &identity, control, shutdown)) {
+            eprintln!("agent: control API stopped: {e}");
+        }
+    }))
 }
 
 pub fn status(a: &StatusArgs) -> Result<ExitCode> {
@@ -307,6 +350,48 @@ pub fn status(a: &StatusArgs) -> Result<ExitCode> {
             r["last_point_at"].as_str().unwrap_or(""),
             r["lag_secs"].as_f64().unwrap_or(0.0)
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn control(a: &ControlArgs) -> Result<ExitCode> {
+    use lifeline_service::{ControlAnswer, ControlCall, call_agent};
+    let call = match &a.call {
+        ControlSubcommand::Status => ControlCall::Status,
+        ControlSubcommand::Pause => ControlCall::Pause,
+        ControlSubcommand::Resume => ControlCall::Resume,
+        ControlSubcommand::SyncNow => ControlCall::SyncNow,
+        ControlSubcommand::Retarget { url } => ControlCall::Retarget(url.clone()),
+    };
+    let answer = call_agent(&a.control, &a.agent, &TlsDir::new(&a.tls_dir), &a.identity, call)?;
+    let json = match answer {
+        ControlAnswer::Synced { seq, taken_at } => serde_json::json!({
+            "seq": seq,
+            "taken_at": taken_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        }),
+        ControlAnswer::Status(s) => serde_json::json!({
+            "group": s.group,
+            "target": s.target,
+            "paused": s.paused,
+            "cycling": s.cycling,
+            "cycles": s.cycles,
+            "last_seq": s.last_seq,
+            "last_point_at": chrono::DateTime::from_timestamp_millis(s.last_taken_at_unix_ms)
+                .filter(|_| s.last_taken_at_unix_ms > 0)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            "last_cycle_secs": s.last_cycle_secs,
+            "last_error": (!s.last_error.is_empty()).then_some(s.last_error),
+        }),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else if let Some(map) = json.as_object() {
+        for (k, v) in map {
+            println!(
+                "{k:<16} {}",
+                v.as_str().map(String::from).unwrap_or_else(|| v.to_string())
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -981,3 +981,72 @@ fn agent_gives_up_when_nothing_listens() {
     ])
     .fails(EXIT_ERROR, &["pass --tls-dir TLSDIR and --identity NAME"]);
 }
+
+// ---------------------------------------------------------------------------
+// Agent control API
+// ---------------------------------------------------------------------------
+
+#[test]
+fn agent_control_pauses_syncs_now_and_retargets() {
+    let site = Site::new(&["a@t"]);
+    certs(&site.ca, &site.tls, false, &[], &["ops"]).ok();
+    let allow = ["a=g"];
+    let first = site.receiver(&allow);
+    let second = ReceiverProc::start(&site.path("repo2"), &site.tls, "127.0.0.1:0", &allow)
+        .unwrap_or_else(|r| panic!("second receiver: {}", r.stderr));
+    let key = site.key("t");
+    let v = site.path("v.img");
+    write_random_file(&v, 3 * MIB, 91);
+    let c = site.client(&first, "a", &key);
+    let args = c.agent_args("g", &[("v", &v)], &["--interval", "1h", "--control", "127.0.0.1:0"]);
+    let mut agent = Background::spawn(&strs(&args));
+    let line = agent
+        .wait_for_line(PROMPT, |l| l.starts_with("control listening on "))
+        .unwrap_or_else(|| panic!("no control address: {}", agent.describe()));
+    let addr = line.trim_start_matches("control listening on ").trim().to_string();
+    agent
+        .wait_for_line(PROMPT, |l| l.starts_with("cycle: point 1 "))
+        .unwrap_or_else(|| panic!("no first cycle: {}", agent.describe()));
+    let tls = s(&site.tls).to_string();
+    let ctl = |identity: &str, call: &[&str]| {
+        let mut a = vec![
+            "control",
+            "--control",
+            &addr,
+            "--agent",
+            "a",
+            "--tls-dir",
+            &tls,
+            "--identity",
+            identity,
+            "--json",
+        ];
+        a.extend_from_slice(call);
+        run(&a)
+    };
+    let st = ctl("ops", &["status"]).ok().json();
+    assert_eq!(
+        (st["last_seq"].as_u64(), st["paused"].as_bool()),
+        (Some(1), Some(false)),
+        "{st}"
+    );
+    // sync-now returns with a point taken after the call, long before the 1 h interval.
+    let synced = ctl("ops", &["sync-now"]).ok().json();
+    assert_eq!(synced["seq"], 2, "{synced}");
+    // Paused: no cycle, and sync-now says why.
+    assert_eq!(ctl("ops", &["pause"]).ok().json()["paused"], true);
+    ctl("ops", &["sync-now"]).fails(EXIT_ERROR, &["paused", "resume it first"]);
+    ctl("ops", &["resume"]).ok();
+    // Retarget: the next point lands on the other receiver.
+    let st = ctl("ops", &["retarget", &second.url()]).ok().json();
+    assert_eq!(st["target"], second.url().as_str(), "{st}");
+    let synced = ctl("ops", &["sync-now"]).ok().json();
+    assert_eq!(synced["seq"], 1, "the other receiver starts its own timeline: {synced}");
+    let c2 = site.client(&second, "a", &key);
+    assert_eq!(seqs(&c2.points_json(), "g"), [1]);
+    assert_eq!(seqs(&c.points_json(), "g"), [1, 2]);
+    // Only admins drive agents.
+    ctl("a", &["status"]).fails(EXIT_ERROR, &["cannot control agents"]);
+    agent.signal("TERM");
+    agent.wait_exit(PROMPT).expect("agent stops on SIGTERM");
+}

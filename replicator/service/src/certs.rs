@@ -14,6 +14,11 @@ use rcgen::{
 use crate::ServiceError;
 use crate::identity::Peer;
 
+/// The TLS name under which agent `name` serves its control API.
+pub fn agent_control_domain(name: &str) -> String {
+    format!("{name}.agents.lifeline")
+}
+
 /// What to mint.
 #[derive(Debug, Clone, Default)]
 pub struct CertsRequest {
@@ -101,16 +106,18 @@ pub fn mint_certificates(req: &CertsRequest) -> Result<Vec<PathBuf>, ServiceErro
     let out_ca = req.out.join("ca.pem");
     write(&out_ca, &ca_pem, false)?;
     written.push(out_ca);
-    let mut leaf = |file: &str, cn: &str, sans: Vec<String>, server: bool| -> Result<(), ServiceError> {
+    let mut leaf = |file: &str, cn: &str, sans: Vec<String>, server: bool, client: bool| -> Result<(), ServiceError> {
         let key = KeyPair::generate().map_err(tls)?;
         let mut params = CertificateParams::new(sans).map_err(tls)?;
         params.distinguished_name.push(DnType::CommonName, cn);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![if server {
-            ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            ExtendedKeyUsagePurpose::ClientAuth
-        }];
+        params.extended_key_usages = Vec::new();
+        if server {
+            params.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
+        }
+        if client {
+            params.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
+        }
         validity(&mut params, days);
         let cert = params.signed_by(&key, &issuer).map_err(tls)?;
         let kp = req.out.join(format!("{file}.key"));
@@ -121,7 +128,7 @@ pub fn mint_certificates(req: &CertsRequest) -> Result<Vec<PathBuf>, ServiceErro
         Ok(())
     };
     if !req.receiver_sans.is_empty() {
-        leaf("receiver", "Lifeline receiver", req.receiver_sans.clone(), true)?;
+        leaf("receiver", "Lifeline receiver", req.receiver_sans.clone(), true, false)?;
     }
     for a in &req.agents {
         let (name, tenant) = a
@@ -136,14 +143,15 @@ pub fn mint_certificates(req: &CertsRequest) -> Result<Vec<PathBuf>, ServiceErro
                 "--agent `{a}`: names are 1 to 64 letters, digits, `.`, `_` or `-`"
             )));
         }
-        leaf(name, &peer.common_name(), vec![], false)?;
+        // An agent also serves its control API, under the name `NAME.agents.lifeline`.
+        leaf(name, &peer.common_name(), vec![agent_control_domain(name)], true, true)?;
     }
     for n in &req.admins {
         let peer = Peer::Admin { name: n.clone() };
         if Peer::from_common_name(&peer.common_name()).is_none() {
             return Err(ServiceError::Invalid(format!("--admin `{n}`: invalid name")));
         }
-        leaf(n, &peer.common_name(), vec![], false)?;
+        leaf(n, &peer.common_name(), vec![], false, true)?;
     }
     Ok(written)
 }

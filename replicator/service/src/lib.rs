@@ -6,6 +6,7 @@
 //! validated domain types at the boundary.
 
 mod certs;
+mod control;
 mod identity;
 mod rate_limit;
 mod receiver;
@@ -13,8 +14,10 @@ mod remote;
 mod status;
 mod tls;
 
-pub use certs::{CertsRequest, mint_certificates};
+pub use certs::{CertsRequest, agent_control_domain, mint_certificates};
+pub use control::{AgentControl, ControlAnswer, ControlCall, call_agent, serve_control};
 pub use identity::Peer;
+pub use lifeline_proto::v1::AgentStatus;
 pub use rate_limit::{RateLimit, parse_rate};
 pub use receiver::{Receiver, ReceiverConfig, serve};
 pub use remote::{GroupStatus, RemoteRepository, remote_verify};

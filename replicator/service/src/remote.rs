@@ -65,9 +65,13 @@ pub struct RemoteStore {
 /// Maps a status from the receiver to a domain error: refusals are permanent,
 /// unavailability is transient (the agent retries).
 pub(crate) fn remote(url: &str, s: tonic::Status) -> Error {
+    remote_named(format!("receiver {url}"), s)
+}
+
+/// [`remote`] for a peer that is not a receiver (an agent's control API).
+pub(crate) fn remote_named(repository: String, s: tonic::Status) -> Error {
     use tonic::Code::*;
     let message = format!("{}: {}", code_name(s.code()), s.message());
-    let repository = format!("receiver {url}");
     match s.code() {
         Unavailable | DeadlineExceeded | ResourceExhausted | Aborted | Cancelled | Unknown | Internal
             if !looks_like_tls_refusal(s.message()) =>
