@@ -158,6 +158,22 @@ impl Ctx<'_> {
 
     /// Scans one volume against `base` (what the last point or pass saw).
     fn scan_volume(&self, vol: &VolumeSource, base: Option<&VolumeState>) -> Result<VolumeState> {
+        // Nodes the state remembers but the store no longer has (repaired or
+        // collected): one batched query up front, not one per segment.
+        let gone: std::collections::HashSet<ObjectId> = match base {
+            Some(b) => {
+                let mut ids: Vec<ObjectId> = b.segments.iter().filter_map(|s| s.node).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                let missing = self.store.missing(&ids)?;
+                ids.into_iter()
+                    .zip(missing)
+                    .filter(|(_, m)| *m)
+                    .map(|(id, _)| id)
+                    .collect()
+            }
+            None => Default::default(),
+        };
         let segs: Vec<Result<SegmentState>> = (0..vol.segments())
             .into_par_iter()
             .map_init(
@@ -182,11 +198,7 @@ impl Ctx<'_> {
                     let result = match base.and_then(|b| b.segments.get(i)) {
                         // Reuse the node of an unchanged segment, if the store still has it
                         // (a node present in the store has all its chunks present).
-                        Some(prev)
-                            if prev.hash == hash && prev.node.map_or(Ok(true), |n| self.store.contains(&n))? =>
-                        {
-                            *prev
-                        }
+                        Some(prev) if prev.hash == hash && prev.node.is_none_or(|n| !gone.contains(&n)) => *prev,
                         _ => {
                             self.counters.changed.fetch_add(1, Ordering::Relaxed);
                             let (node, data) = if read == 0 {
