@@ -49,6 +49,23 @@ pub enum Command {
     Status(StatusArgs),
     /// Drive a running agent through its control API (admin identity).
     Control(ControlArgs),
+    /// Test environments (for rehearsals and tests).
+    #[command(subcommand, hide = true)]
+    Testbed(TestbedCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TestbedCommand {
+    /// A TCP proxy adding a one-way delay in each direction (no netem here).
+    Proxy {
+        #[arg(long, value_name = "ADDR")]
+        listen: String,
+        #[arg(long, value_name = "HOST:PORT")]
+        upstream: String,
+        /// One-way delay, e.g. 10ms (the round trip grows by twice this).
+        #[arg(long, value_name = "DURATION")]
+        delay: String,
+    },
 }
 
 #[derive(Args, Debug)]

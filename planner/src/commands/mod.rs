@@ -34,6 +34,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Agent(a) => net::agent(&a, &config),
         Command::Status(a) => net::status(&a),
         Command::Control(a) => net::control(&a),
+        Command::Testbed(crate::cli::TestbedCommand::Proxy {
+            listen,
+            upstream,
+            delay,
+        }) => net::delay_proxy(&listen, &upstream, &delay),
     }
 }
 

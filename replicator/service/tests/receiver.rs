@@ -1,0 +1,689 @@
+//! A real receiver served in-process over mutual TLS, driven by raw gRPC
+//! clients: every check the receiver makes on untrusted input answers with the
+//! right status code and a message that names the problem, the receiver keeps
+//! serving after each refusal, agents can add but never overwrite, and a real
+//! backup through [`RemoteRepository`] commits a point that verifies clean.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use lifeline_proto::v1 as pb;
+use lifeline_proto::v1::admin_client::AdminClient;
+use lifeline_proto::v1::replication_client::ReplicationClient;
+use lifeline_replicator::file_formats::MAX_OBJECT_LEN;
+use lifeline_replicator::{
+    BackupOptions, Consistency, Keys, ObjectId, ObjectKind, PointBody, PointHeader, PointRecord, RecoveryPoint,
+    RootRef, VolumeEntry, seal_object,
+};
+use lifeline_service::{CertsRequest, Receiver, ReceiverConfig, RemoteRepository, TlsDir, mint_certificates, serve};
+use tokio::runtime::Runtime;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Response, Status};
+
+const MESSAGE_LIMIT: usize = 16 << 20;
+
+type Replication = ReplicationClient<Channel>;
+
+/// Asserts that `r` failed with `code` and a message containing every word.
+#[track_caller]
+fn refused<T: std::fmt::Debug>(what: &str, r: Result<Response<T>, Status>, code: Code, words: &[&str]) {
+    let status = match r {
+        Ok(resp) => panic!("{what}: expected {code:?}, got a success: {:?}", resp.into_inner()),
+        Err(s) => s,
+    };
+    assert_eq!(status.code(), code, "{what}: wrong code; message: {}", status.message());
+    for w in words {
+        assert!(
+            status.message().contains(w),
+            "{what}: message `{}` does not mention `{w}`",
+            status.message()
+        );
+    }
+}
+
+#[track_caller]
+fn ok<T>(what: &str, r: Result<Response<T>, Status>) -> T {
+    match r {
+        Ok(resp) => resp.into_inner(),
+        Err(s) => panic!("{what}: expected success, got {:?}: {}", s.code(), s.message()),
+    }
+}
+
+fn block<F: Future>(rt: &Runtime, f: F) -> F::Output {
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), f).await })
+        .expect("a call to the receiver took over a minute")
+}
+
+fn channel(rt: &Runtime, tls: &TlsDir, name: &str, url: &str) -> Channel {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .unwrap()
+        .tls_config(tls.client_config(name, "127.0.0.1").unwrap())
+        .unwrap()
+        .connect_timeout(Duration::from_secs(10));
+    block(rt, endpoint.connect()).unwrap_or_else(|e| panic!("connect as `{name}`: {e:?}"))
+}
+
+fn replication(rt: &Runtime, tls: &TlsDir, name: &str, url: &str) -> Replication {
+    ReplicationClient::new(channel(rt, tls, name, url))
+        .max_decoding_message_size(MESSAGE_LIMIT)
+        .max_encoding_message_size(MESSAGE_LIMIT)
+}
+
+fn ids(ids: &[ObjectId]) -> pb::ObjectIds {
+    pb::ObjectIds {
+        ids: ids.iter().map(|i| i.0.to_vec()).collect(),
+    }
+}
+
+fn put(
+    rt: &Runtime,
+    c: &mut Replication,
+    objects: Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<Response<pb::PutSummary>, Status> {
+    let msgs: Vec<pb::SealedObject> = objects
+        .into_iter()
+        .map(|(id, sealed)| pb::SealedObject { id, sealed })
+        .collect();
+    block(rt, c.put_objects(tokio_stream::iter(msgs)))
+}
+
+/// The receiver still answers: `present` are held, `absent` are not.
+#[track_caller]
+fn still_serving(rt: &Runtime, c: &mut Replication, present: &[ObjectId], absent: &[ObjectId]) {
+    let all: Vec<ObjectId> = present.iter().chain(absent).copied().collect();
+    let mask = ok("FilterMissing after a refusal", block(rt, c.filter_missing(ids(&all)))).missing;
+    let want: Vec<bool> = present
+        .iter()
+        .map(|_| false)
+        .chain(absent.iter().map(|_| true))
+        .collect();
+    assert_eq!(mask, want, "FilterMissing after a refusal");
+}
+
+/// A point record for `tenant`/`group` at `seq` whose only root is `root`.
+fn record(keys: &Keys, tenant: &str, group: &str, seq: u64, root: ObjectId) -> Vec<u8> {
+    let point = RecoveryPoint {
+        header: PointHeader {
+            tenant: tenant.into(),
+            group: group.into(),
+            seq,
+            taken_at: chrono::Utc::now(),
+            consistency: Consistency::Fuzzy,
+            key_id: keys.key_id(),
+            roots: vec![RootRef(Some(root))],
+        },
+        body: PointBody {
+            volumes: vec![VolumeEntry {
+                name: "disk".into(),
+                size: 4096,
+                segment_size: 4 << 20,
+                root: Some(root),
+                levels: 1,
+                volume_hash: String::new(),
+                data_bytes: 4096,
+            }],
+            frozen_ms: None,
+            written_by: "receiver test".into(),
+        },
+    };
+    serde_json::to_vec(&point.seal(keys)).unwrap()
+}
+
+/// Deterministic, incompressible bytes with a run of zeros (a hole candidate).
+fn volume(path: &Path) {
+    let mut data = Vec::with_capacity(5 << 20);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while data.len() < 3 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    data.resize(5 << 20, 0);
+    data.extend_from_slice(b"tail of the volume");
+    std::fs::write(path, data).unwrap();
+}
+
+struct Server {
+    rt: Runtime,
+    addr: SocketAddr,
+    url: String,
+    tls: TlsDir,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+fn start(dir: &Path) -> Server {
+    let out = dir.join("tls");
+    mint_certificates(&CertsRequest {
+        ca_dir: dir.join("ca"),
+        out: out.clone(),
+        receiver_sans: vec!["127.0.0.1".into()],
+        agents: vec!["a@t".into(), "b@t".into()],
+        admins: vec!["ops".into()],
+        days: 30,
+    })
+    .unwrap();
+    let receiver = Receiver::open(&ReceiverConfig {
+        repo: dir.join("repo"),
+        allow: HashMap::from([("a".to_string(), vec!["g".to_string()])]),
+    })
+    .unwrap();
+    let tls = TlsDir::new(&out);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = rt.spawn(serve(
+        listener,
+        tls.server_config().unwrap(),
+        Arc::new(receiver),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Server {
+        rt,
+        addr,
+        url: format!("https://{addr}"),
+        tls,
+        stop,
+        task,
+    }
+}
+
+#[test]
+fn receiver_checks_every_call_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path());
+    let rt = &srv.rt;
+    let keys = Keys::derive(&[7; 32]);
+    let mut a = replication(rt, &srv.tls, "a", &srv.url);
+    let mut b = replication(rt, &srv.tls, "b", &srv.url);
+    let mut ops = replication(rt, &srv.tls, "ops", &srv.url);
+
+    let chunk_plain = b"the first chunk of tenant t, ".repeat(200);
+    let chunk = keys.chunk_id(&chunk_plain);
+    let never = keys.chunk_id(b"a chunk nobody ever sends");
+
+    // --- 0. Before any session: nothing exists for the tenant; only a writer creates it.
+    refused(
+        "FilterMissing before any session",
+        block(rt, a.filter_missing(ids(&[chunk]))),
+        Code::FailedPrecondition,
+        &["tenant `t`", "open a session first"],
+    );
+    refused(
+        "OpenSession by b (may write nothing) for a new tenant",
+        block(
+            rt,
+            b.open_session(pb::OpenSessionRequest {
+                protocol_version: lifeline_proto::PROTOCOL_VERSION,
+                key_fingerprint: keys.fingerprint().to_vec(),
+            }),
+        ),
+        Code::PermissionDenied,
+        &["`b`", "cannot create tenant `t`"],
+    );
+    refused(
+        "OpenSession by admin ops",
+        block(
+            rt,
+            ops.open_session(pb::OpenSessionRequest {
+                protocol_version: lifeline_proto::PROTOCOL_VERSION,
+                key_fingerprint: keys.fingerprint().to_vec(),
+            }),
+        ),
+        Code::PermissionDenied,
+        &["admin `ops` cannot replicate"],
+    );
+
+    // --- 1. OpenSession.
+    refused(
+        "OpenSession with protocol 999",
+        block(
+            rt,
+            a.open_session(pb::OpenSessionRequest {
+                protocol_version: 999,
+                key_fingerprint: keys.fingerprint().to_vec(),
+            }),
+        ),
+        Code::FailedPrecondition,
+        &["protocol version 999", "upgrade"],
+    );
+    refused(
+        "OpenSession with a 5-byte fingerprint",
+        block(
+            rt,
+            a.open_session(pb::OpenSessionRequest {
+                protocol_version: lifeline_proto::PROTOCOL_VERSION,
+                key_fingerprint: vec![1, 2, 3, 4, 5],
+            }),
+        ),
+        Code::InvalidArgument,
+        &["key_fingerprint", "16 bytes"],
+    );
+    let open = ok(
+        "OpenSession",
+        block(
+            rt,
+            a.open_session(pb::OpenSessionRequest {
+                protocol_version: lifeline_proto::PROTOCOL_VERSION,
+                key_fingerprint: keys.fingerprint().to_vec(),
+            }),
+        ),
+    );
+    assert_eq!(open.tenant, "t");
+    assert_eq!(open.agent, "a");
+    assert_eq!(open.protocol_version, lifeline_proto::PROTOCOL_VERSION);
+    assert!(!open.repository_id.is_empty());
+    refused(
+        "OpenSession with another key",
+        block(
+            rt,
+            a.open_session(pb::OpenSessionRequest {
+                protocol_version: lifeline_proto::PROTOCOL_VERSION,
+                key_fingerprint: Keys::derive(&[8; 32]).fingerprint().to_vec(),
+            }),
+        ),
+        Code::PermissionDenied,
+        &["does not match tenant `t`'s key"],
+    );
+
+    // --- 2. FilterMissing.
+    refused(
+        "FilterMissing with a 31-byte id",
+        block(
+            rt,
+            a.filter_missing(pb::ObjectIds {
+                ids: vec![chunk.0.to_vec(), vec![0; 31]],
+            }),
+        ),
+        Code::InvalidArgument,
+        &["31 bytes", "32 bytes"],
+    );
+    refused(
+        "FilterMissing with 5000 ids",
+        block(
+            rt,
+            a.filter_missing(pb::ObjectIds {
+                ids: vec![chunk.0.to_vec(); 5000],
+            }),
+        ),
+        Code::InvalidArgument,
+        &["5000 ids", "at most 4096"],
+    );
+    let mask = ok(
+        "FilterMissing",
+        block(rt, a.filter_missing(ids(&[chunk, never, chunk]))),
+    );
+    assert_eq!(mask.missing, vec![true, true, true]);
+
+    // --- 3. PutObjects.
+    // (a) a sealed chunk is stored.
+    let sealed = seal_object(&keys, ObjectKind::Chunk, &chunk, &[], &chunk_plain);
+    let s = ok(
+        "PutObjects of a sealed chunk",
+        put(rt, &mut a, vec![(chunk.0.to_vec(), sealed.clone())]),
+    );
+    assert_eq!(
+        (s.objects, s.bytes, s.already_present),
+        (1, sealed.len() as u64, 0),
+        "summary of the first put"
+    );
+    still_serving(rt, &mut a, &[chunk], &[never]);
+
+    // (b) the same id with other (well-formed) bytes: accepted as present, not stored.
+    let impostor = seal_object(
+        &keys,
+        ObjectKind::Chunk,
+        &chunk,
+        &[],
+        b"other content under the same id",
+    );
+    assert_ne!(impostor, sealed);
+    let s = ok(
+        "PutObjects of the same id with other bytes",
+        put(rt, &mut a, vec![(chunk.0.to_vec(), impostor)]),
+    );
+    assert_eq!(
+        (s.objects, s.bytes, s.already_present),
+        (1, 0, 1),
+        "summary of the re-put"
+    );
+    let back = ok("ReadObjects", block(rt, a.read_objects(ids(&[chunk]))));
+    assert_eq!(back.objects.len(), 1);
+    assert_eq!(back.objects[0].id, chunk.0.to_vec());
+    assert!(back.objects[0].sealed == sealed, "the stored object was overwritten");
+
+    // (c) one flipped byte: the trailer does not match.
+    let other_plain = b"a second chunk, damaged on the way".repeat(50);
+    let other = keys.chunk_id(&other_plain);
+    let mut flipped = seal_object(&keys, ObjectKind::Chunk, &other, &[], &other_plain);
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x10;
+    refused(
+        "PutObjects of an object with a flipped byte",
+        put(rt, &mut a, vec![(other.0.to_vec(), flipped)]),
+        Code::DataLoss,
+        &[&other.to_hex(), "damaged in transit", "checksum mismatch"],
+    );
+    still_serving(rt, &mut a, &[chunk], &[other, never]);
+
+    // (d) larger than an object may be, yet within the message limit.
+    let big = vec![0u8; MAX_OBJECT_LEN + (1 << 20)];
+    assert!(big.len() < MESSAGE_LIMIT - 1024);
+    refused(
+        "PutObjects of a 9 MiB object",
+        put(rt, &mut a, vec![(other.0.to_vec(), big)]),
+        Code::InvalidArgument,
+        &[&other.to_hex(), &format!("larger than {MAX_OBJECT_LEN} bytes")],
+    );
+    still_serving(rt, &mut a, &[chunk], &[other, never]);
+
+    // (e) a segment node referencing a chunk the receiver lacks.
+    let node_plain = b"extents".to_vec();
+    let refs = [chunk, never];
+    let node = keys.node_id(&refs, &node_plain);
+    let node_sealed = seal_object(&keys, ObjectKind::SegmentNode, &node, &refs, &node_plain);
+    refused(
+        "PutObjects of a node referencing an absent chunk",
+        put(rt, &mut a, vec![(node.0.to_vec(), node_sealed)]),
+        Code::FailedPrecondition,
+        &[&node.to_hex(), &never.to_hex(), "send referenced objects first"],
+    );
+    still_serving(rt, &mut a, &[chunk], &[node, never]);
+
+    // (e') ... but a chunk then a node referencing it, in one stream, is accepted.
+    let other_sealed = seal_object(&keys, ObjectKind::Chunk, &other, &[], &other_plain);
+    let refs = [chunk, other];
+    let good_node = keys.node_id(&refs, &node_plain);
+    let good_node_sealed = seal_object(&keys, ObjectKind::SegmentNode, &good_node, &refs, &node_plain);
+    let s = ok(
+        "PutObjects of a chunk and a node referencing it",
+        put(
+            rt,
+            &mut a,
+            vec![
+                (other.0.to_vec(), other_sealed.clone()),
+                (good_node.0.to_vec(), good_node_sealed.clone()),
+            ],
+        ),
+    );
+    assert_eq!(
+        (s.objects, s.bytes, s.already_present),
+        (2, (other_sealed.len() + good_node_sealed.len()) as u64, 0)
+    );
+    still_serving(rt, &mut a, &[chunk, other, good_node], &[node, never]);
+
+    // (f) garbage.
+    let garbage_id = keys.chunk_id(b"garbage");
+    refused(
+        "PutObjects of garbage",
+        put(
+            rt,
+            &mut a,
+            vec![(
+                garbage_id.0.to_vec(),
+                b"this is not a sealed object at all, only text".repeat(4),
+            )],
+        ),
+        Code::DataLoss,
+        &[&garbage_id.to_hex(), "not a Lifeline object"],
+    );
+    still_serving(rt, &mut a, &[chunk, other], &[garbage_id]);
+
+    // (g) a malformed id.
+    refused(
+        "PutObjects with a 31-byte id",
+        put(rt, &mut a, vec![(vec![0; 31], sealed.clone())]),
+        Code::InvalidArgument,
+        &["31 bytes"],
+    );
+    still_serving(rt, &mut a, &[chunk, other], &[garbage_id]);
+
+    // --- 4. CommitPoint and authorisation.
+    refused(
+        "CommitPoint of garbage JSON",
+        block(
+            rt,
+            a.commit_point(pb::CommitPointRequest {
+                record: b"{\"header\": 12".to_vec(),
+            }),
+        ),
+        Code::InvalidArgument,
+        &["undecodable point record"],
+    );
+    refused(
+        "CommitPoint for tenant `other`",
+        block(
+            rt,
+            a.commit_point(pb::CommitPointRequest {
+                record: record(&keys, "other", "g", 1, chunk),
+            }),
+        ),
+        Code::PermissionDenied,
+        &["agent `a` of tenant `t`", "tenant `other`"],
+    );
+    refused(
+        "CommitPoint for group `h`",
+        block(
+            rt,
+            a.commit_point(pb::CommitPointRequest {
+                record: record(&keys, "t", "h", 1, chunk),
+            }),
+        ),
+        Code::PermissionDenied,
+        &["agent `a`", "group `h`"],
+    );
+    refused(
+        "CommitPoint for an invalid group name",
+        block(
+            rt,
+            a.commit_point(pb::CommitPointRequest {
+                record: record(&keys, "t", "../g", 1, chunk),
+            }),
+        ),
+        Code::InvalidArgument,
+        &["group", "../g"],
+    );
+    ok(
+        "OpenSession by b once the tenant exists",
+        block(
+            rt,
+            b.open_session(pb::OpenSessionRequest {
+                protocol_version: lifeline_proto::PROTOCOL_VERSION,
+                key_fingerprint: keys.fingerprint().to_vec(),
+            }),
+        ),
+    );
+    refused(
+        "CommitPoint by b",
+        block(
+            rt,
+            b.commit_point(pb::CommitPointRequest {
+                record: record(&keys, "t", "g", 1, chunk),
+            }),
+        ),
+        Code::PermissionDenied,
+        &["agent `b`", "group `g`"],
+    );
+    let b_plain = b"b's chunk".repeat(10);
+    let b_chunk = keys.chunk_id(&b_plain);
+    refused(
+        "PutObjects by b",
+        put(
+            rt,
+            &mut b,
+            vec![(
+                b_chunk.0.to_vec(),
+                seal_object(&keys, ObjectKind::Chunk, &b_chunk, &[], &b_plain),
+            )],
+        ),
+        Code::PermissionDenied,
+        &["agent `b` may write no group"],
+    );
+    still_serving(rt, &mut b, &[chunk], &[b_chunk]);
+    refused(
+        "CommitPoint whose root is missing",
+        block(
+            rt,
+            a.commit_point(pb::CommitPointRequest {
+                record: record(&keys, "t", "g", 1, never),
+            }),
+        ),
+        Code::FailedPrecondition,
+        &["point 1 of group `g`", &never.to_hex(), "does not hold"],
+    );
+    let none = ok(
+        "ListPoints",
+        block(rt, a.list_points(pb::ListPointsRequest { group: String::new() })),
+    );
+    assert!(none.records.is_empty(), "a refused commit left a point");
+
+    // A real backup through the remote repository (outside any runtime: it owns its own).
+    let vol = dir.path().join("disk.img");
+    volume(&vol);
+    let summary = {
+        let remote = RemoteRepository::connect(&srv.url, &srv.tls, "a", &keys).unwrap();
+        lifeline_replicator::backup(
+            &remote,
+            &keys,
+            &BackupOptions {
+                group: "g".into(),
+                volumes: vec![("disk".into(), vol.clone())],
+                freeze: None,
+                thaw: None,
+                state_dir: dir.path().join("state"),
+                cancel: Arc::new(AtomicBool::new(false)),
+                progress: None,
+            },
+        )
+        .unwrap()
+    };
+    assert_eq!(summary.seq, 1);
+    assert!(summary.objects_new > 0);
+    let listed = ok(
+        "ListPoints after the backup",
+        block(rt, a.list_points(pb::ListPointsRequest { group: "g".into() })),
+    );
+    assert_eq!(listed.records.len(), 1);
+    let committed: PointRecord = serde_json::from_slice(&listed.records[0]).unwrap();
+    assert_eq!(
+        (
+            committed.header.tenant.as_str(),
+            committed.header.group.as_str(),
+            committed.header.seq
+        ),
+        ("t", "g", 1)
+    );
+    let opened = committed.open(&keys, "receiver").unwrap();
+    assert_eq!(opened.body.volumes.len(), 1);
+    assert_eq!(opened.body.volumes[0].size, std::fs::metadata(&vol).unwrap().len());
+    // Committing the same point again is a seq conflict: an agent cannot overwrite a point.
+    refused(
+        "CommitPoint of an existing point",
+        block(
+            rt,
+            a.commit_point(pb::CommitPointRequest {
+                record: listed.records[0].clone(),
+            }),
+        ),
+        Code::Aborted,
+        &["point 1 of group `g`"],
+    );
+    // Nor replace it with another record under the same seq.
+    let root = committed.header.roots[0].0.expect("the volume has data");
+    refused(
+        "CommitPoint of another record with an existing seq",
+        block(
+            rt,
+            a.commit_point(pb::CommitPointRequest {
+                record: record(&keys, "t", "g", 1, root),
+            }),
+        ),
+        Code::Aborted,
+        &["point 1 of group `g`"],
+    );
+    let again = ok(
+        "ListPoints after the refused commits",
+        block(rt, a.list_points(pb::ListPointsRequest { group: "g".into() })),
+    );
+    assert_eq!(again.records, listed.records, "a committed point changed");
+
+    // --- 5. ReadObjects.
+    refused(
+        "ReadObjects with 300 ids",
+        block(
+            rt,
+            a.read_objects(pb::ObjectIds {
+                ids: vec![chunk.0.to_vec(); 300],
+            }),
+        ),
+        Code::InvalidArgument,
+        &["300 ids", "at most 256"],
+    );
+    refused(
+        "ReadObjects of an unknown id",
+        block(rt, a.read_objects(ids(&[chunk, never]))),
+        Code::NotFound,
+        &[&never.to_hex(), "missing"],
+    );
+    let back = ok(
+        "ReadObjects of the root",
+        block(rt, a.read_objects(ids(&[root, chunk]))),
+    );
+    assert_eq!(back.objects.len(), 2);
+    assert!(back.objects[1].sealed == sealed);
+
+    // --- 6. Admin.
+    let mut agent_admin = AdminClient::new(channel(rt, &srv.tls, "a", &srv.url));
+    refused(
+        "Admin.Verify by an agent",
+        block(rt, agent_admin.verify(pb::VerifyRequest { tenant: String::new() })),
+        Code::PermissionDenied,
+        &["agent `a` cannot run admin operations"],
+    );
+    let mut admin = AdminClient::new(channel(rt, &srv.tls, "ops", &srv.url)).max_decoding_message_size(MESSAGE_LIMIT);
+    let v = ok(
+        "Admin.Verify by ops",
+        block(rt, admin.verify(pb::VerifyRequest { tenant: String::new() })),
+    );
+    assert_eq!(v.tenants, vec!["t".to_string()]);
+    assert_eq!(v.reports.len(), 1);
+    let report: serde_json::Value = serde_json::from_str(&v.reports[0]).unwrap();
+    assert_eq!(report["damaged"], serde_json::json!([]), "report: {report}");
+    assert_eq!(report["missing"], serde_json::json!([]), "report: {report}");
+    assert_eq!(report["affected_points"], serde_json::json!([]), "report: {report}");
+    assert_eq!(report["points"], serde_json::json!(1), "report: {report}");
+    // Every object put above that was accepted, plus the backup's.
+    let objects = report["objects"].as_u64().unwrap();
+    assert_eq!(objects, 3 + summary.objects_new, "report: {report}");
+
+    // --- 7. Shutdown: the server ends (idle client connections do not hold it).
+    let Server {
+        rt, addr, stop, task, ..
+    } = srv;
+    stop.send(()).unwrap();
+    let served = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(30), task).await })
+        .expect("the receiver did not stop within 30 s of the shutdown signal")
+        .expect("the server task panicked");
+    served.expect("serve returned an error");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "the receiver still accepts connections after shutdown"
+    );
+    let after = block(&rt, a.filter_missing(ids(&[chunk])));
+    assert!(after.is_err(), "a call succeeded after shutdown");
+    drop((a, b, ops, agent_admin, admin));
+}
