@@ -1050,3 +1050,50 @@ fn agent_control_pauses_syncs_now_and_retargets() {
     agent.signal("TERM");
     agent.wait_exit(PROMPT).expect("agent stops on SIGTERM");
 }
+
+#[test]
+fn receiver_disk_full_fails_the_cycle_cleanly_and_the_agent_recovers() {
+    if !is_root() {
+        eprintln!("SKIP receiver disk-full test: needs root to mount a small tmpfs");
+        return;
+    }
+    let site = Site::new(&["a@t"]);
+    let small = site.path("small-fs");
+    let mount = match TmpfsMount::mount(&small, "8m") {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("SKIP receiver disk-full test: cannot mount a tmpfs: {e}");
+            return;
+        }
+    };
+    let repo = mount.dir.join("repo");
+    let receiver = ReceiverProc::start(&repo, &site.tls, "127.0.0.1:0", &["a=g"])
+        .unwrap_or_else(|r| panic!("receiver: {}", r.stderr));
+    let key = site.key("t");
+    let v = site.path("v.img");
+    write_random_file(&v, 32 * MIB, 92);
+    let c = site.client(&receiver, "a", &key);
+    // Out of space is transient for the agent: it retries, then gives up clearly.
+    let args = c.agent_args("g", &[("v", &v)], &["--once", "--retry-for", "1s"]);
+    let r = run(&strs(&args)).fails(EXIT_ERROR, &["giving up"]);
+    assert!(
+        r.stderr.contains("out of space") || r.stderr.contains("No space left"),
+        "the error does not say the receiver is full: {}",
+        r.stderr
+    );
+    // No partial point; the receiver still serves.
+    assert!(c.points_json().is_empty());
+    // Space comes back (the volume shrinks): the next cycle commits.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&v)
+        .unwrap()
+        .set_len(MIB)
+        .unwrap();
+    let r = c.agent_once("g", &[("v", &v)]);
+    assert!(r.stdout.contains("cycle: point 1 "), "{}", r.stdout);
+    let out = site.path("out.img");
+    c.restore("g", "latest", "v", &out).ok();
+    assert_same_content(&v, &out);
+    drop(receiver);
+}

@@ -107,10 +107,12 @@ fn store_batch(
             ))
         })?;
         // Referential order: a node is accepted only after what it references.
+        // A miss is Aborted, not refused: a concurrent upload that failed may
+        // have taken the referenced object with it; the agent asks again.
         if obj.header.kind != ObjectKind::Chunk {
             let missing = store.missing(&obj.header.refs).map_err(to_status)?;
             if let Some(pos) = missing.iter().position(|m| *m) {
-                return Err(Status::failed_precondition(format!(
+                return Err(Status::aborted(format!(
                     "object {id} references {} which this receiver does not hold: send referenced objects first",
                     obj.header.refs[pos]
                 )));
@@ -263,18 +265,14 @@ impl Replication for ReceiverService {
             let st = store.clone();
             let objects = std::mem::take(&mut batch);
             batch_bytes = 0;
-            let stored = blocking(move || store_batch(st.as_ref(), objects)).await;
-            match stored {
-                Ok((n, new, bytes)) => {
-                    summary.objects += n;
-                    summary.bytes += bytes;
-                    summary.already_present += n - new;
-                }
-                Err(e) => {
-                    store.abandon();
-                    return Err(e);
-                }
-            }
+            // On error nothing is abandoned store-wide: other uploads may rely on
+            // objects still pending; the store drops by itself only what it
+            // could not write, and unsynced leftovers are synced by later
+            // uploads or removed at restart.
+            let (n, new, bytes) = blocking(move || store_batch(st.as_ref(), objects)).await?;
+            summary.objects += n;
+            summary.bytes += bytes;
+            summary.already_present += n - new;
         }
         let s2 = store.clone();
         blocking(move || s2.sync().map_err(to_status)).await?;
@@ -451,7 +449,9 @@ impl pb::admin_server::Admin for AdminService {
 }
 
 /// Serves the receiver on `listener` until `shutdown` resolves; in-flight calls
-/// finish first (an upload that does not finish commits nothing).
+/// finish first. An upload that does not finish commits no point; objects it
+/// stored stay unreferenced (garbage collection's to remove) and are never lost
+/// for other uploads that rely on them.
 pub async fn serve(
     listener: TcpListener,
     tls: ServerTlsConfig,

@@ -398,7 +398,7 @@ fn receiver_checks_every_call_and_never_overwrites() {
     refused(
         "PutObjects of a node referencing an absent chunk",
         put(rt, &mut a, vec![(node.0.to_vec(), node_sealed)]),
-        Code::FailedPrecondition,
+        Code::Aborted,
         &[&node.to_hex(), &never.to_hex(), "send referenced objects first"],
     );
     still_serving(rt, &mut a, &[chunk], &[node, never]);

@@ -153,9 +153,15 @@ impl LocalDirStore {
             return Ok(());
         };
         let footer = pack::footer(&p.entries);
-        p.file
-            .write_all_at(&footer, p.len)
-            .ctx(|| format!("write pack footer {}", p.tmp.display()))?;
+        if let Err(e) = p.file.write_all_at(&footer, p.len) {
+            // The pack cannot be finished: forget it whole, so nothing claims
+            // its objects are present.
+            for (id, _) in &p.entries {
+                state.pending.remove(id);
+            }
+            let _ = fs::remove_file(&p.tmp);
+            return Err(Error::io(format!("write pack footer {}", p.tmp.display()), e));
+        }
         p.len += footer.len() as u64;
         state.closed_bytes += p.len;
         state.closed.push(p);
