@@ -188,9 +188,9 @@ pub struct AgentArgs {
     /// Time between the starts of two cycles, e.g. 5s, 2m, 1h [default: the group's interval].
     #[arg(long, value_name = "DURATION")]
     pub interval: Option<String>,
-    /// How long to retry transient failures (receiver down, link cut) before giving up.
-    #[arg(long, value_name = "DURATION", default_value = "60s")]
-    pub retry_for: String,
+    /// How long to retry transient failures (receiver down, link cut) before giving up [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub retry_for: Option<String>,
     /// Smooth upload limit, e.g. 50MiB (per second) or 200Mbit.
     #[arg(long, value_name = "RATE")]
     pub limit_upload: Option<String>,

@@ -74,6 +74,10 @@ pub struct GroupConfig {
     /// Freeze and thaw hooks around the reads.
     pub freeze: Option<String>,
     pub thaw: Option<String>,
+    /// How long the agent retries transient failures, e.g. "60s".
+    pub retry_for: Option<String>,
+    /// Address of the agent's control API, e.g. "127.0.0.1:7444".
+    pub control: Option<String>,
 }
 
 impl Config {

@@ -162,7 +162,13 @@ pub fn agent(a: &AgentArgs, config: &Config) -> Result<ExitCode> {
     } else {
         interval_text.as_deref().map(parse_duration).transpose()?
     };
-    let retry_for = parse_duration(&a.retry_for)?;
+    let retry_for_text = a
+        .retry_for
+        .clone()
+        .or_else(|| group.and_then(|g| g.retry_for.clone()))
+        .unwrap_or_else(|| "60s".into());
+    let retry_for = parse_duration(&retry_for_text)?;
+    let control_addr = a.control.clone().or_else(|| group.and_then(|g| g.control.clone()));
     let limit = a
         .limit_upload
         .clone()
@@ -195,7 +201,7 @@ pub fn agent(a: &AgentArgs, config: &Config) -> Result<ExitCode> {
     };
     let control = AgentControl::new(&a.group, &url);
     // The control API runs on its own runtime thread for the agent's lifetime.
-    let _control_server = match &a.control {
+    let _control_server = match &control_addr {
         Some(addr) => Some(start_control(addr, &tls, identity, control.clone(), cancel.clone())?),
         None => None,
     };
@@ -262,7 +268,7 @@ pub fn agent(a: &AgentArgs, config: &Config) -> Result<ExitCode> {
                 let since = *failing_since.get_or_insert(started);
                 if since.elapsed() >= retry_for {
                     return Err(anyhow::Error::from(e)
-                        .context(format!("giving up after retrying for {} (--retry-for)", a.retry_for)));
+                        .context(format!("giving up after retrying for {retry_for_text} (--retry-for)")));
                 }
                 eprintln!("agent: {e}; retrying in {:.1} s", backoff.as_secs_f64());
                 let w = backoff;
