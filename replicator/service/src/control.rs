@@ -13,11 +13,11 @@ use lifeline_proto::v1 as pb;
 use lifeline_proto::v1::agent_control_client::AgentControlClient;
 use lifeline_proto::v1::agent_control_server::{AgentControl as AgentControlRpc, AgentControlServer};
 use tokio::net::TcpListener;
-use tonic::transport::{Certificate, Endpoint, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
 use crate::identity::Peer;
-use crate::tls::TlsDir;
+use crate::tls::{TlsDir, client_endpoint, client_runtime};
 use crate::{ServiceError, certs::agent_control_domain};
 
 /// How long sync-now waits for its point.
@@ -282,18 +282,9 @@ pub fn call_agent(
     identity: &str,
     call: ControlCall,
 ) -> Result<ControlAnswer, ServiceError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| ServiceError::Io {
-            context: "start network runtime".into(),
-            source: e,
-        })?;
+    let rt = client_runtime(0)?;
     let url = format!("https://{addr}");
-    let endpoint = Endpoint::from_shared(url.clone())
-        .map_err(|e| ServiceError::Invalid(format!("`{addr}`: {e}")))?
-        .tls_config(tls.client_config(identity, &agent_control_domain(agent))?)
-        .map_err(|e| ServiceError::Tls(e.to_string()))?;
+    let endpoint = client_endpoint(&url, tls, identity, Some(&agent_control_domain(agent)))?;
     rt.block_on(async {
         let channel = endpoint
             .connect()

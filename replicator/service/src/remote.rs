@@ -16,12 +16,12 @@ use lifeline_replicator::{ChunkStore, Error, Keys, ObjectId, PointRecord, Stored
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::ServiceError;
 use crate::rate_limit::RateLimit;
 use crate::receiver::MAX_MESSAGE;
-use crate::tls::TlsDir;
+use crate::tls::{TlsDir, client_endpoint, client_runtime};
 
 const QUEUE: usize = 256;
 const FILTER_BATCH: usize = 4096;
@@ -119,25 +119,8 @@ impl RemoteRepository {
         name: &str,
         keys: Option<&Keys>,
     ) -> Result<RemoteRepository, ServiceError> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .thread_name("lifeline-net")
-            .build()
-            .map_err(|e| ServiceError::Io {
-                context: "start network runtime".into(),
-                source: e,
-            })?;
-        let host = url
-            .strip_prefix("https://")
-            .and_then(|r| r.split(['/', ':']).next())
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| ServiceError::Invalid(format!("`{url}` is not an https://HOST:PORT address")))?;
-        let domain = host.to_string();
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| ServiceError::Invalid(format!("`{url}`: {e}")))?
-            .tls_config(tls.client_config(name, &domain)?)
-            .map_err(|e| ServiceError::Tls(e.to_string()))?
+        let rt = client_runtime(2)?;
+        let endpoint = client_endpoint(url, tls, name, None)?
             .tcp_nodelay(true)
             .initial_stream_window_size(Some(4 << 20))
             .initial_connection_window_size(Some(16 << 20))
@@ -209,22 +192,8 @@ pub fn remote_verify(
     admin: &str,
     tenant: Option<&str>,
 ) -> Result<Vec<(String, String)>, ServiceError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| ServiceError::Io {
-            context: "start network runtime".into(),
-            source: e,
-        })?;
-    let host = url
-        .strip_prefix("https://")
-        .and_then(|r| r.split(['/', ':']).next())
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| ServiceError::Invalid(format!("`{url}` is not an https://HOST:PORT address")))?;
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| ServiceError::Invalid(format!("`{url}`: {e}")))?
-        .tls_config(tls.client_config(admin, host)?)
-        .map_err(|e| ServiceError::Tls(e.to_string()))?;
+    let rt = client_runtime(0)?;
+    let endpoint = client_endpoint(url, tls, admin, None)?;
     let resp = rt
         .block_on(async {
             let channel = endpoint

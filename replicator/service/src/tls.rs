@@ -102,3 +102,37 @@ impl TlsDir {
             .domain_name(domain))
     }
 }
+
+/// A runtime for a synchronous caller's network calls (`threads` 0: current thread).
+pub(crate) fn client_runtime(threads: usize) -> Result<tokio::runtime::Runtime, ServiceError> {
+    let mut b = if threads == 0 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads).thread_name("lifeline-net");
+        b
+    };
+    b.enable_all().build().map_err(|e| ServiceError::Io {
+        context: "start network runtime".into(),
+        source: e,
+    })
+}
+
+/// An mTLS endpoint for `url` (https://HOST:PORT) as identity `name`; the peer's
+/// certificate must name `domain` (default: the URL's host).
+pub(crate) fn client_endpoint(
+    url: &str,
+    tls: &TlsDir,
+    name: &str,
+    domain: Option<&str>,
+) -> Result<tonic::transport::Endpoint, ServiceError> {
+    let host = url
+        .strip_prefix("https://")
+        .and_then(|r| r.split(['/', ':']).next())
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| ServiceError::Invalid(format!("`{url}` is not an https://HOST:PORT address")))?;
+    tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| ServiceError::Invalid(format!("`{url}`: {e}")))?
+        .tls_config(tls.client_config(name, domain.unwrap_or(host))?)
+        .map_err(|e| ServiceError::Tls(e.to_string()))
+}
