@@ -308,12 +308,22 @@ pub fn backup(repo: &dyn TenantRepository, keys: &Keys, opts: &BackupOptions) ->
         let mut entries = Vec::new();
         for (src, sv) in sources.iter().zip(&scanned) {
             let leaves: Vec<Option<ObjectId>> = sv.segments.iter().map(|s| s.node).collect();
+            // Build the whole tree, ask the store once which nodes it lacks, and
+            // put those bottom up (the order they were built in).
+            let mut nodes = Vec::new();
             let root = build_tree(&leaves, |node| {
                 let (refs, plain) = node.encode();
                 let id = keys.node_id(&refs, &plain);
-                ctx.put(ObjectKind::IndexNode, &id, &refs, &plain)?;
+                nodes.push((id, refs, plain));
                 Ok::<_, Error>(id)
             })?;
+            let ids: Vec<ObjectId> = nodes.iter().map(|n| n.0).collect();
+            let missing = store.missing(&ids)?;
+            for ((id, refs, plain), missing) in nodes.iter().zip(missing) {
+                if missing {
+                    ctx.put_new(ObjectKind::IndexNode, id, refs, plain)?;
+                }
+            }
             let mut h = VolumeHasher::new(src.size);
             for s in &sv.segments {
                 h.segment(&s.hash);
