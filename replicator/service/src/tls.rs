@@ -136,3 +136,58 @@ pub(crate) fn client_endpoint(
         .tls_config(tls.client_config(name, domain.unwrap_or(host))?)
         .map_err(|e| ServiceError::Tls(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::{CertsRequest, mint_certificates};
+
+    #[test]
+    fn expired_and_foreign_identities_are_refused_before_connecting() {
+        let d = tempfile::tempdir().unwrap();
+        let (ca_dir, out) = (d.path().join("ca"), d.path().join("tls"));
+        mint_certificates(&CertsRequest {
+            ca_dir: ca_dir.clone(),
+            out: out.clone(),
+            agents: vec!["a@t".into()],
+            days: 30,
+            ..CertsRequest::default()
+        })
+        .unwrap();
+        let tls = TlsDir::new(&out);
+        tls.check_identity("a").unwrap();
+
+        // An agent certificate of this CA that expired yesterday.
+        let ca_key = rcgen::KeyPair::from_pem(&fs::read_to_string(ca_dir.join("ca.key")).unwrap()).unwrap();
+        let issuer =
+            rcgen::Issuer::from_ca_cert_pem(&fs::read_to_string(ca_dir.join("ca.pem")).unwrap(), &ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, "agent:old@t");
+        let now = std::time::SystemTime::now();
+        params.not_before = (now - std::time::Duration::from_secs(10 * 86_400)).into();
+        params.not_after = (now - std::time::Duration::from_secs(86_400)).into();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        fs::write(out.join("old.pem"), cert.pem()).unwrap();
+        fs::write(out.join("old.key"), key.serialize_pem()).unwrap();
+        let e = tls.check_identity("old").unwrap_err().to_string();
+        assert!(e.contains("is valid only from"), "{e}");
+
+        // A certificate of another deployment's CA.
+        let other = d.path().join("other");
+        mint_certificates(&CertsRequest {
+            ca_dir: d.path().join("ca2"),
+            out: other.clone(),
+            agents: vec!["b@t".into()],
+            days: 30,
+            ..CertsRequest::default()
+        })
+        .unwrap();
+        fs::copy(other.join("b.pem"), out.join("b.pem")).unwrap();
+        fs::copy(other.join("b.key"), out.join("b.key")).unwrap();
+        let e = tls.check_identity("b").unwrap_err().to_string();
+        assert!(e.contains("was not issued by the CA"), "{e}");
+        let e = tls.client_config("b", "127.0.0.1").unwrap_err().to_string();
+        assert!(e.contains("was not issued by the CA"), "{e}");
+    }
+}
