@@ -1097,3 +1097,35 @@ fn receiver_disk_full_fails_the_cycle_cleanly_and_the_agent_recovers() {
     assert_same_content(&v, &out);
     drop(receiver);
 }
+
+#[test]
+fn agent_waits_out_a_paused_receiver_and_resumes() {
+    let site = Site::new(&["a@t"]);
+    let receiver = site.receiver(&["a=g"]);
+    let key = site.key("t");
+    let v = site.path("v.img");
+    write_random_file(&v, 2 * MIB, 93);
+    let c = site.client(&receiver, "a", &key);
+    let args = c.agent_args("g", &[("v", &v)], &["--interval", "1s", "--retry-for", "120s"]);
+    let mut agent = Background::spawn(&strs(&args));
+    agent
+        .wait_for_line(PROMPT, |l| l.starts_with("cycle: point 1 "))
+        .unwrap_or_else(|| panic!("no first cycle: {}", agent.describe()));
+    // Paused longer than the keep-alive timeout: the agent's call fails and it
+    // backs off instead of hanging; once the receiver continues, cycles resume.
+    receiver.bg.signal("STOP");
+    let failed = poll_until(Duration::from_secs(60), || agent.stderr().contains("retrying in"));
+    receiver.bg.signal("CONT");
+    assert!(
+        failed,
+        "the agent never noticed the paused receiver: {}",
+        agent.describe()
+    );
+    let before = agent.stdout().lines().filter(|l| l.starts_with("cycle: ")).count();
+    let resumed = poll_until(Duration::from_secs(60), || {
+        agent.stdout().lines().filter(|l| l.starts_with("cycle: ")).count() > before
+    });
+    assert!(resumed, "no cycle after the receiver continued: {}", agent.describe());
+    agent.signal("TERM");
+    agent.wait_exit(PROMPT).expect("agent stops on SIGTERM");
+}

@@ -124,7 +124,12 @@ impl RemoteRepository {
             .tcp_nodelay(true)
             .initial_stream_window_size(Some(4 << 20))
             .initial_connection_window_size(Some(16 << 20))
-            .connect_timeout(std::time::Duration::from_secs(10));
+            .connect_timeout(std::time::Duration::from_secs(10))
+            // A receiver that stops answering (paused, partitioned) fails the
+            // call within ~15 s instead of hanging the agent; it then retries.
+            .http2_keep_alive_interval(std::time::Duration::from_secs(5))
+            .keep_alive_timeout(std::time::Duration::from_secs(10))
+            .keep_alive_while_idle(true);
         let channel = rt.block_on(endpoint.connect()).map_err(|e| {
             let message = format!("cannot connect: {e} ({})", source_chain(&e));
             let repository = format!("receiver {url}");
