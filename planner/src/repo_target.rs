@@ -71,8 +71,12 @@ impl TenantRepository for RemoteView<'_> {
     fn points(&self, group: Option<&str>) -> lifeline_replicator::Result<Vec<lifeline_replicator::PointRecord>> {
         self.0.points(group)
     }
-    fn commit_point(&self, point: &lifeline_replicator::PointRecord) -> lifeline_replicator::Result<()> {
-        self.0.commit_point(point)
+    fn commit_point(
+        &self,
+        point: &lifeline_replicator::PointRecord,
+        cycle: &lifeline_replicator::CycleReport,
+    ) -> lifeline_replicator::Result<()> {
+        self.0.commit_point(point, cycle)
     }
 }
 

@@ -29,7 +29,7 @@ use crate::index::{SegmentNode, build_tree};
 use crate::object_id::ObjectId;
 use crate::point::{Consistency, PointBody, PointHeader, RecoveryPoint, RootRef, VolumeEntry, check_name};
 use crate::store::ChunkStore;
-use crate::tenant_repository::TenantRepository;
+use crate::tenant_repository::{CycleReport, TenantRepository};
 use crate::volume::VolumeSource;
 use crate::volume_hash::{VolumeHasher, zero_segment_hash};
 
@@ -369,7 +369,13 @@ pub fn backup(repo: &dyn TenantRepository, keys: &Keys, opts: &BackupOptions) ->
                 written_by: format!("lifeline {}", env!("CARGO_PKG_VERSION")),
             },
         };
-        repo.commit_point(&point.seal(keys))?;
+        repo.commit_point(
+            &point.seal(keys),
+            &CycleReport {
+                elapsed_secs: started.elapsed().as_secs_f64(),
+                bytes_sent: ctx.counters.stored.load(Ordering::Relaxed),
+            },
+        )?;
         let state = AgentState {
             repository_id: repo_id.clone(),
             key_fingerprint: keys.fingerprint_hex(),

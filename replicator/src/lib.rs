@@ -44,7 +44,7 @@ pub use point::{Consistency, PointBody, PointHeader, PointRecord, RecoveryPoint,
 pub use repository::{DEFAULT_TENANT, OWNER_FILE, OwnerNote, Repository};
 pub use restore::{PointSelector, RestoreOptions, RestoreSummary, restore, select_point};
 pub use store::{ChunkStore, LocalDirStore, ObjectLocation, PackId, StoredObject};
-pub use tenant_repository::{LocalTenant, TenantRepository};
+pub use tenant_repository::{CycleReport, LocalTenant, TenantRepository};
 pub use verify::{AffectedPoint, DamagedObject, VerifyOptions, VerifyReport, verify};
 pub use volume::VolumeSource;
 pub use volume_hash::{VolumeHasher, zero_segment_hash};

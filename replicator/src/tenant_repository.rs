@@ -10,6 +10,13 @@ use crate::point::PointRecord;
 use crate::repository::Repository;
 use crate::store::ChunkStore;
 
+/// How a backup cycle went, reported with its commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CycleReport {
+    pub elapsed_secs: f64,
+    pub bytes_sent: u64,
+}
+
 /// One tenant's view of a repository.
 pub trait TenantRepository: Send + Sync {
     /// The repository's path or URL, for messages.
@@ -22,8 +29,9 @@ pub trait TenantRepository: Send + Sync {
     fn store(&self) -> Arc<dyn ChunkStore>;
     /// Points of one group, or of all, ordered by group then seq.
     fn points(&self, group: Option<&str>) -> Result<Vec<PointRecord>>;
-    /// Commits a point whose objects are all durable (seq = last + 1).
-    fn commit_point(&self, point: &PointRecord) -> Result<()>;
+    /// Commits a point whose objects are all durable (seq = last + 1); `cycle`
+    /// tells how the cycle that made it went (a receiver shows it in its status).
+    fn commit_point(&self, point: &PointRecord, cycle: &CycleReport) -> Result<()>;
 }
 
 /// A tenant of a local repository.
@@ -60,7 +68,7 @@ impl TenantRepository for LocalTenant<'_> {
     fn points(&self, group: Option<&str>) -> Result<Vec<PointRecord>> {
         self.repo.points(&self.tenant, group)
     }
-    fn commit_point(&self, point: &PointRecord) -> Result<()> {
+    fn commit_point(&self, point: &PointRecord, _cycle: &CycleReport) -> Result<()> {
         self.repo.catalog().commit_point(point)
     }
 }

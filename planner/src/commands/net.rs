@@ -332,6 +332,9 @@ pub fn status(a: &StatusArgs) -> Result<ExitCode> {
                 "last_seq": g.last_seq,
                 "last_point_at": taken.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 "lag_secs": (now - taken).num_milliseconds() as f64 / 1000.0,
+                "last_cycle_secs": g.last_cycle_secs,
+                "last_bytes_sent": g.last_bytes_sent,
+                "errors": g.errors,
             })
         })
         .collect();
@@ -344,17 +347,20 @@ pub fn status(a: &StatusArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<20} {:>7} {:>8}  {:<24}  {:>10}",
-        "GROUP", "POINTS", "LAST SEQ", "LAST POINT", "LAG"
+        "{:<20} {:>7} {:>8}  {:<24}  {:>10} {:>10} {:>12} {:>7}",
+        "GROUP", "POINTS", "LAST SEQ", "LAST POINT", "LAG", "CYCLE", "SENT", "ERRORS"
     );
     for r in rows {
         println!(
-            "{:<20} {:>7} {:>8}  {:<24}  {:>9.1}s",
+            "{:<20} {:>7} {:>8}  {:<24}  {:>9.1}s {:>10} {:>12} {:>7}",
             r["group"].as_str().unwrap_or(""),
             r["points"].as_u64().unwrap_or(0),
             r["last_seq"].as_u64().unwrap_or(0),
             r["last_point_at"].as_str().unwrap_or(""),
-            r["lag_secs"].as_f64().unwrap_or(0.0)
+            r["lag_secs"].as_f64().unwrap_or(0.0),
+            format!("{:.2}s", r["last_cycle_secs"].as_f64().unwrap_or(0.0)),
+            human_bytes(r["last_bytes_sent"].as_u64().unwrap_or(0)),
+            r["errors"].as_u64().unwrap_or(0)
         );
     }
     Ok(ExitCode::SUCCESS)

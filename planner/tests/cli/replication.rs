@@ -1129,3 +1129,36 @@ fn agent_waits_out_a_paused_receiver_and_resumes() {
     agent.signal("TERM");
     agent.wait_exit(PROMPT).expect("agent stops on SIGTERM");
 }
+
+#[test]
+fn status_shows_lag_cycle_bytes_and_errors_per_group() {
+    let site = Site::new(&["a@t"]);
+    let receiver = site.receiver(&["a=g"]);
+    let key = site.key("t");
+    let v = site.path("v.img");
+    write_random_file(&v, MIB, 94);
+    let c = site.client(&receiver, "a", &key);
+    c.agent_once("g", &[("v", &v)]);
+    let tls = s(&site.tls).to_string();
+    let url = receiver.url();
+    let status = || {
+        run(&["status", "--repo", &url, "--tls-dir", &tls, "--identity", "a", "--json"])
+            .ok()
+            .json()
+    };
+    let st = status();
+    let g = &st[0];
+    assert_eq!(
+        (g["group"].as_str(), g["last_seq"].as_u64()),
+        (Some("g"), Some(1)),
+        "{st}"
+    );
+    assert!(g["last_cycle_secs"].as_f64().unwrap() > 0.0, "{st}");
+    assert!(g["last_bytes_sent"].as_u64().unwrap() >= MIB, "{st}");
+    assert!(g["lag_secs"].as_f64().unwrap() >= 0.0, "{st}");
+    assert_eq!(g["errors"], 0, "{st}");
+    // A refused commit by the group's agent counts as an error of the group.
+    let args = c.agent_args("other", &[("v", &v)], &["--once"]);
+    run(&strs(&args)).code(EXIT_ERROR);
+    assert_eq!(status()[0]["errors"], 1);
+}

@@ -40,6 +40,10 @@ pub struct ReceiverConfig {
 pub struct Receiver {
     repo: Arc<Repository>,
     allow: HashMap<String, Vec<String>>,
+    /// Per (tenant, group): the last committed cycle as its agent reported it.
+    cycles: std::sync::Mutex<HashMap<(String, String), (f64, u64)>>,
+    /// Per (tenant, agent): failed uploads and commits since start.
+    errors: std::sync::Mutex<HashMap<(String, String), u64>>,
 }
 
 impl Receiver {
@@ -57,6 +61,8 @@ impl Receiver {
         Ok(Receiver {
             repo: Arc::new(repo),
             allow: cfg.allow.clone(),
+            cycles: Default::default(),
+            errors: Default::default(),
         })
     }
 
@@ -67,6 +73,19 @@ impl Receiver {
                 "admin `{name}` cannot replicate; use an agent identity"
             ))),
         }
+    }
+
+    /// Counts a failed upload or commit of `agent` (shown by status).
+    fn count<T>(&self, tenant: &str, agent: &str, r: Result<T, Status>) -> Result<T, Status> {
+        if r.is_err() {
+            *self
+                .errors
+                .lock()
+                .expect("errors")
+                .entry((tenant.to_string(), agent.to_string()))
+                .or_default() += 1;
+        }
+        r
     }
 
     fn tenant_known(&self, tenant: &str) -> Result<(), Status> {
@@ -141,6 +160,123 @@ impl std::ops::Deref for ReceiverService {
     type Target = Receiver;
     fn deref(&self) -> &Receiver {
         &self.0
+    }
+}
+
+impl ReceiverService {
+    async fn put_objects_inner(
+        &self,
+        req: Request<Streaming<pb::SealedObject>>,
+    ) -> Result<Response<pb::PutSummary>, Status> {
+        let (agent, tenant) = self.agent(&req)?;
+        self.tenant_known(&tenant)?;
+        if self.allow.get(&agent).is_none_or(|g| g.is_empty()) {
+            return Err(Status::permission_denied(format!(
+                "agent `{agent}` may write no group on this receiver (receiver --allow {agent}=GROUP)"
+            )));
+        }
+        let store = self.repo.store(&tenant).map_err(to_status)?;
+        let mut stream = req.into_inner();
+        let mut summary = pb::PutSummary::default();
+        // Objects are checked and stored in batches: one hand-off to a blocking
+        // thread per few MiB instead of one per object.
+        let mut batch: Vec<(ObjectId, Vec<u8>)> = Vec::new();
+        let mut batch_bytes = 0usize;
+        let mut ended = false;
+        while !ended {
+            match stream.next().await {
+                Some(msg) => {
+                    let msg = msg?;
+                    let id = ObjectId::from_slice(&msg.id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                    if msg.sealed.len() > MAX_OBJECT_LEN {
+                        return Err(Status::invalid_argument(format!(
+                            "object {id} is larger than {MAX_OBJECT_LEN} bytes"
+                        )));
+                    }
+                    batch_bytes += msg.sealed.len();
+                    batch.push((id, msg.sealed));
+                    if batch_bytes < BATCH_BYTES && batch.len() < BATCH_OBJECTS {
+                        continue;
+                    }
+                }
+                None => ended = true,
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let st = store.clone();
+            let objects = std::mem::take(&mut batch);
+            batch_bytes = 0;
+            // On error nothing is abandoned store-wide: other uploads may rely on
+            // objects still pending; the store drops by itself only what it
+            // could not write, and unsynced leftovers are synced by later
+            // uploads or removed at restart.
+            let (n, new, bytes) = blocking(move || store_batch(st.as_ref(), objects)).await?;
+            summary.objects += n;
+            summary.bytes += bytes;
+            summary.already_present += n - new;
+        }
+        let s2 = store.clone();
+        blocking(move || s2.sync().map_err(to_status)).await?;
+        tracing::debug!(%agent, objects = summary.objects, bytes = summary.bytes, "objects durable");
+        Ok(Response::new(summary))
+    }
+
+    async fn commit_point_inner(
+        &self,
+        req: Request<pb::CommitPointRequest>,
+    ) -> Result<Response<pb::CommitPointResponse>, Status> {
+        let (agent, tenant) = self.agent(&req)?;
+        self.tenant_known(&tenant)?;
+        let msg = req.into_inner();
+        let (cycle_secs, bytes_sent) = (msg.cycle_secs, msg.bytes_sent);
+        let raw = msg.record;
+        if raw.len() > MAX_RECORD {
+            return Err(Status::invalid_argument("point record too large"));
+        }
+        let rec: PointRecord = serde_json::from_slice(&raw)
+            .map_err(|e| Status::invalid_argument(format!("undecodable point record: {e}")))?;
+        let h = &rec.header;
+        if h.tenant != tenant {
+            return Err(Status::permission_denied(format!(
+                "agent `{agent}` of tenant `{tenant}` cannot commit for tenant `{}`",
+                h.tenant
+            )));
+        }
+        lifeline_replicator::check_name("group", &h.group).map_err(to_status)?;
+        if !self
+            .allow
+            .get(&agent)
+            .is_some_and(|gs| gs.iter().any(|g| g == &h.group))
+        {
+            return Err(Status::permission_denied(format!(
+                "agent `{agent}` may not write group `{}` (receiver --allow {agent}=GROUP)",
+                h.group
+            )));
+        }
+        let me = self.0.clone();
+        let seq = h.seq;
+        let group = h.group.clone();
+        let key = (tenant.clone(), group.clone());
+        blocking(move || {
+            let store = me.repo.store(&tenant).map_err(to_status)?;
+            let roots: Vec<ObjectId> = rec.header.roots.iter().filter_map(|r| r.0).collect();
+            let missing = store.missing(&roots).map_err(to_status)?;
+            if let Some(pos) = missing.iter().position(|m| *m) {
+                return Err(Status::failed_precondition(format!(
+                    "point {} of group `{}` references {} which this receiver does not hold",
+                    rec.header.seq, rec.header.group, roots[pos]
+                )));
+            }
+            me.repo.catalog().commit_point(&rec).map_err(to_status)
+        })
+        .await?;
+        self.cycles
+            .lock()
+            .expect("cycles")
+            .insert(key, (cycle_secs, bytes_sent));
+        tracing::info!(%agent, seq, cycle_secs, bytes_sent, "point committed");
+        Ok(Response::new(pb::CommitPointResponse { seq }))
     }
 }
 
@@ -227,57 +363,8 @@ impl Replication for ReceiverService {
 
     async fn put_objects(&self, req: Request<Streaming<pb::SealedObject>>) -> Result<Response<pb::PutSummary>, Status> {
         let (agent, tenant) = self.agent(&req)?;
-        self.tenant_known(&tenant)?;
-        if self.allow.get(&agent).is_none_or(|g| g.is_empty()) {
-            return Err(Status::permission_denied(format!(
-                "agent `{agent}` may write no group on this receiver (receiver --allow {agent}=GROUP)"
-            )));
-        }
-        let store = self.repo.store(&tenant).map_err(to_status)?;
-        let mut stream = req.into_inner();
-        let mut summary = pb::PutSummary::default();
-        // Objects are checked and stored in batches: one hand-off to a blocking
-        // thread per few MiB instead of one per object.
-        let mut batch: Vec<(ObjectId, Vec<u8>)> = Vec::new();
-        let mut batch_bytes = 0usize;
-        let mut ended = false;
-        while !ended {
-            match stream.next().await {
-                Some(msg) => {
-                    let msg = msg?;
-                    let id = ObjectId::from_slice(&msg.id).map_err(|e| Status::invalid_argument(e.to_string()))?;
-                    if msg.sealed.len() > MAX_OBJECT_LEN {
-                        return Err(Status::invalid_argument(format!(
-                            "object {id} is larger than {MAX_OBJECT_LEN} bytes"
-                        )));
-                    }
-                    batch_bytes += msg.sealed.len();
-                    batch.push((id, msg.sealed));
-                    if batch_bytes < BATCH_BYTES && batch.len() < BATCH_OBJECTS {
-                        continue;
-                    }
-                }
-                None => ended = true,
-            }
-            if batch.is_empty() {
-                continue;
-            }
-            let st = store.clone();
-            let objects = std::mem::take(&mut batch);
-            batch_bytes = 0;
-            // On error nothing is abandoned store-wide: other uploads may rely on
-            // objects still pending; the store drops by itself only what it
-            // could not write, and unsynced leftovers are synced by later
-            // uploads or removed at restart.
-            let (n, new, bytes) = blocking(move || store_batch(st.as_ref(), objects)).await?;
-            summary.objects += n;
-            summary.bytes += bytes;
-            summary.already_present += n - new;
-        }
-        let s2 = store.clone();
-        blocking(move || s2.sync().map_err(to_status)).await?;
-        tracing::debug!(%agent, objects = summary.objects, bytes = summary.bytes, "objects durable");
-        Ok(Response::new(summary))
+        let r = self.put_objects_inner(req).await;
+        self.count(&tenant, &agent, r)
     }
 
     async fn commit_point(
@@ -285,48 +372,8 @@ impl Replication for ReceiverService {
         req: Request<pb::CommitPointRequest>,
     ) -> Result<Response<pb::CommitPointResponse>, Status> {
         let (agent, tenant) = self.agent(&req)?;
-        self.tenant_known(&tenant)?;
-        let raw = req.into_inner().record;
-        if raw.len() > MAX_RECORD {
-            return Err(Status::invalid_argument("point record too large"));
-        }
-        let rec: PointRecord = serde_json::from_slice(&raw)
-            .map_err(|e| Status::invalid_argument(format!("undecodable point record: {e}")))?;
-        let h = &rec.header;
-        if h.tenant != tenant {
-            return Err(Status::permission_denied(format!(
-                "agent `{agent}` of tenant `{tenant}` cannot commit for tenant `{}`",
-                h.tenant
-            )));
-        }
-        lifeline_replicator::check_name("group", &h.group).map_err(to_status)?;
-        if !self
-            .allow
-            .get(&agent)
-            .is_some_and(|gs| gs.iter().any(|g| g == &h.group))
-        {
-            return Err(Status::permission_denied(format!(
-                "agent `{agent}` may not write group `{}` (receiver --allow {agent}=GROUP)",
-                h.group
-            )));
-        }
-        let me = self.0.clone();
-        let seq = h.seq;
-        blocking(move || {
-            let store = me.repo.store(&tenant).map_err(to_status)?;
-            let roots: Vec<ObjectId> = rec.header.roots.iter().filter_map(|r| r.0).collect();
-            let missing = store.missing(&roots).map_err(to_status)?;
-            if let Some(pos) = missing.iter().position(|m| *m) {
-                return Err(Status::failed_precondition(format!(
-                    "point {} of group `{}` references {} which this receiver does not hold",
-                    rec.header.seq, rec.header.group, roots[pos]
-                )));
-            }
-            me.repo.catalog().commit_point(&rec).map_err(to_status)
-        })
-        .await?;
-        tracing::info!(%agent, seq, "point committed");
-        Ok(Response::new(pb::CommitPointResponse { seq }))
+        let r = self.commit_point_inner(req).await;
+        self.count(&tenant, &agent, r)
     }
 
     async fn list_points(
@@ -393,8 +440,24 @@ impl Replication for ReceiverService {
                         last_seq: p.header.seq,
                         last_taken_at_unix_ms: p.header.taken_at.timestamp_millis(),
                         points: 1,
+                        ..Default::default()
                     }),
                 }
+            }
+            let cycles = me.cycles.lock().expect("cycles");
+            let errors = me.errors.lock().expect("errors");
+            for g in &mut by_group {
+                if let Some((secs, bytes)) = cycles.get(&(tenant.clone(), g.group.clone())) {
+                    g.last_cycle_secs = *secs;
+                    g.last_bytes_sent = *bytes;
+                }
+                g.errors = errors
+                    .iter()
+                    .filter(|((t, agent), _)| {
+                        t == &tenant && me.allow.get(agent).is_some_and(|gs| gs.contains(&g.group))
+                    })
+                    .map(|(_, n)| *n)
+                    .sum();
             }
             Ok(by_group)
         })

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use lifeline_proto::v1 as pb;
 use lifeline_proto::v1::replication_client::ReplicationClient;
-use lifeline_replicator::{ChunkStore, Error, Keys, ObjectId, PointRecord, StoredObject, TenantRepository};
+use lifeline_replicator::{
+    ChunkStore, CycleReport, Error, Keys, ObjectId, PointRecord, StoredObject, TenantRepository,
+};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -42,12 +44,15 @@ struct Shared {
 }
 
 /// One group's replication status on a receiver.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GroupStatus {
     pub group: String,
     pub points: u64,
     pub last_seq: u64,
     pub last_taken_at: chrono::DateTime<chrono::Utc>,
+    pub last_cycle_secs: f64,
+    pub last_bytes_sent: u64,
+    pub errors: u64,
 }
 
 /// A tenant's repository on a receiver.
@@ -184,6 +189,9 @@ impl RemoteRepository {
                 points: g.points,
                 last_seq: g.last_seq,
                 last_taken_at: chrono::DateTime::from_timestamp_millis(g.last_taken_at_unix_ms).unwrap_or_default(),
+                last_cycle_secs: g.last_cycle_secs,
+                last_bytes_sent: g.last_bytes_sent,
+                errors: g.errors,
             })
             .collect())
     }
@@ -261,10 +269,12 @@ impl TenantRepository for RemoteRepository {
             })
             .collect()
     }
-    fn commit_point(&self, point: &PointRecord) -> lifeline_replicator::Result<()> {
+    fn commit_point(&self, point: &PointRecord, cycle: &CycleReport) -> lifeline_replicator::Result<()> {
         let s = &self.shared;
         s.rt.block_on(s.client.clone().commit_point(pb::CommitPointRequest {
             record: serde_json::to_vec(point).expect("serialisable"),
+            cycle_secs: cycle.elapsed_secs,
+            bytes_sent: cycle.bytes_sent,
         }))
         .map_err(|e| match e.code() {
             tonic::Code::Aborted => Error::CommitConflict {

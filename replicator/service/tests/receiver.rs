@@ -458,6 +458,7 @@ fn receiver_checks_every_call_and_never_overwrites() {
             rt,
             a.commit_point(pb::CommitPointRequest {
                 record: b"{\"header\": 12".to_vec(),
+                ..Default::default()
             }),
         ),
         Code::InvalidArgument,
@@ -469,6 +470,7 @@ fn receiver_checks_every_call_and_never_overwrites() {
             rt,
             a.commit_point(pb::CommitPointRequest {
                 record: record(&keys, "other", "g", 1, chunk),
+                ..Default::default()
             }),
         ),
         Code::PermissionDenied,
@@ -480,6 +482,7 @@ fn receiver_checks_every_call_and_never_overwrites() {
             rt,
             a.commit_point(pb::CommitPointRequest {
                 record: record(&keys, "t", "h", 1, chunk),
+                ..Default::default()
             }),
         ),
         Code::PermissionDenied,
@@ -491,6 +494,7 @@ fn receiver_checks_every_call_and_never_overwrites() {
             rt,
             a.commit_point(pb::CommitPointRequest {
                 record: record(&keys, "t", "../g", 1, chunk),
+                ..Default::default()
             }),
         ),
         Code::InvalidArgument,
@@ -512,6 +516,7 @@ fn receiver_checks_every_call_and_never_overwrites() {
             rt,
             b.commit_point(pb::CommitPointRequest {
                 record: record(&keys, "t", "g", 1, chunk),
+                ..Default::default()
             }),
         ),
         Code::PermissionDenied,
@@ -539,6 +544,7 @@ fn receiver_checks_every_call_and_never_overwrites() {
             rt,
             a.commit_point(pb::CommitPointRequest {
                 record: record(&keys, "t", "g", 1, never),
+                ..Default::default()
             }),
         ),
         Code::FailedPrecondition,
@@ -596,6 +602,7 @@ fn receiver_checks_every_call_and_never_overwrites() {
             rt,
             a.commit_point(pb::CommitPointRequest {
                 record: listed.records[0].clone(),
+                ..Default::default()
             }),
         ),
         Code::Aborted,
@@ -609,6 +616,7 @@ fn receiver_checks_every_call_and_never_overwrites() {
             rt,
             a.commit_point(pb::CommitPointRequest {
                 record: record(&keys, "t", "g", 1, root),
+                ..Default::default()
             }),
         ),
         Code::Aborted,
