@@ -1162,3 +1162,39 @@ fn status_shows_lag_cycle_bytes_and_errors_per_group() {
     run(&strs(&args)).code(EXIT_ERROR);
     assert_eq!(status()[0]["errors"], 1);
 }
+
+#[test]
+fn agent_killed_mid_cycle_then_the_next_cycle_completes() {
+    let site = Site::new(&["a@t"]);
+    let receiver = site.receiver(&["a=g"]);
+    let key = site.key("t");
+    let v = site.path("big.img");
+    write_random_file(&v, 300 * MIB, 95);
+    let c = site.client(&receiver, "a", &key);
+    let args = c.agent_args("g", &[("v", &v)], &["--once"]);
+    let mut agent = Background::spawn(&strs(&args));
+    let packs = tenant_packs_dir(&site.repo, "t");
+    let seen = poll_until(Duration::from_secs(120), || {
+        agent.try_status().is_some() || !durable_packs_in(&packs).is_empty()
+    });
+    assert!(
+        seen && agent.try_status().is_none(),
+        "no durable pack before the agent ended: {}",
+        agent.describe()
+    );
+    agent.signal("KILL");
+    agent.wait_exit(PROMPT).expect("killed agent ended");
+    assert!(c.points_json().is_empty(), "a killed cycle committed a point");
+    let arrived = pack_bytes(&site.repo, "t");
+    // The next cycle completes and sends only what had not arrived.
+    let r = c.agent_once("g", &[("v", &v)]);
+    assert!(r.stdout.contains("cycle: point 1 "), "{}", r.stdout);
+    let total = pack_bytes(&site.repo, "t");
+    assert!(
+        total < 300 * MIB + arrived / 2 + 16 * MIB,
+        "resent too much: {arrived} arrived, {total} in total"
+    );
+    let out = site.path("out.img");
+    c.restore("g", "latest", "v", &out).ok();
+    assert_same_content(&v, &out);
+}
