@@ -288,6 +288,9 @@ pub struct PointsArgs {
     pub repo: RepoArg,
     #[command(flatten)]
     pub remote: RemoteArgs,
+    /// Tenant of a local repository [default: `default`; on a receiver, the certificate's].
+    #[arg(long, value_name = "TENANT")]
+    pub tenant: Option<String>,
     /// Only this group.
     #[arg(long, value_name = "G")]
     pub group: Option<String>,

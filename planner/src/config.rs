@@ -124,6 +124,13 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The state directory: the flag, else the configuration's, else the default.
+    pub fn state_dir(&self, flag: Option<&Path>) -> PathBuf {
+        flag.map(Path::to_path_buf)
+            .or_else(|| self.state_dir.clone())
+            .unwrap_or_else(crate::state_dir::default_state_dir)
+    }
+
     /// A group's configuration.
     pub fn group(&self, name: &str) -> Option<&GroupConfig> {
         self.groups.get(name)

@@ -25,28 +25,38 @@ impl RepoTarget {
     /// Opens `repo` with the tenant's key: a local repository checks the key's
     /// fingerprint; a receiver checks it when the session opens.
     pub fn open(repo: &Path, remote: &RemoteArgs, key: &KeyFile) -> Result<(RepoTarget, Keys)> {
+        let (target, keys) = Self::open_with(repo, remote, Some(key))?;
+        Ok((target, keys.expect("a key was given")))
+    }
+
+    /// [`open`](Self::open) with an optional key (enough to list points).
+    pub fn open_with(repo: &Path, remote: &RemoteArgs, key: Option<&KeyFile>) -> Result<(RepoTarget, Option<Keys>)> {
         if !is_url(repo) {
             let r = Repository::open(repo)?;
-            let keys = r.check_key(DEFAULT_TENANT, key)?;
+            let keys = key.map(|k| r.check_key(DEFAULT_TENANT, k)).transpose()?;
             return Ok((RepoTarget::Local(r), keys));
         }
         let url = repo.to_str().expect("utf-8 url");
         if url.starts_with("http://") {
             bail!("`{url}`: receivers speak TLS only; use https://");
         }
-        let (Some(tls_dir), Some(identity)) = (&remote.tls_dir, &remote.identity) else {
-            bail!("--repo {url} is a receiver: pass --tls-dir TLSDIR and --identity NAME");
-        };
-        let keys = key.keys();
-        let r = RemoteRepository::connect(url, &TlsDir::new(tls_dir), identity, &keys)
+        let (tls_dir, identity) = remote.require(url)?;
+        let keys = key.map(|k| k.keys());
+        let r = RemoteRepository::connect_with(url, &TlsDir::new(tls_dir), identity, keys.as_ref())
             .with_context(|| format!("open a session with {url} as `{identity}`"))?;
         Ok((RepoTarget::Remote(Box::new(r)), keys))
     }
 
     /// The tenant's view.
     pub fn tenant(&self) -> Result<Box<dyn TenantRepository + '_>> {
+        self.tenant_named(None)
+    }
+
+    /// The view of tenant `name` of a local repository (default: `default`); a
+    /// receiver's tenant is the one in the client certificate.
+    pub fn tenant_named(&self, name: Option<&str>) -> Result<Box<dyn TenantRepository + '_>> {
         Ok(match self {
-            RepoTarget::Local(r) => Box::new(r.tenant(DEFAULT_TENANT)?),
+            RepoTarget::Local(r) => Box::new(r.tenant(name.unwrap_or(DEFAULT_TENANT))?),
             RepoTarget::Remote(r) => Box::new(RemoteView(r)),
         })
     }

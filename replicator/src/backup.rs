@@ -15,7 +15,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use rayon::prelude::*;
@@ -95,14 +95,6 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Seals and stores an object unless the store has it.
-    fn put(&self, kind: ObjectKind, id: &ObjectId, refs: &[ObjectId], plain: &[u8]) -> Result<()> {
-        if self.store.contains(id)? {
-            return Ok(());
-        }
-        self.put_new(kind, id, refs, plain)
-    }
-
     /// Seals and stores an object the store was found to lack.
     fn put_new(&self, kind: ObjectKind, id: &ObjectId, refs: &[ObjectId], plain: &[u8]) -> Result<()> {
         let sealed = seal_object(self.keys, kind, id, refs, plain);
@@ -152,7 +144,11 @@ impl Ctx<'_> {
         let node = SegmentNode { extents };
         let (refs, plain) = node.encode();
         let id = self.keys.node_id(&refs, &plain);
-        self.put(ObjectKind::SegmentNode, &id, &refs, &plain)?;
+        // Dedup never sends what the receiver holds, nodes included (a
+        // segment whose state was lost may well be there already).
+        if self.store.missing(std::slice::from_ref(&id))?[0] {
+            self.put_new(ObjectKind::SegmentNode, &id, &refs, &plain)?;
+        }
         Ok((Some(id), data))
     }
 
@@ -408,14 +404,4 @@ pub fn backup(repo: &dyn TenantRepository, keys: &Keys, opts: &BackupOptions) ->
         store.abandon();
     }
     result
-}
-
-/// Elapsed time formatting shared by the CLI.
-pub fn human_duration(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s < 1.0 {
-        format!("{:.0} ms", s * 1000.0)
-    } else {
-        format!("{s:.2} s")
-    }
 }

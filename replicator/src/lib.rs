@@ -34,9 +34,9 @@ mod volume;
 mod volume_hash;
 
 pub use agent_state::{AgentState, SegmentState, VolumeState};
-pub use backup::{BackupOptions, BackupSummary, Progress, backup, human_duration};
+pub use backup::{BackupOptions, BackupSummary, Progress, backup};
 pub use catalog::{Catalog, ObjectIndex, RepositoryConfig, SledCatalog, SledObjectIndex, TenantRecord};
-pub use crypto::{KeyFile, KeyWrapping, Keys, ObjectKind, SealedHeader, SealedObject, open_object, seal_object};
+pub use crypto::{KeyFile, Keys, ObjectKind, SealedHeader, SealedObject, open_object, seal_object};
 pub use error::{Error, Result};
 pub use hooks::{ThawGuard, run_hook};
 pub use object_id::ObjectId;

@@ -14,7 +14,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use rayon::prelude::*;
 
 use crate::backup::Progress;
-use crate::chunker::SegmentHasher;
+use crate::chunker::{Run, segment_hash};
 use crate::crypto::{Keys, ObjectKind};
 use crate::error::{Error, IoContext, Result};
 use crate::index::{IndexNode, SegmentNode, walk_tree};
@@ -224,7 +224,8 @@ pub(crate) fn assemble_segment(
         }
     }
     let mut pos = 0usize;
-    let mut runs: Vec<(bool, Range<usize>)> = Vec::new();
+    // The extents' runs of holes and data are the runs the backup hashed.
+    let mut runs: Vec<Run> = Vec::new();
     for (elen, id) in &node.extents {
         let elen = *elen as usize;
         match id {
@@ -243,23 +244,17 @@ pub(crate) fn assemble_segment(
         }
         let zero = id.is_none();
         match runs.last_mut() {
-            Some((z, r)) if *z == zero => r.end = pos + elen,
-            _ => runs.push((zero, pos..pos + elen)),
+            Some(r) if r.zero == zero => r.range.end = pos + elen,
+            _ => runs.push(Run {
+                zero,
+                range: pos..pos + elen,
+            }),
         }
         pos += elen;
     }
-    let mut h = SegmentHasher::default();
-    for (zero, r) in &runs {
-        if *zero {
-            h.zero_run(r.len() as u64);
-        } else {
-            h.data_run(r.len() as u64);
-            h.data(&buf[r.clone()]);
-        }
-    }
     Ok(AssembledSegment {
-        data_runs: runs.into_iter().filter(|(z, _)| !z).map(|(_, r)| r).collect(),
-        hash: h.finish(),
+        hash: segment_hash(buf, &runs),
+        data_runs: runs.into_iter().filter(|r| !r.zero).map(|r| r.range).collect(),
     })
 }
 

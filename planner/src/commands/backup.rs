@@ -43,11 +43,7 @@ pub fn run(a: &BackupArgs, config: &crate::config::Config) -> Result<ExitCode> {
         volumes,
         freeze: a.freeze.clone(),
         thaw: a.thaw.clone(),
-        state_dir: a
-            .state_dir
-            .clone()
-            .or_else(|| config.state_dir.clone())
-            .unwrap_or_else(crate::state_dir::default_state_dir),
+        state_dir: config.state_dir(a.state_dir.as_deref()),
         cancel: cancel_on_signals()?,
         progress: bar.callback(),
     };

@@ -191,11 +191,7 @@ pub fn agent(a: &AgentArgs, config: &Config) -> Result<ExitCode> {
         volumes,
         freeze: a.freeze.clone().or_else(|| group.and_then(|g| g.freeze.clone())),
         thaw: a.thaw.clone().or_else(|| group.and_then(|g| g.thaw.clone())),
-        state_dir: a
-            .state_dir
-            .clone()
-            .or_else(|| config.state_dir.clone())
-            .unwrap_or_else(crate::state_dir::default_state_dir),
+        state_dir: config.state_dir(a.state_dir.as_deref()),
         cancel: cancel.clone(),
         progress: None,
     };
@@ -316,9 +312,7 @@ fn start_control(
 }
 
 pub fn status(a: &StatusArgs) -> Result<ExitCode> {
-    let (Some(tls_dir), Some(identity)) = (&a.remote.tls_dir, &a.remote.identity) else {
-        bail!("status needs --tls-dir TLSDIR and --identity NAME to reach {}", a.repo);
-    };
+    let (tls_dir, identity) = a.remote.require(&a.repo)?;
     let repo = RemoteRepository::connect_with(&a.repo, &TlsDir::new(tls_dir), identity, None)?;
     let groups = repo.status()?;
     let now = chrono::Utc::now();

@@ -3,33 +3,18 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use lifeline_replicator::{DEFAULT_TENANT, Repository, TenantRepository};
-use lifeline_service::{RemoteRepository, TlsDir};
 use serde_json::json;
 
 use super::human_bytes;
 use crate::cli::PointsArgs;
-use crate::repo_target::is_url;
+use crate::repo_target::RepoTarget;
 
 pub fn run(a: &PointsArgs) -> Result<ExitCode> {
     let key = a.key_file.as_deref().map(super::load_key).transpose()?;
-    let (points, keys, location) = if is_url(&a.repo.repo) {
-        let url = a.repo.repo.to_str().expect("utf-8 url");
-        let (Some(tls_dir), Some(identity)) = (&a.remote.tls_dir, &a.remote.identity) else {
-            anyhow::bail!("--repo {url} is a receiver: pass --tls-dir TLSDIR and --identity NAME");
-        };
-        let keys = key.as_ref().map(|k| k.keys());
-        let r = RemoteRepository::connect_with(url, &TlsDir::new(tls_dir), identity, keys.as_ref())?;
-        (r.points(a.group.as_deref())?, keys, url.to_string())
-    } else {
-        let repo = Repository::open(&a.repo.repo)?;
-        let keys = key.as_ref().map(|k| repo.check_key(DEFAULT_TENANT, k)).transpose()?;
-        (
-            repo.points(DEFAULT_TENANT, a.group.as_deref())?,
-            keys,
-            repo.path().display().to_string(),
-        )
-    };
+    let (target, keys) = RepoTarget::open_with(&a.repo.repo, &a.remote, key.as_ref())?;
+    let repo = target.tenant_named(a.tenant.as_deref())?;
+    let points = repo.points(a.group.as_deref())?;
+    let location = repo.describe();
     let mut rows = Vec::new();
     for p in &points {
         let h = &p.header;

@@ -959,7 +959,7 @@ fn agent_gives_up_when_nothing_listens() {
     // Plain http and missing TLS flags are usage errors.
     let plain = format!("http://127.0.0.1:{port}");
     run(&["points", "--repo", &plain, "--tls-dir", s(&site.tls), "--identity", "a"])
-        .fails(EXIT_ERROR, &["is not an https://HOST:PORT address"]);
+        .fails(EXIT_ERROR, &["receivers speak TLS only"]);
     Client {
         url: plain,
         ..c.clone()

@@ -351,7 +351,6 @@ impl ChunkStore for RemoteStore {
 
     fn missing(&self, ids: &[ObjectId]) -> lifeline_replicator::Result<Vec<bool>> {
         let s = &self.shared;
-        let pending = s.pending.lock().expect("pending").clone();
         let mut out = Vec::with_capacity(ids.len());
         for batch in ids.chunks(FILTER_BATCH) {
             let resp =
@@ -367,6 +366,7 @@ impl ChunkStore for RemoteStore {
                     reason: "wrong number of entries in a missing-object mask".into(),
                 });
             }
+            let pending = s.pending.lock().expect("pending");
             out.extend(batch.iter().zip(resp.missing).map(|(id, m)| m && !pending.contains(id)));
         }
         Ok(out)

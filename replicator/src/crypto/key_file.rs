@@ -21,15 +21,6 @@ const ARGON2_T: u32 = 3;
 const ARGON2_P: u32 = 1;
 const WRAP_AAD: &[u8] = b"lifeline-key v1 wrapped master key";
 
-/// How the master key is stored in the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyWrapping {
-    /// In clear: the file's permissions protect it.
-    None,
-    /// Encrypted under a key derived from a passphrase with argon2id.
-    Passphrase,
-}
-
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeyFileJson {

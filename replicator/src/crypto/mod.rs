@@ -8,6 +8,6 @@ mod key_file;
 mod keys;
 pub(crate) mod seal;
 
-pub use key_file::{KeyFile, KeyWrapping};
+pub use key_file::KeyFile;
 pub use keys::Keys;
 pub use seal::{ObjectKind, SealedHeader, SealedObject, open_object, seal_object};

@@ -70,15 +70,14 @@ pub struct SealedHeader {
 }
 
 /// A sealed object checked for structure and trailer (not yet authenticated).
-pub struct SealedObject<'a> {
+pub struct SealedObject {
     pub header: SealedHeader,
-    bytes: &'a [u8],
 }
 
-impl<'a> SealedObject<'a> {
+impl SealedObject {
     /// Parses and checks structure and trailer hash: the no-key scrub. The error
     /// text says what is wrong; the caller names the object.
-    pub fn parse(bytes: &'a [u8]) -> Result<Self, String> {
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
         if bytes.len() > MAX_OBJECT_LEN {
             return Err(format!("{} bytes, more than the {MAX_OBJECT_LEN} allowed", bytes.len()));
         }
@@ -119,13 +118,7 @@ impl<'a> SealedObject<'a> {
                 refs,
                 header_len,
             },
-            bytes,
         })
-    }
-
-    /// Ciphertext hash: the trailer, as a receiver checks it.
-    pub fn trailer(&self) -> [u8; 32] {
-        self.bytes[self.bytes.len() - TRAILER_LEN..].try_into().expect("32")
     }
 }
 
