@@ -354,6 +354,7 @@ impl Runbook {
             sink.error(Pos { line: 1, col: 1 }, "the runbook has no steps", Some("add [[step]] tables".into()));
         }
         validate::check_steps(&rb, &mut sink);
+        sink.out.sort_by_key(|d| (d.line, d.col));
         if sink.out.is_empty() { Ok(rb) } else { Err(RunbookErrors(sink.out)) }
     }
 

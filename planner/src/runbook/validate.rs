@@ -265,11 +265,11 @@ fn report_cycles(rb: &Runbook, sink: &mut Sink) -> bool {
             .and_then(|d| rb.step(&d.value))
             .expect("a step on a cycle has a remaining dependency");
         if let Some(i) = path.iter().position(|p| *p == next.id.value) {
-            let cycle: Vec<&str> = path[i..].iter().rev().copied().chain([next.id.value.as_str()]).collect();
+            let cycle: Vec<&str> = path[i..].iter().copied().chain([next.id.value.as_str()]).collect();
             let at = rb.step(path[i]).expect("present");
             sink.error(
                 at.pos,
-                format!("dependency cycle: {}", cycle.join(" → ")),
+                format!("dependency cycle: {} (each runs after the next)", cycle.join(" → ")),
                 Some("remove one of these `after` entries".into()),
             );
             return true;
@@ -364,5 +364,6 @@ pub fn check_against(rb: &Runbook, config: &Config) -> Vec<Diagnostic> {
             _ => {}
         }
     }
+    sink.out.sort_by_key(|d| (d.line, d.col));
     sink.out
 }
