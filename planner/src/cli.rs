@@ -462,6 +462,10 @@ pub struct BenchArgs {
     /// pipeline). Default: generated sample data.
     #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
+    /// Measure the planner instead: validating and planning a 200-step runbook,
+    /// and the engine's overhead per step (persisted run state and audit log).
+    #[arg(long)]
+    pub planner: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -692,6 +692,6 @@ after = ["up"]
         let b = planned(&text, Mode::Failover);
         assert_eq!(a.steps, b.steps);
         assert_eq!(a.steps.len(), 200);
-        assert_eq!(a.levels.len(), 8);
+        assert_eq!(a.levels.len(), 9);
     }
 }
