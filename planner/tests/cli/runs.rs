@@ -25,17 +25,26 @@ fn events(stdout: &str) -> Vec<Value> {
 }
 
 fn step_status(runs: &Value, run: &str, step: &str) -> String {
-    let r = runs.as_array().unwrap().iter().find(|r| r["id"] == run).expect("run listed");
+    let r = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == run)
+        .expect("run listed");
     r["steps"][step]["status"].as_str().unwrap().to_string()
 }
 
 fn pid_alive(pid: i64) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
-        && !fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+        && !fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
 }
 
 fn kill(pid: i64) {
-    let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
 }
 
 /// A primary volume replicated by a running agent (with its control API) to a
@@ -58,7 +67,11 @@ impl Deployment {
         let volume = site.path("db.img");
         write_random_file(&volume, 6 * MIB, 7);
         let c = site.client(&receiver, "db1", &key);
-        let args = c.agent_args("shop", &[("db", &volume)], &["--interval", "1h", "--control", "127.0.0.1:0"]);
+        let args = c.agent_args(
+            "shop",
+            &[("db", &volume)],
+            &["--interval", "1h", "--control", "127.0.0.1:0"],
+        );
         let mut agent = Background::spawn(&strs(&args));
         let line = agent
             .wait_for_line(PROMPT, |l| l.starts_with("control listening on "))
@@ -222,7 +235,11 @@ fn failover_promotes_starts_checks_and_switches_then_audit_verifies() {
     assert_eq!(summary["status"], "succeeded", "{}", r.stdout);
     let run_id = summary["run"].as_str().unwrap().to_string();
     let runs = d.runs();
-    assert_eq!(step_status(&runs, &run_id, "final-sync"), "skipped", "a failover does not sync");
+    assert_eq!(
+        step_status(&runs, &run_id, "final-sync"),
+        "skipped",
+        "a failover does not sync"
+    );
     assert_eq!(step_status(&runs, &run_id, "stop-replication"), "succeeded");
     for st in ["promote", "verify", "identical", "start", "listening", "healthy", "dns"] {
         assert_eq!(step_status(&runs, &run_id, st), "succeeded", "{st}: {}", r.stdout);
@@ -230,19 +247,38 @@ fn failover_promotes_starts_checks_and_switches_then_audit_verifies() {
     assert_eq!(fs::read_to_string(&switch).unwrap(), "server secondary;\n");
     // The agent was paused through its control API.
     let st = run(&[
-        "control", "--control", &control_of(&d), "--agent", "db1", "--tls-dir", s(&d.site.tls), "--identity", "ops", "--json",
+        "control",
+        "--control",
+        &control_of(&d),
+        "--agent",
+        "db1",
+        "--tls-dir",
+        s(&d.site.tls),
+        "--identity",
+        "ops",
+        "--json",
         "status",
     ])
     .ok()
     .json();
     assert_eq!(st["paused"], true, "{st}");
     // The service outlives the run; the run recorded its pid.
-    let run = runs.as_array().unwrap().iter().find(|x| x["id"] == run_id.as_str()).unwrap().clone();
+    let run = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == run_id.as_str())
+        .unwrap()
+        .clone();
     let pid = run["processes"][0]["pid"].as_i64().unwrap();
     assert!(pid_alive(pid), "the service should keep running after the failover");
     kill(pid);
     assert_eq!(run["operator"], "ana");
     d.lifeline(&["audit", "verify"]).ok().stdout_has(&["audit log ok"]);
+    assert!(
+        d.state.join("planner/planner.pub").exists(),
+        "the planner's key is created on first use"
+    );
     let _ = d.agent.try_status();
 }
 
@@ -263,15 +299,29 @@ fn switchover_syncs_the_last_write_and_proves_zero_loss() {
     fs::write(&switch, "server primary;\n").unwrap();
     let rb = runbook(&d.site.path(""), port, &switch);
     // Written after the last point: only the final sync carries it.
-    write_random_at(&fs::OpenOptions::new().write(true).open(&d.volume).unwrap(), 5 * MIB, 4096, 99);
+    write_random_at(
+        &fs::OpenOptions::new().write(true).open(&d.volume).unwrap(),
+        5 * MIB,
+        4096,
+        99,
+    );
     let r = d.lifeline(&["switchover", s(&rb), "--json"]).ok();
     let ev = events(&r.stdout);
     let run_id = ev.last().unwrap()["run"].as_str().unwrap().to_string();
     let runs = d.runs();
-    let run = runs.as_array().unwrap().iter().find(|x| x["id"] == run_id.as_str()).unwrap().clone();
+    let run = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == run_id.as_str())
+        .unwrap()
+        .clone();
     assert_eq!(run["status"], "succeeded", "{}", r.stdout);
     assert_eq!(run["steps"]["final-sync"]["outputs"]["seq"], "2", "{run}");
-    assert_eq!(run["steps"]["promote"]["outputs"]["seq"], "2", "the final sync's point is promoted");
+    assert_eq!(
+        run["steps"]["promote"]["outputs"]["seq"], "2",
+        "the final sync's point is promoted"
+    );
     assert_eq!(run["steps"]["verify"]["outputs"]["zero_loss"], "true", "{run}");
     assert_eq!(
         fs::read(&d.volume).unwrap(),
@@ -332,7 +382,11 @@ on_failure = "rollback"
     let ev = events(&r.stdout);
     let run_id = ev.last().unwrap()["run"].as_str().unwrap().to_string();
     assert_eq!(ev.last().unwrap()["status"], "rolled_back", "{}", r.stdout);
-    assert!(ev.iter().any(|e| e["event"] == "step_retried" && e["step"] == "must-fail"), "retried first");
+    assert!(
+        ev.iter()
+            .any(|e| e["event"] == "step_retried" && e["step"] == "must-fail"),
+        "retried first"
+    );
     // Undone in reverse order of completion: the switch, then the service.
     let undone: Vec<&str> = ev
         .iter()
@@ -342,7 +396,13 @@ on_failure = "rollback"
     assert_eq!(undone, ["switch", "svc"], "{}", r.stdout);
     assert_eq!(fs::read_to_string(&switch).unwrap(), "server old;\n");
     let runs = run(&["runs", "--json", "--config", s(&config)]).ok().json();
-    let rec = runs.as_array().unwrap().iter().find(|x| x["id"] == run_id.as_str()).unwrap().clone();
+    let rec = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == run_id.as_str())
+        .unwrap()
+        .clone();
     let pid = rec["processes"][0]["pid"].as_i64().unwrap();
     assert!(!pid_alive(pid), "the service was stopped by the rollback");
     assert_eq!(rec["steps"]["must-fail"]["attempts"], 2);
@@ -395,7 +455,10 @@ after = ["gate"]
     let started = planner
         .wait_for_line(PROMPT, |l| l.contains("\"step_started\"") && l.contains("\"gate\""))
         .unwrap_or_else(|| panic!("the gate never started: {}", planner.describe()));
-    let run_id = serde_json::from_str::<Value>(&started).unwrap()["run"].as_str().unwrap().to_string();
+    let run_id = serde_json::from_str::<Value>(&started).unwrap()["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // Another shell sees the run through the control socket.
     let runs = run(&["runs", "--json", "--config", &cfg]).ok().json();
     assert_eq!(step_status(&runs, &run_id, "gate"), "running");
@@ -404,24 +467,39 @@ after = ["gate"]
     planner.signal("KILL");
     planner.wait_exit(PROMPT).expect("killed");
     // Nothing runs the run now.
-    run(&["approve", &run_id, "gate", "--config", &cfg]).fails(EXIT_ERROR, &["no planner is running", "lifeline resume"]);
+    run(&["approve", &run_id, "gate", "--config", &cfg])
+        .fails(EXIT_ERROR, &["no planner is running", "lifeline resume"]);
     let runs = run(&["runs", "--json", "--config", &cfg]).ok().json();
     let svc_pid = runs[0]["processes"][0]["pid"].as_i64().unwrap();
     let mut resumed = Background::spawn(&["resume", &run_id, "--config", &cfg, "--json"]);
     resumed
         .wait_for_line(PROMPT, |l| l.contains("\"step_started\"") && l.contains("\"gate\""))
         .unwrap_or_else(|| panic!("the gate did not start again: {}", resumed.describe()));
-    run(&["approve", &run_id, "gate", "--config", &cfg, "--operator", "bob"]).ok().stdout_has(&["approved by bob"]);
+    run(&["approve", &run_id, "gate", "--config", &cfg, "--operator", "bob"])
+        .ok()
+        .stdout_has(&["approved by bob"]);
     let r = resumed.finish(PROMPT).ok();
     let ev = events(&r.stdout);
     assert_eq!(ev.last().unwrap()["status"], "succeeded", "{}", r.stdout);
-    assert!(!ev.iter().any(|e| e["event"] == "step_started" && (e["step"] == "svc" || e["step"] == "once")), "finished steps ran again: {}", r.stdout);
+    assert!(
+        !ev.iter()
+            .any(|e| e["event"] == "step_started" && (e["step"] == "svc" || e["step"] == "once")),
+        "finished steps ran again: {}",
+        r.stdout
+    );
     assert_eq!(fs::read_to_string(&marker).unwrap(), "x\n", "`once` ran once");
     assert_eq!(fs::read_to_string(&switch).unwrap(), "server new;\n");
     let runs = run(&["runs", "--json", "--config", &cfg]).ok().json();
-    assert_eq!(runs[0]["approvals"]["gate"].as_str().unwrap().split(' ').next(), Some("bob"));
+    assert_eq!(
+        runs[0]["approvals"]["gate"].as_str().unwrap().split(' ').next(),
+        Some("bob")
+    );
     assert_eq!(runs[0]["resumes"], 1);
-    assert_eq!(runs[0]["processes"][0]["pid"].as_i64().unwrap(), svc_pid, "the service was not started twice");
+    assert_eq!(
+        runs[0]["processes"][0]["pid"].as_i64().unwrap(),
+        svc_pid,
+        "the service was not started twice"
+    );
     kill(svc_pid);
     // The audit chain covers both planner processes and verifies.
     run(&["audit", "verify", "--config", &cfg]).ok();
@@ -431,5 +509,7 @@ after = ["gate"]
     let edited = audit.replacen("bob", "eve", 1);
     assert_ne!(edited, audit);
     fs::write(dir.path().join("state/planner/audit.jsonl"), edited).unwrap();
-    run(&["audit", "verify", "--config", &cfg]).code(EXIT_CHECK_FAILED).stdout_has(&["DAMAGED"]);
+    run(&["audit", "verify", "--config", &cfg])
+        .code(EXIT_CHECK_FAILED)
+        .stdout_has(&["DAMAGED"]);
 }
