@@ -513,3 +513,116 @@ after = ["gate"]
         .code(EXIT_CHECK_FAILED)
         .stdout_has(&["DAMAGED"]);
 }
+
+#[test]
+fn timeouts_fail_a_step_continue_skips_its_dependents_and_abort_stops_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = local_config(dir.path());
+    let rb = dir.path().join("rb.toml");
+    fs::write(
+        &rb,
+        r#"[runbook]
+name = "abort"
+group = "app"
+[[step]]
+id = "slow"
+action = "check.command"
+command = "sleep"
+args = ["30"]
+timeout = "300ms"
+on_failure = "continue"
+[[step]]
+id = "after-slow"
+action = "wait"
+duration = "1ms"
+after = ["slow"]
+[[step]]
+id = "svc"
+action = "service.start"
+command = "sleep"
+args = ["600"]
+[[step]]
+id = "gate"
+action = "approval"
+after = ["svc", "slow"]
+[[step]]
+id = "never"
+action = "wait"
+duration = "1ms"
+after = ["gate"]
+"#,
+    )
+    .unwrap();
+    let cfg = s(&config).to_string();
+    let mut planner = Background::spawn(&["failover", s(&rb), "--config", &cfg, "--json"]);
+    // `slow` fails at its timeout but continues, so `gate` (which needs `slow`) is skipped too...
+    let line = planner
+        .wait_for_line(PROMPT, |l| l.contains("\"step_failed\"") && l.contains("\"slow\""))
+        .unwrap_or_else(|| panic!("no timeout: {}", planner.describe()));
+    assert!(line.contains("timed out after 300ms"), "{line}");
+    let run_id = serde_json::from_str::<Value>(&line).unwrap()["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = planner.finish(PROMPT);
+    let ev = events(&r.stdout);
+    let skipped: Vec<&str> = ev
+        .iter()
+        .filter(|e| e["event"] == "step_skipped")
+        .map(|e| e["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(skipped, ["after-slow", "gate", "never"], "{}", r.stdout);
+    assert_eq!(ev.last().unwrap()["status"], "failed");
+    assert_eq!(r.code, Some(EXIT_CHECK_FAILED));
+    let runs = run(&["runs", "--json", "--config", &cfg]).ok().json();
+    assert_eq!(
+        step_status(&runs, &run_id, "svc"),
+        "succeeded",
+        "independent steps go on"
+    );
+    kill(runs[0]["processes"][0]["pid"].as_i64().unwrap());
+
+    // Abort from another shell: the waiting run stops and its service is stopped.
+    let rb2 = dir.path().join("rb2.toml");
+    fs::write(
+        &rb2,
+        r#"[runbook]
+name = "abort"
+group = "app"
+[[step]]
+id = "svc"
+action = "service.start"
+command = "sleep"
+args = ["600"]
+[[step]]
+id = "gate"
+action = "approval"
+after = ["svc"]
+"#,
+    )
+    .unwrap();
+    let mut planner = Background::spawn(&["failover", s(&rb2), "--config", &cfg, "--json"]);
+    let line = planner
+        .wait_for_line(PROMPT, |l| l.contains("\"step_started\"") && l.contains("\"gate\""))
+        .unwrap_or_else(|| panic!("the gate never started: {}", planner.describe()));
+    let run_id = serde_json::from_str::<Value>(&line).unwrap()["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    run(&["abort", &run_id, "--config", &cfg, "--operator", "cy"])
+        .ok()
+        .stdout_has(&["abort requested by cy"]);
+    let r = planner.finish(PROMPT).code(EXIT_CHECK_FAILED);
+    assert_eq!(events(&r.stdout).last().unwrap()["status"], "aborted", "{}", r.stdout);
+    let runs = run(&["runs", "--json", "--config", &cfg]).ok().json();
+    let rec = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == run_id.as_str())
+        .unwrap();
+    let pid = rec["processes"][0]["pid"].as_i64().unwrap();
+    assert!(!pid_alive(pid), "abort stops the processes the run started");
+    run(&["abort", &run_id, "--config", &cfg]).fails(EXIT_ERROR, &["has finished"]);
+    run(&["audit", "verify", "--config", &cfg]).ok();
+}
