@@ -68,6 +68,15 @@ pub enum Command {
     /// The planner's audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// A test failover into a sandbox while production and replication go on:
+    /// measures the RPO and RTO achieved and writes a signed report.
+    Drill(DrillArgs),
+    /// Drill reports: verify one, list them over time.
+    #[command(subcommand)]
+    Report(ReportCommand),
+    /// The planner's signing key.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Test environments (for rehearsals and tests).
     #[command(subcommand, hide = true)]
     Testbed(TestbedCommand),
@@ -149,6 +158,61 @@ pub struct AbortArgs {
     pub run: String,
     #[command(flatten)]
     pub planner: PlannerArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DrillArgs {
+    /// The runbook file.
+    pub runbook: PathBuf,
+    /// `latest`, a seq, or an RFC 3339 time.
+    #[arg(long, value_name = "latest|SEQ|TIME")]
+    pub point: Option<String>,
+    /// Where reports go (a directory per drill) [default: ./lifeline-reports].
+    #[arg(long, value_name = "DIR", default_value = "lifeline-reports")]
+    pub report_dir: PathBuf,
+    /// Leave the sandbox (volumes, logs) for inspection; its processes are stopped anyway.
+    #[arg(long)]
+    pub keep: bool,
+    #[command(flatten)]
+    pub planner: PlannerArgs,
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub parallel: usize,
+    /// Print a JSON event per line, then the report's summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReportCommand {
+    /// Check a report against the signer's public key: any edit of report.json,
+    /// report.html, report.xml or manifest.json is found and named.
+    Verify {
+        /// The report directory, or its report.json.
+        path: PathBuf,
+        /// Public key to trust (from `lifeline keys show-signer`) [default: the planner's own in the state directory].
+        #[arg(long, value_name = "FILE")]
+        pubkey: Option<PathBuf>,
+        #[command(flatten)]
+        planner: PlannerArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drills over time: achieved RPO/RTO trend, each group's last passing drill, overdue groups.
+    List {
+        #[command(flatten)]
+        planner: PlannerArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Print the planner's public key (hex), to hand to auditors for `report verify --pubkey`.
+    ShowSigner {
+        #[command(flatten)]
+        planner: PlannerArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -20,6 +20,7 @@ pub const RUN_RECORD_VERSION: u32 = 1;
 
 pub struct PlannerCatalog {
     runs: sled::Tree,
+    drills: sled::Tree,
     db: sled::Db,
     dir: PathBuf,
 }
@@ -63,7 +64,10 @@ impl PlannerCatalog {
         let runs = db
             .open_tree("runs")
             .context("open the runs tree of the planner catalog")?;
-        Ok(PlannerCatalog { runs, db, dir })
+        let drills = db
+            .open_tree("drills")
+            .context("open the drills tree of the planner catalog")?;
+        Ok(PlannerCatalog { runs, drills, db, dir })
     }
 
     pub fn dir(&self) -> &Path {
@@ -95,6 +99,47 @@ impl PlannerCatalog {
             out.push(decode(&v, &String::from_utf8_lossy(&k))?);
         }
         out.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+        Ok(out)
+    }
+}
+
+/// One drill, for `lifeline report list` (JSON, `"version": 1`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct DrillSummary {
+    pub version: u32,
+    pub id: String,
+    pub group: String,
+    pub runbook: String,
+    pub disaster_at: String,
+    pub rpo_secs: Option<f64>,
+    pub rto_secs: Option<f64>,
+    pub rpo_objective_secs: Option<f64>,
+    pub rto_objective_secs: Option<f64>,
+    pub verdict: crate::report::Verdict,
+    pub report_dir: PathBuf,
+    pub next_drill_due: String,
+}
+
+impl PlannerCatalog {
+    pub fn save_drill(&self, d: &DrillSummary) -> Result<()> {
+        self.drills
+            .insert(d.id.as_bytes(), serde_json::to_vec(d).expect("serialisable"))
+            .context("save a drill summary")?;
+        self.db.flush().context("flush the planner catalog")?;
+        Ok(())
+    }
+
+    /// Every drill, oldest first.
+    pub fn drills(&self) -> Result<Vec<DrillSummary>> {
+        let mut out: Vec<DrillSummary> = Vec::new();
+        for kv in self.drills.iter() {
+            let (k, v) = kv.context("read the planner catalog")?;
+            out.push(
+                serde_json::from_slice(&v)
+                    .with_context(|| format!("drill summary {} is damaged", String::from_utf8_lossy(&k)))?,
+            );
+        }
+        out.sort_by(|a, b| a.disaster_at.cmp(&b.disaster_at));
         Ok(out)
     }
 }

@@ -3,6 +3,7 @@
 
 mod backup;
 mod bench;
+mod drill;
 mod key;
 mod net;
 mod points;
@@ -47,6 +48,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Audit(crate::cli::AuditCommand::Verify { planner, json }) => {
             run::audit_verify(&planner, json, &config)
         }
+        Command::Drill(a) => drill::run(&a, cli.config.as_deref()),
+        Command::Report(crate::cli::ReportCommand::Verify {
+            path,
+            pubkey,
+            planner,
+            json,
+        }) => drill::verify(&path, pubkey.as_deref(), &planner, json, &config),
+        Command::Report(crate::cli::ReportCommand::List { planner, json }) => drill::list(&planner, json, &config),
+        Command::Keys(crate::cli::KeysCommand::ShowSigner { planner }) => drill::show_signer(&planner, &config),
         Command::Testbed(crate::cli::TestbedCommand::Proxy {
             listen,
             upstream,

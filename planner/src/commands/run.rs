@@ -60,7 +60,7 @@ pub fn plan_cmd(a: &PlanArgs, config: &Config) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn state_dir(config: &Config, a: &PlannerArgs) -> PathBuf {
+pub(crate) fn state_dir(config: &Config, a: &PlannerArgs) -> PathBuf {
     config.state_dir(a.state_dir.as_deref())
 }
 
@@ -72,7 +72,7 @@ fn who(a: &PlannerArgs) -> String {
     }
 }
 
-fn new_run_id(mode: Mode) -> String {
+pub(crate) fn new_run_id(mode: Mode) -> String {
     let mut r = [0u8; 3];
     let _ = getrandom::fill(&mut r);
     format!(
@@ -174,6 +174,36 @@ fn execute(
     json: bool,
     resumed: bool,
 ) -> Result<ExitCode> {
+    let (status, shared, plan) = execute_run(record, p, config, catalog, audit, planner, parallel, json, resumed)?;
+    let rec = shared.record.lock().expect("record").clone();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "summary", "run": rec.id, "status": rec.status, "audit_head": rec.audit_head})
+        );
+    } else {
+        print_summary(&rec, &plan);
+    }
+    Ok(match status {
+        RunStatus::Succeeded => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    })
+}
+
+/// Runs a plan to its end with the control socket, signals and progress display;
+/// returns the final status and the run's shared state (catalog, audit, record).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn execute_run(
+    record: RunRecord,
+    p: Plan,
+    config: Config,
+    catalog: PlannerCatalog,
+    audit: AuditLog,
+    planner: &PlannerArgs,
+    parallel: usize,
+    json: bool,
+    resumed: bool,
+) -> Result<(RunStatus, Arc<Shared>, Arc<Plan>)> {
     let id = record.id.clone();
     let socket = catalog.dir().join("control.sock");
     let display = Display::new(json, &id);
@@ -217,7 +247,11 @@ fn execute(
                 None,
                 Some(format!(
                     "{} of group {} with runbook {} ({}), digest {}",
-                    plan.mode, plan.direction.group, plan.runbook, plan.file.display(), plan.digest
+                    plan.mode,
+                    plan.direction.group,
+                    plan.runbook,
+                    plan.file.display(),
+                    plan.digest
                 )),
                 None,
                 |_| {},
@@ -247,19 +281,7 @@ fn execute(
     })?;
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     display.finish();
-    let rec = shared.record.lock().expect("record").clone();
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"event": "summary", "run": rec.id, "status": rec.status, "audit_head": rec.audit_head})
-        );
-    } else {
-        print_summary(&rec, &plan);
-    }
-    Ok(match status {
-        RunStatus::Succeeded => ExitCode::SUCCESS,
-        _ => ExitCode::from(1),
-    })
+    Ok((status, shared, plan))
 }
 
 fn print_summary(rec: &RunRecord, plan: &Plan) {

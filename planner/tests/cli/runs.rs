@@ -60,6 +60,10 @@ struct Deployment {
 
 impl Deployment {
     fn new() -> Deployment {
+        Self::with_interval("1h")
+    }
+
+    fn with_interval(interval: &str) -> Deployment {
         let site = Site::new(&["db1@acme", "planner@acme"]);
         certs(&site.ca, &site.tls, false, &[], &["ops"]).ok();
         let receiver = site.receiver(&["db1=shop"]);
@@ -625,4 +629,150 @@ after = ["svc"]
     assert!(!pid_alive(pid), "abort stops the processes the run started");
     run(&["abort", &run_id, "--config", &cfg]).fails(EXIT_ERROR, &["has finished"]);
     run(&["audit", "verify", "--config", &cfg]).ok();
+}
+
+#[test]
+fn drill_measures_rpo_and_rto_in_a_sandbox_while_replication_goes_on_and_signs_its_report() {
+    let d = Deployment::with_interval("1s");
+    let port = free_port();
+    let switch = d.site.path("upstream.conf");
+    fs::write(&switch, "server primary;\n").unwrap();
+    let rb = d.site.path("drill.toml");
+    fs::write(
+        &rb,
+        format!(
+            r#"[runbook]
+name = "shop-drill"
+group = "shop"
+[runbook.ports]
+web = {port}
+[[step]]
+id = "stop-replication"
+action = "replication.stop"
+[[step]]
+id = "promote"
+action = "volume.promote"
+after = ["stop-replication"]
+[[step]]
+id = "verify"
+action = "check.volume"
+volume = "db"
+after = ["promote"]
+[[step]]
+id = "start"
+action = "service.start"
+command = "python3"
+args = ["-m", "http.server", "${{ports.web}}", "--bind", "127.0.0.1"]
+after = ["verify"]
+[[step]]
+id = "healthy"
+action = "check.http"
+url = "http://127.0.0.1:${{ports.web}}/"
+body_contains = "volumes/"
+timeout = "20s"
+after = ["start"]
+[[step]]
+id = "dns"
+action = "traffic.switch"
+file = "{f}"
+replace = "primary"
+with = "secondary"
+after = ["healthy"]
+drill = {{ file = "${{run.dir}}/upstream.conf", content = "server sandbox;\n" }}
+"#,
+            f = s(&switch)
+        ),
+    )
+    .unwrap();
+    let reports = d.site.path("reports");
+    let r = run_env(
+        &[
+            "drill",
+            s(&rb),
+            "--config",
+            s(&d.config),
+            "--report-dir",
+            s(&reports),
+            "--json",
+            "--operator",
+            "ana",
+        ],
+        &[("LIFELINE_DRILL_LAG_MS", "200")],
+    )
+    .ok();
+    let summary = events(&r.stdout)
+        .into_iter()
+        .find(|e| e["event"] == "drill_report")
+        .expect("summary");
+    let dir = PathBuf::from(summary["report_dir"].as_str().unwrap());
+    let report: Value = serde_json::from_slice(&fs::read(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["schema"], "lifeline.drill-report");
+    assert_ne!(report["verdict"], "failed", "{report:#}");
+    let rpo = report["achieved"]["rpo_secs"].as_f64().unwrap();
+    let rto = report["achieved"]["rto_secs"].as_f64().unwrap();
+    assert!(rpo > 0.0 && rpo < 60.0, "rpo {rpo}");
+    assert!(rto > 0.0 && rto < 60.0, "rto {rto}");
+    assert_eq!(report["steps"].as_array().unwrap().len(), 6);
+    assert_eq!(report["checks"].as_array().unwrap().len(), 2);
+    assert_eq!(report["operator"], "ana");
+    // Production untouched: the real file, the agent still replicating.
+    assert_eq!(fs::read_to_string(&switch).unwrap(), "server primary;\n");
+    let st = run(&[
+        "control",
+        "--control",
+        &control_of(&d),
+        "--agent",
+        "db1",
+        "--tls-dir",
+        s(&d.site.tls),
+        "--identity",
+        "ops",
+        "--json",
+        "status",
+    ])
+    .ok()
+    .json();
+    assert_eq!(st["paused"], false, "a drill never pauses replication: {st}");
+    let lag = &report["replication_lag"];
+    assert!(lag["before_secs"].is_number(), "{lag}");
+    // The sandbox is gone, and so is its service.
+    let sandbox = PathBuf::from(report["environment"]["sandbox"].as_str().unwrap());
+    assert!(!sandbox.exists(), "sandbox left behind");
+    assert!(
+        TcpListener::bind((
+            "127.0.0.1",
+            report["environment"]["ports"]["web"].as_u64().unwrap() as u16
+        ))
+        .is_ok()
+    );
+    for f in ["report.json", "report.html", "report.xml", "manifest.json"] {
+        assert!(dir.join(f).exists(), "{f}");
+    }
+    let xml = fs::read_to_string(dir.join("report.xml")).unwrap();
+    assert!(xml.contains("<testsuites") && xml.contains("objective RPO"), "{xml}");
+    // The auditor's key, then verification; any edit is caught and named.
+    let signer = d.lifeline(&["keys", "show-signer"]).ok().stdout.trim().to_string();
+    let pubkey = d.site.path("signer.pub");
+    fs::write(&pubkey, &signer).unwrap();
+    run(&["report", "verify", s(&dir), "--pubkey", s(&pubkey)])
+        .ok()
+        .stdout_has(&["ok"]);
+    let html = fs::read_to_string(dir.join("report.html")).unwrap();
+    fs::write(dir.join("report.html"), html.replacen("PASSED", "PASSED!", 1)).unwrap();
+    run(&["report", "verify", s(&dir.join("report.json")), "--pubkey", s(&pubkey)])
+        .code(EXIT_CHECK_FAILED)
+        .stdout_has(&["report.html was modified"]);
+    fs::write(dir.join("report.html"), html).unwrap();
+    let other = d.site.path("other.pub");
+    fs::write(&other, "11".repeat(32)).unwrap();
+    run(&["report", "verify", s(&dir), "--pubkey", s(&other)])
+        .code(EXIT_CHECK_FAILED)
+        .stdout_has(&["signature does not verify"]);
+    let list = d.lifeline(&["report", "list"]).ok();
+    assert!(
+        list.stdout.contains(report["drill_id"].as_str().unwrap()) && list.stdout.contains("last passing drill"),
+        "{}",
+        list.stdout
+    );
+    d.lifeline(&["audit", "verify"]).ok();
 }

@@ -1,0 +1,462 @@
+//! Drills: a test failover from a recovery point into a sandbox while production
+//! and replication carry on. The drill declares a disaster instant T0, plans the
+//! runbook in drill mode with its ports rebound to free ones and its volumes
+//! promoted into the sandbox (the run's directory), runs it with the engine,
+//! watches the group's replication lag on the receiver before, during and after,
+//! then measures RPO (T0 − `taken_at` of the point used) and RTO (T0 → every
+//! check green), tears the sandbox down (unless `--keep`) and writes the signed
+//! report (see [`crate::report`]).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+
+use crate::audit::AuditLog;
+use crate::cli::PlannerArgs;
+use crate::config::Config;
+use crate::engine::{RunRecord, RunStatus, StepStatus};
+use crate::plan::{self, Plan, PlanOptions};
+use crate::report::{self, DrillReport};
+use crate::run_catalog::{DrillSummary, PlannerCatalog, planner_dir};
+use crate::runbook::actions::Mode;
+
+/// What to drill and where the report goes.
+pub struct DrillOptions {
+    pub runbook: PathBuf,
+    pub point: Option<String>,
+    pub report_dir: PathBuf,
+    pub keep: bool,
+    pub planner: PlannerArgs,
+    pub parallel: usize,
+    pub json: bool,
+    /// Time between two lag samples.
+    pub lag_every: Duration,
+}
+
+/// What a drill produced.
+pub struct DrillOutcome {
+    pub report: DrillReport,
+    pub report_dir: PathBuf,
+    pub status: RunStatus,
+    pub sandbox: PathBuf,
+}
+
+fn secs_of(d: &str) -> Option<f64> {
+    crate::runbook::parse_duration(d).ok().map(|d| d.as_secs_f64())
+}
+
+fn parse_time(t: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(t).ok().map(|t| t.with_timezone(&Utc))
+}
+
+/// Free loopback ports for the runbook's ports (nothing collides with production).
+fn free_ports(names: impl Iterator<Item = String>) -> Result<BTreeMap<String, u16>> {
+    let mut held = Vec::new();
+    let mut out = BTreeMap::new();
+    for n in names {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").context("find a free port for the sandbox")?;
+        out.insert(n, l.local_addr()?.port());
+        held.push(l); // hold each until all are chosen, so none repeats
+    }
+    Ok(out)
+}
+
+/// Samples the group's replication lag on its receiver in the background.
+struct LagWatch {
+    /// Samples with their absolute instant (made relative to T0 at the end).
+    samples: Arc<Mutex<Vec<(DateTime<Utc>, report::LagSample)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    unavailable: Option<String>,
+}
+
+impl LagWatch {
+    fn start(config: &Config, group: &str, every: Duration) -> LagWatch {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (Some(url), Some(tls)) = (config.receiver_of(group).map(String::from), config.tls.clone()) else {
+            return LagWatch {
+                samples,
+                stop,
+                thread: None,
+                unavailable: Some("the group's secondary site has no receiver URL or [tls] is not set".into()),
+            };
+        };
+        let Some(identity) = tls.identity.clone() else {
+            return LagWatch {
+                samples,
+                stop,
+                thread: None,
+                unavailable: Some("[tls] identity is not set".into()),
+            };
+        };
+        let sample = {
+            let group = group.to_string();
+            move |remote: &lifeline_service::RemoteRepository| -> Option<(DateTime<Utc>, report::LagSample)> {
+                let st = remote.status().ok()?;
+                let g = st.into_iter().find(|g| g.group == group)?;
+                let now = Utc::now();
+                let taken = g.last_taken_at;
+                Some((
+                    now,
+                    report::LagSample {
+                        at_secs: 0.0,
+                        lag_secs: (now - taken).num_milliseconds() as f64 / 1000.0,
+                        last_seq: g.last_seq,
+                        last_cycle_secs: g.last_cycle_secs,
+                    },
+                ))
+            }
+        };
+        let remote = match lifeline_service::RemoteRepository::connect_with(
+            &url,
+            &lifeline_service::TlsDir::new(&tls.dir),
+            &identity,
+            None,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                return LagWatch {
+                    samples,
+                    stop,
+                    thread: None,
+                    unavailable: Some(format!("cannot reach {url}: {e}")),
+                };
+            }
+        };
+        if let Some(s) = sample(&remote) {
+            samples.lock().expect("samples").push(s);
+        }
+        let (s2, stop2) = (samples.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                let deadline = std::time::Instant::now() + every;
+                while std::time::Instant::now() < deadline && !stop2.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                if let Some(s) = sample(&remote) {
+                    s2.lock().expect("samples").push(s);
+                }
+            }
+        });
+        LagWatch {
+            samples,
+            stop,
+            thread: Some(thread),
+            unavailable: None,
+        }
+    }
+
+    fn finish(mut self, t0: DateTime<Utc>, t_end: f64, rpo: Option<f64>) -> report::ReplicationLag {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let samples: Vec<report::LagSample> = self
+            .samples
+            .lock()
+            .expect("samples")
+            .iter()
+            .map(|(at, s)| report::LagSample {
+                at_secs: (*at - t0).num_milliseconds() as f64 / 1000.0,
+                ..s.clone()
+            })
+            .collect();
+        if let Some(why) = self.unavailable {
+            return report::ReplicationLag {
+                unavailable: Some(why),
+                ..Default::default()
+            };
+        }
+        let before = samples.iter().rev().find(|s| s.at_secs <= 0.0).map(|s| s.lag_secs);
+        let during: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.at_secs > 0.0 && s.at_secs <= t_end)
+            .map(|s| s.lag_secs)
+            .collect();
+        let after = samples.last().filter(|s| s.at_secs >= t_end).map(|s| s.lag_secs);
+        let max_during = during
+            .iter()
+            .copied()
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+        let first_seq = samples.first().map(|s| s.last_seq).unwrap_or(0);
+        let last_seq = samples.last().map(|s| s.last_seq).unwrap_or(0);
+        let exceeded = rpo.is_some_and(|o| samples.iter().any(|s| s.lag_secs > o));
+        report::ReplicationLag {
+            before_secs: before,
+            max_during_secs: max_during,
+            after_secs: after,
+            points_during: last_seq.saturating_sub(first_seq),
+            exceeded_rpo: exceeded,
+            samples,
+            unavailable: if before.is_none() && during.is_empty() {
+                Some("the receiver reported no point of the group".into())
+            } else {
+                None
+            },
+        }
+    }
+}
+
+/// Runs a drill and writes its report.
+pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result<DrillOutcome> {
+    let (config, config_file, config_text) = Config::load_with_text(config_flag)?;
+    let text = std::fs::read_to_string(&opts.runbook)
+        .with_context(|| format!("read runbook {} (check the path)", opts.runbook.display()))?;
+    let rb = crate::commands::run::load_checked(&opts.runbook, Some(&text), &config)?;
+    let group = config.group(&rb.group.value).cloned().unwrap_or_default();
+    let objectives = report::Objectives {
+        rpo_secs: group.rpo.as_deref().and_then(secs_of),
+        rto_secs: group.rto.as_deref().and_then(secs_of),
+    };
+    let interval = group
+        .drill_interval
+        .as_deref()
+        .map(|d| crate::runbook::parse_duration(d).map_err(anyhow::Error::msg))
+        .transpose()
+        .context("drill_interval of the group")?
+        .unwrap_or(Duration::from_secs(30 * 86_400));
+    let state = crate::commands::run::state_dir(&config, &opts.planner);
+    let catalog = PlannerCatalog::open(&state)?;
+    let audit = AuditLog::open(catalog.dir())?;
+    let key = crate::audit::signing_key(catalog.dir())?;
+    let id = crate::commands::run::new_run_id(Mode::Drill);
+    let sandbox = planner_dir(&state).join("runs").join(&id);
+    std::fs::create_dir_all(&sandbox).with_context(|| format!("create the sandbox {}", sandbox.display()))?;
+    let ports = free_ports(rb.ports.keys().cloned())?;
+    let p: Plan = plan::plan(
+        &rb,
+        &config,
+        &PlanOptions {
+            mode: Mode::Drill,
+            point: opts.point.clone(),
+            run_id: id.clone(),
+            run_dir: sandbox.clone(),
+            ports,
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    std::fs::write(sandbox.join("plan.txt"), plan::render_text(&p))?;
+    let record = crate::engine::new_record(&p, text, config_file, config_text, opts.planner.operator.clone());
+    // T0: the simulated disaster. The lag watch takes its "before" sample first.
+    let watch = LagWatch::start(&config, &rb.group.value, opts.lag_every);
+    let t0 = Utc::now();
+    let (status, shared, plan) = crate::commands::run::execute_run(
+        record,
+        p,
+        config.clone(),
+        catalog,
+        audit,
+        &opts.planner,
+        opts.parallel,
+        opts.json,
+        false,
+    )?;
+    let t_end = (Utc::now() - t0).num_milliseconds() as f64 / 1000.0;
+    let lag = watch.finish(t0, t_end, objectives.rpo_secs);
+    let rec: RunRecord = shared.record.lock().expect("record").clone();
+
+    // The sandbox goes, whatever happened (its processes first).
+    let mut torn_down = Vec::new();
+    for p in rec.processes.iter().filter(|p| !p.stopped) {
+        match crate::engine::process::stop(p, Duration::from_secs(10), None) {
+            Ok(()) => torn_down.push(format!("stopped process {} of step {}", p.pid, p.step)),
+            Err(e) => torn_down.push(format!("{e:#}")),
+        }
+    }
+
+    let rel = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(parse_time)
+            .map(|x| (x - t0).num_milliseconds() as f64 / 1000.0)
+    };
+    let mut steps = Vec::new();
+    let mut checks = Vec::new();
+    let mut all_checks_green = true;
+    let mut last_check_end: Option<f64> = None;
+    for id in plan.levels.iter().flatten() {
+        let ps = plan.step(id).expect("planned");
+        let s = &rec.steps[id];
+        let excerpt: String = s
+            .error
+            .clone()
+            .or(s.note.clone())
+            .or_else(|| (!s.outputs.is_empty()).then(|| format!("{:?}", s.outputs)))
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect();
+        steps.push(report::StepTiming {
+            id: id.clone(),
+            action: ps.action.clone(),
+            status: s.status.as_str().into(),
+            start_secs: rel(&s.started_at),
+            end_secs: rel(&s.ended_at),
+            started_at: s.started_at.clone(),
+            ended_at: s.ended_at.clone(),
+            excerpt,
+        });
+        if ps.action.starts_with("check.") && s.status != StepStatus::Skipped {
+            let passed = s.status == StepStatus::Succeeded;
+            all_checks_green &= passed;
+            if passed {
+                last_check_end = match (last_check_end, rel(&s.ended_at)) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            let mut evidence = s.outputs.clone();
+            for (k, v) in &ps.params {
+                evidence.entry(format!("param.{k}")).or_insert_with(|| v.to_string());
+            }
+            checks.push(report::CheckEvidence {
+                step: id.clone(),
+                action: ps.action.clone(),
+                passed,
+                evidence,
+            });
+        }
+    }
+    let promoted = plan
+        .steps
+        .iter()
+        .filter(|s| s.action == "volume.promote")
+        .filter_map(|s| rec.steps.get(&s.id))
+        .find(|s| s.status == StepStatus::Succeeded)
+        .map(|s| s.outputs.clone());
+    let point = promoted.as_ref().and_then(|o| {
+        Some(report::PointRef {
+            seq: o.get("seq")?.parse().ok()?,
+            taken_at: o.get("taken_at")?.clone(),
+        })
+    });
+    let volumes = promoted
+        .as_ref()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| {
+                    let name = k.strip_prefix("path.")?;
+                    Some(report::VolumeEvidence {
+                        name: name.into(),
+                        path: v.clone(),
+                        point_hash: o.get(&format!("hash.{name}")).cloned().unwrap_or_default(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let rpo = point
+        .as_ref()
+        .and_then(|p| parse_time(&p.taken_at))
+        .map(|t| (t0 - t).num_milliseconds() as f64 / 1000.0);
+    let rto = if status == RunStatus::Succeeded && all_checks_green {
+        if checks.is_empty() { Some(t_end) } else { last_check_end }
+    } else {
+        None
+    };
+    let achieved = report::Achieved {
+        rpo_secs: rpo,
+        rto_secs: rto,
+        data_loss: None,
+    };
+    let (verdict, reasons) = report::verdict(
+        status == RunStatus::Succeeded,
+        &objectives,
+        &achieved,
+        &lag,
+        checks.len(),
+    );
+    let next_due = t0 + chrono::Duration::from_std(interval).unwrap_or_default();
+    let mut report = DrillReport {
+        schema: report::SCHEMA.into(),
+        version: report::SCHEMA_VERSION,
+        drill_id: id.clone(),
+        runbook: report::RunbookRef {
+            name: plan.runbook.clone(),
+            file: plan.file.display().to_string(),
+            digest: plan.digest.clone(),
+        },
+        group: plan.direction.group.clone(),
+        tenant: plan.direction.tenant.clone(),
+        disaster_at: t0.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        point,
+        objectives,
+        achieved,
+        verdict,
+        reasons,
+        steps,
+        checks,
+        volumes,
+        replication_lag: lag,
+        environment: report::Environment {
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap_or_default()
+                .trim()
+                .into(),
+            os: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|r| format!("Linux {}", r.trim()))
+                .unwrap_or_else(|_| std::env::consts::OS.into()),
+            lifeline_version: env!("CARGO_PKG_VERSION").into(),
+            sandbox: sandbox.display().to_string(),
+            ports: plan.ports.clone(),
+        },
+        operator: opts.planner.operator.clone(),
+        user: crate::audit::os_user(),
+        sign_off: report::SignOff {
+            prepared_by: format!(
+                "lifeline drill ({})",
+                opts.planner.operator.clone().unwrap_or_else(crate::audit::os_user)
+            ),
+            ..Default::default()
+        },
+        next_drill_due: next_due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        audit_head: rec.audit_head.clone(),
+    };
+    if !opts.keep {
+        if let Err(e) = std::fs::remove_dir_all(&sandbox) {
+            torn_down.push(format!("remove {}: {e}", sandbox.display()));
+        } else {
+            torn_down.push(format!("removed {}", sandbox.display()));
+        }
+    }
+    shared.transition("sandbox_torn_down", None, Some(torn_down.join("; ")), None, |_| {})?;
+    report.audit_head = shared.record.lock().expect("record").audit_head.clone();
+    let dir = opts.report_dir.join(&id);
+    let digest = report::write(&dir, &report, &key)?;
+    shared.transition(
+        "report_written",
+        None,
+        Some(format!(
+            "{} manifest BLAKE3 {digest} verdict {}",
+            dir.display(),
+            verdict.label()
+        )),
+        None,
+        |_| {},
+    )?;
+    shared.catalog().save_drill(&DrillSummary {
+        version: 1,
+        id: id.clone(),
+        group: report.group.clone(),
+        runbook: report.runbook.name.clone(),
+        disaster_at: report.disaster_at.clone(),
+        rpo_secs: report.achieved.rpo_secs,
+        rto_secs: report.achieved.rto_secs,
+        rpo_objective_secs: report.objectives.rpo_secs,
+        rto_objective_secs: report.objectives.rto_secs,
+        verdict,
+        report_dir: dir.canonicalize().unwrap_or(dir.clone()),
+        next_drill_due: report.next_drill_due.clone(),
+    })?;
+    Ok(DrillOutcome {
+        report,
+        report_dir: dir.canonicalize().unwrap_or(dir),
+        status,
+        sandbox,
+    })
+}
