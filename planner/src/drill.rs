@@ -66,10 +66,12 @@ fn free_ports(names: impl Iterator<Item = String>) -> Result<BTreeMap<String, u1
     Ok(out)
 }
 
+/// Lag samples with their absolute instant (made relative to T0 at the end).
+type Samples = Arc<Mutex<Vec<(DateTime<Utc>, report::LagSample)>>>;
+
 /// Samples the group's replication lag on its receiver in the background.
 struct LagWatch {
-    /// Samples with their absolute instant (made relative to T0 at the end).
-    samples: Arc<Mutex<Vec<(DateTime<Utc>, report::LagSample)>>>,
+    samples: Samples,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     unavailable: Option<String>,
