@@ -74,7 +74,7 @@ impl Deployment {
         let args = c.agent_args(
             "shop",
             &[("db", &volume)],
-            &["--interval", "1h", "--control", "127.0.0.1:0"],
+            &["--interval", interval, "--control", "127.0.0.1:0"],
         );
         let mut agent = Background::spawn(&strs(&args));
         let line = agent
