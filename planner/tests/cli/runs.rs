@@ -25,17 +25,26 @@ fn events(stdout: &str) -> Vec<Value> {
 }
 
 fn step_status(runs: &Value, run: &str, step: &str) -> String {
-    let r = runs.as_array().unwrap().iter().find(|r| r["id"] == run).expect("run listed");
+    let r = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == run)
+        .expect("run listed");
     r["steps"][step]["status"].as_str().unwrap().to_string()
 }
 
 fn pid_alive(pid: i64) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
-        && !fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+        && !fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
 }
 
 fn kill(pid: i64) {
-    let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
 }
 
 /// A primary volume replicated by a running agent (with its control API) to a
@@ -87,7 +96,11 @@ impl Deployment {
         let volume = site.path("db.img");
         write_random_file(&volume, 6 * MIB, 7);
         let c = site.client(&receiver, "db1", &key);
-        let args = c.agent_args("shop", &[("db", &volume)], &["--interval", "1h", "--control", "127.0.0.1:0"]);
+        let args = c.agent_args(
+            "shop",
+            &[("db", &volume)],
+            &["--interval", "1h", "--control", "127.0.0.1:0"],
+        );
         let mut agent = Background::spawn(&strs(&args));
         let line = agent
             .wait_for_line(PROMPT, |l| l.starts_with("control listening on "))
@@ -137,7 +150,10 @@ tenant = "acme"
                     .unwrap_or_default(),
                 reverse = failback
                     .as_ref()
-                    .map(|f| format!("reverse_agent = \"dr1\"\nreverse_control = \"127.0.0.1:{}\"", f.control_port))
+                    .map(|f| format!(
+                        "reverse_agent = \"dr1\"\nreverse_control = \"127.0.0.1:{}\"",
+                        f.control_port
+                    ))
                     .unwrap_or_default(),
             ),
         )
@@ -266,7 +282,11 @@ fn failover_promotes_starts_checks_and_switches_then_audit_verifies() {
     assert_eq!(summary["status"], "succeeded", "{}", r.stdout);
     let run_id = summary["run"].as_str().unwrap().to_string();
     let runs = d.runs();
-    assert_eq!(step_status(&runs, &run_id, "final-sync"), "skipped", "a failover does not sync");
+    assert_eq!(
+        step_status(&runs, &run_id, "final-sync"),
+        "skipped",
+        "a failover does not sync"
+    );
     assert_eq!(step_status(&runs, &run_id, "stop-replication"), "succeeded");
     for st in ["promote", "verify", "identical", "start", "listening", "healthy", "dns"] {
         assert_eq!(step_status(&runs, &run_id, st), "succeeded", "{st}: {}", r.stdout);
@@ -274,14 +294,29 @@ fn failover_promotes_starts_checks_and_switches_then_audit_verifies() {
     assert_eq!(fs::read_to_string(&switch).unwrap(), "server secondary;\n");
     // The agent was paused through its control API.
     let st = run(&[
-        "control", "--control", &control_of(&d), "--agent", "db1", "--tls-dir", s(&d.site.tls), "--identity", "ops", "--json",
+        "control",
+        "--control",
+        &control_of(&d),
+        "--agent",
+        "db1",
+        "--tls-dir",
+        s(&d.site.tls),
+        "--identity",
+        "ops",
+        "--json",
         "status",
     ])
     .ok()
     .json();
     assert_eq!(st["paused"], true, "{st}");
     // The service outlives the run; the run recorded its pid.
-    let run = runs.as_array().unwrap().iter().find(|x| x["id"] == run_id.as_str()).unwrap().clone();
+    let run = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == run_id.as_str())
+        .unwrap()
+        .clone();
     let pid = run["processes"][0]["pid"].as_i64().unwrap();
     assert!(pid_alive(pid), "the service should keep running after the failover");
     kill(pid);
@@ -307,15 +342,29 @@ fn switchover_syncs_the_last_write_and_proves_zero_loss() {
     fs::write(&switch, "server primary;\n").unwrap();
     let rb = runbook(&d.site.path(""), port, &switch);
     // Written after the last point: only the final sync carries it.
-    write_random_at(&fs::OpenOptions::new().write(true).open(&d.volume).unwrap(), 5 * MIB, 4096, 99);
+    write_random_at(
+        &fs::OpenOptions::new().write(true).open(&d.volume).unwrap(),
+        5 * MIB,
+        4096,
+        99,
+    );
     let r = d.lifeline(&["switchover", s(&rb), "--json"]).ok();
     let ev = events(&r.stdout);
     let run_id = ev.last().unwrap()["run"].as_str().unwrap().to_string();
     let runs = d.runs();
-    let run = runs.as_array().unwrap().iter().find(|x| x["id"] == run_id.as_str()).unwrap().clone();
+    let run = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == run_id.as_str())
+        .unwrap()
+        .clone();
     assert_eq!(run["status"], "succeeded", "{}", r.stdout);
     assert_eq!(run["steps"]["final-sync"]["outputs"]["seq"], "2", "{run}");
-    assert_eq!(run["steps"]["promote"]["outputs"]["seq"], "2", "the final sync's point is promoted");
+    assert_eq!(
+        run["steps"]["promote"]["outputs"]["seq"], "2",
+        "the final sync's point is promoted"
+    );
     assert_eq!(run["steps"]["verify"]["outputs"]["zero_loss"], "true", "{run}");
     assert_eq!(
         fs::read(&d.volume).unwrap(),
@@ -376,7 +425,11 @@ on_failure = "rollback"
     let ev = events(&r.stdout);
     let run_id = ev.last().unwrap()["run"].as_str().unwrap().to_string();
     assert_eq!(ev.last().unwrap()["status"], "rolled_back", "{}", r.stdout);
-    assert!(ev.iter().any(|e| e["event"] == "step_retried" && e["step"] == "must-fail"), "retried first");
+    assert!(
+        ev.iter()
+            .any(|e| e["event"] == "step_retried" && e["step"] == "must-fail"),
+        "retried first"
+    );
     // Undone in reverse order of completion: the switch, then the service.
     let undone: Vec<&str> = ev
         .iter()
@@ -386,7 +439,13 @@ on_failure = "rollback"
     assert_eq!(undone, ["switch", "svc"], "{}", r.stdout);
     assert_eq!(fs::read_to_string(&switch).unwrap(), "server old;\n");
     let runs = run(&["runs", "--json", "--config", s(&config)]).ok().json();
-    let rec = runs.as_array().unwrap().iter().find(|x| x["id"] == run_id.as_str()).unwrap().clone();
+    let rec = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == run_id.as_str())
+        .unwrap()
+        .clone();
     let pid = rec["processes"][0]["pid"].as_i64().unwrap();
     assert!(!pid_alive(pid), "the service was stopped by the rollback");
     assert_eq!(rec["steps"]["must-fail"]["attempts"], 2);
@@ -439,7 +498,10 @@ after = ["gate"]
     let started = planner
         .wait_for_line(PROMPT, |l| l.contains("\"step_started\"") && l.contains("\"gate\""))
         .unwrap_or_else(|| panic!("the gate never started: {}", planner.describe()));
-    let run_id = serde_json::from_str::<Value>(&started).unwrap()["run"].as_str().unwrap().to_string();
+    let run_id = serde_json::from_str::<Value>(&started).unwrap()["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // Another shell sees the run through the control socket.
     let runs = run(&["runs", "--json", "--config", &cfg]).ok().json();
     assert_eq!(step_status(&runs, &run_id, "gate"), "running");
@@ -448,24 +510,39 @@ after = ["gate"]
     planner.signal("KILL");
     planner.wait_exit(PROMPT).expect("killed");
     // Nothing runs the run now.
-    run(&["approve", &run_id, "gate", "--config", &cfg]).fails(EXIT_ERROR, &["no planner is running", "lifeline resume"]);
+    run(&["approve", &run_id, "gate", "--config", &cfg])
+        .fails(EXIT_ERROR, &["no planner is running", "lifeline resume"]);
     let runs = run(&["runs", "--json", "--config", &cfg]).ok().json();
     let svc_pid = runs[0]["processes"][0]["pid"].as_i64().unwrap();
     let mut resumed = Background::spawn(&["resume", &run_id, "--config", &cfg, "--json"]);
     resumed
         .wait_for_line(PROMPT, |l| l.contains("\"step_started\"") && l.contains("\"gate\""))
         .unwrap_or_else(|| panic!("the gate did not start again: {}", resumed.describe()));
-    run(&["approve", &run_id, "gate", "--config", &cfg, "--operator", "bob"]).ok().stdout_has(&["approved by bob"]);
+    run(&["approve", &run_id, "gate", "--config", &cfg, "--operator", "bob"])
+        .ok()
+        .stdout_has(&["approved by bob"]);
     let r = resumed.finish(PROMPT).ok();
     let ev = events(&r.stdout);
     assert_eq!(ev.last().unwrap()["status"], "succeeded", "{}", r.stdout);
-    assert!(!ev.iter().any(|e| e["event"] == "step_started" && (e["step"] == "svc" || e["step"] == "once")), "finished steps ran again: {}", r.stdout);
+    assert!(
+        !ev.iter()
+            .any(|e| e["event"] == "step_started" && (e["step"] == "svc" || e["step"] == "once")),
+        "finished steps ran again: {}",
+        r.stdout
+    );
     assert_eq!(fs::read_to_string(&marker).unwrap(), "x\n", "`once` ran once");
     assert_eq!(fs::read_to_string(&switch).unwrap(), "server new;\n");
     let runs = run(&["runs", "--json", "--config", &cfg]).ok().json();
-    assert_eq!(runs[0]["approvals"]["gate"].as_str().unwrap().split(' ').next(), Some("bob"));
+    assert_eq!(
+        runs[0]["approvals"]["gate"].as_str().unwrap().split(' ').next(),
+        Some("bob")
+    );
     assert_eq!(runs[0]["resumes"], 1);
-    assert_eq!(runs[0]["processes"][0]["pid"].as_i64().unwrap(), svc_pid, "the service was not started twice");
+    assert_eq!(
+        runs[0]["processes"][0]["pid"].as_i64().unwrap(),
+        svc_pid,
+        "the service was not started twice"
+    );
     kill(svc_pid);
     // The audit chain covers both planner processes and verifies.
     run(&["audit", "verify", "--config", &cfg]).ok();
@@ -475,12 +552,17 @@ after = ["gate"]
     let edited = audit.replacen("bob", "eve", 1);
     assert_ne!(edited, audit);
     fs::write(dir.path().join("state/planner/audit.jsonl"), edited).unwrap();
-    run(&["audit", "verify", "--config", &cfg]).code(EXIT_CHECK_FAILED).stdout_has(&["DAMAGED"]);
+    run(&["audit", "verify", "--config", &cfg])
+        .code(EXIT_CHECK_FAILED)
+        .stdout_has(&["DAMAGED"]);
 }
 
 /// Bytes from what `human_bytes` prints (`812 B`, `1.25 MiB`).
 fn parse_human_bytes(text: &str) -> u64 {
-    let (n, unit) = text.trim().split_once(' ').unwrap_or_else(|| panic!("not a size: {text:?}"));
+    let (n, unit) = text
+        .trim()
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("not a size: {text:?}"));
     let n: f64 = n.parse().unwrap_or_else(|_| panic!("not a size: {text:?}"));
     let scale = match unit {
         "B" => 1.0,
@@ -667,7 +749,9 @@ after = ["verify"]
 fn failback_after_failover_sends_only_what_the_primary_lacks_and_proves_zero_loss() {
     let d = Deployment::with_failback();
     let target = d.site.path("recovered/db.img");
-    let r = d.lifeline(&["failover", s(&failover_runbook(&d.site.path(""))), "--json"]).ok();
+    let r = d
+        .lifeline(&["failover", s(&failover_runbook(&d.site.path(""))), "--json"])
+        .ok();
     assert_eq!(events(&r.stdout).last().unwrap()["status"], "succeeded", "{}", r.stdout);
     assert_same_content(&d.volume, &target);
 
@@ -678,23 +762,60 @@ fn failback_after_failover_sends_only_what_the_primary_lacks_and_proves_zero_los
     scatter_blocks(&d.volume, 2, 43);
     let volume_len = fs::metadata(&target).unwrap().len();
 
-    let r = d.lifeline(&["failback", s(&failback_runbook(&d)), "--json", "--operator", "ana"]);
+    let rb = failback_runbook(&d);
+    // The plan says which way data flows and where the seed goes, touching nothing.
+    let repo = &d.failback.as_ref().unwrap().repo;
+    d.lifeline(&["plan", s(&rb), "--mode", "failback"]).ok().stdout_has(&[
+        "secondary → primary",
+        &format!("back up db={} on primary into {}", s(&d.volume), s(repo)),
+        &format!("onto db={}", s(&d.volume)),
+    ]);
+    assert!(!repo.exists(), "plan touched the primary's repository");
+
+    let r = d.lifeline(&["failback", s(&rb), "--json", "--operator", "ana"]);
     let ev = events(&r.stdout);
-    let run_id = ev.last().and_then(|e| e["run"].as_str()).unwrap_or_else(|| panic!("no events: {}", r.stderr)).to_string();
+    let run_id = ev
+        .last()
+        .and_then(|e| e["run"].as_str())
+        .unwrap_or_else(|| panic!("no events: {}", r.stderr))
+        .to_string();
     let runs = d.runs();
-    let rec = runs.as_array().unwrap().iter().find(|x| x["id"] == run_id.as_str()).unwrap().clone();
+    let rec = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == run_id.as_str())
+        .unwrap()
+        .clone();
     assert_eq!(rec["status"], "succeeded", "{}\n{}", r.stdout, r.stderr);
     assert_eq!(r.code, Some(EXIT_OK));
     for st in [
-        "seed", "primary-receiver", "primary-receiver-up", "reverse-agent", "reverse-agent-up", "final-sync",
-        "stop-replication", "promote", "verify", "stop-reverse-agent", "stop-primary-receiver", "reprotect",
+        "seed",
+        "primary-receiver",
+        "primary-receiver-up",
+        "reverse-agent",
+        "reverse-agent-up",
+        "final-sync",
+        "stop-replication",
+        "promote",
+        "verify",
+        "stop-reverse-agent",
+        "stop-primary-receiver",
+        "reprotect",
     ] {
         assert_eq!(step_status(&runs, &run_id, st), "succeeded", "{st}: {rec}");
     }
     let steps = &rec["steps"];
     assert_eq!(steps["seed"]["outputs"]["seq"], "1", "{rec}");
-    assert_eq!(steps["promote"]["outputs"]["seq"], steps["final-sync"]["outputs"]["seq"], "the final sync's point is promoted");
-    assert_eq!(steps["promote"]["outputs"]["path.db"], s(&d.volume), "promoted onto the primary volume");
+    assert_eq!(
+        steps["promote"]["outputs"]["seq"], steps["final-sync"]["outputs"]["seq"],
+        "the final sync's point is promoted"
+    );
+    assert_eq!(
+        steps["promote"]["outputs"]["path.db"],
+        s(&d.volume),
+        "promoted onto the primary volume"
+    );
     assert_eq!(steps["verify"]["outputs"]["zero_loss"], "true", "{rec}");
     assert_same_content(&target, &d.volume);
 
@@ -710,18 +831,33 @@ fn failback_after_failover_sends_only_what_the_primary_lacks_and_proves_zero_los
         sent as f64 * 100.0 / volume_len as f64
     );
     assert!(sent > 0, "the writes after the failover must travel: {log}");
-    assert!(sent < volume_len / 8, "failback sent {sent} of {volume_len} bytes: dedup against the seed failed: {log}");
+    assert!(
+        sent < volume_len / 8,
+        "failback sent {sent} of {volume_len} bytes: dedup against the seed failed: {log}"
+    );
 
     // Every process the run started was stopped; the forward agent runs again.
     for p in rec["processes"].as_array().unwrap() {
         assert!(!pid_alive(p["pid"].as_i64().unwrap()), "{p} still runs");
     }
     let st = run(&[
-        "control", "--control", &control_of(&d), "--agent", "db1", "--tls-dir", s(&d.site.tls), "--identity", "ops",
-        "--json", "status",
+        "control",
+        "--control",
+        &control_of(&d),
+        "--agent",
+        "db1",
+        "--tls-dir",
+        s(&d.site.tls),
+        "--identity",
+        "ops",
+        "--json",
+        "status",
     ])
     .ok()
     .json();
-    assert_eq!(st["paused"], false, "replication.reverse resumed the forward agent: {st}");
+    assert_eq!(
+        st["paused"], false,
+        "replication.reverse resumed the forward agent: {st}"
+    );
     d.lifeline(&["audit", "verify"]).ok().stdout_has(&["audit log ok"]);
 }
