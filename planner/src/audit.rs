@@ -117,9 +117,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         .mode(mode)
         .open(&tmp)
         .with_context(|| format!("create {}", tmp.display()))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).with_context(|| format!("write {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("rename {} to {}", tmp.display(), path.display()))?;
-    File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("sync {}", dir.display()))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("sync {}", dir.display()))?;
     Ok(())
 }
 
@@ -154,8 +158,13 @@ impl AuditLog {
                 f.sync_all()?;
             }
             for line in bytes[..complete].split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                let e: AuditEntry = serde_json::from_slice(line)
-                    .with_context(|| format!("{}: entry {} is not valid (run `lifeline audit verify`)", path.display(), seq + 1))?;
+                let e: AuditEntry = serde_json::from_slice(line).with_context(|| {
+                    format!(
+                        "{}: entry {} is not valid (run `lifeline audit verify`)",
+                        path.display(),
+                        seq + 1
+                    )
+                })?;
                 if e.prev != last_hash || e.seq != seq + 1 {
                     bail!(
                         "{}: the chain breaks at entry {} (run `lifeline audit verify`); the planner will not append to a broken log",
@@ -224,7 +233,11 @@ impl AuditLog {
         self.seq = e.seq;
         self.last_hash = blake3::hash(&line).to_hex().to_string();
         let head = self.sign_head();
-        write_atomic(&self.head_path, &serde_json::to_vec_pretty(&head).expect("serialisable"), 0o644)?;
+        write_atomic(
+            &self.head_path,
+            &serde_json::to_vec_pretty(&head).expect("serialisable"),
+            0o644,
+        )?;
         Ok(head)
     }
 
@@ -384,8 +397,14 @@ mod tests {
         let mut log = AuditLog::open(dir.path()).unwrap();
         let heads = (0..n)
             .map(|i| {
-                log.append(Some("ana"), Some("r1"), None, "step_succeeded", Some(serde_json::json!({"i": i})))
-                    .unwrap()
+                log.append(
+                    Some("ana"),
+                    Some("r1"),
+                    None,
+                    "step_succeeded",
+                    Some(serde_json::json!({"i": i})),
+                )
+                .unwrap()
             })
             .collect();
         (dir, heads)
@@ -400,7 +419,11 @@ mod tests {
     }
 
     fn write_lines(dir: &Path, l: &[String]) {
-        std::fs::write(dir.join("audit.jsonl"), l.iter().map(|x| format!("{x}\n")).collect::<String>()).unwrap();
+        std::fs::write(
+            dir.join("audit.jsonl"),
+            l.iter().map(|x| format!("{x}\n")).collect::<String>(),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -423,7 +446,11 @@ mod tests {
         edited[1] = edited[1].replace("\"ana\"", "\"eve\"");
         write_lines(dir.path(), &edited);
         let r = verify(dir.path(), None, &[]).unwrap();
-        assert!(r.problems.iter().any(|p| p.contains("entry 3 does not link")), "{:?}", r.problems);
+        assert!(
+            r.problems.iter().any(|p| p.contains("entry 3 does not link")),
+            "{:?}",
+            r.problems
+        );
 
         let mut removed = orig.clone();
         removed.remove(2);
@@ -439,7 +466,11 @@ mod tests {
         write_lines(dir.path(), &orig[..3]);
         std::fs::remove_file(dir.path().join("audit.head.json")).unwrap();
         let r = verify(dir.path(), None, &[("r1".into(), heads[4].clone())]).unwrap();
-        assert!(r.problems.iter().any(|p| p.contains("removed from the end")), "{:?}", r.problems);
+        assert!(
+            r.problems.iter().any(|p| p.contains("removed from the end")),
+            "{:?}",
+            r.problems
+        );
     }
 
     #[test]
@@ -468,13 +499,20 @@ mod tests {
         };
         std::fs::write(dir.path().join("audit.head.json"), serde_json::to_vec(&head).unwrap()).unwrap();
         let r = verify(dir.path(), None, &[]).unwrap();
-        assert!(r.problems.iter().any(|p| p.contains("does not verify")), "{:?}", r.problems);
+        assert!(
+            r.problems.iter().any(|p| p.contains("does not verify")),
+            "{:?}",
+            r.problems
+        );
     }
 
     #[test]
     fn a_torn_last_line_is_cut_and_recorded() {
         let (dir, _) = log_with(2);
-        let mut f = OpenOptions::new().append(true).open(dir.path().join("audit.jsonl")).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("audit.jsonl"))
+            .unwrap();
         f.write_all(b"{\"seq\":3,\"prev\":").unwrap();
         drop(f);
         let log = AuditLog::open(dir.path()).unwrap();

@@ -121,7 +121,9 @@ fn handle(shared: &Shared, plan: &Plan, req: Request) -> Answer {
             Err(e) => Answer::err(format!("{e:#}")),
         },
         Request::Abort { who, .. } => match shared.request_abort(&who) {
-            Ok(()) => Answer::ok(format!("run {this}: abort requested by {who}; running steps stop and its processes are stopped")),
+            Ok(()) => Answer::ok(format!(
+                "run {this}: abort requested by {who}; running steps stop and its processes are stopped"
+            )),
             Err(e) => Answer::err(format!("{e:#}")),
         },
     }
@@ -150,7 +152,10 @@ pub fn call(state_dir: &Path, req: &Request) -> Result<Option<Answer>> {
     let mut line = String::new();
     BufReader::new(&s).read_line(&mut line)?;
     if line.is_empty() {
-        bail!("the planner at {} closed the connection without answering", path.display());
+        bail!(
+            "the planner at {} closed the connection without answering",
+            path.display()
+        );
     }
     Ok(Some(serde_json::from_str(&line).context("the planner's answer")?))
 }

@@ -78,9 +78,23 @@ impl Direction {
         });
         let (from_site, to_site, source_agent, reverse_agent, source_volumes, mut target_volumes) =
             if mode == Mode::Failback {
-                (secondary, primary, reverse, forward, g.targets.clone(), g.volumes.clone())
+                (
+                    secondary,
+                    primary,
+                    reverse,
+                    forward,
+                    g.targets.clone(),
+                    g.volumes.clone(),
+                )
             } else {
-                (primary, secondary, forward, reverse, g.volumes.clone(), g.targets.clone())
+                (
+                    primary,
+                    secondary,
+                    forward,
+                    reverse,
+                    g.volumes.clone(),
+                    g.targets.clone(),
+                )
             };
         if mode == Mode::Drill {
             target_volumes = g
@@ -92,7 +106,10 @@ impl Direction {
         let site = config.sites.get(&to_site);
         Direction {
             group: group.into(),
-            tenant: g.tenant.clone().unwrap_or_else(|| lifeline_replicator::DEFAULT_TENANT.into()),
+            tenant: g
+                .tenant
+                .clone()
+                .unwrap_or_else(|| lifeline_replicator::DEFAULT_TENANT.into()),
             rpo: g.rpo.clone(),
             rto: g.rto.clone(),
             from_site,
@@ -116,7 +133,10 @@ impl Direction {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Undo {
     /// The runbook's `undo`.
-    Action { action: String, params: BTreeMap<String, Value> },
+    Action {
+        action: String,
+        params: BTreeMap<String, Value>,
+    },
     /// The action's own undo (stop the process it started, restore the file it
     /// rewrote, resume the agent it paused).
     Builtin { description: String },
@@ -367,7 +387,12 @@ fn describe(action: &str, p: &BTreeMap<String, Value>, d: &Direction, opts: &Pla
         c
     };
     match action {
-        "replication.stop" => format!("pause {} ({} → {})", agent(d.source_agent.as_ref()), d.from_site, d.to_site),
+        "replication.stop" => format!(
+            "pause {} ({} → {})",
+            agent(d.source_agent.as_ref()),
+            d.from_site,
+            d.to_site
+        ),
         "replication.final_sync" => format!(
             "sync-now on {}; wait for its point on {}",
             agent(d.source_agent.as_ref()),
@@ -387,7 +412,12 @@ fn describe(action: &str, p: &BTreeMap<String, Value>, d: &Direction, opts: &Pla
                 .unwrap_or_else(|| "(no repo configured!)".into()),
             s(p, "tenant").unwrap_or(&d.tenant)
         ),
-        "replication.reverse" => format!("resume {} ({} → {})", agent(d.reverse_agent.as_ref()), d.to_site, d.from_site),
+        "replication.reverse" => format!(
+            "resume {} ({} → {})",
+            agent(d.reverse_agent.as_ref()),
+            d.to_site,
+            d.from_site
+        ),
         "volume.promote" => {
             let point = s(p, "point")
                 .map(str::to_string)
@@ -403,12 +433,18 @@ fn describe(action: &str, p: &BTreeMap<String, Value>, d: &Direction, opts: &Pla
             format!(
                 "restore point {point} of group {} from {} onto {}",
                 d.group,
-                s(p, "repo").map(str::to_string).or(d.to_repo.clone()).unwrap_or_else(|| "(no repository configured!)".into()),
+                s(p, "repo")
+                    .map(str::to_string)
+                    .or(d.to_repo.clone())
+                    .unwrap_or_else(|| "(no repository configured!)".into()),
                 names
                     .iter()
                     .map(|n| format!(
                         "{n}={}",
-                        d.target_volumes.get(n).map(|p| p.display().to_string()).unwrap_or("(no target!)".into())
+                        d.target_volumes
+                            .get(n)
+                            .map(|p| p.display().to_string())
+                            .unwrap_or("(no target!)".into())
                     ))
                     .collect::<Vec<_>>()
                     .join(", ")
@@ -427,7 +463,9 @@ fn describe(action: &str, p: &BTreeMap<String, Value>, d: &Direction, opts: &Pla
                 Some(Value::Int(i)) => i.to_string(),
                 _ => "200".into(),
             },
-            s(p, "body_contains").map(|b| format!(" and a body containing {b:?}")).unwrap_or_default()
+            s(p, "body_contains")
+                .map(|b| format!(" and a body containing {b:?}"))
+                .unwrap_or_default()
         ),
         "check.command" => format!("run `{}`, expect exit 0", cmd()),
         "check.volume" => {
@@ -442,7 +480,10 @@ fn describe(action: &str, p: &BTreeMap<String, Value>, d: &Direction, opts: &Pla
                 if zero {
                     format!(
                         " and with {} (zero loss)",
-                        d.source_volumes.get(v).map(|p| p.display().to_string()).unwrap_or_default()
+                        d.source_volumes
+                            .get(v)
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default()
                     )
                 } else {
                     String::new()
@@ -504,7 +545,13 @@ pub fn render_text(plan: &Plan) -> String {
     use std::fmt::Write;
     let mut o = String::new();
     let d = &plan.direction;
-    let _ = writeln!(o, "runbook {} ({})  digest {}", plan.runbook, plan.file.display(), &plan.digest[..16]);
+    let _ = writeln!(
+        o,
+        "runbook {} ({})  digest {}",
+        plan.runbook,
+        plan.file.display(),
+        &plan.digest[..16]
+    );
     let _ = writeln!(
         o,
         "mode {}: group {} (tenant {}), {} → {}, point {}{}",
@@ -523,7 +570,11 @@ pub fn render_text(plan: &Plan) -> String {
         let _ = writeln!(
             o,
             "ports: {}",
-            plan.ports.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+            plan.ports
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     for (i, ids) in plan.levels.iter().enumerate() {
@@ -531,7 +582,11 @@ pub fn render_text(plan: &Plan) -> String {
             o,
             "\nlevel {}{}",
             i + 1,
-            if ids.len() > 1 { format!(" ({} steps in parallel)", ids.len()) } else { String::new() }
+            if ids.len() > 1 {
+                format!(" ({} steps in parallel)", ids.len())
+            } else {
+                String::new()
+            }
         );
         for id in ids {
             let s = plan.step(id).expect("planned");
@@ -636,7 +691,13 @@ after = ["up"]
         let p = planned(RB, Mode::Failover);
         assert_eq!(
             p.levels,
-            vec![vec!["stop", "sync"], vec!["promote"], vec!["app"], vec!["up"], vec!["dns"]]
+            vec![
+                vec!["stop", "sync"],
+                vec!["promote"],
+                vec!["app"],
+                vec!["up"],
+                vec!["dns"]
+            ]
         );
     }
 
@@ -652,7 +713,12 @@ after = ["up"]
         assert_eq!(d.step("dns").unwrap().behaviour, Behaviour::Skip);
         assert_eq!(d.step("promote").unwrap().behaviour, Behaviour::Run);
         // A drill promotes into its sandbox, never onto the real targets.
-        assert!(d.step("promote").unwrap().description.contains("/runs/r1/volumes/db.img"));
+        assert!(
+            d.step("promote")
+                .unwrap()
+                .description
+                .contains("/runs/r1/volumes/db.img")
+        );
         let b = planned(RB, Mode::Failback);
         assert_eq!(b.direction.from_site, "secondary");
         assert_eq!(b.direction.target_volumes["db"], PathBuf::from("/dev/vdb"));
@@ -683,7 +749,9 @@ after = ["up"]
     fn planning_200_steps_is_fast_and_deterministic() {
         let mut text = String::from("[runbook]\nname = \"big\"\ngroup = \"shop\"\n");
         for i in 0..200 {
-            text.push_str(&format!("[[step]]\nid = \"s{i}\"\naction = \"wait\"\nduration = \"1ms\"\n"));
+            text.push_str(&format!(
+                "[[step]]\nid = \"s{i}\"\naction = \"wait\"\nduration = \"1ms\"\n"
+            ));
             if i > 0 {
                 text.push_str(&format!("after = [\"s{}\"]\n", i / 2));
             }

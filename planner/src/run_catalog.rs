@@ -60,7 +60,9 @@ impl PlannerCatalog {
                 }
             })?;
         crate::audit::write_atomic(&owner, format!("{}\n", std::process::id()).as_bytes(), 0o644)?;
-        let runs = db.open_tree("runs").context("open the runs tree of the planner catalog")?;
+        let runs = db
+            .open_tree("runs")
+            .context("open the runs tree of the planner catalog")?;
         Ok(PlannerCatalog { runs, db, dir })
     }
 
@@ -71,7 +73,9 @@ impl PlannerCatalog {
     /// Saves a run record durably.
     pub fn save(&self, run: &RunRecord) -> Result<()> {
         let bytes = serde_json::to_vec(run).expect("serialisable");
-        self.runs.insert(run.id.as_bytes(), bytes).context("save a run record")?;
+        self.runs
+            .insert(run.id.as_bytes(), bytes)
+            .context("save a run record")?;
         self.db.flush().context("flush the planner catalog")?;
         Ok(())
     }

@@ -34,7 +34,9 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
 fn big_runbook(n: usize, duration: &str) -> String {
     let mut text = String::from("[runbook]\nname = \"bench\"\ngroup = \"bench\"\n");
     for i in 0..n {
-        text.push_str(&format!("[[step]]\nid = \"s{i}\"\naction = \"wait\"\nduration = \"{duration}\"\n"));
+        text.push_str(&format!(
+            "[[step]]\nid = \"s{i}\"\naction = \"wait\"\nduration = \"{duration}\"\n"
+        ));
         if i > 0 {
             text.push_str(&format!("after = [\"s{}\"]\n", (i - 1) / 2));
         }
@@ -46,7 +48,10 @@ fn planner(json: bool) -> Result<ExitCode> {
     use std::time::Instant;
     let dir = tempfile::Builder::new().prefix("lifeline-bench-").tempdir()?;
     let config_path = dir.path().join("lifeline.toml");
-    let config_text = format!("state_dir = \"{}\"\n[groups.bench]\n", dir.path().join("state").display());
+    let config_text = format!(
+        "state_dir = \"{}\"\n[groups.bench]\n",
+        dir.path().join("state").display()
+    );
     std::fs::write(&config_path, &config_text)?;
     let config = crate::config::Config::parse(&config_text, &config_path)?;
     let text = big_runbook(200, "0ms");
@@ -76,10 +81,20 @@ fn planner(json: bool) -> Result<ExitCode> {
     // (two durable catalog saves and two audit appends per step, with fsyncs).
     let t = Instant::now();
     let out = std::process::Command::new(std::env::current_exe()?)
-        .args(["failover", rb_path.to_str().unwrap_or_default(), "--config", config_path.to_str().unwrap_or_default(), "--json"])
+        .args([
+            "failover",
+            rb_path.to_str().unwrap_or_default(),
+            "--config",
+            config_path.to_str().unwrap_or_default(),
+            "--json",
+        ])
         .output()?;
     let engine = t.elapsed().as_secs_f64();
-    anyhow::ensure!(out.status.success(), "the engine run failed: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "the engine run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let per_step_ms = engine * 1000.0 / 200.0;
     if json {
         println!(
@@ -87,8 +102,14 @@ fn planner(json: bool) -> Result<ExitCode> {
             serde_json::json!({"validate_and_plan_200_steps_ms": best * 1000.0, "engine_overhead_per_step_ms": per_step_ms})
         );
     } else {
-        println!("validate + plan a 200-step runbook   {:>8.2} ms   (goal < 100 ms)", best * 1000.0);
-        println!("engine overhead per step (200 steps) {:>8.2} ms   (goal < 5 ms; process start included)", per_step_ms);
+        println!(
+            "validate + plan a 200-step runbook   {:>8.2} ms   (goal < 100 ms)",
+            best * 1000.0
+        );
+        println!(
+            "engine overhead per step (200 steps) {:>8.2} ms   (goal < 5 ms; process start included)",
+            per_step_ms
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -44,7 +44,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Runs(a) => run::runs(&a, &config),
         Command::Approve(a) => run::approve(&a, &config),
         Command::Abort(a) => run::abort(&a, &config),
-        Command::Audit(crate::cli::AuditCommand::Verify { planner, json }) => run::audit_verify(&planner, json, &config),
+        Command::Audit(crate::cli::AuditCommand::Verify { planner, json }) => {
+            run::audit_verify(&planner, json, &config)
+        }
         Command::Testbed(crate::cli::TestbedCommand::Proxy {
             listen,
             upstream,

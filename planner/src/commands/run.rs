@@ -75,7 +75,12 @@ fn who(a: &PlannerArgs) -> String {
 fn new_run_id(mode: Mode) -> String {
     let mut r = [0u8; 3];
     let _ = getrandom::fill(&mut r);
-    format!("{}-{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"), mode, hex::encode(r))
+    format!(
+        "{}-{}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S"),
+        mode,
+        hex::encode(r)
+    )
 }
 
 /// `lifeline failover | switchover | failback`.
@@ -122,9 +127,16 @@ pub fn resume(a: &ResumeArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
         bail!("no run `{}` in {} (see `lifeline runs`)", a.run, state.display());
     };
     if record.status.finished() {
-        bail!("run {} has finished ({:?}): nothing to resume", record.id, record.status);
+        bail!(
+            "run {} has finished ({:?}): nothing to resume",
+            record.id,
+            record.status
+        );
     }
-    let config_path = record.config_file.clone().unwrap_or_else(|| PathBuf::from("lifeline.toml"));
+    let config_path = record
+        .config_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("lifeline.toml"));
     let config = if record.config_text.is_empty() {
         Config::default()
     } else {
@@ -255,7 +267,10 @@ fn print_summary(rec: &RunRecord, plan: &Plan) {
     println!("run {}: {:?}", rec.id, rec.status);
     for id in plan.levels.iter().flatten() {
         let s = &rec.steps[id];
-        let time = s.elapsed_ms.map(|ms| format!("{:.1}s", ms as f64 / 1000.0)).unwrap_or_default();
+        let time = s
+            .elapsed_ms
+            .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+            .unwrap_or_default();
         let what = s.error.as_deref().or(s.note.as_deref()).unwrap_or("");
         println!("  {:<11} {:<20} {:>7}  {}", s.status.as_str(), id, time, what);
     }
@@ -346,8 +361,20 @@ fn running_message(r: &RunRecord) -> String {
             format!("{id} ({secs}s)")
         })
         .collect();
-    let done = r.steps.values().filter(|s| s.status != StepStatus::Pending && s.status != StepStatus::Running).count();
-    format!("{done}/{} done; running: {}", r.steps.len(), if running.is_empty() { "-".into() } else { running.join(", ") })
+    let done = r
+        .steps
+        .values()
+        .filter(|s| s.status != StepStatus::Pending && s.status != StepStatus::Running)
+        .count();
+    format!(
+        "{done}/{} done; running: {}",
+        r.steps.len(),
+        if running.is_empty() {
+            "-".into()
+        } else {
+            running.join(", ")
+        }
+    )
 }
 
 /// `lifeline runs`.
@@ -366,7 +393,10 @@ pub fn runs(a: &RunsArgs, config: &Config) -> Result<ExitCode> {
         println!("no runs in {}", state.display());
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<36} {:<10} {:<12} {:<12} {:<10} {:>6}  started", "run", "mode", "runbook", "group", "status", "steps");
+    println!(
+        "{:<36} {:<10} {:<12} {:<12} {:<10} {:>6}  started",
+        "run", "mode", "runbook", "group", "status", "steps"
+    );
     for r in runs {
         let done = r.steps.values().filter(|s| s.status.satisfies()).count();
         let waiting: Vec<&String> = r
@@ -386,7 +416,10 @@ pub fn runs(a: &RunsArgs, config: &Config) -> Result<ExitCode> {
             r.steps.len(),
             r.started_at,
             if r.status == RunStatus::Running && !waiting.is_empty() {
-                format!("  (running: {})", waiting.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+                format!(
+                    "  (running: {})",
+                    waiting.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                )
             } else {
                 String::new()
             }
@@ -462,7 +495,10 @@ pub fn abort(a: &AbortArgs, config: &Config) -> Result<ExitCode> {
     )?;
     rec.audit_head = Some(head);
     catalog.save(&rec)?;
-    println!("run {} aborted (its planner was not running); the processes it started were stopped", rec.id);
+    println!(
+        "run {} aborted (its planner was not running); the processes it started were stopped",
+        rec.id
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -493,5 +529,9 @@ pub fn audit_verify(planner: &PlannerArgs, json: bool, config: &Config) -> Resul
             println!("  {p}");
         }
     }
-    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -50,12 +50,16 @@ fn out(pairs: &[(&str, String)]) -> Outputs {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> R<T> + Send + 'static) -> R<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| format!("task failed: {e}"))?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("task failed: {e}"))?
 }
 
 impl Ctx {
     fn cwd(&self, p: &BTreeMap<String, Value>) -> PathBuf {
-        s(p, "cwd").map(PathBuf::from).unwrap_or_else(|| self.plan.run_dir.clone())
+        s(p, "cwd")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.plan.run_dir.clone())
     }
 
     fn agent(&self, p: &BTreeMap<String, Value>, which: Option<&AgentRef>, what: &str) -> R<AgentRef> {
@@ -132,7 +136,10 @@ pub(super) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
             match ctx.control(a, ControlCall::SyncNow).await? {
                 ControlAnswer::Synced { seq, taken_at } => Ok(out(&[
                     ("seq", seq.to_string()),
-                    ("taken_at", taken_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+                    (
+                        "taken_at",
+                        taken_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    ),
                 ])),
                 other => Err(format!("unexpected answer to sync-now: {other:?}")),
             }
@@ -155,11 +162,12 @@ pub(super) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
             let addr = s(&p, "address").unwrap_or_default().to_string();
             let t0 = Instant::now();
             loop {
-                let last = match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&addr)).await {
-                    Ok(Ok(_)) => return Ok(out(&[("elapsed_ms", t0.elapsed().as_millis().to_string())])),
-                    Ok(Err(e)) => e.to_string(),
-                    Err(_) => "connect timed out".into(),
-                };
+                let last =
+                    match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&addr)).await {
+                        Ok(Ok(_)) => return Ok(out(&[("elapsed_ms", t0.elapsed().as_millis().to_string())])),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(_) => "connect timed out".into(),
+                    };
                 tracing::debug!(%addr, %last, "check.tcp not yet");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -233,17 +241,15 @@ pub(super) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
                 run_command(&ctx, &p).await.map(|_| Outputs::new())
             }
         }
-        "approval" => {
-            loop {
-                let notified = ctx.shared.approvals.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if let Some(who) = ctx.shared.record.lock().expect("record").approvals.get(&ps.id).cloned() {
-                    return Ok(out(&[("approved_by", who)]));
-                }
-                notified.await;
+        "approval" => loop {
+            let notified = ctx.shared.approvals.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(who) = ctx.shared.record.lock().expect("record").approvals.get(&ps.id).cloned() {
+                return Ok(out(&[("approved_by", who)]));
             }
-        }
+            notified.await;
+        },
         "wait" => {
             let d = crate::runbook::parse_duration(s(&p, "duration").unwrap_or("0s"))?;
             tokio::time::sleep(d).await;
@@ -260,7 +266,9 @@ pub(super) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
                 "message": s(&p, "message"),
             })
             .to_string();
-            let a = http::request("POST", &url, Some(&body)).await.map_err(|e| format!("{e:#}"))?;
+            let a = http::request("POST", &url, Some(&body))
+                .await
+                .map_err(|e| format!("{e:#}"))?;
             if !(200..300).contains(&a.status) {
                 return Err(format!("{url} answered {}", a.status));
             }
@@ -281,10 +289,12 @@ async fn run_command(ctx: &Ctx, p: &BTreeMap<String, Value>) -> R<(i32, String)>
         .current_dir(&cwd)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
-    let o = cmd
-        .output()
-        .await
-        .map_err(|e| format!("run `{command}`: {e} (is it installed and in PATH? cwd {})", cwd.display()))?;
+    let o = cmd.output().await.map_err(|e| {
+        format!(
+            "run `{command}`: {e} (is it installed and in PATH? cwd {})",
+            cwd.display()
+        )
+    })?;
     let mut stdout = String::from_utf8_lossy(&o.stdout).to_string();
     stdout.truncate(4096);
     let code = o.status.code().unwrap_or(-1);
@@ -295,7 +305,11 @@ async fn run_command(ctx: &Ctx, p: &BTreeMap<String, Value>) -> R<(i32, String)>
             "`{command} {}` exited with {}{}",
             args.join(" "),
             o.status,
-            if stderr.is_empty() { String::new() } else { format!(": {stderr}") }
+            if stderr.is_empty() {
+                String::new()
+            } else {
+                format!(": {stderr}")
+            }
         ));
     }
     Ok((code, stdout.trim_end().to_string()))
@@ -327,15 +341,30 @@ async fn start_service(ctx: &Arc<Ctx>, ps: &PlannedStep, p: &BTreeMap<String, Va
         stopped: false,
     };
     ctx.shared
-        .transition("process_started", Some(&ps.id), Some(format!("pid {pid}: {command} {}", args.join(" "))), None, |r| {
-            r.processes.push(tracked.clone())
-        })
+        .transition(
+            "process_started",
+            Some(&ps.id),
+            Some(format!("pid {pid}: {command} {}", args.join(" "))),
+            None,
+            |r| r.processes.push(tracked.clone()),
+        )
         .map_err(|e| format!("{e:#}"))?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     if let Ok(Some(status)) = child.try_wait() {
         let tail = std::fs::read_to_string(&log).unwrap_or_default();
-        let tail: String = tail.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
-        return Err(format!("`{command}` exited at once with {status} (log {}: {tail})", log.display()));
+        let tail: String = tail
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join(" | ");
+        return Err(format!(
+            "`{command}` exited at once with {status} (log {}: {tail})",
+            log.display()
+        ));
     }
     ctx.shared.children.lock().expect("children").insert(pid, child);
     Ok(out(&[("pid", pid.to_string()), ("log", log.display().to_string())]))
@@ -344,7 +373,11 @@ async fn start_service(ctx: &Arc<Ctx>, ps: &PlannedStep, p: &BTreeMap<String, Va
 async fn stop_step_processes(ctx: &Arc<Ctx>, step: &str, grace: Duration) -> R<()> {
     let procs: Vec<TrackedProcess> = {
         let rec = ctx.shared.record.lock().expect("record");
-        rec.processes.iter().filter(|x| x.step == step && !x.stopped).cloned().collect()
+        rec.processes
+            .iter()
+            .filter(|x| x.step == step && !x.stopped)
+            .cloned()
+            .collect()
     };
     if procs.is_empty() {
         return Ok(());
@@ -358,11 +391,17 @@ async fn stop_step_processes(ctx: &Arc<Ctx>, step: &str, grace: Duration) -> R<(
         })
         .await?;
         ctx.shared
-            .transition("process_stopped", Some(step), Some(format!("process {} stopped", x.pid)), None, |r| {
-                if let Some(p) = r.processes.iter_mut().find(|p| p.pid == x.pid) {
-                    p.stopped = true;
-                }
-            })
+            .transition(
+                "process_stopped",
+                Some(step),
+                Some(format!("process {} stopped", x.pid)),
+                None,
+                |r| {
+                    if let Some(p) = r.processes.iter_mut().find(|p| p.pid == x.pid) {
+                        p.stopped = true;
+                    }
+                },
+            )
             .map_err(|e| format!("{e:#}"))?;
     }
     Ok(())
@@ -445,10 +484,7 @@ async fn promote(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
     let group = d.group.clone();
     drop(tls);
     blocking(move || {
-        let remote = crate::cli::RemoteArgs {
-            tls_dir,
-            identity,
-        };
+        let remote = crate::cli::RemoteArgs { tls_dir, identity };
         let (target, keys) = crate::repo_target::RepoTarget::open(Path::new(&repo), &remote, &key)
             .map_err(|e| format!("open {repo}: {e:#}"))?;
         let t = target.tenant_named(Some(&tenant)).map_err(|e| format!("{e:#}"))?;
@@ -456,7 +492,13 @@ async fn promote(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
         let seq = point.header.seq;
         let mut o = out(&[
             ("seq", seq.to_string()),
-            ("taken_at", point.header.taken_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            (
+                "taken_at",
+                point
+                    .header
+                    .taken_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            ),
         ]);
         for (name, path) in targets {
             if let Some(dir) = path.parent() {
@@ -484,12 +526,15 @@ async fn promote(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
 
 async fn seed(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
     let d = ctx.plan.direction.clone();
-    let repo = s(p, "repo").map(PathBuf::from).or(d.to_repo_dir.clone()).ok_or_else(|| {
-        format!(
-            "no repository directory for site `{}` to seed: set [sites.{}] repo in lifeline.toml",
-            d.to_site, d.to_site
-        )
-    })?;
+    let repo = s(p, "repo")
+        .map(PathBuf::from)
+        .or(d.to_repo_dir.clone())
+        .ok_or_else(|| {
+            format!(
+                "no repository directory for site `{}` to seed: set [sites.{}] repo in lifeline.toml",
+                d.to_site, d.to_site
+            )
+        })?;
     let tenant = s(p, "tenant").map(String::from).unwrap_or(d.tenant.clone());
     let key = key_file(&ctx.config)?;
     let state = ctx.plan.run_dir.join("seed-state");
@@ -502,7 +547,12 @@ async fn seed(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
             Err(lifeline_replicator::Error::NotARepository { .. }) => {
                 Repository::create_empty(&repo).map_err(|e| format!("create repository {}: {e}", repo.display()))?
             }
-            Err(e) => return Err(format!("open {} (stop its receiver while seeding): {e}", repo.display())),
+            Err(e) => {
+                return Err(format!(
+                    "open {} (stop its receiver while seeding): {e}",
+                    repo.display()
+                ));
+            }
         };
         if r.catalog().tenant(&tenant).map_err(|e| e.to_string())?.is_none() {
             r.create_tenant(&tenant, &keys).map_err(|e| e.to_string())?;
@@ -523,7 +573,10 @@ async fn seed(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
             },
         )
         .map_err(|e| format!("seed {}: {e}", repo.display()))?;
-        Ok(out(&[("seq", s.seq.to_string()), ("bytes_stored", s.bytes_stored.to_string())]))
+        Ok(out(&[
+            ("seq", s.seq.to_string()),
+            ("bytes_stored", s.bytes_stored.to_string()),
+        ]))
     })
     .await
 }

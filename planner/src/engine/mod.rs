@@ -69,7 +69,13 @@ fn now() -> String {
 }
 
 impl Shared {
-    pub fn new(record: RunRecord, catalog: PlannerCatalog, audit: AuditLog, sink: EventSink, operator: Option<String>) -> Self {
+    pub fn new(
+        record: RunRecord,
+        catalog: PlannerCatalog,
+        audit: AuditLog,
+        sink: EventSink,
+        operator: Option<String>,
+    ) -> Self {
         Shared {
             record: Mutex::new(record),
             catalog,
@@ -149,18 +155,30 @@ impl Shared {
                 anyhow::bail!("run {} has finished ({:?})", rec.id, rec.status);
             }
         }
-        self.transition("approved", Some(step), Some(format!("approved by {who}")), Some(who), |r| {
-            r.approvals.insert(step.into(), who.into());
-        })?;
+        self.transition(
+            "approved",
+            Some(step),
+            Some(format!("approved by {who}")),
+            Some(who),
+            |r| {
+                r.approvals.insert(step.into(), who.into());
+            },
+        )?;
         self.approvals.notify_waiters();
         Ok(())
     }
 
     /// Asks the run to stop.
     pub fn request_abort(&self, who: &str) -> Result<()> {
-        self.transition("abort_requested", None, Some(format!("abort requested by {who}")), Some(who), |r| {
-            r.abort_requested = true;
-        })?;
+        self.transition(
+            "abort_requested",
+            None,
+            Some(format!("abort requested by {who}")),
+            Some(who),
+            |r| {
+                r.abort_requested = true;
+            },
+        )?;
         self.wake.notify_waiters();
         self.wake.notify_one();
         Ok(())
@@ -316,12 +334,18 @@ pub async fn drive(shared: Arc<Shared>, plan: Arc<Plan>, config: Arc<Config>, pa
     // Steps cut short by an abort go back to pending (a resume would run them).
     let interrupted: Vec<String> = started.keys().cloned().collect();
     for id in &interrupted {
-        shared.transition("step_interrupted", Some(id), Some("stopped by the run's end".into()), None, |r| {
-            let s = r.steps.get_mut(id).expect("step");
-            s.status = StepStatus::Failed;
-            s.error = Some("interrupted (the run was stopped)".into());
-            s.ended_at = Some(now());
-        })?;
+        shared.transition(
+            "step_interrupted",
+            Some(id),
+            Some("stopped by the run's end".into()),
+            None,
+            |r| {
+                let s = r.steps.get_mut(id).expect("step");
+                s.status = StepStatus::Failed;
+                s.error = Some("interrupted (the run was stopped)".into());
+                s.ended_at = Some(now());
+            },
+        )?;
     }
     let rec = shared.snapshot();
     let any_failed = rec.steps.values().any(|s| s.status == StepStatus::Failed);
@@ -348,7 +372,10 @@ pub async fn drive(shared: Arc<Shared>, plan: Arc<Plan>, config: Arc<Config>, pa
                 .filter(|(_, s)| s.status == StepStatus::Failed)
                 .map(|(k, _)| k)
                 .collect();
-            format!("failed steps: {}", failed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+            format!(
+                "failed steps: {}",
+                failed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            )
         }
     };
     shared.transition("run_finished", None, Some(msg.clone()), None, |r| {
@@ -361,7 +388,10 @@ pub async fn drive(shared: Arc<Shared>, plan: Arc<Plan>, config: Arc<Config>, pa
     Ok(status)
 }
 
-async fn run_with_retries(ctx: &Arc<actions::Ctx>, ps: &PlannedStep) -> (Result<BTreeMap<String, String>, String>, u32) {
+async fn run_with_retries(
+    ctx: &Arc<actions::Ctx>,
+    ps: &PlannedStep,
+) -> (Result<BTreeMap<String, String>, String>, u32) {
     let shared = &ctx.shared;
     let prior = shared.snapshot().steps[&ps.id].attempts;
     let mut last = String::new();
@@ -392,7 +422,10 @@ async fn run_with_retries(ctx: &Arc<actions::Ctx>, ps: &PlannedStep) -> (Result<
         } else {
             match tokio::time::timeout(ps.timeout, fut).await {
                 Ok(r) => r,
-                Err(_) => Err(format!("timed out after {}", crate::runbook::format_duration(ps.timeout))),
+                Err(_) => Err(format!(
+                    "timed out after {}",
+                    crate::runbook::format_duration(ps.timeout)
+                )),
             }
         };
         match r {
@@ -475,7 +508,9 @@ async fn rollback(ctx: &Arc<actions::Ctx>) -> Result<()> {
                     Ok(p) => {
                         let mut undo_step = ps.clone();
                         undo_step.action = action.clone();
-                        actions::execute(ctx.clone(), undo_step, p).await.map(|_| format!("ran {action}"))
+                        actions::execute(ctx.clone(), undo_step, p)
+                            .await
+                            .map(|_| format!("ran {action}"))
                     }
                     Err(e) => Err(e),
                 }
@@ -487,7 +522,11 @@ async fn rollback(ctx: &Arc<actions::Ctx>) -> Result<()> {
             Err(e) => (StepStatus::UndoFailed, e),
         };
         shared.transition(
-            if st == StepStatus::Undone { "step_undone" } else { "step_undo_failed" },
+            if st == StepStatus::Undone {
+                "step_undone"
+            } else {
+                "step_undo_failed"
+            },
             Some(id),
             Some(note.clone()),
             None,
@@ -529,7 +568,11 @@ pub fn new_record(
         status: RunStatus::Running,
         started_at: now(),
         ended_at: None,
-        steps: plan.steps.iter().map(|s| (s.id.clone(), StepRecord::default())).collect(),
+        steps: plan
+            .steps
+            .iter()
+            .map(|s| (s.id.clone(), StepRecord::default()))
+            .collect(),
         completed: Vec::new(),
         processes: Vec::new(),
         approvals: BTreeMap::new(),

@@ -67,7 +67,9 @@ pub fn stop(p: &TrackedProcess, grace: Duration, child: Option<&mut std::process
     if !alive(p) {
         return Ok(());
     }
-    let Some(pid) = Pid::from_raw(p.pid) else { bail!("invalid pid {}", p.pid) };
+    let Some(pid) = Pid::from_raw(p.pid) else {
+        bail!("invalid pid {}", p.pid)
+    };
     let _ = rustix::process::kill_process_group(pid, Signal::TERM);
     let _ = rustix::process::kill_process(pid, Signal::TERM);
     let mut child = child;

@@ -43,7 +43,10 @@ pub enum StepStatus {
 impl StepStatus {
     /// Lets the steps after it start.
     pub fn satisfies(self) -> bool {
-        matches!(self, StepStatus::Succeeded | StepStatus::Tolerated | StepStatus::Skipped)
+        matches!(
+            self,
+            StepStatus::Succeeded | StepStatus::Tolerated | StepStatus::Skipped
+        )
     }
     pub fn as_str(self) -> &'static str {
         match self {

@@ -126,7 +126,9 @@ impl ActionSpec {
     /// Does the action have output `name` (`path.db` matches `path.*`)?
     pub fn has_output(&self, name: &str) -> bool {
         self.outputs.iter().any(|o| match o.strip_suffix(".*") {
-            Some(prefix) => name.strip_prefix(prefix).is_some_and(|r| r.starts_with('.') && r.len() > 1),
+            Some(prefix) => name
+                .strip_prefix(prefix)
+                .is_some_and(|r| r.starts_with('.') && r.len() > 1),
             None => *o == name,
         })
     }
@@ -162,7 +164,10 @@ pub const ACTIONS: &[ActionSpec] = &[
         outputs: &["reachable"],
         default_timeout_secs: 60,
         modes: [
-            (BestEffort, "the primary site is presumed lost: an unreachable agent is not an error"),
+            (
+                BestEffort,
+                "the primary site is presumed lost: an unreachable agent is not an error",
+            ),
             (Run, "pause the primary's agent after its last cycle"),
             (Run, "pause the recovery site's agent (the reverse replication)"),
             (Skip, "replication goes on during a drill"),
@@ -177,9 +182,18 @@ pub const ACTIONS: &[ActionSpec] = &[
         outputs: &["seq", "taken_at"],
         default_timeout_secs: 600,
         modes: [
-            (Skip, "the primary is presumed lost: the latest committed point is what there is"),
-            (Run, "sync-now on the primary's agent: the point holds the primary's last state"),
-            (Run, "sync-now on the recovery site's agent: the original site gets the current state"),
+            (
+                Skip,
+                "the primary is presumed lost: the latest committed point is what there is",
+            ),
+            (
+                Run,
+                "sync-now on the primary's agent: the point holds the primary's last state",
+            ),
+            (
+                Run,
+                "sync-now on the recovery site's agent: the original site gets the current state",
+            ),
             (Skip, "a drill uses an existing point"),
         ],
         drill_may_run: false,
@@ -189,7 +203,12 @@ pub const ACTIONS: &[ActionSpec] = &[
         doc: "Failback only: back up the volumes that survived on the original site into that site's repository \
               (a local scan, no network), so the reverse replication sends only what they lack.",
         params: &[
-            p("repo", Str, false, "the original site's repository directory [default: its site's `repo`]"),
+            p(
+                "repo",
+                Str,
+                false,
+                "the original site's repository directory [default: its site's `repo`]",
+            ),
             p("tenant", Str, false, "tenant to seed [default: the group's tenant]"),
         ],
         one_of: &[],
@@ -198,7 +217,10 @@ pub const ACTIONS: &[ActionSpec] = &[
         modes: [
             (Skip, "only a failback seeds the original site"),
             (Skip, "only a failback seeds the original site"),
-            (Run, "local backup of the surviving volumes into the original site's repository"),
+            (
+                Run,
+                "local backup of the surviving volumes into the original site's repository",
+            ),
             (Skip, "only a failback seeds the original site"),
         ],
         drill_may_run: false,
@@ -225,9 +247,24 @@ pub const ACTIONS: &[ActionSpec] = &[
         name: "volume.promote",
         doc: "Restore a point of the group onto the recovery site's volumes and check each against the point's volume hash.",
         params: &[
-            p("volumes", StrList, false, "volumes to promote [default: all of the group's]"),
-            p("point", Str, false, "latest, a seq or an RFC 3339 time [default: --point, else the final sync's, else latest]"),
-            p("repo", Str, false, "repository to read [default: the recovery site's receiver, else its `repo`]"),
+            p(
+                "volumes",
+                StrList,
+                false,
+                "volumes to promote [default: all of the group's]",
+            ),
+            p(
+                "point",
+                Str,
+                false,
+                "latest, a seq or an RFC 3339 time [default: --point, else the final sync's, else latest]",
+            ),
+            p(
+                "repo",
+                Str,
+                false,
+                "repository to read [default: the recovery site's receiver, else its `repo`]",
+            ),
         ],
         one_of: &[],
         outputs: &["seq", "taken_at", "path.*", "hash.*"],
@@ -244,7 +281,12 @@ pub const ACTIONS: &[ActionSpec] = &[
         name: "service.start",
         doc: "Start a long-running process (the application). The run tracks it and stops it on abort or rollback; \
               it keeps running after a successful run.",
-        params: &[p("command", Str, true, "program to run (looked up in PATH)"), ARGS, ENV, CWD],
+        params: &[
+            p("command", Str, true, "program to run (looked up in PATH)"),
+            ARGS,
+            ENV,
+            CWD,
+        ],
         one_of: &[],
         outputs: &["pid", "log"],
         default_timeout_secs: 30,
@@ -265,7 +307,12 @@ pub const ACTIONS: &[ActionSpec] = &[
             ARGS,
             ENV,
             CWD,
-            p("grace", Duration, false, "time between SIGTERM and SIGKILL [default: 10s]"),
+            p(
+                "grace",
+                Duration,
+                false,
+                "time between SIGTERM and SIGKILL [default: 10s]",
+            ),
         ],
         one_of: &["step", "command"],
         outputs: &[],
@@ -285,7 +332,12 @@ pub const ACTIONS: &[ActionSpec] = &[
         one_of: &[],
         outputs: &["elapsed_ms"],
         default_timeout_secs: 60,
-        modes: [(Run, "check"), (Run, "check"), (Run, "check"), (Run, "check the sandbox")],
+        modes: [
+            (Run, "check"),
+            (Run, "check"),
+            (Run, "check"),
+            (Run, "check the sandbox"),
+        ],
         drill_may_run: true,
     },
     ActionSpec {
@@ -299,17 +351,32 @@ pub const ACTIONS: &[ActionSpec] = &[
         one_of: &[],
         outputs: &["status", "elapsed_ms"],
         default_timeout_secs: 60,
-        modes: [(Run, "check"), (Run, "check"), (Run, "check"), (Run, "check the sandbox")],
+        modes: [
+            (Run, "check"),
+            (Run, "check"),
+            (Run, "check"),
+            (Run, "check the sandbox"),
+        ],
         drill_may_run: true,
     },
     ActionSpec {
         name: "check.command",
         doc: "Run a command; it passes when it exits 0.",
-        params: &[p("command", Str, true, "program to run (looked up in PATH)"), ARGS, ENV, CWD],
+        params: &[
+            p("command", Str, true, "program to run (looked up in PATH)"),
+            ARGS,
+            ENV,
+            CWD,
+        ],
         one_of: &[],
         outputs: &["exit", "stdout"],
         default_timeout_secs: 60,
-        modes: [(Run, "check"), (Run, "check"), (Run, "check"), (Run, "check the sandbox")],
+        modes: [
+            (Run, "check"),
+            (Run, "check"),
+            (Run, "check"),
+            (Run, "check the sandbox"),
+        ],
         drill_may_run: true,
     },
     ActionSpec {
@@ -318,7 +385,12 @@ pub const ACTIONS: &[ActionSpec] = &[
               with the source volume, which proves zero data loss.",
         params: &[
             p("volume", Str, true, "volume name in the group"),
-            p("path", Str, false, "file or device to hash [default: where volume.promote put it]"),
+            p(
+                "path",
+                Str,
+                false,
+                "file or device to hash [default: where volume.promote put it]",
+            ),
         ],
         one_of: &[],
         outputs: &["hash", "zero_loss"],
@@ -326,7 +398,10 @@ pub const ACTIONS: &[ActionSpec] = &[
         modes: [
             (Run, "compare with the point"),
             (Run, "compare with the point and with the primary's volume (zero loss)"),
-            (Run, "compare with the point and with the recovery site's volume (zero loss)"),
+            (
+                Run,
+                "compare with the point and with the recovery site's volume (zero loss)",
+            ),
             (Run, "compare the sandbox copy with the point"),
         ],
         drill_may_run: true,
@@ -352,7 +427,10 @@ pub const ACTIONS: &[ActionSpec] = &[
             (Run, "move users to the recovery site"),
             (Run, "move users to the recovery site"),
             (Run, "move users back to the original site"),
-            (Skip, "a drill never moves production traffic (a drill = { ... } substitution runs)"),
+            (
+                Skip,
+                "a drill never moves production traffic (a drill = { ... } substitution runs)",
+            ),
         ],
         drill_may_run: false,
     },
@@ -453,7 +531,11 @@ mod tests {
     fn the_readme_documents_every_action_and_parameter() {
         let readme = include_str!("../../../runbooks/README.md");
         for a in ACTIONS {
-            assert!(readme.contains(&format!("`{}`", a.name)), "runbooks/README.md lacks `{}`", a.name);
+            assert!(
+                readme.contains(&format!("`{}`", a.name)),
+                "runbooks/README.md lacks `{}`",
+                a.name
+            );
             for p in a.params {
                 assert!(
                     readme.contains(&format!("`{}`", p.name)),

@@ -334,7 +334,11 @@ impl Runbook {
                             }
                         }
                     }
-                    _ => sink.error(pos, "`step` must be an array of tables", Some("write each step as [[step]]".into())),
+                    _ => sink.error(
+                        pos,
+                        "`step` must be an array of tables",
+                        Some("write each step as [[step]]".into()),
+                    ),
                 },
                 other => sink.error(
                     pos,
@@ -351,11 +355,19 @@ impl Runbook {
             );
         }
         if saw_runbook && rb.steps.is_empty() && sink.out.is_empty() {
-            sink.error(Pos { line: 1, col: 1 }, "the runbook has no steps", Some("add [[step]] tables".into()));
+            sink.error(
+                Pos { line: 1, col: 1 },
+                "the runbook has no steps",
+                Some("add [[step]] tables".into()),
+            );
         }
         validate::check_steps(&rb, &mut sink);
         sink.out.sort_by_key(|d| (d.line, d.col));
-        if sink.out.is_empty() { Ok(rb) } else { Err(RunbookErrors(sink.out)) }
+        if sink.out.is_empty() {
+            Ok(rb)
+        } else {
+            Err(RunbookErrors(sink.out))
+        }
     }
 
     /// The step with this id.
@@ -381,10 +393,20 @@ impl Converter<'_> {
             DeValue::String(s) => Value::Str(s.to_string()),
             DeValue::Integer(i) => {
                 let digits = i.as_str().replace('_', "");
-                match i64::from_str_radix(digits.trim_start_matches("0x").trim_start_matches("0o").trim_start_matches("0b"), i.radix()) {
+                match i64::from_str_radix(
+                    digits
+                        .trim_start_matches("0x")
+                        .trim_start_matches("0o")
+                        .trim_start_matches("0b"),
+                    i.radix(),
+                ) {
                     Ok(n) => Value::Int(n),
                     Err(_) => {
-                        sink.error(self.pos(v.span()), format!("integer `{}` is out of range", i.as_str()), None);
+                        sink.error(
+                            self.pos(v.span()),
+                            format!("integer `{}` is out of range", i.as_str()),
+                            None,
+                        );
                         return None;
                     }
                 }
@@ -415,7 +437,11 @@ impl Converter<'_> {
         match v.get_ref() {
             DeValue::String(s) => Some(Sp::new(s.to_string(), self.pos(v.span()))),
             _ => {
-                sink.error(self.pos(v.span()), format!("`{what}` must be a string"), Some(format!("{what} = \"...\"")));
+                sink.error(
+                    self.pos(v.span()),
+                    format!("`{what}` must be a string"),
+                    Some(format!("{what} = \"...\"")),
+                );
                 None
             }
         }
@@ -426,7 +452,11 @@ impl Converter<'_> {
         match parse_duration(&s.value) {
             Ok(d) => Some(Sp::new(d, s.pos)),
             Err(e) => {
-                sink.error(s.pos, format!("`{what}`: {e}"), Some(format!("{what} = \"30s\" (units: ms, s, m, h, d)")));
+                sink.error(
+                    s.pos,
+                    format!("`{what}`: {e}"),
+                    Some(format!("{what} = \"30s\" (units: ms, s, m, h, d)")),
+                );
                 None
             }
         }
@@ -443,7 +473,9 @@ impl Converter<'_> {
     }
 
     fn runbook_table(&self, v: &DeSp<'_>, rb: &mut Runbook, sink: &mut Sink) {
-        let Some(t) = self.table(v, "runbook", sink) else { return };
+        let Some(t) = self.table(v, "runbook", sink) else {
+            return;
+        };
         let mut group = None;
         let mut name = None;
         for (k, v) in t.iter() {
@@ -466,7 +498,8 @@ impl Converter<'_> {
                         for (k, v) in ports.iter() {
                             match self.value(v, sink) {
                                 Some(Value::Int(p)) if (0..=65535).contains(&p) => {
-                                    rb.ports.insert(k.get_ref().to_string(), Sp::new(p as u16, self.pos(v.span())));
+                                    rb.ports
+                                        .insert(k.get_ref().to_string(), Sp::new(p as u16, self.pos(v.span())));
                                 }
                                 Some(_) => sink.error(
                                     self.pos(v.span()),
@@ -487,7 +520,11 @@ impl Converter<'_> {
         }
         match name {
             Some(n) => rb.name = n.value,
-            None => sink.error(self.pos(v.span()), "[runbook] needs a name", Some("name = \"shop-recovery\"".into())),
+            None => sink.error(
+                self.pos(v.span()),
+                "[runbook] needs a name",
+                Some("name = \"shop-recovery\"".into()),
+            ),
         }
         match group {
             Some(g) => rb.group = g,

@@ -95,7 +95,11 @@ fn parse_ref(inner: &str) -> Result<Ref, String> {
 }
 
 fn list(fields: &[&str], ns: &str) -> String {
-    fields.iter().map(|f| format!("${{{ns}.{f}}}")).collect::<Vec<_>>().join(", ")
+    fields
+        .iter()
+        .map(|f| format!("${{{ns}.{f}}}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Replaces the references `resolve` knows; leaves the others as written.

@@ -24,7 +24,11 @@ pub(super) fn check_steps(rb: &Runbook, sink: &mut Sink) {
             sink.error(
                 s.id.pos,
                 format!("step id `{id}` may hold only a-z, 0-9, - and _"),
-                Some(format!("id = \"{}\"", id.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "-"))),
+                Some(format!(
+                    "id = \"{}\"",
+                    id.to_ascii_lowercase()
+                        .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+                )),
             );
         }
         if let Some(p) = first.get(id) {
@@ -57,7 +61,10 @@ pub(super) fn check_steps(rb: &Runbook, sink: &mut Sink) {
             match &s.drill {
                 DrillBehaviour::Run if !spec.drill_may_run => sink.error(
                     s.pos,
-                    format!("`{}` cannot run in a drill: a drill never touches production", spec.name),
+                    format!(
+                        "`{}` cannot run in a drill: a drill never touches production",
+                        spec.name
+                    ),
                     Some("drop `drill = \"run\"`, or give substituted parameters that point into the sandbox".into()),
                 ),
                 DrillBehaviour::Substitute(sub) => check_params(spec, sub, s.pos, false, &s.id.value, sink),
@@ -76,13 +83,21 @@ pub(super) fn check_steps(rb: &Runbook, sink: &mut Sink) {
         }
         for dep in &s.after {
             if dep.value == s.id.value {
-                sink.error(dep.pos, format!("step `{}` depends on itself", s.id.value), Some("remove it from `after`".into()));
+                sink.error(
+                    dep.pos,
+                    format!("step `{}` depends on itself", s.id.value),
+                    Some("remove it from `after`".into()),
+                );
             } else if !first.contains_key(dep.value.as_str()) {
                 let help = match actions::suggest(&dep.value, ids.iter().copied()) {
                     Some(i) => format!("did you mean `{i}`?"),
                     None => format!("steps: {}", ids.join(", ")),
                 };
-                sink.error(dep.pos, format!("`after` names unknown step `{}`", dep.value), Some(help));
+                sink.error(
+                    dep.pos,
+                    format!("`after` names unknown step `{}`", dep.value),
+                    Some(help),
+                );
             }
         }
     }
@@ -122,7 +137,11 @@ fn check_params(spec: &ActionSpec, params: &Params, step_pos: Pos, complete: boo
                     spec.params.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
                 ),
             };
-            sink.error(v.pos, format!("unknown parameter `{name}` for `{}`", spec.name), Some(help));
+            sink.error(
+                v.pos,
+                format!("unknown parameter `{name}` for `{}`", spec.name),
+                Some(help),
+            );
             continue;
         };
         let ok = match (ps.kind, &v.value) {
@@ -143,7 +162,12 @@ fn check_params(spec: &ActionSpec, params: &Params, step_pos: Pos, complete: boo
         if !ok {
             sink.error(
                 v.pos,
-                format!("`{name}` of `{}` must be {}, not {}", spec.name, ps.kind.describe(), v.value.kind()),
+                format!(
+                    "`{name}` of `{}` must be {}, not {}",
+                    spec.name,
+                    ps.kind.describe(),
+                    v.value.kind()
+                ),
                 Some(format!("{name} = {}", ps.kind.example())),
             );
         }
@@ -155,21 +179,37 @@ fn check_params(spec: &ActionSpec, params: &Params, step_pos: Pos, complete: boo
         if !params.contains_key(ps.name) {
             sink.error(
                 step_pos,
-                format!("step `{step}`: `{}` needs parameter `{}` ({})", spec.name, ps.name, ps.doc),
+                format!(
+                    "step `{step}`: `{}` needs parameter `{}` ({})",
+                    spec.name, ps.name, ps.doc
+                ),
                 Some(format!("{} = {}", ps.name, ps.kind.example())),
             );
         }
     }
     if !spec.one_of.is_empty() {
-        let given: Vec<&str> = spec.one_of.iter().copied().filter(|p| params.contains_key(*p)).collect();
+        let given: Vec<&str> = spec
+            .one_of
+            .iter()
+            .copied()
+            .filter(|p| params.contains_key(*p))
+            .collect();
         if given.len() != 1 {
             sink.error(
                 step_pos,
                 format!(
                     "step `{step}`: `{}` needs exactly one of {} (given: {})",
                     spec.name,
-                    spec.one_of.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", "),
-                    if given.is_empty() { "none".to_string() } else { given.join(", ") }
+                    spec.one_of
+                        .iter()
+                        .map(|p| format!("`{p}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if given.is_empty() {
+                        "none".to_string()
+                    } else {
+                        given.join(", ")
+                    }
                 ),
                 None,
             );
@@ -200,7 +240,9 @@ fn check_template(rb: &Runbook, text: &str, pos: Pos, ancestors: &BTreeSet<Strin
             ),
             Ref::Step { id, output } => match rb.step(id) {
                 None => sink.error(pos, format!("`${{{raw}}}`: no step `{id}`"), None),
-                Some(_) if id == step => sink.error(pos, format!("`${{{raw}}}`: a step cannot read its own outputs"), None),
+                Some(_) if id == step => {
+                    sink.error(pos, format!("`${{{raw}}}`: a step cannot read its own outputs"), None)
+                }
                 Some(_) if !ancestors.contains(id) => sink.error(
                     pos,
                     format!("`${{{raw}}}`: step `{step}` reads an output of `{id}` but does not run after it"),
@@ -254,7 +296,11 @@ fn report_cycles(rb: &Runbook, sink: &mut Sink) -> bool {
         return false;
     }
     // Walk from a remaining step along remaining dependencies until a step repeats.
-    let start = rb.steps.iter().find(|s| indeg.contains_key(s.id.value.as_str())).expect("remaining");
+    let start = rb
+        .steps
+        .iter()
+        .find(|s| indeg.contains_key(s.id.value.as_str()))
+        .expect("remaining");
     let mut path = vec![start.id.value.as_str()];
     let mut cur = start;
     loop {
@@ -303,13 +349,19 @@ pub fn check_against(rb: &Runbook, config: &Config) -> Vec<Diagnostic> {
     let Some(group) = config.group(&rb.group.value) else {
         let help = match actions::suggest(&rb.group.value, config.groups.keys().map(String::as_str)) {
             Some(g) => format!("did you mean `{g}`?"),
-            None if config.groups.is_empty() => "the configuration has no [groups.NAME] sections (pass --config)".into(),
+            None if config.groups.is_empty() => {
+                "the configuration has no [groups.NAME] sections (pass --config)".into()
+            }
             None => format!(
                 "groups in the configuration: {}",
                 config.groups.keys().cloned().collect::<Vec<_>>().join(", ")
             ),
         };
-        sink.error(rb.group.pos, format!("group `{}` is not in the configuration", rb.group.value), Some(help));
+        sink.error(
+            rb.group.pos,
+            format!("group `{}` is not in the configuration", rb.group.value),
+            Some(help),
+        );
         return sink.out;
     };
     let volumes: Vec<&str> = group.volumes.keys().map(String::as_str).collect();

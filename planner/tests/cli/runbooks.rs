@@ -38,9 +38,14 @@ fn broken_runbooks_give_every_error_with_its_place_and_a_fix() {
             failures.push(format!("{}:\n--- expected\n{expected}--- got\n{got}", f.display()));
         }
         // Every diagnostic names file:line:col.
-        for line in got.lines().skip(1).filter(|l| !l.starts_with("    help:") && !l.is_empty()) {
+        for line in got
+            .lines()
+            .skip(1)
+            .filter(|l| !l.starts_with("    help:") && !l.is_empty())
+        {
             assert!(
-                line.starts_with("planner/tests/runbooks/broken/") && line.split(':').nth(2).is_some_and(|c| c.parse::<u32>().is_ok()),
+                line.starts_with("planner/tests/runbooks/broken/")
+                    && line.split(':').nth(2).is_some_and(|c| c.parse::<u32>().is_ok()),
                 "not FILE:LINE:COL: {line}"
             );
         }
@@ -68,10 +73,16 @@ fn example_runbooks_plan_in_every_mode_and_touch_nothing() {
             .ok();
             assert!(text.stdout.contains(&format!("mode {mode}")), "{}", text.stdout);
             assert!(text.stdout.contains("level 1"), "{}", text.stdout);
-            let j = run(&["plan", s(&p), "--mode", mode, "--config", s(&config), "--json"]).ok().json();
+            let j = run(&["plan", s(&p), "--mode", mode, "--config", s(&config), "--json"])
+                .ok()
+                .json();
             assert_eq!(j["mode"], mode);
             assert!(!j["steps"].as_array().unwrap().is_empty());
-            assert_eq!(fs::read_dir(state.path()).unwrap().count(), 0, "plan wrote into the state directory");
+            assert_eq!(
+                fs::read_dir(state.path()).unwrap().count(),
+                0,
+                "plan wrote into the state directory"
+            );
         }
     }
     assert!(n >= 2, "no example runbooks");
@@ -81,9 +92,19 @@ fn example_runbooks_plan_in_every_mode_and_touch_nothing() {
 fn plan_shows_what_each_mode_does() {
     let config = root().join("runbooks/lifeline.toml");
     let rb = root().join("runbooks/shop-failover.toml");
-    let plan = |mode: &str| run(&["plan", s(&rb), "--mode", mode, "--config", s(&config), "--json"]).ok().json();
+    let plan = |mode: &str| {
+        run(&["plan", s(&rb), "--mode", mode, "--config", s(&config), "--json"])
+            .ok()
+            .json()
+    };
     let step = |p: &serde_json::Value, id: &str| {
-        p["steps"].as_array().unwrap().iter().find(|s| s["id"] == id).cloned().unwrap()
+        p["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .cloned()
+            .unwrap()
     };
     let f = plan("failover");
     assert_eq!(step(&f, "final-sync")["behaviour"], "skip");
@@ -96,11 +117,19 @@ fn plan_shows_what_each_mode_does() {
     assert_eq!(b["direction"]["to_site"], "primary");
     let d = plan("drill");
     assert_eq!(step(&d, "dns")["behaviour"], "run", "a substitution makes it run");
-    assert!(step(&d, "dns")["params"]["file"].as_str().unwrap().starts_with("RUNDIR/"));
+    assert!(
+        step(&d, "dns")["params"]["file"]
+            .as_str()
+            .unwrap()
+            .starts_with("RUNDIR/")
+    );
     assert_eq!(step(&d, "stop-replication")["behaviour"], "skip");
     // Step outputs stay for run time; ports and variables are resolved.
     let args = step(&f, "start-app")["params"]["args"].to_string();
-    assert!(args.contains("${steps.promote.path.db}") && args.contains("8080"), "{args}");
+    assert!(
+        args.contains("${steps.promote.path.db}") && args.contains("8080"),
+        "{args}"
+    );
     // Parallel levels: stop-writes and seed first.
     assert_eq!(f["levels"][0], serde_json::json!(["stop-writes", "seed"]));
 }
