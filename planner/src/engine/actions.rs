@@ -321,10 +321,10 @@ async fn start_service(ctx: &Arc<Ctx>, ps: &PlannedStep, p: &BTreeMap<String, Va
         let rec = ctx.shared.record.lock().expect("record");
         rec.processes.iter().find(|x| x.step == ps.id && !x.stopped).cloned()
     };
-    if let Some(x) = existing {
-        if process::alive(&x) {
-            return Ok(out(&[("pid", x.pid.to_string()), ("log", x.log.display().to_string())]));
-        }
+    if let Some(x) = existing
+        && process::alive(&x)
+    {
+        return Ok(out(&[("pid", x.pid.to_string()), ("log", x.log.display().to_string())]));
     }
     let command = s(p, "command").unwrap_or_default().to_string();
     let args = list(p, "args");

@@ -190,6 +190,9 @@ impl Shared {
     }
 }
 
+/// What a step task returns: its id, its outputs or error, and the attempts made.
+type StepOutcome = (String, Result<BTreeMap<String, String>, String>, u32);
+
 /// Runs (or resumes) the plan to its end. Returns the final status.
 pub async fn drive(shared: Arc<Shared>, plan: Arc<Plan>, config: Arc<Config>, parallel: usize) -> Result<RunStatus> {
     let ctx = Arc::new(actions::Ctx {
@@ -198,7 +201,7 @@ pub async fn drive(shared: Arc<Shared>, plan: Arc<Plan>, config: Arc<Config>, pa
         shared: shared.clone(),
     });
     let parallel = parallel.max(1);
-    let mut running: JoinSet<(String, Result<BTreeMap<String, String>, String>, u32)> = JoinSet::new();
+    let mut running: JoinSet<StepOutcome> = JoinSet::new();
     let mut started: HashMap<String, Instant> = HashMap::new();
     // Steps that failed, or were skipped because something they need failed.
     let mut blocked: BTreeSet<String> = BTreeSet::new();
