@@ -55,17 +55,46 @@ struct Deployment {
     agent: Background,
     volume: PathBuf,
     config: PathBuf,
-    state: PathBuf,
+    key: PathBuf,
+    /// Set by [`with_failback`](Self::with_failback).
+    failback: Option<FailbackSite>,
+}
+
+/// What a failback needs on top: the primary site's repository and the port its
+/// receiver will listen on (started by the failback runbook), and the reverse
+/// agent `dr1@acme` on the recovery site with its control port.
+struct FailbackSite {
+    repo: PathBuf,
+    receiver_port: u16,
+    control_port: u16,
 }
 
 impl Deployment {
     fn new() -> Deployment {
-        Self::with_interval("1h")
+        Self::build(false, "1h")
     }
 
     fn with_interval(interval: &str) -> Deployment {
+        Self::build(false, interval)
+    }
+
+    /// A deployment whose lifeline.toml also names the primary site's repository
+    /// and receiver, and the group's reverse agent and control address.
+    fn with_failback() -> Deployment {
+        Self::build(true, "1h")
+    }
+
+    fn build(failback: bool, interval: &str) -> Deployment {
         let site = Site::new(&["db1@acme", "planner@acme"]);
         certs(&site.ca, &site.tls, false, &[], &["ops"]).ok();
+        let failback = failback.then(|| {
+            certs(&site.ca, &site.tls, false, &["dr1@acme"], &[]).ok();
+            FailbackSite {
+                repo: site.path("primary-repo"),
+                receiver_port: free_port(),
+                control_port: free_port(),
+            }
+        });
         let receiver = site.receiver(&["db1=shop"]);
         let key = site.key("acme");
         let volume = site.path("db.img");
@@ -96,6 +125,7 @@ dir = "{tls}"
 identity = "planner"
 admin = "ops"
 [sites.primary]
+{primary}
 [sites.secondary]
 receiver = "{url}"
 [groups.shop]
@@ -106,6 +136,7 @@ rto = "5m"
 control = "{control}"
 agent = "db1"
 tenant = "acme"
+{reverse}
 "#,
                 state = s(&state),
                 key = s(&key),
@@ -113,6 +144,21 @@ tenant = "acme"
                 url = receiver.url(),
                 vol = s(&volume),
                 target = s(&site.path("recovered/db.img")),
+                primary = failback
+                    .as_ref()
+                    .map(|f| format!(
+                        "repo = \"{}\"\nreceiver = \"https://127.0.0.1:{}\"",
+                        s(&f.repo),
+                        f.receiver_port
+                    ))
+                    .unwrap_or_default(),
+                reverse = failback
+                    .as_ref()
+                    .map(|f| format!(
+                        "reverse_agent = \"dr1\"\nreverse_control = \"127.0.0.1:{}\"",
+                        f.control_port
+                    ))
+                    .unwrap_or_default(),
             ),
         )
         .unwrap();
@@ -122,7 +168,8 @@ tenant = "acme"
             agent,
             volume,
             config,
-            state,
+            key,
+            failback,
         }
     }
 
@@ -279,10 +326,6 @@ fn failover_promotes_starts_checks_and_switches_then_audit_verifies() {
     kill(pid);
     assert_eq!(run["operator"], "ana");
     d.lifeline(&["audit", "verify"]).ok().stdout_has(&["audit log ok"]);
-    assert!(
-        d.state.join("planner/planner.pub").exists(),
-        "the planner's key is created on first use"
-    );
     let _ = d.agent.try_status();
 }
 
@@ -516,6 +559,311 @@ after = ["gate"]
     run(&["audit", "verify", "--config", &cfg])
         .code(EXIT_CHECK_FAILED)
         .stdout_has(&["DAMAGED"]);
+}
+
+/// Bytes from what `human_bytes` prints (`812 B`, `1.25 MiB`).
+fn parse_human_bytes(text: &str) -> u64 {
+    let (n, unit) = text
+        .trim()
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("not a size: {text:?}"));
+    let n: f64 = n.parse().unwrap_or_else(|_| panic!("not a size: {text:?}"));
+    let scale = match unit {
+        "B" => 1.0,
+        "KiB" => KIB as f64,
+        "MiB" => MIB as f64,
+        "GiB" => (MIB * 1024) as f64,
+        other => panic!("unknown unit {other:?} in {text:?}"),
+    };
+    (n * scale).round() as u64
+}
+
+/// `(seq, bytes sent)` of every `cycle: point N of group … committed, X sent (Y new), …`
+/// line an agent logged.
+fn agent_cycles(log: &str) -> Vec<(u64, u64)> {
+    log.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("cycle: point ")?;
+            let (seq, rest) = rest.split_once(' ')?;
+            let sent = rest.split_once("committed, ")?.1.split_once(" sent")?.0;
+            Some((seq.parse().ok()?, parse_human_bytes(sent)))
+        })
+        .collect()
+}
+
+/// Overwrites `n` 4 KiB blocks of `path` at scattered block offsets with random
+/// data; returns the offsets.
+fn scatter_blocks(path: &Path, n: u64, seed: u64) -> Vec<u64> {
+    let f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    let blocks = f.metadata().unwrap().len() / (4 * KIB);
+    let mut rng = Rng::new(seed);
+    let mut offsets: Vec<u64> = Vec::new();
+    while (offsets.len() as u64) < n {
+        let o = rng.next_u64() % blocks * 4 * KIB;
+        if !offsets.contains(&o) {
+            write_random_at(&f, o, 4 * KIB, rng.next_u64());
+            offsets.push(o);
+        }
+    }
+    f.sync_all().unwrap();
+    offsets
+}
+
+/// A failover that promotes the group's last point onto its targets.
+fn failover_runbook(dir: &Path) -> PathBuf {
+    let rb = dir.join("shop-failover.toml");
+    fs::write(
+        &rb,
+        r#"[runbook]
+name = "shop-failover"
+group = "shop"
+
+[[step]]
+id = "stop-replication"
+action = "replication.stop"
+
+[[step]]
+id = "promote"
+action = "volume.promote"
+after = ["stop-replication"]
+
+[[step]]
+id = "verify"
+action = "check.volume"
+volume = "db"
+after = ["promote"]
+"#,
+    )
+    .unwrap();
+    rb
+}
+
+/// The failback ("reprotect, then switchover home"): seed the primary's
+/// repository from the volume that survived there, start the primary site's
+/// receiver over it and the reverse agent on the recovery site, sync, stop,
+/// promote onto the primary volume, prove zero loss, stop what the run started
+/// and resume the forward agent.
+fn failback_runbook(d: &Deployment) -> PathBuf {
+    let f = d.failback.as_ref().expect("a deployment with_failback");
+    let rb = d.site.path("shop-failback.toml");
+    fs::write(
+        &rb,
+        format!(
+            r#"[runbook]
+name = "shop-failback"
+group = "shop"
+
+[runbook.variables]
+lifeline = "{bin}"
+tls = "{tls}"
+key = "{key}"
+primary_repo = "{repo}"
+
+[runbook.ports]
+primary = {receiver_port}
+reverse_control = {control_port}
+
+[[step]]
+id = "seed"
+action = "replication.seed"
+
+[[step]]
+id = "primary-receiver"
+action = "service.start"
+command = "${{vars.lifeline}}"
+args = ["receiver", "--repo", "${{vars.primary_repo}}", "--listen", "127.0.0.1:${{ports.primary}}",
+        "--tls-dir", "${{vars.tls}}", "--allow", "dr1=${{group.name}}"]
+after = ["seed"]
+
+[[step]]
+id = "primary-receiver-up"
+action = "check.tcp"
+address = "127.0.0.1:${{ports.primary}}"
+timeout = "30s"
+after = ["primary-receiver"]
+
+[[step]]
+id = "reverse-agent"
+action = "service.start"
+command = "${{vars.lifeline}}"
+args = ["agent", "--repo", "https://127.0.0.1:${{ports.primary}}", "--tls-dir", "${{vars.tls}}",
+        "--identity", "dr1", "--key-file", "${{vars.key}}", "--group", "${{group.name}}",
+        "--state-dir", "${{run.dir}}/reverse-agent", "--volume", "db=${{volumes.db}}",
+        "--interval", "1h", "--control", "127.0.0.1:${{ports.reverse_control}}"]
+after = ["primary-receiver-up"]
+
+[[step]]
+id = "reverse-agent-up"
+action = "check.tcp"
+address = "127.0.0.1:${{ports.reverse_control}}"
+timeout = "30s"
+after = ["reverse-agent"]
+
+[[step]]
+id = "final-sync"
+action = "replication.final_sync"
+after = ["reverse-agent-up"]
+
+[[step]]
+id = "stop-replication"
+action = "replication.stop"
+after = ["final-sync"]
+
+[[step]]
+id = "promote"
+action = "volume.promote"
+after = ["stop-replication"]
+
+[[step]]
+id = "verify"
+action = "check.volume"
+volume = "db"
+after = ["promote"]
+
+[[step]]
+id = "stop-reverse-agent"
+action = "service.stop"
+step = "reverse-agent"
+after = ["verify"]
+
+[[step]]
+id = "stop-primary-receiver"
+action = "service.stop"
+step = "primary-receiver"
+after = ["stop-reverse-agent"]
+
+[[step]]
+id = "reprotect"
+action = "replication.reverse"
+after = ["verify"]
+"#,
+            bin = BIN,
+            tls = s(&d.site.tls),
+            key = s(&d.key),
+            repo = s(&f.repo),
+            receiver_port = f.receiver_port,
+            control_port = f.control_port,
+        ),
+    )
+    .unwrap();
+    rb
+}
+
+#[test]
+fn failback_after_failover_sends_only_what_the_primary_lacks_and_proves_zero_loss() {
+    let d = Deployment::with_failback();
+    let target = d.site.path("recovered/db.img");
+    let r = d
+        .lifeline(&["failover", s(&failover_runbook(&d.site.path(""))), "--json"])
+        .ok();
+    assert_eq!(events(&r.stdout).last().unwrap()["status"], "succeeded", "{}", r.stdout);
+    assert_same_content(&d.volume, &target);
+
+    // Production runs on the recovery site: scattered 4 KiB writes.
+    let written = scatter_blocks(&target, 8, 41);
+    // The primary's last writes before the disaster never reached the secondary:
+    // the failback must overwrite them with the recovery site's state.
+    scatter_blocks(&d.volume, 2, 43);
+    let volume_len = fs::metadata(&target).unwrap().len();
+
+    let rb = failback_runbook(&d);
+    // The plan says which way data flows and where the seed goes, touching nothing.
+    let repo = &d.failback.as_ref().unwrap().repo;
+    d.lifeline(&["plan", s(&rb), "--mode", "failback"]).ok().stdout_has(&[
+        "secondary → primary",
+        &format!("back up db={} on primary into {}", s(&d.volume), s(repo)),
+        &format!("onto db={}", s(&d.volume)),
+    ]);
+    assert!(!repo.exists(), "plan touched the primary's repository");
+
+    let r = d.lifeline(&["failback", s(&rb), "--json", "--operator", "ana"]);
+    let ev = events(&r.stdout);
+    let run_id = ev
+        .last()
+        .and_then(|e| e["run"].as_str())
+        .unwrap_or_else(|| panic!("no events: {}", r.stderr))
+        .to_string();
+    let runs = d.runs();
+    let rec = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == run_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(rec["status"], "succeeded", "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.code, Some(EXIT_OK));
+    for st in [
+        "seed",
+        "primary-receiver",
+        "primary-receiver-up",
+        "reverse-agent",
+        "reverse-agent-up",
+        "final-sync",
+        "stop-replication",
+        "promote",
+        "verify",
+        "stop-reverse-agent",
+        "stop-primary-receiver",
+        "reprotect",
+    ] {
+        assert_eq!(step_status(&runs, &run_id, st), "succeeded", "{st}: {rec}");
+    }
+    let steps = &rec["steps"];
+    assert_eq!(steps["seed"]["outputs"]["seq"], "1", "{rec}");
+    assert_eq!(
+        steps["promote"]["outputs"]["seq"], steps["final-sync"]["outputs"]["seq"],
+        "the final sync's point is promoted"
+    );
+    assert_eq!(
+        steps["promote"]["outputs"]["path.db"],
+        s(&d.volume),
+        "promoted onto the primary volume"
+    );
+    assert_eq!(steps["verify"]["outputs"]["zero_loss"], "true", "{rec}");
+    assert_same_content(&target, &d.volume);
+
+    // Only what the primary lacked travelled: the chunks around the scattered writes.
+    let log_path = steps["reverse-agent"]["outputs"]["log"].as_str().unwrap().to_string();
+    let log = fs::read_to_string(&log_path).unwrap();
+    let cycles = agent_cycles(&log);
+    assert!(cycles.len() >= 2, "the first cycle and the final sync's: {log}");
+    let sent: u64 = cycles.iter().map(|(_, b)| b).sum();
+    eprintln!(
+        "failback sent {sent} bytes for a {volume_len}-byte volume with {} blocks of 4 KiB rewritten ({:.2}%)",
+        written.len(),
+        sent as f64 * 100.0 / volume_len as f64
+    );
+    assert!(sent > 0, "the writes after the failover must travel: {log}");
+    assert!(
+        sent < volume_len / 8,
+        "failback sent {sent} of {volume_len} bytes: dedup against the seed failed: {log}"
+    );
+
+    // Every process the run started was stopped; the forward agent runs again.
+    for p in rec["processes"].as_array().unwrap() {
+        assert!(!pid_alive(p["pid"].as_i64().unwrap()), "{p} still runs");
+    }
+    let st = run(&[
+        "control",
+        "--control",
+        &control_of(&d),
+        "--agent",
+        "db1",
+        "--tls-dir",
+        s(&d.site.tls),
+        "--identity",
+        "ops",
+        "--json",
+        "status",
+    ])
+    .ok()
+    .json();
+    assert_eq!(
+        st["paused"], false,
+        "replication.reverse resumed the forward agent: {st}"
+    );
+    d.lifeline(&["audit", "verify"]).ok().stdout_has(&["audit log ok"]);
 }
 
 #[test]
