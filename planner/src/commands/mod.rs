@@ -7,6 +7,7 @@ mod key;
 mod net;
 mod points;
 mod restore;
+mod testbed;
 mod verify;
 
 use std::path::Path;
@@ -34,11 +35,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Agent(a) => net::agent(&a, &config),
         Command::Status(a) => net::status(&a),
         Command::Control(a) => net::control(&a),
-        Command::Testbed(crate::cli::TestbedCommand::Proxy {
-            listen,
-            upstream,
-            delay,
-        }) => net::delay_proxy(&listen, &upstream, &delay),
+        Command::Testbed(c) => testbed::testbed(c),
+        Command::Workload(c) => testbed::workload(c),
     }
 }
 
