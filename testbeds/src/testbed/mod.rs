@@ -47,6 +47,8 @@ pub const TENANT: &str = "tb";
 pub const ADMIN: &str = "ops";
 pub const GROUP: &str = "app";
 pub const VOLUME: &str = "app";
+/// A second group the agent identity may write, for ad-hoc backups (`lifeline backup`).
+pub const SPARE_GROUP: &str = "data";
 
 /// Which kind of environment.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -293,10 +295,10 @@ impl Testbed {
     }
 
     fn build(&mut self, spec: &TestbedSpec) -> Result<()> {
+        // Saved (and registered) first, so a crash from here on leaves a findable leftover.
+        self.save()?;
         let st = &mut self.state;
         let dir = st.dir.clone();
-        // Registered first, so a crash from here on leaves a findable leftover.
-        registry::register(st)?;
         if let Some(link) = &st.link.netns {
             link.create()?;
         }
@@ -343,7 +345,7 @@ impl Testbed {
                     "--tls-dir".into(),
                     s(&st.paths.tls_dir),
                     "--allow".into(),
-                    format!("{AGENT}={GROUP}"),
+                    format!("{AGENT}={GROUP},{SPARE_GROUP}"),
                 ],
                 pid: 0,
                 stdout: st.paths.logs.join(format!("receiver-{name}.out")),
@@ -744,7 +746,7 @@ fn write_config(st: &TestbedState) -> Result<()> {
     }
     t.push_str(&format!(
         "freeze = {}\nthaw = {}\n",
-        toml_str(&format!("{bin} workload pause --addr {w}")),
+        toml_str(&format!("{bin} workload pause --addr {w} --lease 30s")),
         toml_str(&format!("{bin} workload resume --addr {w}"))
     ));
     write_atomic(&st.paths.config, t.as_bytes())
