@@ -247,6 +247,12 @@ impl Bed {
     /// Also restores the first point, and returns the newest check.
     #[track_caller]
     pub fn disaster_check(&self, name: &str) -> (CheckReport, f64) {
+        self.disaster_check_with(name, true)
+    }
+
+    /// [`disaster_check`](Self::disaster_check), optionally without the first point.
+    #[track_caller]
+    pub fn disaster_check_with(&self, name: &str, first_too: bool) -> (CheckReport, f64) {
         let points = self.points();
         let at = Utc::now();
         let latest = points.last().expect("at least one point").clone();
@@ -267,6 +273,10 @@ impl Bed {
             "{name}: point {} restored and clean; at T: RPO {rpo:.3} s, lost {:?} durable records = {lost:.3} s of writes",
             latest.seq, r.lost_records
         );
+        let _ = std::fs::remove_file(&out);
+        if !first_too {
+            return (r, rpo);
+        }
         // The oldest point is intact too.
         let first = points.first().expect("a point");
         let out1 = self.dir.path().join(format!("{name}-first.img"));
@@ -274,7 +284,6 @@ impl Bed {
         let r1 = check_path(&out1, None, None).expect("check");
         assert!(r1.clean, "the first point's volume is damaged: {r1:?}");
         let _ = std::fs::remove_file(out1);
-        let _ = std::fs::remove_file(&out);
         (r, rpo)
     }
 
