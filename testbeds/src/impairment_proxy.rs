@@ -552,7 +552,11 @@ mod tests {
         let mut back = vec![0u8; data.len()];
         c.read_exact(&mut back).await.unwrap();
         // 512 KiB at 1 MiB/s, less one burst of 64 KiB.
-        assert!(started.elapsed() >= Duration::from_millis(400), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]
@@ -565,12 +569,16 @@ mod tests {
         proxy.apply(&ProxyCommand::Cut).unwrap();
         // The open connection dies: reads end with an error or EOF.
         let mut buf = [0u8; 16];
-        let r = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .unwrap();
         assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
         // A new one is accepted by the kernel, then reset.
         let mut c2 = TcpStream::connect(addr).await.unwrap();
         let _ = c2.write_all(b"x").await;
-        let r = tokio::time::timeout(Duration::from_secs(5), c2.read(&mut buf)).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(5), c2.read(&mut buf))
+            .await
+            .unwrap();
         assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
         let st = proxy.apply(&ProxyCommand::Heal).unwrap();
         assert!(!st.cut);

@@ -25,7 +25,9 @@ pub use impairment_proxy::{Impairment, ImpairmentProxy, ProxyCommand, ProxyState
 pub use testbed::fault::{Fault, FaultOutcome, ObjectDamage, StoredObject, corrupt_object, stored_objects};
 pub use testbed::netns::NetnsLink;
 pub use testbed::state::{AgentInfo, LinkState, Paths, ProcessState, SiteState, TestbedState, WorkloadInfo};
-pub use testbed::{ADMIN, AGENT, Flavour, GROUP, SPARE_GROUP, TENANT, Testbed, TestbedGuard, TestbedSpec, VOLUME, is_root, which};
+pub use testbed::{
+    ADMIN, AGENT, Flavour, GROUP, SPARE_GROUP, TENANT, Testbed, TestbedGuard, TestbedSpec, VOLUME, is_root, which,
+};
 pub use units::{parse_duration, parse_rate, parse_size};
 pub use workload::checker::{CheckOptions, CheckReport, DamagedSlot, check_path, check_volume, describe};
 pub use workload::durability_log::{DurabilityHistory, DurabilityLog};

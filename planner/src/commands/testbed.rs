@@ -89,10 +89,18 @@ fn up(a: &TestbedUpArgs) -> Result<ExitCode> {
 
 fn print_status(v: &serde_json::Value) {
     let str_of = |v: &serde_json::Value| v.as_str().map(String::from).unwrap_or_else(|| v.to_string());
-    println!("testbed {} ({}) in {}", str_of(&v["id"]), str_of(&v["flavour"]), str_of(&v["dir"]));
+    println!(
+        "testbed {} ({}) in {}",
+        str_of(&v["id"]),
+        str_of(&v["flavour"]),
+        str_of(&v["dir"])
+    );
     if let Some(sites) = v["sites"].as_object() {
         for (name, s) in sites {
-            let ns = s["namespace"].as_str().map(|n| format!(" (namespace {n})")).unwrap_or_default();
+            let ns = s["namespace"]
+                .as_str()
+                .map(|n| format!(" (namespace {n})"))
+                .unwrap_or_default();
             println!("  site {name:<9} receiver {}{ns}", str_of(&s["receiver_url"]));
         }
     }
@@ -126,7 +134,11 @@ fn print_status(v: &serde_json::Value) {
             println!(
                 "  {name:<19} pid {:<8} {:<8} {}",
                 p["pid"],
-                if p["running"].as_bool() == Some(true) { "running" } else { "STOPPED" },
+                if p["running"].as_bool() == Some(true) {
+                    "running"
+                } else {
+                    "STOPPED"
+                },
                 str_of(&p["address"])
             );
         }
@@ -187,13 +199,11 @@ fn fault_of(f: &FaultCommand) -> Result<Fault> {
     })
 }
 
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }
 
@@ -240,15 +250,14 @@ pub fn workload(c: WorkloadCommand) -> Result<ExitCode> {
         WorkloadCommand::Resume { addr } => call(&addr, "/resume"),
         WorkloadCommand::Status { addr } => call(&addr, "/health"),
         WorkloadCommand::Check(a) => {
-            let at = a
-                .at
-                .as_deref()
-                .map(|t| {
-                    chrono::DateTime::parse_from_rfc3339(t)
-                        .map(|t| t.with_timezone(&chrono::Utc))
-                        .with_context(|| format!("--at {t}: write an RFC 3339 time, e.g. 2026-11-25T08:00:00Z"))
-                })
-                .transpose()?;
+            let at =
+                a.at.as_deref()
+                    .map(|t| {
+                        chrono::DateTime::parse_from_rfc3339(t)
+                            .map(|t| t.with_timezone(&chrono::Utc))
+                            .with_context(|| format!("--at {t}: write an RFC 3339 time, e.g. 2026-11-25T08:00:00Z"))
+                    })
+                    .transpose()?;
             let report = check_volume(&CheckOptions {
                 volume: a.volume.clone(),
                 at,
@@ -259,7 +268,11 @@ pub fn workload(c: WorkloadCommand) -> Result<ExitCode> {
             } else {
                 println!("{}", describe(&report));
             }
-            Ok(if report.clean { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if report.clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
     }
 }

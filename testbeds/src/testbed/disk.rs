@@ -17,7 +17,14 @@ pub fn mount_tmpfs(dir: &Path, bytes: u64) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| TestbedError::io(format!("create {}", dir.display()), e))?;
     run(
         "mount",
-        &["-t", "tmpfs", "-o", &format!("size={bytes},mode=0700"), "lifeline-testbed", path_str(dir)?],
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={bytes},mode=0700"),
+            "lifeline-testbed",
+            path_str(dir)?,
+        ],
     )?;
     Ok(())
 }

@@ -40,8 +40,12 @@ pub enum Fault {
     KillAgent,
     RestartAgent,
     /// kill -9 of a site's receiver (`secondary` by default).
-    KillReceiver { site: String },
-    RestartReceiver { site: String },
+    KillReceiver {
+        site: String,
+    },
+    RestartReceiver {
+        site: String,
+    },
     /// Fill the secondary's disk (root: a tmpfs) until ENOSPC.
     FillDisk,
     FreeDisk,
@@ -158,7 +162,8 @@ pub fn corrupt_object(repo: &Path, tenant: &str, how: ObjectDamage) -> Result<St
                 .map_err(|e| TestbedError::io(ctx("open"), e))?;
             let at = o.offset + o.len / 2;
             let mut b = [0u8; 4];
-            f.read_exact_at(&mut b, at).map_err(|e| TestbedError::io(ctx("read"), e))?;
+            f.read_exact_at(&mut b, at)
+                .map_err(|e| TestbedError::io(ctx("read"), e))?;
             for x in &mut b {
                 *x ^= 0x55;
             }
@@ -202,7 +207,10 @@ impl Testbed {
                 self.state.link.state = "up".into();
                 ("heal", serde_json::json!({ "proxy": proxy }))
             }
-            Fault::Reset => ("reset", serde_json::json!({ "proxy": self.proxy(&ProxyCommand::Reset)? })),
+            Fault::Reset => (
+                "reset",
+                serde_json::json!({ "proxy": self.proxy(&ProxyCommand::Reset)? }),
+            ),
             Fault::KillAgent => ("kill-agent", self.kill("agent")?),
             Fault::KillReceiver { site } => ("kill-receiver", self.kill(&format!("receiver-{site}"))?),
             Fault::RestartAgent => ("restart-agent", self.restart("agent")?),
@@ -295,14 +303,18 @@ impl Testbed {
     }
 
     fn disk(&self) -> Result<PathBuf> {
-        self.state.site("secondary")?.disk.clone().ok_or_else(|| TestbedError::NeedsRoot {
-            what: format!(
-                "fill-disk (the secondary's repository on a small tmpfs; this {} testbed has none)",
-                match self.state.flavour {
-                    Flavour::Local => "local",
-                    Flavour::Netns => "netns",
-                }
-            ),
-        })
+        self.state
+            .site("secondary")?
+            .disk
+            .clone()
+            .ok_or_else(|| TestbedError::NeedsRoot {
+                what: format!(
+                    "fill-disk (the secondary's repository on a small tmpfs; this {} testbed has none)",
+                    match self.state.flavour {
+                        Flavour::Local => "local",
+                        Flavour::Netns => "netns",
+                    }
+                ),
+            })
     }
 }

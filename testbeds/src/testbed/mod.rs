@@ -30,8 +30,8 @@ use serde::{Deserialize, Serialize};
 
 use self::netns::NetnsLink;
 use self::state::{
-    AgentInfo, LinkState, Owner, Paths, ProcessState, STATE_FILE, STATE_FORMAT, STATE_VERSION, SiteState,
-    TestbedState, WorkloadInfo, write_atomic,
+    AgentInfo, LinkState, Owner, Paths, ProcessState, STATE_FILE, STATE_FORMAT, STATE_VERSION, SiteState, TestbedState,
+    WorkloadInfo, write_atomic,
 };
 use crate::error::{Result, TestbedError};
 use crate::impairment_proxy::{ProxyCommand, ProxyState, proxy_call};
@@ -254,7 +254,10 @@ impl Testbed {
     pub fn up(spec: &TestbedSpec) -> Result<Testbed> {
         let existed = spec.dir.exists();
         mkdir(&spec.dir)?;
-        let dir = spec.dir.canonicalize().map_err(io(format!("resolve {}", spec.dir.display())))?;
+        let dir = spec
+            .dir
+            .canonicalize()
+            .map_err(io(format!("resolve {}", spec.dir.display())))?;
         Self::remove_leftovers(&dir);
         if spec.flavour == Flavour::Netns {
             if !is_root() || !which("ip") {
@@ -636,9 +639,9 @@ fn initial_state(spec: &TestbedSpec, dir: &Path, id: &str, created_dir: bool) ->
     sites.insert("primary".into(), site("primary", pns, paddr, None));
     sites.insert("secondary".into(), site("secondary", sns, saddr, disk));
     let volume = dir.join("sites/primary/volumes/app.img");
-    let owner = spec.owner.and_then(|pid| {
-        process::start_time(pid).map(|start_time| Owner { pid, start_time })
-    });
+    let owner = spec
+        .owner
+        .and_then(|pid| process::start_time(pid).map(|start_time| Owner { pid, start_time }));
     TestbedState {
         format: STATE_FORMAT.into(),
         version: STATE_VERSION,

@@ -144,8 +144,22 @@ impl NetnsLink {
                 run(
                     "ip",
                     &[
-                        "netns", "exec", ns, "tc", "qdisc", "add", "dev", veth, "root", "tbf", "rate",
-                        &tc_rate(r), "burst", &burst, "latency", "100ms",
+                        "netns",
+                        "exec",
+                        ns,
+                        "tc",
+                        "qdisc",
+                        "add",
+                        "dev",
+                        veth,
+                        "root",
+                        "tbf",
+                        "rate",
+                        &tc_rate(r),
+                        "burst",
+                        &burst,
+                        "latency",
+                        "100ms",
                     ],
                 )?;
             }
@@ -156,11 +170,16 @@ impl NetnsLink {
     /// Drops `percent` of the packets arriving at each end (0 removes the rule).
     pub fn set_loss(&self, percent: f64) -> Result<()> {
         if !(0.0..=100.0).contains(&percent) {
-            return Err(TestbedError::Invalid(format!("loss {percent}% is not between 0 and 100")));
+            return Err(TestbedError::Invalid(format!(
+                "loss {percent}% is not between 0 and 100"
+            )));
         }
         let per_mille = (percent * 10.0).round() as u32;
         for (ns, veth, _) in self.ends() {
-            let _ = run("ip", &["netns", "exec", ns, "nft", "delete", "table", "inet", NFT_TABLE]);
+            let _ = run(
+                "ip",
+                &["netns", "exec", ns, "nft", "delete", "table", "inet", NFT_TABLE],
+            );
             if per_mille == 0 {
                 continue;
             }
@@ -175,9 +194,9 @@ impl NetnsLink {
             );
             let _ = std::fs::remove_file(&file);
             r.map_err(|e| match e {
-                TestbedError::Io { .. } => TestbedError::Invalid(
-                    "packet loss needs nftables (`apt-get install nftables`)".into(),
-                ),
+                TestbedError::Io { .. } => {
+                    TestbedError::Invalid("packet loss needs nftables (`apt-get install nftables`)".into())
+                }
                 e => e,
             })?;
         }

@@ -180,7 +180,10 @@ pub fn stop_all(ps: &[&ProcessState], grace: Duration) {
 /// kill -9 of `p`, waiting until it is gone.
 pub fn kill9(p: &ProcessState) -> Result<()> {
     if !runs(p, p.pid) {
-        return Err(TestbedError::Invalid(format!("{} (pid {}) is not running", p.name, p.pid)));
+        return Err(TestbedError::Invalid(format!(
+            "{} (pid {}) is not running",
+            p.name, p.pid
+        )));
     }
     signal(p.pid, Signal::KILL);
     if !wait_gone(&[p.pid], Duration::from_secs(5)) {

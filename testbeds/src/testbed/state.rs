@@ -147,7 +147,10 @@ impl TestbedState {
         let path = dir.join(STATE_FILE);
         let text = fs::read_to_string(&path).map_err(|e| TestbedError::State {
             path: path.clone(),
-            reason: format!("{e} (is there a testbed here? `lifeline testbed up --dir {}`)", dir.display()),
+            reason: format!(
+                "{e} (is there a testbed here? `lifeline testbed up --dir {}`)",
+                dir.display()
+            ),
         })?;
         let st: TestbedState = serde_json::from_str(&text).map_err(|e| TestbedError::State {
             path: path.clone(),
@@ -156,7 +159,10 @@ impl TestbedState {
         if st.format != STATE_FORMAT || st.version != STATE_VERSION {
             return Err(TestbedError::State {
                 path,
-                reason: format!("format {} version {} is not {STATE_FORMAT} {STATE_VERSION}", st.format, st.version),
+                reason: format!(
+                    "format {} version {} is not {STATE_FORMAT} {STATE_VERSION}",
+                    st.format, st.version
+                ),
             });
         }
         Ok(st)

@@ -99,9 +99,7 @@ pub fn check_volume(opts: &CheckOptions) -> Result<CheckReport> {
         missing: Vec::new(),
         ballast_ok: false,
         ballast_first_difference: None,
-        at: opts
-            .at
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        at: opts.at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         durable_seq_at: None,
         lost_records: None,
         lost_secs: None,
@@ -146,12 +144,12 @@ pub fn check_volume(opts: &CheckOptions) -> Result<CheckReport> {
             match Record::decode(raw) {
                 Slot::Empty => {}
                 Slot::Damaged(e) => report.damaged.push(damage(e.to_string())),
-                Slot::Record(r) if r.volume_id != sb.volume_id => {
-                    report.damaged.push(damage(format!("record of another volume ({:016x})", r.volume_id)))
-                }
-                Slot::Record(r) if sb.slot_offset(r.seq) != at => {
-                    report.damaged.push(damage(format!("record {} in the wrong slot", r.seq)))
-                }
+                Slot::Record(r) if r.volume_id != sb.volume_id => report
+                    .damaged
+                    .push(damage(format!("record of another volume ({:016x})", r.volume_id))),
+                Slot::Record(r) if sb.slot_offset(r.seq) != at => report
+                    .damaged
+                    .push(damage(format!("record {} in the wrong slot", r.seq))),
                 Slot::Record(r) => found.push((r.seq, r.written_ns)),
             }
         }
@@ -242,7 +240,10 @@ pub fn describe(r: &CheckReport) -> String {
         r.last_written_at.as_deref().unwrap_or("never")
     ));
     for d in &r.damaged {
-        out.push(format!("  damaged slot {} at offset {}: {}", d.slot, d.offset, d.reason));
+        out.push(format!(
+            "  damaged slot {} at offset {}: {}",
+            d.slot, d.offset, d.reason
+        ));
     }
     for (a, b) in &r.missing {
         out.push(format!("  missing records {a}..={b}"));
@@ -256,7 +257,9 @@ pub fn describe(r: &CheckReport) -> String {
                 "  at {at}: {n} durable records lost ({secs:.3} s of writes; durable up to {})",
                 r.durable_seq_at.unwrap_or(0)
             )),
-            None => out.push(format!("  at {at}: at most {secs:.3} s of writes lost (no durability log)")),
+            None => out.push(format!(
+                "  at {at}: at most {secs:.3} s of writes lost (no durability log)"
+            )),
         }
     }
     out.join("\n")

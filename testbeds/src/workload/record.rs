@@ -116,7 +116,8 @@ impl Superblock {
             .checked_mul(RECORD_LEN as u64)
             .and_then(|n| n.checked_add(sb.ring_offset))
             .ok_or(DecodeError::Field("ring"))?;
-        if sb.ballast_len > 0 && (sb.ballast_offset < ring_end || sb.ballast_offset.checked_add(sb.ballast_len).is_none())
+        if sb.ballast_len > 0
+            && (sb.ballast_offset < ring_end || sb.ballast_offset.checked_add(sb.ballast_len).is_none())
         {
             return Err(DecodeError::Field("ballast"));
         }

@@ -38,13 +38,30 @@ fn up_status_fault_down_through_the_cli() {
     let d = dir.to_str().unwrap();
     let _guard = DownOnDrop(dir.clone());
     let t = Instant::now();
-    let up = lifeline(&["testbed", "up", "--dir", d, "--latency", "5ms", "--stall-every", "10s", "--json"]).ok();
+    let up = lifeline(&[
+        "testbed",
+        "up",
+        "--dir",
+        d,
+        "--latency",
+        "5ms",
+        "--stall-every",
+        "10s",
+        "--json",
+    ])
+    .ok();
     let up_secs = t.elapsed().as_secs_f64();
     let v = up.json();
     assert_eq!(v["flavour"], "local");
     assert!(dir.join("testbed.json").is_file() && dir.join("lifeline.toml").is_file());
     let config = std::fs::read_to_string(dir.join("lifeline.toml")).unwrap();
-    for needle in ["[sites.primary]", "[sites.secondary]", "[groups.app]", "freeze =", "control ="] {
+    for needle in [
+        "[sites.primary]",
+        "[sites.secondary]",
+        "[groups.app]",
+        "freeze =",
+        "control =",
+    ] {
         assert!(config.contains(needle), "lifeline.toml lacks {needle}:\n{config}");
     }
     let st = lifeline(&["testbed", "status", "--dir", d, "--json"]).ok().json();
@@ -132,9 +149,15 @@ fn a_leftover_of_a_crashed_run_is_removed_on_the_next_start() {
     let next = Bed::up(Flavour::Local, |_| {});
     for pid in &pids {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        assert!(stat.is_empty() || stat.contains(") Z "), "leftover pid {pid} still runs");
+        assert!(
+            stat.is_empty() || stat.contains(") Z "),
+            "leftover pid {pid} still runs"
+        );
     }
-    assert!(!crashed.state.dir.join("testbed.json").exists(), "the leftover's files remain");
+    assert!(
+        !crashed.state.dir.join("testbed.json").exists(),
+        "the leftover's files remain"
+    );
     if let Some(l) = &crashed.state.link.netns {
         let names = NetnsLink::list_namespaces();
         assert!(!names.contains(&l.primary_ns), "leftover namespace remains: {names:?}");

@@ -64,7 +64,10 @@ fn a_cut_mid_transfer_then_heal_resumes_without_a_full_resend() {
         poll_until(CYCLES, || durable() > 0 || !bed.points().is_empty()),
         "nothing arrived"
     );
-    assert!(bed.points().is_empty(), "the first sync ended before the cut: make it slower");
+    assert!(
+        bed.points().is_empty(),
+        "the first sync ended before the cut: make it slower"
+    );
     let from = bed.log("agent.err").len();
     bed.tb.fault(&Fault::Cut).unwrap();
     let arrived = durable();
@@ -78,7 +81,10 @@ fn a_cut_mid_transfer_then_heal_resumes_without_a_full_resend() {
     eprintln!(
         "cut: {arrived} bytes durable at the cut, the resumed cycle sent {resumed}, {total_up} bytes crossed the link in all"
     );
-    assert!(arrived >= 8 << 20, "less than 8 MiB durable at the cut ({arrived}): the case proves nothing");
+    assert!(
+        arrived >= 8 << 20,
+        "less than 8 MiB durable at the cut ({arrived}): the case proves nothing"
+    );
     // The resumed cycle sends what had not arrived, not the whole volume again.
     assert!(
         resumed + arrived / 2 <= ballast + (1 << 20),
@@ -166,7 +172,12 @@ fn a_corrupted_object_is_found_refused_and_healed_by_repair_and_the_next_cycle()
     // A restore refuses the damaged object instead of returning wrong data.
     let bad = bed.dir.path().join("bad.img");
     let r = bed.restore("latest", &bad);
-    assert_ne!(r.code, Some(0), "a restore over a damaged object succeeded: {}", r.stdout);
+    assert_ne!(
+        r.code,
+        Some(0),
+        "a restore over a damaged object succeeded: {}",
+        r.stdout
+    );
     // Repair where the repository is (the receiver stopped): it drops the
     // damaged object and the index nodes above it, so the next cycle stores
     // them again. Points committed before keep what they lost (the scrub keeps
@@ -177,7 +188,10 @@ fn a_corrupted_object_is_found_refused_and_healed_by_repair_and_the_next_cycle()
         })
         .unwrap();
     let repo = bed.tb.state.sites["secondary"].repo.display().to_string();
-    let rep = bed.lifeline("secondary", &["verify", "--repo", &repo, "--tenant", TENANT, "--repair"]);
+    let rep = bed.lifeline(
+        "secondary",
+        &["verify", "--repo", &repo, "--tenant", TENANT, "--repair"],
+    );
     assert!(rep.stdout.contains("repair"), "{}\n{}", rep.stdout, rep.stderr);
     bed.tb
         .fault(&Fault::RestartReceiver {
@@ -194,7 +208,11 @@ fn a_corrupted_object_is_found_refused_and_healed_by_repair_and_the_next_cycle()
             .next()
             .and_then(|n| n.parse().ok())
             .unwrap_or(u64::MAX);
-        assert!(seq <= damaged_up_to, "a point made after the repair is affected: {}", v.stdout);
+        assert!(
+            seq <= damaged_up_to,
+            "a point made after the repair is affected: {}",
+            v.stdout
+        );
     }
     bed.disaster_check_with("corrupt-object", false);
 }

@@ -154,7 +154,9 @@ impl Bed {
 
     /// The group's committed points on the secondary.
     pub fn points(&self) -> Vec<Point> {
-        let r = self.on_secondary(&["points"], AGENT, &["--group", GROUP, "--json"]).ok();
+        let r = self
+            .on_secondary(&["points"], AGENT, &["--group", GROUP, "--json"])
+            .ok();
         r.json()
             .as_array()
             .expect("points --json is an array")
@@ -212,8 +214,14 @@ impl Bed {
     /// Waits until the agent's stderr holds `needle` (after `from` bytes).
     #[track_caller]
     pub fn wait_agent_error(&self, from: usize, needle: &str, timeout: Duration) {
-        let ok = poll_until(timeout, || self.log("agent.err").get(from..).is_some_and(|s| s.contains(needle)));
-        assert!(ok, "the agent reported no `{needle}` within {timeout:?}: {}", self.log("agent.err"));
+        let ok = poll_until(timeout, || {
+            self.log("agent.err").get(from..).is_some_and(|s| s.contains(needle))
+        });
+        assert!(
+            ok,
+            "the agent reported no `{needle}` within {timeout:?}: {}",
+            self.log("agent.err")
+        );
     }
 
     /// Restores `point` of the workload volume to a file on the secondary.

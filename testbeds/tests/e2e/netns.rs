@@ -27,17 +27,27 @@ fn netns_rate_loss_latency_then_a_partition_and_heal() {
     });
     let link = bed.tb.state.link.netns.clone().expect("netns link");
     let names = NetnsLink::list_namespaces();
-    assert!(names.contains(&link.primary_ns) && names.contains(&link.secondary_ns), "{names:?}");
+    assert!(
+        names.contains(&link.primary_ns) && names.contains(&link.secondary_ns),
+        "{names:?}"
+    );
     let before = bed.wait_point(2, CYCLES);
     // The sites are apart: the secondary's receiver is not on the primary's loopback.
-    assert!(bed.tb.state.sites["secondary"].receiver_url.contains(&link.secondary_addr));
+    assert!(
+        bed.tb.state.sites["secondary"]
+            .receiver_url
+            .contains(&link.secondary_addr)
+    );
     let from = bed.log("agent.err").len();
     bed.tb.fault(&Fault::Cut).unwrap();
     bed.wait_agent_error(from, "unavailable", CYCLES);
     // The partition is real: from the primary the secondary's address is unreachable.
     let url = bed.tb.state.sites["secondary"].receiver_url.clone();
     let tls = bed.tb.state.paths.tls_dir.display().to_string();
-    let r = bed.lifeline("primary", &["status", "--repo", &url, "--tls-dir", &tls, "--identity", "app"]);
+    let r = bed.lifeline(
+        "primary",
+        &["status", "--repo", &url, "--tls-dir", &tls, "--identity", "app"],
+    );
     assert_ne!(r.code, Some(0), "the receiver answered across a cut link: {}", r.stdout);
     bed.tb.fault(&Fault::Heal).unwrap();
     let last = bed.points().last().unwrap().seq;
@@ -48,5 +58,8 @@ fn netns_rate_loss_latency_then_a_partition_and_heal() {
     tb.down().unwrap();
     drop(dir);
     let names = NetnsLink::list_namespaces();
-    assert!(!names.contains(&link.primary_ns) && !names.contains(&link.secondary_ns), "{names:?}");
+    assert!(
+        !names.contains(&link.primary_ns) && !names.contains(&link.secondary_ns),
+        "{names:?}"
+    );
 }

@@ -65,7 +65,9 @@ fn a_live_ext4_image_backed_up_with_fsfreeze_restores_to_a_clean_filesystem() {
     let src = work.join("src");
     std::fs::create_dir_all(src.join("docs")).unwrap();
     for i in 0..200u64 {
-        let body: String = (0..(i % 37 + 1) * 40).map(|j| format!("line {j} of file {i}\n")).collect();
+        let body: String = (0..(i % 37 + 1) * 40)
+            .map(|j| format!("line {j} of file {i}\n"))
+            .collect();
         std::fs::write(src.join(format!("docs/f{i}.txt")), body).unwrap();
     }
     let img = work.join("fs.img");
@@ -92,12 +94,12 @@ fn a_live_ext4_image_backed_up_with_fsfreeze_restores_to_a_clean_filesystem() {
                 // Writes block while the filesystem is frozen, which is the point.
                 if let Ok(mut f) = std::fs::File::create(&p) {
                     let _ = f.write_all(&vec![(i % 251) as u8; 64 << 10]);
-                    if i % 10 == 0 {
+                    if i.is_multiple_of(10) {
                         let _ = f.sync_all();
                     }
                     written.fetch_add(1, Ordering::SeqCst);
                 }
-                if i % 7 == 0 {
+                if i.is_multiple_of(7) {
                     let _ = std::fs::remove_file(mnt.join(format!("live-{}.dat", (i + 25) % 50)));
                 }
                 i += 1;
@@ -159,7 +161,10 @@ fn a_live_ext4_image_backed_up_with_fsfreeze_restores_to_a_clean_filesystem() {
         ]);
         bed.lifeline("secondary", &args).ok();
         let fsck = sh("e2fsck", &["-fn", s(&out)]);
-        assert!(fsck.is_ok(), "point {seq}: e2fsck -fn failed on the restored image: {fsck:?}");
+        assert!(
+            fsck.is_ok(),
+            "point {seq}: e2fsck -fn failed on the restored image: {fsck:?}"
+        );
         eprintln!("real data: point {seq} restored; e2fsck -fn clean");
     }
 }
