@@ -152,6 +152,30 @@ impl Bed {
         self.lifeline("secondary", &args)
     }
 
+    /// `lifeline control … sync-now` as the admin: the agent skips any retry
+    /// back-off and returns once a point holding everything written before the
+    /// call is committed.
+    pub fn sync_now(&self) -> Run {
+        let st = &self.tb.state;
+        let tls = st.paths.tls_dir.display().to_string();
+        self.lifeline(
+            "primary",
+            &[
+                "control",
+                "--control",
+                &st.agent.control,
+                "--agent",
+                AGENT,
+                "--tls-dir",
+                &tls,
+                "--identity",
+                ADMIN,
+                "--json",
+                "sync-now",
+            ],
+        )
+    }
+
     /// The group's committed points on the secondary.
     pub fn points(&self) -> Vec<Point> {
         let r = self
@@ -179,10 +203,11 @@ impl Bed {
         });
         assert!(
             ok,
-            "no point {seq} within {timeout:?} (have {:?})\n--- agent stdout ---\n{}\n--- agent stderr ---\n{}",
+            "no point {seq} within {timeout:?} (have {:?})\n--- agent stdout ---\n{}\n--- agent stderr ---\n{}\n--- secondary receiver stderr ---\n{}",
             last.last(),
             self.log("agent.out"),
-            self.log("agent.err")
+            self.log("agent.err"),
+            self.log("receiver-secondary.err")
         );
         last
     }
