@@ -1,5 +1,6 @@
 //! The netns flavour: two namespaces joined by a veth pair, a tc tbf rate,
-//! nftables loss, proxy latency, and a partition by link down.
+//! nftables loss, proxy latency, a partition by link down, and kill -9 /
+//! restart of the agent and the receiver inside their namespaces.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use crate::harness::*;
 const CYCLES: Duration = Duration::from_secs(60);
 
 #[test]
-fn netns_rate_loss_latency_then_a_partition_and_heal() {
+fn netns_rate_loss_latency_a_partition_and_kills() {
     if !netns_possible("netns case") {
         return;
     }
@@ -50,6 +51,23 @@ fn netns_rate_loss_latency_then_a_partition_and_heal() {
     );
     assert_ne!(r.code, Some(0), "the receiver answered across a cut link: {}", r.stdout);
     bed.tb.fault(&Fault::Heal).unwrap();
+    let last = bed.points().last().unwrap().seq;
+    bed.wait_point(last + 2, CYCLES);
+    // kill -9 and restart inside the namespaces: the receiver comes back on its
+    // address, the agent resumes.
+    bed.tb
+        .fault(&Fault::KillReceiver {
+            site: "secondary".into(),
+        })
+        .unwrap();
+    bed.tb.fault(&Fault::KillAgent).unwrap();
+    bed.tb
+        .fault(&Fault::RestartReceiver {
+            site: "secondary".into(),
+        })
+        .unwrap();
+    bed.tb.fault(&Fault::RestartAgent).unwrap();
+    assert!(bed.tb.is_running("agent") && bed.tb.is_running("receiver-secondary"));
     let last = bed.points().last().unwrap().seq;
     bed.wait_point(last + 2, CYCLES);
     bed.assert_points_kept(&before);
