@@ -49,12 +49,121 @@ pub enum Command {
     Status(StatusArgs),
     /// Drive a running agent through its control API (admin identity).
     Control(ControlArgs),
+    /// Print what a runbook would do in a mode (the steps in order, resolved); touches nothing.
+    Plan(PlanArgs),
+    /// Fail a group over to its recovery site (disaster: the primary is presumed lost).
+    Failover(RunArgs),
+    /// Move a group to its recovery site with zero data loss (planned).
+    Switchover(RunArgs),
+    /// Bring a group back to its original site after a failover (reprotect, then switch over home).
+    Failback(RunArgs),
+    /// Continue a run that stopped (planner killed, machine rebooted); finished steps are not re-run.
+    Resume(ResumeArgs),
+    /// List runs, newest first.
+    Runs(RunsArgs),
+    /// Approve an approval step of a running run.
+    Approve(ApproveArgs),
+    /// Abort a run: running steps are stopped, the processes it started are stopped.
+    Abort(AbortArgs),
+    /// The planner's audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Two-site testbeds for rehearsals and tests: up, status, fault, down.
     #[command(subcommand)]
     Testbed(TestbedCommand),
     /// The sample workload of the testbeds: run, pause, resume, check.
     #[command(subcommand, hide = true)]
     Workload(WorkloadCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// The runbook file.
+    pub runbook: PathBuf,
+    #[arg(long, value_enum)]
+    pub mode: crate::runbook::actions::Mode,
+    /// `latest`, a seq, or an RFC 3339 time.
+    #[arg(long, value_name = "latest|SEQ|TIME")]
+    pub point: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where the planner keeps its catalog, audit log and key, and who is acting.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PlannerArgs {
+    /// Planner state directory [default: state_dir of the configuration, else /var/lib/lifeline as root, else $XDG_STATE_HOME/lifeline].
+    #[arg(long, value_name = "DIR", env = "LIFELINE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Who acts (recorded in the audit log with the OS user).
+    #[arg(long, value_name = "NAME")]
+    pub operator: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The runbook file.
+    pub runbook: PathBuf,
+    /// `latest`, a seq, or an RFC 3339 time (failover).
+    #[arg(long, value_name = "latest|SEQ|TIME")]
+    pub point: Option<String>,
+    #[command(flatten)]
+    pub planner: PlannerArgs,
+    /// Steps running at once at most.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub parallel: usize,
+    /// Print a JSON event per line instead of live progress.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ResumeArgs {
+    /// The run id (see `lifeline runs`).
+    pub run: String,
+    #[command(flatten)]
+    pub planner: PlannerArgs,
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub parallel: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RunsArgs {
+    #[command(flatten)]
+    pub planner: PlannerArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ApproveArgs {
+    pub run: String,
+    pub step: String,
+    #[command(flatten)]
+    pub planner: PlannerArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct AbortArgs {
+    pub run: String,
+    #[command(flatten)]
+    pub planner: PlannerArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check the audit chain: every entry's hash link and the signed head.
+    Verify {
+        #[command(flatten)]
+        planner: PlannerArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -554,6 +663,10 @@ pub struct BenchArgs {
     /// pipeline). Default: generated sample data.
     #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
+    /// Measure the planner instead: validating and planning a 200-step runbook,
+    /// and the engine's overhead per step (persisted run state and audit log).
+    #[arg(long)]
+    pub planner: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

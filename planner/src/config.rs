@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 /// The whole configuration.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Agent and planner state (default: /var/lib/lifeline as root, else $XDG_STATE_HOME/lifeline).
@@ -27,16 +27,19 @@ pub struct Config {
     pub groups: BTreeMap<String, GroupConfig>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Directory with ca.pem and this host's NAME.pem/.key.
     pub dir: PathBuf,
-    /// Identity this host presents.
+    /// Identity this host presents to receivers (the planner reads points with an
+    /// agent identity of the tenant, e.g. `planner@acme`, that may write no group).
     pub identity: Option<String>,
+    /// Admin identity the planner presents to agents' control APIs.
+    pub admin: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiteConfig {
     /// URL of this site's receiver, https://HOST:PORT.
@@ -50,7 +53,7 @@ pub struct SiteConfig {
     pub allow: BTreeMap<String, Vec<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupConfig {
     /// Site whose agent replicates the group (default `primary`).
@@ -78,21 +81,45 @@ pub struct GroupConfig {
     pub retry_for: Option<String>,
     /// Address of the agent's control API, e.g. "127.0.0.1:7444".
     pub control: Option<String>,
+    /// Tenant of the group's points (the tenant in the agents' certificates) [default: `default`].
+    pub tenant: Option<String>,
+    /// Identity name of the primary's agent (its control certificate) [default: the [tls] identity].
+    pub agent: Option<String>,
+    /// The agent on the recovery site that replicates the targets back to the
+    /// primary's receiver (failback), and its control address.
+    pub reverse_agent: Option<String>,
+    pub reverse_control: Option<String>,
+    /// Expected time between drills [default: 30d].
+    pub drill_interval: Option<String>,
 }
 
 impl Config {
     /// Loads the configuration: `explicit` (from --config), else $LIFELINE_CONFIG,
     /// else ./lifeline.toml if it exists, else an empty one.
     pub fn load(explicit: Option<&Path>) -> Result<Config> {
+        Ok(Self::load_with_text(explicit)?.0)
+    }
+
+    /// Where the configuration is: `explicit`, else $LIFELINE_CONFIG, else
+    /// ./lifeline.toml if it exists.
+    pub fn locate(explicit: Option<&Path>) -> Option<PathBuf> {
         let env = std::env::var_os("LIFELINE_CONFIG").map(PathBuf::from);
-        let path = match (explicit, env) {
-            (Some(p), _) => p.to_path_buf(),
-            (None, Some(p)) => p,
-            (None, None) if Path::new("lifeline.toml").exists() => PathBuf::from("lifeline.toml"),
-            (None, None) => return Ok(Config::default()),
+        match (explicit, env) {
+            (Some(p), _) => Some(p.to_path_buf()),
+            (None, Some(p)) => Some(p),
+            (None, None) if Path::new("lifeline.toml").exists() => Some(PathBuf::from("lifeline.toml")),
+            (None, None) => None,
+        }
+    }
+
+    /// [`load`](Self::load), also returning the file and its text (a run keeps
+    /// them so that a resume plans exactly the same run).
+    pub fn load_with_text(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>, String)> {
+        let Some(path) = Self::locate(explicit) else {
+            return Ok((Config::default(), None, String::new()));
         };
         let text = std::fs::read_to_string(&path).with_context(|| format!("read configuration {}", path.display()))?;
-        Self::parse(&text, &path)
+        Ok((Self::parse(&text, &path)?, Some(path), text))
     }
 
     /// Parses and checks a configuration; errors name file, line and column.

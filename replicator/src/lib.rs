@@ -47,4 +47,4 @@ pub use store::{ChunkStore, LocalDirStore, ObjectLocation, PackId, StoredObject}
 pub use tenant_repository::{CycleReport, LocalTenant, TenantRepository};
 pub use verify::{AffectedPoint, DamagedObject, VerifyOptions, VerifyReport, verify};
 pub use volume::VolumeSource;
-pub use volume_hash::{VolumeHasher, zero_segment_hash};
+pub use volume_hash::{VolumeHasher, hash_volume, zero_segment_hash};

@@ -7,6 +7,7 @@ mod key;
 mod net;
 mod points;
 mod restore;
+pub mod run;
 mod testbed;
 mod verify;
 
@@ -17,6 +18,7 @@ use anyhow::Result;
 use lifeline_replicator::KeyFile;
 
 use crate::cli::{Cli, Command, KeyCommand};
+use crate::runbook::actions::Mode;
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -35,6 +37,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Agent(a) => net::agent(&a, &config),
         Command::Status(a) => net::status(&a),
         Command::Control(a) => net::control(&a),
+        Command::Plan(a) => run::plan_cmd(&a, &config),
+        Command::Failover(a) => run::start_run(Mode::Failover, &a, cli.config.as_deref()),
+        Command::Switchover(a) => run::start_run(Mode::Switchover, &a, cli.config.as_deref()),
+        Command::Failback(a) => run::start_run(Mode::Failback, &a, cli.config.as_deref()),
+        Command::Resume(a) => run::resume(&a, cli.config.as_deref()),
+        Command::Runs(a) => run::runs(&a, &config),
+        Command::Approve(a) => run::approve(&a, &config),
+        Command::Abort(a) => run::abort(&a, &config),
+        Command::Audit(crate::cli::AuditCommand::Verify { planner, json }) => {
+            run::audit_verify(&planner, json, &config)
+        }
         Command::Testbed(c) => testbed::testbed(c),
         Command::Workload(c) => testbed::workload(c),
     }

@@ -5,6 +5,8 @@
 
 mod common;
 mod replication;
+mod runbooks;
+mod runs;
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;

@@ -22,7 +22,7 @@ const START: Duration = Duration::from_secs(30);
 /// before the test calls it hung.
 const PROMPT: Duration = Duration::from_secs(30);
 
-fn strs(v: &[String]) -> Vec<&str> {
+pub(crate) fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
@@ -36,7 +36,7 @@ fn run_owned(args: &[String]) -> Run {
 // ---------------------------------------------------------------------------
 
 /// A running `lifeline receiver`; killed on drop.
-struct ReceiverProc {
+pub(crate) struct ReceiverProc {
     bg: Background,
     port: u16,
 }
@@ -44,7 +44,7 @@ struct ReceiverProc {
 impl ReceiverProc {
     /// Starts a receiver and reads its first stdout line (`listening on ADDR`).
     /// `Err` holds what a receiver that exited instead printed.
-    fn start(repo: &Path, tls: &Path, listen: &str, allow: &[&str]) -> Result<ReceiverProc, Run> {
+    pub(crate) fn start(repo: &Path, tls: &Path, listen: &str, allow: &[&str]) -> Result<ReceiverProc, Run> {
         let mut args = vec![
             "receiver".to_string(),
             "--repo".into(),
@@ -76,7 +76,7 @@ impl ReceiverProc {
         Ok(ReceiverProc { bg, port })
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
     }
 
@@ -98,29 +98,29 @@ impl ReceiverProc {
 
 /// A deployment: a CA, one TLS directory with the receiver's certificate and the
 /// agents', and the receiver's repository path (created by the receiver).
-struct Site {
+pub(crate) struct Site {
     dir: TempDir,
-    ca: PathBuf,
-    tls: PathBuf,
-    repo: PathBuf,
+    pub(crate) ca: PathBuf,
+    pub(crate) tls: PathBuf,
+    pub(crate) repo: PathBuf,
 }
 
 impl Site {
     /// Mints a CA and certificates for a receiver on 127.0.0.1 and `agents`
     /// (`NAME@TENANT`).
-    fn new(agents: &[&str]) -> Site {
+    pub(crate) fn new(agents: &[&str]) -> Site {
         let dir = tempfile::tempdir().expect("tempdir");
         let (ca, tls, repo) = (dir.path().join("ca"), dir.path().join("tls"), dir.path().join("repo"));
         certs(&ca, &tls, true, agents, &[]).ok();
         Site { dir, ca, tls, repo }
     }
 
-    fn path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
 
     /// A new key file `NAME.key`.
-    fn key(&self, name: &str) -> PathBuf {
+    pub(crate) fn key(&self, name: &str) -> PathBuf {
         let k = self.path(&format!("{name}.key"));
         run(&["key", "new", "--out", s(&k)]).ok();
         k
@@ -128,13 +128,13 @@ impl Site {
 
     /// A receiver on a free port over the site's repository.
     #[track_caller]
-    fn receiver(&self, allow: &[&str]) -> ReceiverProc {
+    pub(crate) fn receiver(&self, allow: &[&str]) -> ReceiverProc {
         ReceiverProc::start(&self.repo, &self.tls, "127.0.0.1:0", allow)
             .unwrap_or_else(|r| panic!("the receiver did not start: {}\n{}", r.args, r.stderr))
     }
 
     /// A client of `receiver` as agent `identity`, with its own state dir.
-    fn client(&self, receiver: &ReceiverProc, identity: &str, key: &Path) -> Client {
+    pub(crate) fn client(&self, receiver: &ReceiverProc, identity: &str, key: &Path) -> Client {
         Client {
             url: receiver.url(),
             tls: self.tls.clone(),
@@ -146,7 +146,7 @@ impl Site {
 }
 
 /// `lifeline certs new`.
-fn certs(ca: &Path, out: &Path, receiver: bool, agents: &[&str], admins: &[&str]) -> Run {
+pub(crate) fn certs(ca: &Path, out: &Path, receiver: bool, agents: &[&str], admins: &[&str]) -> Run {
     let mut args = vec![
         "certs".to_string(),
         "new".into(),
@@ -171,7 +171,7 @@ fn certs(ca: &Path, out: &Path, receiver: bool, agents: &[&str], admins: &[&str]
 
 /// Backup, points, restore and agent runs against a receiver as one identity.
 #[derive(Clone)]
-struct Client {
+pub(crate) struct Client {
     url: String,
     tls: PathBuf,
     identity: String,
@@ -232,7 +232,7 @@ impl Client {
     }
 
     #[track_caller]
-    fn backup_json(&self, group: &str, vols: &[(&str, &Path)]) -> Value {
+    pub(crate) fn backup_json(&self, group: &str, vols: &[(&str, &Path)]) -> Value {
         let r = self.backup(group, vols, &["--json"]).ok();
         let v = r.json();
         for field in ["seq", "bytes_scanned", "bytes_new", "bytes_stored"] {
@@ -250,7 +250,7 @@ impl Client {
     }
 
     #[track_caller]
-    fn points_json(&self) -> Vec<Value> {
+    pub(crate) fn points_json(&self) -> Vec<Value> {
         let r = self.points(&["--json"]).ok();
         r.json().as_array().cloned().expect("points --json is an array")
     }
@@ -273,7 +273,7 @@ impl Client {
         run_owned(&args)
     }
 
-    fn agent_args(&self, group: &str, vols: &[(&str, &Path)], extra: &[&str]) -> Vec<String> {
+    pub(crate) fn agent_args(&self, group: &str, vols: &[(&str, &Path)], extra: &[&str]) -> Vec<String> {
         let mut args = vec!["agent".to_string()];
         args.extend(self.remote());
         args.extend([
@@ -329,7 +329,7 @@ fn pack_bytes(repo: &Path, tenant: &str) -> u64 {
 }
 
 /// The seqs `points --json` lists, per group.
-fn seqs(points: &[Value], group: &str) -> Vec<u64> {
+pub(crate) fn seqs(points: &[Value], group: &str) -> Vec<u64> {
     points
         .iter()
         .filter(|p| p["group"] == group)

@@ -1,0 +1,537 @@
+//! `lifeline plan | failover | switchover | failback | resume | runs | approve |
+//! abort | audit verify`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use crate::audit::AuditLog;
+use crate::cli::{AbortArgs, ApproveArgs, PlanArgs, PlannerArgs, ResumeArgs, RunArgs, RunsArgs};
+use crate::config::Config;
+use crate::control_socket::{self, Request};
+use crate::engine::{self, Event, EventSink, RunRecord, RunStatus, Shared, StepStatus};
+use crate::plan::{self, Plan, PlanOptions};
+use crate::run_catalog::{PlannerCatalog, planner_dir};
+use crate::runbook::actions::Mode;
+use crate::runbook::{Runbook, RunbookErrors, check_against};
+
+/// A runbook failed validation: the diagnostics are the message; exit 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidRunbook(pub RunbookErrors);
+
+/// Reads, checks and returns a runbook, with every error at once.
+pub fn load_checked(path: &Path, text: Option<&str>, config: &Config) -> Result<Runbook> {
+    let rb = match text {
+        Some(t) => Runbook::parse(t, path),
+        None => Runbook::load(path)?,
+    };
+    let rb = rb.map_err(InvalidRunbook)?;
+    let more = check_against(&rb, config);
+    if !more.is_empty() {
+        return Err(InvalidRunbook(RunbookErrors(more)).into());
+    }
+    Ok(rb)
+}
+
+pub fn plan_cmd(a: &PlanArgs, config: &Config) -> Result<ExitCode> {
+    let rb = load_checked(&a.runbook, None, config)?;
+    let p = plan::plan(
+        &rb,
+        config,
+        &PlanOptions {
+            mode: a.mode,
+            point: a.point.clone(),
+            run_id: "RUN".into(),
+            run_dir: PathBuf::from("RUNDIR"),
+            ports: Default::default(),
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&p)?);
+    } else {
+        print!("{}", plan::render_text(&p));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn state_dir(config: &Config, a: &PlannerArgs) -> PathBuf {
+    config.state_dir(a.state_dir.as_deref())
+}
+
+fn who(a: &PlannerArgs) -> String {
+    let user = crate::audit::os_user();
+    match &a.operator {
+        Some(op) => format!("{op} ({user})"),
+        None => user,
+    }
+}
+
+fn new_run_id(mode: Mode) -> String {
+    let mut r = [0u8; 3];
+    let _ = getrandom::fill(&mut r);
+    format!(
+        "{}-{}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S"),
+        mode,
+        hex::encode(r)
+    )
+}
+
+/// `lifeline failover | switchover | failback`.
+pub fn start_run(mode: Mode, a: &RunArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
+    let (config, config_file, config_text) = Config::load_with_text(config_flag)?;
+    let text = std::fs::read_to_string(&a.runbook)
+        .with_context(|| format!("read runbook {} (check the path)", a.runbook.display()))?;
+    let rb = load_checked(&a.runbook, Some(&text), &config)?;
+    let state = state_dir(&config, &a.planner);
+    let catalog = PlannerCatalog::open(&state)?;
+    let audit = AuditLog::open(catalog.dir())?;
+    let id = new_run_id(mode);
+    let run_dir = planner_dir(&state).join("runs").join(&id);
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("create {}", run_dir.display()))?;
+    let p = plan::plan(
+        &rb,
+        &config,
+        &PlanOptions {
+            mode,
+            point: a.point.clone(),
+            run_id: id.clone(),
+            run_dir,
+            ports: Default::default(),
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    std::fs::write(p.run_dir.join("plan.txt"), plan::render_text(&p))?;
+    let record = engine::new_record(&p, text, config_file, config_text, a.planner.operator.clone());
+    execute(record, p, config, catalog, audit, &a.planner, a.parallel, a.json, false)
+}
+
+/// `lifeline resume RUN`.
+pub fn resume(a: &ResumeArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
+    let config_now = Config::load(config_flag)?;
+    let state = state_dir(&config_now, &a.planner);
+    if control_socket::call(&state, &Request::Runs)?.is_some() {
+        bail!(
+            "a planner is running in {} (it owns the catalog): wait for it, or `lifeline abort` its run first",
+            state.display()
+        );
+    }
+    let catalog = PlannerCatalog::open(&state)?;
+    let Some(mut record) = catalog.load(&a.run)? else {
+        bail!("no run `{}` in {} (see `lifeline runs`)", a.run, state.display());
+    };
+    if record.status.finished() {
+        bail!(
+            "run {} has finished ({:?}): nothing to resume",
+            record.id,
+            record.status
+        );
+    }
+    let config_path = record
+        .config_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("lifeline.toml"));
+    let config = if record.config_text.is_empty() {
+        Config::default()
+    } else {
+        Config::parse(&record.config_text, &config_path)?
+    };
+    let rb = load_checked(&record.runbook_file, Some(&record.runbook_text.clone()), &config)?;
+    let p = plan::plan(
+        &rb,
+        &config,
+        &PlanOptions {
+            mode: record.mode,
+            point: record.point.clone(),
+            run_id: record.id.clone(),
+            run_dir: record.run_dir.clone(),
+            ports: record.ports.clone(),
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(&record.run_dir)?;
+    let again = engine::prepare_resume(&mut record);
+    let audit = AuditLog::open(catalog.dir())?;
+    let _ = again;
+    execute(record, p, config, catalog, audit, &a.planner, a.parallel, a.json, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn execute(
+    record: RunRecord,
+    p: Plan,
+    config: Config,
+    catalog: PlannerCatalog,
+    audit: AuditLog,
+    planner: &PlannerArgs,
+    parallel: usize,
+    json: bool,
+    resumed: bool,
+) -> Result<ExitCode> {
+    let id = record.id.clone();
+    let socket = catalog.dir().join("control.sock");
+    let display = Display::new(json, &id);
+    let sink: EventSink = {
+        let d = display.clone();
+        Arc::new(move |e: &Event, r: &RunRecord| d.event(e, r))
+    };
+    let shared = Arc::new(Shared::new(record, catalog, audit, sink, planner.operator.clone()));
+    let plan = Arc::new(p);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let status = rt.block_on(async {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(control_socket::serve(socket.clone(), shared.clone(), plan.clone(), rx));
+        if resumed {
+            let again: Vec<String> = shared
+                .record
+                .lock()
+                .expect("record")
+                .steps
+                .iter()
+                .filter(|(_, s)| s.status == StepStatus::Pending && s.attempts > 0)
+                .map(|(k, _)| k.clone())
+                .collect();
+            shared.transition(
+                "run_resumed",
+                None,
+                Some(if again.is_empty() {
+                    "resumed".to_string()
+                } else {
+                    format!("resumed; running again: {}", again.join(", "))
+                }),
+                None,
+                |_| {},
+            )?;
+        } else {
+            shared.transition(
+                "run_started",
+                None,
+                Some(format!(
+                    "{} of group {} with runbook {} ({}), digest {}",
+                    plan.mode, plan.direction.group, plan.runbook, plan.file.display(), plan.digest
+                )),
+                None,
+                |_| {},
+            )?;
+        }
+        // Ctrl-C / SIGTERM: abort the run (stop its steps and processes), audited.
+        let s2 = shared.clone();
+        let signals = tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+                }
+                let _ = s2.request_abort(&format!("{} (signal)", crate::audit::os_user()));
+            }
+        });
+        let ticker = display.spawn_ticker(shared.clone());
+        let r = engine::drive(shared.clone(), plan.clone(), Arc::new(config), parallel).await;
+        signals.abort();
+        if let Some(t) = ticker {
+            t.abort();
+        }
+        let _ = tx.send(true);
+        let _ = server.await;
+        r
+    })?;
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    display.finish();
+    let rec = shared.record.lock().expect("record").clone();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "summary", "run": rec.id, "status": rec.status, "audit_head": rec.audit_head})
+        );
+    } else {
+        print_summary(&rec, &plan);
+    }
+    Ok(match status {
+        RunStatus::Succeeded => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    })
+}
+
+fn print_summary(rec: &RunRecord, plan: &Plan) {
+    println!();
+    println!("run {}: {:?}", rec.id, rec.status);
+    for id in plan.levels.iter().flatten() {
+        let s = &rec.steps[id];
+        let time = s
+            .elapsed_ms
+            .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+            .unwrap_or_default();
+        let what = s.error.as_deref().or(s.note.as_deref()).unwrap_or("");
+        println!("  {:<11} {:<20} {:>7}  {}", s.status.as_str(), id, time, what);
+    }
+    if let Some(h) = &rec.audit_head {
+        println!("audit head: entry {} {} (signed)", h.seq, &h.hash[..16]);
+    }
+    println!("logs and plan: {}", rec.run_dir.display());
+}
+
+/// Live progress: a line per event, and on a terminal a spinner with the running steps.
+#[derive(Clone)]
+struct Display {
+    json: bool,
+    bar: Option<indicatif::ProgressBar>,
+    t0: Instant,
+}
+
+impl Display {
+    fn new(json: bool, id: &str) -> Display {
+        let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+            let pb = indicatif::ProgressBar::new_spinner();
+            pb.set_style(indicatif::ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}").expect("template"));
+            pb.enable_steady_tick(std::time::Duration::from_millis(200));
+            pb
+        });
+        if !json {
+            eprintln!("run {id}");
+        }
+        Display {
+            json,
+            bar,
+            t0: Instant::now(),
+        }
+    }
+
+    fn event(&self, e: &Event, r: &RunRecord) {
+        if self.json {
+            println!("{}", serde_json::to_string(e).expect("serialisable"));
+            return;
+        }
+        let line = format!(
+            "{:>7.1}s  {:<18} {:<20} {}",
+            self.t0.elapsed().as_secs_f64(),
+            e.event,
+            e.step.as_deref().unwrap_or(""),
+            e.message.as_deref().unwrap_or("")
+        );
+        match &self.bar {
+            Some(b) => {
+                b.println(line);
+                b.set_message(running_message(r));
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn spawn_ticker(&self, shared: Arc<Shared>) -> Option<tokio::task::JoinHandle<()>> {
+        let bar = self.bar.clone()?;
+        Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                let r = shared.record.lock().expect("record").clone();
+                bar.set_message(running_message(&r));
+            }
+        }))
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn running_message(r: &RunRecord) -> String {
+    let now = chrono::Utc::now();
+    let running: Vec<String> = r
+        .steps
+        .iter()
+        .filter(|(_, s)| s.status == StepStatus::Running)
+        .map(|(id, s)| {
+            let secs = s
+                .started_at
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| (now - t.with_timezone(&chrono::Utc)).num_seconds())
+                .unwrap_or(0);
+            format!("{id} ({secs}s)")
+        })
+        .collect();
+    let done = r
+        .steps
+        .values()
+        .filter(|s| s.status != StepStatus::Pending && s.status != StepStatus::Running)
+        .count();
+    format!(
+        "{done}/{} done; running: {}",
+        r.steps.len(),
+        if running.is_empty() {
+            "-".into()
+        } else {
+            running.join(", ")
+        }
+    )
+}
+
+/// `lifeline runs`.
+pub fn runs(a: &RunsArgs, config: &Config) -> Result<ExitCode> {
+    let state = state_dir(config, &a.planner);
+    let runs = match control_socket::call(&state, &Request::Runs)? {
+        Some(ans) if ans.ok => ans.runs,
+        Some(ans) => bail!("{}", ans.error.unwrap_or_default()),
+        None => PlannerCatalog::open(&state)?.list()?,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if runs.is_empty() {
+        println!("no runs in {}", state.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<36} {:<10} {:<12} {:<12} {:<10} {:>6}  started",
+        "run", "mode", "runbook", "group", "status", "steps"
+    );
+    for r in runs {
+        let done = r.steps.values().filter(|s| s.status.satisfies()).count();
+        let waiting: Vec<&String> = r
+            .steps
+            .iter()
+            .filter(|(id, s)| s.status == StepStatus::Running && !r.approvals.contains_key(*id))
+            .map(|(id, _)| id)
+            .collect();
+        println!(
+            "{:<36} {:<10} {:<12} {:<12} {:<10} {:>3}/{:<3} {}{}",
+            r.id,
+            r.mode,
+            r.runbook,
+            r.group,
+            format!("{:?}", r.status).to_lowercase(),
+            done,
+            r.steps.len(),
+            r.started_at,
+            if r.status == RunStatus::Running && !waiting.is_empty() {
+                format!(
+                    "  (running: {})",
+                    waiting.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lifeline approve RUN STEP`.
+pub fn approve(a: &ApproveArgs, config: &Config) -> Result<ExitCode> {
+    let state = state_dir(config, &a.planner);
+    let req = Request::Approve {
+        run: a.run.clone(),
+        step: a.step.clone(),
+        who: who(&a.planner),
+    };
+    match control_socket::call(&state, &req)? {
+        Some(ans) if ans.ok => {
+            println!("{}", ans.message.unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(ans) => bail!("{}", ans.error.unwrap_or_default()),
+        None => bail!(
+            "no planner is running in {}: run {} waits for no one (`lifeline resume {}` continues a stopped run)",
+            state.display(),
+            a.run,
+            a.run
+        ),
+    }
+}
+
+/// `lifeline abort RUN`: through the running planner, or directly on a run whose
+/// planner died (its processes are stopped and it is marked aborted).
+pub fn abort(a: &AbortArgs, config: &Config) -> Result<ExitCode> {
+    let state = state_dir(config, &a.planner);
+    let req = Request::Abort {
+        run: a.run.clone(),
+        who: who(&a.planner),
+    };
+    match control_socket::call(&state, &req)? {
+        Some(ans) if ans.ok => {
+            println!("{}", ans.message.unwrap_or_default());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(ans) => bail!("{}", ans.error.unwrap_or_default()),
+        None => {}
+    }
+    let catalog = PlannerCatalog::open(&state)?;
+    let Some(mut rec) = catalog.load(&a.run)? else {
+        bail!("no run `{}` in {} (see `lifeline runs`)", a.run, state.display());
+    };
+    if rec.status.finished() {
+        bail!("run {} has finished ({:?}): nothing to abort", rec.id, rec.status);
+    }
+    let mut audit = AuditLog::open(catalog.dir())?;
+    for p in rec.processes.iter_mut().filter(|p| !p.stopped) {
+        engine::process::stop(p, std::time::Duration::from_secs(10), None)?;
+        p.stopped = true;
+    }
+    for s in rec.steps.values_mut().filter(|s| s.status == StepStatus::Running) {
+        s.status = StepStatus::Failed;
+        s.error = Some("interrupted: the planner stopped and the run was aborted".into());
+    }
+    rec.status = RunStatus::Aborted;
+    rec.abort_requested = true;
+    rec.ended_at = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    let head = audit.append(
+        a.planner.operator.as_deref(),
+        Some(&rec.id),
+        None,
+        "run_aborted",
+        Some(serde_json::json!({"by": who(&a.planner), "planner": "not running"})),
+    )?;
+    rec.audit_head = Some(head);
+    catalog.save(&rec)?;
+    println!(
+        "run {} aborted (its planner was not running); the processes it started were stopped",
+        rec.id
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lifeline audit verify`.
+pub fn audit_verify(planner: &PlannerArgs, json: bool, config: &Config) -> Result<ExitCode> {
+    let state = state_dir(config, planner);
+    let runs = match control_socket::call(&state, &Request::Runs)? {
+        Some(ans) => ans.runs,
+        None => PlannerCatalog::open(&state)?.list()?,
+    };
+    let heads: Vec<_> = runs
+        .iter()
+        .filter_map(|r| r.audit_head.clone().map(|h| (r.id.clone(), h)))
+        .collect();
+    let report = crate::audit::verify(&planner_dir(&state), None, &heads)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if report.ok() {
+        println!(
+            "audit log ok: {} entries, head signed at entry {}, {} run heads on the chain",
+            report.entries,
+            report.head.as_ref().map(|h| h.seq).unwrap_or(0),
+            heads.len()
+        );
+    } else {
+        println!("audit log DAMAGED ({} entries):", report.entries);
+        for p in &report.problems {
+            println!("  {p}");
+        }
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

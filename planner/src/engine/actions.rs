@@ -1,0 +1,627 @@
+//! What each action does when it runs. Parameters arrive resolved; every error is
+//! a sentence that names the step's object and what to do.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lifeline_replicator::{BackupOptions, PointSelector, Repository, RestoreOptions};
+use lifeline_service::{ControlAnswer, ControlCall, TlsDir, call_agent};
+
+use super::{Shared, TrackedProcess, http, process};
+use crate::config::Config;
+use crate::plan::{AgentRef, Plan, PlannedStep};
+use crate::runbook::Value;
+use crate::runbook::actions::Mode;
+
+pub(super) struct Ctx {
+    pub plan: Arc<Plan>,
+    pub config: Arc<Config>,
+    pub shared: Arc<Shared>,
+}
+
+type Outputs = BTreeMap<String, String>;
+type R<T> = Result<T, String>;
+
+fn s<'a>(p: &'a BTreeMap<String, Value>, k: &str) -> Option<&'a str> {
+    p.get(k).and_then(Value::as_str)
+}
+
+fn list(p: &BTreeMap<String, Value>, k: &str) -> Vec<String> {
+    match p.get(k) {
+        Some(Value::List(l)) => l.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn table(p: &BTreeMap<String, Value>, k: &str) -> Vec<(String, String)> {
+    match p.get(k) {
+        Some(Value::Table(t)) => t
+            .iter()
+            .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn out(pairs: &[(&str, String)]) -> Outputs {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> R<T> + Send + 'static) -> R<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("task failed: {e}"))?
+}
+
+impl Ctx {
+    fn cwd(&self, p: &BTreeMap<String, Value>) -> PathBuf {
+        s(p, "cwd")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.plan.run_dir.clone())
+    }
+
+    fn agent(&self, p: &BTreeMap<String, Value>, which: Option<&AgentRef>, what: &str) -> R<AgentRef> {
+        let control = s(p, "control")
+            .map(String::from)
+            .or(which.map(|w| w.control.clone()))
+            .ok_or_else(|| {
+                format!(
+                    "no control address for {what} of group `{}`: set `control` on the step, or {} in lifeline.toml",
+                    self.plan.direction.group,
+                    if what.contains("reverse") || self.plan.mode == Mode::Failback {
+                        "reverse_control / control"
+                    } else {
+                        "control"
+                    }
+                )
+            })?;
+        let name = s(p, "agent")
+            .map(String::from)
+            .or(which.map(|w| w.name.clone()))
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| format!("no agent identity for {what}: set `agent` on the step or in the group"))?;
+        Ok(AgentRef { name, control })
+    }
+
+    fn tls(&self) -> R<(TlsDir, Option<String>, Option<String>)> {
+        let t = self
+            .config
+            .tls
+            .as_ref()
+            .ok_or("lifeline.toml has no [tls] section: the planner needs dir, identity and admin to reach agents and receivers")?;
+        Ok((TlsDir::new(&t.dir), t.identity.clone(), t.admin.clone()))
+    }
+
+    async fn control(&self, agent: AgentRef, call: ControlCall) -> R<ControlAnswer> {
+        let (tls, _, admin) = self.tls()?;
+        let admin = admin.ok_or("[tls] admin is not set: the planner drives agents with an admin identity")?;
+        blocking(move || {
+            call_agent(&agent.control, &agent.name, &tls, &admin, call)
+                .map_err(|e| format!("agent `{}` at {}: {e}", agent.name, agent.control))
+        })
+        .await
+    }
+
+    fn outputs_of_action(&self, action: &str) -> Option<Outputs> {
+        let rec = self.shared.record.lock().expect("record");
+        self.plan
+            .steps
+            .iter()
+            .filter(|s| s.action == action)
+            .filter_map(|s| rec.steps.get(&s.id))
+            .find(|r| !r.outputs.is_empty())
+            .map(|r| r.outputs.clone())
+    }
+}
+
+pub(super) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, Value>) -> R<Outputs> {
+    let d = ctx.plan.direction.clone();
+    match ps.action.as_str() {
+        "replication.stop" => {
+            let a = ctx.agent(&p, d.source_agent.as_ref(), "the source agent")?;
+            ctx.control(a, ControlCall::Pause).await?;
+            Ok(out(&[("reachable", "true".into())]))
+        }
+        "replication.reverse" => {
+            let a = ctx.agent(&p, d.reverse_agent.as_ref(), "the reverse agent")?;
+            ctx.control(a, ControlCall::Resume).await?;
+            Ok(out(&[("reachable", "true".into())]))
+        }
+        "replication.final_sync" => {
+            let a = ctx.agent(&p, d.source_agent.as_ref(), "the source agent")?;
+            // A paused agent would never sync: resume it first (a no-op when running).
+            ctx.control(a.clone(), ControlCall::Resume).await?;
+            match ctx.control(a, ControlCall::SyncNow).await? {
+                ControlAnswer::Synced { seq, taken_at } => Ok(out(&[
+                    ("seq", seq.to_string()),
+                    (
+                        "taken_at",
+                        taken_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    ),
+                ])),
+                other => Err(format!("unexpected answer to sync-now: {other:?}")),
+            }
+        }
+        "replication.seed" => seed(&ctx, &p).await,
+        "volume.promote" => promote(&ctx, &p).await,
+        "service.start" => start_service(&ctx, &ps, &p).await,
+        "service.stop" => match s(&p, "step") {
+            Some(step) => {
+                let grace = s(&p, "grace")
+                    .map(crate::runbook::parse_duration)
+                    .transpose()?
+                    .unwrap_or(Duration::from_secs(10));
+                stop_step_processes(&ctx, step, grace).await?;
+                Ok(Outputs::new())
+            }
+            None => run_command(&ctx, &p).await.map(|_| Outputs::new()),
+        },
+        "check.tcp" => {
+            let addr = s(&p, "address").unwrap_or_default().to_string();
+            let t0 = Instant::now();
+            loop {
+                let last =
+                    match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&addr)).await {
+                        Ok(Ok(_)) => return Ok(out(&[("elapsed_ms", t0.elapsed().as_millis().to_string())])),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(_) => "connect timed out".into(),
+                    };
+                tracing::debug!(%addr, %last, "check.tcp not yet");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        "check.http" => {
+            let url = s(&p, "url").unwrap_or_default().to_string();
+            let want = match p.get("status") {
+                Some(Value::Int(i)) => *i as u16,
+                _ => 200,
+            };
+            let body = s(&p, "body_contains").map(String::from);
+            let t0 = Instant::now();
+            loop {
+                match http::request("GET", &url, None).await {
+                    Ok(a) if a.status == want && body.as_ref().is_none_or(|b| a.body.contains(b.as_str())) => {
+                        return Ok(out(&[
+                            ("status", a.status.to_string()),
+                            ("elapsed_ms", t0.elapsed().as_millis().to_string()),
+                        ]));
+                    }
+                    Ok(a) => tracing::debug!(%url, status = a.status, "check.http not yet"),
+                    Err(e) if e.to_string().contains("https") || e.to_string().contains("not an http") => {
+                        return Err(format!("{e:#}"));
+                    }
+                    Err(e) => tracing::debug!(%url, error = %e, "check.http not yet"),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        "check.command" => {
+            let (code, stdout) = run_command(&ctx, &p).await?;
+            Ok(out(&[("exit", code.to_string()), ("stdout", stdout)]))
+        }
+        "check.volume" => check_volume(&ctx, &p).await,
+        "traffic.switch" => {
+            if let Some(file) = s(&p, "file") {
+                let file = PathBuf::from(file);
+                let backup = ctx.plan.run_dir.join(format!("{}.orig", ps.id));
+                let content = s(&p, "content").map(String::from);
+                let replace = s(&p, "replace").map(String::from).zip(s(&p, "with").map(String::from));
+                blocking(move || {
+                    let old = std::fs::read(&file).or_else(|e| {
+                        if e.kind() == std::io::ErrorKind::NotFound && content.is_some() {
+                            Ok(Vec::new())
+                        } else {
+                            Err(format!("read {}: {e}", file.display()))
+                        }
+                    })?;
+                    let new = match (content, replace) {
+                        (Some(c), _) => c.into_bytes(),
+                        (None, Some((from, to))) => {
+                            let text = String::from_utf8_lossy(&old);
+                            if !text.contains(&from) {
+                                return Err(format!(
+                                    "{} does not contain {from:?}: nothing to switch (already switched, or the runbook is out of date)",
+                                    file.display()
+                                ));
+                            }
+                            text.replacen(&from, &to, 1).into_bytes()
+                        }
+                        (None, None) => return Err("traffic.switch with `file` needs `content`, or `replace` and `with`".into()),
+                    };
+                    if !backup.exists() {
+                        crate::audit::write_atomic(&backup, &old, 0o600).map_err(|e| format!("{e:#}"))?;
+                    }
+                    crate::audit::write_atomic(&file, &new, 0o644).map_err(|e| format!("{e:#}"))?;
+                    Ok(Outputs::new())
+                })
+                .await
+            } else {
+                run_command(&ctx, &p).await.map(|_| Outputs::new())
+            }
+        }
+        "approval" => loop {
+            let notified = ctx.shared.approvals.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(who) = ctx.shared.record.lock().expect("record").approvals.get(&ps.id).cloned() {
+                return Ok(out(&[("approved_by", who)]));
+            }
+            notified.await;
+        },
+        "wait" => {
+            let d = crate::runbook::parse_duration(s(&p, "duration").unwrap_or("0s"))?;
+            tokio::time::sleep(d).await;
+            Ok(Outputs::new())
+        }
+        "notify" => {
+            let url = s(&p, "url").unwrap_or_default().to_string();
+            let body = serde_json::json!({
+                "run": ctx.plan.run_id,
+                "mode": ctx.plan.mode,
+                "group": ctx.plan.direction.group,
+                "runbook": ctx.plan.runbook,
+                "step": ps.id,
+                "message": s(&p, "message"),
+            })
+            .to_string();
+            let a = http::request("POST", &url, Some(&body))
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            if !(200..300).contains(&a.status) {
+                return Err(format!("{url} answered {}", a.status));
+            }
+            Ok(out(&[("status", a.status.to_string())]))
+        }
+        other => Err(format!("action `{other}` cannot run here")),
+    }
+}
+
+/// Runs a command to completion; Ok only on exit 0.
+async fn run_command(ctx: &Ctx, p: &BTreeMap<String, Value>) -> R<(i32, String)> {
+    let command = s(p, "command").ok_or("no `command`")?.to_string();
+    let args = list(p, "args");
+    let cwd = ctx.cwd(p);
+    let mut cmd = tokio::process::Command::new(&command);
+    cmd.args(&args)
+        .envs(table(p, "env"))
+        .current_dir(&cwd)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let o = cmd.output().await.map_err(|e| {
+        format!(
+            "run `{command}`: {e} (is it installed and in PATH? cwd {})",
+            cwd.display()
+        )
+    })?;
+    let mut stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    stdout.truncate(4096);
+    let code = o.status.code().unwrap_or(-1);
+    if !o.status.success() {
+        let mut stderr = String::from_utf8_lossy(&o.stderr).trim().to_string();
+        stderr.truncate(1024);
+        return Err(format!(
+            "`{command} {}` exited with {}{}",
+            args.join(" "),
+            o.status,
+            if stderr.is_empty() {
+                String::new()
+            } else {
+                format!(": {stderr}")
+            }
+        ));
+    }
+    Ok((code, stdout.trim_end().to_string()))
+}
+
+async fn start_service(ctx: &Arc<Ctx>, ps: &PlannedStep, p: &BTreeMap<String, Value>) -> R<Outputs> {
+    // A resumed run may find the process its earlier attempt started: keep it.
+    let existing = {
+        let rec = ctx.shared.record.lock().expect("record");
+        rec.processes.iter().find(|x| x.step == ps.id && !x.stopped).cloned()
+    };
+    if let Some(x) = existing
+        && process::alive(&x)
+    {
+        return Ok(out(&[("pid", x.pid.to_string()), ("log", x.log.display().to_string())]));
+    }
+    let command = s(p, "command").unwrap_or_default().to_string();
+    let args = list(p, "args");
+    let env = table(p, "env");
+    let cwd = ctx.cwd(p);
+    let log = ctx.plan.run_dir.join(format!("{}.log", ps.id));
+    let (mut child, ticks) = process::spawn(&command, &args, &env, &cwd, &log).map_err(|e| format!("{e:#}"))?;
+    let pid = child.id() as i32;
+    let tracked = TrackedProcess {
+        step: ps.id.clone(),
+        pid,
+        start_ticks: ticks,
+        log: log.clone(),
+        stopped: false,
+    };
+    ctx.shared
+        .transition(
+            "process_started",
+            Some(&ps.id),
+            Some(format!("pid {pid}: {command} {}", args.join(" "))),
+            None,
+            |r| r.processes.push(tracked.clone()),
+        )
+        .map_err(|e| format!("{e:#}"))?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    if let Ok(Some(status)) = child.try_wait() {
+        let tail = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: String = tail
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join(" | ");
+        return Err(format!(
+            "`{command}` exited at once with {status} (log {}: {tail})",
+            log.display()
+        ));
+    }
+    ctx.shared.children.lock().expect("children").insert(pid, child);
+    Ok(out(&[("pid", pid.to_string()), ("log", log.display().to_string())]))
+}
+
+async fn stop_step_processes(ctx: &Arc<Ctx>, step: &str, grace: Duration) -> R<()> {
+    let procs: Vec<TrackedProcess> = {
+        let rec = ctx.shared.record.lock().expect("record");
+        rec.processes
+            .iter()
+            .filter(|x| x.step == step && !x.stopped)
+            .cloned()
+            .collect()
+    };
+    if procs.is_empty() {
+        return Ok(());
+    }
+    for x in procs {
+        let shared = ctx.shared.clone();
+        let x2 = x.clone();
+        blocking(move || {
+            let mut children = shared.children.lock().expect("children");
+            process::stop(&x2, grace, children.get_mut(&x2.pid)).map_err(|e| format!("{e:#}"))
+        })
+        .await?;
+        ctx.shared
+            .transition(
+                "process_stopped",
+                Some(step),
+                Some(format!("process {} stopped", x.pid)),
+                None,
+                |r| {
+                    if let Some(p) = r.processes.iter_mut().find(|p| p.pid == x.pid) {
+                        p.stopped = true;
+                    }
+                },
+            )
+            .map_err(|e| format!("{e:#}"))?;
+    }
+    Ok(())
+}
+
+/// The builtin undo of a step (see `plan::builtin_undo`).
+pub(super) async fn builtin_undo(ctx: Arc<Ctx>, ps: PlannedStep) -> R<String> {
+    match ps.action.as_str() {
+        "service.start" => {
+            stop_step_processes(&ctx, &ps.id, Duration::from_secs(10)).await?;
+            Ok("stopped its process".into())
+        }
+        "traffic.switch" => {
+            let file = PathBuf::from(s(&ps.params, "file").unwrap_or_default());
+            let backup = ctx.plan.run_dir.join(format!("{}.orig", ps.id));
+            blocking(move || {
+                let old = std::fs::read(&backup).map_err(|e| format!("read {}: {e}", backup.display()))?;
+                crate::audit::write_atomic(&file, &old, 0o644).map_err(|e| format!("{e:#}"))?;
+                Ok(format!("put {} back", file.display()))
+            })
+            .await
+        }
+        "replication.stop" => {
+            let a = ctx.agent(&ps.params, ctx.plan.direction.source_agent.as_ref(), "the source agent")?;
+            ctx.control(a.clone(), ControlCall::Resume).await?;
+            Ok(format!("resumed agent `{}`", a.name))
+        }
+        _ => Ok("nothing to undo".into()),
+    }
+}
+
+fn key_file(config: &Config) -> R<lifeline_replicator::KeyFile> {
+    let path = config
+        .key_file
+        .as_ref()
+        .ok_or("lifeline.toml sets no key_file: promoting and seeding need the tenant's key")?;
+    crate::commands::load_key(path).map_err(|e| format!("{e:#}"))
+}
+
+async fn promote(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
+    let d = ctx.plan.direction.clone();
+    let repo = s(p, "repo").map(String::from).or(d.to_repo.clone()).ok_or_else(|| {
+        format!(
+            "no repository to promote from on site `{}`: set [sites.{}] receiver or repo in lifeline.toml",
+            d.to_site, d.to_site
+        )
+    })?;
+    let selector = match s(p, "point").map(String::from).or(ctx.plan.point.clone()) {
+        Some(sel) => sel,
+        None => match ctx.plan.mode {
+            Mode::Switchover | Mode::Failback => ctx
+                .outputs_of_action("replication.final_sync")
+                .and_then(|o| o.get("seq").cloned())
+                .unwrap_or_else(|| "latest".into()),
+            _ => "latest".into(),
+        },
+    };
+    let selector: PointSelector = selector.parse().map_err(|e| format!("{e}"))?;
+    let names: Vec<String> = match list(p, "volumes") {
+        l if !l.is_empty() => l,
+        _ => d.target_volumes.keys().cloned().collect(),
+    };
+    let mut targets = Vec::new();
+    for n in &names {
+        let t = d.target_volumes.get(n).cloned().ok_or_else(|| {
+            format!(
+                "group `{}` has no target path for volume `{n}` on site `{}` (targets in lifeline.toml)",
+                d.group, d.to_site
+            )
+        })?;
+        targets.push((n.clone(), t));
+    }
+    let key = key_file(&ctx.config)?;
+    let (tls, identity, _) = match ctx.tls() {
+        Ok(t) => (Some(t.0), t.1, t.2),
+        Err(_) => (None, None, None),
+    };
+    let tls_dir = ctx.config.tls.as_ref().map(|t| t.dir.clone());
+    let tenant = d.tenant.clone();
+    let group = d.group.clone();
+    drop(tls);
+    blocking(move || {
+        let remote = crate::cli::RemoteArgs { tls_dir, identity };
+        let (target, keys) = crate::repo_target::RepoTarget::open(Path::new(&repo), &remote, &key)
+            .map_err(|e| format!("open {repo}: {e:#}"))?;
+        let t = target.tenant_named(Some(&tenant)).map_err(|e| format!("{e:#}"))?;
+        let point = lifeline_replicator::select_point(t.as_ref(), &group, selector).map_err(|e| format!("{e}"))?;
+        let seq = point.header.seq;
+        let mut o = out(&[
+            ("seq", seq.to_string()),
+            (
+                "taken_at",
+                point
+                    .header
+                    .taken_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            ),
+        ]);
+        for (name, path) in targets {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+            }
+            let r = lifeline_replicator::restore(
+                t.as_ref(),
+                &keys,
+                &RestoreOptions {
+                    group: group.clone(),
+                    point: PointSelector::Seq(seq),
+                    volume: name.clone(),
+                    target: path.clone(),
+                    progress: None,
+                },
+            )
+            .map_err(|e| format!("restore volume `{name}` of point {seq} onto {}: {e}", path.display()))?;
+            o.insert(format!("path.{name}"), path.display().to_string());
+            o.insert(format!("hash.{name}"), r.volume_hash);
+        }
+        Ok(o)
+    })
+    .await
+}
+
+async fn seed(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
+    let d = ctx.plan.direction.clone();
+    let repo = s(p, "repo")
+        .map(PathBuf::from)
+        .or(d.to_repo_dir.clone())
+        .ok_or_else(|| {
+            format!(
+                "no repository directory for site `{}` to seed: set [sites.{}] repo in lifeline.toml",
+                d.to_site, d.to_site
+            )
+        })?;
+    let tenant = s(p, "tenant").map(String::from).unwrap_or(d.tenant.clone());
+    let key = key_file(&ctx.config)?;
+    let state = ctx.plan.run_dir.join("seed-state");
+    let volumes: Vec<(String, PathBuf)> = d.target_volumes.clone().into_iter().collect();
+    let group = d.group.clone();
+    blocking(move || {
+        let keys = key.keys();
+        let r = match Repository::open(&repo) {
+            Ok(r) => r,
+            Err(lifeline_replicator::Error::NotARepository { .. }) => {
+                Repository::create_empty(&repo).map_err(|e| format!("create repository {}: {e}", repo.display()))?
+            }
+            Err(e) => {
+                return Err(format!(
+                    "open {} (stop its receiver while seeding): {e}",
+                    repo.display()
+                ));
+            }
+        };
+        if r.catalog().tenant(&tenant).map_err(|e| e.to_string())?.is_none() {
+            r.create_tenant(&tenant, &keys).map_err(|e| e.to_string())?;
+        }
+        let keys = r.check_key(&tenant, &key).map_err(|e| e.to_string())?;
+        let t = r.tenant(&tenant).map_err(|e| e.to_string())?;
+        let s = lifeline_replicator::backup(
+            &t,
+            &keys,
+            &BackupOptions {
+                group,
+                volumes,
+                freeze: None,
+                thaw: None,
+                state_dir: state,
+                cancel: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+                progress: None,
+            },
+        )
+        .map_err(|e| format!("seed {}: {e}", repo.display()))?;
+        Ok(out(&[
+            ("seq", s.seq.to_string()),
+            ("bytes_stored", s.bytes_stored.to_string()),
+        ]))
+    })
+    .await
+}
+
+async fn check_volume(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
+    let d = ctx.plan.direction.clone();
+    let volume = s(p, "volume").unwrap_or_default().to_string();
+    let promoted = ctx.outputs_of_action("volume.promote").unwrap_or_default();
+    let path = s(p, "path")
+        .map(PathBuf::from)
+        .or(promoted.get(&format!("path.{volume}")).map(PathBuf::from))
+        .or(d.target_volumes.get(&volume).cloned())
+        .ok_or_else(|| format!("no path for volume `{volume}`"))?;
+    let expected = promoted.get(&format!("hash.{volume}")).cloned().ok_or_else(|| {
+        format!("no point hash for volume `{volume}`: a volume.promote step of this run must promote it first")
+    })?;
+    let zero_loss = matches!(ctx.plan.mode, Mode::Switchover | Mode::Failback);
+    let source = d.source_volumes.get(&volume).cloned();
+    blocking(move || {
+        let (_, h) = lifeline_replicator::hash_volume(&path).map_err(|e| format!("hash {}: {e}", path.display()))?;
+        if h != expected {
+            return Err(format!(
+                "volume `{volume}` at {} hashes to {} but the point says {}: it was changed after the promote, or restored wrongly",
+                path.display(),
+                &h[..16],
+                &expected[..16]
+            ));
+        }
+        let mut o = out(&[("hash", h.clone())]);
+        if zero_loss {
+            let src = source.ok_or_else(|| format!("no source path for volume `{volume}`"))?;
+            let (_, hs) = lifeline_replicator::hash_volume(&src).map_err(|e| format!("hash source {}: {e}", src.display()))?;
+            if hs != h {
+                return Err(format!(
+                    "data loss: the source volume {} ({}) differs from the promoted copy ({}): writes were not stopped before the final sync",
+                    src.display(),
+                    &hs[..16],
+                    &h[..16]
+                ));
+            }
+            o.insert("zero_loss".into(), "true".into());
+        } else {
+            o.insert("zero_loss".into(), "unknown".into());
+        }
+        Ok(o)
+    })
+    .await
+}

@@ -1,0 +1,600 @@
+//! The run engine: executes a [`Plan`], running steps whose dependencies are met
+//! in parallel (bounded), with timeouts, retries and the runbook's `on_failure`
+//! (rollback undoes completed steps in reverse order of completion). Every
+//! transition is saved to the planner's catalog and appended to the audit log
+//! before the engine goes on, so after a kill -9 `lifeline resume` continues
+//! where it stopped: finished steps are not run again; a step that was running
+//! runs again from its start.
+
+mod actions;
+pub mod http;
+pub mod process;
+mod record;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+pub use record::{RunRecord, RunStatus, StepRecord, StepStatus, TrackedProcess};
+
+use crate::audit::AuditLog;
+use crate::config::Config;
+use crate::plan::{Plan, PlannedStep, Undo};
+use crate::run_catalog::PlannerCatalog;
+use crate::runbook::Value;
+use crate::runbook::actions::Behaviour;
+use crate::runbook::template;
+
+/// One thing that happened in a run: printed, streamed with `--json`, audited.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub at: String,
+    pub run: String,
+    pub event: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, String>,
+}
+
+/// Where events go besides the catalog and the audit log.
+pub type EventSink = Arc<dyn Fn(&Event, &RunRecord) + Send + Sync>;
+
+/// What the engine shares with its step tasks and the control socket.
+pub struct Shared {
+    pub record: Mutex<RunRecord>,
+    catalog: PlannerCatalog,
+    audit: Mutex<AuditLog>,
+    sink: EventSink,
+    operator: Option<String>,
+    /// Wakes approval steps.
+    pub approvals: Notify,
+    /// Wakes the engine loop (abort).
+    pub wake: Notify,
+    /// Children this process started, by PID (so they can be reaped).
+    children: Mutex<HashMap<i32, std::process::Child>>,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl Shared {
+    pub fn new(
+        record: RunRecord,
+        catalog: PlannerCatalog,
+        audit: AuditLog,
+        sink: EventSink,
+        operator: Option<String>,
+    ) -> Self {
+        Shared {
+            record: Mutex::new(record),
+            catalog,
+            audit: Mutex::new(audit),
+            sink,
+            operator,
+            approvals: Notify::new(),
+            wake: Notify::new(),
+            children: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn catalog(&self) -> &PlannerCatalog {
+        &self.catalog
+    }
+
+    /// Applies `change` to the record, then audits, saves and reports `event`.
+    /// Audit first: the record then carries the head that covers its change.
+    pub fn transition(
+        &self,
+        event: &str,
+        step: Option<&str>,
+        message: Option<String>,
+        operator: Option<&str>,
+        change: impl FnOnce(&mut RunRecord),
+    ) -> Result<()> {
+        let mut rec = self.record.lock().expect("record lock");
+        change(&mut rec);
+        let (status, outputs) = match step.and_then(|s| rec.steps.get(s)) {
+            Some(s) => (Some(s.status.as_str().to_string()), s.outputs.clone()),
+            None => (Some(format!("{:?}", rec.status).to_lowercase()), BTreeMap::new()),
+        };
+        let ev = Event {
+            at: now(),
+            run: rec.id.clone(),
+            event: event.into(),
+            step: step.map(String::from),
+            status,
+            message,
+            outputs,
+        };
+        let head = self.audit.lock().expect("audit lock").append(
+            operator.or(self.operator.as_deref()),
+            Some(&rec.id),
+            step,
+            event,
+            Some(serde_json::json!({
+                "status": ev.status,
+                "message": ev.message,
+                "outputs": ev.outputs,
+            })),
+        )?;
+        rec.audit_head = Some(head);
+        self.catalog.save(&rec)?;
+        (self.sink)(&ev, &rec);
+        Ok(())
+    }
+
+    fn snapshot(&self) -> RunRecord {
+        self.record.lock().expect("record lock").clone()
+    }
+
+    /// Records an approval of `step` by `who`. Errors say why it cannot be approved.
+    pub fn approve(&self, plan: &Plan, step: &str, who: &str) -> Result<()> {
+        let Some(ps) = plan.step(step) else {
+            anyhow::bail!("run {} has no step `{step}`", plan.run_id);
+        };
+        if ps.action != "approval" {
+            anyhow::bail!("step `{step}` is a {} step, not an approval", ps.action);
+        }
+        {
+            let rec = self.record.lock().expect("record lock");
+            if rec.approvals.contains_key(step) {
+                anyhow::bail!("step `{step}` was already approved by {}", rec.approvals[step]);
+            }
+            if rec.status.finished() {
+                anyhow::bail!("run {} has finished ({:?})", rec.id, rec.status);
+            }
+        }
+        self.transition(
+            "approved",
+            Some(step),
+            Some(format!("approved by {who}")),
+            Some(who),
+            |r| {
+                r.approvals.insert(step.into(), who.into());
+            },
+        )?;
+        self.approvals.notify_waiters();
+        Ok(())
+    }
+
+    /// Asks the run to stop.
+    pub fn request_abort(&self, who: &str) -> Result<()> {
+        self.transition(
+            "abort_requested",
+            None,
+            Some(format!("abort requested by {who}")),
+            Some(who),
+            |r| {
+                r.abort_requested = true;
+            },
+        )?;
+        self.wake.notify_waiters();
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    fn outputs(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        let rec = self.record.lock().expect("record lock");
+        rec.steps.iter().map(|(k, v)| (k.clone(), v.outputs.clone())).collect()
+    }
+}
+
+/// A finished step task: its id, outputs or error, and attempts so far.
+type StepOutcome = (String, Result<BTreeMap<String, String>, String>, u32);
+
+/// Runs (or resumes) the plan to its end. Returns the final status.
+pub async fn drive(shared: Arc<Shared>, plan: Arc<Plan>, config: Arc<Config>, parallel: usize) -> Result<RunStatus> {
+    let ctx = Arc::new(actions::Ctx {
+        plan: plan.clone(),
+        config,
+        shared: shared.clone(),
+    });
+    let parallel = parallel.max(1);
+    let mut running: JoinSet<StepOutcome> = JoinSet::new();
+    let mut started: HashMap<String, Instant> = HashMap::new();
+    // Steps that failed, or were skipped because something they need failed.
+    let mut blocked: BTreeSet<String> = BTreeSet::new();
+    let mut stop: Option<&'static str> = None; // "abort" | "rollback" | "aborted"
+    {
+        let rec = shared.snapshot();
+        for (id, s) in &rec.steps {
+            if s.status == StepStatus::Failed || (s.status == StepStatus::Skipped && s.error.is_some()) {
+                blocked.insert(id.clone());
+            }
+        }
+    }
+    loop {
+        if shared.snapshot().abort_requested && stop != Some("aborted") {
+            stop = Some("aborted");
+            running.abort_all();
+        }
+        if stop.is_none() {
+            let mut progressed = true;
+            while progressed {
+                progressed = false;
+                let rec = shared.snapshot();
+                for ps in &plan.steps {
+                    if rec.steps[&ps.id].status != StepStatus::Pending || started.contains_key(&ps.id) {
+                        continue;
+                    }
+                    if let Some(dep) = ps.after.iter().find(|d| blocked.contains(*d)) {
+                        blocked.insert(ps.id.clone());
+                        let msg = format!("not run: step `{dep}` it depends on failed");
+                        shared.transition("step_skipped", Some(&ps.id), Some(msg.clone()), None, |r| {
+                            let s = r.steps.get_mut(&ps.id).expect("step");
+                            s.status = StepStatus::Skipped;
+                            s.error = Some(msg);
+                        })?;
+                        progressed = true;
+                        continue;
+                    }
+                    if !ps.after.iter().all(|d| rec.steps[d].status.satisfies()) {
+                        continue;
+                    }
+                    if ps.behaviour == Behaviour::Skip {
+                        shared.transition("step_skipped", Some(&ps.id), Some(ps.reason.clone()), None, |r| {
+                            let s = r.steps.get_mut(&ps.id).expect("step");
+                            s.status = StepStatus::Skipped;
+                            s.note = Some(ps.reason.clone());
+                            r.completed.push(ps.id.clone());
+                        })?;
+                        progressed = true;
+                        continue;
+                    }
+                    if running.len() >= parallel {
+                        continue;
+                    }
+                    started.insert(ps.id.clone(), Instant::now());
+                    let ctx = ctx.clone();
+                    let ps = ps.clone();
+                    running.spawn(async move {
+                        let (r, attempts) = run_with_retries(&ctx, &ps).await;
+                        (ps.id.clone(), r, attempts)
+                    });
+                    progressed = true;
+                }
+            }
+        }
+        if running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            joined = running.join_next() => {
+                let Some(joined) = joined else { continue };
+                let (id, result, attempts) = match joined {
+                    Ok(x) => x,
+                    Err(e) if e.is_cancelled() => continue,
+                    Err(e) => return Err(anyhow::anyhow!("a step task panicked: {e}")),
+                };
+                let elapsed = started.remove(&id).map(|t| t.elapsed().as_millis() as u64);
+                let ps = plan.step(&id).expect("planned").clone();
+                match result {
+                    Ok(outputs) => {
+                        shared.transition("step_succeeded", Some(&id), None, None, |r| {
+                            let s = r.steps.get_mut(&id).expect("step");
+                            s.status = StepStatus::Succeeded;
+                            s.outputs = outputs;
+                            s.attempts = attempts;
+                            s.ended_at = Some(now());
+                            s.elapsed_ms = elapsed;
+                            s.error = None;
+                            r.completed.push(id.clone());
+                        })?;
+                    }
+                    Err(e) if ps.behaviour == Behaviour::BestEffort => {
+                        let note = format!("{e} — tolerated: {}", ps.reason);
+                        shared.transition("step_tolerated", Some(&id), Some(note.clone()), None, |r| {
+                            let s = r.steps.get_mut(&id).expect("step");
+                            s.status = StepStatus::Tolerated;
+                            s.attempts = attempts;
+                            s.ended_at = Some(now());
+                            s.elapsed_ms = elapsed;
+                            s.note = Some(note);
+                            if ps.action.starts_with("replication.") {
+                                s.outputs.insert("reachable".into(), "false".into());
+                            }
+                            r.completed.push(id.clone());
+                        })?;
+                    }
+                    Err(e) => {
+                        blocked.insert(id.clone());
+                        shared.transition("step_failed", Some(&id), Some(e.clone()), None, |r| {
+                            let s = r.steps.get_mut(&id).expect("step");
+                            s.status = StepStatus::Failed;
+                            s.attempts = attempts;
+                            s.ended_at = Some(now());
+                            s.elapsed_ms = elapsed;
+                            s.error = Some(e.clone());
+                        })?;
+                        match ps.on_failure {
+                            crate::runbook::OnFailure::Continue => {}
+                            crate::runbook::OnFailure::Abort => {
+                                stop.get_or_insert("abort");
+                                running.abort_all();
+                            }
+                            crate::runbook::OnFailure::Rollback => {
+                                stop = Some("rollback");
+                                running.abort_all();
+                            }
+                        }
+                    }
+                }
+            }
+            _ = shared.wake.notified() => {}
+        }
+    }
+    // Steps cut short by an abort go back to pending (a resume would run them).
+    let interrupted: Vec<String> = started.keys().cloned().collect();
+    for id in &interrupted {
+        shared.transition(
+            "step_interrupted",
+            Some(id),
+            Some("stopped by the run's end".into()),
+            None,
+            |r| {
+                let s = r.steps.get_mut(id).expect("step");
+                s.status = StepStatus::Failed;
+                s.error = Some("interrupted (the run was stopped)".into());
+                s.ended_at = Some(now());
+            },
+        )?;
+    }
+    let rec = shared.snapshot();
+    let any_failed = rec.steps.values().any(|s| s.status == StepStatus::Failed);
+    let status = match stop {
+        Some("aborted") => {
+            stop_processes(&shared, Duration::from_secs(10)).await?;
+            RunStatus::Aborted
+        }
+        Some("rollback") => {
+            rollback(&ctx).await?;
+            RunStatus::RolledBack
+        }
+        _ if any_failed => RunStatus::Failed,
+        _ => RunStatus::Succeeded,
+    };
+    let msg = match status {
+        RunStatus::Succeeded => "every step done".to_string(),
+        RunStatus::RolledBack => "a step failed; completed steps were undone".into(),
+        RunStatus::Aborted => "aborted; the processes the run started were stopped".into(),
+        _ => {
+            let failed: Vec<&String> = rec
+                .steps
+                .iter()
+                .filter(|(_, s)| s.status == StepStatus::Failed)
+                .map(|(k, _)| k)
+                .collect();
+            format!(
+                "failed steps: {}",
+                failed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            )
+        }
+    };
+    shared.transition("run_finished", None, Some(msg.clone()), None, |r| {
+        r.status = status;
+        r.ended_at = Some(now());
+        if status != RunStatus::Succeeded {
+            r.error = Some(msg);
+        }
+    })?;
+    Ok(status)
+}
+
+async fn run_with_retries(
+    ctx: &Arc<actions::Ctx>,
+    ps: &PlannedStep,
+) -> (Result<BTreeMap<String, String>, String>, u32) {
+    let shared = &ctx.shared;
+    let prior = shared.snapshot().steps[&ps.id].attempts;
+    let mut last = String::new();
+    for attempt in 1..=ps.retry.attempts {
+        let total = prior + attempt;
+        let r = shared.transition(
+            if attempt == 1 { "step_started" } else { "step_retried" },
+            Some(&ps.id),
+            (attempt > 1).then(|| format!("attempt {attempt} of {} after: {last}", ps.retry.attempts)),
+            None,
+            |r| {
+                let s = r.steps.get_mut(&ps.id).expect("step");
+                s.status = StepStatus::Running;
+                s.attempts = total;
+                s.started_at.get_or_insert_with(now);
+            },
+        );
+        if let Err(e) = r {
+            return (Err(format!("cannot record the step: {e:#}")), total);
+        }
+        let params = match render_params(&ps.params, &shared.outputs()) {
+            Ok(p) => p,
+            Err(e) => return (Err(e), total),
+        };
+        let fut = actions::execute(ctx.clone(), ps.clone(), params);
+        let r = if ps.timeout.is_zero() || ps.action == "wait" {
+            fut.await
+        } else {
+            match tokio::time::timeout(ps.timeout, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(format!(
+                    "timed out after {}",
+                    crate::runbook::format_duration(ps.timeout)
+                )),
+            }
+        };
+        match r {
+            Ok(out) => return (Ok(out), total),
+            Err(e) => last = e,
+        }
+        if attempt < ps.retry.attempts {
+            tokio::time::sleep(ps.retry.backoff * 2u32.pow(attempt - 1)).await;
+        }
+    }
+    (Err(last), prior + ps.retry.attempts)
+}
+
+/// Fills `${steps.ID.OUTPUT}` from the outputs so far and unescapes `$${`.
+pub fn render_params(
+    params: &BTreeMap<String, Value>,
+    outputs: &BTreeMap<String, BTreeMap<String, String>>,
+) -> Result<BTreeMap<String, Value>, String> {
+    params
+        .iter()
+        .map(|(k, v)| {
+            let v = v.map_strings(&mut |s| {
+                template::render(s, &mut |r| match r {
+                    template::Ref::Step { id, output } => outputs.get(id).and_then(|o| o.get(output)).cloned(),
+                    _ => None,
+                })
+                .map_err(|e| format!("parameter `{k}`: {e} (did the step that makes it succeed?)"))
+            })?;
+            Ok((k.clone(), v))
+        })
+        .collect()
+}
+
+/// Stops every process the run started that still runs.
+async fn stop_processes(shared: &Arc<Shared>, grace: Duration) -> Result<()> {
+    let procs: Vec<TrackedProcess> = shared.snapshot().processes.into_iter().filter(|p| !p.stopped).collect();
+    for p in procs {
+        let s2 = shared.clone();
+        let p2 = p.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let mut children = s2.children.lock().expect("children");
+            process::stop(&p2, grace, children.get_mut(&p2.pid))
+        })
+        .await
+        .expect("stop task");
+        shared.transition(
+            "process_stopped",
+            Some(&p.step),
+            Some(match &r {
+                Ok(()) => format!("process {} stopped", p.pid),
+                Err(e) => format!("{e:#}"),
+            }),
+            None,
+            |rec| {
+                if let Some(x) = rec.processes.iter_mut().find(|x| x.pid == p.pid) {
+                    x.stopped = r.is_ok();
+                }
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Undoes completed steps in reverse order of completion.
+async fn rollback(ctx: &Arc<actions::Ctx>) -> Result<()> {
+    let shared = &ctx.shared;
+    shared.transition("rollback_started", None, None, None, |_| {})?;
+    let done: Vec<String> = shared.snapshot().completed.clone();
+    for id in done.iter().rev() {
+        let ps = ctx.plan.step(id).expect("planned").clone();
+        let status = shared.snapshot().steps[id].status;
+        if !matches!(status, StepStatus::Succeeded | StepStatus::Tolerated) {
+            continue;
+        }
+        let r = match &ps.undo {
+            None => continue,
+            Some(Undo::Action { action, params }) => {
+                let params = render_params(params, &shared.outputs());
+                match params {
+                    Ok(p) => {
+                        let mut undo_step = ps.clone();
+                        undo_step.action = action.clone();
+                        actions::execute(ctx.clone(), undo_step, p)
+                            .await
+                            .map(|_| format!("ran {action}"))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Some(Undo::Builtin { .. }) => actions::builtin_undo(ctx.clone(), ps.clone()).await,
+        };
+        let (st, note) = match r {
+            Ok(n) => (StepStatus::Undone, n),
+            Err(e) => (StepStatus::UndoFailed, e),
+        };
+        shared.transition(
+            if st == StepStatus::Undone {
+                "step_undone"
+            } else {
+                "step_undo_failed"
+            },
+            Some(id),
+            Some(note.clone()),
+            None,
+            |r| {
+                let s = r.steps.get_mut(id).expect("step");
+                s.status = st;
+                s.note = Some(note);
+            },
+        )?;
+    }
+    // Processes of steps that were not completed (e.g. a start whose check failed).
+    stop_processes(shared, Duration::from_secs(10)).await
+}
+
+/// A fresh record for a plan.
+pub fn new_record(
+    plan: &Plan,
+    runbook_text: String,
+    config_file: Option<std::path::PathBuf>,
+    config_text: String,
+    operator: Option<String>,
+) -> RunRecord {
+    RunRecord {
+        version: crate::run_catalog::RUN_RECORD_VERSION,
+        id: plan.run_id.clone(),
+        mode: plan.mode,
+        runbook: plan.runbook.clone(),
+        runbook_file: plan.file.clone(),
+        runbook_text,
+        runbook_digest: plan.digest.clone(),
+        config_file,
+        config_text,
+        group: plan.direction.group.clone(),
+        point: plan.point.clone(),
+        ports: plan.ports.clone(),
+        run_dir: plan.run_dir.clone(),
+        user: crate::audit::os_user(),
+        operator,
+        status: RunStatus::Running,
+        started_at: now(),
+        ended_at: None,
+        steps: plan
+            .steps
+            .iter()
+            .map(|s| (s.id.clone(), StepRecord::default()))
+            .collect(),
+        completed: Vec::new(),
+        processes: Vec::new(),
+        approvals: BTreeMap::new(),
+        abort_requested: false,
+        resumes: 0,
+        error: None,
+        audit_head: None,
+    }
+}
+
+/// Prepares a stopped run for resuming: steps that were running go back to pending.
+pub fn prepare_resume(rec: &mut RunRecord) -> Vec<String> {
+    let mut again = Vec::new();
+    for (id, s) in rec.steps.iter_mut() {
+        if s.status == StepStatus::Running {
+            s.status = StepStatus::Pending;
+            again.push(id.clone());
+        }
+    }
+    rec.resumes += 1;
+    again
+}

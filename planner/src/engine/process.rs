@@ -1,0 +1,102 @@
+//! Processes a run starts (`service.start`): each in its own session with its
+//! output in a log file, identified by PID and start time so that stopping it
+//! after a planner restart never hits a stranger that reused the PID.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rustix::process::{Pid, Signal};
+
+use super::record::TrackedProcess;
+
+/// Start time of `pid` in clock ticks since boot, if it is alive (and not a zombie).
+pub fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    // Field 22 overall; here index 22 - 3.
+    fields.get(19)?.parse().ok()
+}
+
+/// Is the tracked process still the one we started, and alive?
+pub fn alive(p: &TrackedProcess) -> bool {
+    start_ticks(p.pid) == Some(p.start_ticks)
+}
+
+/// Spawns `command` in its own session (Ctrl-C of the planner does not reach
+/// it, and it outlives the planner), stdout and stderr appended to `log`.
+pub fn spawn(
+    command: &str,
+    args: &[String],
+    env: &[(String, String)],
+    cwd: &Path,
+    log: &Path,
+) -> Result<(std::process::Child, u64)> {
+    use std::os::unix::process::CommandExt;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("open log {}", log.display()))?;
+    let err = out.try_clone()?;
+    let mut cmd = std::process::Command::new(command);
+    cmd.args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    cmd.process_group(0);
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("start `{command}` (is it installed and in PATH? cwd {})", cwd.display()))?;
+    let pid = child.id() as i32;
+    let ticks = start_ticks(pid).unwrap_or(0);
+    Ok((child, ticks))
+}
+
+/// Stops a tracked process group: SIGTERM, then SIGKILL after `grace`. Returns
+/// once it is gone. A process that is no longer ours is left alone.
+pub fn stop(p: &TrackedProcess, grace: Duration, child: Option<&mut std::process::Child>) -> Result<()> {
+    if !alive(p) {
+        return Ok(());
+    }
+    let Some(pid) = Pid::from_raw(p.pid) else {
+        bail!("invalid pid {}", p.pid)
+    };
+    let _ = rustix::process::kill_process_group(pid, Signal::TERM);
+    let _ = rustix::process::kill_process(pid, Signal::TERM);
+    let mut child = child;
+    let deadline = Instant::now() + grace;
+    loop {
+        if let Some(c) = child.as_deref_mut() {
+            let _ = c.try_wait();
+        }
+        if !alive(p) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = rustix::process::kill_process_group(pid, Signal::KILL);
+    let _ = rustix::process::kill_process(pid, Signal::KILL);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(p) && Instant::now() < deadline {
+        if let Some(c) = child.as_deref_mut() {
+            let _ = c.try_wait();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if alive(p) {
+        bail!("process {} of step `{}` survived SIGKILL", p.pid, p.step);
+    }
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! The persisted state of a run: everything `lifeline resume` needs to go on
+//! after the planner died, and what `lifeline runs` and reports show.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::SignedHead;
+use crate::runbook::actions::Mode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    Aborted,
+    RolledBack,
+}
+
+impl RunStatus {
+    pub fn finished(self) -> bool {
+        self != RunStatus::Running
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Pending,
+    Running,
+    Succeeded,
+    /// Failed where the mode tolerates it (best effort): counts as done.
+    Tolerated,
+    Skipped,
+    Failed,
+    /// Undone by a rollback.
+    Undone,
+    UndoFailed,
+}
+
+impl StepStatus {
+    /// Lets the steps after it start.
+    pub fn satisfies(self) -> bool {
+        matches!(
+            self,
+            StepStatus::Succeeded | StepStatus::Tolerated | StepStatus::Skipped
+        )
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Running => "running",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Tolerated => "tolerated",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Failed => "failed",
+            StepStatus::Undone => "undone",
+            StepStatus::UndoFailed => "undo_failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepRecord {
+    pub status: StepStatus,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<u64>,
+    #[serde(default)]
+    pub outputs: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Why it was skipped or tolerated, or what its undo did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Default for StepRecord {
+    fn default() -> Self {
+        StepRecord {
+            status: StepStatus::Pending,
+            attempts: 0,
+            started_at: None,
+            ended_at: None,
+            elapsed_ms: None,
+            outputs: BTreeMap::new(),
+            error: None,
+            note: None,
+        }
+    }
+}
+
+/// A process a `service.start` step started.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrackedProcess {
+    pub step: String,
+    pub pid: i32,
+    /// Start time in clock ticks since boot (/proc/PID/stat field 22): tells the
+    /// process from a later one that reused its PID.
+    pub start_ticks: u64,
+    pub log: PathBuf,
+    pub stopped: bool,
+}
+
+/// One run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunRecord {
+    /// [`RUN_RECORD_VERSION`](crate::run_catalog::RUN_RECORD_VERSION).
+    pub version: u32,
+    pub id: String,
+    pub mode: Mode,
+    pub runbook: String,
+    pub runbook_file: PathBuf,
+    /// The runbook and configuration as they were when the run started: a resume
+    /// runs exactly the same plan.
+    pub runbook_text: String,
+    pub runbook_digest: String,
+    pub config_file: Option<PathBuf>,
+    pub config_text: String,
+    pub group: String,
+    pub point: Option<String>,
+    pub ports: BTreeMap<String, u16>,
+    pub run_dir: PathBuf,
+    pub user: String,
+    pub operator: Option<String>,
+    pub status: RunStatus,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub steps: BTreeMap<String, StepRecord>,
+    /// Steps in the order they completed (rollback undoes them in reverse).
+    pub completed: Vec<String>,
+    pub processes: Vec<TrackedProcess>,
+    /// Approval step → who approved it.
+    pub approvals: BTreeMap<String, String>,
+    pub abort_requested: bool,
+    /// Times the run was resumed.
+    pub resumes: u32,
+    pub error: Option<String>,
+    /// The audit chain's signed head when the run last changed.
+    pub audit_head: Option<SignedHead>,
+}

@@ -1,0 +1,121 @@
+//! The planner's catalog: run records in sled, under `STATE/planner/catalog`.
+//!
+//! sled allows one process per database, so the catalog has one owner at a time:
+//! the planner process running (or resuming) a run. It writes its PID to
+//! `STATE/planner/owner` and serves `lifeline runs | approve | abort` over the
+//! control socket `STATE/planner/control.sock`; when no planner runs, those
+//! commands open the catalog themselves. Every record is saved and flushed at
+//! each transition of its run, so a kill -9 loses nothing but the step that was
+//! running, which `lifeline resume` runs again.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::engine::RunRecord;
+
+/// The version of run records this planner writes. Do not modify; add a new one
+/// with a migration.
+pub const RUN_RECORD_VERSION: u32 = 1;
+
+pub struct PlannerCatalog {
+    runs: sled::Tree,
+    db: sled::Db,
+    dir: PathBuf,
+}
+
+/// The planner's directory in a state directory.
+pub fn planner_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("planner")
+}
+
+/// The control socket of the planner owning `state_dir`'s catalog.
+pub fn control_socket(state_dir: &Path) -> PathBuf {
+    planner_dir(state_dir).join("control.sock")
+}
+
+impl PlannerCatalog {
+    /// Opens the catalog and becomes its owner; a catalog held by another
+    /// planner gives an error naming it and what to use instead.
+    pub fn open(state_dir: &Path) -> Result<PlannerCatalog> {
+        let dir = planner_dir(state_dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let owner = dir.join("owner");
+        let db = sled::Config::new()
+            .path(dir.join("catalog"))
+            .cache_capacity(8 << 20)
+            .open()
+            .map_err(|e| {
+                let pid = std::fs::read_to_string(&owner).unwrap_or_default();
+                let pid = pid.trim();
+                if e.to_string().contains("lock") || matches!(e, sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock) {
+                    anyhow::anyhow!(
+                        "the planner catalog in {} is held by another planner (PID {}): one run at a time per state \
+                         directory; reach it with `lifeline runs`, `lifeline approve` or `lifeline abort`, or wait for it",
+                        dir.display(),
+                        if pid.is_empty() { "unknown" } else { pid }
+                    )
+                } else {
+                    anyhow::anyhow!("open the planner catalog in {}: {e}", dir.display())
+                }
+            })?;
+        crate::audit::write_atomic(&owner, format!("{}\n", std::process::id()).as_bytes(), 0o644)?;
+        let runs = db
+            .open_tree("runs")
+            .context("open the runs tree of the planner catalog")?;
+        Ok(PlannerCatalog { runs, db, dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Saves a run record durably.
+    pub fn save(&self, run: &RunRecord) -> Result<()> {
+        let bytes = serde_json::to_vec(run).expect("serialisable");
+        self.runs
+            .insert(run.id.as_bytes(), bytes)
+            .context("save a run record")?;
+        self.db.flush().context("flush the planner catalog")?;
+        Ok(())
+    }
+
+    pub fn load(&self, id: &str) -> Result<Option<RunRecord>> {
+        match self.runs.get(id.as_bytes()).context("read a run record")? {
+            Some(b) => Ok(Some(decode(&b, id)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every run, newest first.
+    pub fn list(&self) -> Result<Vec<RunRecord>> {
+        let mut out = Vec::new();
+        for kv in self.runs.iter() {
+            let (k, v) = kv.context("read the planner catalog")?;
+            out.push(decode(&v, &String::from_utf8_lossy(&k))?);
+        }
+        out.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+        Ok(out)
+    }
+}
+
+impl Drop for PlannerCatalog {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.dir.join("owner"));
+    }
+}
+
+fn decode(bytes: &[u8], id: &str) -> Result<RunRecord> {
+    #[derive(serde::Deserialize)]
+    struct V {
+        version: u32,
+    }
+    let v: V = serde_json::from_slice(bytes).with_context(|| format!("run record {id} is damaged"))?;
+    if v.version != RUN_RECORD_VERSION {
+        bail!(
+            "run record {id} has version {} but this planner reads version {RUN_RECORD_VERSION}: use the planner that wrote it",
+            v.version
+        );
+    }
+    serde_json::from_slice(bytes).with_context(|| format!("run record {id} is damaged"))
+}

@@ -1,0 +1,549 @@
+//! The catalogue of runbook actions: each one's parameters, outputs, default
+//! timeout, and what it does in each mode. Validation, `lifeline plan`, the
+//! engine and `runbooks/README.md` all read this one table, so they cannot
+//! disagree. A test checks that the README documents every action.
+
+use serde::Serialize;
+
+/// How a run is going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Disaster: the primary is presumed lost; promote the latest committed point.
+    Failover,
+    /// Planned move with zero data loss: stop writes, final sync, then fail over.
+    Switchover,
+    /// Back home after a failover: seed the original site, replicate what it lacks, switch over.
+    Failback,
+    /// A test failover into a sandbox; production and replication go on untouched.
+    Drill,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Failover => "failover",
+            Mode::Switchover => "switchover",
+            Mode::Failback => "failback",
+            Mode::Drill => "drill",
+        }
+    }
+    pub const ALL: [Mode; 4] = [Mode::Failover, Mode::Switchover, Mode::Failback, Mode::Drill];
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The type a parameter takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Str,
+    Int,
+    StrList,
+    StrTable,
+    Duration,
+}
+
+impl Kind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kind::Str => "a string",
+            Kind::Int => "an integer",
+            Kind::StrList => "a list of strings",
+            Kind::StrTable => "a table of strings",
+            Kind::Duration => "a duration string such as \"5s\"",
+        }
+    }
+    pub fn example(self) -> &'static str {
+        match self {
+            Kind::Str => "\"...\"",
+            Kind::Int => "200",
+            Kind::StrList => "[\"a\", \"b\"]",
+            Kind::StrTable => "{ NAME = \"value\" }",
+            Kind::Duration => "\"5s\"",
+        }
+    }
+}
+
+/// One parameter of an action.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub required: bool,
+    pub doc: &'static str,
+}
+
+const fn p(name: &'static str, kind: Kind, required: bool, doc: &'static str) -> ParamSpec {
+    ParamSpec {
+        name,
+        kind,
+        required,
+        doc,
+    }
+}
+
+/// What an action does in one mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Behaviour {
+    /// Runs; a failure is a failure.
+    Run,
+    /// Runs; a failure is recorded and the step counts as done (e.g. the primary
+    /// site is presumed lost in a failover, so stopping its agent may not work).
+    BestEffort,
+    /// Does not run.
+    Skip,
+}
+
+/// One action of the catalogue.
+#[derive(Debug, Clone, Copy)]
+pub struct ActionSpec {
+    pub name: &'static str,
+    pub doc: &'static str,
+    pub params: &'static [ParamSpec],
+    /// Exactly one of these parameters must be given (empty: no such rule).
+    pub one_of: &'static [&'static str],
+    /// Outputs later steps read as `${steps.ID.NAME}`; `NAME.*` means one per volume.
+    pub outputs: &'static [&'static str],
+    pub default_timeout_secs: u64,
+    /// Behaviour in failover, switchover, failback, drill, with the reason.
+    pub modes: [(Behaviour, &'static str); 4],
+    /// May a runbook force `drill = "run"`? (Not for what touches production.)
+    pub drill_may_run: bool,
+}
+
+impl ActionSpec {
+    pub fn param(&self, name: &str) -> Option<&ParamSpec> {
+        self.params.iter().find(|p| p.name == name)
+    }
+    pub fn behaviour(&self, mode: Mode) -> (Behaviour, &'static str) {
+        self.modes[Mode::ALL.iter().position(|m| *m == mode).expect("every mode")]
+    }
+    /// Does the action have output `name` (`path.db` matches `path.*`)?
+    pub fn has_output(&self, name: &str) -> bool {
+        self.outputs.iter().any(|o| match o.strip_suffix(".*") {
+            Some(prefix) => name
+                .strip_prefix(prefix)
+                .is_some_and(|r| r.starts_with('.') && r.len() > 1),
+            None => *o == name,
+        })
+    }
+}
+
+use Behaviour::{BestEffort, Run, Skip};
+use Kind::*;
+
+const AGENT: ParamSpec = p(
+    "agent",
+    Str,
+    false,
+    "identity of the agent to drive [default: the group's agent for this direction]",
+);
+const CONTROL: ParamSpec = p(
+    "control",
+    Str,
+    false,
+    "the agent's control address HOST:PORT [default: from the group]",
+);
+const COMMAND: ParamSpec = p("command", Str, false, "program to run (looked up in PATH)");
+const ARGS: ParamSpec = p("args", StrList, false, "its arguments");
+const ENV: ParamSpec = p("env", StrTable, false, "extra environment variables");
+const CWD: ParamSpec = p("cwd", Str, false, "working directory [default: the run's directory]");
+
+/// Every action.
+pub const ACTIONS: &[ActionSpec] = &[
+    ActionSpec {
+        name: "replication.stop",
+        doc: "Pause the group's agent through its control API: it finishes its current cycle and starts no new one.",
+        params: &[AGENT, CONTROL],
+        one_of: &[],
+        outputs: &["reachable"],
+        default_timeout_secs: 60,
+        modes: [
+            (
+                BestEffort,
+                "the primary site is presumed lost: an unreachable agent is not an error",
+            ),
+            (Run, "pause the primary's agent after its last cycle"),
+            (Run, "pause the recovery site's agent (the reverse replication)"),
+            (Skip, "replication goes on during a drill"),
+        ],
+        drill_may_run: false,
+    },
+    ActionSpec {
+        name: "replication.final_sync",
+        doc: "Ask the agent for a point holding every write made before the call (sync-now) and wait for it.",
+        params: &[AGENT, CONTROL],
+        one_of: &[],
+        outputs: &["seq", "taken_at"],
+        default_timeout_secs: 600,
+        modes: [
+            (
+                Skip,
+                "the primary is presumed lost: the latest committed point is what there is",
+            ),
+            (
+                Run,
+                "sync-now on the primary's agent: the point holds the primary's last state",
+            ),
+            (
+                Run,
+                "sync-now on the recovery site's agent: the original site gets the current state",
+            ),
+            (Skip, "a drill uses an existing point"),
+        ],
+        drill_may_run: false,
+    },
+    ActionSpec {
+        name: "replication.seed",
+        doc: "Failback only: back up the volumes that survived on the original site into that site's repository \
+              (a local scan, no network), so the reverse replication sends only what they lack.",
+        params: &[
+            p(
+                "repo",
+                Str,
+                false,
+                "the original site's repository directory [default: its site's `repo`]",
+            ),
+            p("tenant", Str, false, "tenant to seed [default: the group's tenant]"),
+        ],
+        one_of: &[],
+        outputs: &["seq", "bytes_stored"],
+        default_timeout_secs: 3600,
+        modes: [
+            (Skip, "only a failback seeds the original site"),
+            (Skip, "only a failback seeds the original site"),
+            (
+                Run,
+                "local backup of the surviving volumes into the original site's repository",
+            ),
+            (Skip, "only a failback seeds the original site"),
+        ],
+        drill_may_run: false,
+    },
+    ActionSpec {
+        name: "replication.reverse",
+        doc: "Protect the new production site: resume the agent that replicates it to the other site.",
+        params: &[AGENT, CONTROL],
+        one_of: &[],
+        outputs: &["reachable"],
+        default_timeout_secs: 60,
+        modes: [
+            (
+                BestEffort,
+                "resume the recovery site's agent towards the original site; unreachable until it returns (then fail back)",
+            ),
+            (Run, "resume the recovery site's agent towards the original site"),
+            (Run, "resume the primary's agent towards the secondary: back to normal"),
+            (Skip, "replication goes on during a drill"),
+        ],
+        drill_may_run: false,
+    },
+    ActionSpec {
+        name: "volume.promote",
+        doc: "Restore a point of the group onto the recovery site's volumes and check each against the point's volume hash.",
+        params: &[
+            p(
+                "volumes",
+                StrList,
+                false,
+                "volumes to promote [default: all of the group's]",
+            ),
+            p(
+                "point",
+                Str,
+                false,
+                "latest, a seq or an RFC 3339 time [default: --point, else the final sync's, else latest]",
+            ),
+            p(
+                "repo",
+                Str,
+                false,
+                "repository to read [default: the recovery site's receiver, else its `repo`]",
+            ),
+        ],
+        one_of: &[],
+        outputs: &["seq", "taken_at", "path.*", "hash.*"],
+        default_timeout_secs: 3600,
+        modes: [
+            (Run, "restore the point onto the secondary's targets"),
+            (Run, "restore the final sync's point onto the secondary's targets"),
+            (Run, "restore the final sync's point onto the original site's volumes"),
+            (Run, "restore the point into the drill's sandbox"),
+        ],
+        drill_may_run: true,
+    },
+    ActionSpec {
+        name: "service.start",
+        doc: "Start a long-running process (the application). The run tracks it and stops it on abort or rollback; \
+              it keeps running after a successful run.",
+        params: &[
+            p("command", Str, true, "program to run (looked up in PATH)"),
+            ARGS,
+            ENV,
+            CWD,
+        ],
+        one_of: &[],
+        outputs: &["pid", "log"],
+        default_timeout_secs: 30,
+        modes: [
+            (Run, "start it on the recovery site"),
+            (Run, "start it on the recovery site"),
+            (Run, "start it on the original site"),
+            (Run, "start it in the sandbox (drill substitutions applied)"),
+        ],
+        drill_may_run: true,
+    },
+    ActionSpec {
+        name: "service.stop",
+        doc: "Stop a service: the process an earlier service.start step started (`step`), or run a stop command.",
+        params: &[
+            p("step", Str, false, "id of the service.start step whose process to stop"),
+            COMMAND,
+            ARGS,
+            ENV,
+            CWD,
+            p(
+                "grace",
+                Duration,
+                false,
+                "time between SIGTERM and SIGKILL [default: 10s]",
+            ),
+        ],
+        one_of: &["step", "command"],
+        outputs: &[],
+        default_timeout_secs: 60,
+        modes: [
+            (BestEffort, "the primary site may be gone: a failure is not an error"),
+            (Run, "stop writes on the primary"),
+            (Run, "stop writes on the recovery site"),
+            (Skip, "production is never stopped by a drill (a step = ... stop runs)"),
+        ],
+        drill_may_run: true,
+    },
+    ActionSpec {
+        name: "check.tcp",
+        doc: "Wait until a TCP connection to an address succeeds (fails at the timeout).",
+        params: &[p("address", Str, true, "HOST:PORT")],
+        one_of: &[],
+        outputs: &["elapsed_ms"],
+        default_timeout_secs: 60,
+        modes: [
+            (Run, "check"),
+            (Run, "check"),
+            (Run, "check"),
+            (Run, "check the sandbox"),
+        ],
+        drill_may_run: true,
+    },
+    ActionSpec {
+        name: "check.http",
+        doc: "Wait until an HTTP GET answers the expected status (and body) (fails at the timeout).",
+        params: &[
+            p("url", Str, true, "http://HOST:PORT/PATH"),
+            p("status", Int, false, "expected status [default: 200]"),
+            p("body_contains", Str, false, "text the body must contain"),
+        ],
+        one_of: &[],
+        outputs: &["status", "elapsed_ms"],
+        default_timeout_secs: 60,
+        modes: [
+            (Run, "check"),
+            (Run, "check"),
+            (Run, "check"),
+            (Run, "check the sandbox"),
+        ],
+        drill_may_run: true,
+    },
+    ActionSpec {
+        name: "check.command",
+        doc: "Run a command; it passes when it exits 0.",
+        params: &[
+            p("command", Str, true, "program to run (looked up in PATH)"),
+            ARGS,
+            ENV,
+            CWD,
+        ],
+        one_of: &[],
+        outputs: &["exit", "stdout"],
+        default_timeout_secs: 60,
+        modes: [
+            (Run, "check"),
+            (Run, "check"),
+            (Run, "check"),
+            (Run, "check the sandbox"),
+        ],
+        drill_may_run: true,
+    },
+    ActionSpec {
+        name: "check.volume",
+        doc: "Hash a promoted volume and compare it with the point's volume hash; in a switchover or failback also \
+              with the source volume, which proves zero data loss.",
+        params: &[
+            p("volume", Str, true, "volume name in the group"),
+            p(
+                "path",
+                Str,
+                false,
+                "file or device to hash [default: where volume.promote put it]",
+            ),
+        ],
+        one_of: &[],
+        outputs: &["hash", "zero_loss"],
+        default_timeout_secs: 3600,
+        modes: [
+            (Run, "compare with the point"),
+            (Run, "compare with the point and with the primary's volume (zero loss)"),
+            (
+                Run,
+                "compare with the point and with the recovery site's volume (zero loss)",
+            ),
+            (Run, "compare the sandbox copy with the point"),
+        ],
+        drill_may_run: true,
+    },
+    ActionSpec {
+        name: "traffic.switch",
+        doc: "Move users: run a command (DNS update, load-balancer API), or rewrite a file atomically (zone file, \
+              HAProxy or nginx upstream): `content` replaces it, or `replace` → `with` edits it. Undone by restoring the file.",
+        params: &[
+            COMMAND,
+            ARGS,
+            ENV,
+            CWD,
+            p("file", Str, false, "file to rewrite"),
+            p("content", Str, false, "its new content"),
+            p("replace", Str, false, "text to replace in the file"),
+            p("with", Str, false, "replacement text"),
+        ],
+        one_of: &["command", "file"],
+        outputs: &[],
+        default_timeout_secs: 60,
+        modes: [
+            (Run, "move users to the recovery site"),
+            (Run, "move users to the recovery site"),
+            (Run, "move users back to the original site"),
+            (
+                Skip,
+                "a drill never moves production traffic (a drill = { ... } substitution runs)",
+            ),
+        ],
+        drill_may_run: false,
+    },
+    ActionSpec {
+        name: "approval",
+        doc: "Wait until someone runs `lifeline approve RUN STEP` (or the timeout passes: then it fails).",
+        params: &[p("message", Str, false, "what the approver should check")],
+        one_of: &[],
+        outputs: &["approved_by"],
+        default_timeout_secs: 86_400,
+        modes: [
+            (Run, "wait for approval"),
+            (Run, "wait for approval"),
+            (Run, "wait for approval"),
+            (Skip, "drills do not wait for people (drill = \"run\" to wait)"),
+        ],
+        drill_may_run: true,
+    },
+    ActionSpec {
+        name: "wait",
+        doc: "Wait for a while (e.g. for DNS TTLs to pass).",
+        params: &[p("duration", Duration, true, "how long")],
+        one_of: &[],
+        outputs: &[],
+        default_timeout_secs: 0,
+        modes: [(Run, "wait"), (Run, "wait"), (Run, "wait"), (Run, "wait")],
+        drill_may_run: true,
+    },
+    ActionSpec {
+        name: "notify",
+        doc: "POST a JSON event (run, mode, group, step, message) to a webhook (http://).",
+        params: &[
+            p("url", Str, true, "webhook URL"),
+            p("message", Str, false, "text to send"),
+        ],
+        one_of: &[],
+        outputs: &["status"],
+        default_timeout_secs: 30,
+        modes: [(Run, "notify"), (Run, "notify"), (Run, "notify"), (Run, "notify")],
+        drill_may_run: true,
+    },
+];
+
+/// The action named `name`.
+pub fn action(name: &str) -> Option<&'static ActionSpec> {
+    ACTIONS.iter().find(|a| a.name == name)
+}
+
+/// Every action name.
+pub fn names() -> Vec<&'static str> {
+    ACTIONS.iter().map(|a| a.name).collect()
+}
+
+/// The closest of `candidates` to `word`, if close enough to be a likely typo.
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_catch_typos_only() {
+        assert_eq!(suggest("volume.promot", names()), Some("volume.promote"));
+        assert_eq!(suggest("check.htp", names()), Some("check.http"));
+        assert_eq!(suggest("make.coffee", names()), None);
+    }
+
+    #[test]
+    fn per_volume_outputs() {
+        let a = action("volume.promote").unwrap();
+        assert!(a.has_output("path.db"));
+        assert!(a.has_output("seq"));
+        assert!(!a.has_output("path"));
+        assert!(!a.has_output("paths.db"));
+    }
+
+    #[test]
+    fn the_readme_documents_every_action_and_parameter() {
+        let readme = include_str!("../../../runbooks/README.md");
+        for a in ACTIONS {
+            assert!(
+                readme.contains(&format!("`{}`", a.name)),
+                "runbooks/README.md lacks `{}`",
+                a.name
+            );
+            for p in a.params {
+                assert!(
+                    readme.contains(&format!("`{}`", p.name)),
+                    "runbooks/README.md lacks parameter `{}` of `{}`",
+                    p.name,
+                    a.name
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! Checks of a parsed runbook: first those that need only the file
+//! ([`check_steps`]), then those that need the deployment ([`check_against`]).
+//! Each problem becomes a [`Diagnostic`] at the line and column of the value at
+//! fault, with what to write instead.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::actions::{self, ActionSpec, Kind};
+use super::template::{self, Ref};
+use super::{Diagnostic, DrillBehaviour, Params, Pos, Runbook, Sink, Value};
+use crate::config::Config;
+
+pub(super) fn check_steps(rb: &Runbook, sink: &mut Sink) {
+    let mut first: BTreeMap<&str, Pos> = BTreeMap::new();
+    for s in &rb.steps {
+        let id = s.id.value.as_str();
+        if id.is_empty() {
+            continue;
+        }
+        if !id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
+            sink.error(
+                s.id.pos,
+                format!("step id `{id}` may hold only a-z, 0-9, - and _"),
+                Some(format!(
+                    "id = \"{}\"",
+                    id.to_ascii_lowercase()
+                        .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+                )),
+            );
+        }
+        if let Some(p) = first.get(id) {
+            sink.error(
+                s.id.pos,
+                format!("duplicate step id `{id}` (first used at line {})", p.line),
+                Some("give each step its own id".into()),
+            );
+        } else {
+            first.insert(id, s.id.pos);
+        }
+    }
+    let ids: Vec<&str> = first.keys().copied().collect();
+
+    for s in &rb.steps {
+        let spec = match actions::action(&s.action.value) {
+            Some(a) => Some(a),
+            None if s.action.value.is_empty() => None,
+            None => {
+                let help = match actions::suggest(&s.action.value, actions::names()) {
+                    Some(a) => format!("did you mean `{a}`?"),
+                    None => format!("actions: {}", actions::names().join(", ")),
+                };
+                sink.error(s.action.pos, format!("unknown action `{}`", s.action.value), Some(help));
+                None
+            }
+        };
+        if let Some(spec) = spec {
+            check_params(spec, &s.params, s.pos, true, &s.id.value, sink);
+            match &s.drill {
+                DrillBehaviour::Run if !spec.drill_may_run => sink.error(
+                    s.pos,
+                    format!(
+                        "`{}` cannot run in a drill: a drill never touches production",
+                        spec.name
+                    ),
+                    Some("drop `drill = \"run\"`, or give substituted parameters that point into the sandbox".into()),
+                ),
+                DrillBehaviour::Substitute(sub) => check_params(spec, sub, s.pos, false, &s.id.value, sink),
+                _ => {}
+            }
+        }
+        if let Some(undo) = &s.undo {
+            match actions::action(&undo.action.value) {
+                Some(u) => check_params(u, &undo.params, undo.action.pos, true, &s.id.value, sink),
+                None => sink.error(
+                    undo.action.pos,
+                    format!("unknown undo action `{}`", undo.action.value),
+                    actions::suggest(&undo.action.value, actions::names()).map(|a| format!("did you mean `{a}`?")),
+                ),
+            }
+        }
+        for dep in &s.after {
+            if dep.value == s.id.value {
+                sink.error(
+                    dep.pos,
+                    format!("step `{}` depends on itself", s.id.value),
+                    Some("remove it from `after`".into()),
+                );
+            } else if !first.contains_key(dep.value.as_str()) {
+                let help = match actions::suggest(&dep.value, ids.iter().copied()) {
+                    Some(i) => format!("did you mean `{i}`?"),
+                    None => format!("steps: {}", ids.join(", ")),
+                };
+                sink.error(
+                    dep.pos,
+                    format!("`after` names unknown step `{}`", dep.value),
+                    Some(help),
+                );
+            }
+        }
+    }
+
+    let cyclic = report_cycles(rb, sink);
+    if cyclic {
+        return;
+    }
+    for s in &rb.steps {
+        let ancestors = ancestors(rb, &s.id.value);
+        let mut check = |params: &Params| {
+            for v in params.values() {
+                for text in v.value.strings() {
+                    check_template(rb, text, v.pos, &ancestors, &s.id.value, sink);
+                }
+            }
+        };
+        check(&s.params);
+        if let Some(u) = &s.undo {
+            check(&u.params);
+        }
+        if let DrillBehaviour::Substitute(sub) = &s.drill {
+            check(sub);
+        }
+    }
+}
+
+fn check_params(spec: &ActionSpec, params: &Params, step_pos: Pos, complete: bool, step: &str, sink: &mut Sink) {
+    for (name, v) in params {
+        let Some(ps) = spec.param(name) else {
+            let help = match actions::suggest(name, spec.params.iter().map(|p| p.name)) {
+                Some(n) => format!("did you mean `{n}`?"),
+                None if spec.params.is_empty() => format!("`{}` takes no parameters", spec.name),
+                None => format!(
+                    "`{}` takes: {}",
+                    spec.name,
+                    spec.params.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+                ),
+            };
+            sink.error(
+                v.pos,
+                format!("unknown parameter `{name}` for `{}`", spec.name),
+                Some(help),
+            );
+            continue;
+        };
+        let ok = match (ps.kind, &v.value) {
+            (Kind::Str, Value::Str(_)) | (Kind::Int, Value::Int(_)) => true,
+            (Kind::StrList, Value::List(l)) => l.iter().all(|x| matches!(x, Value::Str(_))),
+            (Kind::StrTable, Value::Table(t)) => t.values().all(|x| matches!(x, Value::Str(_))),
+            (Kind::Duration, Value::Str(s)) => {
+                // An interpolated duration is checked when it runs.
+                if !s.contains("${")
+                    && let Err(e) = super::parse_duration(s)
+                {
+                    sink.error(v.pos, format!("`{name}`: {e}"), Some(format!("{name} = \"5s\"")));
+                }
+                true
+            }
+            _ => false,
+        };
+        if !ok {
+            sink.error(
+                v.pos,
+                format!(
+                    "`{name}` of `{}` must be {}, not {}",
+                    spec.name,
+                    ps.kind.describe(),
+                    v.value.kind()
+                ),
+                Some(format!("{name} = {}", ps.kind.example())),
+            );
+        }
+    }
+    if !complete {
+        return;
+    }
+    for ps in spec.params.iter().filter(|p| p.required) {
+        if !params.contains_key(ps.name) {
+            sink.error(
+                step_pos,
+                format!(
+                    "step `{step}`: `{}` needs parameter `{}` ({})",
+                    spec.name, ps.name, ps.doc
+                ),
+                Some(format!("{} = {}", ps.name, ps.kind.example())),
+            );
+        }
+    }
+    if !spec.one_of.is_empty() {
+        let given: Vec<&str> = spec
+            .one_of
+            .iter()
+            .copied()
+            .filter(|p| params.contains_key(*p))
+            .collect();
+        if given.len() != 1 {
+            sink.error(
+                step_pos,
+                format!(
+                    "step `{step}`: `{}` needs exactly one of {} (given: {})",
+                    spec.name,
+                    spec.one_of
+                        .iter()
+                        .map(|p| format!("`{p}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if given.is_empty() {
+                        "none".to_string()
+                    } else {
+                        given.join(", ")
+                    }
+                ),
+                None,
+            );
+        }
+    }
+}
+
+fn check_template(rb: &Runbook, text: &str, pos: Pos, ancestors: &BTreeSet<String>, step: &str, sink: &mut Sink) {
+    let pieces = match template::parse(text) {
+        Ok(p) => p,
+        Err(e) => {
+            sink.error(pos, e, None);
+            return;
+        }
+    };
+    for piece in pieces {
+        let template::Piece::Ref(r, raw) = piece else { continue };
+        match &r {
+            Ref::Var(v) if !rb.variables.contains_key(v) => sink.error(
+                pos,
+                format!("`${{{raw}}}`: no variable `{v}`"),
+                Some(format!("declare it: [runbook.variables] {v} = \"...\"")),
+            ),
+            Ref::Port(v) if !rb.ports.contains_key(v) => sink.error(
+                pos,
+                format!("`${{{raw}}}`: no port `{v}`"),
+                Some(format!("declare it: [runbook.ports] {v} = 8080")),
+            ),
+            Ref::Step { id, output } => match rb.step(id) {
+                None => sink.error(pos, format!("`${{{raw}}}`: no step `{id}`"), None),
+                Some(_) if id == step => {
+                    sink.error(pos, format!("`${{{raw}}}`: a step cannot read its own outputs"), None)
+                }
+                Some(_) if !ancestors.contains(id) => sink.error(
+                    pos,
+                    format!("`${{{raw}}}`: step `{step}` reads an output of `{id}` but does not run after it"),
+                    Some(format!("add after = [\"{id}\"] to step `{step}`")),
+                ),
+                Some(s) => {
+                    if let Some(spec) = actions::action(&s.action.value)
+                        && !spec.has_output(output)
+                    {
+                        sink.error(
+                            pos,
+                            format!("`${{{raw}}}`: `{}` has no output `{output}`", spec.name),
+                            Some(if spec.outputs.is_empty() {
+                                format!("`{}` has no outputs", spec.name)
+                            } else {
+                                format!("outputs of `{}`: {}", spec.name, spec.outputs.join(", "))
+                            }),
+                        );
+                    }
+                }
+            },
+            _ => {}
+        }
+    }
+}
+
+/// Reports each dependency cycle once; true if there is one.
+fn report_cycles(rb: &Runbook, sink: &mut Sink) -> bool {
+    // Kahn's algorithm: what remains after peeling sources lies on or behind a cycle.
+    let mut indeg: BTreeMap<&str, usize> = rb.steps.iter().map(|s| (s.id.value.as_str(), 0)).collect();
+    for s in &rb.steps {
+        for d in &s.after {
+            if indeg.contains_key(d.value.as_str()) && d.value != s.id.value {
+                *indeg.get_mut(s.id.value.as_str()).expect("present") += 1;
+            }
+        }
+    }
+    let mut ready: Vec<&str> = indeg.iter().filter(|(_, n)| **n == 0).map(|(k, _)| *k).collect();
+    while let Some(id) = ready.pop() {
+        indeg.remove(id);
+        for s in rb.steps.iter().filter(|s| s.after.iter().any(|d| d.value == id)) {
+            if let Some(n) = indeg.get_mut(s.id.value.as_str()) {
+                *n -= 1;
+                if *n == 0 {
+                    ready.push(&s.id.value);
+                }
+            }
+        }
+    }
+    if indeg.is_empty() {
+        return false;
+    }
+    // Walk from a remaining step along remaining dependencies until a step repeats.
+    let start = rb
+        .steps
+        .iter()
+        .find(|s| indeg.contains_key(s.id.value.as_str()))
+        .expect("remaining");
+    let mut path = vec![start.id.value.as_str()];
+    let mut cur = start;
+    loop {
+        let next = cur
+            .after
+            .iter()
+            .find(|d| indeg.contains_key(d.value.as_str()) && d.value != cur.id.value)
+            .and_then(|d| rb.step(&d.value))
+            .expect("a step on a cycle has a remaining dependency");
+        if let Some(i) = path.iter().position(|p| *p == next.id.value) {
+            let cycle: Vec<&str> = path[i..].iter().copied().chain([next.id.value.as_str()]).collect();
+            let at = rb.step(path[i]).expect("present");
+            sink.error(
+                at.pos,
+                format!("dependency cycle: {} (each runs after the next)", cycle.join(" → ")),
+                Some("remove one of these `after` entries".into()),
+            );
+            return true;
+        }
+        path.push(&next.id.value);
+        cur = next;
+    }
+}
+
+/// Steps that `id` runs after, directly or not.
+pub(crate) fn ancestors(rb: &Runbook, id: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut todo = vec![id.to_string()];
+    while let Some(cur) = todo.pop() {
+        if let Some(s) = rb.step(&cur) {
+            for d in &s.after {
+                if out.insert(d.value.clone()) {
+                    todo.push(d.value.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Checks the runbook against the deployment: the group exists and every volume
+/// it names is one of the group's.
+pub fn check_against(rb: &Runbook, config: &Config) -> Vec<Diagnostic> {
+    let file = rb.file.display().to_string();
+    let mut sink = Sink::new(&file);
+    let Some(group) = config.group(&rb.group.value) else {
+        let help = match actions::suggest(&rb.group.value, config.groups.keys().map(String::as_str)) {
+            Some(g) => format!("did you mean `{g}`?"),
+            None if config.groups.is_empty() => {
+                "the configuration has no [groups.NAME] sections (pass --config)".into()
+            }
+            None => format!(
+                "groups in the configuration: {}",
+                config.groups.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        };
+        sink.error(
+            rb.group.pos,
+            format!("group `{}` is not in the configuration", rb.group.value),
+            Some(help),
+        );
+        return sink.out;
+    };
+    let volumes: Vec<&str> = group.volumes.keys().map(String::as_str).collect();
+    let check_volume = |name: &str, pos: Pos, sink: &mut Sink| {
+        if !group.volumes.contains_key(name) {
+            sink.error(
+                pos,
+                format!("group `{}` has no volume `{name}`", rb.group.value),
+                Some(match actions::suggest(name, volumes.iter().copied()) {
+                    Some(v) => format!("did you mean `{v}`?"),
+                    None => format!("its volumes: {}", volumes.join(", ")),
+                }),
+            );
+        }
+    };
+    for s in &rb.steps {
+        let mut all: Vec<&Params> = vec![&s.params];
+        if let Some(u) = &s.undo {
+            all.push(&u.params);
+        }
+        if let DrillBehaviour::Substitute(sub) = &s.drill {
+            all.push(sub);
+        }
+        for params in all {
+            for v in params.values() {
+                for text in v.value.strings() {
+                    for piece in template::parse(text).unwrap_or_default() {
+                        if let template::Piece::Ref(Ref::Volume(n) | Ref::Target(n), _) = piece {
+                            check_volume(&n, v.pos, &mut sink);
+                        }
+                    }
+                }
+            }
+        }
+        match s.action.value.as_str() {
+            "volume.promote" => {
+                if let Some(v) = s.params.get("volumes")
+                    && let Value::List(l) = &v.value
+                {
+                    for n in l.iter().filter_map(Value::as_str) {
+                        check_volume(n, v.pos, &mut sink);
+                    }
+                }
+            }
+            "check.volume" => {
+                if let Some(v) = s.params.get("volume")
+                    && let Value::Str(n) = &v.value
+                {
+                    check_volume(n, v.pos, &mut sink);
+                }
+            }
+            _ => {}
+        }
+    }
+    sink.out.sort_by_key(|d| (d.line, d.col));
+    sink.out
+}
