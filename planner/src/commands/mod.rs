@@ -9,6 +9,7 @@ mod net;
 mod points;
 mod restore;
 pub mod run;
+mod testbed;
 mod verify;
 
 use std::path::Path;
@@ -57,11 +58,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }) => drill::verify(&path, pubkey.as_deref(), &planner, json, &config),
         Command::Report(crate::cli::ReportCommand::List { planner, json }) => drill::list(&planner, json, &config),
         Command::Keys(crate::cli::KeysCommand::ShowSigner { planner }) => drill::show_signer(&planner, &config),
-        Command::Testbed(crate::cli::TestbedCommand::Proxy {
-            listen,
-            upstream,
-            delay,
-        }) => net::delay_proxy(&listen, &upstream, &delay),
+        Command::Testbed(c) => testbed::testbed(c),
+        Command::Workload(c) => testbed::workload(c),
     }
 }
 

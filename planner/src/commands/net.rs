@@ -401,21 +401,3 @@ pub fn control(a: &ControlArgs) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
-
-pub fn delay_proxy(listen: &str, upstream: &str, delay: &str) -> Result<ExitCode> {
-    let delay = parse_duration(delay)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("listen on {listen}"))?;
-        println!("listening on {}", listener.local_addr()?);
-        std::io::stdout().flush()?;
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        lifeline_testbeds::run_delay_proxy(listener, upstream.to_string(), delay, shutdown).await?;
-        Ok::<_, anyhow::Error>(())
-    })?;
-    Ok(ExitCode::SUCCESS)
-}
