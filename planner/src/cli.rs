@@ -35,8 +35,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Measure the speed of each stage of the data path on this machine.
     Bench(BenchArgs),
-    /// A self-contained tour: back up, change, back up, restore and verify a sample
-    /// volume in a temporary directory, and print the figures.
+    /// The tour: two sites on this machine, the sample workload replicated, a drill
+    /// of the built-in demo runbook, achieved RPO/RTO and a signed report in ./lifeline-demo.
     Demo(DemoArgs),
     /// Mint a deployment CA and certificates for receivers, agents and admins.
     #[command(subcommand)]
@@ -738,12 +738,15 @@ pub struct BenchArgs {
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// Keep the demo directory instead of removing it.
+    /// Keep the data-path tour's directory instead of removing it.
     #[arg(long)]
     pub keep: bool,
     /// Size of the sample volume in MiB.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
     pub size_mib: u64,
+    /// Only the tour of the data path: back up, change, back up, restore, verify.
+    #[arg(long)]
+    pub data_path: bool,
 }
 
 /// Logs go to stderr; `RUST_LOG` sets the level (default: warnings).

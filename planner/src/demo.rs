@@ -1,6 +1,10 @@
-//! `lifeline demo`: a self-contained tour of the data path on a sample volume, in a
-//! temporary directory laid out as two sites. Later issues grow it into a full
-//! two-site drill.
+//! `lifeline demo`: the main job on a fresh machine. A local two-site testbed in
+//! a temporary directory (a receiver per site, the sample workload writing, an
+//! agent replicating it every second), a drill of the built-in
+//! `runbooks/demo.toml` into a sandbox, then the achieved RPO/RTO against the
+//! objectives and the signed report. Only `./lifeline-demo/` stays (the report
+//! and the signer's public key). `--data-path` runs the earlier tour of the
+//! data path alone (back up, change, back up, restore, verify).
 
 use std::fs::{self, OpenOptions};
 use std::io::Read;
@@ -83,7 +87,204 @@ fn print_backup(label: &str, s: &BackupSummary) {
 }
 
 /// Runs the demo.
+/// The runbook the demo drills.
+pub const DEMO_RUNBOOK: &str = include_str!("../../runbooks/demo.toml");
+
+/// Sums `X sent` over the agent's `cycle: point N … committed, X sent (Y new), …` lines.
+fn bytes_sent_by_agent(log: &str) -> (u64, u64) {
+    let mut sent = 0;
+    let mut cycles = 0;
+    for l in log.lines() {
+        let Some(rest) = l.strip_prefix("cycle: point ") else {
+            continue;
+        };
+        let Some(x) = rest
+            .split_once("committed, ")
+            .and_then(|(_, r)| r.split_once(" sent"))
+            .map(|(x, _)| x)
+        else {
+            continue;
+        };
+        if let Some(b) = crate::commands::parse_human_bytes(x) {
+            sent += b;
+            cycles += 1;
+        }
+    }
+    (sent, cycles)
+}
+
+/// Durations of the agent's cycles, in log order.
+fn cycle_secs(log: &str) -> Vec<f64> {
+    log.lines()
+        .filter(|l| l.starts_with("cycle: point "))
+        .filter_map(|l| {
+            l.split(", ")
+                .find(|p| p.ends_with(" s") && !p.starts_with("lag"))
+                .and_then(|p| p.trim_end_matches(" s").parse().ok())
+        })
+        .collect()
+}
+
+fn median(v: &[f64]) -> Option<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    (!v.is_empty()).then(|| v[v.len() / 2])
+}
+
 pub fn run(a: &DemoArgs) -> Result<ExitCode> {
+    if a.data_path {
+        return run_data_path(a);
+    }
+    let t_start = std::time::Instant::now();
+    let out = std::env::current_dir()?.join("lifeline-demo");
+    fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
+    let tmp = tempfile::Builder::new().prefix("lifeline-demo-").tempdir()?;
+    let bin = std::env::current_exe().context("find this lifeline binary")?;
+    let mut spec = lifeline_testbeds::TestbedSpec::new(&tmp.path().join("testbed"), &bin);
+    if a.size_mib < 16 {
+        bail!(
+            "--size-mib {}: the demo's workload volume needs at least 16 MiB (an 8 MiB record ring and ballast)",
+            a.size_mib
+        );
+    }
+    spec.volume_size = a.size_mib << 20;
+    // Seeded ballast fills half of what the 8 MiB record ring leaves: data to replicate and check.
+    spec.ballast = ((a.size_mib - 9) << 20) / 2;
+    spec.interval = std::time::Duration::from_secs(1);
+    spec.owner = Some(std::process::id());
+    // The secondary's repository on the temp directory's disk, not a small tmpfs.
+    spec.disk_size = None;
+    println!(
+        "1. two sites on this machine (local testbed in {})",
+        tmp.path().display()
+    );
+    let tb = lifeline_testbeds::Testbed::up(&spec)
+        .context("start the demo's testbed")?
+        .guard();
+    let config = tb.state.paths.config.clone();
+    let agent_log = tb.state.paths.logs.join("agent.out");
+    println!(
+        "   receivers {} (primary) and {} (secondary); the workload writes records to a {} MiB volume; the agent replicates every 1 s",
+        tb.state.sites["primary"].receiver_url, tb.state.sites["secondary"].receiver_url, a.size_mib
+    );
+    // A few cycles while the workload writes.
+    // The first cycle sends the whole volume: allow for large ones.
+    let deadline_secs = 60 + a.size_mib / 10;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(deadline_secs);
+    loop {
+        let (_, cycles) = bytes_sent_by_agent(&fs::read_to_string(&agent_log).unwrap_or_default());
+        if cycles >= 3 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let err = fs::read_to_string(tb.state.paths.logs.join("agent.err")).unwrap_or_default();
+            let tail: Vec<&str> = err.lines().rev().take(3).collect();
+            bail!(
+                "the demo's agent committed {cycles} points in {} s (log {}): {}",
+                deadline_secs,
+                agent_log.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (sent_before, cycles_before) = bytes_sent_by_agent(&fs::read_to_string(&agent_log).unwrap_or_default());
+    println!(
+        "2. replicating: {cycles_before} points committed, {} sent",
+        human_bytes(sent_before)
+    );
+    let rb = tmp.path().join("demo.toml");
+    fs::write(&rb, DEMO_RUNBOOK)?;
+    let cycles_before_drill = cycle_secs(&fs::read_to_string(&agent_log).unwrap_or_default());
+    println!("3. drill of runbooks/demo.toml (disaster declared now; replication goes on)");
+    let outcome = crate::drill::run(
+        &crate::drill::DrillOptions {
+            runbook: rb,
+            point: None,
+            report_dir: out.join("reports"),
+            keep: false,
+            planner: crate::cli::PlannerArgs {
+                state_dir: None,
+                operator: Some("demo".into()),
+            },
+            parallel: 4,
+            json: false,
+            lag_every: std::time::Duration::from_millis(500),
+        },
+        Some(&config),
+    )?;
+    let agent_text = fs::read_to_string(&agent_log).unwrap_or_default();
+    let (sent, cycles) = bytes_sent_by_agent(&agent_text);
+    let all_cycles = cycle_secs(&agent_text);
+    // The first cycle sends the whole volume: the steady state is the ones after.
+    let before: Vec<f64> = cycles_before_drill.iter().skip(1).copied().collect();
+    let during: Vec<f64> = all_cycles.iter().skip(cycles_before_drill.len()).copied().collect();
+    // The signer's public key beside the reports, for `report verify --pubkey`.
+    let pubkey = out.join("signer.pub");
+    fs::copy(tb.state.paths.state_dir.join("planner/planner.pub"), &pubkey).context("copy the signer's public key")?;
+    tb.down().context("take the demo's testbed down")?;
+    drop(tmp);
+    let r = &outcome.report;
+    let secs = |v: Option<f64>| v.map(|s| format!("{s:.1} s")).unwrap_or_else(|| "—".into());
+    println!();
+    println!("drill {}: {}", r.drill_id, r.verdict.label());
+    for reason in &r.reasons {
+        println!("  - {reason}");
+    }
+    println!(
+        "  RPO achieved {:>7}   objective {}",
+        secs(r.achieved.rpo_secs),
+        secs(r.objectives.rpo_secs)
+    );
+    println!(
+        "  RTO achieved {:>7}   objective {}",
+        secs(r.achieved.rto_secs),
+        secs(r.objectives.rto_secs)
+    );
+    if let Some(d) = &r.achieved.data_loss {
+        println!(
+            "  data lost by the application: {} records ({:.2} s of writes), last record {}",
+            d.records,
+            d.seconds,
+            d.last_record.unwrap_or(0)
+        );
+    }
+    let volume_bytes = (a.size_mib << 20) * cycles.max(1);
+    println!(
+        "  replication: {cycles} points, {} sent for {} of volume scanned (dedup + compression: {:.0}×)",
+        human_bytes(sent),
+        human_bytes(volume_bytes),
+        volume_bytes as f64 / sent.max(1) as f64
+    );
+    println!(
+        "  agent cycles: median {} before the drill, {} during it ({} cycles)",
+        median(&before)
+            .map(|s| format!("{s:.2} s"))
+            .unwrap_or_else(|| "—".into()),
+        median(&during)
+            .map(|s| format!("{s:.2} s"))
+            .unwrap_or_else(|| "—".into()),
+        during.len()
+    );
+    println!("  report: {}", outcome.report_dir.join("report.html").display());
+    println!(
+        "  verify: lifeline report verify {} --pubkey {}",
+        outcome.report_dir.display(),
+        pubkey.display()
+    );
+    println!(
+        "demo finished in {:.1} s; everything but {} was removed",
+        t_start.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(match r.verdict {
+        crate::report::Verdict::Failed => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+/// The data-path tour (`lifeline demo --data-path`).
+pub fn run_data_path(a: &DemoArgs) -> Result<ExitCode> {
     if a.size_mib == 0 || a.size_mib > 64 * 1024 {
         bail!("--size-mib must be between 1 and 65536");
     }

@@ -27,6 +27,15 @@ pub struct PlanOptions {
     pub run_dir: PathBuf,
     /// Ports to use instead of the runbook's (a drill binds free ones).
     pub ports: BTreeMap<String, u16>,
+    /// This `lifeline` binary, for `${run.bin}`.
+    pub bin: String,
+}
+
+/// This `lifeline` binary's path (for `${run.bin}`), else `lifeline` from PATH.
+pub fn this_binary() -> String {
+    std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "lifeline".into())
 }
 
 /// An agent the planner drives.
@@ -324,6 +333,7 @@ impl Context<'_> {
                 "mode" => Some(self.opts.mode.to_string()),
                 "dir" => Some(self.opts.run_dir.display().to_string()),
                 "point" => Some(self.opts.point.clone().unwrap_or_else(|| "latest".into())),
+                "bin" => Some(self.opts.bin.clone()),
                 _ => None,
             },
             Ref::Step { .. } => None,
@@ -506,6 +516,16 @@ fn describe(action: &str, p: &BTreeMap<String, Value>, d: &Direction, opts: &Pla
         ),
         "wait" => format!("wait {}", s(p, "duration").unwrap_or("")),
         "notify" => format!("POST the event to {}", s(p, "url").unwrap_or("")),
+        "check.workload" => format!(
+            "count the workload records lost in {} at the run's start",
+            s(p, "path")
+                .map(str::to_string)
+                .or(d
+                    .target_volumes
+                    .get(s(p, "volume").unwrap_or(""))
+                    .map(|p| p.display().to_string()))
+                .unwrap_or_default()
+        ),
         other => other.to_string(),
     }
 }
@@ -647,6 +667,7 @@ mod tests {
                 run_id: "r1".into(),
                 run_dir: "/runs/r1".into(),
                 ports: BTreeMap::new(),
+                bin: "lifeline".into(),
             },
         )
         .unwrap()

@@ -71,6 +71,7 @@ fn planner(json: bool) -> Result<ExitCode> {
                 run_id: "bench".into(),
                 run_dir: dir.path().into(),
                 ports: Default::default(),
+                bin: crate::plan::this_binary(),
             },
         )
         .map_err(anyhow::Error::msg)?;

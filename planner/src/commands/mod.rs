@@ -73,6 +73,21 @@ pub fn load_key(path: &Path) -> Result<KeyFile> {
     Ok(KeyFile::load(path, passphrase().as_deref())?)
 }
 
+/// Bytes from what [`human_bytes`] prints (`812 B`, `1.25 MiB`).
+pub fn parse_human_bytes(text: &str) -> Option<u64> {
+    let (n, unit) = text.trim().split_once(' ')?;
+    let n: f64 = n.parse().ok()?;
+    let scale = match unit {
+        "B" => 1u64,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        _ => return None,
+    };
+    Some((n * scale as f64).round() as u64)
+}
+
 /// `1.50 GiB`, `12.0 MiB`, `512 B`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

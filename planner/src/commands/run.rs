@@ -49,6 +49,7 @@ pub fn plan_cmd(a: &PlanArgs, config: &Config) -> Result<ExitCode> {
             run_id: "RUN".into(),
             run_dir: PathBuf::from("RUNDIR"),
             ports: Default::default(),
+            bin: crate::plan::this_binary(),
         },
     )
     .map_err(anyhow::Error::msg)?;
@@ -104,6 +105,7 @@ pub fn start_run(mode: Mode, a: &RunArgs, config_flag: Option<&Path>) -> Result<
             run_id: id.clone(),
             run_dir,
             ports: Default::default(),
+            bin: crate::plan::this_binary(),
         },
     )
     .map_err(anyhow::Error::msg)?;
@@ -152,6 +154,7 @@ pub fn resume(a: &ResumeArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
             run_id: record.id.clone(),
             run_dir: record.run_dir.clone(),
             ports: record.ports.clone(),
+            bin: crate::plan::this_binary(),
         },
     )
     .map_err(anyhow::Error::msg)?;

@@ -202,6 +202,7 @@ pub(super) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
             Ok(out(&[("exit", code.to_string()), ("stdout", stdout)]))
         }
         "check.volume" => check_volume(&ctx, &p).await,
+        "check.workload" => check_workload(&ctx, &p).await,
         "traffic.switch" => {
             if let Some(file) = s(&p, "file") {
                 let file = PathBuf::from(file);
@@ -622,6 +623,62 @@ async fn check_volume(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs>
             o.insert("zero_loss".into(), "unknown".into());
         }
         Ok(o)
+    })
+    .await
+}
+
+async fn check_workload(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
+    let d = ctx.plan.direction.clone();
+    let volume = s(p, "volume").unwrap_or_default().to_string();
+    let promoted = ctx.outputs_of_action("volume.promote").unwrap_or_default();
+    let path = s(p, "path")
+        .map(PathBuf::from)
+        .or(promoted.get(&format!("path.{volume}")).map(PathBuf::from))
+        .ok_or_else(|| format!("no promoted copy of volume `{volume}`: a volume.promote step must run first"))?;
+    let log = s(p, "durable_log").map(PathBuf::from).or(d
+        .source_volumes
+        .get(&volume)
+        .map(|v| lifeline_testbeds::default_durable_log(v)));
+    // The instant of the disaster: the run's start (a drill's T0).
+    let at = {
+        let rec = ctx.shared.record.lock().expect("record");
+        chrono::DateTime::parse_from_rfc3339(&rec.started_at)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|e| format!("run start time: {e}"))?
+    };
+    blocking(move || {
+        let log = log.filter(|l| l.exists());
+        let r = lifeline_testbeds::check_path(&path, Some(at), log.as_deref())
+            .map_err(|e| format!("check workload volume {}: {e}", path.display()))?;
+        if let Some(e) = &r.superblock_error {
+            return Err(format!("{} holds no workload: {e}", path.display()));
+        }
+        if !r.damaged.is_empty() {
+            return Err(format!(
+                "{} corrupt records in {} (first: slot {}: {})",
+                r.damaged.len(),
+                path.display(),
+                r.damaged[0].slot,
+                r.damaged[0].reason
+            ));
+        }
+        Ok(out(&[
+            ("last_seq", r.last_seq.to_string()),
+            (
+                "lost_records",
+                r.lost_records
+                    .map(|x| x.to_string())
+                    .unwrap_or_else(|| "unknown".into()),
+            ),
+            (
+                "lost_secs",
+                r.lost_secs
+                    .map(|x| format!("{x:.3}"))
+                    .unwrap_or_else(|| "unknown".into()),
+            ),
+            ("corrupt_records", r.damaged.len().to_string()),
+            ("clean", r.clean.to_string()),
+        ]))
     })
     .await
 }

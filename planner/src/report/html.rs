@@ -20,6 +20,7 @@ table { border-collapse: collapse; width: 100%; margin: 6px 0; }
 th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { background: #f4f5f7; font-weight: 600; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td:nth-child(2) code { white-space: nowrap; }
 code { font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; word-break: break-all; }
 .ok { color: var(--ok); font-weight: 600; } .bad { color: var(--bad); font-weight: 600; } .muted { color: var(--muted); }
 svg text { font: 11px system-ui, sans-serif; fill: var(--ink); }
@@ -108,9 +109,10 @@ fn gantt(r: &DrillReport) -> String {
         let x = left + width * i as f64 / 5.0;
         let _ = write!(
             s,
-            r##"<line x1="{x:.1}" x2="{x:.1}" y1="0" y2="{}" stroke="#d9dce1"/><text x="{x:.1}" y="{}" text-anchor="middle">{t:.1} s</text>"##,
+            r##"<line x1="{x:.1}" x2="{x:.1}" y1="0" y2="{}" stroke="#d9dce1"/><text x="{x:.1}" y="{}" text-anchor="middle">{t:.prec$} s</text>"##,
             h - 22.0,
-            h - 8.0
+            h - 8.0,
+            prec = if end < 5.0 { 2 } else { 1 }
         );
     }
     if let Some(rto) = r.achieved.rto_secs {

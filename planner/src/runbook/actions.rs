@@ -407,6 +407,37 @@ pub const ACTIONS: &[ActionSpec] = &[
         drill_may_run: true,
     },
     ActionSpec {
+        name: "check.workload",
+        doc: "Read the promoted copy of a volume written by the sample workload (`lifeline workload`) and count \
+              what the application lost at the run's start (a drill's T0): records durable then but missing, \
+              and how many seconds of writes that is. Fails on corrupt records.",
+        params: &[
+            p("volume", Str, true, "volume name in the group"),
+            p(
+                "path",
+                Str,
+                false,
+                "file to read [default: where volume.promote put it]",
+            ),
+            p(
+                "durable_log",
+                Str,
+                false,
+                "the production workload's durability log [default: VOLUME.durable beside the source volume]",
+            ),
+        ],
+        one_of: &[],
+        outputs: &["last_seq", "lost_records", "lost_secs", "corrupt_records", "clean"],
+        default_timeout_secs: 600,
+        modes: [
+            (Run, "check"),
+            (Run, "check"),
+            (Run, "check"),
+            (Run, "check the sandbox copy"),
+        ],
+        drill_may_run: true,
+    },
+    ActionSpec {
         name: "traffic.switch",
         doc: "Move users: run a command (DNS update, load-balancer API), or rewrite a file atomically (zone file, \
               HAProxy or nginx upstream): `content` replaces it, or `replace` → `with` edits it. Undone by restoring the file.",

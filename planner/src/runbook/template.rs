@@ -1,7 +1,7 @@
 //! Interpolation in runbook strings: `${vars.NAME}`, `${ports.NAME}`,
 //! `${group.name|tenant|rpo|rto}`, `${volumes.NAME}` (a volume's path on the
 //! site being recovered from), `${targets.NAME}` (where it is promoted to),
-//! `${run.id|mode|dir|point}` and `${steps.ID.OUTPUT}` (an earlier step's output;
+//! `${run.id|mode|dir|point|bin}` (`bin`: this `lifeline` binary) and `${steps.ID.OUTPUT}` (an earlier step's output;
 //! the step must be among the step's dependencies). `$${` writes a literal `${`.
 
 /// What a `${...}` names.
@@ -25,7 +25,7 @@ pub enum Piece {
 }
 
 pub const GROUP_FIELDS: &[&str] = &["name", "tenant", "rpo", "rto"];
-pub const RUN_FIELDS: &[&str] = &["id", "mode", "dir", "point"];
+pub const RUN_FIELDS: &[&str] = &["id", "mode", "dir", "point", "bin"];
 
 /// Splits a string into literals and references; an error says what is wrong.
 pub fn parse(s: &str) -> Result<Vec<Piece>, String> {

@@ -406,7 +406,7 @@ pub fn check_against(rb: &Runbook, config: &Config) -> Vec<Diagnostic> {
                     }
                 }
             }
-            "check.volume" => {
+            "check.volume" | "check.workload" => {
                 if let Some(v) = s.params.get("volume")
                     && let Value::Str(n) = &v.value
                 {

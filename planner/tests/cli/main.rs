@@ -1009,8 +1009,49 @@ fn help_works_for_every_subcommand() {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn demo_runs_clean() {
-    run(&["demo", "--size-mib", "8"])
+fn demo_data_path_tour_runs_clean() {
+    run(&["demo", "--data-path", "--size-mib", "8"])
         .ok()
         .stdout_has(&["byte-identical: yes", "clean", "demo ok"]);
+}
+
+#[test]
+fn demo_drills_the_sample_workload_and_leaves_only_a_verifiable_report() {
+    let cwd = tempfile::tempdir().unwrap();
+    let out = command(&["demo", "--size-mib", "16"])
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    let r = Run::from_output("demo --size-mib 16".into(), out).ok().stdout_has(&[
+        "two sites",
+        "drill",
+        "RPO achieved",
+        "RTO achieved",
+        "data lost by the application",
+        "report:",
+        "verify:",
+    ]);
+    let left: Vec<String> = fs::read_dir(cwd.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["lifeline-demo"], "the demo leaves only ./lifeline-demo");
+    let demo = cwd.path().join("lifeline-demo");
+    assert!(demo.join("signer.pub").exists());
+    let reports: Vec<_> = fs::read_dir(demo.join("reports"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(reports.len(), 1, "{}", r.stdout);
+    let report: serde_json::Value = serde_json::from_slice(&fs::read(reports[0].join("report.json")).unwrap()).unwrap();
+    assert_ne!(report["verdict"], "failed", "{report:#}");
+    assert!(report["achieved"]["data_loss"]["records"].is_number(), "{report:#}");
+    run(&[
+        "report",
+        "verify",
+        s(&reports[0]),
+        "--pubkey",
+        s(&demo.join("signer.pub")),
+    ])
+    .ok();
 }

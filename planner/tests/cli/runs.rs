@@ -1096,6 +1096,7 @@ drill = {{ file = "${{run.dir}}/upstream.conf", content = "server sandbox;\n" }}
     for f in ["report.json", "report.html", "report.xml", "manifest.json"] {
         assert!(dir.join(f).exists(), "{f}");
     }
+    render_in_a_real_browser(&dir.join("report.html"), &d.site.path("report.png"));
     let xml = fs::read_to_string(dir.join("report.xml")).unwrap();
     assert!(xml.contains("<testsuites") && xml.contains("objective RPO"), "{xml}");
     // The auditor's key, then verification; any edit is caught and named.
@@ -1123,4 +1124,51 @@ drill = {{ file = "${{run.dir}}/upstream.conf", content = "server sandbox;\n" }}
         list.stdout
     );
     d.lifeline(&["audit", "verify"]).ok();
+}
+
+/// Renders a report in headless Chromium (Debian's `chromium`, which `.ci/run`
+/// installs), takes a screenshot and fails on console errors or network use.
+fn render_in_a_real_browser(html: &Path, png: &Path) {
+    let Some(browser) = ["chromium", "chromium-browser"].into_iter().find(|b| {
+        std::process::Command::new(b)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }) else {
+        eprintln!("SKIP report.html in a browser: no chromium here (.ci/run installs it: apt-get install chromium)");
+        return;
+    };
+    let profile = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1200,1800",
+            &format!("--user-data-dir={}", profile.path().display()),
+            &format!("--screenshot={}", png.display()),
+            &format!("file://{}", html.display()),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "chromium failed: {stderr}");
+    let shot = fs::read(png).unwrap_or_default();
+    assert!(
+        shot.len() > 10_000 && shot.starts_with(b"\x89PNG"),
+        "no screenshot: {stderr}"
+    );
+    let bad: Vec<&str> = stderr
+        .lines()
+        .filter(|l| {
+            (l.contains("CONSOLE") && (l.contains("ERROR") || l.contains("Uncaught")))
+                || l.contains("Failed to load resource")
+                || l.contains("net::ERR_")
+        })
+        .collect();
+    assert!(bad.is_empty(), "the report logged errors in the browser: {bad:#?}");
 }
