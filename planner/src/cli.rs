@@ -80,9 +80,24 @@ pub enum Command {
     /// Two-site testbeds for rehearsals and tests: up, status, fault, down.
     #[command(subcommand)]
     Testbed(TestbedCommand),
+    /// One connection attempt (used by drills to check services inside their
+    /// network namespace): exit 0 when it passes.
+    #[command(hide = true)]
+    Probe(ProbeArgs),
     /// The sample workload of the testbeds: run, pause, resume, check.
     #[command(subcommand, hide = true)]
     Workload(WorkloadCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct ProbeArgs {
+    /// `tcp HOST:PORT` or `http URL`.
+    pub kind: String,
+    pub target: String,
+    #[arg(long, default_value_t = 200)]
+    pub status: u16,
+    #[arg(long)]
+    pub body_contains: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -176,6 +191,9 @@ pub struct DrillArgs {
     /// Leave the sandbox (volumes, logs) for inspection; its processes are stopped anyway.
     #[arg(long)]
     pub keep: bool,
+    /// Do not give the sandbox a network namespace of its own (one is made when root with iproute2).
+    #[arg(long)]
+    pub no_netns: bool,
     #[command(flatten)]
     pub planner: PlannerArgs,
     #[arg(long, default_value_t = 4, value_name = "N")]

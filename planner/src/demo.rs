@@ -203,6 +203,7 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
             point: None,
             report_dir: out.join("reports"),
             keep: false,
+            netns: true,
             planner: crate::cli::PlannerArgs {
                 state_dir: None,
                 operator: Some("demo".into()),

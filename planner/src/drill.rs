@@ -36,6 +36,8 @@ pub struct DrillOptions {
     pub json: bool,
     /// Time between two lag samples.
     pub lag_every: Duration,
+    /// Run services and checks in a network namespace of the drill's own (when root).
+    pub netns: bool,
 }
 
 /// What a drill produced.
@@ -68,6 +70,90 @@ fn free_ports(names: impl Iterator<Item = String>) -> Result<BTreeMap<String, u1
 
 /// Lag samples with their absolute instant (made relative to T0 at the end).
 type Samples = Arc<Mutex<Vec<(DateTime<Utc>, report::LagSample)>>>;
+
+/// The drill's own network namespace (root and iproute2): its services listen
+/// and its checks connect inside it, so nothing collides with production. Removed
+/// on drop; a leftover of a crashed drill (its owner PID gone) is removed by the
+/// next drill.
+struct SandboxNetns {
+    name: String,
+}
+
+const NETNS_PREFIX: &str = "lldrill-";
+const NETNS_OWNERS: &str = "/run/lifeline-drills";
+
+fn ip(args: &[&str]) -> std::result::Result<(), String> {
+    let o = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("run ip: {e} (install iproute2)"))?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))
+    }
+}
+
+impl SandboxNetns {
+    /// Creates the namespace, or says why the machine does not allow it.
+    fn create(drill_id: &str) -> std::result::Result<SandboxNetns, String> {
+        if !rustix::process::geteuid().is_root() {
+            return Err("not root".into());
+        }
+        Self::remove_leftovers();
+        let tail: String = drill_id
+            .chars()
+            .rev()
+            .take(6)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let name = format!("{NETNS_PREFIX}{tail}");
+        ip(&["netns", "add", &name])?;
+        let ns = SandboxNetns { name };
+        let _ = std::fs::create_dir_all(NETNS_OWNERS);
+        let _ = std::fs::write(
+            std::path::Path::new(NETNS_OWNERS).join(&ns.name),
+            std::process::id().to_string(),
+        );
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    fn remove_leftovers() {
+        let Ok(out) = std::process::Command::new("ip").args(["netns", "list"]).output() else {
+            return;
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            if !name.starts_with(NETNS_PREFIX) {
+                continue;
+            }
+            let owner = std::fs::read_to_string(std::path::Path::new(NETNS_OWNERS).join(name)).unwrap_or_default();
+            let alive = owner
+                .trim()
+                .parse::<i32>()
+                .is_ok_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+            if !alive {
+                tracing::info!(netns = name, "removing a crashed drill's network namespace");
+                let _ = ip(&["netns", "del", name]);
+                let _ = std::fs::remove_file(std::path::Path::new(NETNS_OWNERS).join(name));
+            }
+        }
+    }
+}
+
+impl Drop for SandboxNetns {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.name]);
+        let _ = std::fs::remove_file(std::path::Path::new(NETNS_OWNERS).join(&self.name));
+    }
+}
 
 /// Samples the group's replication lag on its receiver in the background.
 struct LagWatch {
@@ -240,6 +326,12 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
     let sandbox = planner_dir(&state).join("runs").join(&id);
     std::fs::create_dir_all(&sandbox).with_context(|| format!("create the sandbox {}", sandbox.display()))?;
     let ports = free_ports(rb.ports.keys().cloned())?;
+    let netns = if opts.netns {
+        SandboxNetns::create(&id).map_err(|why| format!("no network namespace for the sandbox: {why}"))
+    } else {
+        Err("no network namespace for the sandbox: --no-netns".to_string())
+    };
+    let netns_name = netns.as_ref().ok().map(|n| n.name.clone());
     let p: Plan = plan::plan(
         &rb,
         &config,
@@ -250,6 +342,7 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
             run_dir: sandbox.clone(),
             ports,
             bin: crate::plan::this_binary(),
+            netns: netns_name.clone(),
         },
     )
     .map_err(anyhow::Error::msg)?;
@@ -430,6 +523,7 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
                 .unwrap_or_else(|_| std::env::consts::OS.into()),
             lifeline_version: env!("CARGO_PKG_VERSION").into(),
             sandbox: sandbox.display().to_string(),
+            network_namespace: plan.netns.clone(),
             ports: plan.ports.clone(),
         },
         operator: opts.planner.operator.clone(),
@@ -444,6 +538,13 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
         next_drill_due: next_due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         audit_head: rec.audit_head.clone(),
     };
+    match netns {
+        Ok(ns) => {
+            torn_down.push(format!("removed network namespace {}", ns.name));
+            drop(ns);
+        }
+        Err(why) => torn_down.push(why),
+    }
     if !opts.keep {
         if let Err(e) = std::fs::remove_dir_all(&sandbox) {
             torn_down.push(format!("remove {}: {e}", sandbox.display()));

@@ -29,6 +29,8 @@ pub struct PlanOptions {
     pub ports: BTreeMap<String, u16>,
     /// This `lifeline` binary, for `${run.bin}`.
     pub bin: String,
+    /// A drill's network namespace: services and checks run inside it.
+    pub netns: Option<String>,
 }
 
 /// This `lifeline` binary's path (for `${run.bin}`), else `lifeline` from PATH.
@@ -187,6 +189,8 @@ pub struct Plan {
     pub run_dir: PathBuf,
     pub direction: Direction,
     pub ports: BTreeMap<String, u16>,
+    /// The network namespace services and checks run in (a drill's sandbox).
+    pub netns: Option<String>,
     /// Step ids per level, in execution order.
     pub levels: Vec<Vec<String>>,
     pub steps: Vec<PlannedStep>,
@@ -298,6 +302,7 @@ pub fn plan(rb: &Runbook, config: &Config, opts: &PlanOptions) -> Result<Plan, S
         run_dir: opts.run_dir.clone(),
         direction,
         ports,
+        netns: opts.netns.clone(),
         levels,
         steps,
     })
@@ -668,6 +673,7 @@ mod tests {
                 run_dir: "/runs/r1".into(),
                 ports: BTreeMap::new(),
                 bin: "lifeline".into(),
+                netns: None,
             },
         )
         .unwrap()

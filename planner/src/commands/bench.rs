@@ -72,6 +72,7 @@ fn planner(json: bool) -> Result<ExitCode> {
                 run_dir: dir.path().into(),
                 ports: Default::default(),
                 bin: crate::plan::this_binary(),
+                netns: None,
             },
         )
         .map_err(anyhow::Error::msg)?;

@@ -23,6 +23,7 @@ pub fn run(a: &DrillArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
             point: a.point.clone(),
             report_dir: a.report_dir.clone(),
             keep: a.keep,
+            netns: !a.no_netns,
             planner: a.planner.clone(),
             parallel: a.parallel,
             json: a.json,

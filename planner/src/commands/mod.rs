@@ -58,6 +58,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }) => drill::verify(&path, pubkey.as_deref(), &planner, json, &config),
         Command::Report(crate::cli::ReportCommand::List { planner, json }) => drill::list(&planner, json, &config),
         Command::Keys(crate::cli::KeysCommand::ShowSigner { planner }) => drill::show_signer(&planner, &config),
+        Command::Probe(a) => run::probe(&a),
         Command::Testbed(c) => testbed::testbed(c),
         Command::Workload(c) => testbed::workload(c),
     }

@@ -50,6 +50,7 @@ pub fn plan_cmd(a: &PlanArgs, config: &Config) -> Result<ExitCode> {
             run_dir: PathBuf::from("RUNDIR"),
             ports: Default::default(),
             bin: crate::plan::this_binary(),
+            netns: None,
         },
     )
     .map_err(anyhow::Error::msg)?;
@@ -106,6 +107,7 @@ pub fn start_run(mode: Mode, a: &RunArgs, config_flag: Option<&Path>) -> Result<
             run_dir,
             ports: Default::default(),
             bin: crate::plan::this_binary(),
+            netns: None,
         },
     )
     .map_err(anyhow::Error::msg)?;
@@ -155,6 +157,7 @@ pub fn resume(a: &ResumeArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
             run_dir: record.run_dir.clone(),
             ports: record.ports.clone(),
             bin: crate::plan::this_binary(),
+            netns: None,
         },
     )
     .map_err(anyhow::Error::msg)?;
@@ -559,4 +562,31 @@ pub fn audit_verify(planner: &PlannerArgs, json: bool, config: &Config) -> Resul
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `lifeline probe tcp|http TARGET`: one attempt, exit 0 when it passes; prints
+/// what it got.
+pub fn probe(a: &crate::cli::ProbeArgs) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let ok =
+        rt.block_on(async {
+            let t = std::time::Duration::from_secs(2);
+            match a.kind.as_str() {
+                "tcp" => Ok(matches!(
+                    tokio::time::timeout(t, tokio::net::TcpStream::connect(&a.target)).await,
+                    Ok(Ok(_))
+                )),
+                "http" => match tokio::time::timeout(t, engine::http::request("GET", &a.target, None)).await {
+                    Ok(Ok(ans)) => {
+                        println!("{}", ans.status);
+                        Ok(ans.status == a.status
+                            && a.body_contains.as_ref().is_none_or(|b| ans.body.contains(b.as_str())))
+                    }
+                    Ok(Err(e)) if e.to_string().contains("https") => Err(e),
+                    _ => Ok(false),
+                },
+                other => bail!("probe `{other}`: tcp or http"),
+            }
+        })?;
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

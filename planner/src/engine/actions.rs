@@ -56,6 +56,32 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> R<T> + Send + 'static) 
 }
 
 impl Ctx {
+    /// `command args` as run in the sandbox's network namespace, if any.
+    fn in_netns(&self, command: &str, args: &[String]) -> (String, Vec<String>) {
+        match &self.plan.netns {
+            Some(ns) => {
+                let mut a = vec!["netns".to_string(), "exec".into(), ns.clone(), command.to_string()];
+                a.extend(args.iter().cloned());
+                ("ip".into(), a)
+            }
+            None => (command.to_string(), args.to_vec()),
+        }
+    }
+
+    /// One probe inside the namespace: `lifeline probe KIND TARGET ...`.
+    async fn probe(&self, extra: &[String]) -> bool {
+        let (cmd, args) = self.in_netns(&crate::plan::this_binary(), extra);
+        tokio::process::Command::new(cmd)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .status()
+            .await
+            .is_ok_and(|s| s.success())
+    }
+
     fn cwd(&self, p: &BTreeMap<String, Value>) -> PathBuf {
         s(p, "cwd")
             .map(PathBuf::from)
@@ -161,6 +187,13 @@ pub(super) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
         "check.tcp" => {
             let addr = s(&p, "address").unwrap_or_default().to_string();
             let t0 = Instant::now();
+            if ctx.plan.netns.is_some() {
+                let args = vec!["probe".to_string(), "tcp".into(), addr.clone()];
+                while !ctx.probe(&args).await {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                return Ok(out(&[("elapsed_ms", t0.elapsed().as_millis().to_string())]));
+            }
             loop {
                 let last =
                     match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&addr)).await {
@@ -180,6 +213,25 @@ pub(super) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
             };
             let body = s(&p, "body_contains").map(String::from);
             let t0 = Instant::now();
+            if ctx.plan.netns.is_some() {
+                let mut args = vec![
+                    "probe".to_string(),
+                    "http".into(),
+                    url.clone(),
+                    "--status".into(),
+                    want.to_string(),
+                ];
+                if let Some(b) = &body {
+                    args.extend(["--body-contains".to_string(), b.clone()]);
+                }
+                while !ctx.probe(&args).await {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                return Ok(out(&[
+                    ("status", want.to_string()),
+                    ("elapsed_ms", t0.elapsed().as_millis().to_string()),
+                ]));
+            }
             loop {
                 match http::request("GET", &url, None).await {
                     Ok(a) if a.status == want && body.as_ref().is_none_or(|b| a.body.contains(b.as_str())) => {
@@ -284,8 +336,9 @@ async fn run_command(ctx: &Ctx, p: &BTreeMap<String, Value>) -> R<(i32, String)>
     let command = s(p, "command").ok_or("no `command`")?.to_string();
     let args = list(p, "args");
     let cwd = ctx.cwd(p);
-    let mut cmd = tokio::process::Command::new(&command);
-    cmd.args(&args)
+    let (program, argv) = ctx.in_netns(&command, &args);
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.args(&argv)
         .envs(table(p, "env"))
         .current_dir(&cwd)
         .stdin(std::process::Stdio::null())
@@ -332,7 +385,8 @@ async fn start_service(ctx: &Arc<Ctx>, ps: &PlannedStep, p: &BTreeMap<String, Va
     let env = table(p, "env");
     let cwd = ctx.cwd(p);
     let log = ctx.plan.run_dir.join(format!("{}.log", ps.id));
-    let (mut child, ticks) = process::spawn(&command, &args, &env, &cwd, &log).map_err(|e| format!("{e:#}"))?;
+    let (program, argv) = ctx.in_netns(&command, &args);
+    let (mut child, ticks) = process::spawn(&program, &argv, &env, &cwd, &log).map_err(|e| format!("{e:#}"))?;
     let pid = child.id() as i32;
     let tracked = TrackedProcess {
         step: ps.id.clone(),

@@ -141,6 +141,8 @@ pub struct Environment {
     pub os: String,
     pub lifeline_version: String,
     pub sandbox: String,
+    /// The drill's network namespace, when the machine allowed one.
+    pub network_namespace: Option<String>,
     pub ports: BTreeMap<String, u16>,
 }
 

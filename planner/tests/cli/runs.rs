@@ -1083,6 +1083,22 @@ drill = {{ file = "${{run.dir}}/upstream.conf", content = "server sandbox;\n" }}
     assert_eq!(st["paused"], false, "a drill never pauses replication: {st}");
     let lag = &report["replication_lag"];
     assert!(lag["before_secs"].is_number(), "{lag}");
+    // As root the sandbox had a network namespace of its own, gone now.
+    if is_root() && which("ip") {
+        let ns = report["environment"]["network_namespace"]
+            .as_str()
+            .expect("a namespace as root");
+        let list = std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&list.stdout).contains(ns),
+            "namespace {ns} left behind"
+        );
+    } else {
+        eprintln!("SKIP the drill's network namespace: needs root and iproute2");
+    }
     // The sandbox is gone, and so is its service.
     let sandbox = PathBuf::from(report["environment"]["sandbox"].as_str().unwrap());
     assert!(!sandbox.exists(), "sandbox left behind");
@@ -1171,4 +1187,62 @@ fn render_in_a_real_browser(html: &Path, png: &Path) {
         })
         .collect();
     assert!(bad.is_empty(), "the report logged errors in the browser: {bad:#?}");
+}
+
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"))
+}
+
+fn which(program: &str) -> bool {
+    std::process::Command::new(program).arg("-V").output().is_ok()
+}
+
+#[test]
+fn an_interrupted_drill_tears_its_sandbox_down_and_reports_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = local_config(dir.path());
+    let rb = dir.path().join("rb.toml");
+    fs::write(
+        &rb,
+        r#"[runbook]
+name = "interrupted"
+group = "app"
+[[step]]
+id = "svc"
+action = "service.start"
+command = "sleep"
+args = ["600"]
+[[step]]
+id = "gate"
+action = "approval"
+drill = "run"
+after = ["svc"]
+"#,
+    )
+    .unwrap();
+    let reports = dir.path().join("reports");
+    let cfg = s(&config).to_string();
+    let mut drill = Background::spawn(&["drill", s(&rb), "--config", &cfg, "--report-dir", s(&reports), "--json"]);
+    let line = drill
+        .wait_for_line(PROMPT, |l| l.contains("\"step_started\"") && l.contains("\"gate\""))
+        .unwrap_or_else(|| panic!("the gate never started: {}", drill.describe()));
+    let run_id = serde_json::from_str::<Value>(&line).unwrap()["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let runs = run(&["runs", "--json", "--config", &cfg]).ok().json();
+    let pid = runs[0]["processes"][0]["pid"].as_i64().unwrap();
+    assert!(pid_alive(pid));
+    drill.signal("INT");
+    let r = drill.finish(PROMPT).code(EXIT_CHECK_FAILED);
+    assert!(!pid_alive(pid), "the sandbox's service survived Ctrl-C");
+    let report: Value = serde_json::from_slice(&fs::read(reports.join(&run_id).join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["verdict"], "failed", "{}", r.stdout);
+    let sandbox = PathBuf::from(report["environment"]["sandbox"].as_str().unwrap());
+    assert!(!sandbox.exists(), "sandbox left behind after Ctrl-C");
+    run(&["audit", "verify", "--config", &cfg]).ok();
 }
