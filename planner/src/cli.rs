@@ -98,6 +98,8 @@ pub struct ProbeArgs {
     pub status: u16,
     #[arg(long)]
     pub body_contains: Option<String>,
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -576,13 +576,18 @@ pub fn probe(a: &crate::cli::ProbeArgs) -> Result<ExitCode> {
                     tokio::time::timeout(t, tokio::net::TcpStream::connect(&a.target)).await,
                     Ok(Ok(_))
                 )),
-                "http" => match tokio::time::timeout(t, engine::http::request("GET", &a.target, None)).await {
+                "http" => match tokio::time::timeout(
+                    t,
+                    engine::http::request_with("GET", &a.target, None, a.ca_file.as_deref()),
+                )
+                .await
+                {
                     Ok(Ok(ans)) => {
                         println!("{}", ans.status);
                         Ok(ans.status == a.status
                             && a.body_contains.as_ref().is_none_or(|b| ans.body.contains(b.as_str())))
                     }
-                    Ok(Err(e)) if e.to_string().contains("https") => Err(e),
+                    Ok(Err(e)) if e.to_string().contains("not an http") => Err(e),
                     _ => Ok(false),
                 },
                 other => bail!("probe `{other}`: tcp or http"),

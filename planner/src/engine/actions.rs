@@ -212,6 +212,7 @@ pub(super) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
                 _ => 200,
             };
             let body = s(&p, "body_contains").map(String::from);
+            let ca = s(&p, "ca_file").map(PathBuf::from);
             let t0 = Instant::now();
             if ctx.plan.netns.is_some() {
                 let mut args = vec![
@@ -224,6 +225,9 @@ pub(super) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
                 if let Some(b) = &body {
                     args.extend(["--body-contains".to_string(), b.clone()]);
                 }
+                if let Some(c) = &ca {
+                    args.extend(["--ca-file".to_string(), c.display().to_string()]);
+                }
                 while !ctx.probe(&args).await {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -233,7 +237,7 @@ pub(super) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
                 ]));
             }
             loop {
-                match http::request("GET", &url, None).await {
+                match http::request_with("GET", &url, None, ca.as_deref()).await {
                     Ok(a) if a.status == want && body.as_ref().is_none_or(|b| a.body.contains(b.as_str())) => {
                         return Ok(out(&[
                             ("status", a.status.to_string()),
@@ -241,7 +245,7 @@ pub(super) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
                         ]));
                     }
                     Ok(a) => tracing::debug!(%url, status = a.status, "check.http not yet"),
-                    Err(e) if e.to_string().contains("https") || e.to_string().contains("not an http") => {
+                    Err(e) if e.to_string().contains("not an http") || e.to_string().contains("CA file") => {
                         return Err(format!("{e:#}"));
                     }
                     Err(e) => tracing::debug!(%url, error = %e, "check.http not yet"),

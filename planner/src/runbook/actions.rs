@@ -344,9 +344,15 @@ pub const ACTIONS: &[ActionSpec] = &[
         name: "check.http",
         doc: "Wait until an HTTP GET answers the expected status (and body) (fails at the timeout).",
         params: &[
-            p("url", Str, true, "http://HOST:PORT/PATH"),
+            p("url", Str, true, "http(s)://HOST:PORT/PATH"),
             p("status", Int, false, "expected status [default: 200]"),
             p("body_contains", Str, false, "text the body must contain"),
+            p(
+                "ca_file",
+                Str,
+                false,
+                "https: trust only the CA certificates in this PEM file [default: the system's]",
+            ),
         ],
         one_of: &[],
         outputs: &["status", "elapsed_ms"],
@@ -492,10 +498,16 @@ pub const ACTIONS: &[ActionSpec] = &[
     },
     ActionSpec {
         name: "notify",
-        doc: "POST a JSON event (run, mode, group, step, message) to a webhook (http://).",
+        doc: "POST a JSON event (run, mode, group, step, message) to a webhook (http:// or https://).",
         params: &[
-            p("url", Str, true, "webhook URL"),
+            p("url", Str, true, "webhook URL (http:// or https://)"),
             p("message", Str, false, "text to send"),
+            p(
+                "ca_file",
+                Str,
+                false,
+                "https: trust only the CA certificates in this PEM file [default: the system's]",
+            ),
         ],
         one_of: &[],
         outputs: &["status"],

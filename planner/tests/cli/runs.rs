@@ -1246,3 +1246,79 @@ after = ["svc"]
     assert!(!sandbox.exists(), "sandbox left behind after Ctrl-C");
     run(&["audit", "verify", "--config", &cfg]).ok();
 }
+
+#[test]
+fn notify_posts_the_event_as_json_and_check_http_reads_status_and_body() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let config = local_config(dir.path());
+    let hook = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hook.local_addr().unwrap().port();
+    // A webhook and a health endpoint: answers two requests, keeps what it got.
+    let server = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let (mut c, _) = hook.accept().unwrap();
+            let mut buf = vec![0u8; 65536];
+            let mut n = 0;
+            // Read the head and, for a POST, its body (Content-Length).
+            loop {
+                let r = c.read(&mut buf[n..]).unwrap();
+                n += r;
+                let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                        .unwrap_or(0);
+                    if body.len() >= len || r == 0 {
+                        break;
+                    }
+                }
+            }
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            let answer = if text.starts_with("POST") {
+                "HTTP/1.0 202 Accepted\r\n\r\n"
+            } else {
+                "HTTP/1.0 200 OK\r\n\r\nall systems nominal"
+            };
+            c.write_all(answer.as_bytes()).unwrap();
+            got.push(text);
+        }
+        got
+    });
+    let rb = dir.path().join("rb.toml");
+    fs::write(
+        &rb,
+        format!(
+            r#"[runbook]
+name = "hooks"
+group = "app"
+[[step]]
+id = "health"
+action = "check.http"
+url = "http://127.0.0.1:{port}/health"
+body_contains = "nominal"
+[[step]]
+id = "tell"
+action = "notify"
+url = "http://127.0.0.1:{port}/hook"
+message = "${{run.mode}} of ${{group.name}} done"
+after = ["health"]
+"#
+        ),
+    )
+    .unwrap();
+    let r = run(&["failover", s(&rb), "--config", s(&config), "--json"]).ok();
+    let got = server.join().unwrap();
+    assert!(got[0].starts_with("GET /health"), "{got:?}");
+    let body: Value = serde_json::from_str(got[1].split_once("\r\n\r\n").unwrap().1).unwrap();
+    let ev = events(&r.stdout);
+    assert_eq!(body["run"], ev.last().unwrap()["run"]);
+    assert_eq!(body["message"], "failover of app done");
+    assert_eq!(body["step"], "tell");
+    let runs = run(&["runs", "--json", "--config", s(&config)]).ok().json();
+    assert_eq!(runs[0]["steps"]["tell"]["outputs"]["status"], "202");
+    assert_eq!(runs[0]["steps"]["health"]["outputs"]["status"], "200");
+}
