@@ -212,7 +212,13 @@ pub(crate) fn execute_run(
 ) -> Result<(RunStatus, Arc<Shared>, Arc<Plan>)> {
     let id = record.id.clone();
     let socket = catalog.dir().join("control.sock");
-    let display = Display::new(json, &id);
+    let approval_steps: Vec<String> = p
+        .steps
+        .iter()
+        .filter(|s| s.action == "approval")
+        .map(|s| s.id.clone())
+        .collect();
+    let display = Display::new(json, &id, approval_steps);
     let sink: EventSink = {
         let d = display.clone();
         Arc::new(move |e: &Event, r: &RunRecord| d.event(e, r))
@@ -312,12 +318,13 @@ fn print_summary(rec: &RunRecord, plan: &Plan) {
 #[derive(Clone)]
 struct Display {
     json: bool,
+    approval_steps: Arc<Vec<String>>,
     bar: Option<indicatif::ProgressBar>,
     t0: Instant,
 }
 
 impl Display {
-    fn new(json: bool, id: &str) -> Display {
+    fn new(json: bool, id: &str, approval_steps: Vec<String>) -> Display {
         let bar = (!json && std::io::stderr().is_terminal()).then(|| {
             let pb = indicatif::ProgressBar::new_spinner();
             pb.set_style(indicatif::ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}").expect("template"));
@@ -329,6 +336,7 @@ impl Display {
         }
         Display {
             json,
+            approval_steps: Arc::new(approval_steps),
             bar,
             t0: Instant::now(),
         }
@@ -339,8 +347,14 @@ impl Display {
             println!("{}", serde_json::to_string(e).expect("serialisable"));
             return;
         }
+        let hint = match &e.step {
+            Some(st) if e.event == "step_started" && self.approval_steps.contains(st) => {
+                format!("waits for `lifeline approve {} {st}`", e.run)
+            }
+            _ => String::new(),
+        };
         let line = format!(
-            "{:>7.1}s  {:<18} {:<20} {}",
+            "{:>7.1}s  {:<18} {:<20} {}{hint}",
             self.t0.elapsed().as_secs_f64(),
             e.event,
             e.step.as_deref().unwrap_or(""),
@@ -349,7 +363,7 @@ impl Display {
         match &self.bar {
             Some(b) => {
                 b.println(line);
-                b.set_message(running_message(r));
+                b.set_message(running_message(r, &self.approval_steps));
             }
             None => eprintln!("{line}"),
         }
@@ -357,11 +371,12 @@ impl Display {
 
     fn spawn_ticker(&self, shared: Arc<Shared>) -> Option<tokio::task::JoinHandle<()>> {
         let bar = self.bar.clone()?;
+        let approval_steps = self.approval_steps.clone();
         Some(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 let r = shared.record.lock().expect("record").clone();
-                bar.set_message(running_message(&r));
+                bar.set_message(running_message(&r, &approval_steps));
             }
         }))
     }
@@ -373,7 +388,7 @@ impl Display {
     }
 }
 
-fn running_message(r: &RunRecord) -> String {
+fn running_message(r: &RunRecord, approval_steps: &[String]) -> String {
     let now = chrono::Utc::now();
     let running: Vec<String> = r
         .steps
@@ -386,7 +401,13 @@ fn running_message(r: &RunRecord) -> String {
                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| (now - t.with_timezone(&chrono::Utc)).num_seconds())
                 .unwrap_or(0);
-            format!("{id} ({secs}s)")
+            if r.approvals.contains_key(id) {
+                format!("{id} ({secs}s)")
+            } else if approval_steps.contains(id) {
+                format!("{id} waits for `lifeline approve {} {id}` ({secs}s)", r.id)
+            } else {
+                format!("{id} ({secs}s)")
+            }
         })
         .collect();
     let done = r
