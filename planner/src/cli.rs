@@ -38,6 +38,9 @@ pub enum Command {
     /// The tour: two sites on this machine, the sample workload replicated, a drill
     /// of the built-in demo runbook, achieved RPO/RTO and a signed report in ./lifeline-demo.
     Demo(DemoArgs),
+    /// Remove the points of a group that its retention policy does not keep
+    /// (`--dry-run`: print each point with "keep (reasons)" or "remove").
+    Prune(PruneArgs),
     /// Mint a deployment CA and certificates for receivers, agents and admins.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -87,6 +90,47 @@ pub enum Command {
     /// The sample workload of the testbeds: run, pause, resume, check.
     #[command(subcommand, hide = true)]
     Workload(WorkloadCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// Tenant of a local repository [default: the group's `tenant`, else `default`].
+    #[arg(long, value_name = "TENANT")]
+    pub tenant: Option<String>,
+    #[arg(long, value_name = "G")]
+    pub group: String,
+    /// Keep every point taken within this long before now (e.g. 24h).
+    #[arg(long, value_name = "DURATION")]
+    pub journal: Option<String>,
+    /// Keep the N newest points.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest point of each of the N most recent hours that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every point taken within this long before the newest point.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Time zone of the calendar buckets: UTC or an offset like +01:00 [default: the group's, else UTC].
+    #[arg(long, value_name = "TZ")]
+    pub timezone: Option<String>,
+    /// Print the decision for each point; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

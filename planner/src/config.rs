@@ -91,6 +91,30 @@ pub struct GroupConfig {
     pub reverse_control: Option<String>,
     /// Expected time between drills [default: 30d].
     pub drill_interval: Option<String>,
+    /// What `lifeline prune` keeps without flags.
+    pub retention: Option<RetentionConfig>,
+    /// Time zone of retention's calendar buckets: `UTC` or an offset such as `+01:00` [default: UTC].
+    pub timezone: Option<String>,
+}
+
+/// `[groups.G.retention]`: see `lifeline prune --help`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub journal: Option<String>,
+    pub keep_within: Option<String>,
+    #[serde(default)]
+    pub keep_last: u32,
+    #[serde(default)]
+    pub keep_hourly: u32,
+    #[serde(default)]
+    pub keep_daily: u32,
+    #[serde(default)]
+    pub keep_weekly: u32,
+    #[serde(default)]
+    pub keep_monthly: u32,
+    #[serde(default)]
+    pub keep_yearly: u32,
 }
 
 impl Config {

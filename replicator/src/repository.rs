@@ -270,6 +270,11 @@ impl Repository {
     }
 
     /// Points of a group (or all groups), oldest first.
+    /// Removes points of a group (see [`Catalog::remove_points`]).
+    pub fn remove_points(&self, tenant: &str, group: &str, seqs: &[u64]) -> Result<()> {
+        self.catalog.remove_points(tenant, group, seqs)
+    }
+
     pub fn points(&self, tenant: &str, group: Option<&str>) -> Result<Vec<PointRecord>> {
         self.catalog.points(tenant, group)
     }

@@ -154,7 +154,11 @@ pub fn decide<Tz: TimeZone>(
             },
             KeepReason::Weekly,
         ),
-        (policy.keep_monthly, |t| format!("{:04}-{:02}", t.year(), t.month()), KeepReason::Monthly),
+        (
+            policy.keep_monthly,
+            |t| format!("{:04}-{:02}", t.year(), t.month()),
+            KeepReason::Monthly,
+        ),
         (policy.keep_yearly, |t| format!("{:04}", t.year()), KeepReason::Yearly),
     ];
     for (n, bucket_of, reason) in rules {
@@ -201,7 +205,13 @@ mod tests {
     #[test]
     fn newest_is_always_kept_and_an_empty_policy_keeps_only_it() {
         let pts = half_hourly();
-        let ds = decide(&pts, &RetentionPolicy::default(), t("2026-11-26T00:00:00Z"), &Utc, &BTreeSet::new());
+        let ds = decide(
+            &pts,
+            &RetentionPolicy::default(),
+            t("2026-11-26T00:00:00Z"),
+            &Utc,
+            &BTreeSet::new(),
+        );
         assert_eq!(kept(&ds), [265]);
         assert_eq!(ds[0].keep, [KeepReason::Newest]);
         assert!(decide(&[], &RetentionPolicy::default(), Utc::now(), &Utc, &BTreeSet::new()).is_empty());
@@ -216,55 +226,84 @@ mod tests {
         let cases: Vec<(&str, RetentionPolicy, i32, Vec<u64>)> = vec![
             (
                 "journal 2h: the last 2 h of points (12:00, 11:30, 11:00, 10:30), 10:10 cut-off",
-                RetentionPolicy { journal: Some(h(2)), ..Default::default() },
+                RetentionPolicy {
+                    journal: Some(h(2)),
+                    ..Default::default()
+                },
                 0,
                 vec![262, 263, 264, 265],
             ),
             (
                 "keep-last 3",
-                RetentionPolicy { keep_last: 3, ..Default::default() },
+                RetentionPolicy {
+                    keep_last: 3,
+                    ..Default::default()
+                },
                 0,
                 vec![263, 264, 265],
             ),
             (
                 "keep-hourly 3: the newest point of 12h (12:00), 11h (11:30), 10h (10:30)",
-                RetentionPolicy { keep_hourly: 3, ..Default::default() },
+                RetentionPolicy {
+                    keep_hourly: 3,
+                    ..Default::default()
+                },
                 0,
                 vec![262, 264, 265],
             ),
             (
                 "keep-daily 3: newest of 25th (12:00), 24th (23:30), 23rd (23:30)",
-                RetentionPolicy { keep_daily: 3, ..Default::default() },
+                RetentionPolicy {
+                    keep_daily: 3,
+                    ..Default::default()
+                },
                 0,
                 vec![192, 240, 265],
             ),
             (
                 "keep-daily 2 in UTC+5: days end at 19:00Z; 25th local ends 12:00Z+5=17:00 local; 24th local ends 18:30Z",
-                RetentionPolicy { keep_daily: 2, ..Default::default() },
+                RetentionPolicy {
+                    keep_daily: 2,
+                    ..Default::default()
+                },
                 5,
                 vec![230, 265],
             ),
             (
                 "keep-weekly 2: ISO week 48 (Mon 23rd..) newest = 265; week 47 ends Sun 22nd 23:30 = seq 144",
-                RetentionPolicy { keep_weekly: 2, ..Default::default() },
+                RetentionPolicy {
+                    keep_weekly: 2,
+                    ..Default::default()
+                },
                 0,
                 vec![144, 265],
             ),
             (
                 "keep-monthly 5 and keep-yearly 5: all points are in Nov 2026",
-                RetentionPolicy { keep_monthly: 5, keep_yearly: 5, ..Default::default() },
+                RetentionPolicy {
+                    keep_monthly: 5,
+                    keep_yearly: 5,
+                    ..Default::default()
+                },
                 0,
                 vec![265],
             ),
             (
                 "keep-within 1h of the newest point: 11:00, 11:30, 12:00",
-                RetentionPolicy { keep_within: Some(h(1)), ..Default::default() },
+                RetentionPolicy {
+                    keep_within: Some(h(1)),
+                    ..Default::default()
+                },
                 0,
                 vec![263, 264, 265],
             ),
             (
                 "rules add up",
-                RetentionPolicy { keep_last: 2, keep_daily: 2, ..Default::default() },
+                RetentionPolicy {
+                    keep_last: 2,
+                    keep_daily: 2,
+                    ..Default::default()
+                },
                 0,
                 vec![240, 264, 265],
             ),
@@ -280,13 +319,21 @@ mod tests {
     fn pins_keep_points_and_reasons_are_all_listed() {
         let pts = half_hourly();
         let pins: BTreeSet<u64> = [7].into();
-        let policy = RetentionPolicy { keep_last: 1, keep_hourly: 1, ..Default::default() };
+        let policy = RetentionPolicy {
+            keep_last: 1,
+            keep_hourly: 1,
+            ..Default::default()
+        };
         let ds = decide(&pts, &policy, t("2026-11-25T12:10:00Z"), &Utc, &pins);
         assert_eq!(kept(&ds), [7, 265]);
         let newest = &ds[0];
         assert_eq!(
             newest.keep,
-            [KeepReason::Newest, KeepReason::Last, KeepReason::Hourly("2026-11-25T12".into())]
+            [
+                KeepReason::Newest,
+                KeepReason::Last,
+                KeepReason::Hourly("2026-11-25T12".into())
+            ]
         );
         assert_eq!(ds.iter().find(|d| d.seq == 7).unwrap().keep, [KeepReason::Pinned]);
     }
@@ -297,9 +344,15 @@ mod tests {
         let h = Duration::from_secs(3600);
         // A day after replication stopped: the journal is empty, within still keeps.
         let later = t("2026-11-26T13:00:00Z");
-        let j = RetentionPolicy { journal: Some(h), ..Default::default() };
+        let j = RetentionPolicy {
+            journal: Some(h),
+            ..Default::default()
+        };
         assert_eq!(kept(&decide(&pts, &j, later, &Utc, &BTreeSet::new())), [265]);
-        let w = RetentionPolicy { keep_within: Some(h), ..Default::default() };
+        let w = RetentionPolicy {
+            keep_within: Some(h),
+            ..Default::default()
+        };
         assert_eq!(kept(&decide(&pts, &w, later, &Utc, &BTreeSet::new())), [263, 264, 265]);
     }
 }

@@ -7,6 +7,7 @@ mod drill;
 mod key;
 mod net;
 mod points;
+mod prune;
 mod restore;
 pub mod run;
 mod testbed;
@@ -33,6 +34,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify(a) => verify::run(&a),
         Command::Bench(a) => bench::run(&a),
         Command::Demo(a) => crate::demo::run(&a),
+        Command::Prune(a) => prune::run(&a, &config),
         Command::Certs(crate::cli::CertsCommand::New(a)) => net::certs_new(&a),
         Command::Receiver(a) => net::receiver(&a, &config),
         Command::Agent(a) => net::agent(&a, &config),

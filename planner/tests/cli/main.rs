@@ -1055,3 +1055,66 @@ fn demo_drills_the_sample_workload_and_leaves_only_a_verifiable_report() {
     ])
     .ok();
 }
+
+// ---------------------------------------------------------------------------
+// 14. Prune
+// ---------------------------------------------------------------------------
+
+#[test]
+fn prune_dry_run_prints_decisions_then_prune_keeps_exactly_the_policy() {
+    let sb = Sandbox::new();
+    let v = sb.path("v.img");
+    write_random_file(&v, 2 * MIB, 5);
+    for i in 0..5u64 {
+        let f = OpenOptions::new().write(true).open(&v).unwrap();
+        write_random_at(&f, i * 4096, 4096, 100 + i);
+        sb.backup("g", &[("v", &v)], &[]).ok();
+    }
+    let repo = s(&sb.repo).to_string();
+    // No policy anywhere: refused, not "keep only the newest".
+    run(&["prune", "--repo", &repo, "--group", "g"]).fails(EXIT_ERROR, &["no retention policy", "--keep-last"]);
+    let dry = run(&[
+        "prune",
+        "--repo",
+        &repo,
+        "--group",
+        "g",
+        "--keep-last",
+        "2",
+        "--dry-run",
+    ])
+    .ok()
+    .stdout_has(&[
+        "keep (newest, last)",
+        "keep (last)",
+        "remove",
+        "dry run: nothing removed",
+    ]);
+    assert_eq!(dry.stdout.matches("remove\n").count(), 3, "{}", dry.stdout);
+    assert_eq!(sb.points().len(), 5, "a dry run removes nothing");
+    let j = run(&["prune", "--repo", &repo, "--group", "g", "--keep-last", "2", "--json"])
+        .ok()
+        .json();
+    assert_eq!(j["remove"], serde_json::json!([3, 2, 1]));
+    let seqs: Vec<u64> = sb.points().iter().map(|p| u(p, "seq")).collect();
+    assert_eq!(seqs, [4, 5]);
+    // Kept points restore bit-identical; a removed one is gone with a clear error.
+    let out = sb.path("r.img");
+    sb.restore("g", "5", "v", &out).ok();
+    assert_eq!(fs::read(&out).unwrap(), fs::read(&v).unwrap());
+    sb.restore("g", "2", "v", &out).code(EXIT_ERROR);
+    sb.verify(false).ok();
+    // The next backup continues the timeline.
+    assert_eq!(u(&sb.backup_json("g", &[("v", &v)]), "seq"), 6);
+    // Through a receiver: not built yet, and it says so.
+    run(&[
+        "prune",
+        "--repo",
+        "https://127.0.0.1:1",
+        "--group",
+        "g",
+        "--keep-last",
+        "1",
+    ])
+    .fails(EXIT_ERROR, &["not built yet"]);
+}

@@ -57,6 +57,11 @@ pub trait Catalog: Send + Sync {
     /// is the group's last seq + 1. The caller must have made every object the
     /// point references durable first.
     fn commit_point(&self, point: &PointRecord) -> Result<()>;
+    /// Removes points of a group (prune; the repository owner's authority only,
+    /// never an agent's). Refuses to remove the group's newest point, so commits
+    /// continue its timeline. Durable when it returns. The objects the points
+    /// referenced stay until garbage collection.
+    fn remove_points(&self, tenant: &str, group: &str, seqs: &[u64]) -> Result<()>;
     /// The object index of a tenant.
     fn object_index(&self, tenant: &str) -> Result<std::sync::Arc<dyn ObjectIndex>>;
 }

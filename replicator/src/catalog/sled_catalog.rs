@@ -227,6 +227,23 @@ impl Catalog for SledCatalog {
             .map_err(|e| self.err(e))?;
         self.flush()
     }
+
+    fn remove_points(&self, tenant: &str, group: &str, seqs: &[u64]) -> Result<()> {
+        let _g = self.commit.lock().expect("commit lock");
+        let last = self.last_point(tenant, group)?.map(|p| p.header.seq).unwrap_or(0);
+        if seqs.contains(&last) {
+            return Err(Error::Refused {
+                repository: self.path.display().to_string(),
+                message: format!("point {last} is group `{group}`'s newest: it is never removed"),
+            });
+        }
+        let mut batch = sled::Batch::default();
+        for seq in seqs {
+            batch.remove(Self::point_key(tenant, group, *seq));
+        }
+        self.points.apply_batch(batch).map_err(|e| self.err(e))?;
+        self.flush()
+    }
 }
 
 /// [`ObjectIndex`] over two sled trees. Values: version u8 | pack [16] |

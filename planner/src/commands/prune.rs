@@ -1,0 +1,160 @@
+//! `lifeline prune`: plan with the pure retention function, print, then apply.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use chrono::{FixedOffset, Utc};
+use lifeline_replicator::{Repository, RetentionPolicy, decide};
+
+use crate::cli::PruneArgs;
+use crate::config::Config;
+use crate::repo_target::{is_url, parse_duration};
+
+fn timezone(s: &str) -> Result<FixedOffset> {
+    if s.eq_ignore_ascii_case("utc") || s == "Z" {
+        return Ok(FixedOffset::east_opt(0).expect("zero"));
+    }
+    let (sign, rest) = match s.as_bytes().first() {
+        Some(b'+') => (1, &s[1..]),
+        Some(b'-') => (-1, &s[1..]),
+        _ => bail!("time zone `{s}`: write UTC or an offset such as +01:00 or -05:30"),
+    };
+    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
+    let (h, m): (i32, i32) = (
+        h.parse().with_context(|| format!("time zone `{s}`: hours"))?,
+        m.parse().with_context(|| format!("time zone `{s}`: minutes"))?,
+    );
+    FixedOffset::east_opt(sign * (h * 3600 + m * 60)).with_context(|| format!("time zone `{s}` is out of range"))
+}
+
+/// The policy from the flags; without any retention flag, the group's from the configuration.
+fn policy(a: &PruneArgs, config: &Config) -> Result<RetentionPolicy> {
+    let dur = |s: &Option<String>| s.as_deref().map(parse_duration).transpose();
+    let from_flags = RetentionPolicy {
+        journal: dur(&a.journal)?,
+        keep_within: dur(&a.keep_within)?,
+        keep_last: a.keep_last.unwrap_or(0),
+        keep_hourly: a.keep_hourly.unwrap_or(0),
+        keep_daily: a.keep_daily.unwrap_or(0),
+        keep_weekly: a.keep_weekly.unwrap_or(0),
+        keep_monthly: a.keep_monthly.unwrap_or(0),
+        keep_yearly: a.keep_yearly.unwrap_or(0),
+    };
+    let any_flag = a.journal.is_some()
+        || a.keep_within.is_some()
+        || [
+            a.keep_last,
+            a.keep_hourly,
+            a.keep_daily,
+            a.keep_weekly,
+            a.keep_monthly,
+            a.keep_yearly,
+        ]
+        .iter()
+        .any(Option::is_some);
+    if any_flag {
+        return Ok(from_flags);
+    }
+    let Some(r) = config.group(&a.group).and_then(|g| g.retention.clone()) else {
+        bail!(
+            "no retention policy for group `{}`: pass --keep-last/--keep-daily/... or set [groups.{}.retention] in lifeline.toml",
+            a.group,
+            a.group
+        );
+    };
+    Ok(RetentionPolicy {
+        journal: dur(&r.journal).context("retention.journal")?,
+        keep_within: dur(&r.keep_within).context("retention.keep_within")?,
+        keep_last: r.keep_last,
+        keep_hourly: r.keep_hourly,
+        keep_daily: r.keep_daily,
+        keep_weekly: r.keep_weekly,
+        keep_monthly: r.keep_monthly,
+        keep_yearly: r.keep_yearly,
+    })
+}
+
+pub fn run(a: &PruneArgs, config: &Config) -> Result<ExitCode> {
+    if is_url(&a.repo.repo) {
+        bail!(
+            "prune through a receiver needs the admin service's prune, which is not built yet: \
+             stop the receiver and prune its repository directory with --repo DIR"
+        );
+    }
+    let policy = policy(a, config)?;
+    let tz = timezone(
+        a.timezone
+            .as_deref()
+            .or(config.group(&a.group).and_then(|g| g.timezone.as_deref()))
+            .unwrap_or("UTC"),
+    )?;
+    let tenant = a
+        .tenant
+        .clone()
+        .or(config.group(&a.group).and_then(|g| g.tenant.clone()))
+        .unwrap_or_else(|| lifeline_replicator::DEFAULT_TENANT.into());
+    let repo = Repository::open(&a.repo.repo)?;
+    let points = repo.points(&tenant, Some(&a.group))?;
+    if points.is_empty() {
+        bail!(
+            "group `{}` of tenant `{tenant}` has no points in {} (see `lifeline points`)",
+            a.group,
+            a.repo.repo.display()
+        );
+    }
+    let pts: Vec<(u64, chrono::DateTime<Utc>)> = points.iter().map(|p| (p.header.seq, p.header.taken_at)).collect();
+    // Pins (leases taken by running drills and failovers) come with the scheduler's
+    // admin service; none can exist yet.
+    let decisions = decide(&pts, &policy, Utc::now(), &tz, &BTreeSet::new());
+    let remove: Vec<u64> = decisions.iter().filter(|d| !d.kept()).map(|d| d.seq).collect();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "group": a.group,
+                "tenant": tenant,
+                "policy": policy,
+                "dry_run": a.dry_run,
+                "points": decisions,
+                "remove": remove,
+            })
+        );
+    } else {
+        for d in &decisions {
+            let what = if d.kept() {
+                format!(
+                    "keep ({})",
+                    d.keep.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                )
+            } else {
+                "remove".to_string()
+            };
+            println!(
+                "{:>8}  {}  {what}",
+                d.seq,
+                d.taken_at
+                    .with_timezone(&tz)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+        }
+        println!(
+            "{} points: keep {}, remove {}{}",
+            decisions.len(),
+            decisions.len() - remove.len(),
+            remove.len(),
+            if a.dry_run { " (dry run: nothing removed)" } else { "" }
+        );
+    }
+    if !a.dry_run && !remove.is_empty() {
+        repo.remove_points(&tenant, &a.group, &remove)?;
+        if !a.json {
+            println!(
+                "removed {} points of group `{}`; their objects stay until garbage collection",
+                remove.len(),
+                a.group
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
