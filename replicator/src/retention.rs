@@ -135,7 +135,8 @@ pub fn decide<Tz: TimeZone>(
         }
     }
     type Bucket = fn(&DateTime<chrono::FixedOffset>) -> String;
-    let rules: [(u32, Bucket, fn(String) -> KeepReason); 5] = [
+    type Rule = (u32, Bucket, fn(String) -> KeepReason);
+    let rules: [Rule; 5] = [
         (
             policy.keep_hourly,
             |t| format!("{:04}-{:02}-{:02}T{:02}", t.year(), t.month(), t.day(), t.hour()),
