@@ -38,12 +38,16 @@ pub struct ReceiverConfig {
 /// The receiver's state: the repository it owns (its sled catalog is locked by
 /// this process) and the authorisations.
 pub struct Receiver {
-    repo: Arc<Repository>,
+    /// Swapped for a freshly opened one after the catalog failed (see [`Receiver::recover`]).
+    repo: std::sync::RwLock<Option<Arc<Repository>>>,
+    path: PathBuf,
     allow: HashMap<String, Vec<String>>,
     /// Per (tenant, group): the last committed cycle as its agent reported it.
     cycles: std::sync::Mutex<HashMap<(String, String), (f64, u64)>>,
     /// Per (tenant, agent): failed uploads and commits since start.
     errors: std::sync::Mutex<HashMap<(String, String), u64>>,
+    /// A write failed since the last health check: [`Receiver::recover`] looks.
+    suspect: std::sync::atomic::AtomicBool,
 }
 
 impl Receiver {
@@ -59,11 +63,74 @@ impl Receiver {
             Repository::create_empty(&cfg.repo)?
         };
         Ok(Receiver {
-            repo: Arc::new(repo),
+            repo: std::sync::RwLock::new(Some(Arc::new(repo))),
+            path: cfg.repo.clone(),
             allow: cfg.allow.clone(),
             cycles: Default::default(),
             errors: Default::default(),
+            suspect: Default::default(),
         })
+    }
+
+    /// The repository, or UNAVAILABLE while it is being reopened.
+    fn repo(&self) -> Result<Arc<Repository>, Status> {
+        self.repo
+            .read()
+            .expect("repo lock")
+            .clone()
+            .ok_or_else(|| Status::unavailable("the receiver is reopening its catalog after an I/O error; retry"))
+    }
+
+    /// After an I/O error (a full disk, say) sled refuses every later operation
+    /// until the database is opened again. Checks the catalog and, when it is in
+    /// that state and no request holds the repository, reopens it: unpublished
+    /// packs are recovered at open, so nothing that was acknowledged is lost.
+    /// Returns true when it reopened.
+    pub fn recover(&self) -> bool {
+        if !self.suspect.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+        self.recover_if_failed()
+    }
+
+    /// The repository this receiver serves (`None` while it is being reopened).
+    pub fn repository(&self) -> Option<Arc<Repository>> {
+        self.repo.read().expect("repo lock").clone()
+    }
+
+    /// [`recover`](Self::recover) without waiting for a failed request to
+    /// suggest it: checks the catalog now (with a small write).
+    pub fn recover_if_failed(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let healthy = match self.repo.read().expect("repo lock").as_ref() {
+            Some(r) => r.catalog().check().is_ok(),
+            None => false,
+        };
+        if healthy {
+            return false;
+        }
+        let mut g = self.repo.write().expect("repo lock");
+        if let Some(r) = g.as_ref()
+            && Arc::strong_count(r) > 1
+        {
+            // A request still uses it: try again on the next tick.
+            self.suspect.store(true, Ordering::Relaxed);
+            return false;
+        }
+        // Drop the failed database first: sled's lock is released with it.
+        *g = None;
+        match Repository::open(&self.path) {
+            Ok(r) => {
+                tracing::warn!(repo = %self.path.display(), "catalog reopened after an I/O error");
+                *g = Some(Arc::new(r));
+                true
+            }
+            Err(e) => {
+                tracing::error!(repo = %self.path.display(), error = %e, "cannot reopen the catalog yet");
+                self.suspect.store(true, Ordering::Relaxed);
+                false
+            }
+        }
     }
 
     fn agent<T>(&self, req: &Request<T>) -> Result<(String, String), Status> {
@@ -78,6 +145,7 @@ impl Receiver {
     /// Counts a failed upload or commit of `agent` (shown by status).
     fn count<T>(&self, tenant: &str, agent: &str, r: Result<T, Status>) -> Result<T, Status> {
         if r.is_err() {
+            self.suspect.store(true, std::sync::atomic::Ordering::Relaxed);
             *self
                 .errors
                 .lock()
@@ -89,7 +157,7 @@ impl Receiver {
     }
 
     fn tenant_known(&self, tenant: &str) -> Result<(), Status> {
-        match self.repo.catalog().tenant(tenant).map_err(to_status)? {
+        match self.repo()?.catalog().tenant(tenant).map_err(to_status)? {
             Some(_) => Ok(()),
             None => Err(Status::failed_precondition(format!(
                 "tenant `{tenant}` has no namespace yet: open a session first"
@@ -175,7 +243,7 @@ impl ReceiverService {
                 "agent `{agent}` may write no group on this receiver (receiver --allow {agent}=GROUP)"
             )));
         }
-        let store = self.repo.store(&tenant).map_err(to_status)?;
+        let store = self.repo()?.store(&tenant).map_err(to_status)?;
         let mut stream = req.into_inner();
         let mut summary = pb::PutSummary::default();
         // Objects are checked and stored in batches: one hand-off to a blocking
@@ -259,7 +327,7 @@ impl ReceiverService {
         let group = h.group.clone();
         let key = (tenant.clone(), group.clone());
         blocking(move || {
-            let store = me.repo.store(&tenant).map_err(to_status)?;
+            let store = me.repo()?.store(&tenant).map_err(to_status)?;
             let roots: Vec<ObjectId> = rec.header.roots.iter().filter_map(|r| r.0).collect();
             let missing = store.missing(&roots).map_err(to_status)?;
             if let Some(pos) = missing.iter().position(|m| *m) {
@@ -268,7 +336,7 @@ impl ReceiverService {
                     rec.header.seq, rec.header.group, roots[pos]
                 )));
             }
-            me.repo.catalog().commit_point(&rec).map_err(to_status)
+            me.repo()?.catalog().commit_point(&rec).map_err(to_status)
         })
         .await?;
         self.cycles
@@ -304,7 +372,7 @@ impl Replication for ReceiverService {
                 protocol_version: lifeline_proto::PROTOCOL_VERSION,
                 tenant,
                 agent,
-                repository_id: self.repo.id().into(),
+                repository_id: self.repo()?.id().into(),
             }));
         }
         let fp: [u8; 16] = r
@@ -318,7 +386,7 @@ impl Replication for ReceiverService {
         blocking(move || {
             // Only an agent allowed to write some group may create a tenant's
             // namespace (and so bind it to a key); others may only read.
-            if !may_write && me.repo.catalog().tenant(&t).map_err(to_status)?.is_none() {
+            if !may_write && me.repo()?.catalog().tenant(&t).map_err(to_status)?.is_none() {
                 return Err(Status::permission_denied(format!(
                     "agent `{a2}` may write no group on this receiver, so it cannot create tenant `{t}` (receiver --allow {a2}=GROUP)"
                 )));
@@ -331,7 +399,7 @@ impl Replication for ReceiverService {
             // The first session of a tenant records its key; a later one with
             // another key is refused (in the agent's terms: the repository's
             // path and `lifeline init` mean nothing on the agent's side).
-            match me.repo.create_tenant_record(&rec) {
+            match me.repo()?.create_tenant_record(&rec) {
                 Err(lifeline_replicator::Error::WrongKey { expected, .. }) => Err(Status::permission_denied(format!(
                     "key fingerprint {fp} does not match tenant `{t}`'s key ({expected}): use the tenant's key file"
                 ))),
@@ -344,7 +412,7 @@ impl Replication for ReceiverService {
             protocol_version: lifeline_proto::PROTOCOL_VERSION,
             tenant,
             agent,
-            repository_id: self.repo.id().into(),
+            repository_id: self.repo()?.id().into(),
         }))
     }
 
@@ -354,7 +422,7 @@ impl Replication for ReceiverService {
         let ids = ids_from(&req.into_inner().ids, MAX_IDS)?;
         let me = self.0.clone();
         let missing = blocking(move || {
-            let store = me.repo.store(&tenant).map_err(to_status)?;
+            let store = me.repo()?.store(&tenant).map_err(to_status)?;
             store.missing(&ids).map_err(to_status)
         })
         .await?;
@@ -392,7 +460,7 @@ impl Replication for ReceiverService {
         let me = self.0.clone();
         let records = blocking(move || {
             let g = (!group.is_empty()).then_some(group.as_str());
-            let points = me.repo.points(&tenant, g).map_err(to_status)?;
+            let points = me.repo()?.points(&tenant, g).map_err(to_status)?;
             Ok(points
                 .iter()
                 .map(|p| serde_json::to_vec(p).expect("serialisable"))
@@ -408,7 +476,7 @@ impl Replication for ReceiverService {
         let ids = ids_from(&req.into_inner().ids, MAX_READ_IDS)?;
         let me = self.0.clone();
         let objects = blocking(move || {
-            let store = me.repo.store(&tenant).map_err(to_status)?;
+            let store = me.repo()?.store(&tenant).map_err(to_status)?;
             ids.iter()
                 .map(|id| {
                     Ok(pb::SealedObject {
@@ -426,7 +494,7 @@ impl Replication for ReceiverService {
         let (_, tenant) = self.agent(&req)?;
         let me = self.0.clone();
         let groups = blocking(move || {
-            let points = me.repo.points(&tenant, None).map_err(to_status)?;
+            let points = me.repo()?.points(&tenant, None).map_err(to_status)?;
             let mut by_group: Vec<pb::GroupStatus> = Vec::new();
             for p in points {
                 match by_group.last_mut() {
@@ -486,14 +554,15 @@ impl pb::admin_server::Admin for AdminService {
         tracing::info!(%admin, %tenant, "verify requested");
         let (tenants, reports) = blocking(move || {
             let tenants = if tenant.is_empty() {
-                me.repo.catalog().tenants().map_err(to_status)?
+                me.repo()?.catalog().tenants().map_err(to_status)?
             } else {
                 vec![tenant]
             };
             let mut reports = Vec::new();
+            let repo = me.repo()?;
             for t in &tenants {
                 let r = lifeline_replicator::verify(
-                    &me.repo,
+                    &repo,
                     &lifeline_replicator::VerifyOptions {
                         tenant: t.clone(),
                         keys: None,
@@ -522,6 +591,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let admin = pb::admin_server::AdminServer::new(AdminService(receiver.clone()));
+    // Every second: reopen the catalog if an I/O error left it refusing work.
+    let watcher = {
+        let r = receiver.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                let r2 = r.clone();
+                let _ = tokio::task::spawn_blocking(move || r2.recover()).await;
+            }
+        })
+    };
     let svc = ReplicationServer::new(ReceiverService(receiver))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
@@ -529,9 +609,11 @@ pub async fn serve(
         .tls_config(tls)?
         .initial_stream_window_size(Some(4 << 20))
         .initial_connection_window_size(Some(16 << 20));
-    server
+    let r = server
         .add_service(svc)
         .add_service(admin)
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
-        .await
+        .await;
+    watcher.abort();
+    r
 }

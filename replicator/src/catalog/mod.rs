@@ -62,6 +62,9 @@ pub trait Catalog: Send + Sync {
     /// continue its timeline. Durable when it returns. The objects the points
     /// referenced stay until garbage collection.
     fn remove_points(&self, tenant: &str, group: &str, seqs: &[u64]) -> Result<()>;
+    /// Ok while the catalog accepts work; the error it keeps returning once an
+    /// I/O error (a full disk) made it refuse everything until reopened.
+    fn check(&self) -> Result<()>;
     /// The object index of a tenant.
     fn object_index(&self, tenant: &str) -> Result<std::sync::Arc<dyn ObjectIndex>>;
 }
