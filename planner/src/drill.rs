@@ -352,15 +352,19 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
     let watch = LagWatch::start(&config, &rb.group.value, opts.lag_every);
     let t0 = Utc::now();
     let (status, shared, plan) = crate::commands::run::execute_run(
-        record,
-        p,
-        config.clone(),
-        catalog,
-        audit,
-        &opts.planner,
-        opts.parallel,
-        opts.json,
-        false,
+        crate::commands::run::Prepared {
+            record,
+            plan: p,
+            config: config.clone(),
+            catalog,
+            audit,
+        },
+        crate::commands::run::Driving {
+            planner: &opts.planner,
+            parallel: opts.parallel,
+            json: opts.json,
+            resumed: false,
+        },
     )?;
     let t_end = (Utc::now() - t0).num_milliseconds() as f64 / 1000.0;
     let lag = watch.finish(t0, t_end, objectives.rpo_secs);

@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A retention policy. `None` / 0: the rule keeps nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -41,7 +41,7 @@ impl RetentionPolicy {
 }
 
 /// Why a point is kept.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "rule", content = "detail")]
 pub enum KeepReason {
     Newest,
@@ -75,7 +75,7 @@ impl std::fmt::Display for KeepReason {
 }
 
 /// The decision for one point.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
     pub seq: u64,
     pub taken_at: DateTime<Utc>,

@@ -76,12 +76,6 @@ fn policy(a: &PruneArgs, config: &Config) -> Result<RetentionPolicy> {
 }
 
 pub fn run(a: &PruneArgs, config: &Config) -> Result<ExitCode> {
-    if is_url(&a.repo.repo) {
-        bail!(
-            "prune through a receiver needs the admin service's prune, which is not built yet: \
-             stop the receiver and prune its repository directory with --repo DIR"
-        );
-    }
     let policy = policy(a, config)?;
     let tz = timezone(
         a.timezone
@@ -94,6 +88,9 @@ pub fn run(a: &PruneArgs, config: &Config) -> Result<ExitCode> {
         .clone()
         .or(config.group(&a.group).and_then(|g| g.tenant.clone()))
         .unwrap_or_else(|| lifeline_replicator::DEFAULT_TENANT.into());
+    if is_url(&a.repo.repo) {
+        return remote(a, &policy, &tz, &tenant);
+    }
     let repo = Repository::open(&a.repo.repo)?;
     let points = repo.points(&tenant, Some(&a.group))?;
     if points.is_empty() {
@@ -108,6 +105,67 @@ pub fn run(a: &PruneArgs, config: &Config) -> Result<ExitCode> {
     // admin service; none can exist yet.
     let decisions = decide(&pts, &policy, Utc::now(), &tz, &BTreeSet::new());
     let remove: Vec<u64> = decisions.iter().filter(|d| !d.kept()).map(|d| d.seq).collect();
+    print(a, &tenant, &policy, &tz, &decisions, &remove);
+    if !a.dry_run && !remove.is_empty() {
+        repo.remove_points(&tenant, &a.group, &remove)?;
+        if !a.json {
+            println!(
+                "removed {} points of group `{}`; their objects stay until garbage collection",
+                remove.len(),
+                a.group
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Through a receiver's admin service (the receiver owns the catalog).
+fn remote(a: &PruneArgs, policy: &RetentionPolicy, tz: &FixedOffset, tenant: &str) -> Result<ExitCode> {
+    let url = a.repo.repo.to_str().expect("utf-8 url");
+    let (tls, admin) = a.remote.require(url)?;
+    let secs = |d: Option<std::time::Duration>| d.map(|d| d.as_secs().max(1)).unwrap_or(0);
+    let (json, removed) = lifeline_service::remote_prune(
+        url,
+        &lifeline_service::TlsDir::new(tls),
+        admin,
+        lifeline_proto::v1::PruneRequest {
+            tenant: tenant.into(),
+            group: a.group.clone(),
+            journal_secs: secs(policy.journal),
+            keep_within_secs: secs(policy.keep_within),
+            keep_last: policy.keep_last,
+            keep_hourly: policy.keep_hourly,
+            keep_daily: policy.keep_daily,
+            keep_weekly: policy.keep_weekly,
+            keep_monthly: policy.keep_monthly,
+            keep_yearly: policy.keep_yearly,
+            tz_offset_secs: tz.local_minus_utc(),
+            dry_run: a.dry_run,
+        },
+    )
+    .with_context(|| format!("prune group `{}` on {url} as `{admin}`", a.group))?;
+    let decisions: Vec<lifeline_replicator::Decision> =
+        serde_json::from_str(&json).context("the receiver's prune decisions")?;
+    let remove: Vec<u64> = decisions.iter().filter(|d| !d.kept()).map(|d| d.seq).collect();
+    print(a, tenant, policy, tz, &decisions, &remove);
+    if !a.json && !removed.is_empty() {
+        println!(
+            "removed {} points of group `{}` on {url}; their objects stay until garbage collection",
+            removed.len(),
+            a.group
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print(
+    a: &PruneArgs,
+    tenant: &str,
+    policy: &RetentionPolicy,
+    tz: &FixedOffset,
+    decisions: &[lifeline_replicator::Decision],
+    remove: &[u64],
+) {
     if a.json {
         println!(
             "{}",
@@ -121,7 +179,7 @@ pub fn run(a: &PruneArgs, config: &Config) -> Result<ExitCode> {
             })
         );
     } else {
-        for d in &decisions {
+        for d in decisions {
             let what = if d.kept() {
                 format!(
                     "keep ({})",
@@ -134,7 +192,7 @@ pub fn run(a: &PruneArgs, config: &Config) -> Result<ExitCode> {
                 "{:>8}  {}  {what}",
                 d.seq,
                 d.taken_at
-                    .with_timezone(&tz)
+                    .with_timezone(tz)
                     .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             );
         }
@@ -146,15 +204,4 @@ pub fn run(a: &PruneArgs, config: &Config) -> Result<ExitCode> {
             if a.dry_run { " (dry run: nothing removed)" } else { "" }
         );
     }
-    if !a.dry_run && !remove.is_empty() {
-        repo.remove_points(&tenant, &a.group, &remove)?;
-        if !a.json {
-            println!(
-                "removed {} points of group `{}`; their objects stay until garbage collection",
-                remove.len(),
-                a.group
-            );
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }

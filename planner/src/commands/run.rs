@@ -113,7 +113,21 @@ pub fn start_run(mode: Mode, a: &RunArgs, config_flag: Option<&Path>) -> Result<
     .map_err(anyhow::Error::msg)?;
     std::fs::write(p.run_dir.join("plan.txt"), plan::render_text(&p))?;
     let record = engine::new_record(&p, text, config_file, config_text, a.planner.operator.clone());
-    execute(record, p, config, catalog, audit, &a.planner, a.parallel, a.json, false)
+    execute(
+        Prepared {
+            record,
+            plan: p,
+            config,
+            catalog,
+            audit,
+        },
+        Driving {
+            planner: &a.planner,
+            parallel: a.parallel,
+            json: a.json,
+            resumed: false,
+        },
+    )
 }
 
 /// `lifeline resume RUN`.
@@ -165,22 +179,43 @@ pub fn resume(a: &ResumeArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
     let again = engine::prepare_resume(&mut record);
     let audit = AuditLog::open(catalog.dir())?;
     let _ = again;
-    execute(record, p, config, catalog, audit, &a.planner, a.parallel, a.json, true)
+    execute(
+        Prepared {
+            record,
+            plan: p,
+            config,
+            catalog,
+            audit,
+        },
+        Driving {
+            planner: &a.planner,
+            parallel: a.parallel,
+            json: a.json,
+            resumed: true,
+        },
+    )
 }
 
-#[allow(clippy::too_many_arguments)]
-fn execute(
-    record: RunRecord,
-    p: Plan,
-    config: Config,
-    catalog: PlannerCatalog,
-    audit: AuditLog,
-    planner: &PlannerArgs,
-    parallel: usize,
-    json: bool,
-    resumed: bool,
-) -> Result<ExitCode> {
-    let (status, shared, plan) = execute_run(record, p, config, catalog, audit, planner, parallel, json, resumed)?;
+/// A run ready to go: its record, plan, deployment, and the planner state it owns.
+pub(crate) struct Prepared {
+    pub record: RunRecord,
+    pub plan: Plan,
+    pub config: Config,
+    pub catalog: PlannerCatalog,
+    pub audit: AuditLog,
+}
+
+/// How a run is driven and shown.
+pub(crate) struct Driving<'a> {
+    pub planner: &'a PlannerArgs,
+    pub parallel: usize,
+    pub json: bool,
+    pub resumed: bool,
+}
+
+fn execute(run: Prepared, how: Driving) -> Result<ExitCode> {
+    let json = how.json;
+    let (status, shared, plan) = execute_run(run, how)?;
     let rec = shared.record.lock().expect("record").clone();
     if json {
         println!(
@@ -198,18 +233,20 @@ fn execute(
 
 /// Runs a plan to its end with the control socket, signals and progress display;
 /// returns the final status and the run's shared state (catalog, audit, record).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn execute_run(
-    record: RunRecord,
-    p: Plan,
-    config: Config,
-    catalog: PlannerCatalog,
-    audit: AuditLog,
-    planner: &PlannerArgs,
-    parallel: usize,
-    json: bool,
-    resumed: bool,
-) -> Result<(RunStatus, Arc<Shared>, Arc<Plan>)> {
+pub(crate) fn execute_run(run: Prepared, how: Driving) -> Result<(RunStatus, Arc<Shared>, Arc<Plan>)> {
+    let Prepared {
+        record,
+        plan: p,
+        config,
+        catalog,
+        audit,
+    } = run;
+    let Driving {
+        planner,
+        parallel,
+        json,
+        resumed,
+    } = how;
     let id = record.id.clone();
     let socket = catalog.dir().join("control.sock");
     let approval_steps: Vec<String> = p

@@ -640,15 +640,21 @@ async fn seed(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
     .await
 }
 
-async fn check_volume(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
-    let d = ctx.plan.direction.clone();
+/// The step's `volume`, the outputs of this run's volume.promote, and the file to
+/// read: `path`, else where the promote put the volume.
+fn promoted_volume(ctx: &Ctx, p: &BTreeMap<String, Value>) -> R<(String, Outputs, PathBuf)> {
     let volume = s(p, "volume").unwrap_or_default().to_string();
     let promoted = ctx.outputs_of_action("volume.promote").unwrap_or_default();
     let path = s(p, "path")
         .map(PathBuf::from)
         .or(promoted.get(&format!("path.{volume}")).map(PathBuf::from))
-        .or(d.target_volumes.get(&volume).cloned())
-        .ok_or_else(|| format!("no path for volume `{volume}`"))?;
+        .ok_or_else(|| format!("no promoted copy of volume `{volume}`: a volume.promote step must run first"))?;
+    Ok((volume, promoted, path))
+}
+
+async fn check_volume(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
+    let d = ctx.plan.direction.clone();
+    let (volume, promoted, path) = promoted_volume(ctx, p)?;
     let expected = promoted.get(&format!("hash.{volume}")).cloned().ok_or_else(|| {
         format!("no point hash for volume `{volume}`: a volume.promote step of this run must promote it first")
     })?;
@@ -687,12 +693,7 @@ async fn check_volume(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs>
 
 async fn check_workload(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
     let d = ctx.plan.direction.clone();
-    let volume = s(p, "volume").unwrap_or_default().to_string();
-    let promoted = ctx.outputs_of_action("volume.promote").unwrap_or_default();
-    let path = s(p, "path")
-        .map(PathBuf::from)
-        .or(promoted.get(&format!("path.{volume}")).map(PathBuf::from))
-        .ok_or_else(|| format!("no promoted copy of volume `{volume}`: a volume.promote step must run first"))?;
+    let (volume, _, path) = promoted_volume(ctx, p)?;
     let log = s(p, "durable_log").map(PathBuf::from).or(d
         .source_volumes
         .get(&volume)

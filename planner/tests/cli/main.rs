@@ -1116,5 +1116,5 @@ fn prune_dry_run_prints_decisions_then_prune_keeps_exactly_the_policy() {
         "--keep-last",
         "1",
     ])
-    .fails(EXIT_ERROR, &["not built yet"]);
+    .fails(EXIT_ERROR, &["--tls-dir", "--identity"]);
 }

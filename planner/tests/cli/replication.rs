@@ -1198,3 +1198,50 @@ fn agent_killed_mid_cycle_then_the_next_cycle_completes() {
     c.restore("g", "latest", "v", &out).ok();
     assert_same_content(&v, &out);
 }
+
+#[test]
+fn prune_through_the_receiver_needs_an_admin_and_keeps_the_policy() {
+    let site = Site::new(&["a@t"]);
+    certs(&site.ca, &site.tls, false, &[], &["ops"]).ok();
+    let receiver = site.receiver(&["a=g"]);
+    let key = site.key("t");
+    let v = site.path("v.img");
+    write_random_file(&v, MIB, 3);
+    let c = site.client(&receiver, "a", &key);
+    for i in 0..4u64 {
+        let f = fs::OpenOptions::new().write(true).open(&v).unwrap();
+        write_random_at(&f, i * 4096, 4096, 50 + i);
+        c.backup_json("g", &[("v", &v)]);
+    }
+    let url = receiver.url();
+    let tls = s(&site.tls).to_string();
+    let prune = |identity: &str, extra: &[&str]| {
+        let mut a = vec![
+            "prune",
+            "--repo",
+            &url,
+            "--tls-dir",
+            &tls,
+            "--identity",
+            identity,
+            "--tenant",
+            "t",
+            "--group",
+            "g",
+            "--keep-last",
+            "2",
+        ];
+        a.extend_from_slice(extra);
+        run(&a)
+    };
+    // Agents stay append-only.
+    prune("a", &[]).fails(EXIT_ERROR, &["append-only"]);
+    prune("ops", &["--dry-run"])
+        .ok()
+        .stdout_has(&["keep (newest, last)", "remove", "dry run"]);
+    assert_eq!(seqs(&c.points_json(), "g"), [1, 2, 3, 4]);
+    prune("ops", &[]).ok().stdout_has(&["removed 2 points"]);
+    assert_eq!(seqs(&c.points_json(), "g"), [3, 4]);
+    // The timeline goes on.
+    assert_eq!(c.backup_json("g", &[("v", &v)])["seq"], 5);
+}

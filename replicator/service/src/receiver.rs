@@ -540,6 +540,62 @@ pub struct AdminService(Arc<Receiver>);
 
 #[tonic::async_trait]
 impl pb::admin_server::Admin for AdminService {
+    async fn prune(&self, req: Request<pb::PruneRequest>) -> Result<Response<pb::PruneResponse>, Status> {
+        let admin = match Peer::of(&req)? {
+            Peer::Admin { name } => name,
+            Peer::Agent { name, .. } => {
+                return Err(Status::permission_denied(format!(
+                    "agent `{name}` cannot prune: agents are append-only; use an admin identity"
+                )));
+            }
+        };
+        let r = req.into_inner();
+        lifeline_replicator::check_name("tenant", &r.tenant).map_err(to_status)?;
+        lifeline_replicator::check_name("group", &r.group).map_err(to_status)?;
+        let tz = chrono::FixedOffset::east_opt(r.tz_offset_secs)
+            .ok_or_else(|| Status::invalid_argument("tz_offset_secs is out of range"))?;
+        let secs = |s: u64| (s > 0).then(|| std::time::Duration::from_secs(s));
+        let policy = lifeline_replicator::RetentionPolicy {
+            journal: secs(r.journal_secs),
+            keep_within: secs(r.keep_within_secs),
+            keep_last: r.keep_last,
+            keep_hourly: r.keep_hourly,
+            keep_daily: r.keep_daily,
+            keep_weekly: r.keep_weekly,
+            keep_monthly: r.keep_monthly,
+            keep_yearly: r.keep_yearly,
+        };
+        if policy.is_empty() {
+            return Err(Status::invalid_argument(
+                "an empty retention policy would keep only the newest point: give at least one rule",
+            ));
+        }
+        let me = self.0.clone();
+        tracing::info!(%admin, tenant = %r.tenant, group = %r.group, dry_run = r.dry_run, "prune requested");
+        let (decisions, removed) = blocking(move || {
+            let repo = me.repo()?;
+            let points = repo.points(&r.tenant, Some(&r.group)).map_err(to_status)?;
+            if points.is_empty() {
+                return Err(Status::not_found(format!(
+                    "group `{}` of tenant `{}` has no points here",
+                    r.group, r.tenant
+                )));
+            }
+            let pts: Vec<_> = points.iter().map(|p| (p.header.seq, p.header.taken_at)).collect();
+            let ds = lifeline_replicator::decide(&pts, &policy, chrono::Utc::now(), &tz, &Default::default());
+            let remove: Vec<u64> = ds.iter().filter(|d| !d.kept()).map(|d| d.seq).collect();
+            if !r.dry_run && !remove.is_empty() {
+                repo.remove_points(&r.tenant, &r.group, &remove).map_err(to_status)?;
+            }
+            Ok((
+                serde_json::to_string(&ds).expect("serialisable"),
+                if r.dry_run { vec![] } else { remove },
+            ))
+        })
+        .await?;
+        Ok(Response::new(pb::PruneResponse { decisions, removed }))
+    }
+
     async fn verify(&self, req: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {
         let admin = match Peer::of(&req)? {
             Peer::Admin { name } => name,

@@ -225,6 +225,32 @@ pub fn remote_verify(
     Ok(resp.tenants.into_iter().zip(resp.reports).collect())
 }
 
+/// Prunes a group on a receiver as admin `admin`: the decisions (JSON, newest
+/// first) and the seqs removed (none with `dry_run`).
+pub fn remote_prune(
+    url: &str,
+    tls: &TlsDir,
+    admin: &str,
+    req: pb::PruneRequest,
+) -> Result<(String, Vec<u64>), ServiceError> {
+    let rt = client_runtime(0)?;
+    let endpoint = client_endpoint(url, tls, admin, None)?;
+    let resp = rt
+        .block_on(async {
+            let channel = endpoint
+                .connect()
+                .await
+                .map_err(|e| tonic::Status::unavailable(format!("{e}: {}", source_chain(&e))))?;
+            pb::admin_client::AdminClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .prune(req)
+                .await
+        })
+        .map_err(|s| ServiceError::Replicator(remote(url, s)))?
+        .into_inner();
+    Ok((resp.decisions, resp.removed))
+}
+
 fn source_chain(e: &dyn std::error::Error) -> String {
     let mut out = Vec::new();
     let mut cur = e.source();
