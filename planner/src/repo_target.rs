@@ -88,6 +88,12 @@ impl TenantRepository for RemoteView<'_> {
     ) -> lifeline_replicator::Result<()> {
         self.0.commit_point(point, cycle)
     }
+    fn pin(&self, group: &str, seq: u64, holder: &str, ttl: std::time::Duration) -> lifeline_replicator::Result<()> {
+        self.0.pin(group, seq, holder, ttl)
+    }
+    fn unpin(&self, group: &str, seq: u64, holder: &str) -> lifeline_replicator::Result<()> {
+        self.0.unpin(group, seq, holder)
+    }
 }
 
 /// Parses `5s`, `250ms`, `2m`, `1h`, `1d`.

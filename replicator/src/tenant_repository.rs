@@ -32,6 +32,11 @@ pub trait TenantRepository: Send + Sync {
     /// Commits a point whose objects are all durable (seq = last + 1); `cycle`
     /// tells how the cycle that made it went (a receiver shows it in its status).
     fn commit_point(&self, point: &PointRecord, cycle: &CycleReport) -> Result<()>;
+    /// Takes or renews `holder`'s lease on a point for `ttl` (a drill or failover
+    /// using it): prune keeps it meanwhile.
+    fn pin(&self, group: &str, seq: u64, holder: &str, ttl: std::time::Duration) -> Result<()>;
+    /// Releases the lease.
+    fn unpin(&self, group: &str, seq: u64, holder: &str) -> Result<()>;
 }
 
 /// A tenant of a local repository.
@@ -70,5 +75,12 @@ impl TenantRepository for LocalTenant<'_> {
     }
     fn commit_point(&self, point: &PointRecord, _cycle: &CycleReport) -> Result<()> {
         self.repo.catalog().commit_point(point)
+    }
+    fn pin(&self, group: &str, seq: u64, holder: &str, ttl: std::time::Duration) -> Result<()> {
+        let until = chrono::Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(7));
+        self.repo.catalog().pin(&self.tenant, group, seq, holder, until)
+    }
+    fn unpin(&self, group: &str, seq: u64, holder: &str) -> Result<()> {
+        self.repo.catalog().unpin(&self.tenant, group, seq, holder)
     }
 }

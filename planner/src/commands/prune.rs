@@ -1,6 +1,5 @@
 //! `lifeline prune`: plan with the pure retention function, print, then apply.
 
-use std::collections::BTreeSet;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -101,9 +100,10 @@ pub fn run(a: &PruneArgs, config: &Config) -> Result<ExitCode> {
         );
     }
     let pts: Vec<(u64, chrono::DateTime<Utc>)> = points.iter().map(|p| (p.header.seq, p.header.taken_at)).collect();
-    // Pins (leases taken by running drills and failovers) come with the scheduler's
-    // admin service; none can exist yet.
-    let decisions = decide(&pts, &policy, Utc::now(), &tz, &BTreeSet::new());
+    // Points leased by running drills and failovers are kept.
+    let now = Utc::now();
+    let pinned = repo.catalog().pinned(&tenant, &a.group, now)?;
+    let decisions = decide(&pts, &policy, now, &tz, &pinned);
     let remove: Vec<u64> = decisions.iter().filter(|d| !d.kept()).map(|d| d.seq).collect();
     print(a, &tenant, &policy, &tz, &decisions, &remove);
     if !a.dry_run && !remove.is_empty() {

@@ -541,6 +541,7 @@ async fn promote(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
     let tls_dir = ctx.config.tls.as_ref().map(|t| t.dir.clone());
     let tenant = d.tenant.clone();
     let group = d.group.clone();
+    let holder = ctx.plan.run_id.clone();
     drop(tls);
     blocking(move || {
         let remote = crate::cli::RemoteArgs { tls_dir, identity };
@@ -549,7 +550,17 @@ async fn promote(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
         let t = target.tenant_named(Some(&tenant)).map_err(|e| format!("{e:#}"))?;
         let point = lifeline_replicator::select_point(t.as_ref(), &group, selector).map_err(|e| format!("{e}"))?;
         let seq = point.header.seq;
+        // A lease on the point while the run uses it: prune keeps it. A recovery
+        // goes on without one (it expires by itself if the planner dies).
+        let pinned = match t.pin(&group, seq, &holder, PIN_TTL) {
+            Ok(()) => "true".to_string(),
+            Err(e) => {
+                tracing::warn!(group = %group, seq, error = %e, "could not pin the promoted point");
+                "false".to_string()
+            }
+        };
         let mut o = out(&[
+            ("pinned", pinned),
             ("seq", seq.to_string()),
             (
                 "taken_at",
@@ -581,6 +592,55 @@ async fn promote(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
         Ok(o)
     })
     .await
+}
+
+/// How long a run's lease on its promoted point lasts unless released first.
+const PIN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Releases the leases this run's volume.promote steps took. Failures are
+/// reported; the leases expire by themselves.
+pub(super) async fn release_pins(ctx: &Arc<Ctx>) -> Vec<String> {
+    let leased: Vec<u64> = {
+        let rec = ctx.shared.record.lock().expect("record");
+        ctx.plan
+            .steps
+            .iter()
+            .filter(|s| s.action == "volume.promote")
+            .filter_map(|s| rec.steps.get(&s.id))
+            .filter(|s| s.outputs.get("pinned").is_some_and(|p| p == "true"))
+            .filter_map(|s| s.outputs.get("seq").and_then(|x| x.parse().ok()))
+            .collect()
+    };
+    if leased.is_empty() {
+        return Vec::new();
+    }
+    let d = ctx.plan.direction.clone();
+    let Some(repo) = d.to_repo.clone() else {
+        return Vec::new();
+    };
+    let key = match key_file(&ctx.config) {
+        Ok(k) => k,
+        Err(e) => return vec![e],
+    };
+    let remote = crate::cli::RemoteArgs {
+        tls_dir: ctx.config.tls.as_ref().map(|t| t.dir.clone()),
+        identity: ctx.config.tls.as_ref().and_then(|t| t.identity.clone()),
+    };
+    let holder = ctx.plan.run_id.clone();
+    blocking(move || {
+        let (target, _) = crate::repo_target::RepoTarget::open(Path::new(&repo), &remote, &key)
+            .map_err(|e| format!("open {repo}: {e:#}"))?;
+        let t = target.tenant_named(Some(&d.tenant)).map_err(|e| format!("{e:#}"))?;
+        Ok(leased
+            .iter()
+            .map(|seq| match t.unpin(&d.group, *seq, &holder) {
+                Ok(()) => format!("released the lease on point {seq}"),
+                Err(e) => format!("could not release the lease on point {seq} (it expires by itself): {e}"),
+            })
+            .collect())
+    })
+    .await
+    .unwrap_or_else(|e| vec![e])
 }
 
 async fn seed(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {

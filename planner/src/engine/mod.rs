@@ -364,6 +364,9 @@ pub async fn drive(shared: Arc<Shared>, plan: Arc<Plan>, config: Arc<Config>, pa
         _ if any_failed => RunStatus::Failed,
         _ => RunStatus::Succeeded,
     };
+    for note in actions::release_pins(&ctx).await {
+        shared.transition("lease_released", None, Some(note), None, |_| {})?;
+    }
     let msg = match status {
         RunStatus::Succeeded => "every step done".to_string(),
         RunStatus::RolledBack => "a step failed; completed steps were undone".into(),

@@ -267,7 +267,7 @@ pub const ACTIONS: &[ActionSpec] = &[
             ),
         ],
         one_of: &[],
-        outputs: &["seq", "taken_at", "path.*", "hash.*"],
+        outputs: &["seq", "taken_at", "pinned", "path.*", "hash.*"],
         default_timeout_secs: 3600,
         modes: [
             (Run, "restore the point onto the secondary's targets"),

@@ -1052,6 +1052,11 @@ drill = {{ file = "${{run.dir}}/upstream.conf", content = "server sandbox;\n" }}
         .into_iter()
         .find(|e| e["event"] == "drill_report")
         .expect("summary");
+    assert!(
+        r.stdout.contains("released the lease on point"),
+        "the drill leased its point on the receiver and released it: {}",
+        r.stdout
+    );
     let dir = PathBuf::from(summary["report_dir"].as_str().unwrap());
     let report: Value = serde_json::from_slice(&fs::read(dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["schema"], "lifeline.drill-report");
@@ -1321,4 +1326,75 @@ after = ["health"]
     let runs = run(&["runs", "--json", "--config", s(&config)]).ok().json();
     assert_eq!(runs[0]["steps"]["tell"]["outputs"]["status"], "202");
     assert_eq!(runs[0]["steps"]["health"]["outputs"]["status"], "200");
+}
+
+#[test]
+fn a_promoted_point_is_leased_while_its_run_goes_on_and_prune_keeps_it() {
+    let sb = Sandbox::new();
+    let v = sb.path("v.img");
+    write_random_file(&v, MIB, 9);
+    for i in 0..3u64 {
+        let f = fs::OpenOptions::new().write(true).open(&v).unwrap();
+        write_random_at(&f, i * 4096, 4096, 70 + i);
+        sb.backup("g", &[("v", &v)], &[]).ok();
+    }
+    let config = sb.path("lifeline.toml");
+    fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}\"\nkey_file = \"{}\"\n[sites.primary]\n[sites.secondary]\nrepo = \"{}\"\n[groups.g]\nvolumes = {{ v = \"{}\" }}\ntargets = {{ v = \"{}\" }}\n",
+            s(&sb.path("state")),
+            s(&sb.key),
+            s(&sb.repo),
+            s(&v),
+            s(&sb.path("out/v.img"))
+        ),
+    )
+    .unwrap();
+    let rb = sb.path("rb.toml");
+    fs::write(
+        &rb,
+        "[runbook]\nname = \"lease\"\ngroup = \"g\"\n[[step]]\nid = \"promote\"\naction = \"volume.promote\"\n[[step]]\nid = \"gate\"\naction = \"approval\"\nafter = [\"promote\"]\n",
+    )
+    .unwrap();
+    let cfg = s(&config).to_string();
+    let mut planner = Background::spawn(&["failover", s(&rb), "--config", &cfg, "--point", "1", "--json"]);
+    let line = planner
+        .wait_for_line(PROMPT, |l| l.contains("\"step_started\"") && l.contains("\"gate\""))
+        .unwrap_or_else(|| panic!("the gate never started: {}", planner.describe()));
+    let run_id = serde_json::from_str::<Value>(&line).unwrap()["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let repo = s(&sb.repo).to_string();
+    let decide = || {
+        let j = run(&[
+            "prune",
+            "--repo",
+            &repo,
+            "--group",
+            "g",
+            "--keep-last",
+            "1",
+            "--dry-run",
+            "--json",
+        ])
+        .ok()
+        .json();
+        j["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| (d["seq"].as_u64().unwrap(), d["keep"].clone()))
+            .collect::<Vec<_>>()
+    };
+    let during = decide();
+    assert_eq!(during[2].0, 1);
+    assert_eq!(during[2].1, serde_json::json!([{"rule": "pinned"}]), "{during:?}");
+    assert_eq!(during[1].1, serde_json::json!([]), "point 2 is not leased: {during:?}");
+    run(&["approve", &run_id, "gate", "--config", &cfg]).ok();
+    let r = planner.finish(PROMPT).ok();
+    assert!(r.stdout.contains("released the lease on point 1"), "{}", r.stdout);
+    let after = decide();
+    assert_eq!(after[2].1, serde_json::json!([]), "the lease was released: {after:?}");
 }

@@ -490,6 +490,40 @@ impl Replication for ReceiverService {
         Ok(Response::new(pb::SealedObjects { objects }))
     }
 
+    async fn pin(&self, req: Request<pb::PinRequest>) -> Result<Response<pb::PinResponse>, Status> {
+        let (agent, tenant) = self.agent(&req)?;
+        self.tenant_known(&tenant)?;
+        let r = req.into_inner();
+        lifeline_replicator::check_name("group", &r.group).map_err(to_status)?;
+        if r.holder.is_empty() || r.holder.len() > 128 || r.holder.contains('\0') {
+            return Err(Status::invalid_argument("holder must be 1 to 128 bytes without NUL"));
+        }
+        if !r.release && !(1..=7 * 86_400).contains(&r.ttl_secs) {
+            return Err(Status::invalid_argument("ttl_secs must be from 1 to 604800 (7 days)"));
+        }
+        let me = self.0.clone();
+        blocking(move || {
+            let repo = me.repo()?;
+            let cat = repo.catalog();
+            if r.release {
+                return cat.unpin(&tenant, &r.group, r.seq, &r.holder).map_err(to_status);
+            }
+            if !repo
+                .points(&tenant, Some(&r.group))
+                .map_err(to_status)?
+                .iter()
+                .any(|p| p.header.seq == r.seq)
+            {
+                return Err(Status::not_found(format!("group `{}` has no point {}", r.group, r.seq)));
+            }
+            let until = chrono::Utc::now() + chrono::Duration::seconds(r.ttl_secs as i64);
+            tracing::info!(%agent, %tenant, group = %r.group, seq = r.seq, holder = %r.holder, "point pinned");
+            cat.pin(&tenant, &r.group, r.seq, &r.holder, until).map_err(to_status)
+        })
+        .await?;
+        Ok(Response::new(pb::PinResponse {}))
+    }
+
     async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         let (_, tenant) = self.agent(&req)?;
         let me = self.0.clone();
@@ -582,7 +616,9 @@ impl pb::admin_server::Admin for AdminService {
                 )));
             }
             let pts: Vec<_> = points.iter().map(|p| (p.header.seq, p.header.taken_at)).collect();
-            let ds = lifeline_replicator::decide(&pts, &policy, chrono::Utc::now(), &tz, &Default::default());
+            let now = chrono::Utc::now();
+            let pinned = repo.catalog().pinned(&r.tenant, &r.group, now).map_err(to_status)?;
+            let ds = lifeline_replicator::decide(&pts, &policy, now, &tz, &pinned);
             let remove: Vec<u64> = ds.iter().filter(|d| !d.kept()).map(|d| d.seq).collect();
             if !r.dry_run && !remove.is_empty() {
                 repo.remove_points(&r.tenant, &r.group, &remove).map_err(to_status)?;

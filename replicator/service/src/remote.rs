@@ -311,6 +311,34 @@ impl TenantRepository for RemoteRepository {
         })?;
         Ok(())
     }
+    fn pin(&self, group: &str, seq: u64, holder: &str, ttl: std::time::Duration) -> lifeline_replicator::Result<()> {
+        self.pin_call(group, seq, holder, ttl.as_secs().clamp(1, 7 * 86_400), false)
+    }
+    fn unpin(&self, group: &str, seq: u64, holder: &str) -> lifeline_replicator::Result<()> {
+        self.pin_call(group, seq, holder, 0, true)
+    }
+}
+
+impl RemoteRepository {
+    fn pin_call(
+        &self,
+        group: &str,
+        seq: u64,
+        holder: &str,
+        ttl_secs: u64,
+        release: bool,
+    ) -> lifeline_replicator::Result<()> {
+        let s = &self.shared;
+        s.rt.block_on(s.client.clone().pin(pb::PinRequest {
+            group: group.into(),
+            seq,
+            holder: holder.into(),
+            ttl_secs,
+            release,
+        }))
+        .map_err(|e| remote(&s.url, e))?;
+        Ok(())
+    }
 }
 
 impl RemoteStore {

@@ -62,6 +62,25 @@ pub trait Catalog: Send + Sync {
     /// continue its timeline. Durable when it returns. The objects the points
     /// referenced stay until garbage collection.
     fn remove_points(&self, tenant: &str, group: &str, seqs: &[u64]) -> Result<()>;
+    /// Takes (or renews) `holder`'s lease on a point until `until`: prune keeps a
+    /// point while any unexpired lease holds it. Durable when it returns.
+    fn pin(
+        &self,
+        tenant: &str,
+        group: &str,
+        seq: u64,
+        holder: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()>;
+    /// Releases `holder`'s lease (no error when there is none).
+    fn unpin(&self, tenant: &str, group: &str, seq: u64, holder: &str) -> Result<()>;
+    /// Seqs of a group's points held by a lease that has not expired at `now`.
+    fn pinned(
+        &self,
+        tenant: &str,
+        group: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<std::collections::BTreeSet<u64>>;
     /// Ok while the catalog accepts work; the error it keeps returning once an
     /// I/O error (a full disk) made it refuse everything until reopened.
     fn check(&self) -> Result<()>;

@@ -23,6 +23,8 @@ pub struct SledCatalog {
     path: PathBuf,
     db: sled::Db,
     meta: sled::Tree,
+    /// tenant \0 group \0 seq (u64 BE) holder → version u8 | until (unix ms, i64 LE).
+    pins: sled::Tree,
     tenants: sled::Tree,
     points: sled::Tree,
     commit: Mutex<()>,
@@ -57,6 +59,7 @@ impl SledCatalog {
             meta: db.open_tree("meta").map_err(err)?,
             tenants: db.open_tree("tenants").map_err(err)?,
             points: db.open_tree("points").map_err(err)?,
+            pins: db.open_tree("pins").map_err(err)?,
             db,
             path: path.into(),
             commit: Mutex::new(()),
@@ -133,6 +136,9 @@ impl SledCatalog {
         k
     }
 }
+
+/// Version byte of a pin value. Do not modify.
+const PIN_VERSION: u8 = 1;
 
 impl Catalog for SledCatalog {
     fn config(&self) -> Result<Option<RepositoryConfig>> {
@@ -226,6 +232,58 @@ impl Catalog for SledCatalog {
             .insert(Self::point_key(&h.tenant, &h.group, h.seq), Self::encode(point))
             .map_err(|e| self.err(e))?;
         self.flush()
+    }
+
+    fn pin(
+        &self,
+        tenant: &str,
+        group: &str,
+        seq: u64,
+        holder: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        let mut k = Self::point_key(tenant, group, seq);
+        k.extend_from_slice(holder.as_bytes());
+        let mut v = vec![PIN_VERSION];
+        v.extend_from_slice(&until.timestamp_millis().to_le_bytes());
+        self.pins.insert(k, v).map_err(|e| self.err(e))?;
+        self.flush()
+    }
+
+    fn unpin(&self, tenant: &str, group: &str, seq: u64, holder: &str) -> Result<()> {
+        let mut k = Self::point_key(tenant, group, seq);
+        k.extend_from_slice(holder.as_bytes());
+        self.pins.remove(k).map_err(|e| self.err(e))?;
+        self.flush()
+    }
+
+    fn pinned(
+        &self,
+        tenant: &str,
+        group: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<std::collections::BTreeSet<u64>> {
+        let prefix = Self::group_prefix(tenant, group);
+        let mut out = std::collections::BTreeSet::new();
+        for kv in self.pins.scan_prefix(&prefix) {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            let (Some(seq), Some(until)) = (
+                k.get(prefix.len()..prefix.len() + 8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes),
+                (v.len() == 9 && v[0] == PIN_VERSION).then(|| i64::from_le_bytes(v[1..9].try_into().expect("8 bytes"))),
+            ) else {
+                // An unreadable lease keeps its point: the safe reading.
+                if let Some(seq) = k.get(prefix.len()..prefix.len() + 8).and_then(|b| b.try_into().ok()) {
+                    out.insert(u64::from_be_bytes(seq));
+                }
+                continue;
+            };
+            if until > now.timestamp_millis() {
+                out.insert(seq);
+            }
+        }
+        Ok(out)
     }
 
     fn check(&self) -> Result<()> {
