@@ -38,7 +38,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Certs(crate::cli::CertsCommand::New(a)) => net::certs_new(&a),
         Command::Receiver(a) => net::receiver(&a, &config),
         Command::Agent(a) => net::agent(&a, &config),
-        Command::Status(a) => net::status(&a),
+        Command::Status(a) => net::status(&a, &config),
         Command::Control(a) => net::control(&a),
         Command::Plan(a) => run::plan_cmd(&a, &config),
         Command::Failover(a) => run::start_run(Mode::Failover, &a, cli.config.as_deref()),

@@ -311,21 +311,65 @@ fn start_control(
     }))
 }
 
-pub fn status(a: &StatusArgs) -> Result<ExitCode> {
+/// Each group's last passing drill from the planner's catalog, or why it is unknown.
+fn last_passing_drills(config: &crate::config::Config) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let state = config.state_dir(None);
+    if !crate::run_catalog::planner_dir(&state).join("catalog").exists() {
+        return Ok(Default::default());
+    }
+    let cat = crate::run_catalog::PlannerCatalog::open(&state).map_err(|e| format!("{e:#}"))?;
+    let mut out = std::collections::BTreeMap::new();
+    for d in cat.drills().map_err(|e| format!("{e:#}"))? {
+        if d.verdict != crate::report::Verdict::Failed {
+            out.insert(d.group.clone(), d.disaster_at.clone());
+        }
+    }
+    Ok(out)
+}
+
+pub fn status(a: &StatusArgs, config: &crate::config::Config) -> Result<ExitCode> {
     let (tls_dir, identity) = a.remote.require(&a.repo)?;
     let repo = RemoteRepository::connect_with(&a.repo, &TlsDir::new(tls_dir), identity, None)?;
     let groups = repo.status()?;
     let now = chrono::Utc::now();
+    let drills = last_passing_drills(config);
     let rows: Vec<serde_json::Value> = groups
         .iter()
         .map(|g| {
             let taken = g.last_taken_at;
+            let lag = (now - taken).num_milliseconds() as f64 / 1000.0;
+            let gc = config.group(&g.group);
+            let objective = gc
+                .and_then(|c| c.rpo.as_deref())
+                .and_then(|r| parse_duration(r).ok())
+                .map(|d| d.as_secs_f64());
+            let interval = gc
+                .and_then(|c| c.drill_interval.as_deref())
+                .and_then(|r| parse_duration(r).ok())
+                .unwrap_or(std::time::Duration::from_secs(30 * 86_400));
+            let mut flags = Vec::new();
+            if objective.is_some_and(|o| lag > o) {
+                flags.push("RPO exceeded".to_string());
+            }
+            let last_drill = drills.as_ref().ok().and_then(|d| d.get(&g.group).cloned());
+            if gc.is_some() && drills.is_ok() {
+                let due = last_drill
+                    .as_deref()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&chrono::Utc) + chrono::Duration::from_std(interval).unwrap_or_default());
+                if due.is_none_or(|d| d < now) {
+                    flags.push("drill overdue".to_string());
+                }
+            }
             serde_json::json!({
+                "rpo_objective_secs": objective,
+                "last_passing_drill": last_drill,
+                "flags": flags,
                 "group": g.group,
                 "points": g.points,
                 "last_seq": g.last_seq,
                 "last_point_at": taken.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                "lag_secs": (now - taken).num_milliseconds() as f64 / 1000.0,
+                "lag_secs": lag,
                 "last_cycle_secs": g.last_cycle_secs,
                 "last_bytes_sent": g.last_bytes_sent,
                 "errors": g.errors,
@@ -341,21 +385,32 @@ pub fn status(a: &StatusArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<20} {:>7} {:>8}  {:<24}  {:>10} {:>10} {:>12} {:>7}",
-        "GROUP", "POINTS", "LAST SEQ", "LAST POINT", "LAG", "CYCLE", "SENT", "ERRORS"
+        "{:<20} {:>7} {:>8}  {:<24}  {:>10} {:>8} {:>10} {:>12} {:>7}  FLAGS",
+        "GROUP", "POINTS", "LAST SEQ", "LAST POINT", "LAG", "RPO", "CYCLE", "SENT", "ERRORS"
     );
-    for r in rows {
+    for r in &rows {
         println!(
-            "{:<20} {:>7} {:>8}  {:<24}  {:>9.1}s {:>10} {:>12} {:>7}",
+            "{:<20} {:>7} {:>8}  {:<24}  {:>9.1}s {:>8} {:>10} {:>12} {:>7}  {}",
             r["group"].as_str().unwrap_or(""),
             r["points"].as_u64().unwrap_or(0),
             r["last_seq"].as_u64().unwrap_or(0),
             r["last_point_at"].as_str().unwrap_or(""),
             r["lag_secs"].as_f64().unwrap_or(0.0),
+            r["rpo_objective_secs"]
+                .as_f64()
+                .map(|o| format!("{o:.0}s"))
+                .unwrap_or_else(|| "-".into()),
             format!("{:.2}s", r["last_cycle_secs"].as_f64().unwrap_or(0.0)),
             human_bytes(r["last_bytes_sent"].as_u64().unwrap_or(0)),
-            r["errors"].as_u64().unwrap_or(0)
+            r["errors"].as_u64().unwrap_or(0),
+            r["flags"]
+                .as_array()
+                .map(|f| f.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default()
         );
+    }
+    if let Err(why) = &drills {
+        println!("(drill history unavailable: {why})");
     }
     Ok(ExitCode::SUCCESS)
 }
