@@ -41,6 +41,8 @@ pub enum Command {
     /// Remove the points of a group that its retention policy does not keep
     /// (`--dry-run`: print each point with "keep (reasons)" or "remove").
     Prune(PruneArgs),
+    /// Delete the objects no point references (after prune) and reclaim their space.
+    Gc(GcArgs),
     /// Mint a deployment CA and certificates for receivers, agents and admins.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -127,6 +129,25 @@ pub struct PruneArgs {
     #[arg(long, value_name = "TZ")]
     pub timezone: Option<String>,
     /// Print the decision for each point; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// Tenant of a local repository [default: every tenant].
+    #[arg(long, value_name = "TENANT")]
+    pub tenant: Option<String>,
+    /// Objects in packs younger than this are never collected (0s when no upload runs).
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub grace: String,
+    /// Report what would be collected; change nothing.
     #[arg(long)]
     pub dry_run: bool,
     #[arg(long)]

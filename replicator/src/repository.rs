@@ -234,6 +234,11 @@ impl Repository {
 
     /// Opens a tenant's object store (removing stale temp files).
     pub fn store(&self, tenant: &str) -> Result<Arc<dyn ChunkStore>> {
+        Ok(self.local_store(tenant)?)
+    }
+
+    /// [`store`](Self::store), as the local-directory store it is.
+    pub(crate) fn local_store(&self, tenant: &str) -> Result<Arc<LocalDirStore>> {
         check_name("tenant", tenant)?;
         if self.catalog.tenant(tenant)?.is_none() {
             return Err(self.no_such_tenant(tenant));

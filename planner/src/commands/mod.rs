@@ -35,6 +35,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(a) => bench::run(&a),
         Command::Demo(a) => crate::demo::run(&a),
         Command::Prune(a) => prune::run(&a, &config),
+        Command::Gc(a) => prune::gc(&a),
         Command::Certs(crate::cli::CertsCommand::New(a)) => net::certs_new(&a),
         Command::Receiver(a) => net::receiver(&a, &config),
         Command::Agent(a) => net::agent(&a, &config),

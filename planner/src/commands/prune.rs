@@ -205,3 +205,56 @@ fn print(
         );
     }
 }
+
+/// `lifeline gc`.
+pub fn gc(a: &crate::cli::GcArgs) -> Result<ExitCode> {
+    if is_url(&a.repo.repo) {
+        bail!(
+            "garbage collection through a receiver (safe against uploads running meanwhile) is not built yet: \
+             stop the receiver and run `lifeline gc --repo DIR` on its repository directory"
+        );
+    }
+    let grace = parse_duration(&a.grace)?;
+    let repo = Repository::open(&a.repo.repo)?;
+    let tenants = match &a.tenant {
+        Some(t) => vec![t.clone()],
+        None => repo.catalog().tenants()?,
+    };
+    let mut reports = Vec::new();
+    for t in &tenants {
+        let r = lifeline_replicator::gc(&repo, t, grace, a.dry_run)?;
+        if !a.json {
+            let c = &r.collect;
+            println!(
+                "tenant {t}: {} points, {} objects live; {} objects {}removed ({}), {} packs {}deleted: {} reclaimed{}",
+                r.points,
+                c.objects_live,
+                c.objects_removed,
+                if a.dry_run { "would be " } else { "" },
+                super::human_bytes(c.bytes_removed),
+                c.packs_deleted,
+                if a.dry_run { "would be " } else { "" },
+                super::human_bytes(c.bytes_reclaimed),
+                if c.objects_in_grace > 0 {
+                    format!(
+                        "; {} objects kept for the grace period ({})",
+                        c.objects_in_grace, a.grace
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            if c.bytes_in_shared_packs > 0 {
+                println!(
+                    "  {} of removed objects stay inside packs shared with live objects (a repack, not built yet, would free them)",
+                    super::human_bytes(c.bytes_in_shared_packs)
+                );
+            }
+        }
+        reports.push(r);
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1037,16 +1037,37 @@ drill = {{ file = "${{run.dir}}/upstream.conf", content = "server sandbox;\n" }}
         let url = fs::read_to_string(&d.config)
             .unwrap()
             .lines()
-            .find_map(|l| l.strip_prefix("receiver = \"").map(|u| u.trim_end_matches('"').to_string()))
+            .find_map(|l| {
+                l.strip_prefix("receiver = \"")
+                    .map(|u| u.trim_end_matches('"').to_string())
+            })
             .unwrap();
         let j = d
-            .lifeline(&["status", "--repo", &url, "--tls-dir", s(&d.site.tls), "--identity", "planner", "--json"])
+            .lifeline(&[
+                "status",
+                "--repo",
+                &url,
+                "--tls-dir",
+                s(&d.site.tls),
+                "--identity",
+                "planner",
+                "--json",
+            ])
             .ok()
             .json();
-        j.as_array().unwrap().iter().find(|g| g["group"] == "shop").cloned().unwrap()
+        j.as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["group"] == "shop")
+            .cloned()
+            .unwrap()
     };
     let before = status(&d);
-    assert_eq!(before["flags"], serde_json::json!(["drill overdue"]), "no drill yet: {before}");
+    assert_eq!(
+        before["flags"],
+        serde_json::json!(["drill overdue"]),
+        "no drill yet: {before}"
+    );
     assert_eq!(before["rpo_objective_secs"], 60.0);
     let r = run_env(
         &[

@@ -28,6 +28,8 @@ pub trait ObjectIndex: Send + Sync {
     fn has_pack(&self, pack: &PackId) -> Result<bool>;
     /// Removes entries (garbage collection).
     fn remove(&self, ids: &[ObjectId]) -> Result<()>;
+    /// Forgets a pack whose file garbage collection deleted (after its entries were removed).
+    fn forget_pack(&self, pack: &PackId) -> Result<()>;
     /// Calls `f` for every entry, in id order.
     fn for_each(&self, f: &mut dyn FnMut(ObjectId, ObjectLocation) -> Result<()>) -> Result<()>;
 }

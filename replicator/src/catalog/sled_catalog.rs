@@ -386,6 +386,12 @@ impl ObjectIndex for SledObjectIndex {
         self.packs.contains_key(pack.0).map_err(|e| self.err(e))
     }
 
+    fn forget_pack(&self, pack: &PackId) -> Result<()> {
+        self.packs.remove(pack.0).map_err(|e| self.err(e))?;
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     fn remove(&self, ids: &[ObjectId]) -> Result<()> {
         let mut batch = sled::Batch::default();
         for id in ids {

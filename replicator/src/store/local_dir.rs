@@ -275,6 +275,111 @@ impl LocalDirStore {
     }
 }
 
+/// What [`LocalDirStore::collect`] did (or, dry, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CollectReport {
+    pub objects_live: u64,
+    pub objects_removed: u64,
+    /// Sealed bytes of the removed objects.
+    pub bytes_removed: u64,
+    /// Objects not collected because their pack is younger than the grace period.
+    pub objects_in_grace: u64,
+    pub packs_deleted: u64,
+    /// Disk space freed: the deleted pack files.
+    pub bytes_reclaimed: u64,
+    /// Bytes of removed objects still inside packs that hold live objects too
+    /// (freed by a repack, which is not built yet).
+    pub bytes_in_shared_packs: u64,
+}
+
+impl LocalDirStore {
+    /// Garbage collection of this store: removes from the index every object
+    /// `live` does not keep, except those in packs younger than `grace`, then
+    /// deletes the pack files left with no live object. The caller must hold
+    /// the repository exclusively (no writer runs). Safe to interrupt: index
+    /// entries go first (durably), then files, then the packs' catalog entries;
+    /// a rerun finishes the work.
+    pub fn collect(
+        &self,
+        live: &dyn Fn(&ObjectId) -> bool,
+        grace: std::time::Duration,
+        dry_run: bool,
+    ) -> Result<CollectReport> {
+        {
+            let st = self.state.lock().expect("state");
+            if st.current.is_some() || !st.closed.is_empty() {
+                return Err(Error::Invalid {
+                    what: "garbage collection",
+                    value: self.dir.display().to_string(),
+                    reason: "objects are being written: collect only when nothing writes".into(),
+                });
+            }
+        }
+        let now = std::time::SystemTime::now();
+        let mut young: HashMap<PackId, bool> = HashMap::new();
+        let mut is_young = |pack: &PackId| -> bool {
+            *young.entry(*pack).or_insert_with(|| {
+                fs::metadata(self.pack_path(pack))
+                    .and_then(|m| m.modified())
+                    .map(|t| now.duration_since(t).unwrap_or_default() < grace)
+                    // A pack we cannot date is kept: the safe reading.
+                    .unwrap_or(true)
+            })
+        };
+        let mut r = CollectReport::default();
+        let mut dead: Vec<ObjectId> = Vec::new();
+        let mut dead_bytes: HashMap<PackId, u64> = HashMap::new();
+        let mut live_in: HashMap<PackId, u64> = HashMap::new();
+        self.index.for_each(&mut |id, loc| {
+            if live(&id) {
+                r.objects_live += 1;
+                *live_in.entry(loc.pack).or_default() += 1;
+            } else if is_young(&loc.pack) {
+                r.objects_in_grace += 1;
+                *live_in.entry(loc.pack).or_default() += 1;
+            } else {
+                r.objects_removed += 1;
+                r.bytes_removed += loc.len as u64;
+                *dead_bytes.entry(loc.pack).or_default() += loc.len as u64;
+                dead.push(id);
+            }
+            Ok(())
+        })?;
+        let empty: Vec<PackId> = dead_bytes
+            .keys()
+            .filter(|p| !live_in.contains_key(*p))
+            .copied()
+            .collect();
+        for (p, b) in &dead_bytes {
+            if live_in.contains_key(p) {
+                r.bytes_in_shared_packs += b;
+            }
+        }
+        for p in &empty {
+            r.packs_deleted += 1;
+            r.bytes_reclaimed += fs::metadata(self.pack_path(p)).map(|m| m.len()).unwrap_or(0);
+        }
+        if dry_run {
+            return Ok(r);
+        }
+        for batch in dead.chunks(10_000) {
+            self.index.remove(batch)?;
+        }
+        for p in &empty {
+            let path = self.pack_path(p);
+            self.readers.lock().expect("readers").remove(p);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("delete pack {}", path.display()), e)),
+            }
+            fsutil::fsync_dir(path.parent().expect("shard dir"))?;
+            self.index.forget_pack(p)?;
+        }
+        Ok(r)
+    }
+}
+
 fn read_footer(path: &Path, id: PackId) -> Result<Vec<(ObjectId, ObjectLocation)>, String> {
     let f = File::open(path).map_err(|e| e.to_string())?;
     let len = f.metadata().map_err(|e| e.to_string())?.len();
