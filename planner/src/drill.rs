@@ -332,12 +332,21 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
         Err("no network namespace for the sandbox: --no-netns".to_string())
     };
     let netns_name = netns.as_ref().ok().map(|n| n.name.clone());
+    // T0, the simulated disaster. The lag watch takes its "before" sample first;
+    // without --point the drill recovers the newest point taken at or before T0
+    // (a point committed later did not exist when the disaster struck).
+    let watch = LagWatch::start(&config, &rb.group.value, opts.lag_every);
+    let t0 = Utc::now();
+    let point = opts
+        .point
+        .clone()
+        .unwrap_or_else(|| t0.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
     let p: Plan = plan::plan(
         &rb,
         &config,
         &PlanOptions {
             mode: Mode::Drill,
-            point: opts.point.clone(),
+            point: Some(point),
             run_id: id.clone(),
             run_dir: sandbox.clone(),
             ports,
@@ -347,10 +356,9 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
     )
     .map_err(anyhow::Error::msg)?;
     std::fs::write(sandbox.join("plan.txt"), plan::render_text(&p))?;
-    let record = crate::engine::new_record(&p, text, config_file, config_text, opts.planner.operator.clone());
-    // T0: the simulated disaster. The lag watch takes its "before" sample first.
-    let watch = LagWatch::start(&config, &rb.group.value, opts.lag_every);
-    let t0 = Utc::now();
+    let mut record = crate::engine::new_record(&p, text, config_file, config_text, opts.planner.operator.clone());
+    // The run starts at T0 (check.workload measures the application's loss against it).
+    record.started_at = t0.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let (status, shared, plan) = crate::commands::run::execute_run(
         crate::commands::run::Prepared {
             record,

@@ -1100,6 +1100,11 @@ drill = {{ file = "${{run.dir}}/upstream.conf", content = "server sandbox;\n" }}
     let rpo = report["achieved"]["rpo_secs"].as_f64().unwrap();
     let rto = report["achieved"]["rto_secs"].as_f64().unwrap();
     assert!(rpo > 0.0 && rpo < 60.0, "rpo {rpo}");
+    // The point recovered existed at the disaster instant.
+    assert!(
+        report["point"]["taken_at"].as_str().unwrap() <= report["disaster_at"].as_str().unwrap(),
+        "{report:#}"
+    );
     assert!(rto > 0.0 && rto < 60.0, "rto {rto}");
     assert_eq!(report["steps"].as_array().unwrap().len(), 6);
     assert_eq!(report["checks"].as_array().unwrap().len(), 2);
