@@ -816,6 +816,18 @@ pub struct BenchArgs {
     /// and the engine's overhead per step (persisted run state and audit log).
     #[arg(long)]
     pub planner: bool,
+    /// Measure prune + garbage collection of a synthetic repository instead.
+    #[arg(long)]
+    pub gc: bool,
+    /// With --gc: points in the synthetic repository.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub points: u64,
+    /// With --gc: chunks per point (each point's own), plus one node.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub per_point: u64,
+    /// With --gc: points prune keeps (the newest).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub keep: u32,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

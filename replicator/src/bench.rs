@@ -232,3 +232,49 @@ mod tests {
         assert!(a.contains(&0) && a.contains(&b'e'));
     }
 }
+
+/// Builds a synthetic repository in `work_dir/repo` for the prune + GC
+/// benchmark: `points` points of group `bench` (tenant `default`), an hour
+/// apart, each with `per_point` chunks of its own under one node (about
+/// points × (per_point + 1) objects). Returns the repository path.
+pub fn build_gc_bench_repo(work_dir: &Path, points: u64, per_point: u64) -> Result<PathBuf> {
+    use crate::point::{Consistency, PointBody, PointHeader, RecoveryPoint, RootRef};
+    let key = KeyFile::create(&work_dir.join("bench.key"), None)?;
+    let keys = key.keys();
+    let path = work_dir.join("repo");
+    let repo = Repository::init(&path, &keys, DEFAULT_TENANT)?;
+    let store = repo.store(DEFAULT_TENANT)?;
+    let start = chrono::Utc::now() - chrono::Duration::hours(points as i64);
+    for p in 0..points {
+        let mut refs = Vec::with_capacity(per_point as usize);
+        for c in 0..per_point {
+            let mut plain = [0u8; 64];
+            plain[..8].copy_from_slice(&(p * per_point + c).to_le_bytes());
+            let id = keys.chunk_id(&plain);
+            store.put(&id, &seal_object(&keys, ObjectKind::Chunk, &id, &[], &plain))?;
+            refs.push(id);
+        }
+        let plain = p.to_le_bytes();
+        let root = keys.node_id(&refs, &plain);
+        store.put(&root, &seal_object(&keys, ObjectKind::IndexNode, &root, &refs, &plain))?;
+        store.sync()?;
+        let point = RecoveryPoint {
+            header: PointHeader {
+                tenant: DEFAULT_TENANT.into(),
+                group: "bench".into(),
+                seq: p + 1,
+                taken_at: start + chrono::Duration::hours(p as i64),
+                consistency: Consistency::Fuzzy,
+                key_id: keys.key_id(),
+                roots: vec![RootRef(Some(root))],
+            },
+            body: PointBody {
+                volumes: Vec::new(),
+                frozen_ms: None,
+                written_by: "gc bench".into(),
+            },
+        };
+        repo.catalog().commit_point(&point.seal(&keys))?;
+    }
+    Ok(path)
+}

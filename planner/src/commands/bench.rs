@@ -10,6 +10,9 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
     if a.planner {
         return planner(a.json);
     }
+    if a.gc {
+        return gc(a);
+    }
     let dir = tempfile::Builder::new().prefix("lifeline-bench-").tempdir()?;
     eprintln!("measuring in {} ...", dir.path().display());
     let stages = lifeline_replicator::bench::run(a.file.as_deref(), dir.path())?;
@@ -111,6 +114,100 @@ fn planner(json: bool) -> Result<ExitCode> {
         println!(
             "engine overhead per step (200 steps) {:>8.2} ms   (goal < 5 ms; process start included)",
             per_step_ms
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `lifeline ARGS` and samples its peak resident memory (VmHWM) until it
+/// exits: (seconds, peak MiB, stdout).
+fn measured(args: &[&str]) -> Result<(f64, f64, String)> {
+    // Output to a file, not a pipe: a child writing more than a pipe holds
+    // would block until we read, and we only read once it has exited.
+    let out_file = tempfile::NamedTempFile::new()?;
+    let t = std::time::Instant::now();
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(args)
+        .stdout(out_file.reopen()?)
+        .spawn()?;
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    let status = loop {
+        if let Some(kib) = std::fs::read_to_string(&status_file).ok().and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        }) {
+            peak_kib = peak_kib.max(kib);
+        }
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = std::fs::read_to_string(out_file.path())?;
+    anyhow::ensure!(status.success(), "`lifeline {}` failed", args.join(" "));
+    Ok((t.elapsed().as_secs_f64(), peak_kib as f64 / 1024.0, out))
+}
+
+/// Prune + GC of a synthetic repository, each in its own process (so the
+/// memory measured is theirs alone).
+fn gc(a: &BenchArgs) -> Result<ExitCode> {
+    let dir = tempfile::Builder::new().prefix("lifeline-bench-").tempdir()?;
+    eprintln!(
+        "building a repository of {} points × {} chunks in {} ...",
+        a.points,
+        a.per_point,
+        dir.path().display()
+    );
+    let t = std::time::Instant::now();
+    let repo = lifeline_replicator::bench::build_gc_bench_repo(dir.path(), a.points, a.per_point)?;
+    let setup = t.elapsed().as_secs_f64();
+    let repo_s = repo.to_str().unwrap_or_default();
+    let keep = a.keep.to_string();
+    let (prune_secs, prune_mib, _) = measured(&[
+        "prune",
+        "--repo",
+        repo_s,
+        "--group",
+        "bench",
+        "--keep-last",
+        &keep,
+        "--json",
+    ])?;
+    let (dry_secs, dry_mib, _) = measured(&["gc", "--repo", repo_s, "--grace", "0s", "--dry-run", "--json"])?;
+    eprintln!("gc --dry-run (mark and scan only): {dry_secs:.1} s, peak RSS {dry_mib:.0} MiB");
+    let (gc_secs, gc_mib, gc_out) = measured(&["gc", "--repo", repo_s, "--grace", "0s", "--json"])?;
+    let report: serde_json::Value = serde_json::from_str(&gc_out)?;
+    let r = &report[0];
+    let result = serde_json::json!({
+        "points": a.points,
+        "objects": a.points * (a.per_point + 1),
+        "keep": a.keep,
+        "setup_secs": setup,
+        "prune_secs": prune_secs,
+        "prune_peak_rss_mib": prune_mib,
+        "gc_dry_run_secs": dry_secs,
+        "gc_dry_run_peak_rss_mib": dry_mib,
+        "gc_secs": gc_secs,
+        "gc_peak_rss_mib": gc_mib,
+        "objects_removed": r["objects_removed"],
+        "bytes_reclaimed": r["bytes_reclaimed"],
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        println!(
+            "{} points, {} objects (built in {setup:.1} s); prune to {}: {prune_secs:.1} s, peak RSS {prune_mib:.0} MiB; \
+             gc: {gc_secs:.1} s, peak RSS {gc_mib:.0} MiB (goal: prune + gc < 60 s, < 500 MB)",
+            a.points,
+            a.points * (a.per_point + 1),
+            a.keep
+        );
+        println!(
+            "  gc removed {} objects, reclaimed {}",
+            r["objects_removed"],
+            super::human_bytes(r["bytes_reclaimed"].as_u64().unwrap_or(0))
         );
     }
     Ok(ExitCode::SUCCESS)

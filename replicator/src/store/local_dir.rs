@@ -362,7 +362,7 @@ impl LocalDirStore {
         if dry_run {
             return Ok(r);
         }
-        for batch in dead.chunks(10_000) {
+        for batch in dead.chunks(256) {
             self.index.remove(batch)?;
         }
         for p in &empty {
