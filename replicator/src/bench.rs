@@ -222,17 +222,6 @@ pub fn run(file: Option<&Path>, work_dir: &Path) -> Result<Vec<Stage>> {
     Ok(stages)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sample_data_is_mixed_and_deterministic() {
-        let a = super::sample_data(1 << 20, 3);
-        assert_eq!(a.len(), 1 << 20);
-        assert_eq!(a, super::sample_data(1 << 20, 3));
-        assert!(a.contains(&0) && a.contains(&b'e'));
-    }
-}
-
 /// Builds a synthetic repository in `work_dir/repo` for the prune + GC
 /// benchmark: `points` points of group `bench` (tenant `default`), an hour
 /// apart, each with `per_point` chunks of its own under one node (about
@@ -277,4 +266,15 @@ pub fn build_gc_bench_repo(work_dir: &Path, points: u64, per_point: u64) -> Resu
         repo.catalog().commit_point(&point.seal(&keys))?;
     }
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sample_data_is_mixed_and_deterministic() {
+        let a = super::sample_data(1 << 20, 3);
+        assert_eq!(a.len(), 1 << 20);
+        assert_eq!(a, super::sample_data(1 << 20, 3));
+        assert!(a.contains(&0) && a.contains(&b'e'));
+    }
 }
