@@ -96,23 +96,14 @@ impl TenantRepository for RemoteView<'_> {
     }
 }
 
-/// Parses `5s`, `250ms`, `2m`, `1h`, `1d`.
+/// Parses `5s`, `250ms`, `2m`, `1h`, `1d` (a bare number is seconds), with the
+/// runbook parser's units and messages.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .with_context(|| format!("invalid duration `{s}`: write a number and a unit, e.g. 5s, 2m, 1h"))?;
-    let ms = match unit {
-        "ms" => n,
-        "s" | "" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        "d" => n * 86_400_000,
-        _ => bail!("invalid duration `{s}`: units are ms, s, m, h, d"),
-    };
-    Ok(std::time::Duration::from_millis(ms))
+    let t = s.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return crate::runbook::parse_duration(&format!("{t}s")).map_err(anyhow::Error::msg);
+    }
+    crate::runbook::parse_duration(t).map_err(anyhow::Error::msg)
 }
 
 #[cfg(test)]

@@ -130,6 +130,16 @@ impl Ctx {
         .await
     }
 
+    /// The tenant's key and how to reach a receiver ([tls] dir and identity):
+    /// what opening the recovery site's repository takes.
+    fn repo_access(&self) -> R<(lifeline_replicator::KeyFile, crate::cli::RemoteArgs)> {
+        let remote = crate::cli::RemoteArgs {
+            tls_dir: self.config.tls.as_ref().map(|t| t.dir.clone()),
+            identity: self.config.tls.as_ref().and_then(|t| t.identity.clone()),
+        };
+        Ok((key_file(&self.config)?, remote))
+    }
+
     fn outputs_of_action(&self, action: &str) -> Option<Outputs> {
         let rec = self.shared.record.lock().expect("record");
         self.plan
@@ -533,18 +543,11 @@ async fn promote(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
         })?;
         targets.push((n.clone(), t));
     }
-    let key = key_file(&ctx.config)?;
-    let (tls, identity, _) = match ctx.tls() {
-        Ok(t) => (Some(t.0), t.1, t.2),
-        Err(_) => (None, None, None),
-    };
-    let tls_dir = ctx.config.tls.as_ref().map(|t| t.dir.clone());
+    let (key, remote) = ctx.repo_access()?;
     let tenant = d.tenant.clone();
     let group = d.group.clone();
     let holder = ctx.plan.run_id.clone();
-    drop(tls);
     blocking(move || {
-        let remote = crate::cli::RemoteArgs { tls_dir, identity };
         let (target, keys) = crate::repo_target::RepoTarget::open(Path::new(&repo), &remote, &key)
             .map_err(|e| format!("open {repo}: {e:#}"))?;
         let t = target.tenant_named(Some(&tenant)).map_err(|e| format!("{e:#}"))?;
@@ -618,13 +621,9 @@ pub(super) async fn release_pins(ctx: &Arc<Ctx>) -> Vec<String> {
     let Some(repo) = d.to_repo.clone() else {
         return Vec::new();
     };
-    let key = match key_file(&ctx.config) {
-        Ok(k) => k,
+    let (key, remote) = match ctx.repo_access() {
+        Ok(a) => a,
         Err(e) => return vec![e],
-    };
-    let remote = crate::cli::RemoteArgs {
-        tls_dir: ctx.config.tls.as_ref().map(|t| t.dir.clone()),
-        identity: ctx.config.tls.as_ref().and_then(|t| t.identity.clone()),
     };
     let holder = ctx.plan.run_id.clone();
     blocking(move || {

@@ -499,13 +499,7 @@ after = ["gate"]
     .unwrap();
     let cfg = s(&config).to_string();
     let mut planner = Background::spawn(&["failover", s(&rb), "--config", &cfg, "--json", "--operator", "ana"]);
-    let started = planner
-        .wait_for_line(PROMPT, |l| l.contains("\"step_started\"") && l.contains("\"gate\""))
-        .unwrap_or_else(|| panic!("the gate never started: {}", planner.describe()));
-    let run_id = serde_json::from_str::<Value>(&started).unwrap()["run"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let run_id = started_run(&mut planner, "gate");
     // Another shell sees the run through the control socket.
     let runs = run(&["runs", "--json", "--config", &cfg]).ok().json();
     assert_eq!(step_status(&runs, &run_id, "gate"), "running");
@@ -519,9 +513,11 @@ after = ["gate"]
     let runs = run(&["runs", "--json", "--config", &cfg]).ok().json();
     let svc_pid = runs[0]["processes"][0]["pid"].as_i64().unwrap();
     let mut resumed = Background::spawn(&["resume", &run_id, "--config", &cfg, "--json"]);
-    resumed
-        .wait_for_line(PROMPT, |l| l.contains("\"step_started\"") && l.contains("\"gate\""))
-        .unwrap_or_else(|| panic!("the gate did not start again: {}", resumed.describe()));
+    assert_eq!(
+        started_run(&mut resumed, "gate"),
+        run_id,
+        "the resumed run is the same run"
+    );
     run(&["approve", &run_id, "gate", "--config", &cfg, "--operator", "bob"])
         .ok()
         .stdout_has(&["approved by bob"]);
@@ -954,13 +950,7 @@ after = ["svc"]
     )
     .unwrap();
     let mut planner = Background::spawn(&["failover", s(&rb2), "--config", &cfg, "--json"]);
-    let line = planner
-        .wait_for_line(PROMPT, |l| l.contains("\"step_started\"") && l.contains("\"gate\""))
-        .unwrap_or_else(|| panic!("the gate never started: {}", planner.describe()));
-    let run_id = serde_json::from_str::<Value>(&line).unwrap()["run"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let run_id = started_run(&mut planner, "gate");
     run(&["abort", &run_id, "--config", &cfg, "--operator", "cy"])
         .ok()
         .stdout_has(&["abort requested by cy"]);
@@ -1276,13 +1266,7 @@ after = ["svc"]
     let reports = dir.path().join("reports");
     let cfg = s(&config).to_string();
     let mut drill = Background::spawn(&["drill", s(&rb), "--config", &cfg, "--report-dir", s(&reports), "--json"]);
-    let line = drill
-        .wait_for_line(PROMPT, |l| l.contains("\"step_started\"") && l.contains("\"gate\""))
-        .unwrap_or_else(|| panic!("the gate never started: {}", drill.describe()));
-    let run_id = serde_json::from_str::<Value>(&line).unwrap()["run"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let run_id = started_run(&mut drill, "gate");
     let runs = run(&["runs", "--json", "--config", &cfg]).ok().json();
     let pid = runs[0]["processes"][0]["pid"].as_i64().unwrap();
     assert!(pid_alive(pid));
@@ -1403,13 +1387,7 @@ fn a_promoted_point_is_leased_while_its_run_goes_on_and_prune_keeps_it() {
     .unwrap();
     let cfg = s(&config).to_string();
     let mut planner = Background::spawn(&["failover", s(&rb), "--config", &cfg, "--point", "1", "--json"]);
-    let line = planner
-        .wait_for_line(PROMPT, |l| l.contains("\"step_started\"") && l.contains("\"gate\""))
-        .unwrap_or_else(|| panic!("the gate never started: {}", planner.describe()));
-    let run_id = serde_json::from_str::<Value>(&line).unwrap()["run"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let run_id = started_run(&mut planner, "gate");
     let repo = s(&sb.repo).to_string();
     let decide = || {
         let j = run(&[
@@ -1441,4 +1419,16 @@ fn a_promoted_point_is_leased_while_its_run_goes_on_and_prune_keeps_it() {
     assert!(r.stdout.contains("released the lease on point 1"), "{}", r.stdout);
     let after = decide();
     assert_eq!(after[2].1, serde_json::json!([]), "the lease was released: {after:?}");
+}
+
+/// Waits until a run printed (with --json) that `step` started; its run id.
+fn started_run(planner: &mut Background, step: &str) -> String {
+    let needle = format!("\"{step}\"");
+    let line = planner
+        .wait_for_line(PROMPT, |l| l.contains("\"step_started\"") && l.contains(&needle))
+        .unwrap_or_else(|| panic!("step `{step}` never started: {}", planner.describe()));
+    serde_json::from_str::<Value>(&line).unwrap()["run"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
