@@ -141,10 +141,12 @@ pub struct GcArgs {
     pub repo: RepoArg,
     #[command(flatten)]
     pub remote: RemoteArgs,
-    /// Tenant of a local repository [default: every tenant].
+    /// Tenant to collect [default: every tenant].
     #[arg(long, value_name = "TENANT")]
     pub tenant: Option<String>,
     /// Objects in packs younger than this are never collected (0s when no upload runs).
+    /// Through a receiver, collection is safe against uploads running meanwhile
+    /// whatever the grace; a short one may make an agent redo a cycle.
     #[arg(long, value_name = "DURATION", default_value = "1h")]
     pub grace: String,
     /// Report what would be collected; change nothing.

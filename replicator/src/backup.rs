@@ -342,9 +342,14 @@ pub fn backup(repo: &dyn TenantRepository, keys: &Keys, opts: &BackupOptions) ->
             if let Some(root) = e.root
                 && !store.contains(&root)?
             {
-                return Err(Error::ObjectMissing {
-                    id: root.to_hex(),
-                    location: store.location(&root),
+                // Stored and synced, yet gone: a garbage collection with a short
+                // grace ran on the receiver meanwhile. The next cycle re-sends it.
+                return Err(Error::Conflict {
+                    repository: repo.describe(),
+                    message: format!(
+                        "object {root} of this cycle is no longer present (a garbage collection ran meanwhile); \
+                         the cycle must be redone"
+                    ),
                 });
             }
         }

@@ -103,6 +103,11 @@ pub enum Error {
     #[error("point {seq} of group `{group}` was committed concurrently; retry the backup")]
     CommitConflict { group: String, seq: u64 },
 
+    /// Something ran concurrently (a garbage collection, another commit) and the
+    /// cycle must be redone; `message` says what.
+    #[error("{repository}: {message}")]
+    Conflict { repository: String, message: String },
+
     #[error("volume {path} does not exist: check the --volume NAME=PATH argument")]
     VolumeNotFound { path: PathBuf },
 
@@ -159,7 +164,7 @@ impl Error {
     /// link, a full disk being cleaned up).
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Unavailable { .. } | Error::CommitConflict { .. } => true,
+            Error::Unavailable { .. } | Error::CommitConflict { .. } | Error::Conflict { .. } => true,
             Error::Io { source, .. } => source.raw_os_error() == Some(28),
             _ => false,
         }

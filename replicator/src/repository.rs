@@ -19,6 +19,7 @@ use crate::crypto::{KeyFile, Keys};
 use crate::error::{Error, IoContext, Result};
 use crate::file_formats::{REPOSITORY_FORMAT, REPOSITORY_MARKER, REPOSITORY_MARKER_FILE};
 use crate::fsutil;
+use crate::object_id::ObjectId;
 use crate::point::{PointRecord, check_name};
 use crate::store::{ChunkStore, LocalDirStore};
 
@@ -278,6 +279,11 @@ impl Repository {
     /// Removes points of a group (see [`Catalog::remove_points`]).
     pub fn remove_points(&self, tenant: &str, group: &str, seqs: &[u64]) -> Result<()> {
         self.catalog.remove_points(tenant, group, seqs)
+    }
+
+    /// Objects of a tenant put but not yet durable (uploads in progress).
+    pub fn pending_objects(&self, tenant: &str) -> Result<Vec<ObjectId>> {
+        Ok(self.local_store(tenant)?.pending_ids())
     }
 
     pub fn points(&self, tenant: &str, group: Option<&str>) -> Result<Vec<PointRecord>> {

@@ -206,55 +206,74 @@ fn print(
     }
 }
 
-/// `lifeline gc`.
+/// `lifeline gc`: on a local repository nothing else writes, or through a
+/// receiver's admin service while its agents upload.
 pub fn gc(a: &crate::cli::GcArgs) -> Result<ExitCode> {
-    if is_url(&a.repo.repo) {
-        bail!(
-            "garbage collection through a receiver (safe against uploads running meanwhile) is not built yet: \
-             stop the receiver and run `lifeline gc --repo DIR` on its repository directory"
-        );
-    }
     let grace = parse_duration(&a.grace)?;
-    let repo = Repository::open(&a.repo.repo)?;
-    let tenants = match &a.tenant {
-        Some(t) => vec![t.clone()],
-        None => repo.catalog().tenants()?,
+    let reports: Vec<lifeline_replicator::GcReport> = if is_url(&a.repo.repo) {
+        let url = a.repo.repo.to_str().expect("utf-8 url");
+        let (tls, admin) = a.remote.require(url)?;
+        lifeline_service::remote_gc(
+            url,
+            &lifeline_service::TlsDir::new(tls),
+            admin,
+            lifeline_proto::v1::GcRequest {
+                tenant: a.tenant.clone().unwrap_or_default(),
+                grace_secs: grace.as_secs(),
+                dry_run: a.dry_run,
+            },
+        )
+        .with_context(|| format!("garbage collection on {url} as `{admin}`"))?
+        .iter()
+        .map(|j| serde_json::from_str(j).context("a garbage collection report from the receiver"))
+        .collect::<Result<_>>()?
+    } else {
+        let repo = Repository::open(&a.repo.repo)?;
+        let tenants = match &a.tenant {
+            Some(t) => vec![t.clone()],
+            None => repo.catalog().tenants()?,
+        };
+        tenants
+            .iter()
+            .map(|t| Ok(lifeline_replicator::gc(&repo, t, grace, a.dry_run)?))
+            .collect::<Result<_>>()?
     };
-    let mut reports = Vec::new();
-    for t in &tenants {
-        let r = lifeline_replicator::gc(&repo, t, grace, a.dry_run)?;
-        if !a.json {
-            let c = &r.collect;
-            println!(
-                "tenant {t}: {} points, {} objects live; {} objects {}removed ({}), {} packs {}deleted: {} reclaimed{}",
-                r.points,
-                c.objects_live,
-                c.objects_removed,
-                if a.dry_run { "would be " } else { "" },
-                super::human_bytes(c.bytes_removed),
-                c.packs_deleted,
-                if a.dry_run { "would be " } else { "" },
-                super::human_bytes(c.bytes_reclaimed),
-                if c.objects_in_grace > 0 {
-                    format!(
-                        "; {} objects kept for the grace period ({})",
-                        c.objects_in_grace, a.grace
-                    )
-                } else {
-                    String::new()
-                }
-            );
-            if c.bytes_in_shared_packs > 0 {
-                println!(
-                    "  {} of removed objects stay inside packs shared with live objects (a repack, not built yet, would free them)",
-                    super::human_bytes(c.bytes_in_shared_packs)
-                );
-            }
-        }
-        reports.push(r);
-    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let would = if a.dry_run { "would be " } else { "" };
+    for r in &reports {
+        let c = &r.collect;
+        println!(
+            "tenant {}: {} points, {} objects live; {} objects {would}removed ({}), {} packs {would}deleted: {} reclaimed{}{}",
+            r.tenant,
+            r.points,
+            c.objects_live,
+            c.objects_removed,
+            super::human_bytes(c.bytes_removed),
+            c.packs_deleted,
+            super::human_bytes(c.bytes_reclaimed),
+            if c.objects_in_grace > 0 {
+                format!(
+                    "; {} objects kept for the grace period ({})",
+                    c.objects_in_grace, a.grace
+                )
+            } else {
+                String::new()
+            },
+            if r.objects_touched > 0 {
+                format!("; {} objects kept for uploads running meanwhile", r.objects_touched)
+            } else {
+                String::new()
+            }
+        );
+        if c.bytes_in_shared_packs > 0 {
+            println!(
+                "  {} of removed objects stay inside packs shared with live objects (a repack, not built yet, would free them)",
+                super::human_bytes(c.bytes_in_shared_packs)
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

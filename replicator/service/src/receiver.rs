@@ -18,6 +18,7 @@ use tokio_stream::StreamExt;
 use tonic::transport::{Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::gc::GcCoordinator;
 use crate::identity::Peer;
 use crate::status::to_status;
 
@@ -48,6 +49,8 @@ pub struct Receiver {
     errors: std::sync::Mutex<HashMap<(String, String), u64>>,
     /// A write failed since the last health check: [`Receiver::recover`] looks.
     suspect: std::sync::atomic::AtomicBool,
+    /// Garbage collection alongside uploads.
+    gc: GcCoordinator,
 }
 
 impl Receiver {
@@ -69,6 +72,7 @@ impl Receiver {
             cycles: Default::default(),
             errors: Default::default(),
             suspect: Default::default(),
+            gc: GcCoordinator::default(),
         })
     }
 
@@ -133,6 +137,13 @@ impl Receiver {
         }
     }
 
+    /// Sets a function every garbage collection calls between its scan and its
+    /// sweep (with no lock held): a test seam to hold a collection there while
+    /// agents upload. `None` removes it.
+    pub fn set_gc_before_sweep(&self, hook: Option<Arc<dyn Fn() + Send + Sync>>) {
+        self.gc.set_before_sweep(hook);
+    }
+
     fn agent<T>(&self, req: &Request<T>) -> Result<(String, String), Status> {
         match Peer::of(req)? {
             Peer::Agent { name, tenant } => Ok((name, tenant)),
@@ -181,10 +192,12 @@ fn ids_from(raw: &[Vec<u8>], max: usize) -> Result<Vec<ObjectId>, Status> {
 const BATCH_BYTES: usize = 4 << 20;
 const BATCH_OBJECTS: usize = 1024;
 
-/// Checks and stores a batch of sealed objects: (objects, new objects, new bytes).
+/// Checks and stores a batch of sealed objects: (objects, new objects, new
+/// bytes). Adds to `touched` every object stored and everything they reference.
 fn store_batch(
     store: &dyn lifeline_replicator::ChunkStore,
     objects: Vec<(ObjectId, Vec<u8>)>,
+    touched: &mut Vec<ObjectId>,
 ) -> Result<(u64, u64, u64), Status> {
     let (mut n, mut new, mut bytes) = (0u64, 0u64, 0u64);
     for (id, sealed) in objects {
@@ -206,6 +219,8 @@ fn store_batch(
             }
         }
         n += 1;
+        touched.push(id);
+        touched.extend_from_slice(&obj.header.refs);
         if store.put(&id, &sealed).map_err(to_status)? {
             new += 1;
             bytes += sealed.len() as u64;
@@ -279,7 +294,17 @@ impl ReceiverService {
             // objects still pending; the store drops by itself only what it
             // could not write, and unsynced leftovers are synced by later
             // uploads or removed at restart.
-            let (n, new, bytes) = blocking(move || store_batch(st.as_ref(), objects)).await?;
+            let me = self.0.clone();
+            let t = tenant.clone();
+            let (n, new, bytes) = blocking(move || {
+                // Stores hold off a collection's sweep (see the gc module).
+                let _gate = me.gc.read();
+                let mut touched = Vec::new();
+                let r = store_batch(st.as_ref(), objects, &mut touched);
+                me.gc.touch(&t, touched);
+                r
+            })
+            .await?;
             summary.objects += n;
             summary.bytes += bytes;
             summary.already_present += n - new;
@@ -327,16 +352,32 @@ impl ReceiverService {
         let group = h.group.clone();
         let key = (tenant.clone(), group.clone());
         blocking(move || {
-            let store = me.repo()?.store(&tenant).map_err(to_status)?;
+            let repo = me.repo()?;
+            let store = repo.store(&tenant).map_err(to_status)?;
             let roots: Vec<ObjectId> = rec.header.roots.iter().filter_map(|r| r.0).collect();
-            let missing = store.missing(&roots).map_err(to_status)?;
-            if let Some(pos) = missing.iter().position(|m| *m) {
-                return Err(Status::failed_precondition(format!(
-                    "point {} of group `{}` references {} which this receiver does not hold",
-                    rec.header.seq, rec.header.group, roots[pos]
-                )));
+            let _gate = me.gc.read();
+            if me.gc.needs_full_check(cycle_secs) {
+                // A collection overlapped the agent's cycle: something it was told
+                // is present may have been collected since. Check the whole tree.
+                if let Some(id) = lifeline_replicator::first_missing(&repo, &tenant, &roots).map_err(to_status)? {
+                    return Err(Status::aborted(format!(
+                        "point {} of group `{}` references {id}, which garbage collection removed during the \
+                         agent's cycle: retry the cycle (the agent does so by itself)",
+                        rec.header.seq, rec.header.group
+                    )));
+                }
+            } else {
+                let missing = store.missing(&roots).map_err(to_status)?;
+                if let Some(pos) = missing.iter().position(|m| *m) {
+                    return Err(Status::failed_precondition(format!(
+                        "point {} of group `{}` references {} which this receiver does not hold",
+                        rec.header.seq, rec.header.group, roots[pos]
+                    )));
+                }
             }
-            me.repo()?.catalog().commit_point(&rec).map_err(to_status)
+            repo.catalog().commit_point(&rec).map_err(to_status)?;
+            me.gc.touch(&tenant, roots);
+            Ok(())
         })
         .await?;
         self.cycles
@@ -423,7 +464,14 @@ impl Replication for ReceiverService {
         let me = self.0.clone();
         let missing = blocking(move || {
             let store = me.repo()?.store(&tenant).map_err(to_status)?;
-            store.missing(&ids).map_err(to_status)
+            // An object answered present must survive a collection running now.
+            let _gate = me.gc.read();
+            let missing = store.missing(&ids).map_err(to_status)?;
+            me.gc.touch(
+                &tenant,
+                ids.iter().zip(&missing).filter(|(_, m)| !**m).map(|(id, _)| *id),
+            );
+            Ok(missing)
         })
         .await?;
         Ok(Response::new(pb::MissingMask { missing }))
@@ -630,6 +678,49 @@ impl pb::admin_server::Admin for AdminService {
         })
         .await?;
         Ok(Response::new(pb::PruneResponse { decisions, removed }))
+    }
+
+    async fn gc(&self, req: Request<pb::GcRequest>) -> Result<Response<pb::GcResponse>, Status> {
+        let admin = match Peer::of(&req)? {
+            Peer::Admin { name } => name,
+            Peer::Agent { name, .. } => {
+                return Err(Status::permission_denied(format!(
+                    "agent `{name}` cannot collect garbage: agents are append-only; use an admin identity"
+                )));
+            }
+        };
+        let r = req.into_inner();
+        if !r.tenant.is_empty() {
+            lifeline_replicator::check_name("tenant", &r.tenant).map_err(to_status)?;
+        }
+        let me = self.0.clone();
+        tracing::info!(%admin, tenant = %r.tenant, grace_secs = r.grace_secs, dry_run = r.dry_run, "garbage collection requested");
+        let reports = blocking(move || {
+            let repo = me.repo()?;
+            let tenants = if r.tenant.is_empty() {
+                repo.catalog().tenants().map_err(to_status)?
+            } else {
+                vec![r.tenant.clone()]
+            };
+            let mut reports = Vec::new();
+            for t in &tenants {
+                let report = me
+                    .gc
+                    .collect(&repo, t, std::time::Duration::from_secs(r.grace_secs), r.dry_run)
+                    .map_err(to_status)?;
+                tracing::info!(
+                    tenant = %t,
+                    removed = report.collect.objects_removed,
+                    reclaimed = report.collect.bytes_reclaimed,
+                    touched = report.objects_touched,
+                    "garbage collected"
+                );
+                reports.push(serde_json::to_string(&report).expect("serialisable"));
+            }
+            Ok(reports)
+        })
+        .await?;
+        Ok(Response::new(pb::GcResponse { reports }))
     }
 
     async fn verify(&self, req: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {

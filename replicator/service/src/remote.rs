@@ -78,7 +78,11 @@ pub(crate) fn remote_named(repository: String, s: tonic::Status) -> Error {
     use tonic::Code::*;
     let message = format!("{}: {}", code_name(s.code()), s.message());
     match s.code() {
-        Unavailable | DeadlineExceeded | ResourceExhausted | Aborted | Cancelled | Unknown | Internal
+        Aborted => Error::Conflict {
+            repository,
+            message: s.message().to_string(),
+        },
+        Unavailable | DeadlineExceeded | ResourceExhausted | Cancelled | Unknown | Internal
             if !looks_like_tls_refusal(s.message()) =>
         {
             Error::Unavailable { repository, message }
@@ -251,6 +255,27 @@ pub fn remote_prune(
     Ok((resp.decisions, resp.removed))
 }
 
+/// Collects garbage on a receiver as admin `admin`, while its agents keep
+/// uploading: one JSON report per tenant.
+pub fn remote_gc(url: &str, tls: &TlsDir, admin: &str, req: pb::GcRequest) -> Result<Vec<String>, ServiceError> {
+    let rt = client_runtime(0)?;
+    let endpoint = client_endpoint(url, tls, admin, None)?;
+    let resp = rt
+        .block_on(async {
+            let channel = endpoint
+                .connect()
+                .await
+                .map_err(|e| tonic::Status::unavailable(format!("{e}: {}", source_chain(&e))))?;
+            pb::admin_client::AdminClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .gc(req)
+                .await
+        })
+        .map_err(|s| ServiceError::Replicator(remote(url, s)))?
+        .into_inner();
+    Ok(resp.reports)
+}
+
 fn source_chain(e: &dyn std::error::Error) -> String {
     let mut out = Vec::new();
     let mut cur = e.source();
@@ -302,13 +327,9 @@ impl TenantRepository for RemoteRepository {
             cycle_secs: cycle.elapsed_secs,
             bytes_sent: cycle.bytes_sent,
         }))
-        .map_err(|e| match e.code() {
-            tonic::Code::Aborted => Error::CommitConflict {
-                group: point.header.group.clone(),
-                seq: point.header.seq,
-            },
-            _ => remote(&s.url, e),
-        })?;
+        // Aborted (another commit of the same seq, or a garbage collection that
+        // removed something this cycle relied on) is a conflict: the agent redoes the cycle.
+        .map_err(|e| remote(&s.url, e))?;
         Ok(())
     }
     fn pin(&self, group: &str, seq: u64, holder: &str, ttl: std::time::Duration) -> lifeline_replicator::Result<()> {

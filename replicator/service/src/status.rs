@@ -9,7 +9,7 @@ pub fn to_status(e: Error) -> Status {
     let code = match &e {
         Error::ObjectDamaged { .. } | Error::ObjectAuthentication { .. } => Code::DataLoss,
         Error::ObjectMissing { .. } | Error::NoPoint { .. } | Error::NoSuchTenant { .. } => Code::NotFound,
-        Error::CommitConflict { .. } => Code::Aborted,
+        Error::CommitConflict { .. } | Error::Conflict { .. } => Code::Aborted,
         Error::WrongKey { .. } => Code::PermissionDenied,
         Error::Invalid { .. } | Error::MalformedIndex(_) => Code::InvalidArgument,
         Error::CatalogLocked { .. } => Code::Unavailable,

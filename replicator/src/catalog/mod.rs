@@ -26,9 +26,18 @@ pub trait ObjectIndex: Send + Sync {
     fn publish(&self, pack: PackId, entries: &[(ObjectId, ObjectLocation)]) -> Result<()>;
     /// True when the pack was published.
     fn has_pack(&self, pack: &PackId) -> Result<bool>;
-    /// Removes entries (garbage collection).
-    fn remove(&self, ids: &[ObjectId]) -> Result<()>;
-    /// Forgets a pack whose file garbage collection deleted (after its entries were removed).
+    /// Removes entries (garbage collection), durably.
+    fn remove(&self, ids: &[ObjectId]) -> Result<()> {
+        self.remove_unsynced(ids)?;
+        self.flush()
+    }
+    /// Removes entries, visible at once but durable only after [`flush`](Self::flush)
+    /// (a long sweep flushes once, before it deletes pack files).
+    fn remove_unsynced(&self, ids: &[ObjectId]) -> Result<()>;
+    /// Makes every earlier change durable.
+    fn flush(&self) -> Result<()>;
+    /// Forgets a pack whose file garbage collection deleted (after its entries
+    /// were removed); durable after [`flush`](Self::flush).
     fn forget_pack(&self, pack: &PackId) -> Result<()>;
     /// Calls `f` for every entry, in id order.
     fn for_each(&self, f: &mut dyn FnMut(ObjectId, ObjectLocation) -> Result<()>) -> Result<()>;

@@ -388,16 +388,18 @@ impl ObjectIndex for SledObjectIndex {
 
     fn forget_pack(&self, pack: &PackId) -> Result<()> {
         self.packs.remove(pack.0).map_err(|e| self.err(e))?;
-        self.db.flush().map_err(|e| self.err(e))?;
         Ok(())
     }
 
-    fn remove(&self, ids: &[ObjectId]) -> Result<()> {
+    fn remove_unsynced(&self, ids: &[ObjectId]) -> Result<()> {
         let mut batch = sled::Batch::default();
         for id in ids {
             batch.remove(&id.0);
         }
-        self.objects.apply_batch(batch).map_err(|e| self.err(e))?;
+        self.objects.apply_batch(batch).map_err(|e| self.err(e))
+    }
+
+    fn flush(&self) -> Result<()> {
         self.db.flush().map_err(|e| self.err(e))?;
         Ok(())
     }

@@ -7,5 +7,5 @@ mod local_dir;
 pub(crate) mod pack;
 
 pub use chunk_store::{ChunkStore, StoredObject};
-pub use local_dir::{CollectReport, LocalDirStore};
+pub use local_dir::{CollectReport, LocalDirStore, SweepPlan};
 pub use pack::{ObjectLocation, PackId};
