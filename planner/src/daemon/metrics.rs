@@ -872,6 +872,32 @@ lifeline_up +Inf
         }
     }
 
+    proptest::proptest! {
+        /// Any label value and any float survive render and parse.
+        #[test]
+        fn any_label_value_round_trips(value in "(\\PC|\n)*", v in proptest::num::f64::ANY) {
+            let m = Metrics::new();
+            m.set_gauge("g", "help \\ \n", &[("l", &value)], v);
+            let got = parse_exposition(&m.render()).unwrap();
+            proptest::prop_assert_eq!(got.len(), 1);
+            proptest::prop_assert_eq!(&got[0].labels["l"], &value);
+            proptest::prop_assert!(got[0].value.to_bits() == v.to_bits() || (v.is_nan() && got[0].value.is_nan()));
+        }
+
+        /// The request parser answers any head, never panics.
+        #[test]
+        fn any_request_head_gets_an_answer(head in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let status = route(&head, &Metrics::new()).status;
+            proptest::prop_assert!([200, 400, 404, 405].contains(&status));
+        }
+
+        /// The exposition parser refuses or accepts, never panics.
+        #[test]
+        fn any_text_parses_or_fails(text in "[a-z_{}=\",# \\\\\n0-9.+-]{0,200}") {
+            let _ = parse_exposition(&text);
+        }
+    }
+
     #[test]
     #[should_panic(expected = "metric `x` is a gauge; it cannot also be a counter")]
     fn a_name_keeps_its_type() {

@@ -746,6 +746,30 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Over 2026 in Europe/Berlin, and densely around both changes: the next
+        /// occurrence is later, nothing lies between (any instant in between has
+        /// the same next occurrence), and a daily job is never more than 25 hours
+        /// from its previous run.
+        #[test]
+        fn next_after_is_consistent_across_the_year(
+            secs in proptest::prop_oneof![
+                1_767_225_600i64..1_798_761_600,      // 2026
+                1_774_746_000i64 - 7200..1_774_746_000 + 7200, // 2026-03-29T01:00Z
+                1_792_890_000i64 - 7200..1_792_890_000 + 7200, // 2026-10-25T01:00Z
+            ],
+            spec in proptest::sample::select(vec!["0 30 2 * * *", "0 0 0 * * *", "0 */15 * * * *", "*/10 * * * * *"]),
+        ) {
+            let schedule = cron(spec, "Europe/Berlin");
+            let t = DateTime::from_timestamp(secs, 0).unwrap();
+            let next = schedule.next_after(t).unwrap();
+            proptest::prop_assert!(next > t);
+            proptest::prop_assert_eq!(schedule.next_after(t + (next - t) / 2), Some(next));
+            let after = schedule.next_after(next).unwrap();
+            proptest::prop_assert!(after - next <= TimeDelta::hours(25), "{} then {}", next, after);
+        }
+    }
+
     #[test]
     fn time_zones_for_calendar_computations() {
         let berlin = parse_tz("Europe/Berlin").unwrap();
