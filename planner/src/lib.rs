@@ -6,6 +6,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod control_socket;
+pub mod daemon;
 pub mod demo;
 pub mod drill;
 pub mod engine;
