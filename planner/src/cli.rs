@@ -50,6 +50,11 @@ pub enum Command {
     Receiver(ReceiverArgs),
     /// Replicate protection groups to a receiver, once or on an interval.
     Agent(AgentArgs),
+    /// Run what the configuration gives a site: its receiver, scheduled points
+    /// (replication or backups) per group, prunes, drills, verifies and garbage
+    /// collection, with a Prometheus endpoint. SIGHUP reloads the configuration;
+    /// SIGTERM/SIGINT stop it after the running jobs.
+    Daemon(DaemonArgs),
     /// Replication status of the caller tenant's groups on a receiver.
     Status(StatusArgs),
     /// Drive a running agent through its control API (admin identity).
@@ -125,7 +130,7 @@ pub struct PruneArgs {
     /// Keep every point taken within this long before the newest point.
     #[arg(long, value_name = "DURATION")]
     pub keep_within: Option<String>,
-    /// Time zone of the calendar buckets: UTC or an offset like +01:00 [default: the group's, else UTC].
+    /// Time zone of the calendar buckets: UTC, an offset like +01:00, or a name like Europe/Berlin [default: the group's, else UTC].
     #[arg(long, value_name = "TZ")]
     pub timezone: Option<String>,
     /// Print the decision for each point; remove nothing.
@@ -626,6 +631,21 @@ pub struct ReceiverArgs {
     /// Groups an agent may write: NAME=GROUP[,GROUP...] (repeat).
     #[arg(long = "allow", value_name = "NAME=GROUP[,GROUP...]")]
     pub allow: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// The site of the configuration this daemon runs.
+    #[arg(long, value_name = "NAME")]
+    pub site: String,
+    #[command(flatten)]
+    pub options: crate::daemon::DaemonOptions,
+    /// Agent and planner state directory [default: the configuration's state_dir].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// One JSON event per line on stdout (job started/finished), for machines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

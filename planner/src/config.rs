@@ -25,6 +25,9 @@ pub struct Config {
     /// Protection groups by name.
     #[serde(default)]
     pub groups: BTreeMap<String, GroupConfig>,
+    /// `lifeline daemon`'s options (flags and LIFELINE_* variables override them).
+    #[serde(default)]
+    pub daemon: crate::daemon::DaemonOptions,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -93,8 +96,17 @@ pub struct GroupConfig {
     pub drill_interval: Option<String>,
     /// What `lifeline prune` keeps without flags.
     pub retention: Option<RetentionConfig>,
-    /// Time zone of retention's calendar buckets: `UTC` or an offset such as `+01:00` [default: UTC].
+    /// Time zone of retention's calendar buckets and of cron schedules: `UTC`,
+    /// an offset such as `+01:00`, or a name such as `Europe/Berlin` [default: UTC].
     pub timezone: Option<String>,
+    /// When `lifeline daemon` takes a point: an interval (`5m`) or a cron
+    /// expression with seconds (`0 0 * * * *`) [default: `interval`].
+    pub schedule: Option<String>,
+    /// When the daemon prunes the group by its retention policy (interval or cron).
+    pub prune_schedule: Option<String>,
+    /// When the daemon drills the group, and with which runbook.
+    pub drill_schedule: Option<String>,
+    pub drill_runbook: Option<PathBuf>,
 }
 
 /// `[groups.G.retention]`: see `lifeline prune --help`.

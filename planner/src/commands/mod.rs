@@ -7,7 +7,7 @@ mod drill;
 mod key;
 mod net;
 mod points;
-mod prune;
+pub(crate) mod prune;
 mod restore;
 pub mod run;
 mod testbed;
@@ -39,6 +39,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Certs(crate::cli::CertsCommand::New(a)) => net::certs_new(&a),
         Command::Receiver(a) => net::receiver(&a, &config),
         Command::Agent(a) => net::agent(&a, &config),
+        Command::Daemon(a) => crate::daemon::run::run(&a, cli.config.as_deref()),
         Command::Status(a) => net::status(&a, &config),
         Command::Control(a) => net::control(&a),
         Command::Plan(a) => run::plan_cmd(&a, &config),

@@ -3,28 +3,82 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use chrono::{FixedOffset, Utc};
-use lifeline_replicator::{Repository, RetentionPolicy, decide};
+use chrono::Utc;
+use lifeline_replicator::{Decision, Repository, RetentionPolicy, decide};
 
 use crate::cli::PruneArgs;
 use crate::config::Config;
+use crate::daemon::schedule::{Tz, parse_tz};
 use crate::repo_target::{is_url, parse_duration};
 
-fn timezone(s: &str) -> Result<FixedOffset> {
-    if s.eq_ignore_ascii_case("utc") || s == "Z" {
-        return Ok(FixedOffset::east_opt(0).expect("zero"));
+/// Retention's decisions in time zone `tz` (calendar buckets follow its
+/// daylight-saving changes when it is a named zone).
+pub fn decide_in(
+    points: &[(u64, chrono::DateTime<Utc>)],
+    policy: &RetentionPolicy,
+    now: chrono::DateTime<Utc>,
+    tz: &Tz,
+    pinned: &std::collections::BTreeSet<u64>,
+) -> Vec<Decision> {
+    match tz {
+        Tz::Utc => decide(points, policy, now, &Utc, pinned),
+        Tz::Fixed(f) => decide(points, policy, now, f, pinned),
+        Tz::Named(n) => decide(points, policy, now, n, pinned),
     }
-    let (sign, rest) = match s.as_bytes().first() {
-        Some(b'+') => (1, &s[1..]),
-        Some(b'-') => (-1, &s[1..]),
-        _ => bail!("time zone `{s}`: write UTC or an offset such as +01:00 or -05:30"),
+}
+
+/// The retention policy of `[groups.G.retention]`, if any.
+pub fn group_policy(config: &Config, group: &str) -> Result<Option<RetentionPolicy>> {
+    let Some(r) = config.group(group).and_then(|g| g.retention.clone()) else {
+        return Ok(None);
     };
-    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
-    let (h, m): (i32, i32) = (
-        h.parse().with_context(|| format!("time zone `{s}`: hours"))?,
-        m.parse().with_context(|| format!("time zone `{s}`: minutes"))?,
-    );
-    FixedOffset::east_opt(sign * (h * 3600 + m * 60)).with_context(|| format!("time zone `{s}` is out of range"))
+    let dur = |s: &Option<String>| s.as_deref().map(parse_duration).transpose();
+    Ok(Some(RetentionPolicy {
+        journal: dur(&r.journal).context("retention.journal")?,
+        keep_within: dur(&r.keep_within).context("retention.keep_within")?,
+        keep_last: r.keep_last,
+        keep_hourly: r.keep_hourly,
+        keep_daily: r.keep_daily,
+        keep_weekly: r.keep_weekly,
+        keep_monthly: r.keep_monthly,
+        keep_yearly: r.keep_yearly,
+    }))
+}
+
+/// The time zone of a group's calendar buckets and schedules.
+pub fn group_tz(config: &Config, group: &str, flag: Option<&str>) -> Result<Tz> {
+    parse_tz(
+        flag.or(config.group(group).and_then(|g| g.timezone.as_deref()))
+            .unwrap_or("UTC"),
+    )
+}
+
+/// Prunes a group of a repository this process owns: decides (pinned points
+/// and the newest are kept) and, unless `dry_run`, removes.
+pub fn prune_owned(
+    repo: &Repository,
+    tenant: &str,
+    group: &str,
+    policy: &RetentionPolicy,
+    tz: &Tz,
+    dry_run: bool,
+) -> Result<Vec<Decision>> {
+    let points = repo.points(tenant, Some(group))?;
+    if points.is_empty() {
+        bail!(
+            "group `{group}` of tenant `{tenant}` has no points in {} (see `lifeline points`)",
+            repo.path().display()
+        );
+    }
+    let pts: Vec<(u64, chrono::DateTime<Utc>)> = points.iter().map(|p| (p.header.seq, p.header.taken_at)).collect();
+    let now = Utc::now();
+    let pinned = repo.catalog().pinned(tenant, group, now)?;
+    let decisions = decide_in(&pts, policy, now, tz, &pinned);
+    let remove: Vec<u64> = decisions.iter().filter(|d| !d.kept()).map(|d| d.seq).collect();
+    if !dry_run && !remove.is_empty() {
+        repo.remove_points(tenant, group, &remove)?;
+    }
+    Ok(decisions)
 }
 
 /// The policy from the flags; without any retention flag, the group's from the configuration.
@@ -55,33 +109,17 @@ fn policy(a: &PruneArgs, config: &Config) -> Result<RetentionPolicy> {
     if any_flag {
         return Ok(from_flags);
     }
-    let Some(r) = config.group(&a.group).and_then(|g| g.retention.clone()) else {
-        bail!(
+    group_policy(config, &a.group)?.with_context(|| {
+        format!(
             "no retention policy for group `{}`: pass --keep-last/--keep-daily/... or set [groups.{}.retention] in lifeline.toml",
-            a.group,
-            a.group
-        );
-    };
-    Ok(RetentionPolicy {
-        journal: dur(&r.journal).context("retention.journal")?,
-        keep_within: dur(&r.keep_within).context("retention.keep_within")?,
-        keep_last: r.keep_last,
-        keep_hourly: r.keep_hourly,
-        keep_daily: r.keep_daily,
-        keep_weekly: r.keep_weekly,
-        keep_monthly: r.keep_monthly,
-        keep_yearly: r.keep_yearly,
+            a.group, a.group
+        )
     })
 }
 
 pub fn run(a: &PruneArgs, config: &Config) -> Result<ExitCode> {
     let policy = policy(a, config)?;
-    let tz = timezone(
-        a.timezone
-            .as_deref()
-            .or(config.group(&a.group).and_then(|g| g.timezone.as_deref()))
-            .unwrap_or("UTC"),
-    )?;
+    let tz = group_tz(config, &a.group, a.timezone.as_deref())?;
     let tenant = a
         .tenant
         .clone()
@@ -91,36 +129,22 @@ pub fn run(a: &PruneArgs, config: &Config) -> Result<ExitCode> {
         return remote(a, &policy, &tz, &tenant);
     }
     let repo = Repository::open(&a.repo.repo)?;
-    let points = repo.points(&tenant, Some(&a.group))?;
-    if points.is_empty() {
-        bail!(
-            "group `{}` of tenant `{tenant}` has no points in {} (see `lifeline points`)",
-            a.group,
-            a.repo.repo.display()
-        );
-    }
-    let pts: Vec<(u64, chrono::DateTime<Utc>)> = points.iter().map(|p| (p.header.seq, p.header.taken_at)).collect();
     // Points leased by running drills and failovers are kept.
-    let now = Utc::now();
-    let pinned = repo.catalog().pinned(&tenant, &a.group, now)?;
-    let decisions = decide(&pts, &policy, now, &tz, &pinned);
+    let decisions = prune_owned(&repo, &tenant, &a.group, &policy, &tz, a.dry_run)?;
     let remove: Vec<u64> = decisions.iter().filter(|d| !d.kept()).map(|d| d.seq).collect();
     print(a, &tenant, &policy, &tz, &decisions, &remove);
-    if !a.dry_run && !remove.is_empty() {
-        repo.remove_points(&tenant, &a.group, &remove)?;
-        if !a.json {
-            println!(
-                "removed {} points of group `{}`; their objects stay until garbage collection",
-                remove.len(),
-                a.group
-            );
-        }
+    if !a.dry_run && !remove.is_empty() && !a.json {
+        println!(
+            "removed {} points of group `{}`; their objects stay until garbage collection",
+            remove.len(),
+            a.group
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Through a receiver's admin service (the receiver owns the catalog).
-fn remote(a: &PruneArgs, policy: &RetentionPolicy, tz: &FixedOffset, tenant: &str) -> Result<ExitCode> {
+fn remote(a: &PruneArgs, policy: &RetentionPolicy, tz: &Tz, tenant: &str) -> Result<ExitCode> {
     let url = a.repo.repo.to_str().expect("utf-8 url");
     let (tls, admin) = a.remote.require(url)?;
     let secs = |d: Option<std::time::Duration>| d.map(|d| d.as_secs().max(1)).unwrap_or(0);
@@ -139,7 +163,11 @@ fn remote(a: &PruneArgs, policy: &RetentionPolicy, tz: &FixedOffset, tenant: &st
             keep_weekly: policy.keep_weekly,
             keep_monthly: policy.keep_monthly,
             keep_yearly: policy.keep_yearly,
-            tz_offset_secs: tz.local_minus_utc(),
+            tz_offset_secs: tz.offset_at(Utc::now()).local_minus_utc(),
+            tz_name: match tz {
+                Tz::Named(n) => n.name().to_string(),
+                _ => String::new(),
+            },
             dry_run: a.dry_run,
         },
     )
@@ -162,7 +190,7 @@ fn print(
     a: &PruneArgs,
     tenant: &str,
     policy: &RetentionPolicy,
-    tz: &FixedOffset,
+    tz: &Tz,
     decisions: &[lifeline_replicator::Decision],
     remove: &[u64],
 ) {
@@ -191,8 +219,7 @@ fn print(
             println!(
                 "{:>8}  {}  {what}",
                 d.seq,
-                d.taken_at
-                    .with_timezone(tz)
+                tz.to_local(d.taken_at)
                     .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             );
         }

@@ -4,6 +4,7 @@
 //! object and say what to do.
 
 mod common;
+mod daemon;
 mod replication;
 mod runbooks;
 mod runs;

@@ -47,6 +47,12 @@ pub(crate) struct GcCoordinator {
 pub(crate) type Hook = std::sync::Arc<dyn Fn() + Send + Sync>;
 
 impl GcCoordinator {
+    /// Held by a scrub (verify) so that no collection deletes what it is
+    /// reading; waits for a running collection.
+    pub(crate) fn no_collection(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(crate) fn set_before_sweep(&self, hook: Option<Hook>) {
         *self.before_sweep.lock().expect("gc hook") = hook;
     }

@@ -137,6 +137,44 @@ impl Receiver {
         }
     }
 
+    /// Collects garbage of `tenant` while agents keep uploading (what the
+    /// admin service's Gc does; the receiver's own process may call it directly).
+    pub fn gc(
+        &self,
+        tenant: &str,
+        grace: std::time::Duration,
+        dry_run: bool,
+    ) -> Result<lifeline_replicator::GcReport, lifeline_replicator::Error> {
+        let repo = self
+            .repository()
+            .ok_or_else(|| lifeline_replicator::Error::Unavailable {
+                repository: self.path.display().to_string(),
+                message: "the catalog is being reopened after an I/O error".into(),
+            })?;
+        self.gc.collect(&repo, tenant, grace, dry_run)
+    }
+
+    /// The no-key scrub of `tenant` (what the admin service's Verify does); no
+    /// collection runs meanwhile.
+    pub fn verify(&self, tenant: &str) -> Result<lifeline_replicator::VerifyReport, lifeline_replicator::Error> {
+        let repo = self
+            .repository()
+            .ok_or_else(|| lifeline_replicator::Error::Unavailable {
+                repository: self.path.display().to_string(),
+                message: "the catalog is being reopened after an I/O error".into(),
+            })?;
+        let _no_gc = self.gc.no_collection();
+        lifeline_replicator::verify(
+            &repo,
+            &lifeline_replicator::VerifyOptions {
+                tenant: tenant.into(),
+                keys: None,
+                progress: None,
+                repair: false,
+            },
+        )
+    }
+
     /// Sets a function every garbage collection calls between its scan and its
     /// sweep (with no lock held): a test seam to hold a collection there while
     /// agents upload. `None` removes it.
@@ -636,6 +674,16 @@ impl pb::admin_server::Admin for AdminService {
         lifeline_replicator::check_name("group", &r.group).map_err(to_status)?;
         let tz = chrono::FixedOffset::east_opt(r.tz_offset_secs)
             .ok_or_else(|| Status::invalid_argument("tz_offset_secs is out of range"))?;
+        let named: Option<chrono_tz::Tz> = if r.tz_name.is_empty() {
+            None
+        } else {
+            Some(r.tz_name.parse().map_err(|_| {
+                Status::invalid_argument(format!(
+                    "unknown time zone `{}`: write an IANA name such as Europe/Berlin",
+                    r.tz_name
+                ))
+            })?)
+        };
         let secs = |s: u64| (s > 0).then(|| std::time::Duration::from_secs(s));
         let policy = lifeline_replicator::RetentionPolicy {
             journal: secs(r.journal_secs),
@@ -666,7 +714,10 @@ impl pb::admin_server::Admin for AdminService {
             let pts: Vec<_> = points.iter().map(|p| (p.header.seq, p.header.taken_at)).collect();
             let now = chrono::Utc::now();
             let pinned = repo.catalog().pinned(&r.tenant, &r.group, now).map_err(to_status)?;
-            let ds = lifeline_replicator::decide(&pts, &policy, now, &tz, &pinned);
+            let ds = match &named {
+                Some(n) => lifeline_replicator::decide(&pts, &policy, now, n, &pinned),
+                None => lifeline_replicator::decide(&pts, &policy, now, &tz, &pinned),
+            };
             let remove: Vec<u64> = ds.iter().filter(|d| !d.kept()).map(|d| d.seq).collect();
             if !r.dry_run && !remove.is_empty() {
                 repo.remove_points(&r.tenant, &r.group, &remove).map_err(to_status)?;
@@ -742,18 +793,8 @@ impl pb::admin_server::Admin for AdminService {
                 vec![tenant]
             };
             let mut reports = Vec::new();
-            let repo = me.repo()?;
             for t in &tenants {
-                let r = lifeline_replicator::verify(
-                    &repo,
-                    &lifeline_replicator::VerifyOptions {
-                        tenant: t.clone(),
-                        keys: None,
-                        progress: None,
-                        repair: false,
-                    },
-                )
-                .map_err(to_status)?;
+                let r = me.verify(t).map_err(to_status)?;
                 reports.push(serde_json::to_string(&r).expect("serialisable"));
             }
             Ok((tenants, reports))

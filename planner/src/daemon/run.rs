@@ -1,0 +1,989 @@
+//! `lifeline daemon --config lifeline.toml --site NAME`: runs what the
+//! configuration gives one site, on schedules.
+//!
+//! - **Receiver**: when the site has `listen` and `repo`, the daemon serves the
+//!   repository (as `lifeline receiver --site` would) and owns its catalog.
+//! - **Points** of every group whose primary is this site, on the group's
+//!   `schedule` (or `interval`): replication to the secondary's receiver, or a
+//!   backup into the secondary's `repo` directory when that site runs no
+//!   receiver (scheduled backups on one machine).
+//! - **Prune** by each group's retention policy on `prune_schedule`, **verify**
+//!   (no key) and **garbage collection** on `[daemon]`'s `verify_schedule` and
+//!   `gc_schedule`: on the site that owns the repository, with the owner's
+//!   authority (never an agent's).
+//! - **Drills** of groups whose secondary is this site, on `drill_schedule`
+//!   with `drill_runbook`, each a `lifeline drill` child process.
+//!
+//! Schedules are intervals or cron expressions with seconds in the group's
+//! time zone ([`super::schedule`]). A job never overlaps itself; a job that is
+//! due while its tenant already runs `max_concurrent` operations waits. The last
+//! run of every job is kept in the state directory, so after downtime a missed
+//! schedule runs once, not once per missed occurrence. SIGHUP reloads the
+//! configuration (jobs and schedules; the receiver's address, repository and
+//! allow list need a restart); SIGTERM or SIGINT stop scheduling, interrupt
+//! running backups at their next object (no partial point is ever committed),
+//! wait for the jobs, then stop the receiver after its in-flight calls.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use lifeline_replicator::{BackupOptions, Keys, Repository, TenantRepository, backup};
+use lifeline_service::{Receiver, ReceiverConfig, RemoteRepository, TlsDir};
+use serde_json::json;
+
+use super::DaemonOptions;
+use super::metrics::Metrics;
+use super::schedule::{Due, Schedule};
+use crate::cli::DaemonArgs;
+use crate::config::{Config, GroupConfig};
+use crate::repo_target::parse_duration;
+
+/// Default per-tenant limit of concurrent operations.
+pub const DEFAULT_MAX_CONCURRENT: usize = 5;
+/// How often the loop looks at the clock.
+const TICK: Duration = Duration::from_millis(100);
+/// Tenant key of site-wide jobs (verify, gc).
+const SITE_JOBS: &str = "(site)";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kind {
+    Point { group: String },
+    Prune { group: String },
+    Drill { group: String, runbook: PathBuf },
+    Verify,
+    Gc,
+}
+
+impl Kind {
+    fn name(&self) -> &'static str {
+        match self {
+            Kind::Point { .. } => "point",
+            Kind::Prune { .. } => "prune",
+            Kind::Drill { .. } => "drill",
+            Kind::Verify => "verify",
+            Kind::Gc => "gc",
+        }
+    }
+
+    fn group(&self) -> &str {
+        match self {
+            Kind::Point { group } | Kind::Prune { group } | Kind::Drill { group, .. } => group,
+            Kind::Verify | Kind::Gc => "",
+        }
+    }
+}
+
+/// A scheduled job: what, for which tenant, when.
+struct Job {
+    key: String,
+    kind: Kind,
+    tenant: String,
+    /// The schedule as written (a reload keeps the clock of an unchanged job).
+    spec: String,
+    due: Due,
+    running: Arc<AtomicBool>,
+}
+
+/// The configuration as loaded, with the merged daemon options.
+struct Loaded {
+    config: Config,
+    path: PathBuf,
+    options: DaemonOptions,
+}
+
+/// A repository directory this daemon writes directly (no receiver in front).
+struct LocalRepo {
+    repo: Arc<Repository>,
+    /// Points take it shared; a collection exclusively (a local collection
+    /// assumes nothing writes).
+    writers: RwLock<()>,
+}
+
+/// A repository this daemon owns, with its writer lock when local.
+type Owned = (Arc<Repository>, Option<Arc<LocalRepo>>);
+
+/// What the jobs share.
+struct Shared {
+    site: String,
+    json: bool,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    state_dir: PathBuf,
+    loaded: RwLock<Arc<Loaded>>,
+    receiver: Option<Arc<Receiver>>,
+    local: Mutex<HashMap<PathBuf, Arc<LocalRepo>>>,
+    remotes: Mutex<HashMap<String, Arc<RemoteRepository>>>,
+    active: Mutex<HashMap<String, usize>>,
+    stdout: Mutex<()>,
+}
+
+pub fn run(a: &DaemonArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
+    let path = Config::locate(config_flag)
+        .context("the daemon runs a site of a configuration: pass --config lifeline.toml")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while stopping exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())?;
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())?;
+    let loaded = load(&path, &a.options)?;
+    let site_cfg = loaded
+        .config
+        .sites
+        .get(&a.site)
+        .with_context(|| {
+            format!(
+                "{}: no [sites.{}]: the sites are {}",
+                path.display(),
+                a.site,
+                loaded.config.sites.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?
+        .clone();
+    let state_dir = loaded.config.state_dir(a.state_dir.as_deref());
+    let metrics = Arc::new(Metrics::new());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+
+    // The site's receiver.
+    let receiver = match (&site_cfg.listen, &site_cfg.repo) {
+        (Some(listen), Some(repo)) => {
+            let tls_dir = loaded
+                .config
+                .tls
+                .as_ref()
+                .map(|t| t.dir.clone())
+                .context("the site serves a receiver: [tls] dir is needed")?;
+            let tls = TlsDir::new(&tls_dir).server_config()?;
+            let receiver = Arc::new(Receiver::open(&ReceiverConfig {
+                repo: repo.clone(),
+                allow: site_cfg.allow.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            })?);
+            let listener = rt
+                .block_on(tokio::net::TcpListener::bind(listen))
+                .with_context(|| format!("receiver: listen on {listen}"))?;
+            let addr = listener.local_addr()?;
+            let owner = lifeline_replicator::OwnerNote::write(repo, "lifeline daemon", &format!("https://{addr}"))?;
+            println!("listening on {addr}");
+            let mut rx = shutdown_rx.clone();
+            let r = receiver.clone();
+            servers.push(rt.spawn(async move {
+                let _owner = owner;
+                let shutdown = async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                if let Err(e) = lifeline_service::serve(listener, tls, r, shutdown).await {
+                    eprintln!("daemon: receiver stopped: {e}");
+                }
+            }));
+            Some(receiver)
+        }
+        (Some(_), None) | (None, Some(_)) if site_cfg.listen.is_some() => {
+            bail!("[sites.{}] has listen but no repo: the receiver needs both", a.site)
+        }
+        _ => None,
+    };
+
+    // Metrics.
+    if let Some(addr) = &loaded.options.metrics {
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .with_context(|| format!("metrics: listen on {addr}"))?;
+        println!("metrics listening on {}", listener.local_addr()?);
+        let mut rx = shutdown_rx.clone();
+        let m = metrics.clone();
+        servers.push(rt.spawn(super::metrics::serve(listener, m, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })));
+    }
+    std::io::stdout().flush()?;
+
+    let shared = Arc::new(Shared {
+        site: a.site.clone(),
+        json: a.json,
+        stop: stop.clone(),
+        metrics,
+        state_dir,
+        loaded: RwLock::new(Arc::new(loaded)),
+        receiver,
+        local: Mutex::new(HashMap::new()),
+        remotes: Mutex::new(HashMap::new()),
+        active: Mutex::new(HashMap::new()),
+        stdout: Mutex::new(()),
+    });
+    let result = main_loop(&shared, &reload);
+    // Stop the servers after the jobs: in-flight calls finish first.
+    let _ = shutdown_tx.send(true);
+    for s in servers {
+        let _ = rt.block_on(s);
+    }
+    shared.event(json!({"event": "stopped"}), "daemon: stopped".into());
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+fn load(path: &Path, flags: &DaemonOptions) -> Result<Loaded> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read configuration {}", path.display()))?;
+    let config = Config::parse(&text, path)?;
+    let options = flags.over(&config.daemon);
+    Ok(Loaded {
+        config,
+        path: path.to_path_buf(),
+        options,
+    })
+}
+
+fn group_tz<'a>(g: &'a GroupConfig, options: &'a DaemonOptions) -> &'a str {
+    g.timezone.as_deref().or(options.timezone.as_deref()).unwrap_or("UTC")
+}
+
+/// The site that owns a group's repository: its secondary when that site runs
+/// a receiver, else its primary (which writes the secondary's `repo` directly).
+fn owner_site(config: &Config, g: &GroupConfig) -> String {
+    let secondary = g.secondary.clone().unwrap_or_else(|| "secondary".into());
+    match config.sites.get(&secondary) {
+        Some(s) if s.listen.is_some() || s.receiver.is_some() => secondary,
+        _ => g.primary.clone().unwrap_or_else(|| "primary".into()),
+    }
+}
+
+/// A job the configuration asks for: key, kind, tenant, schedule as written,
+/// schedule, and whether it runs at once when it never ran (intervals: a fresh
+/// daemon takes a point at once).
+type Planned = (String, Kind, String, String, Schedule, bool);
+
+/// The jobs the configuration gives `site`.
+fn plan_jobs(loaded: &Loaded, site: &str) -> Result<Vec<Planned>> {
+    let c = &loaded.config;
+    let o = &loaded.options;
+    let mut out = Vec::new();
+    let mut owns_repo = c
+        .sites
+        .get(site)
+        .is_some_and(|s| s.listen.is_some() && s.repo.is_some());
+    for (name, g) in &c.groups {
+        let tenant = g
+            .tenant
+            .clone()
+            .unwrap_or_else(|| lifeline_replicator::DEFAULT_TENANT.into());
+        let tz = group_tz(g, o);
+        let ctx = |what: &str| format!("{}: [groups.{name}] {what}", loaded.path.display());
+        let primary = g.primary.as_deref().unwrap_or("primary");
+        let secondary = g.secondary.as_deref().unwrap_or("secondary");
+        if primary == site
+            && let Some(spec) = g.schedule.as_ref().or(g.interval.as_ref())
+        {
+            if g.volumes.is_empty() {
+                bail!("{}: a scheduled group needs volumes", ctx("schedule"));
+            }
+            let s = Schedule::parse(spec, tz).with_context(|| ctx("schedule"))?;
+            let at_start = matches!(s, Schedule::Every(_));
+            out.push((
+                format!("point:{name}"),
+                Kind::Point { group: name.clone() },
+                tenant.clone(),
+                spec.clone(),
+                s,
+                at_start,
+            ));
+        }
+        let owner = owner_site(c, g);
+        if owner == site {
+            owns_repo = true;
+            if let Some(spec) = &g.prune_schedule {
+                if g.retention.is_none() {
+                    bail!("{}: set [groups.{name}.retention] too", ctx("prune_schedule"));
+                }
+                let s = Schedule::parse(spec, tz).with_context(|| ctx("prune_schedule"))?;
+                out.push((
+                    format!("prune:{name}"),
+                    Kind::Prune { group: name.clone() },
+                    tenant.clone(),
+                    spec.clone(),
+                    s,
+                    false,
+                ));
+            }
+        }
+        if secondary == site
+            && let Some(spec) = &g.drill_schedule
+        {
+            let runbook = g
+                .drill_runbook
+                .clone()
+                .with_context(|| format!("{}: set drill_runbook too", ctx("drill_schedule")))?;
+            let s = Schedule::parse(spec, tz).with_context(|| ctx("drill_schedule"))?;
+            out.push((
+                format!("drill:{name}"),
+                Kind::Drill {
+                    group: name.clone(),
+                    runbook,
+                },
+                tenant.clone(),
+                spec.clone(),
+                s,
+                false,
+            ));
+        }
+    }
+    let tz = o.timezone.as_deref().unwrap_or("UTC");
+    if owns_repo {
+        if let Some(spec) = &o.verify_schedule {
+            let s = Schedule::parse(spec, tz).context("[daemon] verify_schedule")?;
+            out.push(("verify".into(), Kind::Verify, SITE_JOBS.into(), spec.clone(), s, false));
+        }
+        if let Some(spec) = &o.gc_schedule {
+            let s = Schedule::parse(spec, tz).context("[daemon] gc_schedule")?;
+            out.push(("gc".into(), Kind::Gc, SITE_JOBS.into(), spec.clone(), s, false));
+        }
+    }
+    if let Some(g) = &o.gc_grace {
+        parse_duration(g).context("[daemon] gc_grace")?;
+    }
+    Ok(out)
+}
+
+/// Builds the job table, keeping the clock of jobs whose schedule did not change.
+fn build_jobs(planned: Vec<Planned>, old: Vec<Job>, last_runs: &BTreeMap<String, DateTime<Utc>>) -> Vec<Job> {
+    let now = Utc::now();
+    let mut old: HashMap<String, Job> = old.into_iter().map(|j| (j.key.clone(), j)).collect();
+    let mut jobs = Vec::new();
+    for (key, kind, tenant, spec, schedule, at_start) in planned {
+        match old.remove(&key) {
+            Some(j) if j.spec == spec && j.kind == kind => jobs.push(Job { tenant, ..j }),
+            prev => {
+                let running = prev.map(|j| j.running).unwrap_or_default();
+                let last = last_runs.get(&key).copied();
+                jobs.push(Job {
+                    due: Due::new(schedule, last, now, at_start),
+                    key,
+                    kind,
+                    tenant,
+                    spec,
+                    running,
+                });
+            }
+        }
+    }
+    jobs
+}
+
+fn last_runs_path(state_dir: &Path, site: &str) -> PathBuf {
+    state_dir.join("daemon").join(format!("{site}.last-runs.json"))
+}
+
+fn read_last_runs(path: &Path) -> BTreeMap<String, DateTime<Utc>> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Writes the last runs atomically (temp, fsync, rename, directory fsync).
+fn write_last_runs(path: &Path, runs: &BTreeMap<String, DateTime<Utc>>) -> Result<()> {
+    let dir = path.parent().expect("state file has a directory");
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp).with_context(|| format!("write {}", tmp.display()))?;
+        f.write_all(&serde_json::to_vec_pretty(runs)?)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+fn main_loop(shared: &Arc<Shared>, reload: &AtomicBool) -> Result<()> {
+    let lr_path = last_runs_path(&shared.state_dir, &shared.site);
+    let mut last_runs = read_last_runs(&lr_path);
+    let mut jobs = build_jobs(plan_jobs(&shared.loaded(), &shared.site)?, Vec::new(), &last_runs);
+    shared.started(&jobs);
+    let mut threads: Vec<std::thread::JoinHandle<()>> = Vec::new();
+    let mut last_gauges = Instant::now() - Duration::from_secs(60);
+    while !shared.stop.load(Ordering::Relaxed) {
+        if reload.swap(false, Ordering::Relaxed) {
+            let path = shared.loaded().path.clone();
+            let flags = shared.loaded().options.clone();
+            match load(&path, &flags).and_then(|l| Ok((plan_jobs(&l, &shared.site)?, l))) {
+                Ok((planned, l)) => {
+                    *shared.loaded.write().expect("config") = Arc::new(l);
+                    shared.remotes.lock().expect("remotes").clear();
+                    jobs = build_jobs(planned, std::mem::take(&mut jobs), &last_runs);
+                    shared.metrics.inc_counter(
+                        "lifeline_daemon_config_reloads_total",
+                        "Configuration reloads (SIGHUP) that succeeded.",
+                        &[],
+                        1.0,
+                    );
+                    shared.started(&jobs);
+                }
+                // Keep running the configuration we have.
+                Err(e) => shared.event(
+                    json!({"event": "reload_failed", "error": format!("{e:#}")}),
+                    format!("daemon: reload failed, keeping the running configuration: {e:#}"),
+                ),
+            }
+        }
+        let now = Utc::now();
+        let limit = shared
+            .loaded()
+            .options
+            .max_concurrent
+            .unwrap_or(DEFAULT_MAX_CONCURRENT)
+            .max(1);
+        let mut changed = false;
+        for job in &mut jobs {
+            if job.running.load(Ordering::Relaxed) {
+                // Never overlaps itself; if it was due meanwhile it runs once after.
+                continue;
+            }
+            {
+                let active = shared.active.lock().expect("active");
+                if active.get(&job.tenant).copied().unwrap_or(0) >= limit {
+                    continue;
+                }
+            }
+            if !job.due.due(now) {
+                continue;
+            }
+            last_runs.insert(job.key.clone(), now);
+            changed = true;
+            *shared
+                .active
+                .lock()
+                .expect("active")
+                .entry(job.tenant.clone())
+                .or_default() += 1;
+            job.running.store(true, Ordering::Relaxed);
+            let (s, kind, tenant, running) = (
+                shared.clone(),
+                job.kind.clone(),
+                job.tenant.clone(),
+                job.running.clone(),
+            );
+            threads.push(std::thread::spawn(move || {
+                s.run_job(&kind, &tenant);
+                *s.active.lock().expect("active").entry(tenant).or_default() -= 1;
+                running.store(false, Ordering::Relaxed);
+            }));
+        }
+        if changed && let Err(e) = write_last_runs(&lr_path, &last_runs) {
+            eprintln!("daemon: cannot record the jobs' last runs ({e:#}); after a restart they run again");
+        }
+        threads.retain(|t| !t.is_finished());
+        if last_gauges.elapsed() >= Duration::from_secs(1) {
+            shared.update_rpo_gauges();
+            last_gauges = Instant::now();
+        }
+        std::thread::sleep(TICK);
+    }
+    shared.event(
+        json!({"event": "stopping", "running": threads.len()}),
+        format!("daemon: stopping; waiting for {} running job(s)", threads.len()),
+    );
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
+
+/// Labels of a group's metrics.
+fn gl(group: &str) -> [(&str, &str); 1] {
+    [("group", group)]
+}
+
+impl Shared {
+    fn loaded(&self) -> Arc<Loaded> {
+        self.loaded.read().expect("config").clone()
+    }
+
+    fn event(&self, j: serde_json::Value, human: String) {
+        let _g = self.stdout.lock().expect("stdout");
+        if self.json {
+            let mut j = j;
+            j["at"] = json!(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            println!("{j}");
+        } else {
+            println!("{human}");
+        }
+        let _ = std::io::stdout().flush();
+    }
+
+    fn started(&self, jobs: &[Job]) {
+        let list: Vec<serde_json::Value> = jobs
+            .iter()
+            .map(|j| json!({"job": j.key, "schedule": j.spec, "next": j.due.next()}))
+            .collect();
+        let human = jobs
+            .iter()
+            .map(|j| format!("{} ({})", j.key, j.spec))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.event(
+            json!({"event": "jobs", "site": self.site, "jobs": list}),
+            format!("daemon: site {}: {} job(s): {human}", self.site, jobs.len()),
+        );
+        let l = self.loaded();
+        for (name, g) in &l.config.groups {
+            if let Some(rpo) = g.rpo.as_deref().and_then(|r| parse_duration(r).ok()) {
+                self.metrics.set_gauge(
+                    "lifeline_group_rpo_objective_seconds",
+                    "The group's recovery point objective.",
+                    &gl(name),
+                    rpo.as_secs_f64(),
+                );
+            }
+        }
+    }
+
+    fn run_job(&self, kind: &Kind, tenant: &str) {
+        let t0 = Instant::now();
+        let group = kind.group().to_string();
+        let result = match kind {
+            Kind::Point { group } => self.point(group, tenant),
+            Kind::Prune { group } => self.prune(group, tenant),
+            Kind::Drill { group, runbook } => self.drill(group, runbook),
+            Kind::Verify => self.verify(),
+            Kind::Gc => self.gc(),
+        };
+        let secs = t0.elapsed().as_secs_f64();
+        let labels = [("job", kind.name()), ("group", group.as_str())];
+        self.metrics
+            .observe_duration("lifeline_job_duration_seconds", "Time jobs took.", &labels, secs);
+        let ok = result.is_ok();
+        self.metrics.inc_counter(
+            "lifeline_job_runs_total",
+            "Jobs run, by result.",
+            &[
+                ("job", kind.name()),
+                ("group", group.as_str()),
+                ("result", if ok { "ok" } else { "error" }),
+            ],
+            1.0,
+        );
+        match result {
+            Ok((mut j, human)) => {
+                j["event"] = json!("job");
+                j["job"] = json!(kind.name());
+                j["group"] = json!(group);
+                j["ok"] = json!(true);
+                j["secs"] = json!(secs);
+                self.event(
+                    j,
+                    format!(
+                        "daemon: {}{}: {human} ({secs:.2} s)",
+                        kind.name(),
+                        if group.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" {group}")
+                        }
+                    ),
+                );
+            }
+            Err(e) => {
+                if !group.is_empty() {
+                    self.metrics.inc_counter(
+                        "lifeline_group_errors_total",
+                        "Failed jobs of the group.",
+                        &gl(&group),
+                        1.0,
+                    );
+                }
+                self.event(
+                    json!({"event": "job", "job": kind.name(), "group": group, "ok": false, "secs": secs, "error": format!("{e:#}")}),
+                    format!("daemon: {} {group} failed: {e:#}", kind.name()),
+                );
+            }
+        }
+    }
+
+    fn keys(&self) -> Result<Keys> {
+        let l = self.loaded();
+        let key_file = l
+            .config
+            .key_file
+            .clone()
+            .context("scheduled points need the tenant's key: set key_file in the configuration")?;
+        Ok(crate::commands::load_key(&key_file)?.keys())
+    }
+
+    /// A local repository this daemon writes (opened once, shared).
+    fn local_repo(&self, path: &Path) -> Result<Arc<LocalRepo>> {
+        let mut m = self.local.lock().expect("local repos");
+        if let Some(r) = m.get(path) {
+            return Ok(r.clone());
+        }
+        let repo = Repository::open(path).with_context(|| {
+            format!(
+                "open repository {} (create it with `lifeline init --repo {}`)",
+                path.display(),
+                path.display()
+            )
+        })?;
+        let r = Arc::new(LocalRepo {
+            repo: Arc::new(repo),
+            writers: RwLock::new(()),
+        });
+        m.insert(path.to_path_buf(), r.clone());
+        Ok(r)
+    }
+
+    /// Takes a point of `group`: replication to its secondary's receiver, or a
+    /// backup into its secondary's repository directory.
+    fn point(&self, group: &str, tenant: &str) -> Result<(serde_json::Value, String)> {
+        let l = self.loaded();
+        let g = l.config.group(group).context("the group left the configuration")?;
+        let keys = self.keys()?;
+        let opts = BackupOptions {
+            group: group.into(),
+            volumes: g.volumes.iter().map(|(n, p)| (n.clone(), p.clone())).collect(),
+            freeze: g.freeze.clone(),
+            thaw: g.thaw.clone(),
+            state_dir: self.state_dir.clone(),
+            cancel: self.stop.clone(),
+            progress: None,
+        };
+        let secondary = g.secondary.as_deref().unwrap_or("secondary");
+        let site = l.config.sites.get(secondary);
+        let summary = if let Some(url) = site.and_then(|s| s.receiver.as_deref()) {
+            let remote = {
+                let mut m = self.remotes.lock().expect("remotes");
+                match m.get(group) {
+                    Some(r) => r.clone(),
+                    None => {
+                        let tls = l
+                            .config
+                            .tls
+                            .as_ref()
+                            .context("replication needs [tls] dir and identity in the configuration")?;
+                        let identity = g
+                            .agent
+                            .clone()
+                            .or_else(|| tls.identity.clone())
+                            .context("replication needs [tls] identity (or the group's agent)")?;
+                        let r = Arc::new(RemoteRepository::connect(
+                            url,
+                            &TlsDir::new(&tls.dir),
+                            &identity,
+                            &keys,
+                        )?);
+                        if let Some(limit) = g.limit_upload.as_deref() {
+                            r.set_upload_limit(Some(lifeline_service::parse_rate(limit).map_err(anyhow::Error::msg)?));
+                        }
+                        m.insert(group.into(), r.clone());
+                        r
+                    }
+                }
+            };
+            let r = backup(remote.as_ref() as &dyn TenantRepository, &keys, &opts);
+            if r.is_err() {
+                // Reconnect next time.
+                self.remotes.lock().expect("remotes").remove(group);
+            }
+            r?
+        } else if let Some(dir) = site.and_then(|s| s.repo.as_deref()) {
+            let local = self.local_repo(dir)?;
+            let _w = local.writers.read().expect("writers");
+            let t = local.repo.tenant(tenant)?;
+            backup(&t, &keys, &opts)?
+        } else {
+            bail!("group `{group}`: its secondary site `{secondary}` has neither a receiver URL nor a repo directory");
+        };
+        let m = &self.metrics;
+        let labels = gl(group);
+        m.set_gauge(
+            "lifeline_group_last_point_timestamp_seconds",
+            "When the group's newest point was taken (Unix time).",
+            &labels,
+            summary.taken_at.timestamp_millis() as f64 / 1000.0,
+        );
+        m.set_gauge(
+            "lifeline_group_cycle_duration_seconds",
+            "How long the group's last cycle took.",
+            &labels,
+            summary.elapsed_secs,
+        );
+        m.inc_counter(
+            "lifeline_group_bytes_sent_total",
+            "Sealed bytes the group's cycles sent to the repository.",
+            &labels,
+            summary.bytes_stored as f64,
+        );
+        m.inc_counter(
+            "lifeline_group_bytes_stored_total",
+            "Bytes of new data (after deduplication) the repository stored for the group.",
+            &labels,
+            summary.bytes_new as f64,
+        );
+        self.set_rpo(group, summary.taken_at);
+        Ok((
+            json!({"seq": summary.seq, "taken_at": summary.taken_at, "bytes_sent": summary.bytes_stored, "bytes_new": summary.bytes_new}),
+            format!(
+                "point {} committed, {} sent",
+                summary.seq,
+                crate::commands::human_bytes(summary.bytes_stored)
+            ),
+        ))
+    }
+
+    fn set_rpo(&self, group: &str, last: DateTime<Utc>) {
+        let rpo = (Utc::now() - last).num_milliseconds().max(0) as f64 / 1000.0;
+        self.metrics.set_gauge(
+            "lifeline_group_rpo_seconds",
+            "Current RPO: now minus when the group's newest point was taken.",
+            &gl(group),
+            rpo,
+        );
+        self.metrics.set_gauge(
+            "lifeline_group_last_point_timestamp_seconds",
+            "When the group's newest point was taken (Unix time).",
+            &gl(group),
+            last.timestamp_millis() as f64 / 1000.0,
+        );
+    }
+
+    /// The repository holding `group` that this daemon owns.
+    fn owned_repo(&self, group: &str) -> Result<(Arc<Repository>, Option<Arc<LocalRepo>>)> {
+        let l = self.loaded();
+        let g = l.config.group(group).context("the group left the configuration")?;
+        let secondary = g.secondary.as_deref().unwrap_or("secondary");
+        if secondary == self.site
+            && let Some(r) = &self.receiver
+        {
+            let repo = r
+                .repository()
+                .context("the receiver is reopening its catalog; the job runs next time")?;
+            return Ok((repo, None));
+        }
+        let dir = l
+            .config
+            .sites
+            .get(secondary)
+            .and_then(|s| s.repo.clone())
+            .with_context(|| format!("group `{group}`: [sites.{secondary}] has no repo"))?;
+        let local = self.local_repo(&dir)?;
+        Ok((local.repo.clone(), Some(local)))
+    }
+
+    fn prune(&self, group: &str, tenant: &str) -> Result<(serde_json::Value, String)> {
+        let l = self.loaded();
+        let policy = crate::commands::prune::group_policy(&l.config, group)?
+            .with_context(|| format!("group `{group}` has no [groups.{group}.retention]"))?;
+        let tz = crate::commands::prune::group_tz(
+            &l.config,
+            group,
+            l.options
+                .timezone
+                .as_deref()
+                .filter(|_| l.config.group(group).is_some_and(|g| g.timezone.is_none())),
+        )?;
+        let (repo, _local) = self.owned_repo(group)?;
+        let decisions = crate::commands::prune::prune_owned(&repo, tenant, group, &policy, &tz, false)?;
+        let kept: Vec<u64> = decisions.iter().filter(|d| d.kept()).map(|d| d.seq).collect();
+        let removed: Vec<u64> = decisions.iter().filter(|d| !d.kept()).map(|d| d.seq).collect();
+        self.metrics.inc_counter(
+            "lifeline_prune_points_removed_total",
+            "Points prune removed.",
+            &gl(group),
+            removed.len() as f64,
+        );
+        Ok((
+            json!({"kept": kept, "removed": removed, "decisions": decisions}),
+            format!("kept {} point(s), removed {}", kept.len(), removed.len()),
+        ))
+    }
+
+    /// Every repository this daemon owns, with its writer lock when local.
+    fn owned_repos(&self) -> Result<Vec<Owned>> {
+        let mut out = Vec::new();
+        if let Some(r) = &self.receiver {
+            out.push((
+                r.repository()
+                    .context("the receiver is reopening its catalog; the job runs next time")?,
+                None,
+            ));
+        }
+        let l = self.loaded();
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for g in l.config.groups.values() {
+            if owner_site(&l.config, g) != self.site || self.receiver.is_some() {
+                continue;
+            }
+            let secondary = g.secondary.as_deref().unwrap_or("secondary");
+            if let Some(d) = l.config.sites.get(secondary).and_then(|s| s.repo.clone())
+                && !dirs.contains(&d)
+            {
+                dirs.push(d);
+            }
+        }
+        for d in dirs {
+            let local = self.local_repo(&d)?;
+            out.push((local.repo.clone(), Some(local)));
+        }
+        Ok(out)
+    }
+
+    fn verify(&self) -> Result<(serde_json::Value, String)> {
+        let mut reports = Vec::new();
+        let mut clean = true;
+        for (repo, local) in self.owned_repos()? {
+            for t in repo.catalog().tenants()? {
+                let r = match (&local, &self.receiver) {
+                    // No collection deletes what the scrub reads.
+                    (Some(l), _) => {
+                        let _no_gc = l.writers.read().expect("writers");
+                        lifeline_replicator::verify(
+                            &repo,
+                            &lifeline_replicator::VerifyOptions {
+                                tenant: t.clone(),
+                                keys: None,
+                                progress: None,
+                                repair: false,
+                            },
+                        )?
+                    }
+                    (None, Some(rcv)) => rcv.verify(&t)?,
+                    (None, None) => unreachable!("an owned repository is local or served"),
+                };
+                clean &= r.is_clean();
+                reports.push(json!({"repo": repo.path(), "tenant": t, "clean": r.is_clean(), "objects": r.objects, "affected_points": r.affected_points}));
+            }
+        }
+        self.metrics.set_gauge(
+            "lifeline_verify_clean",
+            "1 when the last scheduled verify found nothing missing or damaged.",
+            &[],
+            if clean { 1.0 } else { 0.0 },
+        );
+        if !clean {
+            bail!(
+                "verify found missing or damaged objects: {}",
+                serde_json::to_string(&reports)?
+            );
+        }
+        Ok((json!({"reports": reports}), "repository clean".into()))
+    }
+
+    fn gc(&self) -> Result<(serde_json::Value, String)> {
+        let grace = parse_duration(self.loaded().options.gc_grace.as_deref().unwrap_or("1h"))?;
+        let mut reports = Vec::new();
+        let mut reclaimed = 0u64;
+        for (repo, local) in self.owned_repos()? {
+            for t in repo.catalog().tenants()? {
+                let r = match (&local, &self.receiver) {
+                    // Local: no point may be taken meanwhile.
+                    (Some(l), _) => {
+                        let _x = l.writers.write().expect("writers");
+                        lifeline_replicator::gc(&repo, &t, grace, false)?
+                    }
+                    // Through the receiver: safe against its uploads.
+                    (None, Some(rcv)) => rcv.gc(&t, grace, false)?,
+                    (None, None) => unreachable!("an owned repository is local or served"),
+                };
+                reclaimed += r.collect.bytes_reclaimed;
+                reports.push(r);
+            }
+        }
+        self.metrics.inc_counter(
+            "lifeline_gc_bytes_reclaimed_total",
+            "Disk space garbage collection freed.",
+            &[],
+            reclaimed as f64,
+        );
+        Ok((
+            json!({"reports": reports}),
+            format!("{} reclaimed", crate::commands::human_bytes(reclaimed)),
+        ))
+    }
+
+    fn drill(&self, group: &str, runbook: &Path) -> Result<(serde_json::Value, String)> {
+        let l = self.loaded();
+        let reports = self.state_dir.join("daemon").join("drill-reports");
+        let out = std::process::Command::new(crate::plan::this_binary())
+            .arg("--config")
+            .arg(&l.path)
+            .arg("drill")
+            .arg(runbook)
+            .arg("--json")
+            .arg("--report-dir")
+            .arg(&reports)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .context("start `lifeline drill`")?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let report = stdout
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|v| v["event"] == "drill_report");
+        let Some(report) = report else {
+            bail!(
+                "the drill ended ({}) without a report: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+            );
+        };
+        let verdict = report["verdict"].as_str().unwrap_or("unknown").to_string();
+        let m = &self.metrics;
+        m.set_gauge(
+            "lifeline_group_last_drill_timestamp_seconds",
+            "When the group's last drill ended (Unix time).",
+            &gl(group),
+            Utc::now().timestamp_millis() as f64 / 1000.0,
+        );
+        m.set_gauge(
+            "lifeline_group_last_drill_passed",
+            "1 when the group's last drill passed (with or without warnings).",
+            &gl(group),
+            if verdict == "failed" { 0.0 } else { 1.0 },
+        );
+        for v in ["passed", "passed_with_warnings", "failed"] {
+            m.set_gauge(
+                "lifeline_group_last_drill_verdict",
+                "The verdict of the group's last drill (1 for the verdict it had).",
+                &[("group", group), ("verdict", v)],
+                if v == verdict { 1.0 } else { 0.0 },
+            );
+        }
+        Ok((report.clone(), format!("verdict {verdict}")))
+    }
+
+    /// RPO gauges of the groups whose repository this daemon owns (a receiver
+    /// site sees every group it receives, whether or not its agent reports).
+    fn update_rpo_gauges(&self) {
+        let Ok(repos) = self.owned_repos() else { return };
+        for (repo, _) in repos {
+            let Ok(tenants) = repo.catalog().tenants() else {
+                continue;
+            };
+            for t in tenants {
+                let Ok(points) = repo.points(&t, None) else { continue };
+                let mut last: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+                for p in points {
+                    let e = last.entry(p.header.group.clone()).or_insert(p.header.taken_at);
+                    if p.header.taken_at > *e {
+                        *e = p.header.taken_at;
+                    }
+                }
+                for (g, at) in last {
+                    self.set_rpo(&g, at);
+                }
+            }
+        }
+    }
+}
