@@ -44,15 +44,16 @@ pub fn run(a: &VerifyArgs) -> Result<ExitCode> {
         return Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
     let repo = Repository::open(&a.repo.repo)?;
+    let tenant = a.tenant.clone().unwrap_or_else(|| DEFAULT_TENANT.into());
     let keys = match &a.key_file {
-        Some(k) => Some(repo.check_key(DEFAULT_TENANT, &super::load_key(k)?)?),
+        Some(k) => Some(repo.check_key(&tenant, &super::load_key(k)?)?),
         None => None,
     };
     let bar = Bar::bytes("verify", a.json);
     let result = verify(
         &repo,
         &VerifyOptions {
-            tenant: a.tenant.clone().unwrap_or_else(|| DEFAULT_TENANT.into()),
+            tenant,
             keys,
             progress: bar.callback(),
             repair: a.repair,
