@@ -445,6 +445,9 @@ fn main_loop(shared: &Arc<Shared>, reload: &AtomicBool) -> Result<()> {
             .unwrap_or(DEFAULT_MAX_CONCURRENT)
             .max(1);
         let mut changed = false;
+        // Longest-waiting first: a job kept waiting by its tenant's limit goes
+        // before one that just became due (no group starves another).
+        jobs.sort_by_key(|j| j.due.next());
         for job in &mut jobs {
             if job.running.load(Ordering::Relaxed) {
                 // Never overlaps itself; if it was due meanwhile it runs once after.
@@ -985,5 +988,66 @@ impl Shared {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> Loaded {
+        let path = Path::new("runbooks/lifeline.toml");
+        let config = Config::parse(include_str!("../../../runbooks/lifeline.toml"), path).unwrap();
+        let options = DaemonOptions::default().over(&config.daemon);
+        Loaded {
+            config,
+            path: path.into(),
+            options,
+        }
+    }
+
+    fn keys(l: &Loaded, site: &str) -> Vec<String> {
+        plan_jobs(l, site).unwrap().into_iter().map(|j| j.0).collect()
+    }
+
+    #[test]
+    fn the_example_plans_each_sites_jobs() {
+        let l = example();
+        // The primary takes the points (and, serving a receiver for failback,
+        // verifies and collects its own repository); the secondary owns the
+        // groups' repository (prune, verify, gc) and drills.
+        let mut primary = keys(&l, "primary");
+        primary.sort();
+        assert_eq!(primary, ["gc", "point:app", "point:shop", "point:web", "verify"]);
+        let mut secondary = keys(&l, "secondary");
+        secondary.sort();
+        assert_eq!(secondary, ["drill:shop", "gc", "prune:shop", "verify"]);
+        assert!(keys(&l, "elsewhere").is_empty());
+    }
+
+    #[test]
+    fn flags_and_environment_win_over_the_file() {
+        let file = DaemonOptions {
+            metrics: Some("127.0.0.1:9187".into()),
+            max_concurrent: Some(5),
+            gc_grace: Some("1h".into()),
+            ..Default::default()
+        };
+        let flags = DaemonOptions {
+            max_concurrent: Some(2),
+            ..Default::default()
+        };
+        let o = flags.over(&file);
+        assert_eq!(o.max_concurrent, Some(2));
+        assert_eq!(o.metrics.as_deref(), Some("127.0.0.1:9187"));
+        assert_eq!(o.gc_grace.as_deref(), Some("1h"));
+    }
+
+    #[test]
+    fn a_bad_schedule_names_the_group_and_field() {
+        let mut l = example();
+        l.config.groups.get_mut("shop").unwrap().schedule = Some("every tuesday".into());
+        let e = format!("{:#}", plan_jobs(&l, "primary").err().unwrap());
+        assert!(e.contains("[groups.shop] schedule"), "{e}");
     }
 }

@@ -416,3 +416,113 @@ gc_grace = "0s"
     assert_eq!(dr.finish(Duration::from_secs(30)).code, Some(0));
     run(&["verify", "--repo", s(&repo), "--key-file", s(&key), "--tenant", "t"]).ok();
 }
+
+/// With `max_concurrent = 1`, two groups of one tenant whose cycles take
+/// longer than their one-second schedule never run at the same time, and
+/// neither starves.
+#[test]
+fn the_per_tenant_limit_serialises_a_tenants_operations() {
+    let sb = Sandbox::new();
+    let (v1, v2) = (sb.path("v1.img"), sb.path("v2.img"));
+    write_random_file(&v1, MIB, 7);
+    write_random_file(&v2, MIB, 8);
+    let cfg = sb.path("lifeline.toml");
+    let group = |name: &str, v: &Path| {
+        format!(
+            "[groups.{name}]\nsecondary = \"vault\"\nvolumes = {{ v = \"{}\" }}\nschedule = \"* * * * * *\"\nfreeze = \"sleep 0.7\"\nthaw = \"true\"\n\n",
+            s(v)
+        )
+    };
+    fs::write(
+        &cfg,
+        format!(
+            "key_file = \"{}\"\nstate_dir = \"{}\"\n\n[daemon]\nmax_concurrent = 1\n\n[sites.primary]\n\n[sites.vault]\nrepo = \"{}\"\n\n{}{}",
+            s(&sb.key),
+            s(&sb.state),
+            s(&sb.repo),
+            group("g1", &v1),
+            group("g2", &v2)
+        ),
+    )
+    .unwrap();
+    let mut d = Background::spawn(&["--config", s(&cfg), "daemon", "--site", "primary", "--json"]);
+    for _ in 0..6 {
+        let e = next_event(&mut d, "a point", |v| is_job(v, "point"));
+        assert_eq!(e["ok"], true, "{e}");
+    }
+    d.signal("TERM");
+    let run = d.finish(Duration::from_secs(30));
+    let mut spans: Vec<(f64, f64, String)> = run
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| is_job(v, "point") && v["ok"] == true)
+        .map(|v| {
+            let end = chrono::DateTime::parse_from_rfc3339(v["at"].as_str().unwrap()).unwrap();
+            let end = end.timestamp_millis() as f64 / 1000.0;
+            (
+                end - v["secs"].as_f64().unwrap(),
+                end,
+                v["group"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for w in spans.windows(2) {
+        // 50 ms of slack: the end instant is taken just after the job's own clock stops.
+        assert!(w[1].0 >= w[0].1 - 0.05, "operations of one tenant overlapped: {w:?}");
+    }
+    for g in ["g1", "g2"] {
+        assert!(spans.iter().filter(|s| s.2 == g).count() >= 2, "{g} starved: {spans:?}");
+    }
+}
+
+/// A scheduled drill runs `lifeline drill` as a child process on the group's
+/// recovery site; a drill that cannot run is a failed job with the drill's own
+/// error, counted in the metrics, and the daemon goes on.
+#[test]
+fn a_scheduled_drill_that_cannot_run_is_reported_and_the_daemon_goes_on() {
+    let sb = Sandbox::new();
+    let cfg = sb.path("lifeline.toml");
+    let v = sb.path("v.img");
+    write_random_file(&v, MIB, 9);
+    fs::write(
+        &cfg,
+        format!(
+            "key_file = \"{}\"\nstate_dir = \"{}\"\n[sites.primary]\n[sites.vault]\nrepo = \"{}\"\n\
+             [groups.g]\nsecondary = \"vault\"\nvolumes = {{ v = \"{}\" }}\n\
+             drill_schedule = \"* * * * * *\"\ndrill_runbook = \"{}\"\n",
+            s(&sb.key),
+            s(&sb.state),
+            s(&sb.repo),
+            s(&v),
+            s(&sb.path("missing-runbook.toml"))
+        ),
+    )
+    .unwrap();
+    let mut d = Background::spawn(&[
+        "--config",
+        s(&cfg),
+        "daemon",
+        "--site",
+        "vault",
+        "--json",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let addr = d
+        .wait_for_line(Duration::from_secs(20), |l| l.starts_with("metrics listening on "))
+        .unwrap_or_else(|| panic!("no metrics address: {}", d.describe()))
+        .trim_start_matches("metrics listening on ")
+        .to_string();
+    for _ in 0..2 {
+        let e = next_event(&mut d, "a drill", |v| is_job(v, "drill"));
+        assert_eq!(e["ok"], false, "{e}");
+        assert!(e["error"].as_str().unwrap().contains("missing-runbook.toml"), "{e}");
+    }
+    let m = scrape(&addr);
+    assert!(sample(&m, "lifeline_group_errors_total", &[("group", "g")]).unwrap() >= 2.0);
+    assert!(sample(&m, "lifeline_job_runs_total", &[("job", "drill"), ("result", "error")]).unwrap() >= 2.0);
+    d.signal("TERM");
+    assert_eq!(d.finish(Duration::from_secs(30)).code, Some(0));
+}
