@@ -489,7 +489,8 @@ fn a_scheduled_drill_that_cannot_run_is_reported_and_the_daemon_goes_on() {
     fs::write(
         &cfg,
         format!(
-            "key_file = \"{}\"\nstate_dir = \"{}\"\n[sites.primary]\n[sites.vault]\nrepo = \"{}\"\n\
+            "key_file = \"{}\"\nstate_dir = \"{}\"\n[daemon]\nmetrics = \"127.0.0.1:0\"\n\
+             [sites.primary]\n[sites.vault]\nrepo = \"{}\"\n\
              [groups.g]\nsecondary = \"vault\"\nvolumes = {{ v = \"{}\" }}\n\
              drill_schedule = \"* * * * * *\"\ndrill_runbook = \"{}\"\n",
             s(&sb.key),
@@ -500,16 +501,8 @@ fn a_scheduled_drill_that_cannot_run_is_reported_and_the_daemon_goes_on() {
         ),
     )
     .unwrap();
-    let mut d = Background::spawn(&[
-        "--config",
-        s(&cfg),
-        "daemon",
-        "--site",
-        "vault",
-        "--json",
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
+    // The metrics address comes from the file's [daemon] this time.
+    let mut d = Background::spawn(&["--config", s(&cfg), "daemon", "--site", "vault", "--json"]);
     let addr = d
         .wait_for_line(Duration::from_secs(20), |l| l.starts_with("metrics listening on "))
         .unwrap_or_else(|| panic!("no metrics address: {}", d.describe()))
