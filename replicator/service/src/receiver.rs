@@ -654,6 +654,16 @@ impl Replication for ReceiverService {
     }
 }
 
+/// The admin identity behind `req`; agents are refused: they are append-only.
+fn admin_of<T>(req: &Request<T>, what: &str) -> Result<String, Status> {
+    match Peer::of(req)? {
+        Peer::Admin { name } => Ok(name),
+        Peer::Agent { name, .. } => Err(Status::permission_denied(format!(
+            "agent `{name}` cannot {what}: agents are append-only; use an admin identity"
+        ))),
+    }
+}
+
 /// The admin face of a [`Receiver`].
 #[derive(Clone)]
 pub struct AdminService(Arc<Receiver>);
@@ -661,14 +671,7 @@ pub struct AdminService(Arc<Receiver>);
 #[tonic::async_trait]
 impl pb::admin_server::Admin for AdminService {
     async fn prune(&self, req: Request<pb::PruneRequest>) -> Result<Response<pb::PruneResponse>, Status> {
-        let admin = match Peer::of(&req)? {
-            Peer::Admin { name } => name,
-            Peer::Agent { name, .. } => {
-                return Err(Status::permission_denied(format!(
-                    "agent `{name}` cannot prune: agents are append-only; use an admin identity"
-                )));
-            }
-        };
+        let admin = admin_of(&req, "prune")?;
         let r = req.into_inner();
         lifeline_replicator::check_name("tenant", &r.tenant).map_err(to_status)?;
         lifeline_replicator::check_name("group", &r.group).map_err(to_status)?;
@@ -732,14 +735,7 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn gc(&self, req: Request<pb::GcRequest>) -> Result<Response<pb::GcResponse>, Status> {
-        let admin = match Peer::of(&req)? {
-            Peer::Admin { name } => name,
-            Peer::Agent { name, .. } => {
-                return Err(Status::permission_denied(format!(
-                    "agent `{name}` cannot collect garbage: agents are append-only; use an admin identity"
-                )));
-            }
-        };
+        let admin = admin_of(&req, "collect garbage")?;
         let r = req.into_inner();
         if !r.tenant.is_empty() {
             lifeline_replicator::check_name("tenant", &r.tenant).map_err(to_status)?;
@@ -775,14 +771,7 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn verify(&self, req: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {
-        let admin = match Peer::of(&req)? {
-            Peer::Admin { name } => name,
-            Peer::Agent { name, .. } => {
-                return Err(Status::permission_denied(format!(
-                    "agent `{name}` cannot run admin operations; use an admin identity"
-                )));
-            }
-        };
+        let admin = admin_of(&req, "run admin operations")?;
         let tenant = req.into_inner().tenant;
         let me = self.0.clone();
         tracing::info!(%admin, %tenant, "verify requested");

@@ -8,6 +8,7 @@
 //! for the receiver's answer, which comes only once every object is durable.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use lifeline_proto::v1 as pb;
@@ -201,6 +202,32 @@ impl RemoteRepository {
     }
 }
 
+type AdminClient = pb::admin_client::AdminClient<tonic::transport::Channel>;
+
+/// One call to a receiver's admin service as admin `admin`.
+fn admin_call<T, F>(
+    url: &str,
+    tls: &TlsDir,
+    admin: &str,
+    call: impl FnOnce(AdminClient) -> F,
+) -> Result<T, ServiceError>
+where
+    F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let rt = client_runtime(0)?;
+    let endpoint = client_endpoint(url, tls, admin, None)?;
+    Ok(rt
+        .block_on(async {
+            let channel = endpoint
+                .connect()
+                .await
+                .map_err(|e| tonic::Status::unavailable(format!("{e}: {}", source_chain(&e))))?;
+            call(AdminClient::new(channel).max_decoding_message_size(MAX_MESSAGE)).await
+        })
+        .map_err(|s| ServiceError::Replicator(remote(url, s)))?
+        .into_inner())
+}
+
 /// Runs the no-key verify of `tenant` (or every tenant) on a receiver, as an admin.
 /// Returns (tenant, report JSON) pairs.
 pub fn remote_verify(
@@ -209,23 +236,10 @@ pub fn remote_verify(
     admin: &str,
     tenant: Option<&str>,
 ) -> Result<Vec<(String, String)>, ServiceError> {
-    let rt = client_runtime(0)?;
-    let endpoint = client_endpoint(url, tls, admin, None)?;
-    let resp = rt
-        .block_on(async {
-            let channel = endpoint
-                .connect()
-                .await
-                .map_err(|e| tonic::Status::unavailable(format!("{e}: {}", source_chain(&e))))?;
-            pb::admin_client::AdminClient::new(channel)
-                .max_decoding_message_size(MAX_MESSAGE)
-                .verify(pb::VerifyRequest {
-                    tenant: tenant.unwrap_or_default().into(),
-                })
-                .await
-        })
-        .map_err(|s| ServiceError::Replicator(remote(url, s)))?
-        .into_inner();
+    let req = pb::VerifyRequest {
+        tenant: tenant.unwrap_or_default().into(),
+    };
+    let resp = admin_call(url, tls, admin, |mut c| async move { c.verify(req).await })?;
     Ok(resp.tenants.into_iter().zip(resp.reports).collect())
 }
 
@@ -237,43 +251,14 @@ pub fn remote_prune(
     admin: &str,
     req: pb::PruneRequest,
 ) -> Result<(String, Vec<u64>), ServiceError> {
-    let rt = client_runtime(0)?;
-    let endpoint = client_endpoint(url, tls, admin, None)?;
-    let resp = rt
-        .block_on(async {
-            let channel = endpoint
-                .connect()
-                .await
-                .map_err(|e| tonic::Status::unavailable(format!("{e}: {}", source_chain(&e))))?;
-            pb::admin_client::AdminClient::new(channel)
-                .max_decoding_message_size(MAX_MESSAGE)
-                .prune(req)
-                .await
-        })
-        .map_err(|s| ServiceError::Replicator(remote(url, s)))?
-        .into_inner();
+    let resp = admin_call(url, tls, admin, |mut c| async move { c.prune(req).await })?;
     Ok((resp.decisions, resp.removed))
 }
 
 /// Collects garbage on a receiver as admin `admin`, while its agents keep
 /// uploading: one JSON report per tenant.
 pub fn remote_gc(url: &str, tls: &TlsDir, admin: &str, req: pb::GcRequest) -> Result<Vec<String>, ServiceError> {
-    let rt = client_runtime(0)?;
-    let endpoint = client_endpoint(url, tls, admin, None)?;
-    let resp = rt
-        .block_on(async {
-            let channel = endpoint
-                .connect()
-                .await
-                .map_err(|e| tonic::Status::unavailable(format!("{e}: {}", source_chain(&e))))?;
-            pb::admin_client::AdminClient::new(channel)
-                .max_decoding_message_size(MAX_MESSAGE)
-                .gc(req)
-                .await
-        })
-        .map_err(|s| ServiceError::Replicator(remote(url, s)))?
-        .into_inner();
-    Ok(resp.reports)
+    Ok(admin_call(url, tls, admin, |mut c| async move { c.gc(req).await })?.reports)
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {
