@@ -249,13 +249,17 @@ fn group_tz<'a>(g: &'a GroupConfig, options: &'a DaemonOptions) -> &'a str {
     g.timezone.as_deref().or(options.timezone.as_deref()).unwrap_or("UTC")
 }
 
-/// The site that owns a group's repository: its secondary when that site runs
-/// a receiver, else its primary (which writes the secondary's `repo` directly).
-fn owner_site(config: &Config, g: &GroupConfig) -> String {
+/// The site whose daemon owns a group's repository (prunes, verifies and
+/// collects it): its secondary when that site's daemon serves the receiver
+/// (`listen` and `repo`); its primary when the secondary is only a `repo`
+/// directory (local backups); none when the receiver runs elsewhere (a
+/// separate `lifeline receiver`: prune and collect through its admin service).
+fn owner_site(config: &Config, g: &GroupConfig) -> Option<String> {
     let secondary = g.secondary.clone().unwrap_or_else(|| "secondary".into());
     match config.sites.get(&secondary) {
-        Some(s) if s.listen.is_some() || s.receiver.is_some() => secondary,
-        _ => g.primary.clone().unwrap_or_else(|| "primary".into()),
+        Some(s) if s.listen.is_some() && s.repo.is_some() => Some(secondary),
+        Some(s) if s.listen.is_some() || s.receiver.is_some() => None,
+        _ => Some(g.primary.clone().unwrap_or_else(|| "primary".into())),
     }
 }
 
@@ -299,8 +303,7 @@ fn plan_jobs(loaded: &Loaded, site: &str) -> Result<Vec<Planned>> {
                 at_start,
             ));
         }
-        let owner = owner_site(c, g);
-        if owner == site {
+        if owner_site(c, g).as_deref() == Some(site) {
             owns_repo = true;
             if let Some(spec) = &g.prune_schedule {
                 if g.retention.is_none() {
@@ -823,7 +826,7 @@ impl Shared {
         let l = self.loaded();
         let mut dirs: Vec<PathBuf> = Vec::new();
         for g in l.config.groups.values() {
-            if owner_site(&l.config, g) != self.site || self.receiver.is_some() {
+            if owner_site(&l.config, g).as_deref() != Some(self.site.as_str()) || self.receiver.is_some() {
                 continue;
             }
             let secondary = g.secondary.as_deref().unwrap_or("secondary");

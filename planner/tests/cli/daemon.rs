@@ -83,7 +83,7 @@ fn is_job(v: &Value, job: &str) -> bool {
     v["event"] == "job" && v["job"] == job
 }
 
-fn scrape(addr: &str) -> Vec<Sample> {
+pub(crate) fn scrape(addr: &str) -> Vec<Sample> {
     let mut c = std::net::TcpStream::connect(addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
@@ -95,7 +95,7 @@ fn scrape(addr: &str) -> Vec<Sample> {
     parse_exposition(body).unwrap_or_else(|e| panic!("unparsable metrics ({e}):\n{body}"))
 }
 
-fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     samples
         .iter()
         .find(|s| {

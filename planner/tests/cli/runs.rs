@@ -1432,3 +1432,83 @@ fn started_run(planner: &mut Background, step: &str) -> String {
         .unwrap()
         .to_string()
 }
+
+/// The recovery site's daemon drills a group on its schedule (here a yearly
+/// one missed while the daemon was down, so it runs once at start): a real
+/// `lifeline drill` against the replicating deployment, whose verdict and time
+/// the metrics then show.
+#[test]
+fn the_daemon_runs_a_scheduled_drill_and_exports_its_verdict() {
+    let d = Deployment::with_interval("1s");
+    let rb = d.site.path("drill.toml");
+    fs::write(
+        &rb,
+        r#"[runbook]
+name = "shop-drill"
+group = "shop"
+[[step]]
+id = "promote"
+action = "volume.promote"
+[[step]]
+id = "verify"
+action = "check.volume"
+volume = "db"
+after = ["promote"]
+"#,
+    )
+    .unwrap();
+    let text = fs::read_to_string(&d.config).unwrap().replace(
+        "[groups.shop]\n",
+        &format!(
+            "[groups.shop]\ndrill_schedule = \"0 0 0 1 1 *\"\ndrill_runbook = \"{}\"\n",
+            s(&rb)
+        ),
+    );
+    fs::write(&d.config, &text).unwrap();
+    let state = text
+        .lines()
+        .find_map(|l| l.strip_prefix("state_dir = \""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_string();
+    let runs = Path::new(&state).join("daemon/secondary.last-runs.json");
+    fs::create_dir_all(runs.parent().unwrap()).unwrap();
+    let year_ago = (chrono::Utc::now() - chrono::Duration::days(400)).to_rfc3339();
+    fs::write(&runs, format!(r#"{{"drill:shop": "{year_ago}"}}"#)).unwrap();
+    let mut daemon = Background::spawn(&[
+        "--config",
+        s(&d.config),
+        "daemon",
+        "--site",
+        "secondary",
+        "--json",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let addr = daemon
+        .wait_for_line(Duration::from_secs(20), |l| l.starts_with("metrics listening on "))
+        .unwrap_or_else(|| panic!("no metrics address: {}", daemon.describe()))
+        .trim_start_matches("metrics listening on ")
+        .to_string();
+    let line = daemon
+        .wait_for_line(Duration::from_secs(120), |l| l.contains("\"job\":\"drill\""))
+        .unwrap_or_else(|| panic!("no drill: {}", daemon.describe()));
+    let e: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(e["ok"], true, "{e}");
+    assert_ne!(e["verdict"], "failed", "{e}");
+    assert!(
+        Path::new(e["report_dir"].as_str().unwrap())
+            .join("report.json")
+            .is_file(),
+        "{e}"
+    );
+    let m = crate::daemon::scrape(&addr);
+    let g = [("group", "shop")];
+    assert_eq!(
+        crate::daemon::sample(&m, "lifeline_group_last_drill_passed", &g),
+        Some(1.0)
+    );
+    assert!(crate::daemon::sample(&m, "lifeline_group_last_drill_timestamp_seconds", &g).unwrap() > 1.7e9);
+    daemon.signal("TERM");
+    assert_eq!(daemon.finish(Duration::from_secs(60)).code, Some(0));
+}
