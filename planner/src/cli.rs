@@ -643,7 +643,7 @@ pub struct DaemonArgs {
     /// Agent and planner state directory [default: the configuration's state_dir].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// One JSON event per line on stdout (job started/finished), for machines.
+    /// One JSON event per line on stdout (the job list, each job's start and end, stop), for machines.
     #[arg(long)]
     pub json: bool,
 }

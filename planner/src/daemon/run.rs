@@ -558,6 +558,12 @@ impl Shared {
     fn run_job(&self, kind: &Kind, tenant: &str) {
         let t0 = Instant::now();
         let group = kind.group().to_string();
+        if self.json {
+            self.event(
+                json!({"event": "job_started", "job": kind.name(), "group": group, "tenant": tenant}),
+                String::new(),
+            );
+        }
         let result = match kind {
             Kind::Point { group } => self.point(group, tenant),
             Kind::Prune { group } => self.prune(group, tenant),

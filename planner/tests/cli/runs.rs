@@ -1491,7 +1491,9 @@ after = ["promote"]
         .trim_start_matches("metrics listening on ")
         .to_string();
     let line = daemon
-        .wait_for_line(Duration::from_secs(120), |l| l.contains("\"job\":\"drill\""))
+        .wait_for_line(Duration::from_secs(120), |l| {
+            serde_json::from_str::<Value>(l).is_ok_and(|v| v["event"] == "job" && v["job"] == "drill")
+        })
         .unwrap_or_else(|| panic!("no drill: {}", daemon.describe()));
     let e: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(e["ok"], true, "{e}");
