@@ -122,6 +122,9 @@ struct Shared {
     remotes: Mutex<HashMap<String, Arc<RemoteRepository>>>,
     active: Mutex<HashMap<String, usize>>,
     stdout: Mutex<()>,
+    /// Drills running as child processes: told to stop (and tear their
+    /// sandboxes down) when the daemon stops.
+    children: Mutex<std::collections::HashSet<u32>>,
 }
 
 pub fn run(a: &DaemonArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
@@ -223,6 +226,7 @@ pub fn run(a: &DaemonArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
         remotes: Mutex::new(HashMap::new()),
         active: Mutex::new(HashMap::new()),
         stdout: Mutex::new(()),
+        children: Mutex::new(Default::default()),
     });
     let result = main_loop(&shared, &reload);
     // Stop the servers after the jobs: in-flight calls finish first.
@@ -500,6 +504,13 @@ fn main_loop(shared: &Arc<Shared>, reload: &AtomicBool) -> Result<()> {
         json!({"event": "stopping", "running": threads.len()}),
         format!("daemon: stopping; waiting for {} running job(s)", threads.len()),
     );
+    // Running drills end early, tearing their sandboxes down (a drill
+    // interrupted this way reports a failure).
+    for pid in shared.children.lock().expect("children").iter() {
+        if let Some(pid) = rustix::process::Pid::from_raw(*pid as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+    }
     for t in threads {
         let _ = t.join();
     }
@@ -804,6 +815,13 @@ impl Shared {
                 .filter(|_| l.config.group(group).is_some_and(|g| g.timezone.is_none())),
         )?;
         let (repo, _local) = self.owned_repo(group)?;
+        if repo.catalog().last_point(tenant, group)?.is_none() {
+            // Nothing yet (a fresh deployment): not a failure.
+            return Ok((
+                json!({"kept": [], "removed": [], "decisions": []}),
+                "no points yet".into(),
+            ));
+        }
         let decisions = crate::commands::prune::prune_owned(&repo, tenant, group, &policy, &tz, false)?;
         let kept: Vec<u64> = decisions.iter().filter(|d| d.kept()).map(|d| d.seq).collect();
         let removed: Vec<u64> = decisions.iter().filter(|d| !d.kept()).map(|d| d.seq).collect();
@@ -936,8 +954,21 @@ impl Shared {
             .arg("--state-dir")
             .arg(&self.state_dir)
             .stdin(std::process::Stdio::null())
-            .output()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .context("start `lifeline drill`")?;
+        let pid = out.id();
+        self.children.lock().expect("children").insert(pid);
+        if self.stop.load(Ordering::Relaxed) {
+            // Stopping began between the check and the spawn.
+            if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
+            }
+        }
+        let out = out.wait_with_output();
+        self.children.lock().expect("children").remove(&pid);
+        let out = out.context("wait for `lifeline drill`")?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         let report = stdout
             .lines()

@@ -1433,30 +1433,12 @@ fn started_run(planner: &mut Background, step: &str) -> String {
         .to_string()
 }
 
-/// The recovery site's daemon drills a group on its schedule (here a yearly
-/// one missed while the daemon was down, so it runs once at start): a real
-/// `lifeline drill` against the replicating deployment, whose verdict and time
-/// the metrics then show.
-#[test]
-fn the_daemon_runs_a_scheduled_drill_and_exports_its_verdict() {
-    let d = Deployment::with_interval("1s");
+/// A deployment whose recovery site's daemon has a yearly drill of `runbook`
+/// that it missed (so it runs once at start); returns the daemon and its
+/// metrics address.
+fn daemon_with_missed_drill(d: &Deployment, runbook: &str) -> (Background, String) {
     let rb = d.site.path("drill.toml");
-    fs::write(
-        &rb,
-        r#"[runbook]
-name = "shop-drill"
-group = "shop"
-[[step]]
-id = "promote"
-action = "volume.promote"
-[[step]]
-id = "verify"
-action = "check.volume"
-volume = "db"
-after = ["promote"]
-"#,
-    )
-    .unwrap();
+    fs::write(&rb, runbook).unwrap();
     let text = fs::read_to_string(&d.config).unwrap().replace(
         "[groups.shop]\n",
         &format!(
@@ -1490,12 +1472,41 @@ after = ["promote"]
         .unwrap_or_else(|| panic!("no metrics address: {}", daemon.describe()))
         .trim_start_matches("metrics listening on ")
         .to_string();
+    (daemon, addr)
+}
+
+fn drill_event(daemon: &mut Background, event: &str) -> Value {
     let line = daemon
         .wait_for_line(Duration::from_secs(120), |l| {
-            serde_json::from_str::<Value>(l).is_ok_and(|v| v["event"] == "job" && v["job"] == "drill")
+            serde_json::from_str::<Value>(l).is_ok_and(|v| v["event"] == event && v["job"] == "drill")
         })
-        .unwrap_or_else(|| panic!("no drill: {}", daemon.describe()));
-    let e: Value = serde_json::from_str(&line).unwrap();
+        .unwrap_or_else(|| panic!("no {event} of the drill: {}", daemon.describe()));
+    serde_json::from_str(&line).unwrap()
+}
+
+/// The recovery site's daemon drills a group on its schedule (here a yearly
+/// one missed while the daemon was down, so it runs once at start): a real
+/// `lifeline drill` against the replicating deployment, whose verdict and time
+/// the metrics then show.
+#[test]
+fn the_daemon_runs_a_scheduled_drill_and_exports_its_verdict() {
+    let d = Deployment::with_interval("1s");
+    let (mut daemon, addr) = daemon_with_missed_drill(
+        &d,
+        r#"[runbook]
+name = "shop-drill"
+group = "shop"
+[[step]]
+id = "promote"
+action = "volume.promote"
+[[step]]
+id = "verify"
+action = "check.volume"
+volume = "db"
+after = ["promote"]
+"#,
+    );
+    let e = drill_event(&mut daemon, "job");
     assert_eq!(e["ok"], true, "{e}");
     assert_ne!(e["verdict"], "failed", "{e}");
     assert!(
@@ -1513,4 +1524,41 @@ after = ["promote"]
     assert!(crate::daemon::sample(&m, "lifeline_group_last_drill_timestamp_seconds", &g).unwrap() > 1.7e9);
     daemon.signal("TERM");
     assert_eq!(daemon.finish(Duration::from_secs(60)).code, Some(0));
+}
+
+/// Stopping the daemon while a drill runs stops the drill too (it tears its
+/// sandbox down and reports a failure) instead of waiting for it.
+#[test]
+fn stopping_the_daemon_stops_a_running_drill() {
+    let d = Deployment::with_interval("1s");
+    let (mut daemon, _) = daemon_with_missed_drill(
+        &d,
+        r#"[runbook]
+name = "shop-drill"
+group = "shop"
+[[step]]
+id = "promote"
+action = "volume.promote"
+[[step]]
+id = "long"
+action = "wait"
+duration = "10m"
+after = ["promote"]
+"#,
+    );
+    drill_event(&mut daemon, "job_started");
+    std::thread::sleep(Duration::from_secs(2));
+    let t0 = std::time::Instant::now();
+    daemon.signal("TERM");
+    let run = daemon.finish(Duration::from_secs(60));
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "the daemon waited for the drill"
+    );
+    let end = events(&run.stdout)
+        .into_iter()
+        .find(|v| v["event"] == "job" && v["job"] == "drill")
+        .unwrap_or_else(|| panic!("no end of the drill: {}", run.stdout));
+    assert!(end["ok"] == false || end["verdict"] == "failed", "{end}");
 }
