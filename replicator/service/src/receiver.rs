@@ -137,6 +137,15 @@ impl Receiver {
         }
     }
 
+    /// The repository, or Unavailable while its catalog is being reopened.
+    fn serving(&self) -> Result<Arc<Repository>, lifeline_replicator::Error> {
+        self.repository()
+            .ok_or_else(|| lifeline_replicator::Error::Unavailable {
+                repository: self.path.display().to_string(),
+                message: "the catalog is being reopened after an I/O error".into(),
+            })
+    }
+
     /// Collects garbage of `tenant` while agents keep uploading (what the
     /// admin service's Gc does; the receiver's own process may call it directly).
     pub fn gc(
@@ -145,24 +154,14 @@ impl Receiver {
         grace: std::time::Duration,
         dry_run: bool,
     ) -> Result<lifeline_replicator::GcReport, lifeline_replicator::Error> {
-        let repo = self
-            .repository()
-            .ok_or_else(|| lifeline_replicator::Error::Unavailable {
-                repository: self.path.display().to_string(),
-                message: "the catalog is being reopened after an I/O error".into(),
-            })?;
+        let repo = self.serving()?;
         self.gc.collect(&repo, tenant, grace, dry_run)
     }
 
     /// The no-key scrub of `tenant` (what the admin service's Verify does); no
     /// collection runs meanwhile.
     pub fn verify(&self, tenant: &str) -> Result<lifeline_replicator::VerifyReport, lifeline_replicator::Error> {
-        let repo = self
-            .repository()
-            .ok_or_else(|| lifeline_replicator::Error::Unavailable {
-                repository: self.path.display().to_string(),
-                message: "the catalog is being reopened after an I/O error".into(),
-            })?;
+        let repo = self.serving()?;
         let _no_gc = self.gc.no_collection();
         lifeline_replicator::verify(
             &repo,
