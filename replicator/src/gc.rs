@@ -24,9 +24,11 @@
 //!    Dead objects inside packs that still hold live ones stay on disk until a
 //!    repack (not built); the report says how many bytes that is.
 //!
-//! Interrupted at any point, a rerun finishes the work: marking is recomputed,
-//! removals are idempotent, and a deleted pack's catalog entry without a file
-//! is harmless.
+//! Interrupted at any point, nothing live is lost and the work finishes: the
+//! removals and the list of packs they emptied ("doomed" in the catalog) become
+//! durable together before any file is deleted; the next open of the store
+//! deletes doomed packs still present, and a rerun recomputes the rest
+//! (removals are idempotent).
 //!
 //! # Concurrent uploads (the receiver)
 //!

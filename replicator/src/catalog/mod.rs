@@ -36,6 +36,12 @@ pub trait ObjectIndex: Send + Sync {
     fn remove_unsynced(&self, ids: &[ObjectId]) -> Result<()>;
     /// Makes every earlier change durable.
     fn flush(&self) -> Result<()>;
+    /// Marks a pack whose objects garbage collection removed as to be deleted
+    /// (durable with the next [`flush`](Self::flush), together with the
+    /// removals): an interrupted collection's successor deletes its file.
+    fn doom_pack(&self, pack: &PackId) -> Result<()>;
+    /// Packs marked by [`doom_pack`](Self::doom_pack) and not forgotten yet.
+    fn doomed_packs(&self) -> Result<Vec<PackId>>;
     /// Forgets a pack whose file garbage collection deleted (after its entries
     /// were removed); durable after [`flush`](Self::flush).
     fn forget_pack(&self, pack: &PackId) -> Result<()>;

@@ -313,6 +313,10 @@ impl Catalog for SledCatalog {
     }
 }
 
+/// Value of a pack entry whose file garbage collection is deleting (after the
+/// version byte); a live pack's value is longer (count and bytes).
+const DOOMED_PACK: u8 = b'D';
+
 /// [`ObjectIndex`] over two sled trees. Values: version u8 | pack [16] |
 /// offset u64 | length u32 | kind u8 (objects); version u8 | count u32 | bytes u64 (packs).
 #[derive(Clone)]
@@ -384,6 +388,26 @@ impl ObjectIndex for SledObjectIndex {
 
     fn has_pack(&self, pack: &PackId) -> Result<bool> {
         self.packs.contains_key(pack.0).map_err(|e| self.err(e))
+    }
+
+    fn doom_pack(&self, pack: &PackId) -> Result<()> {
+        self.packs
+            .insert(pack.0, &[CATALOG_VALUE_VERSION, DOOMED_PACK][..])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn doomed_packs(&self) -> Result<Vec<PackId>> {
+        let mut out = Vec::new();
+        for kv in self.packs.iter() {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            if v.as_ref() == [CATALOG_VALUE_VERSION, DOOMED_PACK]
+                && let Ok(id) = <[u8; 16]>::try_from(k.as_ref())
+            {
+                out.push(PackId(id));
+            }
+        }
+        Ok(out)
     }
 
     fn forget_pack(&self, pack: &PackId) -> Result<()> {

@@ -94,6 +94,7 @@ impl LocalDirStore {
             readers: Mutex::new(HashMap::new()),
         };
         store.recover()?;
+        store.delete_doomed_packs()?;
         Ok(store)
     }
 
@@ -465,10 +466,22 @@ impl LocalDirStore {
         if dry_run {
             return Ok(r);
         }
-        // The removals, durable before any file goes.
-        self.index.flush()?;
-        let mut shards = std::collections::BTreeSet::new();
+        // The removals and the doomed packs, durable together before any file
+        // goes: a collection interrupted from here on is finished at the next
+        // open (see `delete_doomed_packs`).
         for p in &empty {
+            self.index.doom_pack(p)?;
+        }
+        self.index.flush()?;
+        self.delete_packs(&empty)?;
+        Ok(r)
+    }
+
+    /// Deletes pack files whose objects are no longer in the index (file, shard
+    /// directory fsync, then the pack's catalog entry).
+    fn delete_packs(&self, packs: &[PackId]) -> Result<()> {
+        let mut shards = std::collections::BTreeSet::new();
+        for p in packs {
             let path = self.pack_path(p);
             self.readers.lock().expect("readers").remove(p);
             match fs::remove_file(&path) {
@@ -481,11 +494,24 @@ impl LocalDirStore {
         for s in &shards {
             fsutil::fsync_dir(s)?;
         }
-        for p in &empty {
+        for p in packs {
             self.index.forget_pack(p)?;
         }
-        self.index.flush()?;
-        Ok(r)
+        self.index.flush()
+    }
+
+    /// Finishes a garbage collection interrupted between its removals and the
+    /// deletion of the packs they emptied.
+    fn delete_doomed_packs(&self) -> Result<()> {
+        let doomed = self.index.doomed_packs()?;
+        if !doomed.is_empty() {
+            tracing::info!(
+                packs = doomed.len(),
+                "deleting packs an interrupted garbage collection emptied"
+            );
+            self.delete_packs(&doomed)?;
+        }
+        Ok(())
     }
 }
 
@@ -648,6 +674,36 @@ mod tests {
         LocalDirStore::create(&d.join("objects")).unwrap();
         let s = LocalDirStore::open(&d.join("objects"), idx).unwrap();
         (cat, s)
+    }
+
+    /// A collection interrupted after its removals became durable but before
+    /// it deleted the packs they emptied: the next open deletes them (no pack
+    /// file leaks), and a pack with live objects is untouched.
+    #[test]
+    fn packs_an_interrupted_collection_emptied_are_deleted_at_the_next_open() {
+        let d = tempfile::tempdir().unwrap();
+        let cat = SledCatalog::open(&d.path().join("catalog")).unwrap();
+        let idx: Arc<dyn ObjectIndex> = Arc::new(cat.object_index("t").unwrap());
+        LocalDirStore::create(&d.path().join("objects")).unwrap();
+        let s = LocalDirStore::open(&d.path().join("objects"), idx.clone()).unwrap();
+        s.put(&id(1), b"dead").unwrap();
+        s.sync().unwrap();
+        s.put(&id(2), b"live").unwrap();
+        s.sync().unwrap();
+        let dead = idx.get(&id(1)).unwrap().unwrap().pack;
+        let live = idx.get(&id(2)).unwrap().unwrap().pack;
+        // What apply_sweep makes durable before deleting files; then a crash.
+        idx.remove_unsynced(&[id(1)]).unwrap();
+        idx.doom_pack(&dead).unwrap();
+        idx.flush().unwrap();
+        assert!(s.pack_path(&dead).exists());
+        drop(s);
+        let s = LocalDirStore::open(&d.path().join("objects"), idx.clone()).unwrap();
+        assert!(!s.pack_path(&dead).exists(), "the emptied pack was deleted");
+        assert!(!idx.has_pack(&dead).unwrap() && idx.doomed_packs().unwrap().is_empty());
+        assert!(s.pack_path(&live).exists());
+        assert_eq!(s.get(&id(2)).unwrap(), b"live");
+        assert!(!s.contains(&id(1)).unwrap());
     }
 
     #[test]
