@@ -176,9 +176,9 @@ pub fn resume(a: &ResumeArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
     )
     .map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&record.run_dir)?;
-    let again = engine::prepare_resume(&mut record);
+    // Steps that were running when the planner stopped run again.
+    engine::prepare_resume(&mut record);
     let audit = AuditLog::open(catalog.dir())?;
-    let _ = again;
     execute(
         Prepared {
             record,

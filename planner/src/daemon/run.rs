@@ -122,6 +122,8 @@ struct Shared {
     remotes: Mutex<HashMap<String, Arc<RemoteRepository>>>,
     active: Mutex<HashMap<String, usize>>,
     stdout: Mutex<()>,
+    /// Each group's newest point as last seen (RPO gauges grow between points).
+    last_points: Mutex<BTreeMap<String, DateTime<Utc>>>,
     /// Drills running as child processes: told to stop (and tear their
     /// sandboxes down) when the daemon stops.
     children: Mutex<std::collections::HashSet<u32>>,
@@ -227,6 +229,7 @@ pub fn run(a: &DaemonArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
         active: Mutex::new(HashMap::new()),
         stdout: Mutex::new(()),
         children: Mutex::new(Default::default()),
+        last_points: Mutex::new(BTreeMap::new()),
     });
     let result = main_loop(&shared, &reload);
     // Stop the servers after the jobs: in-flight calls finish first.
@@ -729,12 +732,6 @@ impl Shared {
         let m = &self.metrics;
         let labels = gl(group);
         m.set_gauge(
-            "lifeline_group_last_point_timestamp_seconds",
-            "When the group's newest point was taken (Unix time).",
-            &labels,
-            summary.taken_at.timestamp_millis() as f64 / 1000.0,
-        );
-        m.set_gauge(
             "lifeline_group_cycle_duration_seconds",
             "How long the group's last cycle took.",
             &labels,
@@ -752,6 +749,10 @@ impl Shared {
             &labels,
             summary.bytes_new as f64,
         );
+        self.last_points
+            .lock()
+            .expect("last points")
+            .insert(group.to_string(), summary.taken_at);
         self.set_rpo(group, summary.taken_at);
         Ok((
             json!({"seq": summary.seq, "taken_at": summary.taken_at, "bytes_sent": summary.bytes_stored, "bytes_new": summary.bytes_new}),
@@ -806,14 +807,8 @@ impl Shared {
         let l = self.loaded();
         let policy = crate::commands::prune::group_policy(&l.config, group)?
             .with_context(|| format!("group `{group}` has no [groups.{group}.retention]"))?;
-        let tz = crate::commands::prune::group_tz(
-            &l.config,
-            group,
-            l.options
-                .timezone
-                .as_deref()
-                .filter(|_| l.config.group(group).is_some_and(|g| g.timezone.is_none())),
-        )?;
+        let g = l.config.group(group).context("the group left the configuration")?;
+        let tz = super::schedule::parse_tz(group_tz(g, &l.options))?;
         let (repo, _local) = self.owned_repo(group)?;
         if repo.catalog().last_point(tenant, group)?.is_none() {
             // Nothing yet (a fresh deployment): not a failure.
@@ -1006,27 +1001,30 @@ impl Shared {
         Ok((report.clone(), format!("verdict {verdict}")))
     }
 
-    /// RPO gauges of the groups whose repository this daemon owns (a receiver
-    /// site sees every group it receives, whether or not its agent reports).
+    /// Refreshes the RPO gauges (now − newest point) of every group this
+    /// daemon takes points of or whose repository it owns (a receiver site sees
+    /// each group it receives, whether or not its agent reports).
     fn update_rpo_gauges(&self) {
-        let Ok(repos) = self.owned_repos() else { return };
-        for (repo, _) in repos {
-            let Ok(tenants) = repo.catalog().tenants() else {
+        let l = self.loaded();
+        for (name, g) in &l.config.groups {
+            if owner_site(&l.config, g).as_deref() != Some(self.site.as_str()) {
                 continue;
-            };
-            for t in tenants {
-                let Ok(points) = repo.points(&t, None) else { continue };
-                let mut last: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
-                for p in points {
-                    let e = last.entry(p.header.group.clone()).or_insert(p.header.taken_at);
-                    if p.header.taken_at > *e {
-                        *e = p.header.taken_at;
-                    }
-                }
-                for (g, at) in last {
-                    self.set_rpo(&g, at);
-                }
             }
+            let tenant = g.tenant.as_deref().unwrap_or(lifeline_replicator::DEFAULT_TENANT);
+            let newest = self
+                .owned_repo(name)
+                .ok()
+                .and_then(|(repo, _)| repo.catalog().last_point(tenant, name).ok().flatten());
+            if let Some(p) = newest {
+                self.last_points
+                    .lock()
+                    .expect("last points")
+                    .insert(name.clone(), p.header.taken_at);
+            }
+        }
+        let known = self.last_points.lock().expect("last points").clone();
+        for (group, at) in known {
+            self.set_rpo(&group, at);
         }
     }
 }

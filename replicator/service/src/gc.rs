@@ -62,6 +62,17 @@ impl GcCoordinator {
         self.gate.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether a collection of `tenant` records what writers rely on. Asked
+    /// with the gate held for reading, the answer holds until it is released
+    /// (a collection starts and stops recording under the write gate).
+    pub(crate) fn recording(&self, tenant: &str) -> bool {
+        self.active
+            .lock()
+            .expect("gc active")
+            .as_ref()
+            .is_some_and(|a| a.tenant == tenant)
+    }
+
     /// Records objects a writer of `tenant` relies on, if a collection runs.
     pub(crate) fn touch(&self, tenant: &str, ids: impl IntoIterator<Item = ObjectId>) {
         let mut a = self.active.lock().expect("gc active");

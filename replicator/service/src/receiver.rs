@@ -230,11 +230,12 @@ const BATCH_BYTES: usize = 4 << 20;
 const BATCH_OBJECTS: usize = 1024;
 
 /// Checks and stores a batch of sealed objects: (objects, new objects, new
-/// bytes). Adds to `touched` every object stored and everything they reference.
+/// bytes). Adds to `touched`, when given, every object stored and everything
+/// they reference.
 fn store_batch(
     store: &dyn lifeline_replicator::ChunkStore,
     objects: Vec<(ObjectId, Vec<u8>)>,
-    touched: &mut Vec<ObjectId>,
+    mut touched: Option<&mut Vec<ObjectId>>,
 ) -> Result<(u64, u64, u64), Status> {
     let (mut n, mut new, mut bytes) = (0u64, 0u64, 0u64);
     for (id, sealed) in objects {
@@ -256,8 +257,10 @@ fn store_batch(
             }
         }
         n += 1;
-        touched.push(id);
-        touched.extend_from_slice(&obj.header.refs);
+        if let Some(t) = touched.as_deref_mut() {
+            t.push(id);
+            t.extend_from_slice(&obj.header.refs);
+        }
         if store.put(&id, &sealed).map_err(to_status)? {
             new += 1;
             bytes += sealed.len() as u64;
@@ -336,8 +339,11 @@ impl ReceiverService {
             let (n, new, bytes) = blocking(move || {
                 // Stores hold off a collection's sweep (see the gc module).
                 let _gate = me.gc.read();
+                if !me.gc.recording(&t) {
+                    return store_batch(st.as_ref(), objects, None);
+                }
                 let mut touched = Vec::new();
-                let r = store_batch(st.as_ref(), objects, &mut touched);
+                let r = store_batch(st.as_ref(), objects, Some(&mut touched));
                 me.gc.touch(&t, touched);
                 r
             })
@@ -504,10 +510,12 @@ impl Replication for ReceiverService {
             // An object answered present must survive a collection running now.
             let _gate = me.gc.read();
             let missing = store.missing(&ids).map_err(to_status)?;
-            me.gc.touch(
-                &tenant,
-                ids.iter().zip(&missing).filter(|(_, m)| !**m).map(|(id, _)| *id),
-            );
+            if me.gc.recording(&tenant) {
+                me.gc.touch(
+                    &tenant,
+                    ids.iter().zip(&missing).filter(|(_, m)| !**m).map(|(id, _)| *id),
+                );
+            }
             Ok(missing)
         })
         .await?;
