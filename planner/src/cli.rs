@@ -685,6 +685,11 @@ pub struct AgentArgs {
     pub thaw: Option<String>,
     #[arg(long, value_name = "DIR", env = "LIFELINE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Also store a map of 4 KiB block hashes with each changed segment (0.4% of
+    /// its size), so a later point that changes scattered blocks, e.g. the reverse
+    /// replication of a failback, sends only those blocks [config: block_map].
+    #[arg(long)]
+    pub block_map: bool,
 }
 
 /// How to reach a receiver when `--repo` is an https:// URL.
@@ -755,6 +760,11 @@ pub struct BackupArgs {
     /// Command that resumes them; always runs once --freeze was attempted.
     #[arg(long, value_name = "CMD", requires = "freeze")]
     pub thaw: Option<String>,
+    /// Also store a map of 4 KiB block hashes with each changed segment (0.4% of
+    /// its size), so a later point that changes scattered blocks, e.g. the reverse
+    /// replication of a failback, sends only those blocks [config: block_map].
+    #[arg(long)]
+    pub block_map: bool,
     /// Agent state directory [default: /var/lib/lifeline as root, else $XDG_STATE_HOME/lifeline].
     #[arg(long, value_name = "DIR", env = "LIFELINE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,

@@ -80,6 +80,9 @@ pub struct GroupConfig {
     /// Freeze and thaw hooks around the reads.
     pub freeze: Option<String>,
     pub thaw: Option<String>,
+    /// Store 4 KiB block maps with changed segments (`--block-map`) [default: false].
+    #[serde(default)]
+    pub block_map: bool,
     /// How long the agent retries transient failures, e.g. "60s".
     pub retry_for: Option<String>,
     /// Address of the agent's control API, e.g. "127.0.0.1:7444".

@@ -332,6 +332,7 @@ pub fn run_data_path(a: &DemoArgs) -> Result<ExitCode> {
         state_dir: primary.join("state"),
         cancel: Arc::new(AtomicBool::new(false)),
         progress: None,
+        block_map: false,
     };
     let first = backup(&repo.tenant(DEFAULT_TENANT)?, &keys, &opts)?;
     print_backup("first backup", &first);

@@ -8,6 +8,8 @@
 //! ```text
 //! "LLAS" | version u8 | header length u32 | header JSON
 //! | per volume in header order: (segment hash [32], flag u8, node id [32], data bytes u32) * segments
+//! flag: 0 all-zero segment (no node), 1 node, 2 node with a block map or a
+//! block delta (version 2; version 1 files have no 2 and are still read)
 //! | BLAKE3 of everything before [32]
 //! ```
 //! Written atomically after the point commits; a damaged or foreign file is
@@ -30,6 +32,9 @@ pub struct SegmentState {
     pub node: Option<ObjectId>,
     /// Non-hole bytes of the segment.
     pub data_bytes: u32,
+    /// The node has a block map or is a block delta over one: a change to the
+    /// segment can be stored as a block delta.
+    pub mapped: bool,
 }
 
 /// What the agent remembers of one volume.
@@ -78,8 +83,14 @@ impl AgentState {
         decoded
     }
 
+    #[cfg(test)]
+    fn load_bytes(bytes: &[u8]) -> Option<AgentState> {
+        Self::decode(bytes)
+    }
+
     fn decode(bytes: &[u8]) -> Option<AgentState> {
-        if bytes.len() < 41 || bytes[..4] != AGENT_STATE_MAGIC || bytes[4] != AGENT_STATE_VERSION {
+        // Version 1 (no flag 2) is read as is; an earlier build ignores version 2.
+        if bytes.len() < 41 || bytes[..4] != AGENT_STATE_MAGIC || !(1..=AGENT_STATE_VERSION).contains(&bytes[4]) {
             return None;
         }
         let (content, trailer) = bytes.split_at(bytes.len() - 32);
@@ -96,12 +107,19 @@ impl AgentState {
             rest = tail;
             let segments = mine
                 .chunks_exact(69)
-                .map(|c| SegmentState {
-                    hash: c[..32].try_into().expect("32"),
-                    node: (c[32] == 1).then(|| ObjectId(c[33..65].try_into().expect("32"))),
-                    data_bytes: u32::from_le_bytes(c[65..69].try_into().expect("4")),
+                .map(|c| {
+                    Some(SegmentState {
+                        hash: c[..32].try_into().expect("32"),
+                        node: match c[32] {
+                            0 => None,
+                            1 | 2 => Some(ObjectId(c[33..65].try_into().expect("32"))),
+                            _ => return None,
+                        },
+                        data_bytes: u32::from_le_bytes(c[65..69].try_into().expect("4")),
+                        mapped: c[32] == 2,
+                    })
                 })
-                .collect();
+                .collect::<Option<Vec<_>>>()?;
             volumes.push(VolumeState {
                 name,
                 size,
@@ -141,7 +159,7 @@ impl AgentState {
                 out.extend_from_slice(&s.hash);
                 match s.node {
                     Some(id) => {
-                        out.push(1);
+                        out.push(if s.mapped { 2 } else { 1 });
                         out.extend_from_slice(&id.0);
                     }
                     None => out.extend_from_slice(&[0u8; 33]),
@@ -186,17 +204,35 @@ mod tests {
                         hash: [1; 32],
                         node: None,
                         data_bytes: 0,
+                        mapped: false,
                     },
                     SegmentState {
                         hash: [2; 32],
                         node: Some(ObjectId([5; 32])),
                         data_bytes: 7,
+                        mapped: false,
+                    },
+                    SegmentState {
+                        hash: [3; 32],
+                        node: Some(ObjectId([6; 32])),
+                        data_bytes: 9,
+                        mapped: true,
                     },
                 ],
             }],
         };
         s.save(&p).unwrap();
         assert_eq!(AgentState::load(&p).unwrap(), s);
+        // A version 1 file (no mapped nodes) still loads.
+        let mut v1 = fs::read(&p).unwrap();
+        v1[4] = 1;
+        let n = v1.len() - 32;
+        let t = blake3::hash(&v1[..n]);
+        v1[n..].copy_from_slice(t.as_bytes());
+        assert_eq!(
+            AgentState::load_bytes(&v1).unwrap().volumes[0].segments[1],
+            s.volumes[0].segments[1]
+        );
         let mut b = fs::read(&p).unwrap();
         b[50] ^= 1;
         fs::write(&p, b).unwrap();

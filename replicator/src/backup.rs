@@ -8,6 +8,14 @@
 //! committed. A failure at any step leaves the earlier points untouched; objects
 //! already made durable are reused by the next backup.
 //!
+//! With `block_map`, every full segment node also stores a block map (keyed
+//! hashes of its 4 KiB blocks). Whenever the segment a changed segment replaces
+//! has one (or is a delta over one), the segment is stored as a delta: the blocks
+//! whose hash differs, nothing else, unless more than half of it changed. The
+//! segment a changed one replaces comes from the agent state, or, with no state
+//! (the first cycle after a failover, towards a repository seeded from the
+//! surviving volume), from the group's last point in the repository.
+//!
 //! With freeze / thaw hooks the volumes are scanned twice: once live (sealing
 //! nearly everything while the application runs), then frozen, where only segments
 //! that changed since the live pass are re-chunked. The frozen window is reported.
@@ -21,13 +29,16 @@ use chrono::{DateTime, Utc};
 use rayon::prelude::*;
 
 use crate::agent_state::{AgentState, SegmentState, VolumeState};
-use crate::chunker::{Piece, Run, SEGMENT_SIZE, cut_runs, runs, segment_hash};
+use crate::chunker::{CHUNK_MAX, Piece, Run, SEGMENT_SIZE, cut_runs, runs, segment_hash};
 use crate::crypto::{Keys, ObjectKind, seal_object};
 use crate::error::{Error, Result};
+use crate::file_formats::MAP_BLOCK;
 use crate::hooks::ThawGuard;
-use crate::index::{SegmentNode, build_tree};
+use crate::index::{AnySegment, BlockMap, DeltaNode, SegmentNode, build_tree};
 use crate::object_id::ObjectId;
 use crate::point::{Consistency, PointBody, PointHeader, RecoveryPoint, RootRef, VolumeEntry, check_name};
+use crate::reader::ObjectReader;
+use crate::restore::{read_full_segment, volume_leaves};
 use crate::store::ChunkStore;
 use crate::tenant_repository::{CycleReport, TenantRepository};
 use crate::volume::VolumeSource;
@@ -49,6 +60,10 @@ pub struct BackupOptions {
     /// Set to stop at the next segment (SIGINT / SIGTERM).
     pub cancel: Arc<AtomicBool>,
     pub progress: Option<Progress>,
+    /// Store a block map with every full segment node, so later points (this
+    /// agent's, or the reverse agent's after a failover) store scattered small
+    /// changes as block deltas. Costs 16 bytes per 4 KiB block in the index.
+    pub block_map: bool,
 }
 
 /// What a backup did.
@@ -70,6 +85,8 @@ pub struct BackupSummary {
     pub objects_new: u64,
     pub segments: u64,
     pub segments_changed: u64,
+    /// Changed segments stored as block deltas over an earlier mapped segment.
+    pub segments_delta: u64,
     pub frozen_ms: Option<u64>,
     pub elapsed_secs: f64,
 }
@@ -83,11 +100,13 @@ struct Counters {
     objects: AtomicU64,
     segments: AtomicU64,
     changed: AtomicU64,
+    delta: AtomicU64,
 }
 
 struct Ctx<'a> {
     keys: &'a Keys,
     store: &'a dyn ChunkStore,
+    block_map: bool,
     counters: Counters,
     cancel: &'a AtomicBool,
     progress: Option<&'a Progress>,
@@ -115,15 +134,29 @@ impl Ctx<'_> {
             return Ok((None, 0));
         }
         let pieces = cut_runs(buf, runs, self.keys.cdc_seed());
-        let ids: Vec<ObjectId> = pieces
+        let mut ids: Vec<ObjectId> = pieces
             .iter()
             .filter_map(|p| match p {
                 Piece::Chunk(r) => Some(self.keys.chunk_id(&buf[r.clone()])),
                 Piece::Hole(_) => None,
             })
             .collect();
+        let map = self.block_map.then(|| {
+            let plain = BlockMap::of(buf, |b| self.keys.block_hash(b)).encode();
+            (self.keys.chunk_id(&plain), plain)
+        });
+        if let Some((id, _)) = &map {
+            ids.push(*id);
+        }
         // One presence query per segment (one round trip to a remote store).
-        let missing = self.store.missing(&ids)?;
+        let mut missing = self.store.missing(&ids)?;
+        if let Some((id, plain)) = &map {
+            ids.pop();
+            if missing.pop() == Some(true) {
+                // Stored as a chunk: sealed, deduplicated, collected like one.
+                self.put_new(ObjectKind::Chunk, id, &[], plain)?;
+            }
+        }
         let mut extents = Vec::with_capacity(pieces.len());
         let mut data = 0u64;
         let mut next = ids.iter().zip(missing);
@@ -141,7 +174,10 @@ impl Ctx<'_> {
                 }
             }
         }
-        let node = SegmentNode { extents };
+        let node = SegmentNode {
+            extents,
+            map: map.map(|m| m.0),
+        };
         let (refs, plain) = node.encode();
         let id = self.keys.node_id(&refs, &plain);
         // Dedup never sends what the receiver holds, nodes included (a
@@ -152,8 +188,96 @@ impl Ctx<'_> {
         Ok((Some(id), data))
     }
 
+    /// Stores a changed segment as a delta over the mapped full segment node that
+    /// `prior` (the node the segment had at the last point) is or is based on.
+    /// `None` when there is no such base, it is of another length, or more than
+    /// half of the segment changed (a full node is then smaller to restore).
+    fn store_delta(&self, buf: &[u8], runs: &[Run], prior: &ObjectId) -> Result<Option<ObjectId>> {
+        let reader = ObjectReader::new(self.store, self.keys);
+        let (base_id, base) = match read_any_segment(&reader, prior)? {
+            AnySegment::Full(node) => (*prior, node),
+            AnySegment::Delta(delta) => (delta.base, read_full_segment(&reader, &delta.base)?),
+        };
+        let Some(map_id) = base.map else {
+            return Ok(None);
+        };
+        if base.len() != buf.len() as u64 {
+            return Ok(None);
+        }
+        let (_, plain) = reader.read(&map_id, ObjectKind::Chunk)?;
+        let map = BlockMap::decode(&plain, buf.len()).map_err(|reason| reader.damaged(&map_id, reason))?;
+        let changed: Vec<usize> = buf
+            .chunks(MAP_BLOCK)
+            .zip(&map.hashes)
+            .enumerate()
+            .filter(|(_, (block, h))| self.keys.block_hash(block) != **h)
+            .map(|(i, _)| i)
+            .collect();
+        let changed_bytes: usize = changed.iter().map(|b| MAP_BLOCK.min(buf.len() - b * MAP_BLOCK)).sum();
+        if changed_bytes * 2 > buf.len() {
+            return Ok(None);
+        }
+        // Runs of consecutive changed blocks, each at most a chunk long; an
+        // all-zero run is a zero patch (no object).
+        let max_blocks = CHUNK_MAX as usize / MAP_BLOCK;
+        let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+        for &b in &changed {
+            match ranges.last_mut() {
+                Some(r) if r.end == b && r.len() < max_blocks => r.end += 1,
+                _ => ranges.push(b..b + 1),
+            }
+        }
+        let bytes = |r: &std::ops::Range<usize>| &buf[r.start * MAP_BLOCK..(r.end * MAP_BLOCK).min(buf.len())];
+        let zero = |r: &std::ops::Range<usize>| {
+            let (s, e) = (r.start * MAP_BLOCK, (r.end * MAP_BLOCK).min(buf.len()));
+            runs.iter()
+                .any(|run| run.zero && run.range.start <= s && e <= run.range.end)
+        };
+        let patches: Vec<(u32, u32, Option<ObjectId>)> = ranges
+            .iter()
+            .map(|r| {
+                let data = bytes(r);
+                let id = (!zero(r)).then(|| self.keys.chunk_id(data));
+                ((r.start * MAP_BLOCK) as u32, data.len() as u32, id)
+            })
+            .collect();
+        let ids: Vec<ObjectId> = patches.iter().filter_map(|p| p.2).collect();
+        let missing = self.store.missing(&ids)?;
+        let mut next = ids.iter().zip(missing);
+        for (r, p) in ranges.iter().zip(&patches) {
+            if p.2.is_some() {
+                let (id, missing) = next.next().expect("one id per data patch");
+                if missing {
+                    self.put_new(ObjectKind::Chunk, id, &[], bytes(r))?;
+                }
+            }
+        }
+        if patches.is_empty() {
+            // Back to the base's content: the base is the segment.
+            return Ok(Some(base_id));
+        }
+        let node = DeltaNode {
+            len: buf.len() as u32,
+            base: base_id,
+            patches,
+        };
+        let (refs, plain) = node.encode();
+        let id = self.keys.node_id(&refs, &plain);
+        if self.store.missing(std::slice::from_ref(&id))?[0] {
+            self.put_new(ObjectKind::SegmentNode, &id, &refs, &plain)?;
+        }
+        Ok(Some(id))
+    }
+
     /// Scans one volume against `base` (what the last point or pass saw).
-    fn scan_volume(&self, vol: &VolumeSource, base: Option<&VolumeState>) -> Result<VolumeState> {
+    /// `priors` are the segment nodes of the volume at the group's last point,
+    /// the bases of block deltas (empty when there are none to use).
+    fn scan_volume(
+        &self,
+        vol: &VolumeSource,
+        base: Option<&VolumeState>,
+        priors: &[Option<ObjectId>],
+    ) -> Result<VolumeState> {
         // Nodes the state remembers but the store no longer has (repaired or
         // collected): one batched query up front, not one per segment.
         let gone: std::collections::HashSet<ObjectId> = match base {
@@ -197,15 +321,35 @@ impl Ctx<'_> {
                         Some(prev) if prev.hash == hash && prev.node.is_none_or(|n| !gone.contains(&n)) => *prev,
                         _ => {
                             self.counters.changed.fetch_add(1, Ordering::Relaxed);
-                            let (node, data) = if read == 0 {
-                                (None, 0)
-                            } else {
-                                self.store_segment(buf, &runs)?
+                            let delta = match priors.get(i).copied().flatten() {
+                                Some(prior) if read > 0 => match self.store_delta(buf, &runs, &prior) {
+                                    Ok(d) => d,
+                                    // A base that cannot be read costs a full segment, never the point.
+                                    Err(e) if !matches!(e, Error::Interrupted) => {
+                                        tracing::warn!(segment = i, error = %e, "cannot use the segment's previous block map; storing it in full");
+                                        None
+                                    }
+                                    Err(e) => return Err(e),
+                                },
+                                _ => None,
+                            };
+                            let (node, data, mapped) = match delta {
+                                Some(id) => {
+                                    self.counters.delta.fetch_add(1, Ordering::Relaxed);
+                                    let data = runs.iter().filter(|r| !r.zero).map(|r| r.range.len() as u64).sum();
+                                    (Some(id), data, true)
+                                }
+                                None if read == 0 => (None, 0, false),
+                                None => {
+                                    let (node, data) = self.store_segment(buf, &runs)?;
+                                    (node, data, self.block_map && node.is_some())
+                                }
                             };
                             SegmentState {
                                 hash,
                                 node,
                                 data_bytes: data as u32,
+                                mapped,
                             }
                         }
                     };
@@ -223,6 +367,49 @@ impl Ctx<'_> {
             segments: segs.into_iter().collect::<Result<_>>()?,
         })
     }
+}
+
+fn read_any_segment(reader: &ObjectReader, id: &ObjectId) -> Result<AnySegment> {
+    let (refs, plain) = reader.read(id, ObjectKind::SegmentNode)?;
+    AnySegment::decode(&refs, &plain).map_err(|reason| reader.damaged(id, reason))
+}
+
+/// The segment nodes of each volume at the group's last point, where the first
+/// of them shows the point has block maps (a full node with a map, or a delta):
+/// without agent state these are the bases of block deltas. Empty otherwise.
+fn prior_segments(
+    repo: &dyn TenantRepository,
+    keys: &Keys,
+    last: Option<&crate::point::PointRecord>,
+    sources: &[VolumeSource],
+) -> Result<Vec<Vec<Option<ObjectId>>>> {
+    let none = || vec![Vec::new(); sources.len()];
+    let Some(last) = last else { return Ok(none()) };
+    let store = repo.store();
+    let reader = ObjectReader::new(store.as_ref(), keys);
+    let point = last.open(keys, &repo.describe())?;
+    let mut out = Vec::with_capacity(sources.len());
+    for src in sources {
+        let Some(entry) = point
+            .body
+            .volumes
+            .iter()
+            .find(|v| v.name == src.name && v.segment_size == SEGMENT_SIZE as u64)
+        else {
+            out.push(Vec::new());
+            continue;
+        };
+        let leaves = volume_leaves(&reader, entry)?;
+        let mapped = match leaves.iter().flatten().next() {
+            Some(first) => match read_any_segment(&reader, first)? {
+                AnySegment::Full(n) => n.map.is_some(),
+                AnySegment::Delta(_) => true,
+            },
+            None => false,
+        };
+        out.push(if mapped { leaves } else { Vec::new() });
+    }
+    Ok(out)
 }
 
 /// Backs up the volumes of a group into a new recovery point.
@@ -271,14 +458,35 @@ pub fn backup(repo: &dyn TenantRepository, keys: &Keys, opts: &BackupOptions) ->
     let ctx = Ctx {
         keys,
         store: store.as_ref(),
+        block_map: opts.block_map,
         counters: Counters::default(),
         cancel: &opts.cancel,
         progress: opts.progress.as_ref(),
         total: sources.iter().map(|s| s.size).sum::<u64>() * if opts.freeze.is_some() { 2 } else { 1 },
     };
     let result = (|| -> Result<BackupSummary> {
+        // Bases of block deltas: the nodes the agent state remembers, else (no
+        // state, e.g. after a failover) the last point's, if it has block maps.
+        let priors: Vec<Vec<Option<ObjectId>>> = match &base {
+            Some(b) => sources
+                .iter()
+                .map(|v| {
+                    b.volume(&v.name, SEGMENT_SIZE as u64)
+                        .map(|s| s.segments.iter().map(|s| s.node.filter(|_| s.mapped)).collect())
+                        .unwrap_or_default()
+                })
+                .collect(),
+            None => prior_segments(repo, keys, last.as_ref(), &sources).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read the last point's index; changed segments are stored in full");
+                vec![Vec::new(); sources.len()]
+            }),
+        };
         let scan_all = |prev: &dyn Fn(&VolumeSource) -> Option<VolumeState>| -> Result<Vec<VolumeState>> {
-            sources.iter().map(|v| ctx.scan_volume(v, prev(v).as_ref())).collect()
+            sources
+                .iter()
+                .zip(&priors)
+                .map(|(v, p)| ctx.scan_volume(v, prev(v).as_ref(), p))
+                .collect()
         };
         let from_state = |v: &VolumeSource| {
             base.as_ref()
@@ -401,6 +609,7 @@ pub fn backup(repo: &dyn TenantRepository, keys: &Keys, opts: &BackupOptions) ->
             objects_new: c.objects.load(Ordering::Relaxed),
             segments: c.segments.load(Ordering::Relaxed),
             segments_changed: c.changed.load(Ordering::Relaxed),
+            segments_delta: c.delta.load(Ordering::Relaxed),
             frozen_ms,
             elapsed_secs: started.elapsed().as_secs_f64(),
         })

@@ -191,6 +191,7 @@ pub fn run(file: Option<&Path>, work_dir: &Path) -> Result<Vec<Stage>> {
         state_dir: work_dir.join("state"),
         cancel: Arc::new(AtomicBool::new(false)),
         progress: None,
+        block_map: false,
     };
     let keys = key.keys();
     let first = backup(&repo.tenant(DEFAULT_TENANT)?, &keys, &opts)?;

@@ -41,6 +41,25 @@ pub const SEGMENT_NODE_MAGIC: [u8; 4] = *b"LLSG";
 pub const INDEX_NODE_MAGIC: [u8; 4] = *b"LLIX";
 /// Index and segment node encoding version.
 pub const NODE_VERSION: u8 = 1;
+/// Segment node version that ends with a reference to the segment's block map.
+pub const SEGMENT_NODE_MAPPED_VERSION: u8 = 2;
+/// Magic of a delta segment node's plaintext: "LLSD". A delta segment is a full
+/// segment node with a block map (its base) plus patches of whole 4 KiB blocks.
+pub const DELTA_NODE_MAGIC: [u8; 4] = *b"LLSD";
+/// Delta segment node encoding version.
+pub const DELTA_NODE_VERSION: u8 = 1;
+/// Magic of a block map's plaintext: "LLBM".
+pub const BLOCK_MAP_MAGIC: [u8; 4] = *b"LLBM";
+/// Block map encoding version.
+pub const BLOCK_MAP_VERSION: u8 = 1;
+/// Block of a block map: the 4 KiB a file system or database writes at once, so
+/// a scattered small write changes one block, and aligned to segments (4 MiB),
+/// hence to the volume.
+pub const MAP_BLOCK: usize = 4096;
+/// Bytes of a block's keyed hash in a block map: 128 bits make an undetected
+/// change (two different blocks with one hash) a 2^-128 event per block, at 0.4%
+/// of the segment's size.
+pub const MAP_HASH_LEN: usize = 16;
 /// Children per index node. 64 ids of 32 bytes keep a node at ~2 KiB, so a point
 /// where one block changed in a 1 TiB volume adds 4 index nodes (~9 KiB).
 pub const INDEX_FANOUT: usize = 64;
@@ -49,8 +68,9 @@ pub const HOLE_REF: u32 = u32::MAX;
 
 /// Magic of agent state files: "LLAS".
 pub const AGENT_STATE_MAGIC: [u8; 4] = *b"LLAS";
-/// Agent state format version.
-pub const AGENT_STATE_VERSION: u8 = 1;
+/// Agent state format version (2: a segment's flag may say its node is mapped;
+/// version 1 files are still read).
+pub const AGENT_STATE_VERSION: u8 = 2;
 
 /// Version byte that prefixes every value in the catalog.
 pub const CATALOG_VALUE_VERSION: u8 = 1;
@@ -69,3 +89,4 @@ pub const KDF_CDC_SEED: &str = "lifeline 2026-11 content defined chunking seed v
 pub const KDF_FINGERPRINT: &str = "lifeline 2026-11 key fingerprint v1";
 pub const KDF_POINT_AAD: &str = "lifeline 2026-11 point header v1";
 pub const KDF_VOLUME_HASH: &str = "lifeline 2026-11 volume hash v1";
+pub const KDF_BLOCK_MAP_KEY: &str = "lifeline 2026-11 block map key v1";

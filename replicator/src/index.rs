@@ -7,24 +7,181 @@
 //! unchanged segment or subtree keeps its id and a point where one block changed
 //! adds one chunk, one segment node and one index node per level.
 //!
+//! A segment node may carry a **block map** (keyed 128-bit hashes of its 4 KiB
+//! blocks, stored as a chunk). A later point can then store a changed segment as a
+//! **delta node**: that mapped node as its base plus patches of the blocks that
+//! differ, found by comparing block hashes, so a scattered 4 KiB write costs one
+//! 4 KiB patch instead of a whole chunk (failback after a failover). A delta's
+//! base is always a full segment node: restoring never follows a chain.
+//!
 //! Plaintext layouts (little endian), inside a sealed object whose cleartext header
 //! lists the referenced ids; a node refers to them by position:
 //! ```text
-//! segment node  "LLSG" | version u8 | segment length u32 | extent count u32
+//! segment node  "LLSG" | version u8 (1, or 2 with a map) | segment length u32 | extent count u32
 //!               | (length u32, ref index u32 or u32::MAX for a hole) * count
+//!               | version 2 only: block map ref index u32
+//! delta node    "LLSD" | version u8 | segment length u32 | base ref index u32 | patch count u32
+//!               | (offset u32, length u32, ref index u32 or u32::MAX for zeros) * count
 //! index node    "LLIX" | version u8 | level u8 | child count u32
 //!               | (ref index u32 or u32::MAX for a hole subtree) * count
+//! block map     "LLBM" | version u8 | block size u32 | block count u32 | hash [16] * count
 //! ```
 
 use std::collections::HashMap;
 
-use crate::file_formats::{HOLE_REF, INDEX_FANOUT, INDEX_NODE_MAGIC, NODE_VERSION, SEGMENT_NODE_MAGIC};
+use crate::file_formats::{
+    BLOCK_MAP_MAGIC, BLOCK_MAP_VERSION, DELTA_NODE_MAGIC, DELTA_NODE_VERSION, HOLE_REF, INDEX_FANOUT, INDEX_NODE_MAGIC,
+    MAP_BLOCK, MAP_HASH_LEN, NODE_VERSION, SEGMENT_NODE_MAGIC, SEGMENT_NODE_MAPPED_VERSION,
+};
 use crate::object_id::ObjectId;
 
-/// The extents of one segment, in order.
+/// The extents of one segment, in order, and its block map if it has one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentNode {
     pub extents: Vec<(u32, Option<ObjectId>)>,
+    pub map: Option<ObjectId>,
+}
+
+/// A segment as a mapped full segment node plus patches: `(offset, length, chunk)`
+/// ranges of whole blocks, in order and disjoint; `None` writes zeros.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeltaNode {
+    pub len: u32,
+    pub base: ObjectId,
+    pub patches: Vec<(u32, u32, Option<ObjectId>)>,
+}
+
+/// What a segment-node object holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnySegment {
+    Full(SegmentNode),
+    Delta(DeltaNode),
+}
+
+impl AnySegment {
+    /// Decodes a segment-node object of either layout.
+    pub fn decode(refs: &[ObjectId], plain: &[u8]) -> Result<Self, String> {
+        if plain.starts_with(&DELTA_NODE_MAGIC) {
+            DeltaNode::decode(refs, plain).map(AnySegment::Delta)
+        } else {
+            SegmentNode::decode(refs, plain).map(AnySegment::Full)
+        }
+    }
+}
+
+/// The keyed hashes of a segment's 4 KiB blocks (the last one may be short).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockMap {
+    pub hashes: Vec<[u8; MAP_HASH_LEN]>,
+}
+
+impl BlockMap {
+    /// The map of `segment`, hashing each block with `hash`.
+    pub fn of(segment: &[u8], hash: impl Fn(&[u8]) -> [u8; MAP_HASH_LEN]) -> Self {
+        BlockMap {
+            hashes: segment.chunks(MAP_BLOCK).map(hash).collect(),
+        }
+    }
+
+    /// Encodes the map's plaintext.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(13 + MAP_HASH_LEN * self.hashes.len());
+        out.extend_from_slice(&BLOCK_MAP_MAGIC);
+        out.push(BLOCK_MAP_VERSION);
+        out.extend_from_slice(&(MAP_BLOCK as u32).to_le_bytes());
+        out.extend_from_slice(&(self.hashes.len() as u32).to_le_bytes());
+        for h in &self.hashes {
+            out.extend_from_slice(h);
+        }
+        out
+    }
+
+    /// Decodes and validates a map of a segment of `segment_len` bytes.
+    pub fn decode(plain: &[u8], segment_len: usize) -> Result<Self, String> {
+        let mut r = Reader(plain);
+        if r.take(4)? != BLOCK_MAP_MAGIC {
+            return Err("not a block map".into());
+        }
+        if r.u8()? != BLOCK_MAP_VERSION {
+            return Err("unknown block map version".into());
+        }
+        if r.u32()? as usize != MAP_BLOCK {
+            return Err("block map of another block size".into());
+        }
+        let n = r.u32()? as usize;
+        if n != segment_len.div_ceil(MAP_BLOCK) || r.0.len() != n * MAP_HASH_LEN {
+            return Err(format!(
+                "block map of {n} blocks where its segment of {segment_len} bytes has {}",
+                segment_len.div_ceil(MAP_BLOCK)
+            ));
+        }
+        Ok(BlockMap {
+            hashes: r
+                .0
+                .chunks_exact(MAP_HASH_LEN)
+                .map(|c| c.try_into().expect("16"))
+                .collect(),
+        })
+    }
+}
+
+impl DeltaNode {
+    /// Encodes into (references, plaintext); the base is reference 0.
+    pub fn encode(&self) -> (Vec<ObjectId>, Vec<u8>) {
+        let mut t = RefTable::default();
+        let base = t.index(Some(self.base));
+        let mut out = Vec::with_capacity(17 + 12 * self.patches.len());
+        out.extend_from_slice(&DELTA_NODE_MAGIC);
+        out.push(DELTA_NODE_VERSION);
+        out.extend_from_slice(&self.len.to_le_bytes());
+        out.extend_from_slice(&base.to_le_bytes());
+        out.extend_from_slice(&(self.patches.len() as u32).to_le_bytes());
+        for (off, len, id) in &self.patches {
+            out.extend_from_slice(&off.to_le_bytes());
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&t.index(*id).to_le_bytes());
+        }
+        (t.refs, out)
+    }
+
+    /// Decodes and validates a delta node: patches of whole blocks, in order,
+    /// disjoint, inside the segment.
+    pub fn decode(refs: &[ObjectId], plain: &[u8]) -> Result<Self, String> {
+        let mut r = Reader(plain);
+        if r.take(4)? != DELTA_NODE_MAGIC {
+            return Err("not a delta segment node".into());
+        }
+        if r.u8()? != DELTA_NODE_VERSION {
+            return Err("unknown delta segment node version".into());
+        }
+        let len = r.u32()?;
+        if len == 0 || len as usize > crate::chunker::SEGMENT_SIZE {
+            return Err("bad segment length".into());
+        }
+        let base = resolve(refs, r.u32()?)?.ok_or("a delta without a base")?;
+        let n = r.u32()? as usize;
+        if r.0.len() != n.checked_mul(12).ok_or("bad patch count")? {
+            return Err("bad patch count".into());
+        }
+        let mut patches = Vec::with_capacity(n);
+        let mut end = 0u64;
+        for _ in 0..n {
+            let off = r.u32()?;
+            let plen = r.u32()?;
+            let id = resolve(refs, r.u32()?)?;
+            if plen == 0 || (off as u64) < end || off as u64 + plen as u64 > len as u64 {
+                return Err("patches out of order, overlapping or outside the segment".into());
+            }
+            if !(off as usize).is_multiple_of(MAP_BLOCK)
+                || (!(plen as usize).is_multiple_of(MAP_BLOCK) && off + plen != len)
+            {
+                return Err("a patch that is not whole blocks".into());
+            }
+            end = off as u64 + plen as u64;
+            patches.push((off, plen, id));
+        }
+        Ok(DeltaNode { len, base, patches })
+    }
 }
 
 /// Collects ids in first-seen order and maps each to its position.
@@ -86,17 +243,25 @@ impl SegmentNode {
         self.extents.is_empty()
     }
 
-    /// Encodes into (references, plaintext).
+    /// Encodes into (references, plaintext): version 1 without a block map (the
+    /// bytes earlier builds wrote), version 2 with one.
     pub fn encode(&self) -> (Vec<ObjectId>, Vec<u8>) {
         let mut t = RefTable::default();
-        let mut out = Vec::with_capacity(13 + 8 * self.extents.len());
+        let mut out = Vec::with_capacity(17 + 8 * self.extents.len());
         out.extend_from_slice(&SEGMENT_NODE_MAGIC);
-        out.push(NODE_VERSION);
+        out.push(if self.map.is_some() {
+            SEGMENT_NODE_MAPPED_VERSION
+        } else {
+            NODE_VERSION
+        });
         out.extend_from_slice(&(self.len() as u32).to_le_bytes());
         out.extend_from_slice(&(self.extents.len() as u32).to_le_bytes());
         for (len, id) in &self.extents {
             out.extend_from_slice(&len.to_le_bytes());
             out.extend_from_slice(&t.index(*id).to_le_bytes());
+        }
+        if let Some(map) = self.map {
+            out.extend_from_slice(&t.index(Some(map)).to_le_bytes());
         }
         (t.refs, out)
     }
@@ -107,12 +272,14 @@ impl SegmentNode {
         if r.take(4)? != SEGMENT_NODE_MAGIC {
             return Err("not a segment node".into());
         }
-        if r.u8()? != NODE_VERSION {
-            return Err("unknown segment node version".into());
-        }
+        let mapped = match r.u8()? {
+            NODE_VERSION => false,
+            SEGMENT_NODE_MAPPED_VERSION => true,
+            _ => return Err("unknown segment node version".into()),
+        };
         let total = r.u32()? as u64;
         let n = r.u32()? as usize;
-        if n > crate::chunker::SEGMENT_SIZE || r.0.len() != n * 8 {
+        if n > crate::chunker::SEGMENT_SIZE || r.0.len() != n * 8 + if mapped { 4 } else { 0 } {
             return Err("bad extent count".into());
         }
         let mut extents = Vec::with_capacity(n);
@@ -124,7 +291,12 @@ impl SegmentNode {
             }
             extents.push((len, id));
         }
-        let node = SegmentNode { extents };
+        let map = if mapped {
+            Some(resolve(refs, r.u32()?)?.ok_or("a block map reference that is a hole")?)
+        } else {
+            None
+        };
+        let node = SegmentNode { extents, map };
         if node.len() != total || total > crate::chunker::SEGMENT_SIZE as u64 {
             return Err("extent lengths do not add up to the segment length".into());
         }
@@ -344,12 +516,64 @@ mod tests {
     fn segment_node_round_trip_and_validation() {
         let n = SegmentNode {
             extents: vec![(4096, None), (9000, Some(id(1))), (100, Some(id(2))), (5, Some(id(1)))],
+            map: None,
         };
         let (refs, plain) = n.encode();
         assert_eq!(refs.len(), 2);
+        assert_eq!(plain[4], NODE_VERSION, "a node without a map keeps the version 1 bytes");
         assert_eq!(SegmentNode::decode(&refs, &plain).unwrap(), n);
         assert!(SegmentNode::decode(&refs[..1], &plain).is_err());
         assert!(SegmentNode::decode(&refs, &plain[..plain.len() - 1]).is_err());
+        let mapped = SegmentNode {
+            map: Some(id(7)),
+            ..n.clone()
+        };
+        let (refs, plain) = mapped.encode();
+        assert_eq!(refs.len(), 3);
+        assert_eq!(AnySegment::decode(&refs, &plain).unwrap(), AnySegment::Full(mapped));
+        assert!(SegmentNode::decode(&refs[..2], &plain).is_err());
+    }
+
+    #[test]
+    fn delta_node_and_block_map_round_trip_and_validation() {
+        let d = DeltaNode {
+            len: 4 << 20,
+            base: id(1),
+            patches: vec![
+                (0, 4096, Some(id(2))),
+                (8192, 8192, None),
+                ((4 << 20) - 4096, 4096, Some(id(2))),
+            ],
+        };
+        let (refs, plain) = d.encode();
+        assert_eq!(refs, vec![id(1), id(2)]);
+        assert_eq!(AnySegment::decode(&refs, &plain).unwrap(), AnySegment::Delta(d.clone()));
+        let bad = |patches: Vec<(u32, u32, Option<ObjectId>)>| {
+            let (refs, plain) = DeltaNode { patches, ..d.clone() }.encode();
+            DeltaNode::decode(&refs, &plain).unwrap_err()
+        };
+        assert!(bad(vec![(4096, 4096, None), (0, 4096, None)]).contains("order"));
+        assert!(bad(vec![(0, 8192, None), (4096, 4096, None)]).contains("overlapping"));
+        assert!(bad(vec![(4 << 20, 4096, None)]).contains("outside"));
+        assert!(bad(vec![(100, 4096, None)]).contains("whole blocks"));
+        assert!(bad(vec![(0, 100, None)]).contains("whole blocks"));
+        // A short last block of a short segment is whole.
+        let short = DeltaNode {
+            len: 5000,
+            base: id(1),
+            patches: vec![(4096, 904, Some(id(3)))],
+        };
+        let (refs, plain) = short.encode();
+        assert_eq!(DeltaNode::decode(&refs, &plain).unwrap(), short);
+
+        let seg: Vec<u8> = (0..9000u32).map(|i| (i % 251) as u8).collect();
+        let m = BlockMap::of(&seg, |b| {
+            let h = blake3::hash(b);
+            h.as_bytes()[..16].try_into().unwrap()
+        });
+        assert_eq!(m.hashes.len(), 3);
+        assert_eq!(BlockMap::decode(&m.encode(), 9000).unwrap(), m);
+        assert!(BlockMap::decode(&m.encode(), 4096).unwrap_err().contains("3 blocks"));
     }
 
     proptest! {
@@ -358,6 +582,11 @@ mod tests {
             let refs: Vec<_> = (0..nrefs as u32).map(id).collect();
             let _ = SegmentNode::decode(&refs, &plain);
             let _ = IndexNode::decode(&refs, &plain);
+            let _ = DeltaNode::decode(&refs, &plain);
+            let _ = BlockMap::decode(&plain, 4096);
+            let mut delta = DELTA_NODE_MAGIC.to_vec();
+            delta.extend_from_slice(&plain);
+            let _ = AnySegment::decode(&refs, &delta);
         }
 
         #[test]

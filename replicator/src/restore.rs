@@ -14,10 +14,10 @@ use chrono::{DateTime, SubsecRound, Utc};
 use rayon::prelude::*;
 
 use crate::backup::Progress;
-use crate::chunker::{Run, segment_hash};
+use crate::chunker::{Run, runs, segment_hash};
 use crate::crypto::{Keys, ObjectKind};
 use crate::error::{Error, IoContext, Result};
-use crate::index::{IndexNode, SegmentNode, walk_tree};
+use crate::index::{AnySegment, IndexNode, SegmentNode, walk_tree};
 use crate::object_id::ObjectId;
 use crate::point::{PointRecord, RecoveryPoint, VolumeEntry};
 use crate::reader::ObjectReader;
@@ -199,7 +199,72 @@ pub(crate) fn assemble_segment(
     zero_holes: bool,
 ) -> Result<AssembledSegment> {
     let (refs, plain) = reader.read(node_id, ObjectKind::SegmentNode)?;
-    let node = SegmentNode::decode(&refs, &plain).map_err(|reason| reader.damaged(node_id, reason))?;
+    let node = match AnySegment::decode(&refs, &plain).map_err(|reason| reader.damaged(node_id, reason))? {
+        AnySegment::Full(node) => node,
+        AnySegment::Delta(delta) => {
+            if delta.len as usize != len {
+                return Err(reader.damaged(
+                    node_id,
+                    format!("covers {} bytes where the segment has {len}", delta.len),
+                ));
+            }
+            // The base, zeros included (patches land on it and the runs are
+            // found again from the bytes), then the patches over it.
+            let base = read_full_segment(reader, &delta.base)?;
+            if base.map.is_none() {
+                return Err(reader.damaged(node_id, "has a base without a block map".into()));
+            }
+            assemble_full(reader, &delta.base, &base, len, buf, true)?;
+            let ids: Vec<ObjectId> = delta.patches.iter().filter_map(|p| p.2).collect();
+            let mut chunks = Vec::with_capacity(ids.len());
+            for batch in ids.chunks(256) {
+                chunks.extend(reader.read_many(batch, ObjectKind::Chunk)?);
+            }
+            let mut chunks = chunks.into_iter();
+            for (off, plen, id) in &delta.patches {
+                let range = *off as usize..(*off + *plen) as usize;
+                match id {
+                    Some(id) => {
+                        let chunk = chunks.next().expect("one chunk per patch");
+                        if chunk.len() != range.len() {
+                            return Err(reader.damaged(
+                                id,
+                                format!("holds {} bytes where its patch expects {}", chunk.len(), range.len()),
+                            ));
+                        }
+                        buf[range].copy_from_slice(&chunk);
+                    }
+                    None => buf[range].fill(0),
+                }
+            }
+            let runs = runs(buf);
+            return Ok(AssembledSegment {
+                hash: segment_hash(buf, &runs),
+                data_runs: runs.into_iter().filter(|r| !r.zero).map(|r| r.range).collect(),
+            });
+        }
+    };
+    assemble_full(reader, node_id, &node, len, buf, zero_holes)
+}
+
+/// Reads a segment node that must be a full one (a delta's base).
+pub(crate) fn read_full_segment(reader: &ObjectReader, id: &ObjectId) -> Result<SegmentNode> {
+    let (refs, plain) = reader.read(id, ObjectKind::SegmentNode)?;
+    match AnySegment::decode(&refs, &plain).map_err(|reason| reader.damaged(id, reason))? {
+        AnySegment::Full(node) => Ok(node),
+        AnySegment::Delta(_) => Err(reader.damaged(id, "is a delta where a delta's base was expected".into())),
+    }
+}
+
+/// [`assemble_segment`] for a full segment node already decoded.
+fn assemble_full(
+    reader: &ObjectReader,
+    node_id: &ObjectId,
+    node: &SegmentNode,
+    len: usize,
+    buf: &mut Vec<u8>,
+    zero_holes: bool,
+) -> Result<AssembledSegment> {
     if node.len() != len as u64 {
         return Err(reader.damaged(
             node_id,

@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::backup::Progress;
 use crate::crypto::{Keys, ObjectKind, SealedObject, open_object};
 use crate::error::Result;
-use crate::index::{IndexNode, SegmentNode};
+use crate::index::{AnySegment, IndexNode};
 use crate::object_id::ObjectId;
 use crate::reader::ObjectReader;
 use crate::repository::Repository;
@@ -271,7 +271,7 @@ fn check_object(store: &dyn ChunkStore, keys: Option<&Keys>, id: &ObjectId) -> R
     })?;
     match kind {
         ObjectKind::Chunk => Ok(None),
-        ObjectKind::SegmentNode => Ok(SegmentNode::decode(&h.refs, &plain).map(|_| Some(h.refs))?),
+        ObjectKind::SegmentNode => Ok(AnySegment::decode(&h.refs, &plain).map(|_| Some(h.refs))?),
         ObjectKind::IndexNode => Ok(IndexNode::decode(&h.refs, &plain).map(|_| Some(h.refs))?),
     }
 }

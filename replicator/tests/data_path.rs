@@ -42,6 +42,7 @@ fn opts(e: &Env, group: &str, volumes: &[(&str, &Path)]) -> BackupOptions {
         state_dir: e.root.join("state"),
         cancel: Arc::new(AtomicBool::new(false)),
         progress: None,
+        block_map: false,
     }
 }
 
@@ -122,18 +123,7 @@ fn one_changed_block_in_a_huge_sparse_volume_costs_a_few_kib() {
     assert_eq!(second.bytes_new, 4096);
     // One chunk, one segment node and one index node per level (3 levels here).
     assert!(second.bytes_stored < 4096 + 6 * 1024, "stored {}", second.bytes_stored);
-    let report = verify(
-        &e.repo,
-        &VerifyOptions {
-            tenant: DEFAULT_TENANT.into(),
-            keys: Some(e.keys.clone()),
-            progress: None,
-            repair: false,
-        },
-    )
-    .unwrap();
-    assert!(report.is_clean(), "{report:?}");
-    assert_eq!(report.volumes_hashed, 2);
+    assert_eq!(deep_verify(&e).volumes_hashed, 2);
 }
 
 #[test]
@@ -182,4 +172,121 @@ fn stale_agent_state_is_ignored() {
     .unwrap();
     assert!(s.bytes_new > 0, "a fresh repository must receive every chunk");
     assert_eq!(s.segments_changed, s.segments);
+}
+
+/// Overwrites `n` scattered 4 KiB blocks (seeded) with fresh data; returns their offsets.
+fn scatter(path: &Path, n: u64, seed: u64) -> Vec<u64> {
+    let size = fs::metadata(path).unwrap().len();
+    let f = OpenOptions::new().write(true).open(path).unwrap();
+    let blocks = size / 4096;
+    (0..n)
+        .map(|i| {
+            let b = (seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(i * 7919) >> 7) % blocks;
+            f.write_all_at(&sample_data(4096, seed * 1000 + i), b * 4096).unwrap();
+            b * 4096
+        })
+        .collect()
+}
+
+fn deep_verify(e: &Env) -> lifeline_replicator::VerifyReport {
+    let report = verify(
+        &e.repo,
+        &VerifyOptions {
+            tenant: DEFAULT_TENANT.into(),
+            keys: Some(e.keys.clone()),
+            progress: None,
+            repair: false,
+        },
+    )
+    .unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    report
+}
+
+/// Failback's case: a repository seeded with block maps, then a backup with no
+/// agent state of a volume in which scattered 4 KiB blocks changed stores just
+/// those blocks (as delta segments over the seed's), and every point restores
+/// bit for bit, also once the seed point itself is pruned and collected.
+#[test]
+fn scattered_block_changes_over_a_mapped_point_store_only_those_blocks() {
+    let e = env();
+    let v = e.root.join("v.img");
+    // 24 MiB + 5 KiB: six full segments and a short one; a hole in segment 2.
+    let mut data = sample_data((24 << 20) + 5 * 1024, 7);
+    data[(8 << 20)..(9 << 20)].fill(0);
+    fs::write(&v, &data).unwrap();
+    let tenant = || e.repo.tenant(DEFAULT_TENANT).unwrap();
+    let mut o = opts(&e, "db", &[("v", &v)]);
+    o.block_map = true;
+    let seed = backup(&tenant(), &e.keys, &o).unwrap();
+    assert_eq!(seed.segments_delta, 0);
+
+    // The recovery site: another agent, no state for this repository.
+    let offsets = scatter(&v, 40, 3);
+    let f = OpenOptions::new().write(true).open(&v).unwrap();
+    f.write_all_at(&[0u8; 4096], 4096).unwrap(); // a block zeroed
+    f.write_all_at(&sample_data(4096, 99), (8 << 20) + 65536).unwrap(); // data in the hole
+    f.write_all_at(b"tail", (24 << 20) + 5 * 1024 - 4).unwrap(); // the short last block
+    drop(f);
+    let changed_bytes = (offsets.len() as u64 + 3) * 4096;
+    let mut o2 = opts(&e, "db", &[("v", &v)]);
+    o2.state_dir = e.root.join("other-state");
+    let two = backup(&tenant(), &e.keys, &o2).unwrap();
+    assert_eq!(two.segments_delta, 7, "{two:?}");
+    assert!(two.bytes_new <= changed_bytes, "{two:?}");
+    // Patches, one delta node per segment, the index nodes above them.
+    assert!(two.bytes_stored < changed_bytes + 16 * 1024, "{two:?}");
+    let after_two = fs::read(&v).unwrap();
+
+    // With state: a further change deltas against the seed's segment again
+    // (earlier patches are found present), and an unchanged cycle stores nothing.
+    scatter(&v, 5, 11);
+    let three = backup(&tenant(), &e.keys, &o2).unwrap();
+    assert!(
+        three.segments_delta >= 1 && three.bytes_stored < 10 * 4096 + 16 * 1024,
+        "{three:?}"
+    );
+    let after_three = fs::read(&v).unwrap();
+    let four = backup(&tenant(), &e.keys, &o2).unwrap();
+    assert_eq!((four.segments_changed, four.bytes_stored), (0, 0), "{four:?}");
+
+    // More than half of a segment rewritten: stored in full again.
+    let f = OpenOptions::new().write(true).open(&v).unwrap();
+    f.write_all_at(&sample_data(3 << 20, 5), 0).unwrap();
+    drop(f);
+    let five = backup(&tenant(), &e.keys, &o2).unwrap();
+    assert_eq!(five.segments_changed, 1);
+    assert_eq!(five.segments_delta, 0, "{five:?}");
+    let after_five = fs::read(&v).unwrap();
+
+    assert_eq!(restore_to(&e, "db", "v", PointSelector::Seq(1)), data);
+    assert_eq!(restore_to(&e, "db", "v", PointSelector::Seq(2)), after_two);
+    assert_eq!(restore_to(&e, "db", "v", PointSelector::Seq(3)), after_three);
+    assert_eq!(restore_to(&e, "db", "v", PointSelector::Latest), after_five);
+    deep_verify(&e);
+
+    // The seed point goes; its segments live on as the deltas' bases.
+    e.repo.remove_points(DEFAULT_TENANT, "db", &[1]).unwrap();
+    let report = lifeline_replicator::gc(&e.repo, DEFAULT_TENANT, std::time::Duration::ZERO, false).unwrap();
+    assert!(report.collect.objects_removed > 0, "{report:?}");
+    assert_eq!(restore_to(&e, "db", "v", PointSelector::Seq(2)), after_two);
+    assert_eq!(restore_to(&e, "db", "v", PointSelector::Latest), after_five);
+    deep_verify(&e);
+}
+
+/// Without block maps nothing changes: no delta, and version 1 segment nodes.
+#[test]
+fn without_block_maps_changed_segments_are_stored_in_full() {
+    let e = env();
+    let v = e.root.join("v.img");
+    fs::write(&v, sample_data(8 << 20, 1)).unwrap();
+    let tenant = || e.repo.tenant(DEFAULT_TENANT).unwrap();
+    backup(&tenant(), &e.keys, &opts(&e, "g", &[("v", &v)])).unwrap();
+    scatter(&v, 4, 2);
+    let mut o = opts(&e, "g", &[("v", &v)]);
+    o.state_dir = e.root.join("fresh");
+    let two = backup(&tenant(), &e.keys, &o).unwrap();
+    assert_eq!(two.segments_delta, 0);
+    assert!(two.bytes_new >= 4 * 4096);
+    assert_eq!(restore_to(&e, "g", "v", PointSelector::Latest), fs::read(&v).unwrap());
 }

@@ -46,6 +46,7 @@ pub fn run(a: &BackupArgs, config: &crate::config::Config) -> Result<ExitCode> {
         state_dir: config.state_dir(a.state_dir.as_deref()),
         cancel: cancel_on_signals()?,
         progress: bar.callback(),
+        block_map: a.block_map,
     };
     let result = backup(repo.as_ref(), &keys, &opts);
     bar.finish();

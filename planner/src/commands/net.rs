@@ -194,6 +194,7 @@ pub fn agent(a: &AgentArgs, config: &Config) -> Result<ExitCode> {
         state_dir: config.state_dir(a.state_dir.as_deref()),
         cancel: cancel.clone(),
         progress: None,
+        block_map: a.block_map || group.is_some_and(|g| g.block_map),
     };
     let control = AgentControl::new(&a.group, &url);
     // The control API runs on its own runtime thread for the agent's lifetime.

@@ -682,6 +682,7 @@ impl Shared {
             state_dir: self.state_dir.clone(),
             cancel: self.stop.clone(),
             progress: None,
+            block_map: g.block_map,
         };
         let secondary = g.secondary.as_deref().unwrap_or("secondary");
         let site = l.config.sites.get(secondary);

@@ -688,6 +688,7 @@ async fn seed(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
                 state_dir: state,
                 cancel: Arc::new(std::sync::atomic::AtomicBool::new(false)),
                 progress: None,
+                block_map: true,
             },
         )
         .map_err(|e| format!("seed {}: {e}", repo.display()))?;

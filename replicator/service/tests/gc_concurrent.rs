@@ -217,6 +217,7 @@ impl Site {
             state_dir: self.dir.path().join("state"),
             cancel: Arc::new(AtomicBool::new(false)),
             progress: None,
+            block_map: false,
         }
     }
 

@@ -572,6 +572,7 @@ fn receiver_checks_every_call_and_never_overwrites() {
                 state_dir: dir.path().join("state"),
                 cancel: Arc::new(AtomicBool::new(false)),
                 progress: None,
+                block_map: false,
             },
         )
         .unwrap()

@@ -2,7 +2,9 @@
 
 use aes_gcm::{Aes256Gcm, KeyInit};
 
-use crate::file_formats::{KDF_CDC_SEED, KDF_DATA_KEY, KDF_FINGERPRINT, KDF_ID_KEY, KDF_NODE_ID_KEY};
+use crate::file_formats::{
+    KDF_BLOCK_MAP_KEY, KDF_CDC_SEED, KDF_DATA_KEY, KDF_FINGERPRINT, KDF_ID_KEY, KDF_NODE_ID_KEY, MAP_HASH_LEN,
+};
 use crate::object_id::ObjectId;
 
 /// Everything derived from one master key. Cheap to clone.
@@ -10,6 +12,7 @@ use crate::object_id::ObjectId;
 pub struct Keys {
     id_key: [u8; 32],
     node_id_key: [u8; 32],
+    block_key: [u8; 32],
     cipher: Aes256Gcm,
     cdc_seed: u64,
     fingerprint: [u8; 16],
@@ -27,6 +30,7 @@ impl Keys {
         Keys {
             id_key: blake3::derive_key(KDF_ID_KEY, master),
             node_id_key: blake3::derive_key(KDF_NODE_ID_KEY, master),
+            block_key: blake3::derive_key(KDF_BLOCK_MAP_KEY, master),
             cipher: Aes256Gcm::new(&data_key.into()),
             cdc_seed: u64::from_le_bytes(seed[..8].try_into().expect("8 bytes")),
             fingerprint,
@@ -49,6 +53,13 @@ impl Keys {
         }
         h.update(plaintext);
         ObjectId(*h.finalize().as_bytes())
+    }
+
+    /// Hash of one block in a block map: keyed BLAKE3 under its own key (so it
+    /// says nothing about chunk ids), truncated to 128 bits.
+    pub fn block_hash(&self, block: &[u8]) -> [u8; MAP_HASH_LEN] {
+        let h = blake3::keyed_hash(&self.block_key, block);
+        h.as_bytes()[..MAP_HASH_LEN].try_into().expect("16 bytes")
     }
 
     /// The AES-256-GCM cipher of the data key.
