@@ -93,6 +93,7 @@ impl AgentState {
         if bytes.len() < 41 || bytes[..4] != AGENT_STATE_MAGIC || !(1..=AGENT_STATE_VERSION).contains(&bytes[4]) {
             return None;
         }
+        let max_flag = if bytes[4] == 1 { 1 } else { 2 };
         let (content, trailer) = bytes.split_at(bytes.len() - 32);
         if blake3::hash(content).as_bytes() != trailer {
             return None;
@@ -112,7 +113,7 @@ impl AgentState {
                         hash: c[..32].try_into().expect("32"),
                         node: match c[32] {
                             0 => None,
-                            1 | 2 => Some(ObjectId(c[33..65].try_into().expect("32"))),
+                            f if f <= max_flag => Some(ObjectId(c[33..65].try_into().expect("32"))),
                             _ => return None,
                         },
                         data_bytes: u32::from_le_bytes(c[65..69].try_into().expect("4")),
@@ -151,7 +152,9 @@ impl AgentState {
         let mut out =
             Vec::with_capacity(41 + h.len() + self.volumes.iter().map(|v| v.segments.len() * 69).sum::<usize>());
         out.extend_from_slice(&AGENT_STATE_MAGIC);
-        out.push(AGENT_STATE_VERSION);
+        // Version 1 when nothing is mapped: an earlier build still reads it.
+        let mapped = self.volumes.iter().any(|v| v.segments.iter().any(|s| s.mapped));
+        out.push(if mapped { AGENT_STATE_VERSION } else { 1 });
         out.extend_from_slice(&(h.len() as u32).to_le_bytes());
         out.extend_from_slice(&h);
         for v in &self.volumes {
@@ -223,16 +226,20 @@ mod tests {
         };
         s.save(&p).unwrap();
         assert_eq!(AgentState::load(&p).unwrap(), s);
-        // A version 1 file (no mapped nodes) still loads.
+        assert_eq!(fs::read(&p).unwrap()[4], 2, "mapped nodes need version 2");
+        // A version 1 file cannot say "mapped".
         let mut v1 = fs::read(&p).unwrap();
         v1[4] = 1;
         let n = v1.len() - 32;
         let t = blake3::hash(&v1[..n]);
         v1[n..].copy_from_slice(t.as_bytes());
-        assert_eq!(
-            AgentState::load_bytes(&v1).unwrap().volumes[0].segments[1],
-            s.volumes[0].segments[1]
-        );
+        assert!(AgentState::load_bytes(&v1).is_none());
+        // Without mapped nodes the file is version 1, which earlier builds read.
+        let mut plain = s.clone();
+        plain.volumes[0].segments.pop();
+        plain.save(&p).unwrap();
+        assert_eq!(fs::read(&p).unwrap()[4], 1);
+        assert_eq!(AgentState::load(&p).unwrap(), plain);
         let mut b = fs::read(&p).unwrap();
         b[50] ^= 1;
         fs::write(&p, b).unwrap();

@@ -190,9 +190,11 @@ impl Ctx<'_> {
 
     /// Stores a changed segment as a delta over the mapped full segment node that
     /// `prior` (the node the segment had at the last point) is or is based on.
-    /// `None` when there is no such base, it is of another length, or more than
-    /// half of the segment changed (a full node is then smaller to restore).
-    fn store_delta(&self, buf: &[u8], runs: &[Run], prior: &ObjectId) -> Result<Option<ObjectId>> {
+    /// Returns the segment's node and whether it is a delta (not the base
+    /// itself, when the segment is back to the base's content); `None` when
+    /// there is no such base, it is of another length, or more than half of the
+    /// segment changed (a full node is then smaller to restore).
+    fn store_delta(&self, buf: &[u8], runs: &[Run], prior: &ObjectId) -> Result<Option<(ObjectId, bool)>> {
         let reader = ObjectReader::new(self.store, self.keys);
         let (base_id, base) = match read_any_segment(&reader, prior)? {
             AnySegment::Full(node) => (*prior, node),
@@ -241,21 +243,11 @@ impl Ctx<'_> {
                 ((r.start * MAP_BLOCK) as u32, data.len() as u32, id)
             })
             .collect();
-        let ids: Vec<ObjectId> = patches.iter().filter_map(|p| p.2).collect();
-        let missing = self.store.missing(&ids)?;
-        let mut next = ids.iter().zip(missing);
-        for (r, p) in ranges.iter().zip(&patches) {
-            if p.2.is_some() {
-                let (id, missing) = next.next().expect("one id per data patch");
-                if missing {
-                    self.put_new(ObjectKind::Chunk, id, &[], bytes(r))?;
-                }
-            }
-        }
         if patches.is_empty() {
             // Back to the base's content: the base is the segment.
-            return Ok(Some(base_id));
+            return Ok(Some((base_id, false)));
         }
+        let ids: Vec<ObjectId> = patches.iter().filter_map(|p| p.2).collect();
         let node = DeltaNode {
             len: buf.len() as u32,
             base: base_id,
@@ -263,10 +255,24 @@ impl Ctx<'_> {
         };
         let (refs, plain) = node.encode();
         let id = self.keys.node_id(&refs, &plain);
-        if self.store.missing(std::slice::from_ref(&id))?[0] {
+        // The patches and the node in one presence query (one round trip).
+        let mut query = ids.clone();
+        query.push(id);
+        let mut missing = self.store.missing(&query)?;
+        let node_missing = missing.pop().expect("the node's answer");
+        let mut next = ids.iter().zip(missing);
+        for (r, p) in ranges.iter().zip(&node.patches) {
+            if p.2.is_some() {
+                let (id, missing) = next.next().expect("one id per data patch");
+                if missing {
+                    self.put_new(ObjectKind::Chunk, id, &[], bytes(r))?;
+                }
+            }
+        }
+        if node_missing {
             self.put_new(ObjectKind::SegmentNode, &id, &refs, &plain)?;
         }
-        Ok(Some(id))
+        Ok(Some((id, true)))
     }
 
     /// Scans one volume against `base` (what the last point or pass saw).
@@ -321,11 +327,17 @@ impl Ctx<'_> {
                         Some(prev) if prev.hash == hash && prev.node.is_none_or(|n| !gone.contains(&n)) => *prev,
                         _ => {
                             self.counters.changed.fetch_add(1, Ordering::Relaxed);
-                            let delta = match priors.get(i).copied().flatten() {
+                            let prior = priors.get(i).copied().flatten().filter(|p| !gone.contains(p));
+                            let delta = match prior {
                                 Some(prior) if read > 0 => match self.store_delta(buf, &runs, &prior) {
                                     Ok(d) => d,
-                                    // A base that cannot be read costs a full segment, never the point.
-                                    Err(e) if !matches!(e, Error::Interrupted) => {
+                                    // A base collected or damaged since costs a full
+                                    // segment, never the point; other errors stop it.
+                                    Err(
+                                        e @ (Error::ObjectMissing { .. }
+                                        | Error::ObjectDamaged { .. }
+                                        | Error::ObjectAuthentication { .. }),
+                                    ) => {
                                         tracing::warn!(segment = i, error = %e, "cannot use the segment's previous block map; storing it in full");
                                         None
                                     }
@@ -334,8 +346,10 @@ impl Ctx<'_> {
                                 _ => None,
                             };
                             let (node, data, mapped) = match delta {
-                                Some(id) => {
-                                    self.counters.delta.fetch_add(1, Ordering::Relaxed);
+                                Some((id, is_delta)) => {
+                                    if is_delta {
+                                        self.counters.delta.fetch_add(1, Ordering::Relaxed);
+                                    }
                                     let data = runs.iter().filter(|r| !r.zero).map(|r| r.range.len() as u64).sum();
                                     (Some(id), data, true)
                                 }
@@ -374,9 +388,9 @@ fn read_any_segment(reader: &ObjectReader, id: &ObjectId) -> Result<AnySegment> 
     AnySegment::decode(&refs, &plain).map_err(|reason| reader.damaged(id, reason))
 }
 
-/// The segment nodes of each volume at the group's last point, where the first
-/// of them shows the point has block maps (a full node with a map, or a delta):
-/// without agent state these are the bases of block deltas. Empty otherwise.
+/// The segment nodes of each volume at the group's last point, where that
+/// volume has block maps: without agent state these are the bases of block
+/// deltas. Empty (and nothing read) otherwise.
 fn prior_segments(
     repo: &dyn TenantRepository,
     keys: &Keys,
@@ -390,24 +404,15 @@ fn prior_segments(
     let point = last.open(keys, &repo.describe())?;
     let mut out = Vec::with_capacity(sources.len());
     for src in sources {
-        let Some(entry) = point
+        match point
             .body
             .volumes
             .iter()
-            .find(|v| v.name == src.name && v.segment_size == SEGMENT_SIZE as u64)
-        else {
-            out.push(Vec::new());
-            continue;
-        };
-        let leaves = volume_leaves(&reader, entry)?;
-        let mapped = match leaves.iter().flatten().next() {
-            Some(first) => match read_any_segment(&reader, first)? {
-                AnySegment::Full(n) => n.map.is_some(),
-                AnySegment::Delta(_) => true,
-            },
-            None => false,
-        };
-        out.push(if mapped { leaves } else { Vec::new() });
+            .find(|v| v.name == src.name && v.segment_size == SEGMENT_SIZE as u64 && v.block_maps)
+        {
+            Some(entry) => out.push(volume_leaves(&reader, entry)?),
+            None => out.push(Vec::new()),
+        }
     }
     Ok(out)
 }
@@ -540,6 +545,7 @@ pub fn backup(repo: &dyn TenantRepository, keys: &Keys, opts: &BackupOptions) ->
                 levels: root.levels,
                 volume_hash: h.finish_hex(),
                 data_bytes: sv.segments.iter().map(|s| s.data_bytes as u64).sum(),
+                block_maps: sv.segments.iter().any(|s| s.mapped),
             });
         }
         if opts.cancel.load(Ordering::Relaxed) {

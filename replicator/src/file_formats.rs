@@ -10,7 +10,10 @@ pub const REPOSITORY_MARKER: &str = "LIFELINE-REPOSITORY";
 /// Name of the marker file.
 pub const REPOSITORY_MARKER_FILE: &str = "lifeline-repo";
 /// Repository format version written by this build (and the highest it reads).
-pub const REPOSITORY_FORMAT: u32 = 1;
+/// 2: segment nodes may carry block maps, and delta segment nodes exist. A
+/// format 1 repository is upgraded when this build opens it (nothing to rewrite
+/// but the marker and the catalog config), so older builds refuse it.
+pub const REPOSITORY_FORMAT: u32 = 2;
 
 /// Magic of a sealed object: ASCII "LLOB" (LifeLine OBject).
 pub const OBJECT_MAGIC: [u8; 4] = *b"LLOB";

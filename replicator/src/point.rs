@@ -90,6 +90,11 @@ pub struct VolumeEntry {
     /// Non-hole bytes: what a sparse restore allocates.
     #[serde(default)]
     pub data_bytes: u64,
+    /// Some segment nodes carry block maps or are block deltas: a later backup
+    /// without agent state reads this tree to store changes as block deltas
+    /// (and reads nothing when false). Absent in earlier points.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub block_maps: bool,
 }
 
 impl VolumeEntry {
@@ -254,6 +259,7 @@ mod tests {
                     levels: 1,
                     volume_hash: "00".into(),
                     data_bytes: 10,
+                    block_maps: false,
                 }],
                 frozen_ms: None,
                 written_by: "test".into(),

@@ -1,7 +1,7 @@
 //! Reads and authenticates objects, turning every failure into an error that
 //! names the object and where it lives.
 
-use crate::crypto::{Keys, ObjectKind, open_object, seal::OpenError};
+use crate::crypto::{Keys, ObjectKind, open_object, seal::OpenError, seal::open_chunk_into};
 use crate::error::{Error, Result};
 use crate::object_id::ObjectId;
 use crate::store::ChunkStore;
@@ -46,6 +46,18 @@ impl<'a> ObjectReader<'a> {
                 Ok(plain)
             })
             .collect()
+    }
+
+    /// Fetches several sealed objects as stored, in order (one round trip to a
+    /// remote store), for [`open_chunk_into`](Self::open_chunk_into).
+    pub fn fetch_many(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>> {
+        self.store.get_many(ids)
+    }
+
+    /// Authenticates and opens a fetched chunk straight into `out` (exactly its
+    /// length); see [`open_chunk_into`](crate::crypto::seal::open_chunk_into).
+    pub fn open_chunk_into(&self, id: &ObjectId, bytes: &mut [u8], out: &mut [u8]) -> Result<()> {
+        open_chunk_into(self.keys, id, bytes, out).map_err(|e| self.open_error(id, e))
     }
 
     /// Maps an open failure to an error naming the object.

@@ -160,11 +160,33 @@ impl Repository {
             },
             e => e,
         })?;
-        let config = catalog.config()?.ok_or_else(|| Error::CatalogRecord {
+        let mut config = catalog.config()?.ok_or_else(|| Error::CatalogRecord {
             path: path.join("catalog"),
             what: "repository config".into(),
             reason: "missing (the catalog was lost or replaced)".into(),
         })?;
+        if format < REPOSITORY_FORMAT {
+            // Format 2 adds block maps and delta segment nodes: builds that only
+            // know format 1 must refuse the repository rather than call those
+            // nodes damaged (their `verify --repair` would drop them). Nothing
+            // else changes, so the upgrade is the marker and the config. The
+            // catalog is ours (one owner), so no other process races this.
+            config.format = REPOSITORY_FORMAT;
+            let marker_text = format!("{REPOSITORY_MARKER}\nformat {REPOSITORY_FORMAT}\nid {}\n", config.id);
+            match catalog
+                .set_config(&config)
+                .and_then(|()| fsutil::write_atomic(&marker, marker_text.as_bytes()))
+            {
+                Ok(()) => tracing::info!(
+                    repository = %path.display(),
+                    "repository format upgraded from {format} to {REPOSITORY_FORMAT} (block deltas); \
+                     builds that only read format {format} now refuse it"
+                ),
+                Err(e) => {
+                    tracing::warn!(repository = %path.display(), error = %e, "could not upgrade the repository format")
+                }
+            }
+        }
         Ok(Repository {
             path: path.into(),
             config,
@@ -288,5 +310,41 @@ impl Repository {
 
     pub fn points(&self, tenant: &str, group: Option<&str>) -> Result<Vec<PointRecord>> {
         self.catalog.points(tenant, group)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_1_is_upgraded_at_open_and_newer_formats_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("repo");
+        let repo = Repository::create_empty(&path).unwrap();
+        let id = repo.config.id.clone();
+        // As a format 1 build left it.
+        let mut config = repo.config.clone();
+        config.format = 1;
+        repo.catalog.set_config(&config).unwrap();
+        drop(repo);
+        let marker = path.join(REPOSITORY_MARKER_FILE);
+        fs::write(&marker, format!("{REPOSITORY_MARKER}\nformat 1\nid {id}\n")).unwrap();
+        let repo = Repository::open(&path).unwrap();
+        assert_eq!(repo.config.format, REPOSITORY_FORMAT);
+        assert_eq!(repo.catalog.config().unwrap().unwrap().format, REPOSITORY_FORMAT);
+        drop(repo);
+        let text = fs::read_to_string(&marker).unwrap();
+        assert!(text.contains(&format!("format {REPOSITORY_FORMAT}\n")), "{text}");
+        assert!(text.contains(&id), "{text}");
+        // A newer format than this build reads is refused, naming both.
+        fs::write(&marker, format!("{REPOSITORY_MARKER}\nformat 99\nid {id}\n")).unwrap();
+        match Repository::open(&path) {
+            Err(Error::UnsupportedFormat {
+                found: 99, supported, ..
+            }) => assert_eq!(supported, REPOSITORY_FORMAT),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("opened a format 99 repository"),
+        }
     }
 }

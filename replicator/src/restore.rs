@@ -107,7 +107,80 @@ pub struct RestoreSummary {
 
 struct Target {
     file: File,
+    /// The same file opened with O_DIRECT, where the file system allows it:
+    /// whole aligned blocks go straight to the device (no copy into the page
+    /// cache, nothing left to flush at the final fsync, no cache evicted by a
+    /// restore larger than memory). `None`: every write is buffered.
+    direct: Option<File>,
     is_block_device: bool,
+}
+
+/// Alignment of O_DIRECT buffers, offsets and lengths: a page, a multiple of
+/// any device's logical block size.
+const DIRECT_ALIGN: usize = 4096;
+
+fn open_direct(path: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // EINVAL where the file system has no direct I/O (tmpfs): buffered it is.
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(path)
+        .ok()
+}
+
+impl Target {
+    /// Writes `data` at `at`: its aligned whole blocks directly when possible,
+    /// anything else (a short tail) through the page cache.
+    fn write(&self, data: &[u8], at: u64, path: &Path) -> Result<()> {
+        let err = |at: u64, e| Error::io(format!("write restore target {} at offset {at}", path.display()), e);
+        let aligned = (data.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN) && at.is_multiple_of(DIRECT_ALIGN as u64);
+        let direct_len = if aligned {
+            data.len() / DIRECT_ALIGN * DIRECT_ALIGN
+        } else {
+            0
+        };
+        let mut done = 0;
+        if let (Some(direct), true) = (&self.direct, direct_len > 0) {
+            match direct.write_all_at(&data[..direct_len], at) {
+                Ok(()) => done = direct_len,
+                // A file system that accepted the open but not the write.
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {}
+                Err(e) => return Err(err(at, e)),
+            }
+        }
+        if done < data.len() {
+            let at = at + done as u64;
+            self.file.write_all_at(&data[done..], at).map_err(|e| err(at, e))?;
+        }
+        Ok(())
+    }
+}
+
+thread_local! {
+    /// Each restore thread's segment buffer.
+    static SEGMENT_BUF: std::cell::RefCell<Option<AlignedBuf>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A segment buffer whose start is aligned for O_DIRECT.
+struct AlignedBuf {
+    mem: Vec<u8>,
+    start: usize,
+}
+
+impl AlignedBuf {
+    fn new(len: usize) -> Self {
+        let mem = vec![0u8; len + DIRECT_ALIGN];
+        let start = mem.as_ptr().align_offset(DIRECT_ALIGN);
+        AlignedBuf { mem, start }
+    }
+
+    fn slice(&mut self, len: usize) -> &mut [u8] {
+        if self.mem.len() < self.start + len {
+            *self = AlignedBuf::new(len);
+        }
+        &mut self.mem[self.start..self.start + len]
+    }
 }
 
 fn open_target(path: &Path, entry: &VolumeEntry) -> Result<Target> {
@@ -136,6 +209,7 @@ fn open_target(path: &Path, entry: &VolumeEntry) -> Result<Target> {
         }
         return Ok(Target {
             file,
+            direct: open_direct(path),
             is_block_device: true,
         });
     }
@@ -169,6 +243,7 @@ fn open_target(path: &Path, entry: &VolumeEntry) -> Result<Target> {
     })?;
     Ok(Target {
         file,
+        direct: open_direct(path),
         is_block_device: false,
     })
 }
@@ -188,16 +263,16 @@ pub(crate) struct AssembledSegment {
     pub hash: [u8; 32],
 }
 
-/// Assembles segment `node_id` into `buf` (`len` bytes), authenticating every
+/// Assembles segment `node_id` into `buf` (exactly the segment's length), authenticating every
 /// object. Hole ranges are zeroed only when `zero_holes` (a block device needs the
 /// zeros written; a sparse file and the hash do not).
 pub(crate) fn assemble_segment(
     reader: &ObjectReader,
     node_id: &ObjectId,
-    len: usize,
-    buf: &mut Vec<u8>,
+    buf: &mut [u8],
     zero_holes: bool,
 ) -> Result<AssembledSegment> {
+    let len = buf.len();
     let (refs, plain) = reader.read(node_id, ObjectKind::SegmentNode)?;
     let node = match AnySegment::decode(&refs, &plain).map_err(|reason| reader.damaged(node_id, reason))? {
         AnySegment::Full(node) => node,
@@ -214,7 +289,7 @@ pub(crate) fn assemble_segment(
             if base.map.is_none() {
                 return Err(reader.damaged(node_id, "has a base without a block map".into()));
             }
-            assemble_full(reader, &delta.base, &base, len, buf, true)?;
+            assemble_full(reader, &delta.base, &base, buf, true)?;
             let ids: Vec<ObjectId> = delta.patches.iter().filter_map(|p| p.2).collect();
             let mut chunks = Vec::with_capacity(ids.len());
             for batch in ids.chunks(256) {
@@ -244,7 +319,7 @@ pub(crate) fn assemble_segment(
             });
         }
     };
-    assemble_full(reader, node_id, &node, len, buf, zero_holes)
+    assemble_full(reader, node_id, &node, buf, zero_holes)
 }
 
 /// Reads a segment node that must be a full one (a delta's base).
@@ -261,49 +336,39 @@ fn assemble_full(
     reader: &ObjectReader,
     node_id: &ObjectId,
     node: &SegmentNode,
-    len: usize,
-    buf: &mut Vec<u8>,
+    buf: &mut [u8],
     zero_holes: bool,
 ) -> Result<AssembledSegment> {
+    let len = buf.len();
     if node.len() != len as u64 {
         return Err(reader.damaged(
             node_id,
             format!("covers {} bytes where the segment has {len}", node.len()),
         ));
     }
-    buf.resize(len, 0);
-    // Fetch the segment's chunks together: one round trip to a remote store.
-    // In extent order (the order they were written), each id once.
-    let mut seen = std::collections::HashSet::new();
-    let wanted: Vec<ObjectId> = node
-        .extents
-        .iter()
-        .filter_map(|e| e.1)
-        .filter(|id| seen.insert(*id))
-        .collect();
-    let mut chunks: std::collections::HashMap<ObjectId, Vec<u8>> =
-        std::collections::HashMap::with_capacity(wanted.len());
-    for batch in wanted.chunks(256) {
-        for (id, plain) in batch.iter().zip(reader.read_many(batch, ObjectKind::Chunk)?) {
-            chunks.insert(*id, plain);
-        }
-    }
+    // Where each extent goes; a chunk that recurs in the segment is opened
+    // once, at its first place, and copied to the others.
+    let mut first: std::collections::HashMap<ObjectId, (usize, usize)> = std::collections::HashMap::new();
+    let mut wanted: Vec<(ObjectId, usize, usize)> = Vec::new();
+    let mut copies: Vec<(usize, usize, usize)> = Vec::new();
     let mut pos = 0usize;
     // The extents' runs of holes and data are the runs the backup hashed.
     let mut runs: Vec<Run> = Vec::new();
     for (elen, id) in &node.extents {
         let elen = *elen as usize;
         match id {
-            Some(id) => {
-                let chunk = &chunks[id];
-                if chunk.len() != elen {
-                    return Err(reader.damaged(
-                        id,
-                        format!("holds {} bytes where its segment expects {elen}", chunk.len()),
-                    ));
+            Some(id) => match first.get(id) {
+                Some(&(at, n)) if n == elen => copies.push((at, pos, elen)),
+                Some(&(_, n)) => {
+                    return Err(
+                        reader.damaged(node_id, format!("uses chunk {} as {n} and as {elen} bytes", id.short()))
+                    );
                 }
-                buf[pos..pos + elen].copy_from_slice(chunk);
-            }
+                None => {
+                    first.insert(*id, (pos, elen));
+                    wanted.push((*id, pos, elen));
+                }
+            },
             None if zero_holes => buf[pos..pos + elen].fill(0),
             None => {}
         }
@@ -316,6 +381,16 @@ fn assemble_full(
             }),
         }
         pos += elen;
+    }
+    // Fetch the segment's chunks together: one round trip to a remote store.
+    for batch in wanted.chunks(256) {
+        let ids: Vec<ObjectId> = batch.iter().map(|w| w.0).collect();
+        for ((id, at, n), mut bytes) in batch.iter().zip(reader.fetch_many(&ids)?) {
+            reader.open_chunk_into(id, &mut bytes, &mut buf[*at..*at + *n])?;
+        }
+    }
+    for (from, to, n) in copies {
+        buf.copy_within(from..from + n, to);
     }
     Ok(AssembledSegment {
         hash: segment_hash(buf, &runs),
@@ -364,31 +439,29 @@ pub fn restore(repo: &dyn TenantRepository, keys: &Keys, opts: &RestoreOptions) 
         leaves
             .par_iter()
             .enumerate()
-            .map_init(
-                || Vec::with_capacity(seg_size),
-                |buf, (i, leaf)| {
+            // One segment per job: data is often bunched in a few regions of a
+            // volume, and a run of heavy segments in one job would leave the
+            // other cores idle.
+            .with_max_len(1)
+            .map(|(i, leaf)| {
+                // One buffer per thread, not per job (a job is one segment).
+                SEGMENT_BUF.with_borrow_mut(|buf| {
+                    let buf = buf.get_or_insert_with(|| AlignedBuf::new(seg_size));
                     let offset = i as u64 * entry.segment_size;
                     let len = (entry.size - offset).min(entry.segment_size) as usize;
-                    let write = |data: &[u8], at: u64| {
-                        target.file.write_all_at(data, at).map_err(|e| {
-                            Error::io(
-                                format!("write restore target {} at offset {at}", opts.target.display()),
-                                e,
-                            )
-                        })
-                    };
+                    let buf = buf.slice(len);
+                    let write = |data: &[u8], at: u64| target.write(data, at, &opts.target);
                     let hash = match leaf {
                         None => {
                             if target.is_block_device {
-                                buf.clear();
-                                buf.resize(len, 0);
+                                buf.fill(0);
                                 write(buf, offset)?;
                                 written.fetch_add(len as u64, Ordering::Relaxed);
                             }
                             zero_segment_hash(len)
                         }
                         Some(node_id) => {
-                            let seg = assemble_segment(&reader, node_id, len, buf, target.is_block_device)?;
+                            let seg = assemble_segment(&reader, node_id, buf, target.is_block_device)?;
                             if target.is_block_device {
                                 write(buf, offset)?;
                                 written.fetch_add(len as u64, Ordering::Relaxed);
@@ -407,10 +480,12 @@ pub fn restore(repo: &dyn TenantRepository, keys: &Keys, opts: &RestoreOptions) 
                         p(d, entry.size);
                     }
                     Ok(hash)
-                },
-            )
+                })
+            })
             .collect()
     });
+    // The pool's threads have ended: nothing holds their buffers any more.
+    drop(pool);
     let mut h = VolumeHasher::new(entry.size);
     for s in hashes {
         h.segment(&s?);

@@ -314,7 +314,8 @@ fn volume_hash(reader: &ObjectReader, v: &crate::point::VolumeEntry) -> Result<S
                     if let Some(h) = cache.lock().expect("cache").get(id) {
                         return Ok(*h);
                     }
-                    let h = assemble_segment(reader, id, len, buf, false)?.hash;
+                    buf.resize(len, 0);
+                    let h = assemble_segment(reader, id, &mut buf[..len], false)?.hash;
                     cache.lock().expect("cache").insert(*id, h);
                     Ok(h)
                 }

@@ -147,6 +147,25 @@ fn volumes_of_odd_sizes_round_trip() {
         )
         .unwrap();
         assert_eq!(restore_to(&e, &group, "v", PointSelector::Latest), data, "size {size}");
+        // Restores write whole blocks with O_DIRECT where the file system has it
+        // (ext4 here) and through the page cache where not (tmpfs): both exact.
+        if Path::new("/dev/shm").is_dir() {
+            let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+            let target = shm.path().join("v.img");
+            restore(
+                &e.repo.tenant(DEFAULT_TENANT).unwrap(),
+                &e.keys,
+                &RestoreOptions {
+                    group: group.clone(),
+                    point: PointSelector::Latest,
+                    volume: "v".into(),
+                    target: target.clone(),
+                    progress: None,
+                },
+            )
+            .unwrap();
+            assert_eq!(fs::read(&target).unwrap(), data, "size {size} on tmpfs");
+        }
     }
 }
 
@@ -232,7 +251,13 @@ fn scattered_block_changes_over_a_mapped_point_store_only_those_blocks() {
     let mut o2 = opts(&e, "db", &[("v", &v)]);
     o2.state_dir = e.root.join("other-state");
     let two = backup(&tenant(), &e.keys, &o2).unwrap();
-    assert_eq!(two.segments_delta, 7, "{two:?}");
+    let mut touched: Vec<u64> = offsets.iter().map(|o| o >> 22).chain([0, 2, 6]).collect();
+    touched.sort_unstable();
+    touched.dedup();
+    // Every segment was rescanned (no state); those that changed became deltas,
+    // the others are their seed segment again.
+    assert_eq!(two.segments_changed, 7, "{two:?}");
+    assert_eq!(two.segments_delta, touched.len() as u64, "{two:?}");
     assert!(two.bytes_new <= changed_bytes, "{two:?}");
     // Patches, one delta node per segment, the index nodes above them.
     assert!(two.bytes_stored < changed_bytes + 16 * 1024, "{two:?}");
@@ -289,4 +314,155 @@ fn without_block_maps_changed_segments_are_stored_in_full() {
     assert_eq!(two.segments_delta, 0);
     assert!(two.bytes_new >= 4 * 4096);
     assert_eq!(restore_to(&e, "g", "v", PointSelector::Latest), fs::read(&v).unwrap());
+}
+
+/// A tenant whose store counts the objects read from it.
+struct CountingTenant<'a> {
+    inner: lifeline_replicator::LocalTenant<'a>,
+    reads: Arc<std::sync::atomic::AtomicU64>,
+}
+
+struct CountingStore {
+    inner: Arc<dyn lifeline_replicator::ChunkStore>,
+    reads: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl lifeline_replicator::ChunkStore for CountingStore {
+    fn put(&self, id: &lifeline_replicator::ObjectId, sealed: &[u8]) -> lifeline_replicator::Result<bool> {
+        self.inner.put(id, sealed)
+    }
+    fn contains(&self, id: &lifeline_replicator::ObjectId) -> lifeline_replicator::Result<bool> {
+        self.inner.contains(id)
+    }
+    fn missing(&self, ids: &[lifeline_replicator::ObjectId]) -> lifeline_replicator::Result<Vec<bool>> {
+        self.inner.missing(ids)
+    }
+    fn get(&self, id: &lifeline_replicator::ObjectId) -> lifeline_replicator::Result<Vec<u8>> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.get(id)
+    }
+    fn get_many(&self, ids: &[lifeline_replicator::ObjectId]) -> lifeline_replicator::Result<Vec<Vec<u8>>> {
+        self.reads
+            .fetch_add(ids.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.inner.get_many(ids)
+    }
+    fn sync(&self) -> lifeline_replicator::Result<()> {
+        self.inner.sync()
+    }
+    fn abandon(&self) {
+        self.inner.abandon()
+    }
+    fn list(
+        &self,
+        f: &mut dyn FnMut(lifeline_replicator::StoredObject) -> lifeline_replicator::Result<()>,
+    ) -> lifeline_replicator::Result<()> {
+        self.inner.list(f)
+    }
+    fn delete(&self, id: &lifeline_replicator::ObjectId) -> lifeline_replicator::Result<()> {
+        self.inner.delete(id)
+    }
+    fn location(&self, id: &lifeline_replicator::ObjectId) -> String {
+        self.inner.location(id)
+    }
+}
+
+impl lifeline_replicator::TenantRepository for CountingTenant<'_> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn repository_id(&self) -> String {
+        self.inner.repository_id()
+    }
+    fn tenant(&self) -> &str {
+        self.inner.tenant()
+    }
+    fn store(&self) -> Arc<dyn lifeline_replicator::ChunkStore> {
+        Arc::new(CountingStore {
+            inner: self.inner.store(),
+            reads: self.reads.clone(),
+        })
+    }
+    fn points(&self, group: Option<&str>) -> lifeline_replicator::Result<Vec<lifeline_replicator::PointRecord>> {
+        self.inner.points(group)
+    }
+    fn commit_point(
+        &self,
+        point: &lifeline_replicator::PointRecord,
+        cycle: &lifeline_replicator::CycleReport,
+    ) -> lifeline_replicator::Result<()> {
+        self.inner.commit_point(point, cycle)
+    }
+    fn pin(&self, group: &str, seq: u64, holder: &str, ttl: std::time::Duration) -> lifeline_replicator::Result<()> {
+        self.inner.pin(group, seq, holder, ttl)
+    }
+    fn unpin(&self, group: &str, seq: u64, holder: &str) -> lifeline_replicator::Result<()> {
+        self.inner.unpin(group, seq, holder)
+    }
+}
+
+/// Block maps cost nothing where they are not used: a backup with no agent
+/// state reads no object of the last point unless that point has block maps,
+/// and one with state reads none for segments that are not mapped.
+#[test]
+fn backups_without_block_maps_read_nothing_from_the_repository() {
+    let e = env();
+    let v = e.root.join("huge.img");
+    let f = File::create(&v).unwrap();
+    f.set_len(64 << 30).unwrap();
+    for i in 0..64u64 {
+        f.write_all_at(&sample_data(64 << 10, i), i * (1 << 30)).unwrap();
+    }
+    // 8 blocks rewritten inside the data regions.
+    let touch = |seed: u64| {
+        for i in 0..8u64 {
+            f.write_all_at(
+                &sample_data(4096, seed * 100 + i),
+                i * 7 * (1 << 30) + 4096 * (1 + seed % 8),
+            )
+            .unwrap();
+        }
+    };
+    let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counting = || CountingTenant {
+        inner: e.repo.tenant(DEFAULT_TENANT).unwrap(),
+        reads: reads.clone(),
+    };
+    backup(&counting(), &e.keys, &opts(&e, "s", &[("v", &v)])).unwrap();
+    touch(5);
+    // With state: the 8 changed segments are not mapped.
+    backup(&counting(), &e.keys, &opts(&e, "s", &[("v", &v)])).unwrap();
+    // Without state.
+    touch(6);
+    let mut o = opts(&e, "s", &[("v", &v)]);
+    o.state_dir = e.root.join("fresh");
+    let three = backup(&counting(), &e.keys, &o).unwrap();
+    assert_eq!(three.segments_delta, 0);
+    assert_eq!(reads.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // With block maps (a full rescan, so that every segment gets one) the next
+    // stateless backup reads the last point's index and maps.
+    o.block_map = true;
+    o.state_dir = e.root.join("fresh-1");
+    backup(&counting(), &e.keys, &o).unwrap();
+    touch(7);
+    o.state_dir = e.root.join("fresh-2");
+    let five = backup(&counting(), &e.keys, &o).unwrap();
+    assert_eq!(five.segments_delta, 8, "{five:?}");
+    assert!(reads.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    let target = e.root.join("restored.img");
+    restore(
+        &e.repo.tenant(DEFAULT_TENANT).unwrap(),
+        &e.keys,
+        &RestoreOptions {
+            group: "s".into(),
+            point: PointSelector::Latest,
+            volume: "v".into(),
+            target: target.clone(),
+            progress: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        lifeline_replicator::hash_volume(&target).unwrap(),
+        lifeline_replicator::hash_volume(&v).unwrap()
+    );
 }

@@ -126,6 +126,7 @@ fn record(keys: &Keys, tenant: &str, group: &str, seq: u64, root: ObjectId) -> V
                 levels: 1,
                 volume_hash: String::new(),
                 data_bytes: 4096,
+                block_maps: false,
             }],
             frozen_ms: None,
             written_by: "receiver test".into(),

@@ -78,6 +78,13 @@ impl SealedObject {
     /// Parses and checks structure and trailer hash: the no-key scrub. The error
     /// text says what is wrong; the caller names the object.
     pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        Self::parse_checked(bytes, true)
+    }
+
+    /// [`parse`](Self::parse), with the trailer hash checked only when `trailer`
+    /// (a caller about to authenticate the object with AES-GCM learns nothing
+    /// more from it).
+    fn parse_checked(bytes: &[u8], trailer_check: bool) -> Result<Self, String> {
         if bytes.len() > MAX_OBJECT_LEN {
             return Err(format!("{} bytes, more than the {MAX_OBJECT_LEN} allowed", bytes.len()));
         }
@@ -88,7 +95,7 @@ impl SealedObject {
             return Err("bad magic: not a Lifeline object".into());
         }
         let (content, trailer) = bytes.split_at(bytes.len() - TRAILER_LEN);
-        if blake3::hash(content).as_bytes() != trailer {
+        if trailer_check && blake3::hash(content).as_bytes() != trailer {
             return Err("checksum mismatch: bit rot, truncation or tampering".into());
         }
         if bytes[4] != OBJECT_VERSION {
@@ -243,6 +250,88 @@ pub fn open_object(keys: &Keys, id: &ObjectId, bytes: &[u8]) -> Result<(SealedHe
     Ok((h, plain))
 }
 
+/// Opens a chunk stored as `id` straight into `out`, which must be exactly its
+/// plaintext length: decrypted in place in `bytes`, decompressed into `out`.
+/// The restore path: AES-GCM authenticates the content under the id and header
+/// (any damage or alteration fails), and the restore checks the whole volume's
+/// hash at the end, so neither the trailer nor the chunk id is recomputed here
+/// (`verify` and [`open_object`] do both).
+pub fn open_chunk_into(keys: &Keys, id: &ObjectId, bytes: &mut [u8], out: &mut [u8]) -> Result<(), OpenError> {
+    let h = SealedObject::parse_checked(bytes, false)
+        .map_err(OpenError::Damaged)?
+        .header;
+    if h.kind != ObjectKind::Chunk {
+        return Err(OpenError::Damaged(format!(
+            "is a {} where a chunk was expected",
+            h.kind.name()
+        )));
+    }
+    if h.key_id != keys.key_id() {
+        return Err(OpenError::OtherKey(h.key_id));
+    }
+    let nonce: [u8; 12] = bytes[12..24].try_into().expect("12");
+    let body_end = bytes.len() - TRAILER_LEN - TAG_LEN;
+    let tag: [u8; TAG_LEN] = bytes[body_end..body_end + TAG_LEN].try_into().expect("16");
+    let mut aad = [0u8; 32 + OBJECT_HEADER_LEN];
+    aad[..32].copy_from_slice(&id.0);
+    aad[32..].copy_from_slice(&bytes[..OBJECT_HEADER_LEN]);
+    // Only a failure pays for the trailer, to tell damage (bit rot, a torn
+    // write) from alteration.
+    let trailer_ok = |bytes: &[u8]| {
+        let (content, trailer) = bytes.split_at(bytes.len() - TRAILER_LEN);
+        blake3::hash(content).as_bytes() == trailer
+    };
+    let failed = keys
+        .cipher()
+        .decrypt_in_place_detached((&nonce).into(), &aad, &mut bytes[h.header_len..body_end], (&tag).into())
+        .is_err();
+    if failed {
+        // AES-GCM checks the tag before it decrypts: `bytes` is as stored.
+        return Err(if trailer_ok(bytes) {
+            OpenError::Authentication
+        } else {
+            OpenError::Damaged("checksum mismatch: bit rot, truncation or tampering".into())
+        });
+    }
+    let body = &bytes[h.header_len..body_end];
+    let want = out.len();
+    let wrong_size = |n: usize| OpenError::Damaged(format!("holds {n} bytes where its segment expects {want}"));
+    match body.first() {
+        Some(&ENVELOPE_RAW) => {
+            if body.len() - 1 != out.len() {
+                return Err(wrong_size(body.len() - 1));
+            }
+            out.copy_from_slice(&body[1..]);
+        }
+        Some(&ENVELOPE_ZSTD) => {
+            let size = zstd::zstd_safe::get_frame_content_size(&body[1..])
+                .ok()
+                .flatten()
+                .ok_or_else(|| OpenError::Damaged("bad compressed payload".into()))?;
+            if size != out.len() as u64 {
+                return Err(wrong_size(size.min(usize::MAX as u64) as usize));
+            }
+            let n = DECOMPRESSOR
+                .with(|d| {
+                    let mut d = d.borrow_mut();
+                    if d.is_none() {
+                        *d = zstd::bulk::Decompressor::new().ok();
+                    }
+                    match d.as_mut() {
+                        Some(d) => d.decompress_to_buffer(&body[1..], out),
+                        None => zstd::bulk::decompress_to_buffer(&body[1..], out),
+                    }
+                })
+                .map_err(|e| OpenError::Damaged(format!("bad compressed payload: {e}")))?;
+            if n != out.len() {
+                return Err(wrong_size(n));
+            }
+        }
+        _ => return Err(OpenError::Damaged("bad envelope".into())),
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +381,57 @@ mod tests {
         let t = blake3::hash(&bad[..n - 32]);
         bad[n - 32..].copy_from_slice(t.as_bytes());
         assert!(matches!(open_object(&k, &id, &bad), Err(OpenError::Authentication)));
+    }
+
+    #[test]
+    fn chunks_open_into_place_and_every_fault_is_named() {
+        let k = keys();
+        for plain in [
+            vec![b'a'; 70_000],
+            (0..5_000u32).map(|i| ((i * 7919) >> 3) as u8).collect(),
+        ] {
+            let id = k.chunk_id(&plain);
+            let sealed = seal_object(&k, ObjectKind::Chunk, &id, &[], &plain);
+            let mut out = vec![0u8; plain.len()];
+            open_chunk_into(&k, &id, &mut sealed.clone(), &mut out).unwrap();
+            assert_eq!(out, plain);
+            let mut short = vec![0u8; plain.len() - 1];
+            match open_chunk_into(&k, &id, &mut sealed.clone(), &mut short) {
+                Err(OpenError::Damaged(r)) => assert!(r.contains("expects"), "{r}"),
+                other => panic!("{other:?}"),
+            }
+            // A flipped bit is damage (the trailer says so), never garbage.
+            let mut bad = sealed.clone();
+            bad[40] ^= 1;
+            assert!(matches!(
+                open_chunk_into(&k, &id, &mut bad, &mut out),
+                Err(OpenError::Damaged(_))
+            ));
+            // Altered with a matching trailer: authentication fails.
+            let n = bad.len();
+            let t = blake3::hash(&bad[..n - 32]);
+            bad[n - 32..].copy_from_slice(t.as_bytes());
+            assert!(matches!(
+                open_chunk_into(&k, &id, &mut bad, &mut out),
+                Err(OpenError::Authentication)
+            ));
+            // Stored under another id, or sealed under another key.
+            assert!(matches!(
+                open_chunk_into(&k, &k.chunk_id(b"x"), &mut sealed.clone(), &mut out),
+                Err(OpenError::Authentication)
+            ));
+            assert!(matches!(
+                open_chunk_into(&Keys::derive(&[1u8; 32]), &id, &mut sealed.clone(), &mut out),
+                Err(OpenError::OtherKey(_))
+            ));
+        }
+        let refs = vec![k.chunk_id(b"a")];
+        let id = k.node_id(&refs, b"n");
+        let mut node = seal_object(&k, ObjectKind::IndexNode, &id, &refs, b"n");
+        assert!(matches!(
+            open_chunk_into(&k, &id, &mut node, &mut [0u8; 1]),
+            Err(OpenError::Damaged(_))
+        ));
     }
 
     #[test]
