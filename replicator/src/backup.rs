@@ -134,58 +134,55 @@ impl Ctx<'_> {
             return Ok((None, 0));
         }
         let pieces = cut_runs(buf, runs, self.keys.cdc_seed());
-        let mut ids: Vec<ObjectId> = pieces
-            .iter()
-            .filter_map(|p| match p {
-                Piece::Chunk(r) => Some(self.keys.chunk_id(&buf[r.clone()])),
-                Piece::Hole(_) => None,
-            })
-            .collect();
         let map = self.block_map.then(|| {
             let plain = BlockMap::of(buf, |b| self.keys.block_hash(b)).encode();
             (self.keys.chunk_id(&plain), plain)
         });
-        if let Some((id, _)) = &map {
-            ids.push(*id);
-        }
-        // One presence query per segment (one round trip to a remote store).
-        let mut missing = self.store.missing(&ids)?;
-        if let Some((id, plain)) = &map {
-            ids.pop();
-            if missing.pop() == Some(true) {
-                // Stored as a chunk: sealed, deduplicated, collected like one.
-                self.put_new(ObjectKind::Chunk, id, &[], plain)?;
-            }
-        }
+        // The node is known before anything is stored: its chunks' ids and
+        // lengths (and its map's id).
+        let mut chunks: Vec<(ObjectId, std::ops::Range<usize>)> = Vec::with_capacity(pieces.len());
         let mut extents = Vec::with_capacity(pieces.len());
-        let mut data = 0u64;
-        let mut next = ids.iter().zip(missing);
         for piece in pieces {
             match piece {
                 Piece::Hole(n) => extents.push((n as u32, None)),
                 Piece::Chunk(r) => {
-                    let chunk = &buf[r];
-                    let (id, missing) = next.next().expect("one id per chunk");
-                    if missing {
-                        self.put_new(ObjectKind::Chunk, id, &[], chunk)?;
-                    }
-                    data += chunk.len() as u64;
-                    extents.push((chunk.len() as u32, Some(*id)));
+                    let id = self.keys.chunk_id(&buf[r.clone()]);
+                    extents.push((r.len() as u32, Some(id)));
+                    chunks.push((id, r));
                 }
             }
         }
+        let data = chunks.iter().map(|c| c.1.len() as u64).sum();
         let node = SegmentNode {
             extents,
-            map: map.map(|m| m.0),
+            map: map.as_ref().map(|m| m.0),
         };
         let (refs, plain) = node.encode();
-        let id = self.keys.node_id(&refs, &plain);
-        // Dedup never sends what the receiver holds, nodes included (a
-        // segment whose state was lost may well be there already).
-        if self.store.missing(std::slice::from_ref(&id))?[0] {
-            self.put_new(ObjectKind::SegmentNode, &id, &refs, &plain)?;
+        let node_id = self.keys.node_id(&refs, &plain);
+        // One presence query per segment (one round trip to a remote store):
+        // the chunks, the map and the node. Dedup never sends what the receiver
+        // holds, nodes included (a segment whose state was lost may well be
+        // there already).
+        let mut query: Vec<ObjectId> = chunks.iter().map(|c| c.0).collect();
+        query.extend(map.as_ref().map(|m| m.0));
+        query.push(node_id);
+        let mut missing = self.store.missing(&query)?;
+        let node_missing = missing.pop().expect("the node's answer");
+        if let Some((id, plain)) = &map
+            && missing.pop() == Some(true)
+        {
+            // Stored as a chunk: sealed, deduplicated, collected like one.
+            self.put_new(ObjectKind::Chunk, id, &[], plain)?;
         }
-        Ok((Some(id), data))
+        for ((id, r), missing) in chunks.iter().zip(missing) {
+            if missing {
+                self.put_new(ObjectKind::Chunk, id, &[], &buf[r.clone()])?;
+            }
+        }
+        if node_missing {
+            self.put_new(ObjectKind::SegmentNode, &node_id, &refs, &plain)?;
+        }
+        Ok((Some(node_id), data))
     }
 
     /// Stores a changed segment as a delta over the mapped full segment node that

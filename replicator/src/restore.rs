@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use rayon::prelude::*;
 
 use crate::backup::Progress;
 use crate::chunker::{Run, runs, segment_hash};
@@ -164,11 +163,6 @@ impl Target {
         }
         Ok(())
     }
-}
-
-thread_local! {
-    /// Each restore thread's segment buffer.
-    static SEGMENT_BUF: std::cell::RefCell<Option<AlignedBuf>> = const { std::cell::RefCell::new(None) };
 }
 
 /// A segment buffer whose start is aligned for O_DIRECT.
@@ -438,63 +432,90 @@ pub fn restore(repo: &dyn TenantRepository, keys: &Keys, opts: &RestoreOptions) 
     let written = AtomicU64::new(0);
     let done = AtomicU64::new(0);
     let seg_size = entry.segment_size as usize;
-    // Reads of cold packs wait on the disk: a few more threads than cores keep
-    // both the disk queue and the cores busy.
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(rayon::current_num_threads() * 2)
-        .build()
-        .map_err(|e| Error::io("start restore threads", std::io::Error::other(e)))?;
-    let hashes: Vec<Result<[u8; 32]>> = pool.install(|| {
-        leaves
-            .par_iter()
-            .enumerate()
-            // One segment per job: data is often bunched in a few regions of a
-            // volume, and a run of heavy segments in one job would leave the
-            // other cores idle.
-            .with_max_len(1)
-            .map(|(i, leaf)| {
-                // One buffer per thread, not per job (a job is one segment).
-                SEGMENT_BUF.with_borrow_mut(|buf| {
-                    let buf = buf.get_or_insert_with(|| AlignedBuf::new(seg_size));
-                    let offset = i as u64 * entry.segment_size;
-                    let len = (entry.size - offset).min(entry.segment_size) as usize;
-                    let buf = buf.slice(len);
-                    let write = |data: &[u8], at: u64| target.write(data, at, &opts.target);
-                    let hash = match leaf {
-                        None => {
-                            if target.is_block_device {
-                                buf.fill(0);
-                                write(buf, offset)?;
-                                written.fetch_add(len as u64, Ordering::Relaxed);
-                            }
-                            zero_segment_hash(len)
-                        }
-                        Some(node_id) => {
-                            let seg = assemble_segment(&reader, node_id, buf, target.is_block_device)?;
-                            if target.is_block_device {
-                                write(buf, offset)?;
-                                written.fetch_add(len as u64, Ordering::Relaxed);
-                            } else {
-                                // Write the data runs; leave holes sparse.
-                                for r in &seg.data_runs {
-                                    write(&buf[r.clone()], offset + r.start as u64)?;
-                                    written.fetch_add(r.len() as u64, Ordering::Relaxed);
-                                }
-                            }
-                            seg.hash
-                        }
-                    };
-                    let d = done.fetch_add(len as u64, Ordering::Relaxed) + len as u64;
-                    if let Some(p) = &opts.progress {
-                        p(d, entry.size);
+    // Workers take segments in volume order from a shared counter: one segment
+    // per step (data bunched in a few regions of a volume is shared between
+    // the cores), and reads that follow the order the packs were written in.
+    // Reads of cold packs and direct writes wait on the disk: a few more
+    // threads than cores keep both the disk queue and the cores busy.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let restore_one = |buf: &mut AlignedBuf, i: usize, leaf: &Option<ObjectId>| -> Result<[u8; 32]> {
+        let offset = i as u64 * entry.segment_size;
+        let len = (entry.size - offset).min(entry.segment_size) as usize;
+        let buf = buf.slice(len);
+        let write = |data: &[u8], at: u64| target.write(data, at, &opts.target);
+        let hash = match leaf {
+            None => {
+                if target.is_block_device {
+                    buf.fill(0);
+                    write(buf, offset)?;
+                    written.fetch_add(len as u64, Ordering::Relaxed);
+                }
+                zero_segment_hash(len)
+            }
+            Some(node_id) => {
+                let seg = assemble_segment(&reader, node_id, buf, target.is_block_device)?;
+                if target.is_block_device {
+                    write(buf, offset)?;
+                    written.fetch_add(len as u64, Ordering::Relaxed);
+                } else {
+                    // Write the data runs; leave holes sparse.
+                    for r in &seg.data_runs {
+                        write(&buf[r.clone()], offset + r.start as u64)?;
+                        written.fetch_add(r.len() as u64, Ordering::Relaxed);
                     }
-                    Ok(hash)
+                }
+                seg.hash
+            }
+        };
+        let d = done.fetch_add(len as u64, Ordering::Relaxed) + len as u64;
+        if let Some(p) = &opts.progress {
+            p(d, entry.size);
+        }
+        Ok(hash)
+    };
+    let mut hashes: Vec<Option<Result<[u8; 32]>>> = (0..leaves.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.min(leaves.len().max(1)))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut buf = AlignedBuf::new(seg_size);
+                    let mut mine = Vec::new();
+                    while !failed.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(leaf) = leaves.get(i) else { break };
+                        let r = restore_one(&mut buf, i, leaf);
+                        if r.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        mine.push((i, r));
+                    }
+                    mine
                 })
             })
-            .collect()
+            .collect();
+        for w in workers {
+            for (i, r) in w.join().expect("restore worker panicked") {
+                hashes[i] = Some(r);
+            }
+        }
     });
-    // The pool's threads have ended: nothing holds their buffers any more.
-    drop(pool);
+    // The first error in volume order; else every segment's hash.
+    let hashes: Vec<Result<[u8; 32]>> = match hashes.iter().position(|h| matches!(h, Some(Err(_)))) {
+        Some(k) => vec![hashes.swap_remove(k).expect("checked")],
+        None => hashes
+            .into_iter()
+            .map(|h| {
+                h.unwrap_or_else(|| {
+                    Err(Error::io(
+                        "restore",
+                        std::io::Error::other("a segment was not restored"),
+                    ))
+                })
+            })
+            .collect(),
+    };
     let mut h = VolumeHasher::new(entry.size);
     for s in hashes {
         h.segment(&s?);

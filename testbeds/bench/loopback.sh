@@ -26,7 +26,7 @@ W=$(mktemp -d "$BENCH_DIR/lifeline-loopback-XXXXXX")
 RPID=
 trap '[[ -n $RPID ]] && kill $RPID 2>/dev/null; rm -rf "$W"' EXIT
 cd "$W"
-"$LIFELINE" certs new --ca-dir ca --out tls --receiver-san 127.0.0.1 --agent a1 >/dev/null
+"$LIFELINE" certs new --ca-dir ca --out tls --receiver-san 127.0.0.1 --agent a1@t1 >/dev/null
 "$LIFELINE" key new --out k >/dev/null 2>&1
 
 now() { date +%s.%N; }
