@@ -269,6 +269,20 @@ fn store_batch(
     Ok((n, new, bytes))
 }
 
+/// A batch being stored on a blocking thread: what [`store_batch`] returns.
+type StoreTask = tokio::task::JoinHandle<Result<(u64, u64, u64), Status>>;
+
+/// Waits for a batch to be stored and counts it.
+async fn add_stored(summary: &mut pb::PutSummary, task: StoreTask) -> Result<(), Status> {
+    let (n, new, bytes) = task
+        .await
+        .map_err(|e| Status::internal(format!("worker failed: {e}")))??;
+    summary.objects += n;
+    summary.bytes += bytes;
+    summary.already_present += n - new;
+    Ok(())
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Status> + Send + 'static) -> Result<T, Status> {
     tokio::task::spawn_blocking(f)
         .await
@@ -305,6 +319,7 @@ impl ReceiverService {
         // thread per few MiB instead of one per object.
         let mut batch: Vec<(ObjectId, Vec<u8>)> = Vec::new();
         let mut batch_bytes = 0usize;
+        let mut storing: Option<StoreTask> = None;
         let mut ended = false;
         while !ended {
             match stream.next().await {
@@ -336,7 +351,13 @@ impl ReceiverService {
             // uploads or removed at restart.
             let me = self.0.clone();
             let t = tenant.clone();
-            let (n, new, bytes) = blocking(move || {
+            // The batch before this one must be stored first (objects are
+            // stored in the order they came); then this one is stored while
+            // the next arrives, so the stream keeps flowing.
+            if let Some(prev) = storing.take() {
+                add_stored(&mut summary, prev).await?;
+            }
+            storing = Some(tokio::task::spawn_blocking(move || {
                 // Stores hold off a collection's sweep (see the gc module).
                 let _gate = me.gc.read();
                 if !me.gc.recording(&t) {
@@ -346,11 +367,10 @@ impl ReceiverService {
                 let r = store_batch(st.as_ref(), objects, Some(&mut touched));
                 me.gc.touch(&t, touched);
                 r
-            })
-            .await?;
-            summary.objects += n;
-            summary.bytes += bytes;
-            summary.already_present += n - new;
+            }));
+        }
+        if let Some(prev) = storing.take() {
+            add_stored(&mut summary, prev).await?;
         }
         let s2 = store.clone();
         blocking(move || s2.sync().map_err(to_status)).await?;
