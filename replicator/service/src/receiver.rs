@@ -237,9 +237,13 @@ fn store_batch(
     objects: Vec<(ObjectId, Vec<u8>)>,
     mut touched: Option<&mut Vec<ObjectId>>,
 ) -> Result<(u64, u64, u64), Status> {
+    use rayon::prelude::*;
     let (mut n, mut new, mut bytes) = (0u64, 0u64, 0u64);
-    for (id, sealed) in objects {
-        let obj = SealedObject::parse(&sealed).map_err(|reason| {
+    // Structure and trailer hash of every object, on every core; then the
+    // stores, in order.
+    let parsed: Vec<Result<SealedObject, String>> = objects.par_iter().map(|(_, s)| SealedObject::parse(s)).collect();
+    for ((id, sealed), obj) in objects.into_iter().zip(parsed) {
+        let obj = obj.map_err(|reason| {
             Status::data_loss(format!(
                 "object {id} was damaged in transit or is not a Lifeline object: {reason}"
             ))
