@@ -38,7 +38,7 @@ use crate::index::{AnySegment, BlockMap, DeltaNode, SegmentNode, build_tree};
 use crate::object_id::ObjectId;
 use crate::point::{Consistency, PointBody, PointHeader, RecoveryPoint, RootRef, VolumeEntry, check_name};
 use crate::reader::ObjectReader;
-use crate::restore::{read_full_segment, volume_leaves};
+use crate::restore::{read_full_segment, read_segment_node, volume_leaves};
 use crate::store::ChunkStore;
 use crate::tenant_repository::{CycleReport, TenantRepository};
 use crate::volume::VolumeSource;
@@ -193,7 +193,7 @@ impl Ctx<'_> {
     /// segment changed (a full node is then smaller to restore).
     fn store_delta(&self, buf: &[u8], runs: &[Run], prior: &ObjectId) -> Result<Option<(ObjectId, bool)>> {
         let reader = ObjectReader::new(self.store, self.keys);
-        let (base_id, base) = match read_any_segment(&reader, prior)? {
+        let (base_id, base) = match read_segment_node(&reader, prior)? {
             AnySegment::Full(node) => (*prior, node),
             AnySegment::Delta(delta) => (delta.base, read_full_segment(&reader, &delta.base)?),
         };
@@ -383,11 +383,6 @@ impl Ctx<'_> {
     }
 }
 
-fn read_any_segment(reader: &ObjectReader, id: &ObjectId) -> Result<AnySegment> {
-    let (refs, plain) = reader.read(id, ObjectKind::SegmentNode)?;
-    AnySegment::decode(&refs, &plain).map_err(|reason| reader.damaged(id, reason))
-}
-
 /// The segment nodes of each volume at the group's last point, where that
 /// volume has block maps: without agent state these are the bases of block
 /// deltas. Empty (and nothing read) otherwise.
@@ -397,8 +392,9 @@ fn prior_segments(
     last: Option<&crate::point::PointRecord>,
     sources: &[VolumeSource],
 ) -> Result<Vec<Vec<Option<ObjectId>>>> {
-    let none = || vec![Vec::new(); sources.len()];
-    let Some(last) = last else { return Ok(none()) };
+    let Some(last) = last else {
+        return Ok(vec![Vec::new(); sources.len()]);
+    };
     let store = repo.store();
     let reader = ObjectReader::new(store.as_ref(), keys);
     let point = last.open(keys, &repo.describe())?;

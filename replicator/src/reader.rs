@@ -30,24 +30,6 @@ impl<'a> ObjectReader<'a> {
         Ok((h.refs, plain))
     }
 
-    /// Reads and authenticates several objects of one kind, in order.
-    pub fn read_many(&self, ids: &[ObjectId], kind: ObjectKind) -> Result<Vec<Vec<u8>>> {
-        let raw = self.store.get_many(ids)?;
-        ids.iter()
-            .zip(raw)
-            .map(|(id, bytes)| {
-                let (h, plain) = open_object(self.keys, id, &bytes).map_err(|e| self.open_error(id, e))?;
-                if h.kind != kind {
-                    return Err(self.damaged(
-                        id,
-                        format!("is a {} where a {} was expected", h.kind.name(), kind.name()),
-                    ));
-                }
-                Ok(plain)
-            })
-            .collect()
-    }
-
     /// Fetches several sealed objects as stored, in order (one round trip to a
     /// remote store), for [`open_chunk_into`](Self::open_chunk_into).
     pub fn fetch_many(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>> {

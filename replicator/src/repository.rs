@@ -118,11 +118,10 @@ impl Repository {
             catalog: Arc::new(catalog),
             stores: Mutex::new(HashMap::new()),
         };
-        let marker = format!(
-            "{REPOSITORY_MARKER}\nformat {REPOSITORY_FORMAT}\nid {}\n",
-            repo.config.id
-        );
-        fsutil::write_atomic(&path.join(REPOSITORY_MARKER_FILE), marker.as_bytes())?;
+        fsutil::write_atomic(
+            &path.join(REPOSITORY_MARKER_FILE),
+            marker_text(&repo.config.id).as_bytes(),
+        )?;
         fsutil::fsync_dir(&fsutil::parent_dir(path))?;
         Ok(repo)
     }
@@ -173,10 +172,9 @@ impl Repository {
             // else changes, so the upgrade is the marker and the config. The
             // catalog is ours (one owner), so no other process races this.
             config.format = REPOSITORY_FORMAT;
-            let marker_text = format!("{REPOSITORY_MARKER}\nformat {REPOSITORY_FORMAT}\nid {}\n", config.id);
             match catalog
                 .set_config(&config)
-                .and_then(|()| fsutil::write_atomic(&marker, marker_text.as_bytes()))
+                .and_then(|()| fsutil::write_atomic(&marker, marker_text(&config.id).as_bytes()))
             {
                 Ok(()) => tracing::info!(
                     repository = %path.display(),
@@ -312,6 +310,11 @@ impl Repository {
     pub fn points(&self, tenant: &str, group: Option<&str>) -> Result<Vec<PointRecord>> {
         self.catalog.points(tenant, group)
     }
+}
+
+/// The marker file's content for repository `id`, in this build's format.
+fn marker_text(id: &str) -> String {
+    format!("{REPOSITORY_MARKER}\nformat {REPOSITORY_FORMAT}\nid {id}\n")
 }
 
 /// Asks the kernel to read a catalog of up to 256 MiB ahead, in one large

@@ -276,8 +276,7 @@ pub(crate) fn assemble_segment(
     zero_holes: bool,
 ) -> Result<AssembledSegment> {
     let len = buf.len();
-    let (refs, plain) = reader.read(node_id, ObjectKind::SegmentNode)?;
-    let node = match AnySegment::decode(&refs, &plain).map_err(|reason| reader.damaged(node_id, reason))? {
+    let node = match read_segment_node(reader, node_id)? {
         AnySegment::Full(node) => node,
         AnySegment::Delta(delta) => {
             if delta.len as usize != len {
@@ -293,28 +292,15 @@ pub(crate) fn assemble_segment(
                 return Err(reader.damaged(node_id, "has a base without a block map".into()));
             }
             assemble_full(reader, &delta.base, &base, buf, true)?;
-            let ids: Vec<ObjectId> = delta.patches.iter().filter_map(|p| p.2).collect();
-            let mut chunks = Vec::with_capacity(ids.len());
-            for batch in ids.chunks(256) {
-                chunks.extend(reader.read_many(batch, ObjectKind::Chunk)?);
-            }
-            let mut chunks = chunks.into_iter();
+            let mut places = Vec::with_capacity(delta.patches.len());
             for (off, plen, id) in &delta.patches {
                 let range = *off as usize..(*off + *plen) as usize;
                 match id {
-                    Some(id) => {
-                        let chunk = chunks.next().expect("one chunk per patch");
-                        if chunk.len() != range.len() {
-                            return Err(reader.damaged(
-                                id,
-                                format!("holds {} bytes where its patch expects {}", chunk.len(), range.len()),
-                            ));
-                        }
-                        buf[range].copy_from_slice(&chunk);
-                    }
+                    Some(id) => places.push((*id, range.start, range.len())),
                     None => buf[range].fill(0),
                 }
             }
+            place_chunks(reader, node_id, &places, buf)?;
             let runs = runs(buf);
             return Ok(AssembledSegment {
                 hash: segment_hash(buf, &runs),
@@ -325,10 +311,15 @@ pub(crate) fn assemble_segment(
     assemble_full(reader, node_id, &node, buf, zero_holes)
 }
 
+/// Reads and decodes a segment node of either layout.
+pub(crate) fn read_segment_node(reader: &ObjectReader, id: &ObjectId) -> Result<AnySegment> {
+    let (refs, plain) = reader.read(id, ObjectKind::SegmentNode)?;
+    AnySegment::decode(&refs, &plain).map_err(|reason| reader.damaged(id, reason))
+}
+
 /// Reads a segment node that must be a full one (a delta's base).
 pub(crate) fn read_full_segment(reader: &ObjectReader, id: &ObjectId) -> Result<SegmentNode> {
-    let (refs, plain) = reader.read(id, ObjectKind::SegmentNode)?;
-    match AnySegment::decode(&refs, &plain).map_err(|reason| reader.damaged(id, reason))? {
+    match read_segment_node(reader, id)? {
         AnySegment::Full(node) => Ok(node),
         AnySegment::Delta(_) => Err(reader.damaged(id, "is a delta where a delta's base was expected".into())),
     }
@@ -349,29 +340,14 @@ fn assemble_full(
             format!("covers {} bytes where the segment has {len}", node.len()),
         ));
     }
-    // Where each extent goes; a chunk that recurs in the segment is opened
-    // once, at its first place, and copied to the others.
-    let mut first: std::collections::HashMap<ObjectId, (usize, usize)> = std::collections::HashMap::new();
-    let mut wanted: Vec<(ObjectId, usize, usize)> = Vec::new();
-    let mut copies: Vec<(usize, usize, usize)> = Vec::new();
+    let mut places = Vec::with_capacity(node.extents.len());
     let mut pos = 0usize;
     // The extents' runs of holes and data are the runs the backup hashed.
     let mut runs: Vec<Run> = Vec::new();
     for (elen, id) in &node.extents {
         let elen = *elen as usize;
         match id {
-            Some(id) => match first.get(id) {
-                Some(&(at, n)) if n == elen => copies.push((at, pos, elen)),
-                Some(&(_, n)) => {
-                    return Err(
-                        reader.damaged(node_id, format!("uses chunk {} as {n} and as {elen} bytes", id.short()))
-                    );
-                }
-                None => {
-                    first.insert(*id, (pos, elen));
-                    wanted.push((*id, pos, elen));
-                }
-            },
+            Some(id) => places.push((*id, pos, elen)),
             None if zero_holes => buf[pos..pos + elen].fill(0),
             None => {}
         }
@@ -385,7 +361,38 @@ fn assemble_full(
         }
         pos += elen;
     }
-    // Fetch the segment's chunks together: one round trip to a remote store.
+    place_chunks(reader, node_id, &places, buf)?;
+    Ok(AssembledSegment {
+        hash: segment_hash(buf, &runs),
+        data_runs: runs.into_iter().filter(|r| !r.zero).map(|r| r.range).collect(),
+    })
+}
+
+/// Opens chunks into their places in `buf`: `(chunk, offset, length)`, for the
+/// segment node `node_id`. A chunk placed twice is opened once, at its first
+/// place, and copied to the others; chunks are fetched 256 at a time (one
+/// round trip to a remote store).
+fn place_chunks(
+    reader: &ObjectReader,
+    node_id: &ObjectId,
+    places: &[(ObjectId, usize, usize)],
+    buf: &mut [u8],
+) -> Result<()> {
+    let mut first: std::collections::HashMap<ObjectId, (usize, usize)> = std::collections::HashMap::new();
+    let mut wanted: Vec<(ObjectId, usize, usize)> = Vec::new();
+    let mut copies: Vec<(usize, usize, usize)> = Vec::new();
+    for &(id, at, n) in places {
+        match first.get(&id) {
+            Some(&(from, m)) if m == n => copies.push((from, at, n)),
+            Some(&(_, m)) => {
+                return Err(reader.damaged(node_id, format!("uses chunk {} as {m} and as {n} bytes", id.short())));
+            }
+            None => {
+                first.insert(id, (at, n));
+                wanted.push((id, at, n));
+            }
+        }
+    }
     for batch in wanted.chunks(256) {
         let ids: Vec<ObjectId> = batch.iter().map(|w| w.0).collect();
         for ((id, at, n), mut bytes) in batch.iter().zip(reader.fetch_many(&ids)?) {
@@ -395,10 +402,7 @@ fn assemble_full(
     for (from, to, n) in copies {
         buf.copy_within(from..from + n, to);
     }
-    Ok(AssembledSegment {
-        hash: segment_hash(buf, &runs),
-        data_runs: runs.into_iter().filter(|r| !r.zero).map(|r| r.range).collect(),
-    })
+    Ok(())
 }
 
 /// Restores one volume of a point.
@@ -501,24 +505,12 @@ pub fn restore(repo: &dyn TenantRepository, keys: &Keys, opts: &RestoreOptions) 
             }
         }
     });
-    // The first error in volume order; else every segment's hash.
-    let hashes: Vec<Result<[u8; 32]>> = match hashes.iter().position(|h| matches!(h, Some(Err(_)))) {
-        Some(k) => vec![hashes.swap_remove(k).expect("checked")],
-        None => hashes
-            .into_iter()
-            .map(|h| {
-                h.unwrap_or_else(|| {
-                    Err(Error::io(
-                        "restore",
-                        std::io::Error::other("a segment was not restored"),
-                    ))
-                })
-            })
-            .collect(),
-    };
+    // Segments are taken in volume order and only an error stops the workers:
+    // every segment before the first failed one has its hash, so the first
+    // error in volume order is the one returned.
     let mut h = VolumeHasher::new(entry.size);
-    for s in hashes {
-        h.segment(&s?);
+    for r in hashes {
+        h.segment(&r.expect("a segment before the first error was not restored")?);
     }
     let sync_started = Instant::now();
     target

@@ -134,6 +134,20 @@ thread_local! {
     static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
 }
 
+/// Decompresses a zstd frame into `out` (a slice, or a Vec's spare capacity)
+/// with this thread's decompressor; returns the bytes written.
+fn decompress_into<C: zstd::zstd_safe::WriteBuf + ?Sized>(frame: &[u8], out: &mut C) -> Result<usize, OpenError> {
+    DECOMPRESSOR
+        .with(|d| {
+            let mut d = d.borrow_mut();
+            if d.is_none() {
+                *d = Some(zstd::bulk::Decompressor::new()?);
+            }
+            d.as_mut().expect("just set").decompress_to_buffer(frame, out)
+        })
+        .map_err(|e| OpenError::Damaged(format!("bad compressed payload: {e}")))
+}
+
 fn compress(plain: &[u8]) -> Option<Vec<u8>> {
     COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
@@ -225,18 +239,9 @@ pub fn open_object(keys: &Keys, id: &ObjectId, bytes: &[u8]) -> Result<(SealedHe
                 .flatten()
                 .filter(|&s| s as usize <= MAX_OBJECT_LEN)
                 .ok_or_else(|| OpenError::Damaged("bad compressed payload".into()))?;
-            DECOMPRESSOR
-                .with(|d| {
-                    let mut d = d.borrow_mut();
-                    if d.is_none() {
-                        *d = zstd::bulk::Decompressor::new().ok();
-                    }
-                    match d.as_mut() {
-                        Some(d) => d.decompress(&buf[1..], size as usize),
-                        None => zstd::bulk::decompress(&buf[1..], size as usize),
-                    }
-                })
-                .map_err(|e| OpenError::Damaged(format!("bad compressed payload: {e}")))?
+            let mut plain = Vec::with_capacity(size as usize);
+            decompress_into(&buf[1..], &mut plain)?;
+            plain
         }
         _ => return Err(OpenError::Damaged("bad envelope".into())),
     };
@@ -275,22 +280,17 @@ pub fn open_chunk_into(keys: &Keys, id: &ObjectId, bytes: &mut [u8], out: &mut [
     let mut aad = [0u8; 32 + OBJECT_HEADER_LEN];
     aad[..32].copy_from_slice(&id.0);
     aad[32..].copy_from_slice(&bytes[..OBJECT_HEADER_LEN]);
-    // Only a failure pays for the trailer, to tell damage (bit rot, a torn
-    // write) from alteration.
-    let trailer_ok = |bytes: &[u8]| {
-        let (content, trailer) = bytes.split_at(bytes.len() - TRAILER_LEN);
-        blake3::hash(content).as_bytes() == trailer
-    };
+    // Only a failure pays for the trailer check, to tell damage (bit rot, a
+    // torn write) from alteration.
     let failed = keys
         .cipher()
         .decrypt_in_place_detached((&nonce).into(), &aad, &mut bytes[h.header_len..body_end], (&tag).into())
         .is_err();
     if failed {
         // AES-GCM checks the tag before it decrypts: `bytes` is as stored.
-        return Err(if trailer_ok(bytes) {
-            OpenError::Authentication
-        } else {
-            OpenError::Damaged("checksum mismatch: bit rot, truncation or tampering".into())
+        return Err(match SealedObject::parse(bytes) {
+            Ok(_) => OpenError::Authentication,
+            Err(reason) => OpenError::Damaged(reason),
         });
     }
     let body = &bytes[h.header_len..body_end];
@@ -311,18 +311,7 @@ pub fn open_chunk_into(keys: &Keys, id: &ObjectId, bytes: &mut [u8], out: &mut [
             if size != out.len() as u64 {
                 return Err(wrong_size(size.min(usize::MAX as u64) as usize));
             }
-            let n = DECOMPRESSOR
-                .with(|d| {
-                    let mut d = d.borrow_mut();
-                    if d.is_none() {
-                        *d = zstd::bulk::Decompressor::new().ok();
-                    }
-                    match d.as_mut() {
-                        Some(d) => d.decompress_to_buffer(&body[1..], out),
-                        None => zstd::bulk::decompress_to_buffer(&body[1..], out),
-                    }
-                })
-                .map_err(|e| OpenError::Damaged(format!("bad compressed payload: {e}")))?;
+            let n = decompress_into(&body[1..], out)?;
             if n != out.len() {
                 return Err(wrong_size(n));
             }
