@@ -33,7 +33,36 @@ pub struct SledCatalog {
 impl SledCatalog {
     /// Opens (or creates) the catalog at `path`, taking sled's exclusive lock.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = sled::Config::new()
+        // sled lets go of its file lock from its flusher thread, up to one
+        // flush interval (500 ms) after the last handle is dropped: a reopen in
+        // the same process right after a close waits for it instead of failing.
+        let mut tries = 0;
+        let db = loop {
+            match Self::open_db(path) {
+                Err(Error::CatalogLocked { .. }) if tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                r => break r?,
+            }
+        };
+        let err = |e| Error::Catalog {
+            path: path.into(),
+            source: e,
+        };
+        Ok(SledCatalog {
+            meta: db.open_tree("meta").map_err(err)?,
+            tenants: db.open_tree("tenants").map_err(err)?,
+            points: db.open_tree("points").map_err(err)?,
+            pins: db.open_tree("pins").map_err(err)?,
+            db,
+            path: path.into(),
+            commit: Mutex::new(()),
+        })
+    }
+
+    fn open_db(path: &Path) -> Result<sled::Db> {
+        sled::Config::new()
             .path(path)
             .cache_capacity(16 << 20)
             .open()
@@ -50,20 +79,7 @@ impl SledCatalog {
                     path: path.into(),
                     source: e,
                 },
-            })?;
-        let err = |e| Error::Catalog {
-            path: path.into(),
-            source: e,
-        };
-        Ok(SledCatalog {
-            meta: db.open_tree("meta").map_err(err)?,
-            tenants: db.open_tree("tenants").map_err(err)?,
-            points: db.open_tree("points").map_err(err)?,
-            pins: db.open_tree("pins").map_err(err)?,
-            db,
-            path: path.into(),
-            commit: Mutex::new(()),
-        })
+            })
     }
 
     /// The object index of a tenant (trees `objects/<tenant>` and `packs/<tenant>`).
