@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use aes_gcm::AeadInPlace;
 use serde::Serialize;
 
 use crate::backup::{BackupOptions, backup};
@@ -160,9 +159,7 @@ pub fn run(file: Option<&Path>, work_dir: &Path) -> Result<Vec<Stage>> {
         for r in &pieces {
             buf.clear();
             buf.extend_from_slice(&sample[r.clone()]);
-            let _ = keys
-                .cipher()
-                .encrypt_in_place_detached((&[0u8; 12]).into(), b"", &mut buf);
+            let _ = keys.cipher().seal_in_place(&[0u8; 12], b"", &mut buf);
         }
     });
     stages.push(Stage::new("encrypt (AES-256-GCM)", 1, data, secs));

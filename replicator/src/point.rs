@@ -7,7 +7,6 @@
 //! damage, and a body sealed with AES-256-GCM (volume names, sizes, roots and
 //! whole-volume hashes) whose AAD is the canonical encoding of the header.
 
-use aes_gcm::aead::{Aead, Payload};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -152,16 +151,7 @@ impl RecoveryPoint {
         let mut nonce = [0u8; 12];
         fsutil::random_bytes(&mut nonce);
         let body = serde_json::to_vec(&self.body).expect("serialisable");
-        let ct = keys
-            .cipher()
-            .encrypt(
-                (&nonce).into(),
-                Payload {
-                    msg: &body,
-                    aad: &aad(&self.header),
-                },
-            )
-            .expect("AES-GCM encryption cannot fail for a point");
+        let ct = keys.cipher().encrypt(&nonce, &aad(&self.header), &body);
         PointRecord {
             header: self.header.clone(),
             nonce: hex::encode(nonce),
@@ -194,13 +184,7 @@ impl PointRecord {
         let ct = hex::decode(&self.sealed_body).map_err(|_| damaged("bad body encoding"))?;
         let plain = keys
             .cipher()
-            .decrypt(
-                (&nonce).into(),
-                Payload {
-                    msg: &ct,
-                    aad: &aad(&self.header),
-                },
-            )
+            .decrypt(&nonce, &aad(&self.header), &ct)
             .map_err(|_| auth())?;
         let body: PointBody = serde_json::from_slice(&plain).map_err(|e| damaged(&e.to_string()))?;
         let roots: Vec<RootRef> = body.volumes.iter().map(|v| RootRef(v.root)).collect();

@@ -1,7 +1,8 @@
 //! Reads and authenticates objects, turning every failure into an error that
 //! names the object and where it lives.
 
-use crate::crypto::{Keys, ObjectKind, open_object, seal::OpenError, seal::open_chunk_into};
+use crate::crypto::seal::{OpenError, open_chunk_into, rejection};
+use crate::crypto::{Keys, ObjectKind, open_object};
 use crate::error::{Error, Result};
 use crate::object_id::ObjectId;
 use crate::store::ChunkStore;
@@ -38,8 +39,17 @@ impl<'a> ObjectReader<'a> {
 
     /// Authenticates and opens a fetched chunk straight into `out` (exactly its
     /// length); see [`open_chunk_into`](crate::crypto::seal::open_chunk_into).
+    /// A chunk that fails authentication is read again from the store to
+    /// say whether it is damaged or altered.
     pub fn open_chunk_into(&self, id: &ObjectId, bytes: &mut [u8], out: &mut [u8]) -> Result<()> {
-        open_chunk_into(self.keys, id, bytes, out).map_err(|e| self.open_error(id, e))
+        match open_chunk_into(self.keys, id, bytes, out) {
+            Ok(()) => Ok(()),
+            Err(OpenError::Authentication) => {
+                let stored = self.store.get(id)?;
+                Err(self.open_error(id, rejection(&stored)))
+            }
+            Err(e) => Err(self.open_error(id, e)),
+        }
     }
 
     /// Maps an open failure to an error naming the object.

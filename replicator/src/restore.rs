@@ -165,6 +165,16 @@ impl Target {
     }
 }
 
+/// A decoded segment on its way to the target.
+struct WriteJob {
+    i: usize,
+    offset: u64,
+    len: usize,
+    buf: AlignedBuf,
+    /// Ranges of the segment to write.
+    runs: Vec<Range<usize>>,
+}
+
 /// A segment buffer whose start is aligned for O_DIRECT.
 struct AlignedBuf {
     mem: Vec<u8>,
@@ -436,81 +446,153 @@ pub fn restore(repo: &dyn TenantRepository, keys: &Keys, opts: &RestoreOptions) 
     let written = AtomicU64::new(0);
     let done = AtomicU64::new(0);
     let seg_size = entry.segment_size as usize;
-    // Workers take segments in volume order from a shared counter: one segment
-    // per step (data bunched in a few regions of a volume is shared between
-    // the cores), and reads that follow the order the packs were written in.
-    // Reads of cold packs and direct writes wait on the disk: a few more
-    // threads than cores keep both the disk queue and the cores busy.
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+    // Decoders take segments in volume order from a shared counter: one
+    // segment per step (data bunched in a few regions of a volume is shared
+    // between the cores), and reads that follow the order the packs were
+    // written in. Reads of cold packs wait on the disk, so there are a few
+    // more decoders than cores. A decoded segment goes to the writer, which
+    // owns every write of the target: a direct write into a sparse file holds
+    // the inode's lock while it waits for the device, and a decoder that
+    // waited there would leave its core idle.
+    let decoders = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+    let buffers = decoders + 4;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
-    let restore_one = |buf: &mut AlignedBuf, i: usize, leaf: &Option<ObjectId>| -> Result<[u8; 32]> {
+    let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<AlignedBuf>(buffers);
+    for _ in 0..buffers {
+        free_tx.send(AlignedBuf::new(seg_size)).expect("room for every buffer");
+    }
+    let free_rx = std::sync::Mutex::new(free_rx);
+    let (job_tx, job_rx) = std::sync::mpsc::channel::<WriteJob>();
+    let decode_one = |i: usize, leaf: &Option<ObjectId>| -> Result<([u8; 32], Option<WriteJob>)> {
         let offset = i as u64 * entry.segment_size;
         let len = (entry.size - offset).min(entry.segment_size) as usize;
-        let buf = buf.slice(len);
-        let write = |data: &[u8], at: u64| target.write(data, at, &opts.target);
-        let hash = match leaf {
+        if leaf.is_none() && !target.is_block_device {
+            // A hole in a sparse file: nothing to write.
+            return Ok((zero_segment_hash(len), None));
+        }
+        let mut buf = free_rx
+            .lock()
+            .expect("buffer pool")
+            .recv()
+            .expect("the writer returns buffers");
+        let out = buf.slice(len);
+        let (hash, runs) = match leaf {
             None => {
-                if target.is_block_device {
-                    buf.fill(0);
-                    write(buf, offset)?;
-                    written.fetch_add(len as u64, Ordering::Relaxed);
-                }
-                zero_segment_hash(len)
+                out.fill(0);
+                (zero_segment_hash(len), std::iter::once(0..len).collect())
             }
-            Some(node_id) => {
-                let seg = assemble_segment(&reader, node_id, buf, target.is_block_device)?;
-                if target.is_block_device {
-                    write(buf, offset)?;
-                    written.fetch_add(len as u64, Ordering::Relaxed);
-                } else {
-                    // Write the data runs; leave holes sparse.
-                    for r in &seg.data_runs {
-                        write(&buf[r.clone()], offset + r.start as u64)?;
+            Some(node_id) => match assemble_segment(&reader, node_id, out, target.is_block_device) {
+                // A block device gets the whole segment, zeros included; a
+                // file the data runs only (holes stay sparse).
+                Ok(seg) if target.is_block_device => (seg.hash, std::iter::once(0..len).collect()),
+                Ok(seg) => (seg.hash, seg.data_runs),
+                Err(e) => {
+                    let _ = free_tx.send(buf);
+                    return Err(e);
+                }
+            },
+        };
+        Ok((
+            hash,
+            Some(WriteJob {
+                i,
+                offset,
+                len,
+                buf,
+                runs,
+            }),
+        ))
+    };
+    let mut results: Vec<Option<Result<[u8; 32]>>> = (0..leaves.len()).map(|_| None).collect();
+    let mut write_errors: Vec<(usize, Error)> = Vec::new();
+    let (failed, next, done, written, leaves, decode_one) = (&failed, &next, &done, &written, &leaves, &decode_one);
+    let (target, free_tx) = (&target, &free_tx);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || {
+            let mut errors = Vec::new();
+            for job in job_rx {
+                let WriteJob {
+                    i,
+                    offset,
+                    len,
+                    mut buf,
+                    runs,
+                } = job;
+                if !failed.load(Ordering::Relaxed) {
+                    let data = buf.slice(len);
+                    for r in &runs {
+                        if let Err(e) = target.write(&data[r.clone()], offset + r.start as u64, &opts.target) {
+                            failed.store(true, Ordering::Relaxed);
+                            errors.push((i, e));
+                            break;
+                        }
                         written.fetch_add(r.len() as u64, Ordering::Relaxed);
                     }
                 }
-                seg.hash
+                let _ = free_tx.send(buf);
+                let d = done.fetch_add(len as u64, Ordering::Relaxed) + len as u64;
+                if let Some(p) = &opts.progress {
+                    p(d, entry.size);
+                }
             }
-        };
-        let d = done.fetch_add(len as u64, Ordering::Relaxed) + len as u64;
-        if let Some(p) = &opts.progress {
-            p(d, entry.size);
-        }
-        Ok(hash)
-    };
-    let mut hashes: Vec<Option<Result<[u8; 32]>>> = (0..leaves.len()).map(|_| None).collect();
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads.min(leaves.len().max(1)))
+            errors
+        });
+        let workers: Vec<_> = (0..decoders.min(leaves.len().max(1)))
             .map(|_| {
-                scope.spawn(|| {
-                    let mut buf = AlignedBuf::new(seg_size);
+                let job_tx = job_tx.clone();
+                scope.spawn(move || {
                     let mut mine = Vec::new();
                     while !failed.load(Ordering::Relaxed) {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(leaf) = leaves.get(i) else { break };
-                        let r = restore_one(&mut buf, i, leaf);
-                        if r.is_err() {
-                            failed.store(true, Ordering::Relaxed);
-                        }
+                        let r = match decode_one(i, leaf) {
+                            Ok((hash, job)) => {
+                                match job {
+                                    Some(job) => job_tx.send(job).expect("the writer runs until the decoders end"),
+                                    None => {
+                                        let len = (entry.size - i as u64 * entry.segment_size).min(entry.segment_size);
+                                        let d = done.fetch_add(len, Ordering::Relaxed) + len;
+                                        if let Some(p) = &opts.progress {
+                                            p(d, entry.size);
+                                        }
+                                    }
+                                }
+                                Ok(hash)
+                            }
+                            Err(e) => {
+                                failed.store(true, Ordering::Relaxed);
+                                Err(e)
+                            }
+                        };
                         mine.push((i, r));
                     }
                     mine
                 })
             })
             .collect();
+        drop(job_tx);
         for w in workers {
-            for (i, r) in w.join().expect("restore worker panicked") {
-                hashes[i] = Some(r);
+            for (i, r) in w.join().expect("restore decoder panicked") {
+                results[i] = Some(r);
             }
         }
+        write_errors = writer.join().expect("restore writer panicked");
     });
-    // Segments are taken in volume order and only an error stops the workers:
-    // every segment before the first failed one has its hash, so the first
-    // error in volume order is the one returned.
+    for (i, e) in write_errors {
+        results[i] = Some(Err(e));
+    }
+    // Every segment was decoded and written unless something failed; then the
+    // first failure in volume order is the one returned.
+    if let Some(e) = results.iter_mut().find_map(|r| match r {
+        Some(Err(_)) => r.take().and_then(|r| r.err()),
+        _ => None,
+    }) {
+        return Err(e);
+    }
     let mut h = VolumeHasher::new(entry.size);
-    for r in hashes {
-        h.segment(&r.expect("a segment before the first error was not restored")?);
+    for r in results {
+        h.segment(&r.expect("every segment restored")?);
     }
     let sync_started = Instant::now();
     target

@@ -6,11 +6,10 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use aes_gcm::aead::{Aead, Payload};
-use aes_gcm::{Aes256Gcm, KeyInit};
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::Keys;
+use crate::crypto::cipher::DataCipher;
 use crate::error::{Error, IoContext, Result};
 use crate::file_formats::{KEY_FILE_FORMAT, KEY_FILE_VERSION};
 use crate::fsutil;
@@ -90,16 +89,7 @@ impl KeyFile {
                 fsutil::random_bytes(&mut salt);
                 fsutil::random_bytes(&mut nonce);
                 let kek = stretch(path, pass, &salt, ARGON2_M_KIB, ARGON2_T, ARGON2_P)?;
-                let cipher = Aes256Gcm::new(&kek.into());
-                let wrapped = cipher
-                    .encrypt(
-                        (&nonce).into(),
-                        Payload {
-                            msg: &master,
-                            aad: WRAP_AAD,
-                        },
-                    )
-                    .expect("AES-GCM encryption of 32 bytes cannot fail");
+                let wrapped = DataCipher::new(&kek).encrypt(&nonce, WRAP_AAD, &master);
                 json.wrapping = "argon2id".into();
                 json.argon2id = Some(Argon2Json {
                     m_kib: ARGON2_M_KIB,
@@ -156,14 +146,8 @@ impl KeyFile {
                     return Err(bad("asks for an unreasonable argon2id cost".into()));
                 }
                 let kek = stretch(path, pass, &salt, a.m_kib, a.t, a.p)?;
-                let plain = Aes256Gcm::new(&kek.into())
-                    .decrypt(
-                        (&nonce).into(),
-                        Payload {
-                            msg: &wrapped,
-                            aad: WRAP_AAD,
-                        },
-                    )
+                let plain = DataCipher::new(&kek)
+                    .decrypt(&nonce, WRAP_AAD, &wrapped)
                     .map_err(|_| bad("wrong passphrase (LIFELINE_PASSPHRASE), or the file was altered".into()))?;
                 plain
                     .as_slice()

@@ -1,7 +1,6 @@
 //! The keys derived from a tenant's master key.
 
-use aes_gcm::{Aes256Gcm, KeyInit};
-
+use super::cipher::DataCipher;
 use crate::file_formats::{
     KDF_BLOCK_MAP_KEY, KDF_CDC_SEED, KDF_DATA_KEY, KDF_FINGERPRINT, KDF_ID_KEY, KDF_NODE_ID_KEY, MAP_HASH_LEN,
 };
@@ -13,7 +12,7 @@ pub struct Keys {
     id_key: [u8; 32],
     node_id_key: [u8; 32],
     block_key: [u8; 32],
-    cipher: Aes256Gcm,
+    cipher: DataCipher,
     cdc_seed: u64,
     fingerprint: [u8; 16],
     key_id: u32,
@@ -31,7 +30,7 @@ impl Keys {
             id_key: blake3::derive_key(KDF_ID_KEY, master),
             node_id_key: blake3::derive_key(KDF_NODE_ID_KEY, master),
             block_key: blake3::derive_key(KDF_BLOCK_MAP_KEY, master),
-            cipher: Aes256Gcm::new(&data_key.into()),
+            cipher: DataCipher::new(&data_key),
             cdc_seed: u64::from_le_bytes(seed[..8].try_into().expect("8 bytes")),
             fingerprint,
             key_id: u32::from_le_bytes(fp[16..20].try_into().expect("4 bytes")),
@@ -63,7 +62,7 @@ impl Keys {
     }
 
     /// The AES-256-GCM cipher of the data key.
-    pub(crate) fn cipher(&self) -> &Aes256Gcm {
+    pub(crate) fn cipher(&self) -> &DataCipher {
         &self.cipher
     }
 

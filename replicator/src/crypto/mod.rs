@@ -4,6 +4,7 @@
 //! of the content-defined chunker. The repository only ever sees ciphertext and
 //! the key's fingerprint.
 
+pub(crate) mod cipher;
 mod key_file;
 mod keys;
 pub(crate) mod seal;

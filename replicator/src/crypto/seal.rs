@@ -12,7 +12,6 @@
 //! (bound to the ciphertext by the AAD) so a repository without the key can check
 //! that a point is complete, mark for garbage collection and map damage to points.
 
-use aes_gcm::AeadInPlace;
 use std::cell::RefCell;
 
 use crate::crypto::Keys;
@@ -188,10 +187,7 @@ pub fn seal_object(keys: &Keys, kind: ObjectKind, id: &ObjectId, refs: &[ObjectI
     let mut aad = Vec::with_capacity(32 + header_len);
     aad.extend_from_slice(&id.0);
     aad.extend_from_slice(&out[..header_len]);
-    let tag = keys
-        .cipher()
-        .encrypt_in_place_detached((&nonce).into(), &aad, &mut out[header_len..])
-        .expect("AES-GCM encrypts any object below 64 GiB");
+    let tag = keys.cipher().seal_in_place(&nonce, &aad, &mut out[header_len..]);
     out.extend_from_slice(&tag);
     let trailer = blake3::hash(&out);
     out.extend_from_slice(trailer.as_bytes());
@@ -226,7 +222,7 @@ pub fn open_object(keys: &Keys, id: &ObjectId, bytes: &[u8]) -> Result<(SealedHe
     aad.extend_from_slice(&id.0);
     aad.extend_from_slice(&bytes[..h.header_len]);
     keys.cipher()
-        .decrypt_in_place_detached((&nonce).into(), &aad, &mut buf, (&tag).into())
+        .open_in_place(&nonce, &aad, &mut buf, &tag)
         .map_err(|_| OpenError::Authentication)?;
     let plain = match buf.first() {
         Some(&ENVELOPE_RAW) => {
@@ -255,12 +251,24 @@ pub fn open_object(keys: &Keys, id: &ObjectId, bytes: &[u8]) -> Result<(SealedHe
     Ok((h, plain))
 }
 
+/// Why AES-GCM rejected an object, from its stored bytes: damage (the trailer
+/// or structure is wrong: bit rot, a torn write) or alteration (the trailer
+/// matches, so the bytes are as written, but not by this key).
+pub fn rejection(stored: &[u8]) -> OpenError {
+    match SealedObject::parse(stored) {
+        Ok(_) => OpenError::Authentication,
+        Err(reason) => OpenError::Damaged(reason),
+    }
+}
+
 /// Opens a chunk stored as `id` straight into `out`, which must be exactly its
 /// plaintext length: decrypted in place in `bytes`, decompressed into `out`.
 /// The restore path: AES-GCM authenticates the content under the id and header
 /// (any damage or alteration fails), and the restore checks the whole volume's
 /// hash at the end, so neither the trailer nor the chunk id is recomputed here
-/// (`verify` and [`open_object`] do both).
+/// (`verify` and [`open_object`] do both). When authentication fails the
+/// error is [`OpenError::Authentication`] and `bytes` is left unspecified:
+/// [`rejection`] of the stored bytes, read again, tells damage from alteration.
 pub fn open_chunk_into(keys: &Keys, id: &ObjectId, bytes: &mut [u8], out: &mut [u8]) -> Result<(), OpenError> {
     let h = SealedObject::parse_checked(bytes, false)
         .map_err(OpenError::Damaged)?
@@ -280,19 +288,12 @@ pub fn open_chunk_into(keys: &Keys, id: &ObjectId, bytes: &mut [u8], out: &mut [
     let mut aad = [0u8; 32 + OBJECT_HEADER_LEN];
     aad[..32].copy_from_slice(&id.0);
     aad[32..].copy_from_slice(&bytes[..OBJECT_HEADER_LEN]);
-    // Only a failure pays for the trailer check, to tell damage (bit rot, a
-    // torn write) from alteration.
-    let failed = keys
-        .cipher()
-        .decrypt_in_place_detached((&nonce).into(), &aad, &mut bytes[h.header_len..body_end], (&tag).into())
-        .is_err();
-    if failed {
-        // AES-GCM checks the tag before it decrypts: `bytes` is as stored.
-        return Err(match SealedObject::parse(bytes) {
-            Ok(_) => OpenError::Authentication,
-            Err(reason) => OpenError::Damaged(reason),
-        });
-    }
+    // A failure leaves `bytes` unspecified (the cipher wipes what it
+    // decrypted), so telling damage from alteration is the caller's, on the
+    // stored bytes read again: see [`rejection`].
+    keys.cipher()
+        .open_in_place(&nonce, &aad, &mut bytes[h.header_len..body_end], &tag)
+        .map_err(|_| OpenError::Authentication)?;
     let body = &bytes[h.header_len..body_end];
     let want = out.len();
     let wrong_size = |n: usize| OpenError::Damaged(format!("holds {n} bytes where its segment expects {want}"));
@@ -389,21 +390,25 @@ mod tests {
                 Err(OpenError::Damaged(r)) => assert!(r.contains("expects"), "{r}"),
                 other => panic!("{other:?}"),
             }
-            // A flipped bit is damage (the trailer says so), never garbage.
+            // A flipped bit is refused, never garbage; the stored bytes say
+            // it is damage (the trailer does not match).
             let mut bad = sealed.clone();
             bad[40] ^= 1;
             assert!(matches!(
-                open_chunk_into(&k, &id, &mut bad, &mut out),
-                Err(OpenError::Damaged(_))
+                open_chunk_into(&k, &id, &mut bad.clone(), &mut out),
+                Err(OpenError::Authentication)
             ));
-            // Altered with a matching trailer: authentication fails.
+            assert!(matches!(rejection(&bad), OpenError::Damaged(_)));
+            // Altered with a matching trailer: authentication fails, and the
+            // stored bytes say it is not damage.
             let n = bad.len();
             let t = blake3::hash(&bad[..n - 32]);
             bad[n - 32..].copy_from_slice(t.as_bytes());
             assert!(matches!(
-                open_chunk_into(&k, &id, &mut bad, &mut out),
+                open_chunk_into(&k, &id, &mut bad.clone(), &mut out),
                 Err(OpenError::Authentication)
             ));
+            assert!(matches!(rejection(&bad), OpenError::Authentication));
             // Stored under another id, or sealed under another key.
             assert!(matches!(
                 open_chunk_into(&k, &k.chunk_id(b"x"), &mut sealed.clone(), &mut out),
