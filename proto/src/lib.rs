@@ -9,5 +9,6 @@ pub mod v1 {
     tonic::include_proto!("lifeline.v1");
 }
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version this build speaks (2: `PutObjects` streams batches of
+/// objects). A receiver refuses a session of another version at `OpenSession`.
+pub const PROTOCOL_VERSION: u32 = 2;

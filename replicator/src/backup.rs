@@ -117,11 +117,12 @@ impl Ctx<'_> {
     /// Seals and stores an object the store was found to lack.
     fn put_new(&self, kind: ObjectKind, id: &ObjectId, refs: &[ObjectId], plain: &[u8]) -> Result<()> {
         let sealed = seal_object(self.keys, kind, id, refs, plain);
-        if self.store.put(id, &sealed)? {
+        let sealed_len = sealed.len() as u64;
+        if self.store.put_owned(id, sealed)? {
             if kind == ObjectKind::Chunk {
                 self.counters.new.fetch_add(plain.len() as u64, Ordering::Relaxed);
             }
-            self.counters.stored.fetch_add(sealed.len() as u64, Ordering::Relaxed);
+            self.counters.stored.fetch_add(sealed_len, Ordering::Relaxed);
             self.counters.objects.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())

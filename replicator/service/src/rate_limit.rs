@@ -23,6 +23,11 @@ impl RateLimit {
         }
     }
 
+    /// The limit, in bytes per second.
+    pub fn rate(&self) -> u64 {
+        self.rate as u64
+    }
+
     /// How long the caller must wait before sending `n` bytes (and takes them).
     pub fn reserve(&self, n: usize) -> Duration {
         let mut st = self.state.lock().expect("rate limit");

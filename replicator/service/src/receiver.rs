@@ -234,7 +234,7 @@ const BATCH_OBJECTS: usize = 1024;
 /// they reference.
 fn store_batch(
     store: &dyn lifeline_replicator::ChunkStore,
-    objects: Vec<(ObjectId, Vec<u8>)>,
+    objects: Vec<(ObjectId, prost::bytes::Bytes)>,
     mut touched: Option<&mut Vec<ObjectId>>,
 ) -> Result<(u64, u64, u64), Status> {
     use rayon::prelude::*;
@@ -307,7 +307,7 @@ impl std::ops::Deref for ReceiverService {
 impl ReceiverService {
     async fn put_objects_inner(
         &self,
-        req: Request<Streaming<pb::SealedObject>>,
+        req: Request<Streaming<pb::SealedObjects>>,
     ) -> Result<Response<pb::PutSummary>, Status> {
         let (agent, tenant) = self.agent(&req)?;
         self.tenant_known(&tenant)?;
@@ -317,26 +317,28 @@ impl ReceiverService {
             )));
         }
         let store = self.repo()?.store(&tenant).map_err(to_status)?;
+        let losses = store.losses();
         let mut stream = req.into_inner();
         let mut summary = pb::PutSummary::default();
         // Objects are checked and stored in batches: one hand-off to a blocking
         // thread per few MiB instead of one per object.
-        let mut batch: Vec<(ObjectId, Vec<u8>)> = Vec::new();
+        let mut batch: Vec<(ObjectId, prost::bytes::Bytes)> = Vec::new();
         let mut batch_bytes = 0usize;
         let mut storing: Option<StoreTask> = None;
         let mut ended = false;
         while !ended {
             match stream.next().await {
                 Some(msg) => {
-                    let msg = msg?;
-                    let id = ObjectId::from_slice(&msg.id).map_err(|e| Status::invalid_argument(e.to_string()))?;
-                    if msg.sealed.len() > MAX_OBJECT_LEN {
-                        return Err(Status::invalid_argument(format!(
-                            "object {id} is larger than {MAX_OBJECT_LEN} bytes"
-                        )));
+                    for obj in msg?.objects {
+                        let id = ObjectId::from_slice(&obj.id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                        if obj.sealed.len() > MAX_OBJECT_LEN {
+                            return Err(Status::invalid_argument(format!(
+                                "object {id} is larger than {MAX_OBJECT_LEN} bytes"
+                            )));
+                        }
+                        batch_bytes += obj.sealed.len();
+                        batch.push((id, obj.sealed));
                     }
-                    batch_bytes += msg.sealed.len();
-                    batch.push((id, msg.sealed));
                     if batch_bytes < BATCH_BYTES && batch.len() < BATCH_OBJECTS {
                         continue;
                     }
@@ -378,6 +380,13 @@ impl ReceiverService {
         }
         let s2 = store.clone();
         blocking(move || s2.sync().map_err(to_status)).await?;
+        if store.losses() != losses {
+            // Another upload's failed write dropped objects this one had put.
+            return Err(Status::unavailable(
+                "a failed write on the receiver (disk full?) dropped objects of this upload before they were \
+                 durable: retry (the agent does so by itself)",
+            ));
+        }
         tracing::debug!(%agent, objects = summary.objects, bytes = summary.bytes, "objects durable");
         Ok(Response::new(summary))
     }
@@ -546,7 +555,10 @@ impl Replication for ReceiverService {
         Ok(Response::new(pb::MissingMask { missing }))
     }
 
-    async fn put_objects(&self, req: Request<Streaming<pb::SealedObject>>) -> Result<Response<pb::PutSummary>, Status> {
+    async fn put_objects(
+        &self,
+        req: Request<Streaming<pb::SealedObjects>>,
+    ) -> Result<Response<pb::PutSummary>, Status> {
         let (agent, tenant) = self.agent(&req)?;
         let r = self.put_objects_inner(req).await;
         self.count(&tenant, &agent, r)
@@ -598,7 +610,7 @@ impl Replication for ReceiverService {
                 .map(|id| {
                     Ok(pb::SealedObject {
                         id: id.0.to_vec(),
-                        sealed: store.get(id).map_err(to_status)?,
+                        sealed: store.get(id).map_err(to_status)?.into(),
                     })
                 })
                 .collect::<Result<Vec<_>, Status>>()

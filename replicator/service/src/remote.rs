@@ -26,12 +26,21 @@ use crate::rate_limit::RateLimit;
 use crate::receiver::MAX_MESSAGE;
 use crate::tls::{TlsDir, client_endpoint, client_runtime};
 
-const QUEUE: usize = 256;
+/// Batches in flight between the sealers and the stream.
+const QUEUE: usize = 16;
+/// A batch of objects (one `PutObjects` message) leaves when it holds this
+/// many bytes or objects: the per-message costs of gRPC, HTTP/2 and the
+/// receiver's hand-offs are paid per batch instead of per object.
+const UPLOAD_BATCH_BYTES: usize = 512 << 10;
+const UPLOAD_BATCH_OBJECTS: usize = 256;
 const FILTER_BATCH: usize = 4096;
 
 struct Upload {
-    tx: mpsc::Sender<pb::SealedObject>,
+    tx: mpsc::Sender<pb::SealedObjects>,
     task: JoinHandle<Result<pb::PutSummary, tonic::Status>>,
+    /// Objects put but not yet handed to the stream.
+    batch: Vec<pb::SealedObject>,
+    batch_bytes: usize,
 }
 
 struct Shared {
@@ -355,7 +364,21 @@ impl RemoteStore {
             let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
             client.put_objects(stream).await.map(|r| r.into_inner())
         });
-        Upload { tx, task }
+        Upload {
+            tx,
+            task,
+            batch: Vec::new(),
+            batch_bytes: 0,
+        }
+    }
+
+    /// Bytes that close a batch: under an upload limit, a small share of a
+    /// second's worth, so the rate stays smooth at any limit.
+    fn batch_bytes(&self) -> usize {
+        match self.shared.limit.lock().expect("limit").as_ref() {
+            Some(l) => UPLOAD_BATCH_BYTES.min((l.rate() / 32) as usize).max(1),
+            None => UPLOAD_BATCH_BYTES,
+        }
     }
 
     /// Why the upload stream ended early: the status its call ended with.
@@ -378,25 +401,39 @@ impl RemoteStore {
 
 impl ChunkStore for RemoteStore {
     fn put(&self, id: &ObjectId, sealed: &[u8]) -> lifeline_replicator::Result<bool> {
+        self.put_owned(id, sealed.to_vec())
+    }
+
+    fn put_owned(&self, id: &ObjectId, sealed: Vec<u8>) -> lifeline_replicator::Result<bool> {
         if !self.shared.pending.lock().expect("pending").insert(*id) {
             return Ok(false);
         }
-        let tx = {
-            let mut up = self.shared.upload.lock().expect("upload");
-            if up.is_none() {
-                *up = Some(self.start_upload());
-            }
-            up.as_ref().expect("upload").tx.clone()
-        };
         let limit = self.shared.limit.lock().expect("limit").clone();
         if let Some(limit) = limit {
             limit.wait(sealed.len());
         }
-        let msg = pb::SealedObject {
+        let close_at = self.batch_bytes();
+        let mut up = self.shared.upload.lock().expect("upload");
+        if up.is_none() {
+            *up = Some(self.start_upload());
+        }
+        let u = up.as_mut().expect("upload");
+        u.batch_bytes += sealed.len();
+        u.batch.push(pb::SealedObject {
             id: id.0.to_vec(),
-            sealed: sealed.to_vec(),
+            sealed: sealed.into(),
+        });
+        if u.batch_bytes < close_at && u.batch.len() < UPLOAD_BATCH_OBJECTS {
+            return Ok(true);
+        }
+        let msg = pb::SealedObjects {
+            objects: std::mem::take(&mut u.batch),
         };
-        if tx.blocking_send(msg).is_err() {
+        u.batch_bytes = 0;
+        // Sent under the lock: batches leave in the order their objects were
+        // put, so an object still follows everything it references.
+        if u.tx.blocking_send(msg).is_err() {
+            drop(up);
             // The stream ended early: the receiver refused something or went away.
             // Say which now: the caller abandons the upload on this error, so no
             // `sync` would report it, and the agent retries only a transient one.
@@ -457,7 +494,7 @@ impl ChunkStore for RemoteStore {
                 reason: "the receiver answered with another object".into(),
             });
         }
-        Ok(obj.sealed)
+        Ok(obj.sealed.into())
     }
 
     fn get_many(&self, ids: &[ObjectId]) -> lifeline_replicator::Result<Vec<Vec<u8>>> {
@@ -491,7 +528,7 @@ impl ChunkStore for RemoteStore {
                         reason: "the receiver answered with another object".into(),
                     });
                 }
-                out.push(obj.sealed);
+                out.push(obj.sealed.into());
             }
         }
         Ok(out)
@@ -499,11 +536,15 @@ impl ChunkStore for RemoteStore {
 
     fn sync(&self) -> lifeline_replicator::Result<()> {
         let up = self.shared.upload.lock().expect("upload").take();
-        let Some(Upload { tx, task }) = up else {
+        let Some(Upload { tx, task, batch, .. }) = up else {
             return Ok(());
         };
-        drop(tx);
         let s = &self.shared;
+        // A send fails only when the stream already ended; the task says why.
+        if !batch.is_empty() {
+            let _ = tx.blocking_send(pb::SealedObjects { objects: batch });
+        }
+        drop(tx);
         let result = s.rt.block_on(task);
         s.pending.lock().expect("pending").clear();
         match result {

@@ -85,9 +85,17 @@ fn put(
     c: &mut Replication,
     objects: Vec<(Vec<u8>, Vec<u8>)>,
 ) -> Result<Response<pb::PutSummary>, Status> {
-    let msgs: Vec<pb::SealedObject> = objects
+    // Two objects per message: batches and single objects both travel.
+    let objects: Vec<pb::SealedObject> = objects
         .into_iter()
-        .map(|(id, sealed)| pb::SealedObject { id, sealed })
+        .map(|(id, sealed)| pb::SealedObject {
+            id,
+            sealed: sealed.into(),
+        })
+        .collect();
+    let msgs: Vec<pb::SealedObjects> = objects
+        .chunks(2)
+        .map(|c| pb::SealedObjects { objects: c.to_vec() })
         .collect();
     block(rt, c.put_objects(tokio_stream::iter(msgs)))
 }

@@ -35,6 +35,11 @@ pub struct StoredObject {
 pub trait ChunkStore: Send + Sync {
     /// Stores a sealed object; `false` when it was already there.
     fn put(&self, id: &ObjectId, sealed: &[u8]) -> Result<bool>;
+    /// [`put`](Self::put) for a caller that no longer needs the bytes: a
+    /// network store sends them without copying them first.
+    fn put_owned(&self, id: &ObjectId, sealed: Vec<u8>) -> Result<bool> {
+        self.put(id, &sealed)
+    }
     /// True when the object is stored or pending.
     fn contains(&self, id: &ObjectId) -> Result<bool>;
     /// For each id, true when the store lacks it (one round trip for a remote store).
@@ -49,6 +54,14 @@ pub trait ChunkStore: Send + Sync {
     }
     /// Makes every earlier put and delete durable.
     fn sync(&self) -> Result<()>;
+    /// How many times a failure (a full disk, an I/O error) dropped puts that
+    /// were not yet durable. The caller whose put or sync failed is told by
+    /// the error; another writer sharing the store learns it here: if this
+    /// changed between its first put and the end of its sync, its puts may be
+    /// lost and must be made again.
+    fn losses(&self) -> u64 {
+        0
+    }
     /// Drops pending puts that were not synced (after a failed backup).
     fn abandon(&self);
     /// Calls `f` for each durable object.

@@ -17,7 +17,8 @@
 //! A crash leaves at worst temp packs (removed at open) or a durable pack not yet
 //! published, which [`LocalDirStore::open`] re-indexes from its footer, so an
 //! interrupted backup resumes without resending. Finished packs are synced in
-//! batches of [`SYNC_BATCH_BYTES`] during long writes.
+//! batches of [`SYNC_BATCH_BYTES`] during long writes, on a thread of their
+//! own while the writes go on.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -57,13 +58,37 @@ struct WriteState {
 }
 
 /// Objects in pack files in a local directory.
+///
+/// Finished packs are made durable in the background during a long write
+/// (every [`SYNC_BATCH_BYTES`]), so a writer never waits for the disk in the
+/// middle of an upload; [`sync`](ChunkStore::sync) waits for that background
+/// work and reports its failure, as does the next put.
 pub struct LocalDirStore {
+    packs: Arc<Packs>,
+    /// The background sync of finished packs, while one runs.
+    background: Mutex<Option<std::thread::JoinHandle<Result<()>>>>,
+}
+
+impl std::ops::Deref for LocalDirStore {
+    type Target = Packs;
+    fn deref(&self) -> &Packs {
+        &self.packs
+    }
+}
+
+/// The pack files of a [`LocalDirStore`], their index and write state: what
+/// the store and its background sync share.
+pub struct Packs {
     dir: PathBuf,
     index: Arc<dyn ObjectIndex>,
     state: Mutex<WriteState>,
     /// Serialises syncs so packs are published in order.
     sync_lock: Mutex<()>,
     readers: Mutex<HashMap<PackId, Arc<File>>>,
+    /// Times a failed sync dropped objects that were put but not durable.
+    losses: std::sync::atomic::AtomicU64,
+    /// Bytes of finished packs that start a background sync.
+    sync_batch: u64,
 }
 
 impl LocalDirStore {
@@ -87,17 +112,53 @@ impl LocalDirStore {
             let _ = fs::remove_file(e.path());
         }
         let store = LocalDirStore {
-            dir: dir.to_path_buf(),
-            index,
-            state: Mutex::new(WriteState::default()),
-            sync_lock: Mutex::new(()),
-            readers: Mutex::new(HashMap::new()),
+            packs: Arc::new(Packs {
+                dir: dir.to_path_buf(),
+                index,
+                state: Mutex::new(WriteState::default()),
+                sync_lock: Mutex::new(()),
+                readers: Mutex::new(HashMap::new()),
+                losses: Default::default(),
+                sync_batch: SYNC_BATCH_BYTES,
+            }),
+            background: Mutex::new(None),
         };
         store.recover()?;
         store.delete_doomed_packs()?;
         Ok(store)
     }
 
+    /// Starts making the finished packs durable on a thread of its own,
+    /// unless that already runs; reports the failure of an earlier one.
+    fn sync_in_background(&self) -> Result<()> {
+        let mut bg = self.background.lock().expect("background sync");
+        if bg.as_ref().is_some_and(|h| !h.is_finished()) {
+            return Ok(());
+        }
+        if let Some(h) = bg.take() {
+            h.join().expect("background sync panicked")?;
+        }
+        let packs = self.packs.clone();
+        *bg = Some(
+            std::thread::Builder::new()
+                .name("pack-sync".into())
+                .spawn(move || packs.flush(false))
+                .map_err(|e| Error::io("start the background sync of packs", e))?,
+        );
+        Ok(())
+    }
+
+    /// Waits for the background sync, if one runs, and returns its result.
+    fn wait_background(&self) -> Result<()> {
+        let h = self.background.lock().expect("background sync").take();
+        match h {
+            Some(h) => h.join().expect("background sync panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Packs {
     fn recover(&self) -> Result<()> {
         for b in 0..=255u8 {
             let shard = self.dir.join("packs").join(hex::encode([b]));
@@ -190,8 +251,30 @@ impl LocalDirStore {
     }
 
     /// Publishes every closed pack (and the open one when `all`).
+    ///
+    /// A failure drops every object not yet durable, not only those of the
+    /// packs that failed: a later pack may hold a node whose chunks were in
+    /// them, and must never become visible without them. Writers learn of it
+    /// from the error or from [`losses`](ChunkStore::losses).
     fn flush(&self, all: bool) -> Result<()> {
         let _g = self.sync_lock.lock().expect("sync lock");
+        let r = self.flush_locked(all);
+        if r.is_err() {
+            let mut st = self.state.lock().expect("state");
+            let mut packs = std::mem::take(&mut st.closed);
+            packs.extend(st.current.take());
+            for p in packs {
+                let _ = fs::remove_file(&p.tmp);
+            }
+            st.pending.clear();
+            st.closed_bytes = 0;
+            drop(st);
+            self.losses.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        r
+    }
+
+    fn flush_locked(&self, all: bool) -> Result<()> {
         let (packs, deleted) = {
             let mut st = self.state.lock().expect("state");
             if all {
@@ -306,7 +389,7 @@ pub struct SweepPlan {
     dead_bytes: HashMap<PackId, u64>,
 }
 
-impl LocalDirStore {
+impl Packs {
     /// Whether `pack` was written less than `grace` ago (a pack that cannot be
     /// dated counts as young: the safe reading).
     fn pack_is_young(&self, pack: &PackId, grace: std::time::Duration, now: std::time::SystemTime) -> bool {
@@ -570,6 +653,8 @@ impl ChunkStore for LocalDirStore {
                 st.pending.remove(i);
             }
             let _ = fs::remove_file(&p.tmp);
+            // Other writers' objects in that pack went with it.
+            self.losses.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             return Err(Error::io(format!("write object {} to pack {}", id, p.tmp.display()), e));
         }
         p.len += sealed.len() as u64;
@@ -577,13 +662,14 @@ impl ChunkStore for LocalDirStore {
         let file = p.file.clone();
         let full = p.len >= PACK_TARGET_BYTES;
         st.pending.insert(*id, (file, loc));
-        if full {
-            Self::close_current(&mut st)?;
+        if full && let Err(e) = Packs::close_current(&mut st) {
+            self.losses.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return Err(e);
         }
-        let flush = st.closed_bytes >= SYNC_BATCH_BYTES;
+        let flush = st.closed_bytes >= self.sync_batch;
         drop(st);
         if flush {
-            self.flush(false)?;
+            self.sync_in_background()?;
         }
         Ok(true)
     }
@@ -612,10 +698,20 @@ impl ChunkStore for LocalDirStore {
     }
 
     fn sync(&self) -> Result<()> {
+        self.wait_background()?;
         self.flush(true)
     }
 
+    fn losses(&self) -> u64 {
+        self.packs.losses.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn abandon(&self) {
+        // What a background sync took is durable (or dropped, if it failed);
+        // the rest is dropped here.
+        if let Err(e) = self.wait_background() {
+            tracing::debug!(error = %e, "background sync of an abandoned write failed");
+        }
         let mut st = self.state.lock().expect("state");
         let mut packs = std::mem::take(&mut st.closed);
         packs.extend(st.current.take());
@@ -666,6 +762,82 @@ mod tests {
 
     fn id(b: u8) -> ObjectId {
         ObjectId([b; 32])
+    }
+
+    /// A store whose background sync starts after `batch` bytes of packs.
+    fn store_with_batch(d: &Path, batch: u64) -> (SledCatalog, Arc<dyn ObjectIndex>, LocalDirStore) {
+        let cat = SledCatalog::open(&d.join("catalog")).unwrap();
+        let idx: Arc<dyn ObjectIndex> = Arc::new(cat.object_index("t").unwrap());
+        LocalDirStore::create(&d.join("objects")).unwrap();
+        let mut s = LocalDirStore::open(&d.join("objects"), idx.clone()).unwrap();
+        Arc::get_mut(&mut s.packs).unwrap().sync_batch = batch;
+        (cat, idx, s)
+    }
+
+    /// Objects big enough that eight of them fill a pack.
+    fn big(b: u8) -> Vec<u8> {
+        vec![b; (PACK_TARGET_BYTES / 8) as usize]
+    }
+
+    /// A long write publishes finished packs on a thread of its own while the
+    /// puts go on; the open pack waits for `sync`.
+    #[test]
+    fn finished_packs_are_synced_in_the_background() {
+        let d = tempfile::tempdir().unwrap();
+        let (_cat, idx, s) = store_with_batch(d.path(), 1);
+        for b in 1..=10 {
+            assert!(s.put(&id(b), &big(b)).unwrap());
+        }
+        s.wait_background().unwrap();
+        for b in 1..=8 {
+            assert!(
+                idx.get(&id(b)).unwrap().is_some(),
+                "object {b} of the finished pack is published"
+            );
+        }
+        for b in 9..=10 {
+            assert!(idx.get(&id(b)).unwrap().is_none(), "object {b} is in the open pack");
+            assert!(s.contains(&id(b)).unwrap());
+        }
+        s.sync().unwrap();
+        for b in 1..=10 {
+            assert_eq!(s.get(&id(b)).unwrap(), big(b));
+            assert!(idx.get(&id(b)).unwrap().is_some());
+        }
+        assert_eq!(s.losses(), 0);
+    }
+
+    /// A failed sync drops every object not yet durable, also those of packs
+    /// it did not get to (a node there may reference a chunk that is gone),
+    /// and counts the loss for other writers; the store goes on working.
+    #[test]
+    fn a_failed_sync_drops_everything_not_durable_and_counts_it() {
+        let d = tempfile::tempdir().unwrap();
+        let (_cat, idx, s) = store_with_batch(d.path(), u64::MAX);
+        for b in 1..=10 {
+            s.put(&id(b), &big(b)).unwrap();
+        }
+        // The finished pack's file vanishes before it is published.
+        let finished = {
+            let st = s.state.lock().unwrap();
+            assert_eq!(st.closed.len(), 1);
+            st.closed[0].tmp.clone()
+        };
+        fs::remove_file(&finished).unwrap();
+        assert!(s.flush(false).is_err());
+        assert_eq!(s.losses(), 1);
+        for b in 1..=10 {
+            assert!(!s.contains(&id(b)).unwrap(), "object {b} was dropped");
+        }
+        s.sync().unwrap();
+        for b in 1..=10 {
+            assert!(idx.get(&id(b)).unwrap().is_none(), "object {b} never became visible");
+        }
+        assert_eq!(fs::read_dir(d.path().join("objects/packs/tmp")).unwrap().count(), 0);
+        assert!(s.put(&id(11), b"after").unwrap());
+        s.sync().unwrap();
+        assert_eq!(s.get(&id(11)).unwrap(), b"after");
+        assert_eq!(s.losses(), 1);
     }
 
     fn store(d: &Path) -> (SledCatalog, LocalDirStore) {
