@@ -139,8 +139,9 @@ fn open_direct(path: &Path) -> Option<File> {
 impl Target {
     /// Writes `data` at `at`: its aligned whole blocks directly when it is long
     /// enough and the file system allows, anything else (short runs, a short
-    /// tail) through the page cache.
-    fn write(&self, data: &[u8], at: u64, path: &Path) -> Result<()> {
+    /// tail) through the page cache. Returns the range written through the
+    /// page cache, if any.
+    fn write(&self, data: &[u8], at: u64, path: &Path) -> Result<Option<Range<u64>>> {
         let err = |at: u64, e| Error::io(format!("write restore target {} at offset {at}", path.display()), e);
         let aligned = (data.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN) && at.is_multiple_of(DIRECT_ALIGN as u64);
         let direct_len = if aligned && data.len() >= DIRECT_MIN {
@@ -160,8 +161,21 @@ impl Target {
         if done < data.len() {
             let at = at + done as u64;
             self.file.write_all_at(&data[done..], at).map_err(|e| err(at, e))?;
+            return Ok(Some(at..at + (data.len() - done) as u64));
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// Starts writing back what went through the page cache in `range`, so
+    /// the final fsync does not wait for a whole volume's short runs at once
+    /// (thousands of scattered blocks of a file system's metadata).
+    fn write_back(&self, range: Range<u64>) {
+        let _ = rustix::fs::fadvise(
+            &self.file,
+            range.start,
+            std::num::NonZeroU64::new(range.end - range.start),
+            rustix::fs::Advice::DontNeed,
+        );
     }
 }
 
@@ -521,13 +535,24 @@ pub fn restore(repo: &dyn TenantRepository, keys: &Keys, opts: &RestoreOptions) 
                 } = job;
                 if !failed.load(Ordering::Relaxed) {
                     let data = buf.slice(len);
+                    let mut cached: Option<Range<u64>> = None;
                     for r in &runs {
-                        if let Err(e) = target.write(&data[r.clone()], offset + r.start as u64, &opts.target) {
-                            failed.store(true, Ordering::Relaxed);
-                            errors.push((i, e));
-                            break;
+                        match target.write(&data[r.clone()], offset + r.start as u64, &opts.target) {
+                            Ok(c) => {
+                                if let Some(c) = c {
+                                    cached = Some(cached.map_or(c.clone(), |s| s.start..c.end));
+                                }
+                            }
+                            Err(e) => {
+                                failed.store(true, Ordering::Relaxed);
+                                errors.push((i, e));
+                                break;
+                            }
                         }
                         written.fetch_add(r.len() as u64, Ordering::Relaxed);
+                    }
+                    if let Some(c) = cached {
+                        target.write_back(c);
                     }
                 }
                 let _ = free_tx.send(buf);
