@@ -705,3 +705,44 @@ fn receiver_checks_every_call_and_never_overwrites() {
     assert!(after.is_err(), "a call succeeded after shutdown");
     drop((a, b, ops, agent_admin, admin));
 }
+
+/// `--limit-upload` holds with batched uploads: 3 MiB of incompressible data at
+/// 1 MiB/s cannot arrive in less than the limit allows (minus the bucket's
+/// 64 KiB burst), and the point it makes is whole.
+#[test]
+fn an_upload_limit_paces_batched_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path());
+    let keys = Keys::derive(&[9; 32]);
+    let vol = dir.path().join("disk.img");
+    volume(&vol);
+    let remote = RemoteRepository::connect(&srv.url, &srv.tls, "a", &keys).unwrap();
+    remote.set_upload_limit(Some(1 << 20));
+    let started = std::time::Instant::now();
+    let summary = lifeline_replicator::backup(
+        &remote,
+        &keys,
+        &BackupOptions {
+            group: "g".into(),
+            volumes: vec![("disk".into(), vol.clone())],
+            freeze: None,
+            thaw: None,
+            state_dir: dir.path().join("state"),
+            cancel: Arc::new(AtomicBool::new(false)),
+            progress: None,
+            block_map: false,
+        },
+    )
+    .unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(summary.bytes_stored > 3 << 20, "{summary:?}");
+    let least = (summary.bytes_stored - (64 << 10)) as f64 / (1 << 20) as f64;
+    assert!(
+        elapsed >= least * 0.95,
+        "{} bytes went out in {elapsed:.2} s under a 1 MiB/s limit (at least {least:.2} s)",
+        summary.bytes_stored
+    );
+    drop(remote);
+    srv.stop.send(()).unwrap();
+    srv.rt.block_on(srv.task).unwrap().unwrap();
+}
