@@ -472,6 +472,7 @@ pub fn restore(repo: &dyn TenantRepository, keys: &Keys, opts: &RestoreOptions) 
     let buffers = decoders + 4;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
+    let writer_gone = std::sync::atomic::AtomicBool::new(false);
     let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<AlignedBuf>(buffers);
     for _ in 0..buffers {
         free_tx.send(AlignedBuf::new(seg_size)).expect("room for every buffer");
@@ -485,11 +486,18 @@ pub fn restore(repo: &dyn TenantRepository, keys: &Keys, opts: &RestoreOptions) 
             // A hole in a sparse file: nothing to write.
             return Ok((zero_segment_hash(len), None));
         }
-        let mut buf = free_rx
-            .lock()
-            .expect("buffer pool")
-            .recv()
-            .expect("the writer returns buffers");
+        let mut buf = loop {
+            match free_rx
+                .lock()
+                .expect("buffer pool")
+                .recv_timeout(std::time::Duration::from_millis(100))
+            {
+                Ok(b) => break b,
+                // The writer panicked: its panic is what the restore reports.
+                Err(_) if writer_gone.load(Ordering::Relaxed) => return Err(Error::Interrupted),
+                Err(_) => {}
+            }
+        };
         let out = buf.slice(len);
         let (hash, runs) = match leaf {
             None => {
@@ -521,9 +529,18 @@ pub fn restore(repo: &dyn TenantRepository, keys: &Keys, opts: &RestoreOptions) 
     let mut results: Vec<Option<Result<[u8; 32]>>> = (0..leaves.len()).map(|_| None).collect();
     let mut write_errors: Vec<(usize, Error)> = Vec::new();
     let (failed, next, done, written, leaves, decode_one) = (&failed, &next, &done, &written, &leaves, &decode_one);
+    let gone = &writer_gone;
     let (target, free_tx) = (&target, &free_tx);
     std::thread::scope(|scope| {
         let writer = scope.spawn(move || {
+            // Decoders waiting for a buffer learn that none will come back.
+            struct Gone<'a>(&'a std::sync::atomic::AtomicBool);
+            impl Drop for Gone<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::Relaxed);
+                }
+            }
+            let _gone = Gone(gone);
             let mut errors = Vec::new();
             for job in job_rx {
                 let WriteJob {

@@ -431,6 +431,12 @@ impl ReceiverService {
             let repo = me.repo()?;
             let store = repo.store(&tenant).map_err(to_status)?;
             let roots: Vec<ObjectId> = rec.header.roots.iter().filter_map(|r| r.0).collect();
+            // Dedup counts objects still pending in uploads as present, so a
+            // cycle may send nothing and rely on them: make everything pending
+            // durable first (nothing to do in the usual case, where the cycle's
+            // own upload already did), so the check below sees only durable
+            // objects or misses.
+            store.sync().map_err(to_status)?;
             let _gate = me.gc.read();
             if me.gc.needs_full_check(cycle_secs) {
                 // A collection overlapped the agent's cycle: something it was told

@@ -405,7 +405,7 @@ impl ChunkStore for RemoteStore {
     }
 
     fn put_owned(&self, id: &ObjectId, sealed: Vec<u8>) -> lifeline_replicator::Result<bool> {
-        if !self.shared.pending.lock().expect("pending").insert(*id) {
+        if self.shared.pending.lock().expect("pending").contains(id) {
             return Ok(false);
         }
         let limit = self.shared.limit.lock().expect("limit").clone();
@@ -414,6 +414,12 @@ impl ChunkStore for RemoteStore {
         }
         let close_at = self.batch_bytes();
         let mut up = self.shared.upload.lock().expect("upload");
+        // Pending only once in the batch, under the same lock: another thread
+        // that sees it pending (and so does not put it) puts what references
+        // it after it.
+        if !self.shared.pending.lock().expect("pending").insert(*id) {
+            return Ok(false);
+        }
         if up.is_none() {
             *up = Some(self.start_upload());
         }

@@ -746,3 +746,84 @@ fn an_upload_limit_paces_batched_uploads() {
     srv.stop.send(()).unwrap();
     srv.rt.block_on(srv.task).unwrap().unwrap();
 }
+
+/// A point may rely on objects another upload still has pending (dedup counts
+/// them present, so its own cycle sends nothing): the commit makes them durable
+/// before it checks, so a committed point never references objects that exist
+/// only in an unfinished upload.
+#[test]
+fn a_commit_makes_the_objects_it_relies_on_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path());
+    let rt = &srv.rt;
+    let keys = Keys::derive(&[11; 32]);
+    let mut a = replication(rt, &srv.tls, "a", &srv.url);
+    ok(
+        "OpenSession",
+        block(
+            rt,
+            a.open_session(pb::OpenSessionRequest {
+                protocol_version: lifeline_proto::PROTOCOL_VERSION,
+                key_fingerprint: keys.fingerprint().to_vec(),
+            }),
+        ),
+    );
+    let plain = b"a chunk of an upload that has not finished, ".repeat(100);
+    let chunk = keys.chunk_id(&plain);
+    let sealed = seal_object(&keys, ObjectKind::Chunk, &chunk, &[], &plain);
+    // An upload that sends the chunk and stays open (not synced).
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::SealedObjects>(4);
+    let mut uploader = a.clone();
+    let upload = rt.spawn(async move {
+        uploader
+            .put_objects(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    // Enough objects that the receiver stores this batch before the stream ends.
+    let mut objects: Vec<pb::SealedObject> = (0..1100u32)
+        .map(|i| {
+            let p = format!("filler {i}").into_bytes();
+            let id = keys.chunk_id(&p);
+            pb::SealedObject {
+                id: id.0.to_vec(),
+                sealed: seal_object(&keys, ObjectKind::Chunk, &id, &[], &p).into(),
+            }
+        })
+        .collect();
+    objects.insert(
+        0,
+        pb::SealedObject {
+            id: chunk.0.to_vec(),
+            sealed: sealed.into(),
+        },
+    );
+    block(rt, tx.send(pb::SealedObjects { objects })).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while ok("FilterMissing", block(rt, a.filter_missing(ids(&[chunk])))).missing[0] {
+        assert!(std::time::Instant::now() < deadline, "the chunk never became pending");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Another cycle commits a point whose root is that pending chunk.
+    ok(
+        "CommitPoint relying on a pending object",
+        block(
+            rt,
+            a.commit_point(pb::CommitPointRequest {
+                record: record(&keys, "t", "g", 1, chunk),
+                cycle_secs: 0.1,
+                bytes_sent: 0,
+            }),
+        ),
+    );
+    // The scrub reads only durable objects: the point's root is among them.
+    let mut admin = AdminClient::new(channel(rt, &srv.tls, "ops", &srv.url)).max_decoding_message_size(MESSAGE_LIMIT);
+    let v = ok(
+        "Admin.Verify",
+        block(rt, admin.verify(pb::VerifyRequest { tenant: "t".into() })),
+    );
+    let report: serde_json::Value = serde_json::from_str(&v.reports[0]).unwrap();
+    assert_eq!(report["missing"], serde_json::json!([]), "report: {report}");
+    assert_eq!(report["damaged"], serde_json::json!([]), "report: {report}");
+    drop(tx);
+    ok("the open upload, ended", block(rt, upload).unwrap());
+}

@@ -699,7 +699,10 @@ impl ChunkStore for LocalDirStore {
 
     fn sync(&self) -> Result<()> {
         self.wait_background()?;
-        self.flush(true)
+        self.flush(true)?;
+        // A background sync another writer started meanwhile may have failed
+        // and dropped what this one put: say so here too.
+        self.wait_background()
     }
 
     fn losses(&self) -> u64 {
@@ -715,6 +718,10 @@ impl ChunkStore for LocalDirStore {
         let mut st = self.state.lock().expect("state");
         let mut packs = std::mem::take(&mut st.closed);
         packs.extend(st.current.take());
+        if !packs.is_empty() {
+            // Other writers sharing the store lose their pending puts too.
+            self.losses.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         for p in packs {
             for (id, _) in &p.entries {
                 st.pending.remove(id);
