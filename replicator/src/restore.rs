@@ -459,6 +459,13 @@ pub fn restore(repo: &dyn TenantRepository, keys: &Keys, opts: &RestoreOptions) 
     let target = open_target(&opts.target, &entry)?;
     let written = AtomicU64::new(0);
     let done = AtomicU64::new(0);
+    // A segment is done once written (or, for a hole, once decoded).
+    let report_done = |len: u64| {
+        let d = done.fetch_add(len, Ordering::Relaxed) + len;
+        if let Some(p) = &opts.progress {
+            p(d, entry.size);
+        }
+    };
     let seg_size = entry.segment_size as usize;
     // Decoders take segments in volume order from a shared counter: one
     // segment per step (data bunched in a few regions of a volume is shared
@@ -528,7 +535,8 @@ pub fn restore(repo: &dyn TenantRepository, keys: &Keys, opts: &RestoreOptions) 
     };
     let mut results: Vec<Option<Result<[u8; 32]>>> = (0..leaves.len()).map(|_| None).collect();
     let mut write_errors: Vec<(usize, Error)> = Vec::new();
-    let (failed, next, done, written, leaves, decode_one) = (&failed, &next, &done, &written, &leaves, &decode_one);
+    let (failed, next, written, leaves, decode_one, report_done) =
+        (&failed, &next, &written, &leaves, &decode_one, &report_done);
     let gone = &writer_gone;
     let (target, free_tx) = (&target, &free_tx);
     std::thread::scope(|scope| {
@@ -573,10 +581,7 @@ pub fn restore(repo: &dyn TenantRepository, keys: &Keys, opts: &RestoreOptions) 
                     }
                 }
                 let _ = free_tx.send(buf);
-                let d = done.fetch_add(len as u64, Ordering::Relaxed) + len as u64;
-                if let Some(p) = &opts.progress {
-                    p(d, entry.size);
-                }
+                report_done(len as u64);
             }
             errors
         });
@@ -588,25 +593,18 @@ pub fn restore(repo: &dyn TenantRepository, keys: &Keys, opts: &RestoreOptions) 
                     while !failed.load(Ordering::Relaxed) {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(leaf) = leaves.get(i) else { break };
-                        let r = match decode_one(i, leaf) {
-                            Ok((hash, job)) => {
-                                match job {
-                                    Some(job) => job_tx.send(job).expect("the writer runs until the decoders end"),
-                                    None => {
-                                        let len = (entry.size - i as u64 * entry.segment_size).min(entry.segment_size);
-                                        let d = done.fetch_add(len, Ordering::Relaxed) + len;
-                                        if let Some(p) = &opts.progress {
-                                            p(d, entry.size);
-                                        }
-                                    }
+                        let r = decode_one(i, leaf).map(|(hash, job)| {
+                            match job {
+                                Some(job) => job_tx.send(job).expect("the writer runs until the decoders end"),
+                                None => {
+                                    report_done((entry.size - i as u64 * entry.segment_size).min(entry.segment_size))
                                 }
-                                Ok(hash)
                             }
-                            Err(e) => {
-                                failed.store(true, Ordering::Relaxed);
-                                Err(e)
-                            }
-                        };
+                            hash
+                        });
+                        if r.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
                         mine.push((i, r));
                     }
                     mine

@@ -372,15 +372,6 @@ impl RemoteStore {
         }
     }
 
-    /// Bytes that close a batch: under an upload limit, a small share of a
-    /// second's worth, so the rate stays smooth at any limit.
-    fn batch_bytes(&self) -> usize {
-        match self.shared.limit.lock().expect("limit").as_ref() {
-            Some(l) => UPLOAD_BATCH_BYTES.min((l.rate() / 32) as usize).max(1),
-            None => UPLOAD_BATCH_BYTES,
-        }
-    }
-
     /// Why the upload stream ended early: the status its call ended with.
     fn upload_ended(&self) -> Error {
         let s = &self.shared;
@@ -409,10 +400,14 @@ impl ChunkStore for RemoteStore {
             return Ok(false);
         }
         let limit = self.shared.limit.lock().expect("limit").clone();
-        if let Some(limit) = limit {
+        if let Some(limit) = &limit {
             limit.wait(sealed.len());
         }
-        let close_at = self.batch_bytes();
+        // Bytes that close a batch: under an upload limit, a small share of a
+        // second's worth, so the rate stays smooth at any limit.
+        let close_at = limit.map_or(UPLOAD_BATCH_BYTES, |l| {
+            UPLOAD_BATCH_BYTES.min((l.rate() / 32) as usize).max(1)
+        });
         let mut up = self.shared.upload.lock().expect("upload");
         // Pending only once in the batch, under the same lock: another thread
         // that sees it pending (and so does not put it) puts what references

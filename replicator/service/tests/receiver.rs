@@ -158,6 +158,25 @@ fn volume(path: &Path) {
     std::fs::write(path, data).unwrap();
 }
 
+/// One backup of volume `disk` = `vol` into group `g` through `remote`.
+fn backup_of(remote: &RemoteRepository, keys: &Keys, vol: &Path, dir: &Path) -> lifeline_replicator::BackupSummary {
+    lifeline_replicator::backup(
+        remote,
+        keys,
+        &BackupOptions {
+            group: "g".into(),
+            volumes: vec![("disk".into(), vol.to_path_buf())],
+            freeze: None,
+            thaw: None,
+            state_dir: dir.join("state"),
+            cancel: Arc::new(AtomicBool::new(false)),
+            progress: None,
+            block_map: false,
+        },
+    )
+    .unwrap()
+}
+
 struct Server {
     rt: Runtime,
     addr: SocketAddr,
@@ -570,21 +589,7 @@ fn receiver_checks_every_call_and_never_overwrites() {
     volume(&vol);
     let summary = {
         let remote = RemoteRepository::connect(&srv.url, &srv.tls, "a", &keys).unwrap();
-        lifeline_replicator::backup(
-            &remote,
-            &keys,
-            &BackupOptions {
-                group: "g".into(),
-                volumes: vec![("disk".into(), vol.clone())],
-                freeze: None,
-                thaw: None,
-                state_dir: dir.path().join("state"),
-                cancel: Arc::new(AtomicBool::new(false)),
-                progress: None,
-                block_map: false,
-            },
-        )
-        .unwrap()
+        backup_of(&remote, &keys, &vol, dir.path())
     };
     assert_eq!(summary.seq, 1);
     assert!(summary.objects_new > 0);
@@ -719,21 +724,7 @@ fn an_upload_limit_paces_batched_uploads() {
     let remote = RemoteRepository::connect(&srv.url, &srv.tls, "a", &keys).unwrap();
     remote.set_upload_limit(Some(1 << 20));
     let started = std::time::Instant::now();
-    let summary = lifeline_replicator::backup(
-        &remote,
-        &keys,
-        &BackupOptions {
-            group: "g".into(),
-            volumes: vec![("disk".into(), vol.clone())],
-            freeze: None,
-            thaw: None,
-            state_dir: dir.path().join("state"),
-            cancel: Arc::new(AtomicBool::new(false)),
-            progress: None,
-            block_map: false,
-        },
-    )
-    .unwrap();
+    let summary = backup_of(&remote, &keys, &vol, dir.path());
     let elapsed = started.elapsed().as_secs_f64();
     assert!(summary.bytes_stored > 3 << 20, "{summary:?}");
     let least = (summary.bytes_stored - (64 << 10)) as f64 / (1 << 20) as f64;

@@ -260,18 +260,27 @@ impl Packs {
         let _g = self.sync_lock.lock().expect("sync lock");
         let r = self.flush_locked(all);
         if r.is_err() {
-            let mut st = self.state.lock().expect("state");
-            let mut packs = std::mem::take(&mut st.closed);
-            packs.extend(st.current.take());
-            for p in packs {
-                let _ = fs::remove_file(&p.tmp);
-            }
-            st.pending.clear();
-            st.closed_bytes = 0;
-            drop(st);
+            self.drop_unsynced();
             self.losses.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         r
+    }
+
+    /// Drops the open and the finished packs not yet synced, with their
+    /// objects; true when there were any.
+    fn drop_unsynced(&self) -> bool {
+        let mut st = self.state.lock().expect("state");
+        let mut packs = std::mem::take(&mut st.closed);
+        packs.extend(st.current.take());
+        let dropped = !packs.is_empty();
+        for p in packs {
+            for (id, _) in &p.entries {
+                st.pending.remove(id);
+            }
+            let _ = fs::remove_file(&p.tmp);
+        }
+        st.closed_bytes = 0;
+        dropped
     }
 
     fn flush_locked(&self, all: bool) -> Result<()> {
@@ -715,21 +724,11 @@ impl ChunkStore for LocalDirStore {
         if let Err(e) = self.wait_background() {
             tracing::debug!(error = %e, "background sync of an abandoned write failed");
         }
-        let mut st = self.state.lock().expect("state");
-        let mut packs = std::mem::take(&mut st.closed);
-        packs.extend(st.current.take());
-        if !packs.is_empty() {
+        if self.drop_unsynced() {
             // Other writers sharing the store lose their pending puts too.
             self.losses.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
-        for p in packs {
-            for (id, _) in &p.entries {
-                st.pending.remove(id);
-            }
-            let _ = fs::remove_file(&p.tmp);
-        }
-        st.closed_bytes = 0;
-        st.deleted.clear();
+        self.state.lock().expect("state").deleted.clear();
     }
 
     fn list(&self, f: &mut dyn FnMut(StoredObject) -> Result<()>) -> Result<()> {
