@@ -41,7 +41,7 @@ use crate::reader::ObjectReader;
 use crate::restore::{read_full_segment, read_segment_node, volume_leaves};
 use crate::store::ChunkStore;
 use crate::tenant_repository::{CycleReport, TenantRepository};
-use crate::volume::VolumeSource;
+use crate::volume::{SegmentBuf, VolumeSource};
 use crate::volume_hash::{VolumeHasher, zero_segment_hash};
 
 /// Progress callback: bytes done, bytes total.
@@ -111,6 +111,9 @@ struct Ctx<'a> {
     cancel: &'a AtomicBool,
     progress: Option<&'a Progress>,
     total: u64,
+    /// Workers of their own when the store wants more callers than cores
+    /// (see [`ChunkStore::callers_per_core`]); else rayon's global pool.
+    pool: Option<rayon::ThreadPool>,
 }
 
 impl Ctx<'_> {
@@ -298,13 +301,14 @@ impl Ctx<'_> {
             }
             None => Default::default(),
         };
-        let segs: Vec<Result<SegmentState>> = (0..vol.segments())
+        let scan = || -> Vec<Result<SegmentState>> {
+            (0..vol.segments())
             .into_par_iter()
             // Short jobs, so a run of heavy segments (data is often bunched in a
             // few regions of a volume) is shared between the cores.
             .with_max_len(4)
             .map_init(
-                || (vol.reader(), Vec::with_capacity(SEGMENT_SIZE)),
+                || (vol.reader(), SegmentBuf::default()),
                 |(reader, buf), i| {
                     if self.cancel.load(Ordering::Relaxed) {
                         return Err(Error::Interrupted);
@@ -374,7 +378,12 @@ impl Ctx<'_> {
                     Ok(result)
                 },
             )
-            .collect();
+            .collect()
+        };
+        let segs = match &self.pool {
+            Some(pool) => pool.install(scan),
+            None => scan(),
+        };
         Ok(VolumeState {
             name: vol.name.clone(),
             size: vol.size,
@@ -465,6 +474,16 @@ pub fn backup(repo: &dyn TenantRepository, keys: &Keys, opts: &BackupOptions) ->
         cancel: &opts.cancel,
         progress: opts.progress.as_ref(),
         total: sources.iter().map(|s| s.size).sum::<u64>() * if opts.freeze.is_some() { 2 } else { 1 },
+        pool: match store.callers_per_core() {
+            1 => None,
+            n => Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(rayon::current_num_threads() * n)
+                    .thread_name(|i| format!("backup-{i}"))
+                    .build()
+                    .map_err(|e| Error::io("start the backup's workers", std::io::Error::other(e)))?,
+            ),
+        },
     };
     let result = (|| -> Result<BackupSummary> {
         // Bases of block deltas: the nodes the agent state remembers, else (no

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use crate::chunker::{SegmentHasher, runs, segment_hash};
 use crate::error::Result;
 use crate::file_formats::KDF_VOLUME_HASH;
-use crate::volume::VolumeSource;
+use crate::volume::{SegmentBuf, VolumeSource};
 
 /// Reads a volume (file or block device) and returns its size and volume hash,
 /// the one a point records: segments hashed in parallel, holes never read. Used to
@@ -22,7 +22,7 @@ pub fn hash_volume(path: &Path) -> Result<(u64, String)> {
     let vol = VolumeSource::open("volume", path)?;
     let hashes = (0..vol.segments())
         .into_par_iter()
-        .map_init(Vec::new, |buf, i| {
+        .map_init(SegmentBuf::default, |buf, i| {
             // One open per 4 MiB segment costs nothing next to the read.
             vol.read_segment(&vol.reader()?, i, buf)?;
             Ok(segment_hash(buf, &runs(buf)))

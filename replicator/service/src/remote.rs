@@ -443,6 +443,12 @@ impl ChunkStore for RemoteStore {
         Ok(true)
     }
 
+    /// Two: a backup's worker waits a round trip for each segment's
+    /// presence query, while another works.
+    fn callers_per_core(&self) -> usize {
+        2
+    }
+
     fn contains(&self, id: &ObjectId) -> lifeline_replicator::Result<bool> {
         Ok(!self.missing(std::slice::from_ref(id))?[0])
     }

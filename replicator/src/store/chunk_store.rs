@@ -52,6 +52,13 @@ pub trait ChunkStore: Send + Sync {
     fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>> {
         ids.iter().map(|id| self.get(id)).collect()
     }
+    /// How many callers per core keep the cores busy: 1 for a store that
+    /// answers on the caller's thread; more for one whose calls wait on the
+    /// network, so a core works on the next segment while one caller waits
+    /// for an answer.
+    fn callers_per_core(&self) -> usize {
+        1
+    }
     /// Makes every earlier put and delete durable.
     fn sync(&self) -> Result<()>;
     /// How many times a failure (a full disk, an I/O error) dropped puts that
