@@ -72,7 +72,7 @@ impl VolumeSource {
         let ctx = || format!("read volume `{}` at {} offset {start}", self.name, self.path.display());
         // The data ranges, relative to the segment.
         let data: Vec<std::ops::Range<usize>> = if self.is_block_device {
-            vec![0..len]
+            std::iter::once(0..len).collect()
         } else {
             let mut data = Vec::new();
             let mut pos = start;
@@ -233,7 +233,7 @@ mod tests {
         assert_eq!(subtract(0..10, &[]), vec![0..10]);
         assert_eq!(subtract(0..10, &[2..4, 6..8]), vec![0..2, 4..6, 8..10]);
         assert_eq!(subtract(3..7, &[0..4, 6..12]), vec![4..6]);
-        assert_eq!(subtract(3..7, &[0..12]), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(subtract(3..7, std::slice::from_ref(&(0..12))), Vec::<std::ops::Range<usize>>::new());
         assert_eq!(subtract(3..7, &[0..1, 8..9]), vec![3..7]);
     }
 
