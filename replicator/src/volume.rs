@@ -233,7 +233,10 @@ mod tests {
         assert_eq!(subtract(0..10, &[]), vec![0..10]);
         assert_eq!(subtract(0..10, &[2..4, 6..8]), vec![0..2, 4..6, 8..10]);
         assert_eq!(subtract(3..7, &[0..4, 6..12]), vec![4..6]);
-        assert_eq!(subtract(3..7, std::slice::from_ref(&(0..12))), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(
+            subtract(3..7, std::slice::from_ref(&(0..12))),
+            Vec::<std::ops::Range<usize>>::new()
+        );
         assert_eq!(subtract(3..7, &[0..1, 8..9]), vec![3..7]);
     }
 

@@ -38,6 +38,54 @@ use crate::store::{ChunkStore, StoredObject};
 pub const SYNC_BATCH_BYTES: u64 = 256 << 20;
 /// Open pack files kept for reading.
 const READER_CACHE: usize = 256;
+/// Pack footers [`FooterCache`] keeps (a few MiB at most).
+const FOOTER_CACHE: usize = 16;
+
+/// The objects of the packs read last, from their footers: a restore reads
+/// chunks in about the order they were written, so a run of reads from one
+/// pack costs one index lookup (and one footer read) instead of one lookup
+/// per object. Only durable, published packs are here; a pack leaves when
+/// its file is deleted, and every pack leaves when objects are removed from
+/// the index. A footer read after a collection may still list an object it
+/// removed from a pack that stays: `get_many` then returns that object's
+/// bytes (exactly those put under its id, which the caller authenticates)
+/// where `get` says it is missing. Only a restore reads through `get_many`,
+/// and only objects a committed point references.
+#[derive(Default)]
+struct FooterCache {
+    /// Most recently used last.
+    packs: Vec<(PackId, Arc<HashMap<ObjectId, ObjectLocation>>)>,
+}
+
+impl FooterCache {
+    fn find(&mut self, id: &ObjectId) -> Option<ObjectLocation> {
+        let i = self.packs.iter().rposition(|(_, m)| m.contains_key(id))?;
+        let loc = self.packs[i].1[id];
+        if i + 1 != self.packs.len() {
+            let hit = self.packs.remove(i);
+            self.packs.push(hit);
+        }
+        Some(loc)
+    }
+
+    fn has(&self, pack: &PackId) -> bool {
+        self.packs.iter().any(|(p, _)| p == pack)
+    }
+
+    fn insert(&mut self, pack: PackId, objects: HashMap<ObjectId, ObjectLocation>) {
+        if self.has(&pack) {
+            return;
+        }
+        if self.packs.len() >= FOOTER_CACHE {
+            self.packs.remove(0);
+        }
+        self.packs.push((pack, Arc::new(objects)));
+    }
+
+    fn forget(&mut self, pack: &PackId) {
+        self.packs.retain(|(p, _)| p != pack);
+    }
+}
 
 struct OpenPack {
     id: PackId,
@@ -85,6 +133,8 @@ pub struct Packs {
     /// Serialises syncs so packs are published in order.
     sync_lock: Mutex<()>,
     readers: Mutex<HashMap<PackId, Arc<File>>>,
+    /// Footers of the packs [`get_many`](ChunkStore::get_many) read last.
+    footers: Mutex<FooterCache>,
     /// Times a failed sync dropped objects that were put but not durable.
     losses: std::sync::atomic::AtomicU64,
     /// Bytes of finished packs that start a background sync.
@@ -118,6 +168,7 @@ impl LocalDirStore {
                 state: Mutex::new(WriteState::default()),
                 sync_lock: Mutex::new(()),
                 readers: Mutex::new(HashMap::new()),
+                footers: Mutex::new(FooterCache::default()),
                 losses: Default::default(),
                 sync_batch: SYNC_BATCH_BYTES,
             }),
@@ -307,6 +358,7 @@ impl Packs {
             return Err(e);
         }
         if !deleted.is_empty() {
+            self.footers.lock().expect("footers").packs.clear();
             self.index.remove(&deleted)?;
         }
         Ok(())
@@ -361,6 +413,46 @@ impl Packs {
             }
         })?;
         Ok(buf)
+    }
+
+    /// Reads an object, pending or published; with the published pack it
+    /// was found in.
+    fn get_located(&self, id: &ObjectId) -> Result<(Vec<u8>, Option<PackId>)> {
+        let pending = self.state.lock().expect("state").pending.get(id).cloned();
+        if let Some((file, loc)) = pending {
+            return Ok((self.read_at(id, &file, &loc, &self.dir)?, None));
+        }
+        let loc = self.index.get(id)?.ok_or_else(|| Error::ObjectMissing {
+            id: id.to_hex(),
+            location: self.dir.display().to_string(),
+        })?;
+        let file = self.reader(&loc.pack)?.ok_or_else(|| Error::ObjectMissing {
+            id: id.to_hex(),
+            location: format!("{} (its pack file is gone)", self.pack_path(&loc.pack).display()),
+        })?;
+        Ok((
+            self.read_at(id, &file, &loc, &self.pack_path(&loc.pack))?,
+            Some(loc.pack),
+        ))
+    }
+
+    /// Caches the footer of a published pack, unless it is cached already.
+    /// A footer that cannot be read is simply not cached: reads of the
+    /// pack's objects then go through the index.
+    fn remember_footer(&self, pack: PackId) {
+        if self.footers.lock().expect("footers").has(&pack) {
+            return;
+        }
+        match read_footer(&self.pack_path(&pack), pack) {
+            Ok(entries) => self
+                .footers
+                .lock()
+                .expect("footers")
+                .insert(pack, entries.into_iter().collect()),
+            Err(reason) => {
+                tracing::debug!(pack = %pack.to_hex(), %reason, "pack footer unreadable; reading its objects through the index")
+            }
+        }
     }
 
     fn describe(&self, loc: &ObjectLocation) -> String {
@@ -533,6 +625,7 @@ impl Packs {
                 }
             }
             if !dry_run && !batch.is_empty() {
+                self.footers.lock().expect("footers").packs.clear();
                 self.index.remove_unsynced(&batch)?;
             }
             if n < buf.len() {
@@ -576,6 +669,7 @@ impl Packs {
         for p in packs {
             let path = self.pack_path(p);
             self.readers.lock().expect("readers").remove(p);
+            self.footers.lock().expect("footers").forget(p);
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -691,19 +785,28 @@ impl ChunkStore for LocalDirStore {
     }
 
     fn get(&self, id: &ObjectId) -> Result<Vec<u8>> {
-        let pending = self.state.lock().expect("state").pending.get(id).cloned();
-        if let Some((file, loc)) = pending {
-            return self.read_at(id, &file, &loc, &self.dir);
-        }
-        let loc = self.index.get(id)?.ok_or_else(|| Error::ObjectMissing {
-            id: id.to_hex(),
-            location: self.dir.display().to_string(),
-        })?;
-        let file = self.reader(&loc.pack)?.ok_or_else(|| Error::ObjectMissing {
-            id: id.to_hex(),
-            location: format!("{} (its pack file is gone)", self.pack_path(&loc.pack).display()),
-        })?;
-        self.read_at(id, &file, &loc, &self.pack_path(&loc.pack))
+        self.get_located(id).map(|(bytes, _)| bytes)
+    }
+
+    /// Reads objects by the footers of the packs read last where it can
+    /// (see [`FooterCache`]), else as [`get`](Self::get) does, then keeps
+    /// the footer of the pack it found the object in.
+    fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>> {
+        ids.iter()
+            .map(|id| {
+                let cached = self.footers.lock().expect("footers").find(id);
+                if let Some(loc) = cached
+                    && let Some(file) = self.reader(&loc.pack)?
+                {
+                    return self.read_at(id, &file, &loc, &self.pack_path(&loc.pack));
+                }
+                let (bytes, published) = self.get_located(id)?;
+                if let Some(pack) = published {
+                    self.remember_footer(pack);
+                }
+                Ok(bytes)
+            })
+            .collect()
     }
 
     fn sync(&self) -> Result<()> {
@@ -882,6 +985,48 @@ mod tests {
         assert!(s.pack_path(&live).exists());
         assert_eq!(s.get(&id(2)).unwrap(), b"live");
         assert!(!s.contains(&id(1)).unwrap());
+    }
+
+    /// `get_many` finds objects through the footers of the packs it read
+    /// last: more packs than the cache keeps, read in and out of pack order,
+    /// a pending object among them. An object removed from the index is
+    /// missing again even while its pack's footer was cached, and a deleted
+    /// pack leaves the cache.
+    #[test]
+    fn get_many_reads_through_pack_footers_and_forgets_what_was_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let (_cat, idx, s) = store_with_batch(d.path(), u64::MAX);
+        let bytes = |b: u8| format!("object {b}").into_bytes();
+        for p in 0..20u8 {
+            s.put(&id(2 * p + 1), &bytes(2 * p + 1)).unwrap();
+            s.put(&id(2 * p + 2), &bytes(2 * p + 2)).unwrap();
+            s.sync().unwrap();
+        }
+        s.put(&id(200), &bytes(200)).unwrap();
+        let mut ids: Vec<ObjectId> = (1..=40).map(id).collect();
+        ids.push(id(200));
+        ids.extend((1..=40).rev().map(id));
+        let want: Vec<Vec<u8>> = ids.iter().map(|i| bytes(i.0[0])).collect();
+        assert_eq!(s.get_many(&ids).unwrap(), want);
+        assert_eq!(s.get_many(&ids).unwrap(), want, "again, from the cached footers");
+        {
+            let mut f = s.footers.lock().unwrap();
+            assert_eq!(f.packs.len(), FOOTER_CACHE);
+            assert!(f.find(&id(2)).is_some(), "the pack of object 1 and 2 is cached");
+            assert!(f.find(&id(200)).is_none(), "a pending object is in no footer");
+        }
+        // Object 1 removed: its pack stays (object 2 lives there).
+        s.delete(&id(1)).unwrap();
+        s.sync().unwrap();
+        assert!(matches!(s.get_many(&[id(1)]), Err(Error::ObjectMissing { .. })));
+        assert_eq!(s.get_many(&[id(2)]).unwrap(), vec![bytes(2)]);
+        // Object 2 removed too and its pack deleted, as a collection does.
+        let pack = idx.get(&id(2)).unwrap().unwrap().pack;
+        idx.remove(&[id(2)]).unwrap();
+        s.delete_packs(&[pack]).unwrap();
+        assert!(!s.footers.lock().unwrap().has(&pack));
+        assert!(matches!(s.get_many(&[id(2)]), Err(Error::ObjectMissing { .. })));
+        assert_eq!(s.get_many(&[id(4), id(3)]).unwrap(), vec![bytes(4), bytes(3)]);
     }
 
     #[test]
