@@ -103,6 +103,15 @@ struct Counters {
     delta: AtomicU64,
 }
 
+/// What a volume's segments are compared against: see [`Ctx::scan_volume`].
+#[derive(Clone, Copy)]
+struct VolumeScan<'a> {
+    vol: &'a VolumeSource,
+    base: Option<&'a VolumeState>,
+    priors: &'a [Option<ObjectId>],
+    gone: &'a std::collections::HashSet<ObjectId>,
+}
+
 struct Ctx<'a> {
     keys: &'a Keys,
     store: &'a dyn ChunkStore,
@@ -276,6 +285,88 @@ impl Ctx<'_> {
         Ok(Some((id, true)))
     }
 
+    /// Reads, compares and (when changed) stores segment `i` of a volume.
+    fn scan_segment(
+        &self,
+        v: &VolumeScan,
+        reader: &Result<std::fs::File>,
+        buf: &mut SegmentBuf,
+        i: usize,
+    ) -> Result<SegmentState> {
+        let VolumeScan {
+            vol,
+            base,
+            priors,
+            gone,
+        } = *v;
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        let reader = reader
+            .as_ref()
+            .map_err(|e| Error::io(e.to_string(), std::io::Error::other("open failed")))?;
+        let read = vol.read_segment(reader, i, buf)?;
+        let runs = if read == 0 { Vec::new() } else { runs(buf) };
+        let hash = if read == 0 {
+            zero_segment_hash(buf.len())
+        } else {
+            segment_hash(buf, &runs)
+        };
+        self.counters.scanned.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.counters.read.fetch_add(read, Ordering::Relaxed);
+        self.counters.segments.fetch_add(1, Ordering::Relaxed);
+        let result = match base.and_then(|b| b.segments.get(i)) {
+            // Reuse the node of an unchanged segment, if the store still has it
+            // (a node present in the store has all its chunks present).
+            Some(prev) if prev.hash == hash && prev.node.is_none_or(|n| !gone.contains(&n)) => *prev,
+            _ => {
+                self.counters.changed.fetch_add(1, Ordering::Relaxed);
+                let prior = priors.get(i).copied().flatten().filter(|p| !gone.contains(p));
+                let delta = match prior {
+                    Some(prior) if read > 0 => match self.store_delta(buf, &runs, &prior) {
+                        Ok(d) => d,
+                        // A base collected or damaged since costs a full
+                        // segment, never the point; other errors stop it.
+                        Err(
+                            e @ (Error::ObjectMissing { .. }
+                            | Error::ObjectDamaged { .. }
+                            | Error::ObjectAuthentication { .. }),
+                        ) => {
+                            tracing::warn!(segment = i, error = %e, "cannot use the segment's previous block map; storing it in full");
+                            None
+                        }
+                        Err(e) => return Err(e),
+                    },
+                    _ => None,
+                };
+                let (node, data, mapped) = match delta {
+                    Some((id, is_delta)) => {
+                        if is_delta {
+                            self.counters.delta.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let data = runs.iter().filter(|r| !r.zero).map(|r| r.range.len() as u64).sum();
+                        (Some(id), data, true)
+                    }
+                    None if read == 0 => (None, 0, false),
+                    None => {
+                        let (node, data) = self.store_segment(buf, &runs)?;
+                        (node, data, self.block_map && node.is_some())
+                    }
+                };
+                SegmentState {
+                    hash,
+                    node,
+                    data_bytes: data as u32,
+                    mapped,
+                }
+            }
+        };
+        if let Some(p) = self.progress {
+            p(self.counters.scanned.load(Ordering::Relaxed), self.total);
+        }
+        Ok(result)
+    }
+
     /// Scans one volume against `base` (what the last point or pass saw).
     /// `priors` are the segment nodes of the volume at the group's last point,
     /// the bases of block deltas (empty when there are none to use).
@@ -301,88 +392,27 @@ impl Ctx<'_> {
             }
             None => Default::default(),
         };
-        let scan = || -> Vec<Result<SegmentState>> {
+        let scan = VolumeScan {
+            vol,
+            base,
+            priors,
+            gone: &gone,
+        };
+        let segments = || {
             (0..vol.segments())
-            .into_par_iter()
-            // Short jobs, so a run of heavy segments (data is often bunched in a
-            // few regions of a volume) is shared between the cores.
-            .with_max_len(4)
-            .map_init(
-                || (vol.reader(), SegmentBuf::default()),
-                |(reader, buf), i| {
-                    if self.cancel.load(Ordering::Relaxed) {
-                        return Err(Error::Interrupted);
-                    }
-                    let reader = reader
-                        .as_ref()
-                        .map_err(|e| Error::io(e.to_string(), std::io::Error::other("open failed")))?;
-                    let read = vol.read_segment(reader, i, buf)?;
-                    let runs = if read == 0 { Vec::new() } else { runs(buf) };
-                    let hash = if read == 0 {
-                        zero_segment_hash(buf.len())
-                    } else {
-                        segment_hash(buf, &runs)
-                    };
-                    self.counters.scanned.fetch_add(buf.len() as u64, Ordering::Relaxed);
-                    self.counters.read.fetch_add(read, Ordering::Relaxed);
-                    self.counters.segments.fetch_add(1, Ordering::Relaxed);
-                    let result = match base.and_then(|b| b.segments.get(i)) {
-                        // Reuse the node of an unchanged segment, if the store still has it
-                        // (a node present in the store has all its chunks present).
-                        Some(prev) if prev.hash == hash && prev.node.is_none_or(|n| !gone.contains(&n)) => *prev,
-                        _ => {
-                            self.counters.changed.fetch_add(1, Ordering::Relaxed);
-                            let prior = priors.get(i).copied().flatten().filter(|p| !gone.contains(p));
-                            let delta = match prior {
-                                Some(prior) if read > 0 => match self.store_delta(buf, &runs, &prior) {
-                                    Ok(d) => d,
-                                    // A base collected or damaged since costs a full
-                                    // segment, never the point; other errors stop it.
-                                    Err(
-                                        e @ (Error::ObjectMissing { .. }
-                                        | Error::ObjectDamaged { .. }
-                                        | Error::ObjectAuthentication { .. }),
-                                    ) => {
-                                        tracing::warn!(segment = i, error = %e, "cannot use the segment's previous block map; storing it in full");
-                                        None
-                                    }
-                                    Err(e) => return Err(e),
-                                },
-                                _ => None,
-                            };
-                            let (node, data, mapped) = match delta {
-                                Some((id, is_delta)) => {
-                                    if is_delta {
-                                        self.counters.delta.fetch_add(1, Ordering::Relaxed);
-                                    }
-                                    let data = runs.iter().filter(|r| !r.zero).map(|r| r.range.len() as u64).sum();
-                                    (Some(id), data, true)
-                                }
-                                None if read == 0 => (None, 0, false),
-                                None => {
-                                    let (node, data) = self.store_segment(buf, &runs)?;
-                                    (node, data, self.block_map && node.is_some())
-                                }
-                            };
-                            SegmentState {
-                                hash,
-                                node,
-                                data_bytes: data as u32,
-                                mapped,
-                            }
-                        }
-                    };
-                    if let Some(p) = self.progress {
-                        p(self.counters.scanned.load(Ordering::Relaxed), self.total);
-                    }
-                    Ok(result)
-                },
-            )
-            .collect()
+                .into_par_iter()
+                // Short jobs, so a run of heavy segments (data is often bunched in a
+                // few regions of a volume) is shared between the cores.
+                .with_max_len(4)
+                .map_init(
+                    || (vol.reader(), SegmentBuf::default()),
+                    |(reader, buf), i| self.scan_segment(&scan, &*reader, buf, i),
+                )
+                .collect::<Vec<Result<SegmentState>>>()
         };
         let segs = match &self.pool {
-            Some(pool) => pool.install(scan),
-            None => scan(),
+            Some(pool) => pool.install(segments),
+            None => segments(),
         };
         Ok(VolumeState {
             name: vol.name.clone(),
