@@ -39,15 +39,20 @@ impl<'a> ObjectReader<'a> {
 
     /// Authenticates and opens a fetched chunk straight into `out` (exactly its
     /// length); see [`open_chunk_into`](crate::crypto::seal::open_chunk_into).
-    /// A chunk that fails authentication is read again from the store to
-    /// say whether it is damaged or altered.
+    /// A chunk that fails is read again with [`ChunkStore::get`] and opened
+    /// from there: a batch read may have found an older copy of it (a damaged
+    /// one that `verify --repair` dropped from the index, in a pack kept for
+    /// its other objects; see [`ChunkStore::get_many`]). Only if that copy
+    /// fails too is the chunk reported, as damaged or altered as its stored
+    /// bytes say.
     pub fn open_chunk_into(&self, id: &ObjectId, bytes: &mut [u8], out: &mut [u8]) -> Result<()> {
-        match open_chunk_into(self.keys, id, bytes, out) {
+        if open_chunk_into(self.keys, id, bytes, out).is_ok() {
+            return Ok(());
+        }
+        let stored = self.store.get(id)?;
+        match open_chunk_into(self.keys, id, &mut stored.clone(), out) {
             Ok(()) => Ok(()),
-            Err(OpenError::Authentication) => {
-                let stored = self.store.get(id)?;
-                Err(self.open_error(id, rejection(&stored)))
-            }
+            Err(OpenError::Authentication) => Err(self.open_error(id, rejection(&stored))),
             Err(e) => Err(self.open_error(id, e)),
         }
     }

@@ -133,10 +133,8 @@ impl SegmentBuf {
             self.bytes.resize(len, 0);
             self.dirty.clear();
         }
-        for d in std::mem::take(&mut self.dirty) {
-            for gap in subtract(d, &data) {
-                self.bytes[gap].fill(0);
-            }
+        for gap in subtract(&self.dirty, &data) {
+            self.bytes[gap].fill(0);
         }
         self.dirty = data;
         &mut self.bytes
@@ -150,24 +148,28 @@ impl std::ops::Deref for SegmentBuf {
     }
 }
 
-/// The parts of `r` outside every range of `sorted` (sorted, disjoint).
-fn subtract(r: std::ops::Range<usize>, sorted: &[std::ops::Range<usize>]) -> Vec<std::ops::Range<usize>> {
+/// The parts of the ranges of `from` outside every range of `minus` (both
+/// sorted and disjoint), in one pass over both.
+fn subtract(from: &[std::ops::Range<usize>], minus: &[std::ops::Range<usize>]) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
-    let mut pos = r.start;
-    for s in sorted {
-        if s.end <= pos {
-            continue;
+    let mut j = 0;
+    for r in from {
+        // Ranges of `minus` that end before `r` cannot reach a later one either.
+        while j < minus.len() && minus[j].end <= r.start {
+            j += 1;
         }
-        if s.start >= r.end {
-            break;
+        let mut pos = r.start;
+        let mut k = j;
+        while k < minus.len() && minus[k].start < r.end {
+            if minus[k].start > pos {
+                out.push(pos..minus[k].start);
+            }
+            pos = pos.max(minus[k].end);
+            k += 1;
         }
-        if s.start > pos {
-            out.push(pos..s.start);
+        if pos < r.end {
+            out.push(pos..r.end);
         }
-        pos = pos.max(s.end);
-    }
-    if pos < r.end {
-        out.push(pos..r.end);
     }
     out
 }
@@ -230,14 +232,17 @@ mod tests {
 
     #[test]
     fn subtract_leaves_what_no_range_covers() {
-        assert_eq!(subtract(0..10, &[]), vec![0..10]);
-        assert_eq!(subtract(0..10, &[2..4, 6..8]), vec![0..2, 4..6, 8..10]);
-        assert_eq!(subtract(3..7, &[0..4, 6..12]), vec![4..6]);
+        let one = |r: std::ops::Range<usize>| vec![r];
+        assert_eq!(subtract(&one(0..10), &[]), one(0..10));
+        assert_eq!(subtract(&one(0..10), &[2..4, 6..8]), vec![0..2, 4..6, 8..10]);
+        assert_eq!(subtract(&one(3..7), &[0..4, 6..12]), one(4..6));
+        assert!(subtract(&one(3..7), &one(0..12)).is_empty());
+        assert_eq!(subtract(&one(3..7), &[0..1, 8..9]), one(3..7));
+        // Several ranges on both sides, one of `minus` spanning two of `from`.
         assert_eq!(
-            subtract(3..7, std::slice::from_ref(&(0..12))),
-            Vec::<std::ops::Range<usize>>::new()
+            subtract(&[0..4, 6..10, 12..20, 30..31], &[1..2, 3..7, 9..13, 15..16]),
+            vec![0..1, 2..3, 7..9, 13..15, 16..20, 30..31]
         );
-        assert_eq!(subtract(3..7, &[0..1, 8..9]), vec![3..7]);
     }
 
     #[test]

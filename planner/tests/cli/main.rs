@@ -677,6 +677,42 @@ fn repair_drops_lost_objects_and_the_next_backup_heals_the_point() {
     assert_same_content(&v, &out);
 }
 
+#[test]
+fn a_damaged_chunk_repaired_in_a_pack_that_stays_restores_from_its_new_copy() {
+    // One flipped bit in a chunk whose pack holds live neighbours: --repair
+    // drops it (and the nodes above it) from the index, the next backup of
+    // the same data stores it anew in another pack, and restores and a deep
+    // verify read the new copy, never the damaged one left in the old pack
+    // (which a restore reading the neighbours through that pack's footer
+    // still finds).
+    let (sb, objs) = one_point_repo(24 * MIB, 74);
+    let v = sb.path("v.img");
+    let chunks: Vec<&PackObject> = objs.iter().filter(|o| o.kind == KIND_CHUNK).collect();
+    let o = chunks[chunks.len() / 2];
+    assert!(
+        chunks.iter().filter(|c| c.pack == o.pack).count() > 10,
+        "the damaged chunk's pack holds live neighbours"
+    );
+    let pack = OpenOptions::new().read(true).write(true).open(&o.pack).unwrap();
+    let at = o.offset + o.len / 2;
+    let mut byte = [0u8; 1];
+    pack.read_exact_at(&mut byte, at).unwrap();
+    pack.write_all_at(&[byte[0] ^ 0x10], at).unwrap();
+    drop(pack);
+    run(&["verify", "--repo", s(&sb.repo), "--repair"])
+        .code(EXIT_CHECK_FAILED)
+        .stdout_has(&["repair: dropped"]);
+    let b = sb.backup_json("g", &[("v", &v)]);
+    assert!(u(&b, "bytes_new") > 0, "{b}");
+    assert!(o.pack.exists(), "the damaged chunk's pack stays: its neighbours live");
+    for point in ["1", "2"] {
+        let out = sb.path(&format!("healed-{point}.img"));
+        sb.restore("g", point, "v", &out).ok();
+        assert_same_content(&v, &out);
+    }
+    sb.verify(true).ok();
+}
+
 // ---------------------------------------------------------------------------
 // 8. Restore targets
 // ---------------------------------------------------------------------------

@@ -49,6 +49,11 @@ pub trait ChunkStore: Send + Sync {
     /// Reads an object; `Error::ObjectMissing` when absent.
     fn get(&self, id: &ObjectId) -> Result<Vec<u8>>;
     /// Reads several objects, in order (one round trip for a remote store).
+    /// Unlike [`get`](Self::get), it may return a copy of an object that was
+    /// removed from the store while its bytes remain (a local store finds
+    /// objects through pack footers): the bytes put under that id, or a
+    /// damaged copy. Callers authenticate what they read and, when that
+    /// fails, read the object again with `get`.
     fn get_many(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>> {
         ids.iter().map(|id| self.get(id)).collect()
     }

@@ -46,11 +46,11 @@ const FOOTER_CACHE: usize = 16;
 /// pack costs one index lookup (and one footer read) instead of one lookup
 /// per object. Only durable, published packs are here; a pack leaves when
 /// its file is deleted, and every pack leaves when objects are removed from
-/// the index. A footer read after a collection may still list an object it
-/// removed from a pack that stays: `get_many` then returns that object's
-/// bytes (exactly those put under its id, which the caller authenticates)
-/// where `get` says it is missing. Only a restore reads through `get_many`,
-/// and only objects a committed point references.
+/// the index. A footer read after a removal may still list an object removed
+/// from a pack that stays (dead, or damaged and dropped by `verify --repair`
+/// and since stored anew elsewhere): `get_many` may then return that copy,
+/// and its callers (restore, deep verify) authenticate every object and read
+/// one that fails again with `get`, through the index.
 #[derive(Default)]
 struct FooterCache {
     /// Most recently used last.
@@ -358,8 +358,8 @@ impl Packs {
             return Err(e);
         }
         if !deleted.is_empty() {
-            self.footers.lock().expect("footers").packs.clear();
             self.index.remove(&deleted)?;
+            self.footers.lock().expect("footers").packs.clear();
         }
         Ok(())
     }
@@ -625,8 +625,8 @@ impl Packs {
                 }
             }
             if !dry_run && !batch.is_empty() {
-                self.footers.lock().expect("footers").packs.clear();
                 self.index.remove_unsynced(&batch)?;
+                self.footers.lock().expect("footers").packs.clear();
             }
             if n < buf.len() {
                 break;
