@@ -372,17 +372,20 @@ impl RemoteStore {
         }
     }
 
-    /// Why the upload stream ended early: the status its call ended with.
-    fn upload_ended(&self) -> Error {
+    /// Why an upload stream ended early: the status its call ended with.
+    /// `failed` is the upload whose send failed, taken out under the lock, so
+    /// this never waits for another caller's newer upload (whose stream
+    /// would stay open while it waits: a deadlock).
+    fn upload_ended(&self, failed: Upload) -> Error {
         let s = &self.shared;
-        let up = s.upload.lock().expect("upload").take();
         s.pending.lock().expect("pending").clear();
         let repository = format!("receiver {}", s.url);
-        match up.map(|u| s.rt.block_on(u.task)) {
-            Some(Ok(Err(status))) => remote(&s.url, status),
-            Some(Err(e)) => Error::io(format!("upload to {repository}"), std::io::Error::other(e)),
-            // Another caller took the upload and reports its status.
-            Some(Ok(Ok(_))) | None => Error::Unavailable {
+        let Upload { tx, task, .. } = failed;
+        drop(tx);
+        match s.rt.block_on(task) {
+            Ok(Err(status)) => remote(&s.url, status),
+            Err(e) => Error::io(format!("upload to {repository}"), std::io::Error::other(e)),
+            Ok(Ok(_)) => Error::Unavailable {
                 repository,
                 message: "the upload stream ended early".into(),
             },
@@ -434,11 +437,12 @@ impl ChunkStore for RemoteStore {
         // Sent under the lock: batches leave in the order their objects were
         // put, so an object still follows everything it references.
         if u.tx.blocking_send(msg).is_err() {
+            let failed = up.take().expect("upload");
             drop(up);
             // The stream ended early: the receiver refused something or went away.
             // Say which now: the caller abandons the upload on this error, so no
             // `sync` would report it, and the agent retries only a transient one.
-            return Err(self.upload_ended());
+            return Err(self.upload_ended(failed));
         }
         Ok(true)
     }
