@@ -818,3 +818,69 @@ fn a_commit_makes_the_objects_it_relies_on_durable() {
     drop(tx);
     ok("the open upload, ended", block(rt, upload).unwrap());
 }
+
+/// Many workers putting through one remote store while the receiver refuses
+/// their upload stream again and again (a damaged object ends it): every put
+/// returns. A worker whose send failed once waited for the upload another
+/// worker had started meanwhile, whose stream it held open: a hang.
+#[test]
+fn puts_racing_a_refused_upload_all_return() {
+    use lifeline_replicator::TenantRepository;
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path());
+    let keys = Keys::derive(&[12; 32]);
+    let remote = RemoteRepository::connect(&srv.url, &srv.tls, "a", &keys).unwrap();
+    let store = remote.store();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<(usize, usize)>();
+    const WORKERS: usize = 8;
+    for w in 0..WORKERS {
+        let (store, keys, done_tx) = (store.clone(), keys.clone(), done_tx.clone());
+        std::thread::spawn(move || {
+            // Until this worker saw its put fail three times (or gave up).
+            let mut failures = 0;
+            for i in 0..3000u32 {
+                if failures >= 3 {
+                    break;
+                }
+                // 64 KiB that do not compress: eight close a batch.
+                let mut x = (((w as u64) << 32 | u64::from(i)) << 1) | 1;
+                let plain: Vec<u8> = (0..64 << 10)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect();
+                let id = keys.chunk_id(&plain);
+                let mut sealed = seal_object(&keys, ObjectKind::Chunk, &id, &[], &plain);
+                if w == 0 && i % 10 == 5 {
+                    // A damaged trailer: the receiver ends the stream.
+                    let last = sealed.len() - 1;
+                    sealed[last] ^= 1;
+                }
+                if store.put_owned(&id, sealed).is_err() {
+                    failures += 1;
+                }
+            }
+            done_tx.send((w, failures)).unwrap();
+        });
+    }
+    drop(done_tx);
+    let mut failed = 0;
+    for _ in 0..WORKERS {
+        let (_, f) = done_rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("a put through a refused upload hung");
+        failed += f;
+    }
+    assert!(
+        failed >= WORKERS,
+        "every worker saw a refused upload: {failed} failed puts"
+    );
+    store.abandon();
+    drop(store);
+    drop(remote);
+    srv.stop.send(()).unwrap();
+    srv.rt.block_on(srv.task).unwrap().unwrap();
+}
