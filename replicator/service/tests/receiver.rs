@@ -74,6 +74,14 @@ fn replication(rt: &Runtime, tls: &TlsDir, name: &str, url: &str) -> Replication
         .max_encoding_message_size(MESSAGE_LIMIT)
 }
 
+/// The session request of an agent holding `keys`, at this build's protocol.
+fn session(keys: &Keys) -> pb::OpenSessionRequest {
+    pb::OpenSessionRequest {
+        protocol_version: lifeline_proto::PROTOCOL_VERSION,
+        key_fingerprint: keys.fingerprint().to_vec(),
+    }
+}
+
 fn ids(ids: &[ObjectId]) -> pb::ObjectIds {
     pb::ObjectIds {
         ids: ids.iter().map(|i| i.0.to_vec()).collect(),
@@ -252,25 +260,13 @@ fn receiver_checks_every_call_and_never_overwrites() {
     );
     refused(
         "OpenSession by b (may write nothing) for a new tenant",
-        block(
-            rt,
-            b.open_session(pb::OpenSessionRequest {
-                protocol_version: lifeline_proto::PROTOCOL_VERSION,
-                key_fingerprint: keys.fingerprint().to_vec(),
-            }),
-        ),
+        block(rt, b.open_session(session(&keys))),
         Code::PermissionDenied,
         &["`b`", "cannot create tenant `t`"],
     );
     refused(
         "OpenSession by admin ops",
-        block(
-            rt,
-            ops.open_session(pb::OpenSessionRequest {
-                protocol_version: lifeline_proto::PROTOCOL_VERSION,
-                key_fingerprint: keys.fingerprint().to_vec(),
-            }),
-        ),
+        block(rt, ops.open_session(session(&keys))),
         Code::PermissionDenied,
         &["admin `ops` cannot replicate"],
     );
@@ -300,16 +296,7 @@ fn receiver_checks_every_call_and_never_overwrites() {
         Code::InvalidArgument,
         &["key_fingerprint", "16 bytes"],
     );
-    let open = ok(
-        "OpenSession",
-        block(
-            rt,
-            a.open_session(pb::OpenSessionRequest {
-                protocol_version: lifeline_proto::PROTOCOL_VERSION,
-                key_fingerprint: keys.fingerprint().to_vec(),
-            }),
-        ),
-    );
+    let open = ok("OpenSession", block(rt, a.open_session(session(&keys))));
     assert_eq!(open.tenant, "t");
     assert_eq!(open.agent, "a");
     assert_eq!(open.protocol_version, lifeline_proto::PROTOCOL_VERSION);
@@ -530,13 +517,7 @@ fn receiver_checks_every_call_and_never_overwrites() {
     );
     ok(
         "OpenSession by b once the tenant exists",
-        block(
-            rt,
-            b.open_session(pb::OpenSessionRequest {
-                protocol_version: lifeline_proto::PROTOCOL_VERSION,
-                key_fingerprint: keys.fingerprint().to_vec(),
-            }),
-        ),
+        block(rt, b.open_session(session(&keys))),
     );
     refused(
         "CommitPoint by b",
@@ -749,16 +730,7 @@ fn a_commit_makes_the_objects_it_relies_on_durable() {
     let rt = &srv.rt;
     let keys = Keys::derive(&[11; 32]);
     let mut a = replication(rt, &srv.tls, "a", &srv.url);
-    ok(
-        "OpenSession",
-        block(
-            rt,
-            a.open_session(pb::OpenSessionRequest {
-                protocol_version: lifeline_proto::PROTOCOL_VERSION,
-                key_fingerprint: keys.fingerprint().to_vec(),
-            }),
-        ),
-    );
+    ok("OpenSession", block(rt, a.open_session(session(&keys))));
     let plain = b"a chunk of an upload that has not finished, ".repeat(100);
     let chunk = keys.chunk_id(&plain);
     let sealed = seal_object(&keys, ObjectKind::Chunk, &chunk, &[], &plain);
