@@ -804,14 +804,20 @@ fn puts_racing_a_refused_upload_all_return() {
     let remote = RemoteRepository::connect(&srv.url, &srv.tls, "a", &keys).unwrap();
     let store = remote.store();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<(usize, usize)>();
+    // Worker 0 damages every tenth object for as long as another worker
+    // runs (and until three of its own puts failed), so the others keep
+    // meeting refused uploads; each of them stops after three failed puts
+    // (or 3000 puts).
     const WORKERS: usize = 8;
+    let others_running = Arc::new(std::sync::atomic::AtomicUsize::new(WORKERS - 1));
     for w in 0..WORKERS {
         let (store, keys, done_tx) = (store.clone(), keys.clone(), done_tx.clone());
+        let others_running = others_running.clone();
         std::thread::spawn(move || {
-            // Until this worker saw its put fail three times (or gave up).
             let mut failures = 0;
-            for i in 0..3000u32 {
-                if failures >= 3 {
+            for i in 0..20_000u32 {
+                let running = others_running.load(std::sync::atomic::Ordering::SeqCst);
+                if (w == 0 && running == 0 && failures >= 3) || (w != 0 && (failures >= 3 || i >= 3000)) {
                     break;
                 }
                 // 64 KiB that do not compress: eight close a batch.
@@ -835,20 +841,27 @@ fn puts_racing_a_refused_upload_all_return() {
                     failures += 1;
                 }
             }
+            if w != 0 {
+                others_running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
             done_tx.send((w, failures)).unwrap();
         });
     }
     drop(done_tx);
-    let mut failed = 0;
+    let mut failed = [0; WORKERS];
     for _ in 0..WORKERS {
-        let (_, f) = done_rx
+        let (w, f) = done_rx
             .recv_timeout(Duration::from_secs(120))
             .expect("a put through a refused upload hung");
-        failed += f;
+        failed[w] = f;
     }
+    eprintln!("failed puts per worker: {failed:?}");
+    // The race needs failures while other uploads run: the damaging worker's
+    // own, and at least one other worker's put that shared a refused stream.
+    assert!(failed[0] >= 3, "the damaged objects were refused: {failed:?}");
     assert!(
-        failed >= WORKERS,
-        "every worker saw a refused upload: {failed} failed puts"
+        failed[1..].iter().any(|&f| f > 0),
+        "another worker's put shared a refused upload: {failed:?}"
     );
     store.abandon();
     drop(store);
