@@ -151,6 +151,7 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
     // Seeded ballast fills half of what the 8 MiB record ring leaves: data to replicate and check.
     spec.ballast = ((a.size_mib - 9) << 20) / 2;
     spec.interval = std::time::Duration::from_secs(1);
+    let spec_interval = spec.interval;
     spec.owner = Some(std::process::id());
     // The secondary's repository on the temp directory's disk, not a small tmpfs.
     spec.disk_size = None;
@@ -257,16 +258,19 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
         human_bytes(volume_bytes),
         volume_bytes as f64 / sent.max(1) as f64
     );
-    println!(
-        "  agent cycles: median {} before the drill, {} during it ({} cycles)",
-        median(&before)
-            .map(|s| format!("{s:.2} s"))
-            .unwrap_or_else(|| "—".into()),
-        median(&during)
-            .map(|s| format!("{s:.2} s"))
-            .unwrap_or_else(|| "—".into()),
-        during.len()
-    );
+    let before = median(&before)
+        .map(|s| format!("{s:.2} s"))
+        .unwrap_or_else(|| "—".into());
+    match median(&during) {
+        Some(m) => println!(
+            "  agent cycles: median {before} before the drill, {m:.2} s during it ({} cycles)",
+            during.len()
+        ),
+        None => println!(
+            "  agent cycles: median {before} before the drill; none ended during it (the agent cycles every {} s)",
+            spec_interval.as_secs_f64()
+        ),
+    }
     println!("  report: {}", outcome.report_dir.join("report.html").display());
     println!(
         "  verify: lifeline report verify {} --pubkey {}",
