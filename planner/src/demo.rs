@@ -151,7 +151,6 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
     // Seeded ballast fills half of what the 8 MiB record ring leaves: data to replicate and check.
     spec.ballast = ((a.size_mib - 9) << 20) / 2;
     spec.interval = std::time::Duration::from_secs(1);
-    let spec_interval = spec.interval;
     spec.owner = Some(std::process::id());
     // The secondary's repository on the temp directory's disk, not a small tmpfs.
     spec.disk_size = None;
@@ -268,7 +267,7 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
         ),
         None => println!(
             "  agent cycles: median {before} before the drill; none ended during it (the agent cycles every {} s)",
-            spec_interval.as_secs_f64()
+            spec.interval.as_secs_f64()
         ),
     }
     println!("  report: {}", outcome.report_dir.join("report.html").display());

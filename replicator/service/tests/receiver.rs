@@ -9,7 +9,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 
 use lifeline_proto::v1 as pb;
@@ -809,15 +810,19 @@ fn puts_racing_a_refused_upload_all_return() {
     // meeting refused uploads; each of them stops after three failed puts
     // (or 3000 puts).
     const WORKERS: usize = 8;
-    let others_running = Arc::new(std::sync::atomic::AtomicUsize::new(WORKERS - 1));
+    let others_running = Arc::new(AtomicUsize::new(WORKERS - 1));
     for w in 0..WORKERS {
         let (store, keys, done_tx) = (store.clone(), keys.clone(), done_tx.clone());
         let others_running = others_running.clone();
         std::thread::spawn(move || {
             let mut failures = 0;
             for i in 0..20_000u32 {
-                let running = others_running.load(std::sync::atomic::Ordering::SeqCst);
-                if (w == 0 && running == 0 && failures >= 3) || (w != 0 && (failures >= 3 || i >= 3000)) {
+                let done = if w == 0 {
+                    failures >= 3 && others_running.load(SeqCst) == 0
+                } else {
+                    failures >= 3 || i >= 3000
+                };
+                if done {
                     break;
                 }
                 // 64 KiB that do not compress: eight close a batch.
@@ -842,7 +847,7 @@ fn puts_racing_a_refused_upload_all_return() {
                 }
             }
             if w != 0 {
-                others_running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                others_running.fetch_sub(1, SeqCst);
             }
             done_tx.send((w, failures)).unwrap();
         });
