@@ -43,6 +43,10 @@ pub enum Command {
     Prune(PruneArgs),
     /// Delete the objects no point references (after prune) and reclaim their space.
     Gc(GcArgs),
+    /// Rebuild a repository's catalog from its objects alone (pack footers, point
+    /// objects, tenant records): after the catalog was damaged, deleted or left by
+    /// an older build. The old catalog is kept beside the new one.
+    Repair(RepairArgs),
     /// Mint a deployment CA and certificates for receivers, agents and admins.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -157,6 +161,16 @@ pub struct GcArgs {
     /// Report what would be collected; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RepairArgs {
+    /// Repository directory (stop any receiver serving it first).
+    #[arg(long, value_name = "DIR")]
+    pub repo: PathBuf,
+    /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
 }

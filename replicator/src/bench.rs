@@ -261,7 +261,7 @@ pub fn build_gc_bench_repo(work_dir: &Path, points: u64, per_point: u64) -> Resu
                 written_by: "gc bench".into(),
             },
         };
-        repo.catalog().commit_point(&point.seal(&keys))?;
+        repo.commit_point(&point.seal(&keys))?;
     }
     Ok(path)
 }

@@ -66,6 +66,19 @@ pub enum Error {
     )]
     CatalogLocked { path: PathBuf, owner: String },
 
+    #[error(
+        "the catalog of repository {repo} {problem}; nothing was changed. Its objects are the truth: run `lifeline repair --repo {repo}` to rebuild the catalog from them (it keeps the old catalog beside the new one)"
+    )]
+    CatalogDisagrees { repo: String, problem: String },
+
+    #[error("{what} {location} is damaged ({reason}): {remedy}")]
+    RepositoryObjectDamaged {
+        what: String,
+        location: String,
+        reason: String,
+        remedy: String,
+    },
+
     #[error("catalog of repository {path}: {source}")]
     Catalog {
         path: PathBuf,

@@ -13,7 +13,21 @@ pub const REPOSITORY_MARKER_FILE: &str = "lifeline-repo";
 /// 2: segment nodes may carry block maps, and delta segment nodes exist. A
 /// format 1 repository is upgraded when this build opens it (nothing to rewrite
 /// but the marker and the catalog config), so older builds refuse it.
-pub const REPOSITORY_FORMAT: u32 = 2;
+/// 3: the repository's records are objects too (`meta/config`, `meta/tenants/*`,
+/// `meta/points/*`), and the catalog is a cache rebuilt from them; a format 2
+/// repository is upgraded at open by writing those objects from its catalog.
+pub const REPOSITORY_FORMAT: u32 = 3;
+
+/// Magic of the repository config object: "LLRC" (LifeLine Repository Config).
+pub const CONFIG_OBJECT_MAGIC: [u8; 4] = *b"LLRC";
+/// Magic of a tenant record object: "LLTN" (LifeLine TeNant).
+pub const TENANT_OBJECT_MAGIC: [u8; 4] = *b"LLTN";
+/// Magic of a point object: "LLPT" (LifeLine PoinT).
+pub const POINT_OBJECT_MAGIC: [u8; 4] = *b"LLPT";
+/// Version of the record object encoding (config, tenant, point).
+pub const RECORD_OBJECT_VERSION: u8 = 1;
+/// Trailer of a record object: BLAKE3 of every byte before it.
+pub const RECORD_TRAILER_LEN: usize = 32;
 
 /// Magic of a sealed object: ASCII "LLOB" (LifeLine OBject).
 pub const OBJECT_MAGIC: [u8; 4] = *b"LLOB";

@@ -5,7 +5,9 @@
 //!
 //! # Protocol
 //!
-//! 1. **Mark**: from every point of the tenant (a snapshot of the catalog),
+//! 1. **Mark**: from every point of the tenant (its point objects, the truth;
+//!    the collection refuses to start while the catalog disagrees with them or
+//!    a point object is unreadable),
 //!    follow references breadth-first through the objects' *cleartext* headers
 //!    (a sealed object lists the ids it references outside the ciphertext), so
 //!    no key is needed. Only nodes are read; a chunk's kind comes from the
@@ -221,7 +223,7 @@ pub fn gc_with<G>(
 ) -> Result<GcReport> {
     let t0 = Instant::now();
     let store = repo.local_store(tenant)?;
-    let points = repo.points(tenant, None)?;
+    let points = live_points(repo, tenant)?;
     let (young, total) = store.young_objects(grace)?;
     let mut live = LiveSet {
         nodes: HashSet::new(),
@@ -272,6 +274,36 @@ pub fn gc_with<G>(
         collect,
         elapsed_secs: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// The points GC marks from: the tenant's point objects, the truth. Refuses
+/// while the catalog and the objects disagree, or while any point object is
+/// unreadable, so no damage followed by a collection can delete what a
+/// surviving point object references.
+fn live_points(repo: &Repository, tenant: &str) -> Result<Vec<crate::point::PointRecord>> {
+    let comparison = repo.compare_with_objects()?;
+    if !comparison.agrees() {
+        return Err(Error::CatalogDisagrees {
+            repo: repo.path().display().to_string(),
+            problem: format!(
+                "{} (garbage collection refused: nothing was deleted)",
+                comparison.summary()
+            ),
+        });
+    }
+    let mut points = Vec::new();
+    for p in repo.point_objects(tenant)? {
+        match p {
+            Ok(p) => points.push(p),
+            Err(e) => {
+                return Err(Error::Refused {
+                    repository: repo.path().display().to_string(),
+                    message: format!("garbage collection refused, nothing was deleted: {e}"),
+                });
+            }
+        }
+    }
+    Ok(points)
 }
 
 /// The first object missing from the reference closure of `roots` in tenant

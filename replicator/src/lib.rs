@@ -26,6 +26,8 @@ pub mod index;
 mod object_id;
 mod point;
 mod reader;
+mod record_object;
+mod repair;
 mod repository;
 mod restore;
 mod retention;
@@ -37,17 +39,21 @@ mod volume_hash;
 
 pub use agent_state::{AgentState, SegmentState, VolumeState};
 pub use backup::{BackupOptions, BackupSummary, Progress, backup};
-pub use catalog::{Catalog, ObjectIndex, RepositoryConfig, SledCatalog, SledObjectIndex, TenantRecord};
+pub use catalog::{Catalog, ObjectIndex, PinRecord, RepositoryConfig, SledCatalog, SledObjectIndex, TenantRecord};
 pub use crypto::{KeyFile, Keys, ObjectKind, SealedHeader, SealedObject, open_object, seal_object};
 pub use error::{Error, Result};
 pub use gc::{GcReport, first_missing, gc, gc_with};
 pub use hooks::{ThawGuard, run_hook};
 pub use object_id::ObjectId;
 pub use point::{Consistency, PointBody, PointHeader, PointRecord, RecoveryPoint, RootRef, VolumeEntry, check_name};
-pub use repository::{DEFAULT_TENANT, OWNER_FILE, OwnerNote, Repository};
+pub use repair::{RepairProgress, RepairReport, repair};
+pub use repository::{Comparison, DEFAULT_TENANT, OWNER_FILE, OwnerNote, Repository};
 pub use restore::{PointSelector, RestoreOptions, RestoreSummary, restore, select_point};
 pub use retention::{Decision, KeepReason, RetentionPolicy, decide};
-pub use store::{ChunkStore, CollectReport, LocalDirStore, ObjectLocation, PackId, StoredObject, SweepPlan};
+pub use store::{
+    ChunkStore, CollectReport, LocalDirStorage, LocalDirStore, ObjectLocation, ObjectStorage, PackId, StoredObject,
+    SweepPlan,
+};
 pub use tenant_repository::{CycleReport, LocalTenant, TenantRepository};
 pub use verify::{AffectedPoint, DamagedObject, VerifyOptions, VerifyReport, verify};
 pub use volume::VolumeSource;

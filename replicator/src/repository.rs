@@ -9,7 +9,7 @@
 //! half-initialised repository that looks valid. Opening takes the catalog's
 //! exclusive lock: one process owns a repository.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -21,7 +21,8 @@ use crate::file_formats::{REPOSITORY_FORMAT, REPOSITORY_MARKER, REPOSITORY_MARKE
 use crate::fsutil;
 use crate::object_id::ObjectId;
 use crate::point::{PointRecord, check_name};
-use crate::store::{ChunkStore, LocalDirStore};
+use crate::record_object;
+use crate::store::{ChunkStore, LocalDirStorage, LocalDirStore, ObjectStorage};
 
 /// File a serving process writes in the repository to say who owns it.
 pub const OWNER_FILE: &str = "owner";
@@ -72,8 +73,13 @@ pub struct Repository {
     path: PathBuf,
     config: RepositoryConfig,
     catalog: Arc<dyn Catalog>,
+    /// Where the record objects (config, tenants, points) live.
+    storage: Arc<dyn ObjectStorage>,
     /// One store per tenant per process: opening a store cleans its temp files.
     stores: Mutex<HashMap<String, Arc<LocalDirStore>>>,
+    /// Serialises commits and prunes: a point object is written before the
+    /// catalog records it, and a group's next seq is read in between.
+    commit: Mutex<()>,
 }
 
 impl Repository {
@@ -96,7 +102,12 @@ impl Repository {
             let leftovers = fs::read_dir(path)
                 .ctx(|| format!("read {}", path.display()))?
                 .filter_map(|e| e.ok())
-                .filter(|e| !matches!(e.file_name().to_str(), Some("catalog" | "tenants" | OWNER_FILE)))
+                .filter(|e| {
+                    !matches!(
+                        e.file_name().to_str(),
+                        Some("catalog" | "tenants" | "meta" | OWNER_FILE)
+                    )
+                })
                 .count();
             if leftovers > 0 {
                 return Err(Error::DirectoryNotEmpty { path: path.into() });
@@ -112,12 +123,9 @@ impl Repository {
             created: chrono::Utc::now().to_rfc3339(),
         };
         catalog.set_config(&config)?;
-        let repo = Repository {
-            path: path.into(),
-            config,
-            catalog: Arc::new(catalog),
-            stores: Mutex::new(HashMap::new()),
-        };
+        let storage: Arc<dyn ObjectStorage> = Arc::new(LocalDirStorage::new(path));
+        storage.replace(record_object::CONFIG_KEY, &record_object::encode_config(&config))?;
+        let repo = Repository::assemble(path, config, catalog, storage);
         fsutil::write_atomic(
             &path.join(REPOSITORY_MARKER_FILE),
             marker_text(&repo.config.id).as_bytes(),
@@ -126,8 +134,39 @@ impl Repository {
         Ok(repo)
     }
 
-    /// Opens an existing repository (no key needed).
+    fn assemble(path: &Path, config: RepositoryConfig, catalog: SledCatalog, storage: Arc<dyn ObjectStorage>) -> Self {
+        Repository {
+            path: path.into(),
+            config,
+            catalog: Arc::new(catalog),
+            storage,
+            stores: Mutex::new(HashMap::new()),
+            commit: Mutex::new(()),
+        }
+    }
+
+    /// Opens an existing repository (no key needed) and checks its catalog
+    /// against its objects: a catalog that fails to open, was lost, or
+    /// disagrees with the record objects is refused with an error naming
+    /// `lifeline repair` ([`Error::CatalogDisagrees`]), never used with fewer
+    /// points. A prune or a commit a crash interrupted is finished first.
     pub fn open(path: &Path) -> Result<Repository> {
+        let repo = Self::open_unchecked(path)?;
+        repo.finish_interrupted()?;
+        let comparison = repo.compare_with_objects()?;
+        if !comparison.agrees() {
+            return Err(Error::CatalogDisagrees {
+                repo: path.display().to_string(),
+                problem: comparison.summary(),
+            });
+        }
+        Ok(repo)
+    }
+
+    /// Opens a repository without checking the catalog against the objects
+    /// (`lifeline verify`, which reports every disagreement as damage). Still
+    /// refuses a catalog that fails to open or holds no config.
+    pub fn open_unchecked(path: &Path) -> Result<Repository> {
         let marker = path.join(REPOSITORY_MARKER_FILE);
         let text = match fs::read_to_string(&marker) {
             Ok(t) => t,
@@ -153,45 +192,215 @@ impl Repository {
             });
         }
         prefetch_catalog(&path.join("catalog").join("db"));
+        let marker_id = lines
+            .next()
+            .and_then(|l| l.strip_prefix("id "))
+            .unwrap_or("")
+            .to_string();
+        let disagrees = |problem: String| Error::CatalogDisagrees {
+            repo: path.display().to_string(),
+            problem,
+        };
+        if !path.join("catalog").is_dir() {
+            return Err(disagrees("is missing (no `catalog` directory)".into()));
+        }
         let catalog = SledCatalog::open(&path.join("catalog")).map_err(|e| match e {
             Error::CatalogLocked { path: p, .. } => Error::CatalogLocked {
                 path: p,
                 owner: owner_note(path),
             },
+            Error::Catalog { source, .. } => disagrees(format!("fails to open ({source})")),
             e => e,
         })?;
-        let mut config = catalog.config()?.ok_or_else(|| Error::CatalogRecord {
-            path: path.join("catalog"),
-            what: "repository config".into(),
-            reason: "missing (the catalog was lost or replaced)".into(),
-        })?;
+        let mut config = match catalog.config() {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                return Err(disagrees(
+                    "is empty or was replaced (it holds no repository config)".into(),
+                ));
+            }
+            Err(e) => return Err(disagrees(format!("is unreadable ({e})"))),
+        };
+        if config.id != marker_id {
+            return Err(disagrees(format!(
+                "belongs to repository {}, not to this one ({marker_id})",
+                config.id
+            )));
+        }
+        let storage: Arc<dyn ObjectStorage> = Arc::new(LocalDirStorage::new(path));
         if format < REPOSITORY_FORMAT {
-            // Format 2 adds block maps and delta segment nodes: builds that only
-            // know format 1 must refuse the repository rather than call those
-            // nodes damaged (their `verify --repair` would drop them). Nothing
-            // else changes, so the upgrade is the marker and the config. The
+            // Format 2 added block maps and delta segment nodes, format 3 the
+            // record objects. Builds that know only an older format must refuse
+            // the repository rather than call the new nodes damaged or prune
+            // without deleting point objects. The record objects are written
+            // from the catalog before the marker says format 3, so a crash
+            // midway leaves a format 2 repository that upgrades again. The
             // catalog is ours (one owner), so no other process races this.
             config.format = REPOSITORY_FORMAT;
-            match catalog
-                .set_config(&config)
-                .and_then(|()| fsutil::write_atomic(&marker, marker_text(&config.id).as_bytes()))
-            {
-                Ok(()) => tracing::info!(
-                    repository = %path.display(),
-                    "repository format upgraded from {format} to {REPOSITORY_FORMAT} (block deltas); \
-                     builds that only read format {format} now refuse it"
-                ),
-                Err(e) => {
-                    tracing::warn!(repository = %path.display(), error = %e, "could not upgrade the repository format")
-                }
+            upgrade_to_record_objects(&catalog, storage.as_ref(), &config)?;
+            catalog.set_config(&config)?;
+            fsutil::write_atomic(&marker, marker_text(&config.id).as_bytes())?;
+            tracing::info!(
+                repository = %path.display(),
+                "repository format upgraded from {format} to {REPOSITORY_FORMAT} (record objects); \
+                 builds that only read format {format} now refuse it"
+            );
+        }
+        Ok(Repository::assemble(path, config, catalog, storage))
+    }
+
+    /// The storage of the record objects.
+    pub fn storage(&self) -> &Arc<dyn ObjectStorage> {
+        &self.storage
+    }
+
+    /// Commits a point whose objects are all durable: writes its point object
+    /// (the truth), then records it in the catalog. Fails with
+    /// `Error::CommitConflict` unless its seq is the group's last + 1.
+    pub fn commit_point(&self, point: &PointRecord) -> Result<()> {
+        let h = &point.header;
+        check_name("tenant", &h.tenant)?;
+        check_name("group", &h.group)?;
+        let _g = self.commit.lock().expect("commit lock");
+        let last = self
+            .catalog
+            .last_point(&h.tenant, &h.group)?
+            .map(|p| p.header.seq)
+            .unwrap_or(0);
+        if h.seq != last + 1 {
+            return Err(Error::CommitConflict {
+                group: h.group.clone(),
+                seq: h.seq,
+            });
+        }
+        let key = record_object::point_key(&h.tenant, &h.group, h.seq);
+        let bytes = record_object::encode_point(point);
+        if !self.storage.put_if_absent(&key, &bytes)? {
+            // Only a leftover of a failed commit can be there (open adopts a
+            // crashed one): the same point again is fine, another is a conflict.
+            if self.storage.get(&key)?.as_deref() != Some(&bytes[..]) {
+                return Err(Error::CommitConflict {
+                    group: h.group.clone(),
+                    seq: h.seq,
+                });
             }
         }
-        Ok(Repository {
-            path: path.into(),
-            config,
-            catalog: Arc::new(catalog),
-            stores: Mutex::new(HashMap::new()),
-        })
+        if let Err(e) = self.catalog.commit_point(point) {
+            // Not committed: take the object back so the retry can commit anew
+            // (if this fails too, the next open adopts the point, which is whole).
+            let _ = self.storage.delete(&key);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Removes points of a group (prune): the catalog first, with a durable
+    /// mark per point, then the point objects, then the marks (a crash in
+    /// between is finished at the next open). Refuses the group's newest point.
+    pub fn remove_points(&self, tenant: &str, group: &str, seqs: &[u64]) -> Result<()> {
+        let _g = self.commit.lock().expect("commit lock");
+        self.catalog.remove_points(tenant, group, seqs)?;
+        for seq in seqs {
+            self.storage.delete(&record_object::point_key(tenant, group, *seq))?;
+        }
+        self.catalog.forget_pruned(tenant, group, seqs)
+    }
+
+    /// Deletes the point objects of prunes a crash interrupted, and records the
+    /// point of a commit a crash interrupted between its point object and the
+    /// catalog (the newest point object of a group, exactly one past the
+    /// catalog's last, whose roots are present: what the commit would have
+    /// recorded).
+    fn finish_interrupted(&self) -> Result<()> {
+        for tenant in self.catalog.tenants()? {
+            let mut by_group: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+            for (g, seq) in self.catalog.pruning(&tenant)? {
+                by_group.entry(g).or_default().push(seq);
+            }
+            for (g, seqs) in by_group {
+                tracing::info!(%tenant, group = %g, points = seqs.len(), "finishing a prune a crash interrupted");
+                for seq in &seqs {
+                    self.storage.delete(&record_object::point_key(&tenant, &g, *seq))?;
+                }
+                self.catalog.forget_pruned(&tenant, &g, &seqs)?;
+            }
+        }
+        let comparison = self.compare_with_objects()?;
+        for (tenant, group, seq) in comparison.crashed_commits() {
+            let key = record_object::point_key(&tenant, &group, seq);
+            let Some(bytes) = self.storage.get(&key)? else { continue };
+            let Ok(point) = record_object::decode_point(&key, &bytes, &self.storage.locate(&key)) else {
+                continue; // left for the comparison to report
+            };
+            let roots: Vec<ObjectId> = point.header.roots.iter().filter_map(|r| r.0).collect();
+            let store = self.local_store(&tenant)?;
+            if store.missing(&roots)?.iter().any(|m| *m) {
+                continue;
+            }
+            tracing::warn!(%tenant, %group, seq, "recording point {seq}, whose commit a crash interrupted after its point object was durable");
+            self.catalog.commit_point(&point)?;
+        }
+        Ok(())
+    }
+
+    /// Compares the catalog's tenants and points with the record objects (keys
+    /// only: contents are checked by `verify` and `repair`).
+    pub fn compare_with_objects(&self) -> Result<Comparison> {
+        // No commit or prune between the two listings: a commit writes its
+        // point object before the catalog, so a snapshot without the lock
+        // could catch one half-way.
+        let _g = self.commit.lock().expect("commit lock");
+        let mut c = Comparison::default();
+        let in_catalog: BTreeSet<String> = self.catalog.tenants()?.into_iter().collect();
+        let objects: BTreeSet<String> = self
+            .storage
+            .list(record_object::TENANTS_PREFIX)?
+            .into_iter()
+            .filter_map(|(k, _)| k.strip_prefix(record_object::TENANTS_PREFIX).map(str::to_string))
+            .collect();
+        c.tenants_without_object = in_catalog.difference(&objects).cloned().collect();
+        c.tenants_not_in_catalog = objects.difference(&in_catalog).cloned().collect();
+        let mut point_objects: BTreeSet<(String, String, u64)> = BTreeSet::new();
+        for (k, _) in self.storage.list(record_object::POINTS_PREFIX)? {
+            match record_object::parse_point_key(&k) {
+                Some(p) => {
+                    point_objects.insert(p);
+                }
+                None => c.stray_objects.push(self.storage.locate(&k)),
+            }
+        }
+        let mut catalog_points: BTreeSet<(String, String, u64)> = BTreeSet::new();
+        for t in &in_catalog {
+            for (g, seq) in self.catalog.point_seqs(t)? {
+                catalog_points.insert((t.clone(), g, seq));
+            }
+        }
+        c.objects_not_in_catalog = point_objects.difference(&catalog_points).cloned().collect();
+        c.points_without_object = catalog_points.difference(&point_objects).cloned().collect();
+        c.catalog_last = catalog_points.iter().fold(BTreeMap::new(), |mut m, (t, g, s)| {
+            m.insert((t.clone(), g.clone()), *s);
+            m
+        });
+        Ok(c)
+    }
+
+    /// The point objects of a tenant (the truth GC marks from), each decoded
+    /// and checked, or the error saying which one is damaged.
+    pub fn point_objects(&self, tenant: &str) -> Result<Vec<std::result::Result<PointRecord, Error>>> {
+        // A prune between the listing and a read would look like damage.
+        let _g = self.commit.lock().expect("commit lock");
+        let mut out = Vec::new();
+        for (k, _) in self.storage.list(&record_object::tenant_points_prefix(tenant))? {
+            let loc = self.storage.locate(&k);
+            out.push(match self.storage.get(&k)? {
+                Some(b) => record_object::decode_point(&k, &b, &loc),
+                None => Err(Error::ObjectMissing {
+                    id: k.clone(),
+                    location: loc,
+                }),
+            });
+        }
+        Ok(out)
     }
 
     /// Creates a tenant's namespace. Fails if it exists with another key.
@@ -211,6 +420,25 @@ impl Repository {
         check_name("tenant", tenant)?;
         if self.catalog.tenant(tenant)?.is_none() {
             LocalDirStore::create(&self.objects_dir(tenant))?;
+            // The object first: a crash before the catalog records the tenant
+            // leaves an object the next creation finds (same key: no change).
+            let key = record_object::tenant_key(tenant);
+            if !self.storage.put_if_absent(&key, &record_object::encode_tenant(rec))? {
+                let loc = self.storage.locate(&key);
+                let existing: TenantRecord = record_object::decode(
+                    record_object::RecordKind::Tenant,
+                    &self.storage.get(&key)?.unwrap_or_default(),
+                    &loc,
+                )?;
+                if existing.key_fingerprint != rec.key_fingerprint {
+                    return Err(Error::WrongKey {
+                        key_file: PathBuf::from("(given key)"),
+                        repo: self.path.clone(),
+                        expected: existing.key_fingerprint,
+                        found: rec.key_fingerprint.clone(),
+                    });
+                }
+            }
         }
         if !self.catalog.create_tenant(rec)? {
             let existing = self.catalog.tenant(tenant)?.expect("exists");
@@ -296,20 +524,116 @@ impl Repository {
         &self.path
     }
 
-    /// Points of a group (or all groups), oldest first.
-    /// Removes points of a group (see [`Catalog::remove_points`]).
-    pub fn remove_points(&self, tenant: &str, group: &str, seqs: &[u64]) -> Result<()> {
-        self.catalog.remove_points(tenant, group, seqs)
-    }
-
     /// Objects of a tenant put but not yet durable (uploads in progress).
     pub fn pending_objects(&self, tenant: &str) -> Result<Vec<ObjectId>> {
         Ok(self.local_store(tenant)?.pending_ids())
     }
 
+    /// Points of a group (or all groups), oldest first, from the catalog.
     pub fn points(&self, tenant: &str, group: Option<&str>) -> Result<Vec<PointRecord>> {
         self.catalog.points(tenant, group)
     }
+}
+
+/// How the catalog and the record objects differ (keys only).
+#[derive(Debug, Default)]
+pub struct Comparison {
+    pub tenants_without_object: Vec<String>,
+    pub tenants_not_in_catalog: Vec<String>,
+    /// `(tenant, group, seq)` of point objects the catalog does not list.
+    pub objects_not_in_catalog: Vec<(String, String, u64)>,
+    /// Catalog points whose point object is missing.
+    pub points_without_object: Vec<(String, String, u64)>,
+    /// Objects under the points prefix whose key is not a point's.
+    pub stray_objects: Vec<String>,
+    /// The catalog's last seq of each `(tenant, group)`.
+    catalog_last: BTreeMap<(String, String), u64>,
+}
+
+impl Comparison {
+    /// True when the catalog lists exactly the objects' tenants and points.
+    pub fn agrees(&self) -> bool {
+        self.problems().is_empty()
+    }
+
+    /// One line per disagreement, naming the record.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for t in &self.tenants_without_object {
+            out.push(format!("tenant `{t}` has no tenant record object"));
+        }
+        for t in &self.tenants_not_in_catalog {
+            out.push(format!(
+                "tenant `{t}` has a record object but is missing from the catalog"
+            ));
+        }
+        for (t, g, s) in &self.objects_not_in_catalog {
+            out.push(format!(
+                "point {s} of group `{g}` (tenant `{t}`) has a point object but is missing from the catalog"
+            ));
+        }
+        for (t, g, s) in &self.points_without_object {
+            out.push(format!(
+                "point {s} of group `{g}` (tenant `{t}`) is in the catalog but its point object is missing"
+            ));
+        }
+        for k in &self.stray_objects {
+            out.push(format!("{k} is not a point object's name"));
+        }
+        out
+    }
+
+    /// The disagreements in one line (the first few, and how many more).
+    pub fn summary(&self) -> String {
+        let p = self.problems();
+        let shown = p.iter().take(3).cloned().collect::<Vec<_>>().join("; ");
+        if p.len() > 3 {
+            format!("disagrees with its objects: {shown}; and {} more", p.len() - 3)
+        } else {
+            format!("disagrees with its objects: {shown}")
+        }
+    }
+
+    /// Point objects that are exactly their group's next seq in the catalog
+    /// and the group's only point object missing from it: a commit a crash
+    /// interrupted between its point object and the catalog.
+    fn crashed_commits(&self) -> Vec<(String, String, u64)> {
+        let mut per_group: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
+        for (t, g, s) in &self.objects_not_in_catalog {
+            per_group.entry((t.clone(), g.clone())).or_default().push(*s);
+        }
+        per_group
+            .into_iter()
+            .filter_map(|((t, g), seqs)| {
+                let last = self.catalog_last.get(&(t.clone(), g.clone())).copied().unwrap_or(0);
+                (seqs == [last + 1]).then(|| (t, g, last + 1))
+            })
+            .collect()
+    }
+}
+
+/// Writes the record objects of a repository from its catalog (the upgrade
+/// from format 2, whose records lived only there). Idempotent: existing
+/// objects are kept.
+fn upgrade_to_record_objects(
+    catalog: &SledCatalog,
+    storage: &dyn ObjectStorage,
+    config: &RepositoryConfig,
+) -> Result<()> {
+    storage.replace(record_object::CONFIG_KEY, &record_object::encode_config(config))?;
+    for t in catalog.tenants()? {
+        if let Some(rec) = catalog.tenant(&t)? {
+            storage.put_if_absent(&record_object::tenant_key(&t), &record_object::encode_tenant(&rec))?;
+        }
+        for p in catalog.points(&t, None)? {
+            let h = &p.header;
+            storage.put_if_absent(
+                &record_object::point_key(&h.tenant, &h.group, h.seq),
+                &record_object::encode_point(&p),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// The marker file's content for repository `id`, in this build's format.

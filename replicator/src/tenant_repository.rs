@@ -74,7 +74,7 @@ impl TenantRepository for LocalTenant<'_> {
         self.repo.points(&self.tenant, group)
     }
     fn commit_point(&self, point: &PointRecord, _cycle: &CycleReport) -> Result<()> {
-        self.repo.catalog().commit_point(point)
+        self.repo.commit_point(point)
     }
     fn pin(&self, group: &str, seq: u64, holder: &str, ttl: std::time::Duration) -> Result<()> {
         let until = chrono::Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(7));

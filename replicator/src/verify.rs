@@ -66,6 +66,10 @@ pub struct VerifyReport {
     pub damaged: Vec<DamagedObject>,
     pub missing: Vec<DamagedObject>,
     pub affected_points: Vec<AffectedPoint>,
+    /// Disagreements between the catalog and the record objects, and damaged
+    /// record objects (config, tenant, point objects), each naming the record.
+    #[serde(default)]
+    pub records: Vec<String>,
     /// Index entries dropped by `repair`.
     #[serde(default)]
     pub dropped_from_index: u64,
@@ -75,7 +79,7 @@ pub struct VerifyReport {
 impl VerifyReport {
     /// True when nothing is wrong.
     pub fn is_clean(&self) -> bool {
-        self.damaged.is_empty() && self.missing.is_empty() && self.affected_points.is_empty()
+        self.damaged.is_empty() && self.missing.is_empty() && self.affected_points.is_empty() && self.records.is_empty()
     }
 }
 
@@ -129,8 +133,9 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             node_refs.insert(id, refs);
         }
     }
-    // Map damage to points through the references.
-    let points = repo.points(&opts.tenant, None)?;
+    // The records: the catalog against the objects, and every record object
+    // read whole. Damage is mapped to the points the objects hold (the truth).
+    let (points, records) = check_records(repo, &opts.tenant)?;
     let mut missing: HashMap<ObjectId, String> = HashMap::new();
     let mut memo: HashMap<ObjectId, Option<ObjectId>> = HashMap::new();
     let mut affected = Vec::new();
@@ -234,9 +239,54 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         damaged,
         missing,
         affected_points: affected,
+        records,
         dropped_from_index,
         elapsed_secs: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The tenant's points as their point objects hold them, and every problem
+/// with the records: the catalog's disagreements with the objects, damaged
+/// config, tenant and point objects, and catalog copies that differ from
+/// their objects.
+fn check_records(repo: &Repository, tenant: &str) -> Result<(Vec<crate::point::PointRecord>, Vec<String>)> {
+    use crate::record_object::{self, RecordKind};
+    let storage = repo.storage();
+    let mut problems = repo.compare_with_objects()?.problems();
+    let read = |key: &str, kind: RecordKind, problems: &mut Vec<String>| match storage.get(key) {
+        Ok(Some(b)) => {
+            if let Err(reason) = record_object::check(kind, &b) {
+                problems.push(format!("{} {} is damaged: {reason}", kind.name(), storage.locate(key)));
+            }
+        }
+        Ok(None) => problems.push(format!("{} {} is missing", kind.name(), storage.locate(key))),
+        Err(e) => problems.push(e.to_string()),
+    };
+    read(record_object::CONFIG_KEY, RecordKind::Config, &mut problems);
+    read(&record_object::tenant_key(tenant), RecordKind::Tenant, &mut problems);
+    let catalog: HashMap<(String, u64), crate::point::PointRecord> = repo
+        .points(tenant, None)?
+        .into_iter()
+        .map(|p| ((p.header.group.clone(), p.header.seq), p))
+        .collect();
+    let mut points = Vec::new();
+    for p in repo.point_objects(tenant)? {
+        match p {
+            Ok(p) => {
+                if let Some(c) = catalog.get(&(p.header.group.clone(), p.header.seq))
+                    && c != &p
+                {
+                    problems.push(format!(
+                        "the catalog's copy of point {} of group `{}` differs from its point object",
+                        p.header.seq, p.header.group
+                    ));
+                }
+                points.push(p);
+            }
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    Ok((points, problems))
 }
 
 enum Failure {

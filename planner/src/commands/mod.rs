@@ -8,6 +8,7 @@ mod key;
 mod net;
 mod points;
 pub(crate) mod prune;
+mod repair;
 mod restore;
 pub mod run;
 mod testbed;
@@ -36,6 +37,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo(a) => crate::demo::run(&a),
         Command::Prune(a) => prune::run(&a, &config),
         Command::Gc(a) => prune::gc(&a),
+        Command::Repair(a) => repair::run(&a),
         Command::Certs(crate::cli::CertsCommand::New(a)) => net::certs_new(&a),
         Command::Receiver(a) => net::receiver(&a, &config),
         Command::Agent(a) => net::agent(&a, &config),

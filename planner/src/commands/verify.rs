@@ -43,7 +43,9 @@ pub fn run(a: &VerifyArgs) -> Result<ExitCode> {
         }
         return Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
-    let repo = Repository::open(&a.repo.repo)?;
+    // Unchecked: every disagreement between catalog and objects is reported
+    // below as damage (exit 1), not refused at open.
+    let repo = Repository::open_unchecked(&a.repo.repo)?;
     let tenant = a.tenant.clone().unwrap_or_else(|| DEFAULT_TENANT.into());
     let keys = match &a.key_file {
         Some(k) => Some(repo.check_key(&tenant, &super::load_key(k)?)?),
@@ -96,6 +98,9 @@ fn print_report(location: &str, r: &VerifyReport) {
     for m in &r.missing {
         println!("missing  {}: {}", m.id, m.reason);
     }
+    for rec in &r.records {
+        println!("record   {rec}");
+    }
     for p in &r.affected_points {
         println!("affected point {} of group `{}`: {}", p.seq, p.group, p.reason);
     }
@@ -109,10 +114,16 @@ fn print_report(location: &str, r: &VerifyReport) {
         println!("ok: no damage found");
     } else {
         println!(
-            "FAILED: {} damaged, {} missing, {} point(s) affected; restore affected volumes from an earlier point or another site",
+            "FAILED: {} damaged, {} missing, {} point(s) affected, {} record problem(s); restore affected volumes from an earlier point or another site{}",
             r.damaged.len(),
             r.missing.len(),
-            r.affected_points.len()
+            r.affected_points.len(),
+            r.records.len(),
+            if r.records.is_empty() {
+                ""
+            } else {
+                "; run `lifeline repair --repo REPO` to rebuild the catalog from the objects"
+            }
         );
     }
 }

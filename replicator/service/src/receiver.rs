@@ -457,7 +457,7 @@ impl ReceiverService {
                     )));
                 }
             }
-            repo.catalog().commit_point(&rec).map_err(to_status)?;
+            repo.commit_point(&rec).map_err(to_status)?;
             me.gc.touch(&tenant, roots);
             Ok(())
         })

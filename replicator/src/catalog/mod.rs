@@ -13,6 +13,16 @@ use crate::object_id::ObjectId;
 use crate::point::PointRecord;
 use crate::store::{ObjectLocation, PackId};
 
+/// A lease on a point (see [`Catalog::pin`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinRecord {
+    pub tenant: String,
+    pub group: String,
+    pub seq: u64,
+    pub holder: String,
+    pub until: chrono::DateTime<chrono::Utc>,
+}
+
 /// Where a tenant's objects are: id → pack, offset, length. Kept in the catalog
 /// so presence checks and reads need no directory listing.
 ///
@@ -26,6 +36,21 @@ pub trait ObjectIndex: Send + Sync {
     fn publish(&self, pack: PackId, entries: &[(ObjectId, ObjectLocation)]) -> Result<()>;
     /// True when the pack was published.
     fn has_pack(&self, pack: &PackId) -> Result<bool>;
+    /// Moves entries into the durable pack `pack` (compaction): each entry is
+    /// changed only while it still points into one of `from` (an entry
+    /// removed or moved meanwhile stays as it is), `pack` is recorded, and the
+    /// packs of `doom` are marked to be deleted, all in one atomic, durable
+    /// step.
+    fn relocate(
+        &self,
+        pack: PackId,
+        entries: &[(ObjectId, ObjectLocation)],
+        from: &[PackId],
+        doom: &[PackId],
+    ) -> Result<()>;
+    /// Every published pack not marked to be deleted, with the bytes of the
+    /// objects it was published with.
+    fn packs(&self) -> Result<Vec<(PackId, u64)>>;
     /// Removes entries (garbage collection), durably.
     fn remove(&self, ids: &[ObjectId]) -> Result<()> {
         self.remove_unsynced(ids)?;
@@ -74,11 +99,23 @@ pub trait Catalog: Send + Sync {
     /// is the group's last seq + 1. The caller must have made every object the
     /// point references durable first.
     fn commit_point(&self, point: &PointRecord) -> Result<()>;
+    /// Records a point whatever the group's last seq (a rebuild from point
+    /// objects, whose seqs have the gaps prune left). Durable when it returns.
+    fn adopt_point(&self, point: &PointRecord) -> Result<()>;
+    /// `(group, seq)` of every point of a tenant, in order, without decoding them.
+    fn point_seqs(&self, tenant: &str) -> Result<Vec<(String, u64)>>;
     /// Removes points of a group (prune; the repository owner's authority only,
     /// never an agent's). Refuses to remove the group's newest point, so commits
-    /// continue its timeline. Durable when it returns. The objects the points
-    /// referenced stay until garbage collection.
+    /// continue its timeline. In the same atomic batch, each removed point is
+    /// marked as being pruned until [`forget_pruned`](Self::forget_pruned): its
+    /// point object is deleted after this returns, and a crash in between is
+    /// finished at the next open. Durable when it returns. The objects the
+    /// points referenced stay until garbage collection.
     fn remove_points(&self, tenant: &str, group: &str, seqs: &[u64]) -> Result<()>;
+    /// `(group, seq)` of a tenant's points marked as being pruned.
+    fn pruning(&self, tenant: &str) -> Result<Vec<(String, u64)>>;
+    /// Drops the pruning marks once the point objects are deleted. Durable when it returns.
+    fn forget_pruned(&self, tenant: &str, group: &str, seqs: &[u64]) -> Result<()>;
     /// Takes (or renews) `holder`'s lease on a point until `until`: prune keeps a
     /// point while any unexpired lease holds it. Durable when it returns.
     fn pin(
@@ -98,6 +135,8 @@ pub trait Catalog: Send + Sync {
         group: &str,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<std::collections::BTreeSet<u64>>;
+    /// Every lease of a tenant's points (repair carries them over).
+    fn all_pins(&self, tenant: &str) -> Result<Vec<PinRecord>>;
     /// Ok while the catalog accepts work; the error it keeps returning once an
     /// I/O error (a full disk) made it refuse everything until reopened.
     fn check(&self) -> Result<()>;

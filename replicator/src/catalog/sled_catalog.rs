@@ -10,8 +10,9 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sled::Transactional;
 
-use crate::catalog::{Catalog, ObjectIndex, RepositoryConfig, TenantRecord};
+use crate::catalog::{Catalog, ObjectIndex, PinRecord, RepositoryConfig, TenantRecord};
 use crate::error::{Error, Result};
 use crate::file_formats::CATALOG_VALUE_VERSION;
 use crate::object_id::ObjectId;
@@ -27,6 +28,9 @@ pub struct SledCatalog {
     pins: sled::Tree,
     tenants: sled::Tree,
     points: sled::Tree,
+    /// Same keys as `points`, empty values: points removed whose point object
+    /// may not be deleted yet.
+    pruning: sled::Tree,
     commit: Mutex<()>,
 }
 
@@ -55,6 +59,7 @@ impl SledCatalog {
             tenants: db.open_tree("tenants").map_err(err)?,
             points: db.open_tree("points").map_err(err)?,
             pins: db.open_tree("pins").map_err(err)?,
+            pruning: db.open_tree("pruning").map_err(err)?,
             db,
             path: path.into(),
             commit: Mutex::new(()),
@@ -141,6 +146,33 @@ impl SledCatalog {
         let mut k = Self::group_prefix(tenant, group);
         k.extend_from_slice(&seq.to_be_bytes());
         k
+    }
+
+    /// `(group, seq)` of the keys of a points-shaped tree under `tenant`.
+    fn seqs_in(&self, tree: &sled::Tree, tenant: &str) -> Result<Vec<(String, u64)>> {
+        let mut prefix = tenant.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for kv in tree.scan_prefix(&prefix) {
+            let (k, _) = kv.map_err(|e| self.err(e))?;
+            let rest = &k[prefix.len()..];
+            let parsed = rest
+                .len()
+                .checked_sub(9)
+                .filter(|&g| rest[g] == 0)
+                .and_then(|g| Some((std::str::from_utf8(&rest[..g]).ok()?, rest[g + 1..].try_into().ok()?)));
+            match parsed {
+                Some((group, seq)) => out.push((group.to_string(), u64::from_be_bytes(seq))),
+                None => {
+                    return Err(Error::CatalogRecord {
+                        path: self.path.clone(),
+                        what: "point key".into(),
+                        reason: format!("malformed key {}", hex::encode(&k)),
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn group_prefix(tenant: &str, group: &str) -> Vec<u8> {
@@ -302,6 +334,41 @@ impl Catalog for SledCatalog {
         Ok(out)
     }
 
+    fn all_pins(&self, tenant: &str) -> Result<Vec<PinRecord>> {
+        let mut prefix = tenant.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for kv in self.pins.scan_prefix(&prefix) {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            let rest = &k[prefix.len()..];
+            let Some(g) = rest.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            let (Ok(group), Some(seq)) = (
+                std::str::from_utf8(&rest[..g]),
+                rest.get(g + 1..g + 9)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes),
+            ) else {
+                continue;
+            };
+            let holder = String::from_utf8_lossy(&rest[g + 9..]).into_owned();
+            let until = (v.len() == 9 && v[0] == PIN_VERSION)
+                .then(|| i64::from_le_bytes(v[1..9].try_into().expect("8 bytes")))
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                // An unreadable lease keeps its point for a day: the safe reading.
+                .unwrap_or_else(|| chrono::Utc::now() + chrono::Duration::hours(24));
+            out.push(PinRecord {
+                tenant: tenant.into(),
+                group: group.into(),
+                seq,
+                holder,
+                until,
+            });
+        }
+        Ok(out)
+    }
+
     fn check(&self) -> Result<()> {
         // A write meets sled's sticky error, if any (a flush with nothing pending
         // would not look). Only called after a failed write.
@@ -320,13 +387,58 @@ impl Catalog for SledCatalog {
                 message: format!("point {last} is group `{group}`'s newest: it is never removed"),
             });
         }
+        let keys: Vec<Vec<u8>> = seqs.iter().map(|s| Self::point_key(tenant, group, *s)).collect();
+        (&self.points, &self.pruning)
+            .transaction(|(points, pruning)| {
+                for k in &keys {
+                    points.remove(k.as_slice())?;
+                    pruning.insert(k.as_slice(), &[][..])?;
+                }
+                Ok(())
+            })
+            .map_err(|e: sled::transaction::TransactionError<()>| match e {
+                sled::transaction::TransactionError::Storage(e) => self.err(e),
+                sled::transaction::TransactionError::Abort(()) => unreachable!("never aborted"),
+            })?;
+        self.flush()
+    }
+
+    fn adopt_point(&self, point: &PointRecord) -> Result<()> {
+        let h = &point.header;
+        let _g = self.commit.lock().expect("commit lock");
+        self.points
+            .insert(Self::point_key(&h.tenant, &h.group, h.seq), Self::encode(point))
+            .map_err(|e| self.err(e))?;
+        self.flush()
+    }
+
+    fn point_seqs(&self, tenant: &str) -> Result<Vec<(String, u64)>> {
+        self.seqs_in(&self.points, tenant)
+    }
+
+    fn pruning(&self, tenant: &str) -> Result<Vec<(String, u64)>> {
+        self.seqs_in(&self.pruning, tenant)
+    }
+
+    fn forget_pruned(&self, tenant: &str, group: &str, seqs: &[u64]) -> Result<()> {
         let mut batch = sled::Batch::default();
         for seq in seqs {
             batch.remove(Self::point_key(tenant, group, *seq));
         }
-        self.points.apply_batch(batch).map_err(|e| self.err(e))?;
+        self.pruning.apply_batch(batch).map_err(|e| self.err(e))?;
         self.flush()
     }
+}
+
+/// An object index value: version u8 | pack [16] | offset u64 | length u32 | kind u8.
+fn encode_location(loc: &ObjectLocation) -> Vec<u8> {
+    let mut v = Vec::with_capacity(30);
+    v.push(CATALOG_VALUE_VERSION);
+    v.extend_from_slice(&loc.pack.0);
+    v.extend_from_slice(&loc.offset.to_le_bytes());
+    v.extend_from_slice(&loc.len.to_le_bytes());
+    v.push(loc.kind);
+    v
 }
 
 /// Value of a pack entry whose file garbage collection is deleting (after the
@@ -384,13 +496,7 @@ impl ObjectIndex for SledObjectIndex {
         let mut batch = sled::Batch::default();
         let mut bytes = 0u64;
         for (id, loc) in entries {
-            let mut v = Vec::with_capacity(30);
-            v.push(CATALOG_VALUE_VERSION);
-            v.extend_from_slice(&loc.pack.0);
-            v.extend_from_slice(&loc.offset.to_le_bytes());
-            v.extend_from_slice(&loc.len.to_le_bytes());
-            v.push(loc.kind);
-            batch.insert(&id.0, v);
+            batch.insert(&id.0, encode_location(loc));
             bytes += loc.len as u64;
         }
         self.objects.apply_batch(batch).map_err(|e| self.err(e))?;
@@ -404,6 +510,52 @@ impl ObjectIndex for SledObjectIndex {
 
     fn has_pack(&self, pack: &PackId) -> Result<bool> {
         self.packs.contains_key(pack.0).map_err(|e| self.err(e))
+    }
+
+    fn relocate(
+        &self,
+        pack: PackId,
+        entries: &[(ObjectId, ObjectLocation)],
+        from: &[PackId],
+        doom: &[PackId],
+    ) -> Result<()> {
+        let bytes: u64 = entries.iter().map(|(_, l)| l.len as u64).sum();
+        let mut record = vec![CATALOG_VALUE_VERSION];
+        record.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        record.extend_from_slice(&bytes.to_le_bytes());
+        (&self.objects, &self.packs)
+            .transaction(|(objects, packs)| {
+                for (id, loc) in entries {
+                    let still_there = objects
+                        .get(id.0)?
+                        .is_some_and(|v| v.len() == 30 && from.iter().any(|p| v[1..17] == p.0));
+                    if still_there {
+                        objects.insert(&id.0[..], encode_location(loc))?;
+                    }
+                }
+                packs.insert(&pack.0[..], record.as_slice())?;
+                for d in doom {
+                    packs.insert(&d.0[..], &[CATALOG_VALUE_VERSION, DOOMED_PACK][..])?;
+                }
+                Ok(())
+            })
+            .map_err(|e: sled::transaction::TransactionError<()>| match e {
+                sled::transaction::TransactionError::Storage(e) => self.err(e),
+                sled::transaction::TransactionError::Abort(()) => unreachable!("never aborted"),
+            })?;
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn packs(&self) -> Result<Vec<(PackId, u64)>> {
+        let mut out = Vec::new();
+        for kv in self.packs.iter() {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            if let (Ok(id), 13) = (<[u8; 16]>::try_from(k.as_ref()), v.len()) {
+                out.push((PackId(id), u64::from_le_bytes(v[5..13].try_into().expect("8 bytes"))));
+            }
+        }
+        Ok(out)
     }
 
     fn doom_pack(&self, pack: &PackId) -> Result<()> {

@@ -36,6 +36,12 @@ use crate::store::{ChunkStore, StoredObject};
 
 /// Bytes of closed packs that trigger a sync during a long write.
 pub const SYNC_BATCH_BYTES: u64 = 256 << 20;
+/// A published pack below this size is small: compaction merges it.
+pub const SMALL_PACK_BYTES: u64 = 12 << 20;
+/// Small packs that start a compaction at the next sync: after N cycles too
+/// small to fill a pack, at most `COMPACT_AT - 1` small packs remain beside
+/// packs of 12-16 MiB.
+pub const COMPACT_AT: usize = 8;
 /// Open pack files kept for reading.
 const READER_CACHE: usize = 256;
 /// Pack footers [`FooterCache`] keeps (a few MiB at most).
@@ -137,6 +143,9 @@ pub struct Packs {
     footers: Mutex<FooterCache>,
     /// Times a failed sync dropped objects that were put but not durable.
     losses: std::sync::atomic::AtomicU64,
+    /// Published packs smaller than [`SMALL_PACK_BYTES`], with their bytes:
+    /// what compaction merges.
+    small: Mutex<Vec<(PackId, u64)>>,
     /// Bytes of finished packs that start a background sync.
     sync_batch: u64,
 }
@@ -170,12 +179,19 @@ impl LocalDirStore {
                 readers: Mutex::new(HashMap::new()),
                 footers: Mutex::new(FooterCache::default()),
                 losses: Default::default(),
+                small: Mutex::new(Vec::new()),
                 sync_batch: SYNC_BATCH_BYTES,
             }),
             background: Mutex::new(None),
         };
         store.recover()?;
         store.delete_doomed_packs()?;
+        *store.small.lock().expect("small packs") = store
+            .index
+            .packs()?
+            .into_iter()
+            .filter(|(_, bytes)| *bytes < SMALL_PACK_BYTES)
+            .collect();
         Ok(store)
     }
 
@@ -313,8 +329,116 @@ impl Packs {
         if r.is_err() {
             self.drop_unsynced();
             self.losses.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        } else if all {
+            // What was put is durable already; a compaction that fails leaves
+            // every object where it was (or its old packs marked to be
+            // deleted at the next open) and is tried again at the next sync.
+            if let Err(e) = self.compact_small_packs() {
+                tracing::warn!(store = %self.dir.display(), error = %e, "compaction of small packs failed; retried at the next sync");
+            }
         }
         r
+    }
+
+    /// Merges the small packs once [`COMPACT_AT`] of them accumulated (every
+    /// sync closes a pack, so small cycles would otherwise leave one small
+    /// pack each, forever): their objects still in the index are copied into
+    /// new packs of up to [`PACK_TARGET_BYTES`], made durable and put in place
+    /// like any pack, the index entries moved to them and the old packs marked
+    /// to be deleted in one atomic step, then the old files deleted. Called
+    /// with the sync lock held, so no other sync publishes meanwhile; the move
+    /// changes an entry only while it still points into an old pack, so an
+    /// object removed meanwhile is never brought back. A pack whose footer or
+    /// one of whose objects fails its check is left as it is (for `verify`).
+    /// Each byte of a small cycle is copied a few times before it rests in a
+    /// pack of at least [`SMALL_PACK_BYTES`].
+    fn compact_small_packs(&self) -> Result<()> {
+        let small = self.small.lock().expect("small packs").clone();
+        if small.len() < COMPACT_AT {
+            return Ok(());
+        }
+        let mut sources = Vec::new();
+        let mut moved: Vec<(ObjectId, Vec<u8>, u8)> = Vec::new();
+        'pack: for (pack, _) in &small {
+            let path = self.pack_path(pack);
+            let Ok(entries) = read_footer(&path, *pack) else {
+                continue;
+            };
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            let mut objects = Vec::new();
+            for (id, loc) in entries {
+                if self.index.get(&id)? != Some(loc) {
+                    continue; // removed, or held by another pack
+                }
+                let mut buf = vec![0u8; loc.len as usize];
+                if file.read_exact_at(&mut buf, loc.offset).is_err()
+                    || crate::crypto::SealedObject::parse(&buf).is_err()
+                {
+                    continue 'pack;
+                }
+                objects.push((id, buf, loc.kind));
+            }
+            sources.push(*pack);
+            moved.extend(objects);
+        }
+        if sources.len() < 2 {
+            return Ok(());
+        }
+        // Write the new packs.
+        let mut written: Vec<OpenPack> = Vec::new();
+        let mut current: Option<OpenPack> = None;
+        let result = (|| {
+            for (id, bytes, kind) in &moved {
+                if current.is_none() {
+                    current = Some(self.new_pack()?);
+                }
+                let p = current.as_mut().expect("open pack");
+                p.file
+                    .write_all_at(bytes, p.len)
+                    .ctx(|| format!("write pack {}", p.tmp.display()))?;
+                p.entries.push((
+                    *id,
+                    ObjectLocation {
+                        pack: p.id,
+                        offset: p.len,
+                        len: bytes.len() as u32,
+                        kind: *kind,
+                    },
+                ));
+                p.len += bytes.len() as u64;
+                if p.len >= PACK_TARGET_BYTES {
+                    written.push(finish_pack(current.take().expect("open pack"))?);
+                }
+            }
+            if let Some(p) = current.take() {
+                written.push(finish_pack(p)?);
+            }
+            self.put_in_place(&written)
+        })();
+        if let Err(e) = result {
+            for p in written.iter().chain(current.iter()) {
+                let _ = fs::remove_file(&p.tmp);
+            }
+            return Err(e);
+        }
+        // Move the entries, then delete the old packs.
+        for (i, p) in written.iter().enumerate() {
+            let doom: &[PackId] = if i + 1 == written.len() { &sources } else { &[] };
+            self.index.relocate(p.id, &p.entries, &sources, doom)?;
+            self.readers.lock().expect("readers").insert(p.id, p.file.clone());
+        }
+        self.delete_packs(&sources)?;
+        let mut small = self.small.lock().expect("small packs");
+        small.retain(|(p, _)| !sources.contains(p));
+        for p in &written {
+            if p.len < SMALL_PACK_BYTES {
+                small.push((p.id, p.len));
+            }
+        }
+        tracing::debug!(store = %self.dir.display(), merged = sources.len(), into = written.len(), objects = moved.len(), "compacted small packs");
+        Ok(())
     }
 
     /// Drops the open and the finished packs not yet synced, with their
@@ -368,6 +492,24 @@ impl Packs {
         if packs.is_empty() {
             return Ok(());
         }
+        self.put_in_place(packs)?;
+        for p in packs {
+            self.index.publish(p.id, &p.entries)?;
+            self.readers.lock().expect("readers").insert(p.id, p.file.clone());
+            if p.len < SMALL_PACK_BYTES {
+                self.small.lock().expect("small packs").push((p.id, p.len));
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes finished packs durable and moves them into their shard
+    /// directories (never over an existing file); the index does not know
+    /// them yet.
+    fn put_in_place(&self, packs: &[OpenPack]) -> Result<()> {
+        if packs.is_empty() {
+            return Ok(());
+        }
         let root = fs::File::open(&self.dir).ctx(|| format!("open {}", self.dir.display()))?;
         rustix::fs::syncfs(&root).ctx(|| format!("syncfs {}", self.dir.display()))?;
         let mut shards = std::collections::BTreeSet::new();
@@ -391,10 +533,6 @@ impl Packs {
         }
         for s in shards {
             fsutil::fsync_dir(&self.dir.join("packs").join(hex::encode([s])))?;
-        }
-        for p in packs {
-            self.index.publish(p.id, &p.entries)?;
-            self.readers.lock().expect("readers").insert(p.id, p.file.clone());
         }
         Ok(())
     }
@@ -422,14 +560,29 @@ impl Packs {
         if let Some((file, loc)) = pending {
             return Ok((self.read_at(id, &file, &loc, &self.dir)?, None));
         }
-        let loc = self.index.get(id)?.ok_or_else(|| Error::ObjectMissing {
+        let missing = || Error::ObjectMissing {
             id: id.to_hex(),
             location: self.dir.display().to_string(),
-        })?;
-        let file = self.reader(&loc.pack)?.ok_or_else(|| Error::ObjectMissing {
-            id: id.to_hex(),
-            location: format!("{} (its pack file is gone)", self.pack_path(&loc.pack).display()),
-        })?;
+        };
+        let mut loc = self.index.get(id)?.ok_or_else(missing)?;
+        let file = match self.reader(&loc.pack)? {
+            Some(f) => f,
+            None => {
+                // Compaction may have moved the object and deleted its old
+                // pack between the lookup and the open: look again once.
+                let again = self.index.get(id)?.ok_or_else(missing)?;
+                let moved = again.pack != loc.pack;
+                loc = again;
+                moved
+                    .then(|| self.reader(&loc.pack))
+                    .transpose()?
+                    .flatten()
+                    .ok_or_else(|| Error::ObjectMissing {
+                        id: id.to_hex(),
+                        location: format!("{} (its pack file is gone)", self.pack_path(&loc.pack).display()),
+                    })?
+            }
+        };
         Ok((
             self.read_at(id, &file, &loc, &self.pack_path(&loc.pack))?,
             Some(loc.pack),
@@ -665,6 +818,10 @@ impl Packs {
     /// Deletes pack files whose objects are no longer in the index (file, shard
     /// directory fsync, then the pack's catalog entry).
     fn delete_packs(&self, packs: &[PackId]) -> Result<()> {
+        self.small
+            .lock()
+            .expect("small packs")
+            .retain(|(p, _)| !packs.contains(p));
         let mut shards = std::collections::BTreeSet::new();
         for p in packs {
             let path = self.pack_path(p);
@@ -715,7 +872,40 @@ fn read_full(r: &mut dyn std::io::Read, buf: &mut [u8]) -> std::io::Result<usize
     Ok(n)
 }
 
-fn read_footer(path: &Path, id: PackId) -> Result<Vec<(ObjectId, ObjectLocation)>, String> {
+/// Writes a compacted pack's footer and makes it durable.
+fn finish_pack(mut p: OpenPack) -> Result<OpenPack> {
+    let footer = pack::footer(&p.entries);
+    p.file
+        .write_all_at(&footer, p.len)
+        .ctx(|| format!("write pack footer {}", p.tmp.display()))?;
+    p.len += footer.len() as u64;
+    p.file.sync_all().ctx(|| format!("fsync {}", p.tmp.display()))?;
+    Ok(p)
+}
+
+/// Every pack file of the store in `dir` (a tenant's `objects` directory),
+/// temp packs excepted: what `lifeline repair` indexes.
+pub(crate) fn pack_files(dir: &Path) -> Result<Vec<(PackId, PathBuf)>> {
+    let mut out = Vec::new();
+    for b in 0..=255u8 {
+        let shard = dir.join("packs").join(hex::encode([b]));
+        let entries = match fs::read_dir(&shard) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(format!("list {}", shard.display()), e)),
+        };
+        for e in entries {
+            let e = e.ctx(|| format!("list {}", shard.display()))?;
+            if let Some(id) = e.file_name().to_str().and_then(PackId::from_hex) {
+                out.push((id, e.path()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The checked footer of the pack file at `path`, or why it cannot be read.
+pub(crate) fn read_footer(path: &Path, id: PackId) -> Result<Vec<(ObjectId, ObjectLocation)>, String> {
     let f = File::open(path).map_err(|e| e.to_string())?;
     let len = f.metadata().map_err(|e| e.to_string())?.len();
     if len < PACK_HEADER_LEN + 40 {
@@ -886,6 +1076,108 @@ mod tests {
     /// Objects big enough that eight of them fill a pack.
     fn big(b: u8) -> Vec<u8> {
         vec![b; (PACK_TARGET_BYTES / 8) as usize]
+    }
+
+    /// A sealed chunk of `len` bytes of pseudo-random content.
+    fn sealed(n: u32, len: usize) -> (ObjectId, Vec<u8>) {
+        let keys = crate::crypto::Keys::derive(&[9; 32]);
+        let mut plain = vec![0u8; len];
+        let mut x = n as u64 * 0x9e37_79b9_7f4a_7c15 + 1;
+        for b in plain.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        let id = keys.chunk_id(&plain);
+        (
+            id,
+            crate::crypto::seal_object(&keys, crate::crypto::ObjectKind::Chunk, &id, &[], &plain),
+        )
+    }
+
+    fn pack_count(d: &Path) -> usize {
+        pack_files(&d.join("objects")).unwrap().len()
+    }
+
+    /// Small syncs (an agent cycle of about 100 KiB each) share packs: every
+    /// [`COMPACT_AT`] small packs are merged, so the number of pack files
+    /// stays bounded; every object stays readable, through the index and
+    /// through a reopened store, and a removed object is not brought back.
+    #[test]
+    fn small_syncs_are_compacted_into_shared_packs() {
+        let d = tempfile::tempdir().unwrap();
+        let (_cat, idx, s) = store_with_batch(d.path(), u64::MAX);
+        let mut objects = Vec::new();
+        for cycle in 0..60u32 {
+            for k in 0..3 {
+                let (id, bytes) = sealed(cycle * 3 + k, 33 << 10);
+                assert!(s.put(&id, &bytes).unwrap());
+                objects.push((id, bytes));
+            }
+            s.sync().unwrap();
+            assert!(
+                pack_count(d.path()) < COMPACT_AT + 1,
+                "cycle {cycle}: {} packs",
+                pack_count(d.path())
+            );
+            if cycle == 20 {
+                // Removed (garbage collection, verify --repair): compaction
+                // must not copy it back into the index.
+                s.delete(&objects[4].0).unwrap();
+            }
+        }
+        assert!(
+            idx.get(&objects[4].0).unwrap().is_none(),
+            "a removed object stays removed"
+        );
+        for (i, (id, bytes)) in objects.iter().enumerate() {
+            if i != 4 {
+                assert_eq!(&s.get(id).unwrap(), bytes, "object {i}");
+            }
+        }
+        // The merged packs hold everything after a reopen, and no pack file
+        // is left that the index does not use.
+        drop(s);
+        let (_cat2, s) = (
+            _cat,
+            LocalDirStore::open(&d.path().join("objects"), idx.clone()).unwrap(),
+        );
+        for (i, (id, bytes)) in objects.iter().enumerate() {
+            if i != 4 {
+                assert_eq!(&s.get(id).unwrap(), bytes, "object {i} after reopen");
+            }
+        }
+        let mut used = std::collections::HashSet::new();
+        idx.for_each(&mut |_, loc| {
+            used.insert(loc.pack);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(used.len(), pack_count(d.path()), "every pack file holds live objects");
+    }
+
+    /// Moving entries changes only those still in the old packs.
+    #[test]
+    fn relocation_never_brings_back_a_removed_entry() {
+        let d = tempfile::tempdir().unwrap();
+        let cat = SledCatalog::open(&d.path().join("catalog")).unwrap();
+        let idx = cat.object_index("t").unwrap();
+        let (old, new) = (PackId([1; 16]), PackId([2; 16]));
+        let at = |pack, offset| ObjectLocation {
+            pack,
+            offset,
+            len: 10,
+            kind: 1,
+        };
+        idx.publish(old, &[(id(1), at(old, 8)), (id(2), at(old, 18))]).unwrap();
+        idx.remove(&[id(2)]).unwrap();
+        idx.relocate(new, &[(id(1), at(new, 8)), (id(2), at(new, 18))], &[old], &[old])
+            .unwrap();
+        assert_eq!(idx.get(&id(1)).unwrap(), Some(at(new, 8)));
+        assert_eq!(idx.get(&id(2)).unwrap(), None);
+        assert_eq!(idx.doomed_packs().unwrap(), vec![old]);
+        assert!(idx.has_pack(&new).unwrap());
     }
 
     /// A long write publishes finished packs on a thread of its own while the

@@ -3,9 +3,11 @@
 //! embedded default.
 
 mod chunk_store;
-mod local_dir;
+pub(crate) mod local_dir;
+mod object_storage;
 pub(crate) mod pack;
 
 pub use chunk_store::{ChunkStore, StoredObject};
 pub use local_dir::{CollectReport, LocalDirStore, SweepPlan};
+pub use object_storage::{LocalDirStorage, ObjectStorage};
 pub use pack::{ObjectLocation, PackId};
