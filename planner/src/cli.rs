@@ -865,10 +865,26 @@ pub struct BenchArgs {
     /// Measure prune + garbage collection of a synthetic repository instead.
     #[arg(long)]
     pub gc: bool,
-    /// With --gc: points in the synthetic repository.
+    /// Measure `lifeline repair` of a synthetic repository (--points × --per-point
+    /// objects) whose catalog was deleted, and opening it afterwards.
+    #[arg(long)]
+    pub repair: bool,
+    /// Measure how many pack files N small agent cycles leave (--cycle-bytes each).
+    #[arg(long, value_name = "N")]
+    pub cycles: Option<u64>,
+    /// With --cycles: random bytes written before each cycle.
+    #[arg(long, default_value_t = 100 << 10, value_name = "BYTES")]
+    pub cycle_bytes: usize,
+    /// Flip N single bytes, one at a time, spread over every file of a local
+    /// repository of three points; after each, open (repairing when refused),
+    /// deep-verify and restore every point: count points lost, silently wrong
+    /// restores and damage verify called clean.
+    #[arg(long, value_name = "N")]
+    pub damage: Option<u64>,
+    /// With --gc or --repair: points in the synthetic repository.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub points: u64,
-    /// With --gc: chunks per point (each point's own), plus one node.
+    /// With --gc or --repair: chunks per point (each point's own), plus one node.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub per_point: u64,
     /// With --gc: points prune keeps (the newest).

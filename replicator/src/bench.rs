@@ -266,6 +266,265 @@ pub fn build_gc_bench_repo(work_dir: &Path, points: u64, per_point: u64) -> Resu
     Ok(path)
 }
 
+/// What [`small_cycles`] measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct SmallCycles {
+    pub cycles: u64,
+    pub bytes_per_cycle: u64,
+    pub pack_files: u64,
+    pub pack_bytes: u64,
+    pub secs: f64,
+}
+
+/// `cycles` backups of a 32 MiB volume into a local repository, each after
+/// `bytes_per_cycle` random bytes were written at a random place: how many
+/// pack files they leave (the goal is about stored bytes / 16 MiB plus a
+/// small constant, not one per cycle).
+pub fn small_cycles(work_dir: &Path, cycles: u64, bytes_per_cycle: usize) -> Result<SmallCycles> {
+    let key = KeyFile::create(&work_dir.join("bench.key"), None)?;
+    let keys = key.keys();
+    let repo = Repository::init(&work_dir.join("repo"), &keys, DEFAULT_TENANT)?;
+    let vol = work_dir.join("volume.img");
+    let f = fs::File::create(&vol).ctx(|| format!("create {}", vol.display()))?;
+    f.set_len(32 << 20).ctx(|| format!("size {}", vol.display()))?;
+    let opts = BackupOptions {
+        group: "cycles".into(),
+        volumes: vec![("v".into(), vol.clone())],
+        freeze: None,
+        thaw: None,
+        state_dir: work_dir.join("state"),
+        cancel: Arc::new(AtomicBool::new(false)),
+        progress: None,
+        block_map: false,
+    };
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let t = Instant::now();
+    let mut buf = vec![0u8; bytes_per_cycle];
+    for _ in 0..cycles {
+        for b in buf.chunks_mut(8) {
+            let v = next().to_le_bytes();
+            b.copy_from_slice(&v[..b.len()]);
+        }
+        let at = next() % ((32 << 20) - bytes_per_cycle as u64);
+        std::os::unix::fs::FileExt::write_all_at(&f, &buf, at).ctx(|| format!("write {}", vol.display()))?;
+        backup(&repo.tenant(DEFAULT_TENANT)?, &keys, &opts)?;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let packs =
+        crate::store::local_dir::pack_files(&work_dir.join("repo/tenants").join(DEFAULT_TENANT).join("objects"))?;
+    let pack_bytes = packs
+        .iter()
+        .filter_map(|(_, p)| fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    Ok(SmallCycles {
+        cycles,
+        bytes_per_cycle: bytes_per_cycle as u64,
+        pack_files: packs.len() as u64,
+        pack_bytes,
+        secs,
+    })
+}
+
+/// What [`damage`] found over all its flips.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DamageReport {
+    pub flips: u64,
+    /// Flips per kind of file: catalog, pack, point object, tenant, config, marker.
+    pub by_file: std::collections::BTreeMap<String, u64>,
+    /// Opens refused (the catalog failed to open or disagreed with the objects).
+    pub refused_at_open: u64,
+    /// Repairs run (after a refusal, or after verify found damage in the records).
+    pub repairs: u64,
+    /// Point records gone after repair.
+    pub points_lost: u64,
+    /// Restores that succeeded with the wrong content.
+    pub wrong_restores: u64,
+    /// Restores that failed with a clear error (damaged data detected).
+    pub failed_restores: u64,
+    /// Flips after which something was wrong (a point lost or a restore
+    /// failed) and deep verify still called the repository clean.
+    pub damage_called_clean: u64,
+    /// Flips that changed nothing a restore or verify could see.
+    pub harmless: u64,
+    pub secs: f64,
+}
+
+/// Flips one byte at a time in every file of a local repository of three
+/// points, in turn (catalog files, packs, record objects, marker), and after
+/// each: opens it (repairing when refused), deep-verifies (repairing when the
+/// records are damaged) and restores every point, counting points lost,
+/// silently wrong restores and damage that verify called clean.
+pub fn damage(work_dir: &Path, flips: u64) -> Result<DamageReport> {
+    use crate::verify::{VerifyOptions, verify};
+    let t = Instant::now();
+    let key = KeyFile::create(&work_dir.join("bench.key"), None)?;
+    let keys = key.keys();
+    let pristine = work_dir.join("pristine");
+    let vol = work_dir.join("volume.img");
+    let mut versions = Vec::new();
+    {
+        let repo = Repository::init(&pristine, &keys, DEFAULT_TENANT)?;
+        let mut data = sample_data(8 << 20, 11);
+        for i in 0..3usize {
+            data[i * (2 << 20)..][..300 << 10].fill(i as u8 + 1);
+            fs::write(&vol, &data).ctx(|| format!("write {}", vol.display()))?;
+            backup(
+                &repo.tenant(DEFAULT_TENANT)?,
+                &keys,
+                &BackupOptions {
+                    group: "g".into(),
+                    volumes: vec![("v".into(), vol.clone())],
+                    freeze: None,
+                    thaw: None,
+                    state_dir: work_dir.join("state"),
+                    cancel: Arc::new(AtomicBool::new(false)),
+                    progress: None,
+                    block_map: false,
+                },
+            )?;
+            versions.push(blake3::hash(&data));
+        }
+    }
+    let mut files = Vec::new();
+    list_files(&pristine, &mut files)?;
+    files.sort();
+    let kind_of = |p: &Path| -> &'static str {
+        let s = p.to_string_lossy();
+        if s.contains("/catalog/") {
+            "catalog"
+        } else if s.contains("/packs/") {
+            "pack"
+        } else if s.contains("/meta/points/") {
+            "point object"
+        } else if s.contains("/meta/tenants/") {
+            "tenant object"
+        } else if s.ends_with("meta/config") {
+            "config object"
+        } else {
+            "marker"
+        }
+    };
+    let mut report = DamageReport::default();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let repo_dir = work_dir.join("repo");
+    let target = work_dir.join("restored.img");
+    for i in 0..flips {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let _ = fs::remove_dir_all(&repo_dir);
+        copy_tree(&pristine, &repo_dir)?;
+        let rel = files[i as usize % files.len()].strip_prefix(&pristine).expect("inside");
+        let victim = repo_dir.join(rel);
+        let mut bytes = fs::read(&victim).ctx(|| format!("read {}", victim.display()))?;
+        if bytes.is_empty() {
+            continue;
+        }
+        let at = (x % bytes.len() as u64) as usize;
+        bytes[at] ^= 1 << (x % 8);
+        fs::write(&victim, &bytes).ctx(|| format!("write {}", victim.display()))?;
+        report.flips += 1;
+        *report.by_file.entry(kind_of(&victim).into()).or_default() += 1;
+
+        let repo = match Repository::open(&repo_dir) {
+            Ok(r) => r,
+            Err(_) => {
+                report.refused_at_open += 1;
+                report.repairs += 1;
+                crate::repair::repair(&repo_dir, &|_| {})?;
+                Repository::open(&repo_dir)?
+            }
+        };
+        let opts = VerifyOptions {
+            tenant: DEFAULT_TENANT.into(),
+            keys: Some(keys.clone()),
+            progress: None,
+            repair: false,
+        };
+        let mut v = verify(&repo, &opts)?;
+        let repo = if v.records.is_empty() {
+            repo
+        } else {
+            drop(repo);
+            report.repairs += 1;
+            crate::repair::repair(&repo_dir, &|_| {})?;
+            let repo = Repository::open(&repo_dir)?;
+            v = verify(&repo, &opts)?;
+            repo
+        };
+        let points = repo.points(DEFAULT_TENANT, Some("g"))?;
+        let lost = 3 - points.len() as u64;
+        report.points_lost += lost;
+        let mut failed = 0;
+        for p in &points {
+            let _ = fs::remove_file(&target);
+            let r = restore(
+                &repo.tenant(DEFAULT_TENANT)?,
+                &keys,
+                &RestoreOptions {
+                    group: "g".into(),
+                    point: PointSelector::Seq(p.header.seq),
+                    volume: "v".into(),
+                    target: target.clone(),
+                    progress: None,
+                },
+            );
+            match r {
+                Ok(_) => {
+                    let got = blake3::hash(&fs::read(&target).ctx(|| format!("read {}", target.display()))?);
+                    if got != versions[p.header.seq as usize - 1] {
+                        report.wrong_restores += 1;
+                    }
+                }
+                Err(_) => failed += 1,
+            }
+        }
+        report.failed_restores += failed;
+        if (lost > 0 || failed > 0) && v.is_clean() {
+            report.damage_called_clean += 1;
+        }
+        if lost == 0 && failed == 0 && v.is_clean() {
+            report.harmless += 1;
+        }
+    }
+    report.secs = t.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn list_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for e in fs::read_dir(dir).ctx(|| format!("list {}", dir.display()))? {
+        let e = e.ctx(|| format!("list {}", dir.display()))?;
+        let p = e.path();
+        if p.is_dir() {
+            list_files(&p, out)?;
+        } else {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to).ctx(|| format!("create {}", to.display()))?;
+    for e in fs::read_dir(from).ctx(|| format!("list {}", from.display()))? {
+        let e = e.ctx(|| format!("list {}", from.display()))?;
+        let dst = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &dst)?;
+        } else {
+            fs::copy(e.path(), &dst).ctx(|| format!("copy to {}", dst.display()))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

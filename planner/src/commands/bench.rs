@@ -13,6 +13,54 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
     if a.gc {
         return gc(a);
     }
+    if a.repair {
+        return repair(a);
+    }
+    if let Some(n) = a.cycles {
+        let dir = tempfile::Builder::new().prefix("lifeline-bench-").tempdir()?;
+        eprintln!("{n} cycles of {} bytes in {} ...", a.cycle_bytes, dir.path().display());
+        let r = lifeline_replicator::bench::small_cycles(dir.path(), n, a.cycle_bytes)?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        } else {
+            println!(
+                "{} cycles of {}: {} pack files holding {} ({:.1} s; goal: about stored bytes / 16 MiB plus a small constant, <= 20 for 1000 cycles of 100 KiB)",
+                r.cycles,
+                super::human_bytes(r.bytes_per_cycle),
+                r.pack_files,
+                super::human_bytes(r.pack_bytes),
+                r.secs
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(n) = a.damage {
+        let dir = tempfile::Builder::new().prefix("lifeline-bench-").tempdir()?;
+        eprintln!("{n} single-byte flips in {} ...", dir.path().display());
+        let r = lifeline_replicator::bench::damage(dir.path(), n)?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        } else {
+            println!(
+                "{} flips ({}) in {:.1} s: {} refused at open, {} repairs; points lost {}, silently wrong restores {}, damage verify called clean {} (goals: 0, 0, 0); {} restores failed with an error naming the damage; {} flips changed nothing visible",
+                r.flips,
+                r.by_file
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                r.secs,
+                r.refused_at_open,
+                r.repairs,
+                r.points_lost,
+                r.wrong_restores,
+                r.damage_called_clean,
+                r.failed_restores,
+                r.harmless
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let dir = tempfile::Builder::new().prefix("lifeline-bench-").tempdir()?;
     eprintln!("measuring in {} ...", dir.path().display());
     let stages = lifeline_replicator::bench::run(a.file.as_deref(), dir.path())?;
@@ -148,6 +196,47 @@ fn measured(args: &[&str]) -> Result<(f64, f64, String)> {
     let out = std::fs::read_to_string(out_file.path())?;
     anyhow::ensure!(status.success(), "`lifeline {}` failed", args.join(" "));
     Ok((t.elapsed().as_secs_f64(), peak_kib as f64 / 1024.0, out))
+}
+
+/// `lifeline repair` of a synthetic repository whose catalog was deleted,
+/// then `lifeline points` (an open that checks the catalog against the
+/// objects), each in its own process.
+fn repair(a: &BenchArgs) -> Result<ExitCode> {
+    let dir = tempfile::Builder::new().prefix("lifeline-bench-").tempdir()?;
+    let objects = a.points * (a.per_point + 1);
+    eprintln!(
+        "building a repository of {objects} objects in {} ...",
+        dir.path().display()
+    );
+    let t = std::time::Instant::now();
+    let repo = lifeline_replicator::bench::build_gc_bench_repo(dir.path(), a.points, a.per_point)?;
+    let setup = t.elapsed().as_secs_f64();
+    let repo_s = repo.to_str().unwrap_or_default();
+    std::fs::remove_dir_all(repo.join("catalog"))?;
+    let (repair_secs, repair_mib, out) = measured(&["repair", "--repo", repo_s, "--json"])?;
+    let report: serde_json::Value = serde_json::from_str(&out)?;
+    let (open_secs, open_mib, _) = measured(&["points", "--repo", repo_s, "--json"])?;
+    let per_million = repair_secs * 1e6 / objects.max(1) as f64;
+    let result = serde_json::json!({
+        "objects": objects,
+        "points": a.points,
+        "packs": report["packs"],
+        "setup_secs": setup,
+        "repair_secs": repair_secs,
+        "repair_secs_per_million_objects": per_million,
+        "repair_peak_rss_mib": repair_mib,
+        "open_and_list_secs": open_secs,
+        "open_peak_rss_mib": open_mib,
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        println!(
+            "{objects} objects in {} packs, {} points (built in {setup:.1} s): repair {repair_secs:.2} s = {per_million:.2} s per million objects (goal <= 10), peak RSS {repair_mib:.0} MiB; open + list points {open_secs:.2} s, peak RSS {open_mib:.0} MiB",
+            report["packs"], a.points
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prune + GC of a synthetic repository, each in its own process (so the

@@ -45,7 +45,21 @@ pub fn run(a: &VerifyArgs) -> Result<ExitCode> {
     }
     // Unchecked: every disagreement between catalog and objects is reported
     // below as damage (exit 1), not refused at open.
-    let repo = Repository::open_unchecked(&a.repo.repo)?;
+    let repo = match Repository::open_unchecked(&a.repo.repo) {
+        Ok(r) => r,
+        // A catalog that fails to open, was lost or belongs elsewhere is
+        // damage like any other: exit 1.
+        Err(e @ lifeline_replicator::Error::CatalogDisagrees { .. }) => {
+            if a.json {
+                println!("{}", serde_json::json!({"clean": false, "error": e.to_string()}));
+            } else {
+                println!("record   {e}");
+                println!("FAILED: the catalog cannot be used");
+            }
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let tenant = a.tenant.clone().unwrap_or_else(|| DEFAULT_TENANT.into());
     let keys = match &a.key_file {
         Some(k) => Some(repo.check_key(&tenant, &super::load_key(k)?)?),

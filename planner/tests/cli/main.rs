@@ -6,6 +6,7 @@
 mod common;
 mod daemon;
 mod replication;
+mod repository_truth;
 mod runbooks;
 mod runs;
 
