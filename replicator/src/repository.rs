@@ -152,8 +152,7 @@ impl Repository {
     /// points. A prune or a commit a crash interrupted is finished first.
     pub fn open(path: &Path) -> Result<Repository> {
         let repo = Self::open_unchecked(path)?;
-        repo.finish_interrupted()?;
-        let comparison = repo.compare_with_objects()?;
+        let comparison = repo.finish_interrupted()?;
         if !comparison.agrees() {
             return Err(Error::CatalogDisagrees {
                 repo: path.display().to_string(),
@@ -310,8 +309,9 @@ impl Repository {
     /// point of a commit a crash interrupted between its point object and the
     /// catalog (the newest point object of a group, exactly one past the
     /// catalog's last, whose roots are present: what the commit would have
-    /// recorded).
-    fn finish_interrupted(&self) -> Result<()> {
+    /// recorded). Returns the comparison of the catalog with the objects
+    /// that follows.
+    fn finish_interrupted(&self) -> Result<Comparison> {
         for tenant in self.catalog.tenants()? {
             let mut by_group: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
             for (g, seq) in self.catalog.pruning(&tenant)? {
@@ -326,7 +326,11 @@ impl Repository {
             }
         }
         let comparison = self.compare_with_objects()?;
-        for (tenant, group, seq) in comparison.crashed_commits() {
+        let crashed = comparison.crashed_commits();
+        if crashed.is_empty() {
+            return Ok(comparison);
+        }
+        for (tenant, group, seq) in crashed {
             let key = record_object::point_key(&tenant, &group, seq);
             let Some(bytes) = self.storage.get(&key)? else { continue };
             let Ok(point) = record_object::decode_point(&key, &bytes, &self.storage.locate(&key)) else {
@@ -340,7 +344,7 @@ impl Repository {
             tracing::warn!(%tenant, %group, seq, "recording point {seq}, whose commit a crash interrupted after its point object was durable");
             self.catalog.commit_point(&point)?;
         }
-        Ok(())
+        self.compare_with_objects()
     }
 
     /// Compares the catalog's tenants and points with the record objects (keys

@@ -786,12 +786,34 @@ impl Packs {
             }
         }
         let mut r = plan.report;
-        let empty: Vec<PackId> = plan
+        let mut empty: Vec<PackId> = plan
             .dead_bytes
             .keys()
             .filter(|p| !plan.live_packs.contains(*p))
             .copied()
             .collect();
+        if !dry_run {
+            // The plan saw each object once, where it was then: a compaction
+            // since may have moved live objects into a pack the plan saw only
+            // dead ones in. A pack is deleted only if no index entry points
+            // into it now (read from its footer; unreadable: kept).
+            let mut still_used = Vec::new();
+            for p in &empty {
+                let used = match read_footer(&self.pack_path(p), *p) {
+                    Ok(entries) => entries
+                        .iter()
+                        .map(|(id, _)| self.index.get(id).map(|l| l.is_some_and(|l| l.pack == *p)))
+                        .collect::<Result<Vec<bool>>>()?
+                        .into_iter()
+                        .any(|u| u),
+                    Err(_) => fs::metadata(self.pack_path(p)).is_ok(),
+                };
+                if used {
+                    still_used.push(*p);
+                }
+            }
+            empty.retain(|p| !still_used.contains(p));
+        }
         for (p, b) in &plan.dead_bytes {
             if plan.live_packs.contains(p) {
                 r.bytes_in_shared_packs += b;
@@ -1155,6 +1177,48 @@ mod tests {
         })
         .unwrap();
         assert_eq!(used.len(), pack_count(d.path()), "every pack file holds live objects");
+    }
+
+    /// A compaction between a collection's plan and its sweep (a receiver
+    /// plans while uploads go on) may move a live object into a pack the plan
+    /// saw only dead objects in: the sweep must not delete that pack.
+    #[test]
+    fn a_collection_never_deletes_a_pack_a_compaction_moved_live_objects_into() {
+        let d = tempfile::tempdir().unwrap();
+        let (_cat, idx, s) = store_with_batch(d.path(), u64::MAX);
+        // Enough entries that the index's walk reads later ones after the
+        // compaction moved them.
+        let per_pack = 300;
+        let mut objects: Vec<(ObjectId, Vec<u8>)> =
+            (0..(COMPACT_AT * per_pack) as u32).map(|n| sealed(n, 256)).collect();
+        objects.sort_by_key(|o| o.0);
+        // The smallest id is the one live object: the plan sees it first.
+        let live = objects[0].0;
+        for (i, (id, bytes)) in objects.iter().enumerate() {
+            s.put(id, bytes).unwrap();
+            // Seven small packs; the eighth is published, and the packs
+            // compacted, by a sync that runs while the plan walks the index.
+            if (i + 1) % per_pack == 0 && i + 1 < objects.len() {
+                s.sync().unwrap();
+            }
+        }
+        let synced = std::cell::Cell::new(false);
+        let mut spill = Vec::new();
+        let plan = s
+            .plan_sweep(
+                &|id, _| {
+                    if !synced.replace(true) {
+                        s.sync().unwrap();
+                    }
+                    *id == live
+                },
+                std::time::Duration::ZERO,
+                &mut spill,
+            )
+            .unwrap();
+        assert!(pack_count(d.path()) < COMPACT_AT, "the compaction ran during the plan");
+        s.apply_sweep(plan, &mut spill.as_slice(), &|_| false, false).unwrap();
+        assert_eq!(s.get(&live).unwrap(), objects[0].1, "the live object survived");
     }
 
     /// Moving entries changes only those still in the old packs.
