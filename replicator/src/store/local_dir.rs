@@ -1185,7 +1185,7 @@ mod tests {
     #[test]
     fn a_collection_never_deletes_a_pack_a_compaction_moved_live_objects_into() {
         let d = tempfile::tempdir().unwrap();
-        let (_cat, idx, s) = store_with_batch(d.path(), u64::MAX);
+        let (_cat, _idx, s) = store_with_batch(d.path(), u64::MAX);
         // Enough entries that the index's walk reads later ones after the
         // compaction moved them.
         let per_pack = 300;
