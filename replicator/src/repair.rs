@@ -307,6 +307,7 @@ pub fn repair(path: &Path, progress: &(dyn Fn(RepairProgress) + Sync)) -> Result
         } else {
             old.entries_of(&name, &damaged_packs)
         };
+        let mut all = Vec::new();
         for (id, p, footer) in footers {
             let entries = match footer {
                 Ok(e) => e,
@@ -330,8 +331,11 @@ pub fn repair(path: &Path, progress: &(dyn Fn(RepairProgress) + Sync)) -> Result
             };
             report.packs += 1;
             report.objects += entries.len() as u64;
-            index.publish(id, &entries)?;
+            all.extend(entries);
         }
+        index.load(&mut all)?;
+        index.flush()?;
+        drop(all);
 
         // 4. Points.
         let keys = storage.list(&record_object::tenant_points_prefix(&name))?;

@@ -34,6 +34,12 @@ pub trait ObjectIndex: Send + Sync {
     /// Makes the objects of a durable pack visible (an existing entry for the same
     /// id is replaced: equal ids mean equal content).
     fn publish(&self, pack: PackId, entries: &[(ObjectId, ObjectLocation)]) -> Result<()>;
+    /// Records the entries of durable packs, and the packs they are in, as
+    /// [`publish`](Self::publish) does, but durable only after
+    /// [`flush`](Self::flush) and not atomically: a rebuild of the whole
+    /// index, swapped in only when complete. Sorts `entries` by id (a fresh
+    /// tree fills fastest in key order); for one id the last entry wins.
+    fn load(&self, entries: &mut [(ObjectId, ObjectLocation)]) -> Result<()>;
     /// True when the pack was published.
     fn has_pack(&self, pack: &PackId) -> Result<bool>;
     /// Moves entries into the durable pack `pack` (compaction): each entry is

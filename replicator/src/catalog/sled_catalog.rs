@@ -512,6 +512,31 @@ impl ObjectIndex for SledObjectIndex {
         self.packs.contains_key(pack.0).map_err(|e| self.err(e))
     }
 
+    fn load(&self, entries: &mut [(ObjectId, ObjectLocation)]) -> Result<()> {
+        entries.sort_by_key(|(id, _)| *id);
+        // Small batches: sled's memory grows with the size of its batches
+        // (4096 entries: 4x the peak RSS of 1024 in `lifeline bench --repair`).
+        let mut packs: std::collections::HashMap<PackId, (u32, u64)> = Default::default();
+        for part in entries.chunks(1024) {
+            let mut batch = sled::Batch::default();
+            for (id, loc) in part {
+                batch.insert(&id.0, encode_location(loc));
+                let p = packs.entry(loc.pack).or_default();
+                p.0 += 1;
+                p.1 += loc.len as u64;
+            }
+            self.objects.apply_batch(batch).map_err(|e| self.err(e))?;
+        }
+        let mut batch = sled::Batch::default();
+        for (pack, (count, bytes)) in packs {
+            let mut p = vec![CATALOG_VALUE_VERSION];
+            p.extend_from_slice(&count.to_le_bytes());
+            p.extend_from_slice(&bytes.to_le_bytes());
+            batch.insert(&pack.0, p);
+        }
+        self.packs.apply_batch(batch).map_err(|e| self.err(e))
+    }
+
     fn relocate(
         &self,
         pack: PackId,
