@@ -24,6 +24,7 @@ use crate::plan::{self, Plan, PlanOptions};
 use crate::report::{self, DrillReport};
 use crate::run_catalog::{DrillSummary, PlannerCatalog, planner_dir};
 use crate::runbook::actions::Mode;
+use crate::sandbox::Sandbox;
 
 /// What to drill and where the report goes.
 pub struct DrillOptions {
@@ -537,6 +538,8 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
             sandbox: sandbox.display().to_string(),
             network_namespace: plan.netns.clone(),
             ports: plan.ports.clone(),
+            teardown: Vec::new(),
+            leftovers: Vec::new(),
         },
         operator: opts.planner.operator.clone(),
         user: crate::audit::os_user(),
@@ -557,14 +560,36 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
         }
         Err(why) => torn_down.push(why),
     }
+    // What the run mounted under the sandbox goes first (deepest first), then
+    // the directory, never crossing into a filesystem that is still mounted.
+    // With --keep the mounts stay too: the sandbox is kept as the run left it.
     if !opts.keep {
-        if let Err(e) = std::fs::remove_dir_all(&sandbox) {
-            torn_down.push(format!("remove {}: {e}", sandbox.display()));
-        } else {
-            torn_down.push(format!("removed {}", sandbox.display()));
+        let t = Sandbox::new(&sandbox).tear_down(true);
+        torn_down.extend(t.done);
+        let leftovers: Vec<String> = t.leftovers.iter().map(|l| l.to_string()).collect();
+        if !leftovers.is_empty() {
+            report.verdict = report::Verdict::Failed;
+            let mut reasons = leftovers.clone();
+            reasons.append(&mut report.reasons);
+            report.reasons = reasons;
         }
+        report.environment.leftovers = leftovers;
     }
-    shared.transition("sandbox_torn_down", None, Some(torn_down.join("; ")), None, |_| {})?;
+    report.environment.teardown = torn_down.clone();
+    shared.transition(
+        "sandbox_torn_down",
+        None,
+        Some(
+            torn_down
+                .iter()
+                .chain(report.environment.leftovers.iter())
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        None,
+        |_| {},
+    )?;
     report.audit_head = shared.record.lock().expect("record").audit_head.clone();
     let dir = opts.report_dir.join(&id);
     let digest = report::write(&dir, &report, &key)?;
@@ -574,7 +599,7 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
         Some(format!(
             "{} manifest BLAKE3 {digest} verdict {}",
             dir.display(),
-            verdict.label()
+            report.verdict.label()
         )),
         None,
         |_| {},
@@ -589,7 +614,7 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
         rto_secs: report.achieved.rto_secs,
         rpo_objective_secs: report.objectives.rpo_secs,
         rto_objective_secs: report.objectives.rto_secs,
-        verdict,
+        verdict: report.verdict,
         report_dir: dir.canonicalize().unwrap_or(dir.clone()),
         next_drill_due: report.next_drill_due.clone(),
     })?;

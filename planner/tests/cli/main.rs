@@ -8,6 +8,7 @@ mod daemon;
 mod replication;
 mod runbooks;
 mod runs;
+mod sandbox;
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
