@@ -380,7 +380,11 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
     let rec: RunRecord = shared.record.lock().expect("record").clone();
 
     // The sandbox goes, whatever happened (its processes first).
-    let mut torn_down = Vec::new();
+    let mut torn_down = vec![if crate::sandbox::in_private_mount_namespace() {
+        "the steps ran in the drill's own mount namespace (their mounts go with it)".to_string()
+    } else {
+        "the steps ran in the host's mount namespace (not root, or no unshare)".to_string()
+    }];
     for p in rec.processes.iter().filter(|p| !p.stopped) {
         match crate::engine::process::stop(p, Duration::from_secs(10), None) {
             Ok(()) => torn_down.push(format!("stopped process {} of step {}", p.pid, p.step)),

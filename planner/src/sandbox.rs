@@ -21,6 +21,52 @@ use std::time::{Duration, Instant};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
 
+/// Set (to `1`) in a drill re-executed in its own mount namespace.
+pub const PRIVATE_MOUNTS_ENV: &str = "LIFELINE_DRILL_MOUNT_NS";
+
+/// Runs this process on in a mount namespace of its own, shared by every step
+/// of the drill and gone with its last process: it re-executes itself (same
+/// PID, same arguments) under `unshare --mount --propagation slave`, so mounts
+/// made by one step are seen by the next, never by the host, and vanish with
+/// the run; the host's own mounts and unmounts still reach it. Returns `Ok`
+/// when the process already runs in one, and the reason when it cannot (not
+/// root, no unshare(1), no permission): the steps then share the host's mount
+/// namespace and teardown alone removes what they mounted. Call it before
+/// anything else, while the process has done nothing it would redo.
+pub fn enter_private_mount_namespace() -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    if in_private_mount_namespace() {
+        return Ok(());
+    }
+    if !is_root() {
+        return Err("not root".into());
+    }
+    let probe = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "slave", "true"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    match probe {
+        Ok(s) if s.success() => {}
+        Ok(s) => return Err(format!("`unshare --mount` failed ({s})")),
+        Err(e) => return Err(format!("cannot run unshare (install util-linux): {e}")),
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let err = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "slave", "--"])
+        .arg(exe)
+        .args(std::env::args_os().skip(1))
+        .env(PRIVATE_MOUNTS_ENV, "1")
+        .exec();
+    Err(format!("cannot re-execute under unshare: {err}"))
+}
+
+/// Whether this process runs in a drill's own mount namespace.
+pub fn in_private_mount_namespace() -> bool {
+    std::env::var_os(PRIVATE_MOUNTS_ENV).is_some_and(|v| v == "1")
+}
+
 /// Something teardown could not clean up, and how an operator does it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{what} {path} was left behind ({why}); clean it up with `{fix}`")]
@@ -196,19 +242,30 @@ impl Sandbox {
                         what: "mount",
                         path: m.mount_point.clone(),
                         why: format!(
-                            "{} {} could not be unmounted: {why}{}; nothing in it was deleted",
+                            "{} {} could not be unmounted: {why}{}; nothing in it was deleted{}",
                             m.fstype,
                             m.source,
                             if users.is_empty() {
                                 String::new()
                             } else {
                                 format!("; used by process {users}")
+                            },
+                            if in_private_mount_namespace() {
+                                "; it is mounted in the drill's own mount namespace and goes with the last process in it"
+                            } else {
+                                ""
                             }
                         ),
-                        fix: if pids.is_empty() {
-                            format!("{release} && {}", self.rm_command())
-                        } else {
-                            format!("kill {} && {release} && {}", pids.join(" "), self.rm_command())
+                        // In the drill's own mount namespace the mount is not
+                        // the host's to unmount: it goes with the namespace's
+                        // last process.
+                        fix: match (pids.is_empty(), in_private_mount_namespace()) {
+                            (true, true) => self.rm_command(),
+                            (true, false) => format!("{release} && {}", self.rm_command()),
+                            (false, true) => format!("kill {} && {}", pids.join(" "), self.rm_command()),
+                            (false, false) => {
+                                format!("kill {} && {release} && {}", pids.join(" "), self.rm_command())
+                            }
                         },
                     })
                 }

@@ -17,6 +17,11 @@ fn secs(v: Option<f64>) -> String {
 }
 
 pub fn run(a: &DrillArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
+    // One mount namespace for the whole run, shared by its steps (returns only
+    // when already in it, or when the machine does not allow one).
+    if let Err(why) = crate::sandbox::enter_private_mount_namespace() {
+        tracing::info!(%why, "the drill's steps share the host's mount namespace");
+    }
     let out: DrillOutcome = crate::drill::run(
         &DrillOptions {
             runbook: a.runbook.clone(),

@@ -56,13 +56,16 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> R<T> + Send + 'static) 
 }
 
 impl Ctx {
-    /// `command args` as run in the sandbox's network namespace, if any.
+    /// `command args` as run in the sandbox's network namespace, if any. Only
+    /// the network namespace is entered (`nsenter --net`), not a fresh mount
+    /// namespace as `ip netns exec` would make: every step of the run sees the
+    /// mounts earlier steps made.
     fn in_netns(&self, command: &str, args: &[String]) -> (String, Vec<String>) {
         match &self.plan.netns {
             Some(ns) => {
-                let mut a = vec!["netns".to_string(), "exec".into(), ns.clone(), command.to_string()];
+                let mut a = vec![format!("--net=/run/netns/{ns}"), "--".to_string(), command.to_string()];
                 a.extend(args.iter().cloned());
-                ("ip".into(), a)
+                ("nsenter".into(), a)
             }
             None => (command.to_string(), args.to_vec()),
         }

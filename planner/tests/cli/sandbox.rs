@@ -229,10 +229,92 @@ args = ["-c", "set -e; mkdir t; mount -t tmpfs -o size=1m none t; echo keep > t/
         reason.contains(&format!("mount {} was left behind", mnt.display()))
             && reason.contains(&format!("used by process {holder} (sleep)"))
             && reason.contains(&format!("`kill {holder} && "))
+            // In the drill's own mount namespace (root) the host has nothing to
+            // unmount; in the host's, the command unmounts it.
+            && (reason.contains("own mount namespace") || reason.contains(&format!("umount {}", mnt.display())))
             && reason.contains("rm -rf --one-file-system"),
         "{reason}"
     );
     assert_eq!(report["environment"]["leftovers"][0], reason);
     assert!(cleaned, "the leftover's command did not clean up: {fix:?}");
     assert!(!sandbox.exists(), "the leftover's command left {}", sandbox.display());
+}
+
+/// One mount namespace per drill, shared by its steps: step A mounts a tmpfs
+/// in the sandbox and writes a file, step B (after A, another process) reads
+/// it. With the drill's network namespace and with `--no-netns`. After the
+/// drill the mount is gone and so is the sandbox.
+#[test]
+fn a_drills_steps_share_one_mount_namespace_and_its_mounts_go_with_the_run() {
+    if !is_root() {
+        eprintln!("SKIP a_drills_steps_share_one_mount_namespace: needs root to mount");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = local_config(dir.path());
+    let rb = dir.path().join("rb.toml");
+    fs::write(
+        &rb,
+        r#"[runbook]
+name = "shared-mounts"
+group = "app"
+[[step]]
+id = "mount"
+action = "check.command"
+command = "sh"
+args = ["-c", "set -e; mkdir data; mount -t tmpfs -o size=1m none data; echo hello > data/f"]
+[[step]]
+id = "read"
+action = "check.command"
+command = "cat"
+args = ["data/f"]
+after = ["mount"]
+"#,
+    )
+    .unwrap();
+    let reports = dir.path().join("reports");
+    let with_netns = have("ip") && have("nsenter");
+    for netns in [false, true] {
+        if netns && !with_netns {
+            eprintln!("SKIP the network-namespace half: needs ip and nsenter");
+            continue;
+        }
+        let mut args = vec![
+            "drill",
+            s(&rb),
+            "--config",
+            s(&config),
+            "--report-dir",
+            s(&reports),
+            "--json",
+        ];
+        if !netns {
+            args.push("--no-netns");
+        }
+        let r = run(&args).ok();
+        let report = drill_report(&r.stdout);
+        assert_eq!(
+            report["environment"]["network_namespace"].is_string(),
+            netns,
+            "{report:#}"
+        );
+        let read = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["step"] == "read")
+            .cloned()
+            .unwrap();
+        assert_eq!(read["passed"], true, "step B did not see step A's mount: {report:#}");
+        assert_eq!(read["evidence"]["stdout"], "hello", "{read:#}");
+        let sandbox = PathBuf::from(report["environment"]["sandbox"].as_str().unwrap());
+        assert!(!sandbox.exists(), "{report:#}");
+        assert!(host_mounts_under(&sandbox).is_empty());
+        let teardown = report["environment"]["teardown"].to_string();
+        assert!(
+            teardown.contains("the drill's own mount namespace")
+                && teardown.contains(&format!("unmounted {} ", sandbox.join("data").display())),
+            "{teardown}"
+        );
+    }
 }
