@@ -501,13 +501,22 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
         rto_secs: rto,
         data_loss,
     };
-    let (verdict, reasons) = report::verdict(
+    let (mut verdict, mut reasons) = report::verdict(
         status == RunStatus::Succeeded,
         &objectives,
         &achieved,
         &lag,
         checks.len(),
     );
+    if let Some(by) = &rec.preempted_by {
+        // Not a failed step: a recovery took the planner. Still no proof.
+        verdict = report::Verdict::Failed;
+        reasons.retain(|r| !r.starts_with("the drill run did not complete"));
+        reasons.insert(
+            0,
+            format!("preempted by {by}: a recovery run needed the planner, so the drill stopped before it finished"),
+        );
+    }
     let next_due = t0 + chrono::Duration::from_std(interval).unwrap_or_default();
     let mut report = DrillReport {
         schema: report::SCHEMA.into(),
@@ -526,6 +535,7 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
         achieved,
         verdict,
         reasons,
+        preempted_by: rec.preempted_by.clone(),
         steps,
         checks,
         volumes,

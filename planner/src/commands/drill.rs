@@ -50,6 +50,7 @@ pub fn run(a: &DrillArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
                 "drill": r.drill_id,
                 "verdict": r.verdict,
                 "reasons": r.reasons,
+                "preempted_by": r.preempted_by,
                 "rpo_secs": r.achieved.rpo_secs,
                 "rto_secs": r.achieved.rto_secs,
                 "objectives": r.objectives,

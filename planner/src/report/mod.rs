@@ -180,6 +180,10 @@ pub struct DrillReport {
     pub achieved: Achieved,
     pub verdict: Verdict,
     pub reasons: Vec<String>,
+    /// The recovery run (failover, switchover, failback) that stopped this drill
+    /// to take the planner: the drill did not finish (verdict failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preempted_by: Option<String>,
     pub steps: Vec<StepTiming>,
     pub checks: Vec<CheckEvidence>,
     pub volumes: Vec<VolumeEvidence>,

@@ -5,6 +5,7 @@
 
 mod common;
 mod daemon;
+mod preempt;
 mod replication;
 mod runbooks;
 mod runs;
