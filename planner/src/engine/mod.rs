@@ -462,7 +462,8 @@ async fn run_with_retries(
             Err(e) => return (Err(e), total),
         };
         let fut = actions::execute(ctx.clone(), ps.clone(), params);
-        let r = if ps.timeout.is_zero() || ps.action == "wait" {
+        // `wait` has no timeout; `check.command` polls and enforces its own.
+        let r = if ps.timeout.is_zero() || ps.action == "wait" || ps.action == "check.command" {
             fut.await
         } else {
             match tokio::time::timeout(ps.timeout, fut).await {

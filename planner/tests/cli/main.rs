@@ -3,6 +3,7 @@
 //! 1 check failed, 2 error, 130 interrupted) and that error messages name the
 //! object and say what to do.
 
+mod checks;
 mod common;
 mod daemon;
 mod preempt;

@@ -417,6 +417,8 @@ after = ["svc"]
 id = "must-fail"
 action = "check.command"
 command = "false"
+# check.command polls until its timeout: keep each attempt short.
+timeout = "300ms"
 retry = {{ attempts = 2, backoff = "10ms" }}
 after = ["switch"]
 on_failure = "rollback"
