@@ -476,8 +476,13 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
         .as_ref()
         .and_then(|p| parse_time(&p.taken_at))
         .map(|t| (t0 - t).num_milliseconds() as f64 / 1000.0);
-    let rto = if status == RunStatus::Succeeded && all_checks_green {
-        if checks.is_empty() { Some(t_end) } else { last_check_end }
+    // RTO is T0 → every check green: measured when every check passed, even if
+    // the run was interrupted or a later step failed (without checks, only a
+    // run that finished measures it: to its end).
+    let rto = if status == RunStatus::Succeeded && checks.is_empty() {
+        Some(t_end)
+    } else if all_checks_green && !checks.is_empty() {
+        last_check_end
     } else {
         None
     };
@@ -508,6 +513,15 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
         &lag,
         checks.len(),
     );
+    if status == RunStatus::Aborted && rec.preempted_by.is_none() {
+        // Stopped by Ctrl-C, SIGTERM or `lifeline abort`, not by a failing step.
+        verdict = report::Verdict::Failed;
+        reasons.retain(|r| !r.starts_with("the drill run did not complete"));
+        reasons.insert(
+            0,
+            "the drill was interrupted (Ctrl-C, SIGTERM or `lifeline abort`) before it finished".to_string(),
+        );
+    }
     if let Some(by) = &rec.preempted_by {
         // Not a failed step: a recovery took the planner. Still no proof.
         verdict = report::Verdict::Failed;

@@ -92,6 +92,11 @@ pub fn run(a: &DrillArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
             println!("  sandbox kept: {}", out.sandbox.display());
         }
     }
+    // Interrupted (Ctrl-C, SIGTERM, `lifeline abort`): 130, as every command;
+    // a drill preempted by a recovery is a failed drill (1).
+    if out.status == crate::engine::RunStatus::Aborted && r.preempted_by.is_none() {
+        return Ok(ExitCode::from(130));
+    }
     Ok(match r.verdict {
         Verdict::Failed => ExitCode::from(1),
         _ => ExitCode::SUCCESS,

@@ -1279,13 +1279,69 @@ after = ["svc"]
     let pid = runs[0]["processes"][0]["pid"].as_i64().unwrap();
     assert!(pid_alive(pid));
     drill.signal("INT");
-    let r = drill.finish(PROMPT).code(EXIT_CHECK_FAILED);
+    // Interrupted: 130, as the README promises for every command (was 1).
+    let r = drill.finish(PROMPT).code(EXIT_INTERRUPTED);
     assert!(!pid_alive(pid), "the sandbox's service survived Ctrl-C");
     let report: Value = serde_json::from_slice(&fs::read(reports.join(&run_id).join("report.json")).unwrap()).unwrap();
     assert_eq!(report["verdict"], "failed", "{}", r.stdout);
     let sandbox = PathBuf::from(report["environment"]["sandbox"].as_str().unwrap());
     assert!(!sandbox.exists(), "sandbox left behind after Ctrl-C");
     run(&["audit", "verify", "--config", &cfg]).ok();
+}
+
+/// A drill interrupted after every check passed: its report says it was
+/// interrupted (not that a step failed), keeps the RTO its checks measured, and
+/// the drill exits 130.
+#[test]
+fn an_interrupted_drill_whose_checks_passed_says_so_and_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = local_config(dir.path());
+    let rb = dir.path().join("rb.toml");
+    fs::write(
+        &rb,
+        r#"[runbook]
+name = "interrupted-after-checks"
+group = "app"
+[[step]]
+id = "svc"
+action = "service.start"
+command = "sleep"
+args = ["600"]
+[[step]]
+id = "up"
+action = "check.command"
+command = "true"
+after = ["svc"]
+[[step]]
+id = "gate"
+action = "approval"
+drill = "run"
+after = ["up"]
+"#,
+    )
+    .unwrap();
+    let reports = dir.path().join("reports");
+    let cfg = s(&config).to_string();
+    let mut drill = Background::spawn(&["drill", s(&rb), "--config", &cfg, "--report-dir", s(&reports), "--json"]);
+    let run_id = started_run(&mut drill, "gate");
+    drill.signal("INT");
+    let r = drill.finish(PROMPT).code(EXIT_INTERRUPTED);
+    let report: Value = serde_json::from_slice(&fs::read(reports.join(&run_id).join("report.json")).unwrap()).unwrap();
+    let reasons = report["reasons"].to_string();
+    assert_eq!(report["verdict"], "failed", "{}", r.stdout);
+    assert!(
+        report["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("the drill was interrupted"),
+        "{reasons}"
+    );
+    assert!(
+        !reasons.contains("a step failed") && !reasons.contains("RTO was not measured"),
+        "{reasons}"
+    );
+    assert!(report["achieved"]["rto_secs"].as_f64().is_some(), "{report:#}");
+    assert_eq!(report["checks"][0]["passed"], true);
 }
 
 #[test]
