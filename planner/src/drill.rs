@@ -105,6 +105,16 @@ impl SandboxNetns {
         if !rustix::process::geteuid().is_root() {
             return Err("not root".into());
         }
+        // Steps enter the namespace with nsenter (util-linux), not `ip netns
+        // exec`, so they keep the drill's shared mount namespace.
+        let nsenter = std::process::Command::new("nsenter")
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        if !nsenter.is_ok_and(|s| s.success()) {
+            return Err("no nsenter (install util-linux)".into());
+        }
         Self::remove_leftovers();
         let tail: String = drill_id
             .chars()
