@@ -450,6 +450,25 @@ pub fn remove_within_filesystem(root: &Path) -> Result<(), Vec<Leftover>> {
         Err(e) => return Err(fail(format!("cannot open it: {e}"))),
     };
     let (home, _) = place_of(&dir, OsStr::new("")).map_err(|e| fail(format!("cannot stat it: {e}")))?;
+    // The root itself must not be a mount point: its contents would be another
+    // filesystem's.
+    if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let above = open_dir(rustix::fs::CWD, parent.as_os_str())
+            .and_then(|p| place_of(&p, OsStr::new("")))
+            .map_err(|e| fail(format!("cannot stat its parent: {e}")))?;
+        if above.0 != home {
+            return Err(vec![Leftover {
+                what: "mount",
+                path: root.to_path_buf(),
+                why: "another filesystem is mounted on it; nothing in it was deleted".into(),
+                fix: format!(
+                    "umount {} && rm -rf --one-file-system {}",
+                    shell_quote(root),
+                    shell_quote(root)
+                ),
+            }]);
+        }
+    }
     let mut leftovers = Vec::new();
     empty_dir(&dir, root, home, root, &mut leftovers);
     drop(dir);
@@ -609,6 +628,33 @@ mod tests {
         );
         assert_eq!(m[0].source, "/dev/loop3");
         assert_eq!(m[0].fstype, "ext4");
+    }
+
+    #[test]
+    fn removal_refuses_a_root_that_is_itself_a_mount_point() {
+        if !is_root() {
+            eprintln!("SKIP removal_refuses_a_root_that_is_itself_a_mount_point: needs root to mount a tmpfs");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("sandbox");
+        std::fs::create_dir_all(&root).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "none"])
+            .arg(&root)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIP removal_refuses_a_root_that_is_itself_a_mount_point: mount -t tmpfs failed");
+            return;
+        }
+        std::fs::write(root.join("precious"), "keep").unwrap();
+        let left = remove_within_filesystem(&root);
+        let survived = std::fs::read_to_string(root.join("precious"));
+        let _ = rustix::mount::unmount(&root, rustix::mount::UnmountFlags::DETACH);
+        assert_eq!(survived.unwrap(), "keep");
+        let left = left.unwrap_err();
+        assert_eq!((left[0].what, left[0].path.clone()), ("mount", root));
     }
 
     #[test]
