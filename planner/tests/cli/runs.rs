@@ -1344,6 +1344,82 @@ after = ["up"]
     assert_eq!(report["checks"][0]["passed"], true);
 }
 
+/// The issue's case: the recovery site's daemon is running a scheduled drill
+/// (a long one) when the operator fails over. The failover stops the drill and
+/// succeeds within seconds; the drill's report says who preempted it.
+#[test]
+fn a_failover_preempts_the_daemons_scheduled_drill_within_seconds() {
+    let d = Deployment::with_interval("1s");
+    let (mut daemon, _) = daemon_with_missed_drill(
+        &d,
+        r#"[runbook]
+name = "shop-drill"
+group = "shop"
+[[step]]
+id = "promote"
+action = "volume.promote"
+[[step]]
+id = "long"
+action = "wait"
+duration = "10m"
+after = ["promote"]
+"#,
+    );
+    drill_event(&mut daemon, "job_started");
+    let cfg = s(&d.config).to_string();
+    // The drill holds the planner once its long step runs. Asked through its
+    // control socket only: `lifeline runs` with no planner running would open
+    // the catalog itself and could race the drill's start.
+    let state = fs::read_to_string(&d.config)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("state_dir = \"")
+                .map(|x| x.trim_end_matches('"').to_string())
+        })
+        .unwrap();
+    let socket = Path::new(&state).join("planner/control.sock");
+    assert!(
+        poll_until(Duration::from_secs(60), || {
+            if !socket.exists() {
+                return false;
+            }
+            let r = run(&["runs", "--json", "--config", &cfg]);
+            r.code == Some(0)
+                && r.json().as_array().is_some_and(|runs| {
+                    runs.iter()
+                        .any(|x| x["mode"] == "drill" && x["steps"]["long"]["status"] == "running")
+                })
+        }),
+        "the scheduled drill never reached its long step: {}",
+        daemon.describe()
+    );
+    let rb = d.site.path("failover.toml");
+    fs::write(
+        &rb,
+        "[runbook]\nname = \"shop-failover\"\ngroup = \"shop\"\n[[step]]\nid = \"ok\"\naction = \"check.command\"\ncommand = \"true\"\n",
+    )
+    .unwrap();
+    let t0 = std::time::Instant::now();
+    let r = run(&["failover", s(&rb), "--config", &cfg, "--json"]).ok();
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(30),
+        "the failover took {took:?}: {}",
+        r.stderr
+    );
+    let failover = events(&r.stdout).last().unwrap()["run"].as_str().unwrap().to_string();
+    assert!(r.stderr.contains("stops for"), "{}", r.stderr);
+    let e = drill_event(&mut daemon, "job");
+    assert_eq!(e["verdict"], "failed", "{e}");
+    let report: Value =
+        serde_json::from_slice(&fs::read(Path::new(e["report_dir"].as_str().unwrap()).join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["preempted_by"], failover.as_str(), "{report:#}");
+    daemon.signal("TERM");
+    assert_eq!(daemon.finish(Duration::from_secs(60)).code, Some(0));
+}
+
 #[test]
 fn notify_posts_the_event_as_json_and_check_http_reads_status_and_body() {
     use std::io::{Read, Write};
