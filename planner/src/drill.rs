@@ -600,7 +600,8 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
     }
     // What the run mounted under the sandbox goes first (deepest first), then
     // the directory, never crossing into a filesystem that is still mounted.
-    // With --keep the mounts stay too: the sandbox is kept as the run left it.
+    // With --keep the sandbox is kept as the run left it (mounts made in the
+    // drill's own mount namespace still go with the namespace).
     if !opts.keep {
         let t = Sandbox::new(&sandbox).tear_down(true);
         torn_down.extend(t.done);
