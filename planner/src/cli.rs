@@ -228,6 +228,11 @@ pub struct RunArgs {
     /// Print a JSON event per line instead of live progress.
     #[arg(long)]
     pub json: bool,
+    /// When a drill holds the planner catalog, it is asked to stop (a recovery
+    /// always wins over a drill); how long to wait for it to tear down and
+    /// release the catalog.
+    #[arg(long, default_value = "120s", value_name = "DURATION")]
+    pub preempt_wait: String,
 }
 
 #[derive(Args, Debug)]

@@ -112,6 +112,38 @@ pub struct GroupConfig {
     pub drill_runbook: Option<PathBuf>,
 }
 
+impl GroupConfig {
+    /// The group's freeze and thaw hooks, for an agent that replicates
+    /// `volumes` as `identity`, or why they do not apply to it. The hooks
+    /// quiesce the primary site's application (e.g. `fsfreeze -f` of its
+    /// filesystem), so they belong to the forward agent only: an agent named
+    /// `reverse_agent`, or one whose volumes are not the group's `volumes` (the
+    /// reverse agent of a failback reads the recovery site's targets), gets
+    /// none, or it would freeze production on the other site and label its own
+    /// unfrozen point `frozen`. Pure.
+    pub fn hooks_for(
+        &self,
+        volumes: &[(String, PathBuf)],
+        identity: Option<&str>,
+    ) -> Result<Option<(String, String)>, String> {
+        let (Some(freeze), Some(thaw)) = (&self.freeze, &self.thaw) else {
+            return Ok(None);
+        };
+        if identity.is_some() && identity == self.reverse_agent.as_deref() {
+            return Err(format!(
+                "agent `{}` is the group's reverse_agent",
+                identity.unwrap_or_default()
+            ));
+        }
+        let own: BTreeMap<&str, &Path> = volumes.iter().map(|(n, p)| (n.as_str(), p.as_path())).collect();
+        let group: BTreeMap<&str, &Path> = self.volumes.iter().map(|(n, p)| (n.as_str(), p.as_path())).collect();
+        if own != group {
+            return Err("its volumes are not the group's `volumes` (a reverse agent reads the targets)".into());
+        }
+        Ok(Some((freeze.clone(), thaw.clone())))
+    }
+}
+
 /// `[groups.G.retention]`: see `lifeline prune --help`.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -215,6 +247,36 @@ mod tests {
     use super::*;
 
     const EXAMPLE: &str = include_str!("../../runbooks/lifeline.toml");
+
+    #[test]
+    fn the_groups_freeze_hooks_are_the_forward_agents_only() {
+        let c = Config::parse(
+            "[groups.db]\nvolumes = { data = \"/dev/vg/pg\" }\ntargets = { data = \"/srv/dr/pg.img\" }\n\
+             freeze = \"fsfreeze -f /srv/pg\"\nthaw = \"fsfreeze -u /srv/pg\"\nagent = \"pg1\"\nreverse_agent = \"dr1\"\n",
+            Path::new("lifeline.toml"),
+        )
+        .unwrap();
+        let g = c.group("db").unwrap();
+        let forward = vec![("data".to_string(), PathBuf::from("/dev/vg/pg"))];
+        let reverse = vec![("data".to_string(), PathBuf::from("/srv/dr/pg.img"))];
+        assert_eq!(
+            g.hooks_for(&forward, Some("pg1")).unwrap(),
+            Some(("fsfreeze -f /srv/pg".into(), "fsfreeze -u /srv/pg".into()))
+        );
+        // The failback's agent on the recovery site: other volumes, or its name.
+        assert!(
+            g.hooks_for(&reverse, Some("pg1"))
+                .unwrap_err()
+                .contains("not the group's `volumes`")
+        );
+        assert!(
+            g.hooks_for(&forward, Some("dr1"))
+                .unwrap_err()
+                .contains("reverse_agent")
+        );
+        let none = Config::parse("[groups.db]\nvolumes = { data = \"/dev/vg/pg\" }\n", Path::new("x")).unwrap();
+        assert_eq!(none.group("db").unwrap().hooks_for(&reverse, None).unwrap(), None);
+    }
 
     #[test]
     fn the_example_parses() {

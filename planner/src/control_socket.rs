@@ -20,8 +20,21 @@ use crate::plan::Plan;
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     Runs,
-    Approve { run: String, step: String, who: String },
-    Abort { run: String, who: String },
+    Approve {
+        run: String,
+        step: String,
+        who: String,
+    },
+    Abort {
+        run: String,
+        who: String,
+    },
+    /// A failover, switchover or failback (`by`, its run id) needs the catalog:
+    /// a drill stops for it; any other run refuses.
+    Preempt {
+        by: String,
+        who: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -118,6 +131,13 @@ fn handle(shared: &Shared, plan: &Plan, req: Request) -> Answer {
         )),
         Request::Approve { step, who, .. } => match shared.approve(plan, &step, &who) {
             Ok(()) => Answer::ok(format!("step `{step}` of run {this} approved by {who}")),
+            Err(e) => Answer::err(format!("{e:#}")),
+        },
+        Request::Preempt { by, who } => match shared.request_preempt(&by, &who) {
+            Ok(()) => Answer::ok(format!(
+                "drill {this} (PID {}) stops for {by}: it tears down, writes its report and releases the planner catalog",
+                std::process::id()
+            )),
             Err(e) => Answer::err(format!("{e:#}")),
         },
         Request::Abort { who, .. } => match shared.request_abort(&who) {

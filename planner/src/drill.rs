@@ -24,6 +24,7 @@ use crate::plan::{self, Plan, PlanOptions};
 use crate::report::{self, DrillReport};
 use crate::run_catalog::{DrillSummary, PlannerCatalog, planner_dir};
 use crate::runbook::actions::Mode;
+use crate::sandbox::Sandbox;
 
 /// What to drill and where the report goes.
 pub struct DrillOptions {
@@ -103,6 +104,16 @@ impl SandboxNetns {
     fn create(drill_id: &str) -> std::result::Result<SandboxNetns, String> {
         if !rustix::process::geteuid().is_root() {
             return Err("not root".into());
+        }
+        // Steps enter the namespace with nsenter (util-linux), not `ip netns
+        // exec`, so they keep the drill's shared mount namespace.
+        let nsenter = std::process::Command::new("nsenter")
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        if !nsenter.is_ok_and(|s| s.success()) {
+            return Err("no nsenter (install util-linux)".into());
         }
         Self::remove_leftovers();
         let tail: String = drill_id
@@ -379,7 +390,11 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
     let rec: RunRecord = shared.record.lock().expect("record").clone();
 
     // The sandbox goes, whatever happened (its processes first).
-    let mut torn_down = Vec::new();
+    let mut torn_down = vec![if crate::sandbox::in_private_mount_namespace() {
+        "the steps ran in the drill's own mount namespace (their mounts go with it)".to_string()
+    } else {
+        "the steps ran in the host's mount namespace (not root, or no unshare)".to_string()
+    }];
     for p in rec.processes.iter().filter(|p| !p.stopped) {
         match crate::engine::process::stop(p, Duration::from_secs(10), None) {
             Ok(()) => torn_down.push(format!("stopped process {} of step {}", p.pid, p.step)),
@@ -471,8 +486,13 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
         .as_ref()
         .and_then(|p| parse_time(&p.taken_at))
         .map(|t| (t0 - t).num_milliseconds() as f64 / 1000.0);
-    let rto = if status == RunStatus::Succeeded && all_checks_green {
-        if checks.is_empty() { Some(t_end) } else { last_check_end }
+    // RTO is T0 → every check green: measured when every check passed, even if
+    // the run was interrupted or a later step failed (without checks, only a
+    // run that finished measures it: to its end).
+    let rto = if status == RunStatus::Succeeded && checks.is_empty() {
+        Some(t_end)
+    } else if all_checks_green && !checks.is_empty() {
+        last_check_end
     } else {
         None
     };
@@ -496,13 +516,31 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
         rto_secs: rto,
         data_loss,
     };
-    let (verdict, reasons) = report::verdict(
+    let (mut verdict, mut reasons) = report::verdict(
         status == RunStatus::Succeeded,
         &objectives,
         &achieved,
         &lag,
         checks.len(),
     );
+    if status == RunStatus::Aborted && rec.preempted_by.is_none() {
+        // Stopped by Ctrl-C, SIGTERM or `lifeline abort`, not by a failing step.
+        verdict = report::Verdict::Failed;
+        reasons.retain(|r| !r.starts_with("the drill run did not complete"));
+        reasons.insert(
+            0,
+            "the drill was interrupted (Ctrl-C, SIGTERM or `lifeline abort`) before it finished".to_string(),
+        );
+    }
+    if let Some(by) = &rec.preempted_by {
+        // Not a failed step: a recovery took the planner. Still no proof.
+        verdict = report::Verdict::Failed;
+        reasons.retain(|r| !r.starts_with("the drill run did not complete"));
+        reasons.insert(
+            0,
+            format!("preempted by {by}: a recovery run needed the planner, so the drill stopped before it finished"),
+        );
+    }
     let next_due = t0 + chrono::Duration::from_std(interval).unwrap_or_default();
     let mut report = DrillReport {
         schema: report::SCHEMA.into(),
@@ -521,6 +559,7 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
         achieved,
         verdict,
         reasons,
+        preempted_by: rec.preempted_by.clone(),
         steps,
         checks,
         volumes,
@@ -537,6 +576,8 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
             sandbox: sandbox.display().to_string(),
             network_namespace: plan.netns.clone(),
             ports: plan.ports.clone(),
+            teardown: Vec::new(),
+            leftovers: Vec::new(),
         },
         operator: opts.planner.operator.clone(),
         user: crate::audit::os_user(),
@@ -557,14 +598,37 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
         }
         Err(why) => torn_down.push(why),
     }
+    // What the run mounted under the sandbox goes first (deepest first), then
+    // the directory, never crossing into a filesystem that is still mounted.
+    // With --keep the sandbox is kept as the run left it (mounts made in the
+    // drill's own mount namespace still go with the namespace).
     if !opts.keep {
-        if let Err(e) = std::fs::remove_dir_all(&sandbox) {
-            torn_down.push(format!("remove {}: {e}", sandbox.display()));
-        } else {
-            torn_down.push(format!("removed {}", sandbox.display()));
+        let t = Sandbox::new(&sandbox).tear_down(true);
+        torn_down.extend(t.done);
+        let leftovers: Vec<String> = t.leftovers.iter().map(|l| l.to_string()).collect();
+        if !leftovers.is_empty() {
+            report.verdict = report::Verdict::Failed;
+            let mut reasons = leftovers.clone();
+            reasons.append(&mut report.reasons);
+            report.reasons = reasons;
         }
+        report.environment.leftovers = leftovers;
     }
-    shared.transition("sandbox_torn_down", None, Some(torn_down.join("; ")), None, |_| {})?;
+    report.environment.teardown = torn_down.clone();
+    shared.transition(
+        "sandbox_torn_down",
+        None,
+        Some(
+            torn_down
+                .iter()
+                .chain(report.environment.leftovers.iter())
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        None,
+        |_| {},
+    )?;
     report.audit_head = shared.record.lock().expect("record").audit_head.clone();
     let dir = opts.report_dir.join(&id);
     let digest = report::write(&dir, &report, &key)?;
@@ -574,7 +638,7 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
         Some(format!(
             "{} manifest BLAKE3 {digest} verdict {}",
             dir.display(),
-            verdict.label()
+            report.verdict.label()
         )),
         None,
         |_| {},
@@ -589,7 +653,7 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
         rto_secs: report.achieved.rto_secs,
         rpo_objective_secs: report.objectives.rpo_secs,
         rto_objective_secs: report.objectives.rto_secs,
-        verdict,
+        verdict: report.verdict,
         report_dir: dir.canonicalize().unwrap_or(dir.clone()),
         next_drill_due: report.next_drill_due.clone(),
     })?;

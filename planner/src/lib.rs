@@ -16,4 +16,5 @@ pub mod repo_target;
 pub mod report;
 pub mod run_catalog;
 pub mod runbook;
+pub mod sandbox;
 pub mod state_dir;

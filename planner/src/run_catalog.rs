@@ -25,6 +25,18 @@ pub struct PlannerCatalog {
     dir: PathBuf,
 }
 
+/// Another process owns the planner catalog (sled's lock).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the planner catalog in {} is held by another planner (PID {pid}): one run at a time per state \
+     directory; reach it with `lifeline runs`, `lifeline approve` or `lifeline abort`, or wait for it",
+    dir.display()
+)]
+pub struct CatalogHeld {
+    pub dir: PathBuf,
+    pub pid: String,
+}
+
 /// The planner's directory in a state directory.
 pub fn planner_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("planner")
@@ -49,13 +61,17 @@ impl PlannerCatalog {
             .map_err(|e| {
                 let pid = std::fs::read_to_string(&owner).unwrap_or_default();
                 let pid = pid.trim();
-                if e.to_string().contains("lock") || matches!(e, sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock) {
-                    anyhow::anyhow!(
-                        "the planner catalog in {} is held by another planner (PID {}): one run at a time per state \
-                         directory; reach it with `lifeline runs`, `lifeline approve` or `lifeline abort`, or wait for it",
-                        dir.display(),
-                        if pid.is_empty() { "unknown" } else { pid }
-                    )
+                if e.to_string().contains("lock")
+                    || matches!(e, sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock)
+                {
+                    anyhow::Error::new(CatalogHeld {
+                        dir: dir.clone(),
+                        pid: if pid.is_empty() {
+                            "unknown".into()
+                        } else {
+                            pid.to_string()
+                        },
+                    })
                 } else {
                     anyhow::anyhow!("open the planner catalog in {}: {e}", dir.display())
                 }

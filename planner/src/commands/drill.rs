@@ -17,6 +17,11 @@ fn secs(v: Option<f64>) -> String {
 }
 
 pub fn run(a: &DrillArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
+    // One mount namespace for the whole run, shared by its steps (returns only
+    // when already in it, or when the machine does not allow one).
+    if let Err(why) = crate::sandbox::enter_private_mount_namespace() {
+        tracing::info!(%why, "the drill's steps share the host's mount namespace");
+    }
     let out: DrillOutcome = crate::drill::run(
         &DrillOptions {
             runbook: a.runbook.clone(),
@@ -45,6 +50,7 @@ pub fn run(a: &DrillArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
                 "drill": r.drill_id,
                 "verdict": r.verdict,
                 "reasons": r.reasons,
+                "preempted_by": r.preempted_by,
                 "rpo_secs": r.achieved.rpo_secs,
                 "rto_secs": r.achieved.rto_secs,
                 "objectives": r.objectives,
@@ -85,6 +91,11 @@ pub fn run(a: &DrillArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
         if a.keep {
             println!("  sandbox kept: {}", out.sandbox.display());
         }
+    }
+    // Interrupted (Ctrl-C, SIGTERM, `lifeline abort`): 130, as every command;
+    // a drill preempted by a recovery is a failed drill (1).
+    if out.status == crate::engine::RunStatus::Aborted && r.preempted_by.is_none() {
+        return Ok(ExitCode::from(130));
     }
     Ok(match r.verdict {
         Verdict::Failed => ExitCode::from(1),

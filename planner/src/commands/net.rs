@@ -186,11 +186,28 @@ pub fn agent(a: &AgentArgs, config: &Config) -> Result<ExitCode> {
     let keys = key.keys();
     let cancel = cancel_on_signals()?;
     let tls = TlsDir::new(&tls_dir);
+    // --freeze/--thaw as given; else the group's hooks, which are the forward
+    // agent's only (see GroupConfig::hooks_for).
+    let hooks = match (&a.freeze, &a.thaw, group) {
+        (Some(f), Some(t), _) => Some((f.clone(), t.clone())),
+        (_, _, Some(g)) => match g.hooks_for(&volumes, Some(identity)) {
+            Ok(h) => h,
+            Err(why) => {
+                eprintln!(
+                    "agent: not running group `{}`'s freeze/thaw hooks: {why}; they quiesce the primary site's \
+                     volumes (pass --freeze and --thaw for this agent's own)",
+                    a.group
+                );
+                None
+            }
+        },
+        _ => None,
+    };
     let opts = BackupOptions {
         group: a.group.clone(),
         volumes,
-        freeze: a.freeze.clone().or_else(|| group.and_then(|g| g.freeze.clone())),
-        thaw: a.thaw.clone().or_else(|| group.and_then(|g| g.thaw.clone())),
+        freeze: hooks.as_ref().map(|h| h.0.clone()),
+        thaw: hooks.map(|h| h.1),
         state_dir: config.state_dir(a.state_dir.as_deref()),
         cancel: cancel.clone(),
         progress: None,

@@ -92,9 +92,11 @@ pub fn start_run(mode: Mode, a: &RunArgs, config_flag: Option<&Path>) -> Result<
         .with_context(|| format!("read runbook {} (check the path)", a.runbook.display()))?;
     let rb = load_checked(&a.runbook, Some(&text), &config)?;
     let state = state_dir(&config, &a.planner);
-    let catalog = PlannerCatalog::open(&state)?;
-    let audit = AuditLog::open(catalog.dir())?;
     let id = new_run_id(mode);
+    let wait = crate::runbook::parse_duration(&a.preempt_wait)
+        .map_err(|e| anyhow::anyhow!("--preempt-wait {}: {e}", a.preempt_wait))?;
+    let catalog = open_catalog_preempting_drill(&state, &id, &who(&a.planner), wait)?;
+    let audit = AuditLog::open(catalog.dir())?;
     let run_dir = planner_dir(&state).join("runs").join(&id);
     std::fs::create_dir_all(&run_dir).with_context(|| format!("create {}", run_dir.display()))?;
     let p = plan::plan(
@@ -128,6 +130,69 @@ pub fn start_run(mode: Mode, a: &RunArgs, config_flag: Option<&Path>) -> Result<
             resumed: false,
         },
     )
+}
+
+/// Opens the planner catalog for the recovery run `id`. A drill holding it is
+/// asked (over its control socket) to stop; this waits up to `wait` for it to
+/// tear down and release the catalog. Any other holder (another failover, a
+/// resumed run) keeps it: the error names it.
+fn open_catalog_preempting_drill(
+    state: &Path,
+    id: &str,
+    who: &str,
+    wait: std::time::Duration,
+) -> Result<PlannerCatalog> {
+    let started = Instant::now();
+    let mut asked = false;
+    loop {
+        let held = match PlannerCatalog::open(state) {
+            Ok(c) => {
+                if asked {
+                    eprintln!(
+                        "the preempted drill released the planner catalog after {:.1} s; {id} goes on",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                return Ok(c);
+            }
+            Err(e) if e.downcast_ref::<crate::run_catalog::CatalogHeld>().is_some() => e,
+            Err(e) => return Err(e),
+        };
+        if !asked {
+            // No answer (no socket yet, or already gone) means the holder is
+            // starting or finishing: ask again on the next round.
+            if let Ok(Some(ans)) = control_socket::call(
+                state,
+                &Request::Preempt {
+                    by: id.to_string(),
+                    who: who.to_string(),
+                },
+            ) {
+                if !ans.ok {
+                    return Err(held.context(ans.error.unwrap_or_default()));
+                }
+                asked = true;
+                eprintln!(
+                    "{}; waiting up to {} for it",
+                    ans.message.unwrap_or_default(),
+                    crate::runbook::format_duration(wait)
+                );
+            }
+        }
+        if started.elapsed() >= wait {
+            return Err(held.context(format!(
+                "{} waited {} for the planner catalog (--preempt-wait){}",
+                id,
+                crate::runbook::format_duration(wait),
+                if asked {
+                    ": the drill it preempted has not released it yet"
+                } else {
+                    ""
+                }
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// `lifeline resume RUN`.

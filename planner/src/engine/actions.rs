@@ -15,6 +15,9 @@ use crate::plan::{AgentRef, Plan, PlannedStep};
 use crate::runbook::Value;
 use crate::runbook::actions::Mode;
 
+/// How often a check that has not passed yet tries again (every `check.*`).
+const CHECK_POLL: Duration = Duration::from_millis(100);
+
 pub(super) struct Ctx {
     pub plan: Arc<Plan>,
     pub config: Arc<Config>,
@@ -56,13 +59,16 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> R<T> + Send + 'static) 
 }
 
 impl Ctx {
-    /// `command args` as run in the sandbox's network namespace, if any.
+    /// `command args` as run in the sandbox's network namespace, if any. Only
+    /// the network namespace is entered (`nsenter --net`), not a fresh mount
+    /// namespace as `ip netns exec` would make: every step of the run sees the
+    /// mounts earlier steps made.
     fn in_netns(&self, command: &str, args: &[String]) -> (String, Vec<String>) {
         match &self.plan.netns {
             Some(ns) => {
-                let mut a = vec!["netns".to_string(), "exec".into(), ns.clone(), command.to_string()];
+                let mut a = vec![format!("--net=/run/netns/{ns}"), "--".to_string(), command.to_string()];
                 a.extend(args.iter().cloned());
-                ("ip".into(), a)
+                ("nsenter".into(), a)
             }
             None => (command.to_string(), args.to_vec()),
         }
@@ -200,7 +206,7 @@ pub(super) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
             if ctx.plan.netns.is_some() {
                 let args = vec!["probe".to_string(), "tcp".into(), addr.clone()];
                 while !ctx.probe(&args).await {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(CHECK_POLL).await;
                 }
                 return Ok(out(&[("elapsed_ms", t0.elapsed().as_millis().to_string())]));
             }
@@ -212,7 +218,7 @@ pub(super) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
                         Err(_) => "connect timed out".into(),
                     };
                 tracing::debug!(%addr, %last, "check.tcp not yet");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(CHECK_POLL).await;
             }
         }
         "check.http" => {
@@ -239,7 +245,7 @@ pub(super) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
                     args.extend(["--ca-file".to_string(), c.display().to_string()]);
                 }
                 while !ctx.probe(&args).await {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(CHECK_POLL).await;
                 }
                 return Ok(out(&[
                     ("status", want.to_string()),
@@ -260,12 +266,51 @@ pub(super) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
                     }
                     Err(e) => tracing::debug!(%url, error = %e, "check.http not yet"),
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(CHECK_POLL).await;
             }
         }
         "check.command" => {
-            let (code, stdout) = run_command(&ctx, &p).await?;
-            Ok(out(&[("exit", code.to_string()), ("stdout", stdout)]))
+            // Polls like the other checks: runs the command again every
+            // CHECK_POLL until it exits 0 or the step's timeout passes (the
+            // engine leaves that timeout to this loop, so the error can say what
+            // the last attempt printed). No timeout: one attempt.
+            let t0 = Instant::now();
+            let mut attempts = 0u32;
+            loop {
+                attempts += 1;
+                let attempt = run_command(&ctx, &p);
+                let r = if ps.timeout.is_zero() {
+                    attempt.await
+                } else {
+                    match tokio::time::timeout(ps.timeout.saturating_sub(t0.elapsed()), attempt).await {
+                        Ok(r) => r,
+                        Err(_) => Err(format!("`{}` was still running", s(&p, "command").unwrap_or_default())),
+                    }
+                };
+                let last = match r {
+                    Ok((code, stdout)) => {
+                        return Ok(out(&[
+                            ("exit", code.to_string()),
+                            ("stdout", stdout),
+                            ("attempts", attempts.to_string()),
+                            ("elapsed_ms", t0.elapsed().as_millis().to_string()),
+                        ]));
+                    }
+                    Err(e) => e,
+                };
+                if ps.timeout.is_zero() {
+                    return Err(last);
+                }
+                if t0.elapsed() + CHECK_POLL >= ps.timeout {
+                    return Err(format!(
+                        "timed out after {} ({attempts} attempt{}); last attempt: {last}",
+                        crate::runbook::format_duration(ps.timeout),
+                        if attempts == 1 { "" } else { "s" }
+                    ));
+                }
+                tracing::debug!(step = %ps.id, %last, "check.command not yet");
+                tokio::time::sleep(CHECK_POLL).await;
+            }
         }
         "check.volume" => check_volume(&ctx, &p).await,
         "check.workload" => check_workload(&ctx, &p).await,
@@ -369,14 +414,21 @@ async fn run_command(ctx: &Ctx, p: &BTreeMap<String, Value>) -> R<(i32, String)>
     if !o.status.success() {
         let mut stderr = String::from_utf8_lossy(&o.stderr).trim().to_string();
         stderr.truncate(1024);
+        let mut printed = stdout.trim().to_string();
+        printed.truncate(1024);
         return Err(format!(
-            "`{command} {}` exited with {}{}",
+            "`{command} {}` exited with {}{}{}",
             args.join(" "),
             o.status,
             if stderr.is_empty() {
                 String::new()
             } else {
                 format!(": {stderr}")
+            },
+            if printed.is_empty() {
+                String::new()
+            } else {
+                format!(" (stdout: {printed})")
             }
         ));
     }

@@ -184,6 +184,45 @@ impl Shared {
         Ok(())
     }
 
+    /// Stops this run, a drill, for the failover, switchover or failback `by`
+    /// that needs the planner catalog: the drill aborts (its steps stop, its
+    /// processes are stopped), tears down, writes its report saying it was
+    /// preempted, and releases the catalog. Any other run refuses: two
+    /// failovers never preempt each other.
+    pub fn request_preempt(&self, by: &str, who: &str) -> Result<()> {
+        {
+            let rec = self.record.lock().expect("record lock");
+            if rec.mode != crate::runbook::actions::Mode::Drill {
+                anyhow::bail!(
+                    "the planner is running {} {} of group {}, not a drill: only a drill gives way",
+                    rec.mode,
+                    rec.id,
+                    rec.group
+                );
+            }
+            if rec.preempted_by.is_some() {
+                // Already asked (e.g. a second failover racing the first): the
+                // drill is stopping; whoever opens the catalog first runs.
+                return Ok(());
+            }
+        }
+        self.transition(
+            "preempted",
+            None,
+            Some(format!(
+                "preempted by {by} (requested by {who}): the drill stops and tears down"
+            )),
+            Some(who),
+            |r| {
+                r.preempted_by = Some(by.to_string());
+                r.abort_requested = true;
+            },
+        )?;
+        self.wake.notify_waiters();
+        self.wake.notify_one();
+        Ok(())
+    }
+
     fn outputs(&self) -> BTreeMap<String, BTreeMap<String, String>> {
         let rec = self.record.lock().expect("record lock");
         rec.steps.iter().map(|(k, v)| (k.clone(), v.outputs.clone())).collect()
@@ -423,7 +462,8 @@ async fn run_with_retries(
             Err(e) => return (Err(e), total),
         };
         let fut = actions::execute(ctx.clone(), ps.clone(), params);
-        let r = if ps.timeout.is_zero() || ps.action == "wait" {
+        // `wait` has no timeout; `check.command` polls and enforces its own.
+        let r = if ps.timeout.is_zero() || ps.action == "wait" || ps.action == "check.command" {
             fut.await
         } else {
             match tokio::time::timeout(ps.timeout, fut).await {
@@ -583,6 +623,7 @@ pub fn new_record(
         processes: Vec::new(),
         approvals: BTreeMap::new(),
         abort_requested: false,
+        preempted_by: None,
         resumes: 0,
         error: None,
         audit_head: None,

@@ -139,6 +139,10 @@ pub struct RunRecord {
     /// Approval step → who approved it.
     pub approvals: BTreeMap<String, String>,
     pub abort_requested: bool,
+    /// The run (a failover, switchover or failback) that stopped this drill to
+    /// take the planner catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preempted_by: Option<String>,
     /// Times the run was resumed.
     pub resumes: u32,
     pub error: Option<String>,

@@ -304,7 +304,7 @@ pub fn render(r: &DrillReport) -> String {
     let e = &r.environment;
     let _ = write!(
         h,
-        "<h2>Environment</h2><table><tr><th>host</th><td>{}</td></tr><tr><th>system</th><td>{}</td></tr><tr><th>lifeline</th><td>{}</td></tr><tr><th>sandbox</th><td><code>{}</code>{}</td></tr><tr><th>ports</th><td>{}</td></tr><tr><th>runbook digest</th><td><code>{}</code></td></tr><tr><th>operator</th><td>{} ({})</td></tr><tr><th>audit head</th><td><code>{}</code></td></tr><tr><th>next drill due</th><td>{}</td></tr></table>",
+        "<h2>Environment</h2><table><tr><th>host</th><td>{}</td></tr><tr><th>system</th><td>{}</td></tr><tr><th>lifeline</th><td>{}</td></tr><tr><th>sandbox</th><td><code>{}</code>{}</td></tr><tr><th>teardown</th><td>{}</td></tr><tr><th>ports</th><td>{}</td></tr><tr><th>runbook digest</th><td><code>{}</code></td></tr><tr><th>operator</th><td>{} ({})</td></tr><tr><th>audit head</th><td><code>{}</code></td></tr><tr><th>next drill due</th><td>{}</td></tr></table>",
         esc(&e.host),
         esc(&e.os),
         esc(&e.lifeline_version),
@@ -313,6 +313,12 @@ pub fn render(r: &DrillReport) -> String {
             .as_ref()
             .map(|n| format!(", network namespace <code>{}</code>", esc(n)))
             .unwrap_or_default(),
+        e.teardown
+            .iter()
+            .chain(e.leftovers.iter())
+            .map(|t| esc(t))
+            .collect::<Vec<_>>()
+            .join("<br>"),
         e.ports
             .iter()
             .map(|(k, v)| format!("{}={v}", esc(k)))

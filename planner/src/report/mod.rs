@@ -144,6 +144,14 @@ pub struct Environment {
     /// The drill's network namespace, when the machine allowed one.
     pub network_namespace: Option<String>,
     pub ports: BTreeMap<String, u16>,
+    /// What tearing the sandbox down did (processes stopped, filesystems
+    /// unmounted, the directory removed), then what it could not clean up.
+    #[serde(default)]
+    pub teardown: Vec<String>,
+    /// What teardown left behind, each with the command that cleans it up
+    /// (also a reason of a failed verdict).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leftovers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -172,6 +180,10 @@ pub struct DrillReport {
     pub achieved: Achieved,
     pub verdict: Verdict,
     pub reasons: Vec<String>,
+    /// The recovery run (failover, switchover, failback) that stopped this drill
+    /// to take the planner: the drill did not finish (verdict failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preempted_by: Option<String>,
     pub steps: Vec<StepTiming>,
     pub checks: Vec<CheckEvidence>,
     pub volumes: Vec<VolumeEvidence>,

@@ -367,7 +367,8 @@ pub const ACTIONS: &[ActionSpec] = &[
     },
     ActionSpec {
         name: "check.command",
-        doc: "Run a command; it passes when it exits 0.",
+        doc: "Run a command until it exits 0, again every 100 ms, until the step's timeout passes (then it fails with \
+              the last attempt's output).",
         params: &[
             p("command", Str, true, "program to run (looked up in PATH)"),
             ARGS,

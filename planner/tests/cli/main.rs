@@ -3,12 +3,15 @@
 //! 1 check failed, 2 error, 130 interrupted) and that error messages name the
 //! object and say what to do.
 
+mod checks;
 mod common;
 mod daemon;
+mod preempt;
 mod replication;
 mod repository_truth;
 mod runbooks;
 mod runs;
+mod sandbox;
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;

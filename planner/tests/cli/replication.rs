@@ -1274,3 +1274,58 @@ fn prune_through_the_receiver_needs_an_admin_and_keeps_the_policy() {
     // The timeline goes on.
     assert_eq!(c.backup_json("g", &[("v", &v)])["seq"], 5);
 }
+
+/// The group's freeze/thaw hooks quiesce the primary site's volumes: the
+/// forward agent runs them; an agent that replicates other volumes (a
+/// failback's reverse agent reads the group's targets) does not, says so, and
+/// its point is fuzzy, not labelled frozen.
+#[test]
+fn the_groups_freeze_hooks_run_for_the_forward_agent_only() {
+    let site = Site::new(&["a@acme"]);
+    let receiver = site.receiver(&["a=app"]);
+    let key = site.key("acme");
+    let c = site.client(&receiver, "a", &key);
+    let primary = site.path("primary.img");
+    let target = site.path("target.img");
+    write_random_file(&primary, MIB, 1);
+    write_random_file(&target, MIB, 2);
+    let frozen = site.path("frozen");
+    let config = site.path("lifeline.toml");
+    fs::write(
+        &config,
+        format!(
+            "[groups.app]\nvolumes = {{ v = \"{}\" }}\ntargets = {{ v = \"{}\" }}\n\
+             freeze = \"touch {}\"\nthaw = \"true\"\n",
+            s(&primary),
+            s(&target),
+            s(&frozen)
+        ),
+    )
+    .unwrap();
+    let agent = |vol: &Path| {
+        let mut args = c.agent_args("app", &[("v", vol)], &["--once"]);
+        args.extend(["--config".to_string(), s(&config).to_string()]);
+        Background::spawn(&strs(&args)).finish(PROMPT).ok()
+    };
+
+    // The reverse agent: the targets, no hooks.
+    let r = agent(&target);
+    assert!(!frozen.exists(), "the reverse agent ran the primary's freeze hook");
+    assert!(
+        r.stderr.contains("not running group `app`'s freeze/thaw hooks"),
+        "{}",
+        r.stderr
+    );
+    let points = c.points_json();
+    assert_eq!(points.last().unwrap()["consistency"], "fuzzy", "{points:?}");
+
+    // The forward agent: the group's volumes, hooks run.
+    let r = agent(&primary);
+    assert!(
+        frozen.exists(),
+        "the forward agent did not run the freeze hook: {}",
+        r.stderr
+    );
+    let points = c.points_json();
+    assert_eq!(points.last().unwrap()["consistency"], "frozen", "{points:?}");
+}

@@ -1,0 +1,103 @@
+//! `check.command` polls like the other checks: until it passes or its
+//! timeout passes, then fails with the last attempt's output.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::*;
+
+fn local_config(dir: &Path) -> PathBuf {
+    let config = dir.join("lifeline.toml");
+    fs::write(
+        &config,
+        format!("state_dir = \"{}\"\n[groups.app]\n", s(&dir.join("state"))),
+    )
+    .unwrap();
+    config
+}
+
+fn events(stdout: &str) -> Vec<Value> {
+    stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+#[test]
+fn check_command_polls_until_it_passes_or_its_timeout_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = local_config(dir.path());
+    let flag = dir.path().join("ready");
+    // A service that becomes ready about a second after it starts; the check
+    // fails until then and must keep trying.
+    let rb = dir.path().join("ready.toml");
+    fs::write(
+        &rb,
+        format!(
+            r#"[runbook]
+name = "starting"
+group = "app"
+[[step]]
+id = "db"
+action = "service.start"
+command = "sh"
+args = ["-c", "sleep 1; touch {flag}"]
+[[step]]
+id = "ready"
+action = "check.command"
+command = "test"
+args = ["-f", "{flag}"]
+timeout = "10s"
+after = ["db"]
+"#,
+            flag = s(&flag)
+        ),
+    )
+    .unwrap();
+    let r = run(&["failover", s(&rb), "--config", s(&config), "--json"]).ok();
+    let ev = events(&r.stdout);
+    let ready = ev
+        .iter()
+        .find(|e| e["event"] == "step_succeeded" && e["step"] == "ready")
+        .unwrap_or_else(|| panic!("the check never passed: {}", r.stdout));
+    let attempts: u32 = ready["outputs"]["attempts"].as_str().unwrap().parse().unwrap();
+    assert!(attempts > 1, "it passed only by polling: {ready}");
+    assert!(flag.exists());
+
+    // One that never passes fails after its timeout, not at once, and says
+    // what its last attempt printed.
+    let rb = dir.path().join("never.toml");
+    fs::write(
+        &rb,
+        r#"[runbook]
+name = "never"
+group = "app"
+[[step]]
+id = "psql"
+action = "check.command"
+command = "sh"
+args = ["-c", "echo the database system is starting up; exit 2"]
+timeout = "1s"
+"#,
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    let r = run(&["failover", s(&rb), "--config", s(&config), "--json"]).code(EXIT_CHECK_FAILED);
+    let took = t0.elapsed();
+    let failed = events(&r.stdout)
+        .into_iter()
+        .find(|e| e["event"] == "step_failed" && e["step"] == "psql")
+        .unwrap_or_else(|| panic!("no step_failed: {}", r.stdout));
+    let msg = failed["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("timed out after 1s (")
+            && msg.contains("attempts); last attempt: `sh -c")
+            && msg.contains("exit status: 2")
+            && msg.contains("the database system is starting up"),
+        "{msg}"
+    );
+    assert!(
+        took >= Duration::from_millis(900),
+        "it gave up before its timeout: {took:?}"
+    );
+}

@@ -1,0 +1,148 @@
+//! A recovery always wins over a drill: a failover started while a drill holds
+//! the planner catalog stops the drill (its report says it was preempted) and
+//! runs; two failovers never preempt each other.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::*;
+
+const PROMPT: Duration = Duration::from_secs(60);
+
+fn local_config(dir: &Path) -> PathBuf {
+    let config = dir.join("lifeline.toml");
+    fs::write(
+        &config,
+        format!("state_dir = \"{}\"\n[groups.app]\n", s(&dir.join("state"))),
+    )
+    .unwrap();
+    config
+}
+
+/// Waits until a `--json` run printed that `step` started; its run id.
+fn started(p: &mut Background, step: &str) -> String {
+    let needle = format!("\"{step}\"");
+    let line = p
+        .wait_for_line(PROMPT, |l| l.contains("\"step_started\"") && l.contains(&needle))
+        .unwrap_or_else(|| panic!("step `{step}` never started: {}", p.describe()));
+    serde_json::from_str::<Value>(&line).unwrap()["run"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_failover_preempts_a_running_drill_and_a_second_failover_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = local_config(dir.path());
+    let cfg = s(&config).to_string();
+    let drill_rb = dir.path().join("drill.toml");
+    fs::write(
+        &drill_rb,
+        r#"[runbook]
+name = "long-drill"
+group = "app"
+[[step]]
+id = "svc"
+action = "service.start"
+command = "sleep"
+args = ["600"]
+[[step]]
+id = "long"
+action = "wait"
+duration = "10m"
+after = ["svc"]
+"#,
+    )
+    .unwrap();
+    let failover_rb = dir.path().join("failover.toml");
+    fs::write(
+        &failover_rb,
+        r#"[runbook]
+name = "recover"
+group = "app"
+[[step]]
+id = "ok"
+action = "check.command"
+command = "true"
+[[step]]
+id = "gate"
+action = "approval"
+after = ["ok"]
+"#,
+    )
+    .unwrap();
+    let reports = dir.path().join("reports");
+    let mut drill = Background::spawn(&[
+        "drill",
+        s(&drill_rb),
+        "--config",
+        &cfg,
+        "--report-dir",
+        s(&reports),
+        "--no-netns",
+        "--json",
+    ]);
+    let drill_id = started(&mut drill, "long");
+
+    // The failover asks the drill to stop, waits for the catalog, and runs.
+    let t0 = Instant::now();
+    let mut first = Background::spawn(&["failover", s(&failover_rb), "--config", &cfg, "--json"]);
+    let failover_id = started(&mut first, "gate");
+    assert!(
+        first.stderr().contains(&format!("drill {drill_id}")) && first.stderr().contains("stops for"),
+        "the failover says it preempted the drill: {}",
+        first.describe()
+    );
+
+    // A second failover of the same group meanwhile is refused: the first one
+    // does not give way.
+    run(&["failover", s(&failover_rb), "--config", &cfg, "--preempt-wait", "5s"]).fails(
+        EXIT_ERROR,
+        &[
+            &format!("running failover {failover_id} of group app, not a drill"),
+            "held by another planner",
+        ],
+    );
+
+    run(&["approve", &failover_id, "gate", "--config", &cfg]).ok();
+    let r = first.finish(PROMPT).ok();
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(30),
+        "the failover took {took:?}: {}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("\"status\":\"succeeded\""),
+        "the failover succeeded: {}",
+        r.stdout
+    );
+
+    // The drill stopped cleanly: torn down, its report says who preempted it.
+    let d = drill.finish(PROMPT).code(EXIT_CHECK_FAILED);
+    let report: Value =
+        serde_json::from_slice(&fs::read(reports.join(&drill_id).join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["preempted_by"], failover_id.as_str(), "{}", d.stdout);
+    assert_eq!(report["verdict"], "failed");
+    assert!(
+        report["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("preempted by {failover_id}")),
+        "{report:#}"
+    );
+    let sandbox = PathBuf::from(report["environment"]["sandbox"].as_str().unwrap());
+    assert!(!sandbox.exists(), "the preempted drill left its sandbox");
+    let summary = d
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["event"] == "drill_report")
+        .expect("drill summary");
+    assert_eq!(summary["preempted_by"], failover_id.as_str());
+    run(&["audit", "verify", "--config", &cfg]).ok();
+}

@@ -1,0 +1,320 @@
+//! A drill's sandbox: what its steps mount is unmounted at teardown, deletion
+//! never crosses into a mounted filesystem, and what is left is named with the
+//! command that cleans it up.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::common::*;
+
+fn events(stdout: &str) -> Vec<Value> {
+    stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+fn local_config(dir: &Path) -> PathBuf {
+    let config = dir.join("lifeline.toml");
+    fs::write(
+        &config,
+        format!("state_dir = \"{}\"\n[groups.app]\n", s(&dir.join("state"))),
+    )
+    .unwrap();
+    config
+}
+
+/// Whether `program` can be started (it exists in PATH).
+fn have(program: &str) -> bool {
+    std::process::Command::new(program)
+        .arg("-V")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Mount points at or under `root` as this process sees them.
+fn host_mounts_under(root: &Path) -> Vec<String> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(String::from))
+        .filter(|m| Path::new(m).starts_with(root))
+        .collect()
+}
+
+/// Loop devices whose backing file is at or under `root`.
+fn loops_backed_under(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/sys/block").unwrap().flatten() {
+        if let Ok(b) = fs::read_to_string(e.path().join("loop/backing_file"))
+            && Path::new(b.trim()).starts_with(root)
+        {
+            out.push(format!("{} {}", e.file_name().to_string_lossy(), b.trim()));
+        }
+    }
+    out
+}
+
+/// The report of the drill whose `--json` output is `stdout`.
+fn drill_report(stdout: &str) -> Value {
+    let summary = events(stdout)
+        .into_iter()
+        .find(|e| e["event"] == "drill_report")
+        .unwrap_or_else(|| panic!("no drill_report event: {stdout}"));
+    let dir = PathBuf::from(summary["report_dir"].as_str().unwrap());
+    serde_json::from_slice(&fs::read(dir.join("report.json")).unwrap()).unwrap()
+}
+
+/// With `--no-netns`, a step mounts under the sandbox: a tmpfs holding a file,
+/// an ext4 image made with mke2fs and loop-mounted, and a directory from
+/// outside bind-mounted. Teardown unmounts all three (deepest first), detaches
+/// the loop device, removes the sandbox, and the outside directory keeps its
+/// file: nothing was deleted through a mount.
+#[test]
+fn drill_teardown_unmounts_what_its_steps_mounted_and_never_deletes_through_a_mount() {
+    if !is_root() || !have("mke2fs") || !have("losetup") {
+        eprintln!("SKIP drill_teardown_unmounts_what_its_steps_mounted: needs root, mke2fs and losetup");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = local_config(dir.path());
+    let outside = dir.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("precious"), "production data").unwrap();
+    let rb = dir.path().join("rb.toml");
+    let script = format!(
+        "set -e; mkdir t img bound; mount -t tmpfs -o size=1m none t; echo data > t/f; \
+         truncate -s 8M disk.img; mke2fs -q -F disk.img; mount -o loop disk.img img; \
+         mkdir img/deep; echo data > img/deep/g; mount --bind {} bound",
+        s(&outside)
+    );
+    fs::write(
+        &rb,
+        format!(
+            r#"[runbook]
+name = "mounts"
+group = "app"
+[[step]]
+id = "mount"
+action = "check.command"
+command = "sh"
+args = ["-c", "{script}"]
+"#
+        ),
+    )
+    .unwrap();
+    let reports = dir.path().join("reports");
+    let r = run(&[
+        "drill",
+        s(&rb),
+        "--config",
+        s(&config),
+        "--report-dir",
+        s(&reports),
+        "--no-netns",
+        "--json",
+    ])
+    .ok();
+    let report = drill_report(&r.stdout);
+    let sandbox = PathBuf::from(report["environment"]["sandbox"].as_str().unwrap());
+    assert_eq!(report["steps"][0]["status"], "succeeded", "{report:#}");
+    assert_ne!(report["verdict"], "failed", "{report:#}");
+    assert!(!sandbox.exists(), "sandbox left behind: {report:#}");
+    assert!(
+        host_mounts_under(&sandbox).is_empty(),
+        "{:?}",
+        host_mounts_under(&sandbox)
+    );
+    assert!(
+        loops_backed_under(&sandbox).is_empty(),
+        "{:?}",
+        loops_backed_under(&sandbox)
+    );
+    assert_eq!(
+        fs::read_to_string(outside.join("precious")).unwrap(),
+        "production data",
+        "teardown deleted through the bind mount"
+    );
+    let teardown: Vec<String> = report["environment"]["teardown"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    for m in ["t", "img", "bound"] {
+        let at = sandbox.join(m);
+        assert!(
+            teardown
+                .iter()
+                .any(|t| t.starts_with(&format!("unmounted {} ", at.display()))),
+            "{m} not unmounted by teardown: {teardown:#?}"
+        );
+    }
+    assert!(report.get("leftovers").is_none() && report["environment"].get("leftovers").is_none());
+}
+
+/// What teardown cannot release is an error that names the path and the
+/// command: here a filesystem mounted under the sandbox that a process outside
+/// the drill keeps busy. Nothing in it is deleted; the verdict says why.
+#[test]
+fn a_mount_teardown_cannot_release_is_named_with_the_command_that_cleans_it_up() {
+    if !is_root() {
+        eprintln!("SKIP a_mount_teardown_cannot_release: needs root to mount");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = local_config(dir.path());
+    let rb = dir.path().join("rb.toml");
+    let held = dir.path().join("held");
+    // The step mounts a tmpfs, writes a file and leaves a process (outside the
+    // run's tracking: a nohup'd shell) whose working directory is in it.
+    fs::write(
+        &rb,
+        format!(
+            r#"[runbook]
+name = "busy"
+group = "app"
+[[step]]
+id = "mount"
+action = "check.command"
+command = "sh"
+args = ["-c", "set -e; mkdir t; mount -t tmpfs -o size=1m none t; echo keep > t/f; (cd t && setsid sh -c 'echo $$ > {held}; exec sleep 600' > /dev/null 2>&1 &) ; while [ ! -s {held} ]; do sleep 0.05; done"]
+"#,
+            held = s(&held)
+        ),
+    )
+    .unwrap();
+    let reports = dir.path().join("reports");
+    let r = run(&[
+        "drill",
+        s(&rb),
+        "--config",
+        s(&config),
+        "--report-dir",
+        s(&reports),
+        "--no-netns",
+        "--json",
+    ]);
+    let holder = fs::read_to_string(&held).unwrap_or_default().trim().to_string();
+    let report = drill_report(&r.stdout);
+    let sandbox = PathBuf::from(report["environment"]["sandbox"].as_str().unwrap());
+    let mnt = sandbox.join("t");
+    // The holder's working directory is the tmpfs, wherever it is mounted.
+    let file = fs::read_to_string(format!("/proc/{holder}/cwd/f"));
+    // Clean up before asserting, the way the leftover says.
+    let fix = report["environment"]["leftovers"][0]
+        .as_str()
+        .and_then(|l| l.rsplit_once("clean it up with `"))
+        .map(|(_, f)| f.trim_end_matches('`').to_string());
+    let cleaned = fix.as_ref().is_some_and(|f| {
+        std::process::Command::new("sh")
+            .args(["-c", f])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !cleaned {
+        let _ = std::process::Command::new("kill").arg(&holder).status();
+        let _ = std::process::Command::new("umount").arg("-l").arg(&mnt).status();
+        let _ = std::process::Command::new("rm")
+            .args(["-rf", "--one-file-system"])
+            .arg(&sandbox)
+            .status();
+    }
+    r.code(EXIT_CHECK_FAILED);
+    assert_eq!(file.expect("the file in the busy mount survived"), "keep\n");
+    assert_eq!(report["verdict"], "failed", "{report:#}");
+    let reason = report["reasons"][0].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("mount {} was left behind", mnt.display()))
+            && reason.contains(&format!("used by process {holder} (sleep)"))
+            && reason.contains(&format!("`kill {holder} && "))
+            // In the drill's own mount namespace (root) the host has nothing to
+            // unmount; in the host's, the command unmounts it.
+            && (reason.contains("own mount namespace") || reason.contains(&format!("umount {}", mnt.display())))
+            && reason.contains("rm -rf --one-file-system"),
+        "{reason}"
+    );
+    assert_eq!(report["environment"]["leftovers"][0], reason);
+    assert!(cleaned, "the leftover's command did not clean up: {fix:?}");
+    assert!(!sandbox.exists(), "the leftover's command left {}", sandbox.display());
+}
+
+/// One mount namespace per drill, shared by its steps: step A mounts a tmpfs
+/// in the sandbox and writes a file, step B (after A, another process) reads
+/// it. With the drill's network namespace and with `--no-netns`. After the
+/// drill the mount is gone and so is the sandbox.
+#[test]
+fn a_drills_steps_share_one_mount_namespace_and_its_mounts_go_with_the_run() {
+    if !is_root() {
+        eprintln!("SKIP a_drills_steps_share_one_mount_namespace: needs root to mount");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = local_config(dir.path());
+    let rb = dir.path().join("rb.toml");
+    fs::write(
+        &rb,
+        r#"[runbook]
+name = "shared-mounts"
+group = "app"
+[[step]]
+id = "mount"
+action = "check.command"
+command = "sh"
+args = ["-c", "set -e; mkdir data; mount -t tmpfs -o size=1m none data; echo hello > data/f"]
+[[step]]
+id = "read"
+action = "check.command"
+command = "cat"
+args = ["data/f"]
+after = ["mount"]
+"#,
+    )
+    .unwrap();
+    let reports = dir.path().join("reports");
+    let with_netns = have("ip") && have("nsenter");
+    for netns in [false, true] {
+        if netns && !with_netns {
+            eprintln!("SKIP the network-namespace half: needs ip and nsenter");
+            continue;
+        }
+        let mut args = vec![
+            "drill",
+            s(&rb),
+            "--config",
+            s(&config),
+            "--report-dir",
+            s(&reports),
+            "--json",
+        ];
+        if !netns {
+            args.push("--no-netns");
+        }
+        let r = run(&args).ok();
+        let report = drill_report(&r.stdout);
+        assert_eq!(
+            report["environment"]["network_namespace"].is_string(),
+            netns,
+            "{report:#}"
+        );
+        let read = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["step"] == "read")
+            .cloned()
+            .unwrap();
+        assert_eq!(read["passed"], true, "step B did not see step A's mount: {report:#}");
+        assert_eq!(read["evidence"]["stdout"], "hello", "{read:#}");
+        let sandbox = PathBuf::from(report["environment"]["sandbox"].as_str().unwrap());
+        assert!(!sandbox.exists(), "{report:#}");
+        assert!(host_mounts_under(&sandbox).is_empty());
+        let teardown = report["environment"]["teardown"].to_string();
+        assert!(
+            teardown.contains("the drill's own mount namespace")
+                && teardown.contains(&format!("unmounted {} ", sandbox.join("data").display())),
+            "{teardown}"
+        );
+    }
+}
