@@ -22,9 +22,12 @@
 //!    concurrent upload relies on) and the objects still being uploaded are
 //!    marked with everything they reference; then the dead ids are removed from
 //!    the index (durably, in batches of 256) unless marked now, and pack files
-//!    left with no object are deleted (file, directory fsync, catalog entry).
-//!    Dead objects inside packs that still hold live ones stay on disk until a
-//!    repack (not built); the report says how many bytes that is.
+//!    left with no object are deleted (file, directory fsync, catalog entry),
+//!    each only after its footer shows that no index entry points into it any
+//!    more (a compaction of small packs during the plan may have moved live
+//!    objects into a pack the plan saw only dead ones in). Dead objects inside
+//!    packs that still hold live ones stay on disk until the pack is merged
+//!    (small packs only, see `LocalDirStore`); the report says how many bytes.
 //!
 //! Interrupted at any point, nothing live is lost and the work finishes: the
 //! removals and the list of packs they emptied ("doomed" in the catalog) become

@@ -627,7 +627,7 @@ pub struct CollectReport {
     /// Disk space freed: the deleted pack files.
     pub bytes_reclaimed: u64,
     /// Bytes of removed objects still inside packs that hold live objects too
-    /// (freed by a repack, which is not built yet).
+    /// (freed when a small pack is merged; larger packs are not repacked yet).
     pub bytes_in_shared_packs: u64,
 }
 
