@@ -180,16 +180,7 @@ pub fn run(file: Option<&Path>, work_dir: &Path) -> Result<Vec<Stage>> {
     let repo_dir = work_dir.join("repo");
     let key = KeyFile::create(&work_dir.join("bench.key"), None)?;
     let repo = Repository::init(&repo_dir, &key.keys(), DEFAULT_TENANT)?;
-    let opts = BackupOptions {
-        group: "bench".into(),
-        volumes: vec![("sample".into(), source)],
-        freeze: None,
-        thaw: None,
-        state_dir: work_dir.join("state"),
-        cancel: Arc::new(AtomicBool::new(false)),
-        progress: None,
-        block_map: false,
-    };
+    let opts = one_volume("bench", "sample", &source, work_dir);
     let keys = key.keys();
     let first = backup(&repo.tenant(DEFAULT_TENANT)?, &keys, &opts)?;
     stages.push(Stage::new(
@@ -266,6 +257,20 @@ pub fn build_gc_bench_repo(work_dir: &Path, points: u64, per_point: u64) -> Resu
     Ok(path)
 }
 
+/// Backup options for one volume, with the agent state in `work_dir/state`.
+fn one_volume(group: &str, volume: &str, path: &Path, work_dir: &Path) -> BackupOptions {
+    BackupOptions {
+        group: group.into(),
+        volumes: vec![(volume.into(), path.to_path_buf())],
+        freeze: None,
+        thaw: None,
+        state_dir: work_dir.join("state"),
+        cancel: Arc::new(AtomicBool::new(false)),
+        progress: None,
+        block_map: false,
+    }
+}
+
 /// What [`small_cycles`] measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct SmallCycles {
@@ -287,16 +292,7 @@ pub fn small_cycles(work_dir: &Path, cycles: u64, bytes_per_cycle: usize) -> Res
     let vol = work_dir.join("volume.img");
     let f = fs::File::create(&vol).ctx(|| format!("create {}", vol.display()))?;
     f.set_len(32 << 20).ctx(|| format!("size {}", vol.display()))?;
-    let opts = BackupOptions {
-        group: "cycles".into(),
-        volumes: vec![("v".into(), vol.clone())],
-        freeze: None,
-        thaw: None,
-        state_dir: work_dir.join("state"),
-        cancel: Arc::new(AtomicBool::new(false)),
-        progress: None,
-        block_map: false,
-    };
+    let opts = one_volume("cycles", "v", &vol, work_dir);
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move || {
         x ^= x << 13;
@@ -378,16 +374,7 @@ pub fn damage(work_dir: &Path, flips: u64) -> Result<DamageReport> {
             backup(
                 &repo.tenant(DEFAULT_TENANT)?,
                 &keys,
-                &BackupOptions {
-                    group: "g".into(),
-                    volumes: vec![("v".into(), vol.clone())],
-                    freeze: None,
-                    thaw: None,
-                    state_dir: work_dir.join("state"),
-                    cancel: Arc::new(AtomicBool::new(false)),
-                    progress: None,
-                    block_map: false,
-                },
+                &one_volume("g", "v", &vol, work_dir),
             )?;
             versions.push(blake3::hash(&data));
         }
