@@ -444,3 +444,60 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn an_altered_point_object_fails_authentication_and_is_named() {
+    let e = three_points();
+    // A deliberate alteration: the sealed body changed, the trailer recomputed
+    // (so it passes the no-key check of the object itself).
+    let path = point_object(&e.repo(), 2);
+    let bytes = fs::read(&path).unwrap();
+    let json_len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    let mut record: serde_json::Value = serde_json::from_slice(&bytes[12..12 + json_len]).unwrap();
+    let body = record["sealed_body"].as_str().unwrap().to_string();
+    let flipped = if body.starts_with('0') { "1" } else { "0" };
+    record["sealed_body"] = serde_json::Value::String(format!("{flipped}{}", &body[1..]));
+    let json = serde_json::to_vec(&record).unwrap();
+    let mut altered = bytes[..8].to_vec();
+    altered.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    altered.extend_from_slice(&json);
+    let trailer = blake3::hash(&altered);
+    altered.extend_from_slice(trailer.as_bytes());
+    fs::write(&path, &altered).unwrap();
+
+    let repo = Repository::open(&e.repo()).unwrap();
+    let v = deep_verify(&e, &repo);
+    assert!(
+        v.affected_points
+            .iter()
+            .any(|p| p.seq == 2 && p.reason.contains("failed authentication")),
+        "{v:?}"
+    );
+    assert!(
+        v.records.iter().any(|r| r.contains("point 2") && r.contains("differs")),
+        "{v:?}"
+    );
+    drop(repo);
+    // The object is the truth: after a repair the point is the altered one,
+    // and restoring it fails by name instead of returning anything.
+    repair(&e.repo(), &no_progress).unwrap();
+    let repo = Repository::open(&e.repo()).unwrap();
+    let err = restore(
+        &repo.tenant(DEFAULT_TENANT).unwrap(),
+        &e.keys,
+        &RestoreOptions {
+            group: "db".into(),
+            point: PointSelector::Seq(2),
+            volume: "disk".into(),
+            target: e.root.join("altered"),
+            progress: None,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("point 2 of group `db`") && err.contains("failed authentication"),
+        "{err}"
+    );
+    assert!(restore_seq(&e, &repo, 3) == e.versions[2]);
+}
