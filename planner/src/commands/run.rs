@@ -209,7 +209,7 @@ pub fn resume(a: &ResumeArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
     let Some(mut record) = catalog.load(&a.run)? else {
         bail!("no run `{}` in {} (see `lifeline runs`)", a.run, state.display());
     };
-    if record.status.finished() {
+    if record.status.finished() && record.status != RunStatus::ReprotectPending {
         bail!(
             "run {} has finished ({:?}): nothing to resume",
             record.id,
@@ -278,6 +278,10 @@ pub(crate) struct Driving<'a> {
     pub resumed: bool,
 }
 
+/// `lifeline failback` brought the group home but could not resume the forward
+/// agent (see `RunStatus::ReprotectPending`).
+pub const EXIT_REPROTECT_PENDING: u8 = 3;
+
 fn execute(run: Prepared, how: Driving) -> Result<ExitCode> {
     let json = how.json;
     let (status, shared, plan) = execute_run(run, how)?;
@@ -285,13 +289,24 @@ fn execute(run: Prepared, how: Driving) -> Result<ExitCode> {
     if json {
         println!(
             "{}",
-            serde_json::json!({"event": "summary", "run": rec.id, "status": rec.status, "audit_head": rec.audit_head})
+            serde_json::json!({
+                "event": "summary",
+                "run": rec.id,
+                "status": rec.status,
+                "pins_left": engine::pins_left(&rec, &plan)
+                    .iter()
+                    .map(|p| serde_json::json!({"step": p.step, "seq": p.seq}))
+                    .collect::<Vec<_>>(),
+                "audit_head": rec.audit_head,
+            })
         );
     } else {
         print_summary(&rec, &plan);
     }
     Ok(match status {
         RunStatus::Succeeded => ExitCode::SUCCESS,
+        // Home, nothing failed, but not protected yet: neither 0 nor a failure.
+        RunStatus::ReprotectPending => ExitCode::from(EXIT_REPROTECT_PENDING),
         _ => ExitCode::from(1),
     })
 }
@@ -409,6 +424,18 @@ fn print_summary(rec: &RunRecord, plan: &Plan) {
             .unwrap_or_default();
         let what = s.error.as_deref().or(s.note.as_deref()).unwrap_or("");
         println!("  {:<11} {:<20} {:>7}  {}", s.status.as_str(), id, time, what);
+    }
+    if rec.status == RunStatus::ReprotectPending {
+        println!(
+            "reprotect pending: start the forward agent (the group's `agent`), then `lifeline resume {}`",
+            rec.id
+        );
+    }
+    for p in engine::pins_left(rec, plan) {
+        println!(
+            "pin left behind: {p} of group {}, held by run {} (prune keeps the point until it expires, 24 h after the promote)",
+            rec.group, rec.id
+        );
     }
     if let Some(h) = &rec.audit_head {
         println!("audit head: entry {} {} (signed)", h.seq, &h.hash[..16]);

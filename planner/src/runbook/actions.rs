@@ -238,7 +238,10 @@ pub const ACTIONS: &[ActionSpec] = &[
                 "resume the recovery site's agent towards the original site; unreachable until it returns (then fail back)",
             ),
             (Run, "resume the recovery site's agent towards the original site"),
-            (Run, "resume the primary's agent towards the secondary: back to normal"),
+            (
+                Run,
+                "resume the primary's agent towards the secondary: back to normal (unreachable: reprotect pending)",
+            ),
             (Skip, "replication goes on during a drill"),
         ],
         drill_may_run: false,
