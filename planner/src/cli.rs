@@ -229,7 +229,8 @@ pub struct PlannerArgs {
 pub struct RunArgs {
     /// The runbook file.
     pub runbook: PathBuf,
-    /// `latest`, a seq, or an RFC 3339 time (failover).
+    /// The point to promote: `latest`, a seq, or an RFC 3339 time [default:
+    /// the latest in a failover; the final sync's point in a switchover or failback].
     #[arg(long, value_name = "latest|SEQ|TIME")]
     pub point: Option<String>,
     #[command(flatten)]

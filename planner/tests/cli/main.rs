@@ -1052,6 +1052,11 @@ fn help_works_for_every_subcommand() {
         .ok()
         .stdout_has(&["Key file written by", "Protection group whose point"]);
     run(&["report", "list", "--help"]).ok().stdout_has(&["as JSON"]);
+    for mode in ["switchover", "failback"] {
+        let r = run(&[mode, "--help"]).ok();
+        assert!(!r.stdout.contains("(failover)"), "{}", r.stdout);
+        r.stdout_has(&["the final sync's point in a switchover or failback"]);
+    }
     run(&["no-such-command"]).code(EXIT_ERROR);
 }
 
