@@ -26,14 +26,20 @@ pub struct InvalidRunbook(pub RunbookErrors);
 
 /// Reads, checks and returns a runbook, with every error at once.
 pub fn load_checked(path: &Path, text: Option<&str>, config: &Config) -> Result<Runbook> {
-    let rb = match text {
-        Some(t) => Runbook::parse(t, path),
-        None => Runbook::load(path)?,
+    let text = match text {
+        Some(t) => t.to_string(),
+        None => Runbook::read(path)?,
     };
-    let rb = rb.map_err(InvalidRunbook)?;
-    let more = check_against(&rb, config);
-    if !more.is_empty() {
-        return Err(InvalidRunbook(RunbookErrors(more)).into());
+    // The deployment's errors (an unknown group or volume) come with the file's.
+    let (rb, mut errors) = Runbook::parse_partial(&text, path);
+    let Some(rb) = rb else {
+        return Err(InvalidRunbook(RunbookErrors(errors)).into());
+    };
+    errors.extend(check_against(&rb, config));
+    if !errors.is_empty() {
+        errors.sort_by_key(|d| (d.line, d.col));
+        errors.dedup();
+        return Err(InvalidRunbook(RunbookErrors(errors)).into());
     }
     Ok(rb)
 }
