@@ -638,7 +638,7 @@ async fn rollback(ctx: &Arc<actions::Ctx>) -> Result<()> {
         }
         let r = match &ps.undo {
             None => continue,
-            Some(Undo::Action { action, params }) => {
+            Some(Undo::Action { action, params, .. }) => {
                 let params = render_params(params, &shared.outputs());
                 match params {
                     Ok(p) => {
