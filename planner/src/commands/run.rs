@@ -299,6 +299,7 @@ fn execute(run: Prepared, how: Driving) -> Result<ExitCode> {
                 "event": "summary",
                 "run": rec.id,
                 "status": rec.status,
+                "promoted": engine::promoted_points(&rec, &plan),
                 "pins_left": engine::pins_left(&rec, &plan)
                     .iter()
                     .map(|p| serde_json::json!({"step": p.step, "seq": p.seq}))
@@ -430,6 +431,20 @@ fn print_summary(rec: &RunRecord, plan: &Plan) {
             .unwrap_or_default();
         let what = s.error.as_deref().or(s.note.as_deref()).unwrap_or("");
         println!("  {:<11} {:<20} {:>7}  {}", s.status.as_str(), id, time, what);
+    }
+    for p in engine::promoted_points(rec, plan) {
+        let rpo = match (p.rpo_secs, p.rpo_objective_secs) {
+            (Some(a), Some(o)) => format!(
+                "achieved RPO {a:.1}s ({} the objective of {o:.0}s)",
+                if a <= o { "within" } else { "OVER" }
+            ),
+            (Some(a), None) => format!("achieved RPO {a:.1}s"),
+            _ => "achieved RPO unknown".into(),
+        };
+        println!(
+            "promoted point {} taken at {} (step `{}`): {rpo}, measured from the run's start {}",
+            p.seq, p.taken_at, p.step, rec.started_at
+        );
     }
     if rec.status == RunStatus::ReprotectPending {
         println!(

@@ -470,6 +470,54 @@ pub async fn drive(shared: Arc<Shared>, plan: Arc<Plan>, config: Arc<Config>, pa
     Ok(status)
 }
 
+/// A point a `volume.promote` step of the run restored, and the RPO it achieved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PromotedPoint {
+    pub step: String,
+    pub seq: u64,
+    pub taken_at: String,
+    /// The run's start minus the point's time (0 when the point is newer: a
+    /// final sync): at most this much of what was written before the run is
+    /// not in the point.
+    pub rpo_secs: Option<f64>,
+    /// The group's RPO objective, from lifeline.toml.
+    pub rpo_objective_secs: Option<f64>,
+}
+
+/// The points the run promoted, from its record.
+pub fn promoted_points(rec: &RunRecord, plan: &Plan) -> Vec<PromotedPoint> {
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+    let started = parse(&rec.started_at);
+    plan.steps
+        .iter()
+        .filter(|s| s.action == "volume.promote")
+        .filter_map(|s| {
+            let r = rec.steps.get(&s.id)?;
+            if !matches!(r.status, StepStatus::Succeeded | StepStatus::Undone) {
+                return None;
+            }
+            let seq = r.outputs.get("seq")?.parse().ok()?;
+            let taken_at = r.outputs.get("taken_at")?.clone();
+            let rpo_secs = match (started, parse(&taken_at)) {
+                (Some(s), Some(t)) => Some(((s - t).num_milliseconds().max(0)) as f64 / 1000.0),
+                _ => None,
+            };
+            Some(PromotedPoint {
+                step: s.id.clone(),
+                seq,
+                taken_at,
+                rpo_secs,
+                rpo_objective_secs: plan
+                    .direction
+                    .rpo
+                    .as_deref()
+                    .and_then(|d| crate::runbook::parse_duration(d).ok())
+                    .map(|d| d.as_secs_f64()),
+            })
+        })
+        .collect()
+}
+
 /// A pin (lease) on a promoted point that the run could not release.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinLeft {

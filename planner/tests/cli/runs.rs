@@ -298,6 +298,12 @@ fn failover_promotes_starts_checks_and_switches_then_audit_verifies() {
     for st in ["promote", "verify", "identical", "start", "listening", "healthy", "dns"] {
         assert_eq!(step_status(&runs, &run_id, st), "succeeded", "{st}: {}", r.stdout);
     }
+    // The summary says which point was promoted and the RPO it achieved.
+    let promoted = &summary["promoted"][0];
+    assert_eq!(promoted["step"], "promote", "{summary}");
+    assert_eq!(promoted["seq"], 1, "{summary}");
+    assert!(promoted["rpo_secs"].as_f64().is_some_and(|x| x >= 0.0), "{summary}");
+    assert_eq!(promoted["rpo_objective_secs"], 60.0, "{summary}");
     assert_eq!(fs::read_to_string(&switch).unwrap(), "server secondary;\n");
     // The agent was paused through its control API.
     let st = run(&[
@@ -950,6 +956,19 @@ fn failback_without_the_forward_agent_ends_reprotect_pending_and_resume_finishes
     assert_eq!(r.code, Some(EXIT_OK));
     assert_eq!(step_status(&d.runs(), &run_id, "reprotect"), "succeeded");
     d.lifeline(&["audit", "verify"]).ok().stdout_has(&["audit log ok"]);
+}
+
+#[test]
+fn the_failover_summary_shows_the_promoted_point_and_the_achieved_rpo() {
+    let d = Deployment::new();
+    let r = d.lifeline(&["failover", s(&failover_runbook(&d.site.path("")))]).ok();
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("promoted point 1 taken at "))
+        .unwrap_or_else(|| panic!("no promoted point in the summary: {}", r.stdout));
+    assert!(line.contains("(step `promote`): achieved RPO "), "{line}");
+    assert!(line.contains("within the objective of 60s"), "{line}");
 }
 
 #[test]
