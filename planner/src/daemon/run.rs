@@ -744,9 +744,17 @@ impl Shared {
             &labels,
             summary.bytes_stored as f64,
         );
+        // What the repository's disk holds: sealed (compressed, encrypted) bytes,
+        // the index included, as the sent bytes; not the plaintext that was new.
         m.inc_counter(
             "lifeline_group_bytes_stored_total",
-            "Bytes of new data (after deduplication) the repository stored for the group.",
+            "Sealed bytes (compressed and encrypted, index included) the repository stored for the group.",
+            &labels,
+            summary.bytes_stored as f64,
+        );
+        m.inc_counter(
+            "lifeline_group_bytes_new_total",
+            "Plaintext bytes of new data (after deduplication, before compression) of the group's cycles.",
             &labels,
             summary.bytes_new as f64,
         );

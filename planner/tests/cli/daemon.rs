@@ -175,6 +175,14 @@ fn daemon_takes_points_prunes_to_exactly_the_policy_and_serves_metrics() {
     assert!((0.0..30.0).contains(&rpo), "rpo {rpo}");
     assert_eq!(sample(&m, "lifeline_group_rpo_objective_seconds", &g), Some(30.0));
     assert!(sample(&m, "lifeline_group_bytes_sent_total", &g).unwrap() > 0.0);
+    // Stored bytes are the sealed bytes written (as sent), not the plaintext
+    // that was new: with random data, sealing adds headers and the index.
+    let stored = sample(&m, "lifeline_group_bytes_stored_total", &g).unwrap();
+    let new = sample(&m, "lifeline_group_bytes_new_total", &g).unwrap();
+    // (Each cycle adds sent, then stored, then new: a scrape in between sees sent >= stored.)
+    let sent = sample(&m, "lifeline_group_bytes_sent_total", &g).unwrap();
+    assert!(stored <= sent, "stored {stored}, sent {sent}");
+    assert!(new > 0.0 && stored > new, "stored {stored}, new {new}");
     assert!(sample(&m, "lifeline_group_cycle_duration_seconds", &g).is_some());
     assert!(
         sample(
