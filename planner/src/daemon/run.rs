@@ -552,10 +552,15 @@ impl Shared {
             .map(|j| format!("{} ({})", j.key, j.spec))
             .collect::<Vec<_>>()
             .join(", ");
-        self.event(
-            json!({"event": "jobs", "site": self.site, "jobs": list}),
-            format!("daemon: site {}: {} job(s): {human}", self.site, jobs.len()),
-        );
+        let drills = jobs.iter().any(|j| matches!(j.kind, Kind::Drill { .. }));
+        let mut ev = json!({"event": "jobs", "site": self.site, "jobs": list});
+        let mut text = format!("daemon: site {}: {} job(s): {human}", self.site, jobs.len());
+        if drills {
+            let dir = self.drill_reports();
+            ev["drill_reports"] = json!(dir);
+            text.push_str(&format!("; drill reports go to {}", dir.display()));
+        }
+        self.event(ev, text);
         let l = self.loaded();
         for (name, g) in &l.config.groups {
             if let Some(rpo) = g.rpo.as_deref().and_then(|r| parse_duration(r).ok()) {
@@ -944,9 +949,15 @@ impl Shared {
         ))
     }
 
+    /// Where scheduled drills write their reports (a directory per drill):
+    /// STATE_DIR/daemon/drill-reports.
+    fn drill_reports(&self) -> PathBuf {
+        self.state_dir.join("daemon").join("drill-reports")
+    }
+
     fn drill(&self, group: &str, runbook: &Path) -> Result<(serde_json::Value, String)> {
         let l = self.loaded();
-        let reports = self.state_dir.join("daemon").join("drill-reports");
+        let reports = self.drill_reports();
         let out = std::process::Command::new(crate::plan::this_binary())
             .arg("--config")
             .arg(&l.path)
@@ -1007,7 +1018,13 @@ impl Shared {
                 if v == verdict { 1.0 } else { 0.0 },
             );
         }
-        Ok((report.clone(), format!("verdict {verdict}")))
+        Ok((
+            report.clone(),
+            format!(
+                "verdict {verdict}, report in {}",
+                report["report_dir"].as_str().unwrap_or("(none)")
+            ),
+        ))
     }
 
     /// Refreshes the RPO gauges (now − newest point) of every group this

@@ -1756,6 +1756,27 @@ after = ["promote"]
             .is_file(),
         "{e}"
     );
+    // The daemon says where scheduled drills' reports go, and the report is there.
+    let jobs: Value = daemon
+        .stdout()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "jobs")
+        .unwrap_or_else(|| panic!("no job list: {}", daemon.describe()));
+    let state = fs::read_to_string(&d.config)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("state_dir = \"")
+                .map(|x| x.trim_end_matches('"').to_string())
+        })
+        .unwrap();
+    let reports = Path::new(&state).join("daemon/drill-reports");
+    assert_eq!(jobs["drill_reports"], s(&reports), "{jobs}");
+    assert!(
+        Path::new(e["report_dir"].as_str().unwrap()).starts_with(&reports),
+        "{e}"
+    );
     let m = crate::daemon::scrape(&addr);
     let g = [("group", "shop")];
     assert_eq!(
