@@ -169,7 +169,7 @@ pub(super) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
         "replication.reverse" => {
             let a = ctx.agent(&p, d.reverse_agent.as_ref(), "the reverse agent")?;
             ctx.control(a, ControlCall::Resume).await.map_err(|e| {
-                if ctx.plan.mode == Mode::Failback {
+                if ctx.plan.mode == Mode::Failback && e.contains("cannot reach agent control") {
                     format!("{FORWARD_AGENT_UNREACHABLE}{e}")
                 } else {
                     e
@@ -698,9 +698,15 @@ pub(super) async fn release_pins(ctx: &Arc<Ctx>, held: &[super::PinLeft]) -> Vec
 /// be reached (it died with the primary): the run ends "reprotect pending".
 const FORWARD_AGENT_UNREACHABLE: &str = "the forward agent cannot be reached: ";
 
-/// Does this failure leave the run's reprotect pending rather than failed?
-pub(super) fn defers_reprotect(ps: &PlannedStep, mode: Mode, error: &str) -> bool {
-    ps.action == "replication.reverse" && mode == Mode::Failback && error.starts_with(FORWARD_AGENT_UNREACHABLE)
+/// Does this failure of a step running `action` leave the run's reprotect
+/// pending rather than failed? Only a failback's `replication.reverse` whose
+/// agent could not be reached (no connection, or no answer before the step's
+/// timeout); an agent that answered with an error (e.g. the planner's identity
+/// refused) is a failure.
+pub(super) fn defers_reprotect(action: &str, mode: Mode, error: &str) -> bool {
+    action == "replication.reverse"
+        && mode == Mode::Failback
+        && (error.starts_with(FORWARD_AGENT_UNREACHABLE) || error.starts_with("timed out after "))
 }
 
 /// Is `step` one that a `volume.promote` step of the plan (transitively) runs
@@ -886,4 +892,33 @@ async fn check_workload(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Output
         ]))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unreachable_forward_agent_in_a_failback_defers_the_reprotect() {
+        let unreachable =
+            format!("{FORWARD_AGENT_UNREACHABLE}agent `db1` at 10.0.0.1:7444: cannot reach agent control");
+        assert!(defers_reprotect("replication.reverse", Mode::Failback, &unreachable));
+        assert!(defers_reprotect(
+            "replication.reverse",
+            Mode::Failback,
+            "timed out after 1m"
+        ));
+        // An agent that answered with an error, another mode or another action: a failure.
+        assert!(!defers_reprotect(
+            "replication.reverse",
+            Mode::Failback,
+            "agent `db1` at 10.0.0.1:7444: permission denied"
+        ));
+        assert!(!defers_reprotect(
+            "replication.reverse",
+            Mode::Switchover,
+            "timed out after 1m"
+        ));
+        assert!(!defers_reprotect("replication.stop", Mode::Failback, &unreachable));
+    }
 }

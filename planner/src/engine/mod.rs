@@ -346,7 +346,7 @@ pub async fn drive(shared: Arc<Shared>, plan: Arc<Plan>, config: Arc<Config>, pa
                             r.completed.push(id.clone());
                         })?;
                     }
-                    Err(e) if actions::defers_reprotect(&ps, plan.mode, &e) => {
+                    Err(e) if actions::defers_reprotect(&ps.action, plan.mode, &e) => {
                         let note = format!(
                             "{e} — reprotect pending: start the forward agent when the primary is back, then `lifeline resume {}`",
                             plan.run_id
