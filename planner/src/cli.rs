@@ -112,6 +112,7 @@ pub struct PruneArgs {
     /// Tenant of a local repository [default: the group's `tenant`, else `default`].
     #[arg(long, value_name = "TENANT")]
     pub tenant: Option<String>,
+    /// Protection group whose points to prune.
     #[arg(long, value_name = "G")]
     pub group: String,
     /// Keep every point taken within this long before now (e.g. 24h).
@@ -123,12 +124,16 @@ pub struct PruneArgs {
     /// Keep the newest point of each of the N most recent hours that have one.
     #[arg(long, value_name = "N")]
     pub keep_hourly: Option<u32>,
+    /// Keep the newest point of each of the N most recent days that have one.
     #[arg(long, value_name = "N")]
     pub keep_daily: Option<u32>,
+    /// Keep the newest point of each of the N most recent weeks that have one.
     #[arg(long, value_name = "N")]
     pub keep_weekly: Option<u32>,
+    /// Keep the newest point of each of the N most recent months that have one.
     #[arg(long, value_name = "N")]
     pub keep_monthly: Option<u32>,
+    /// Keep the newest point of each of the N most recent years that have one.
     #[arg(long, value_name = "N")]
     pub keep_yearly: Option<u32>,
     /// Keep every point taken within this long before the newest point.
@@ -140,6 +145,7 @@ pub struct PruneArgs {
     /// Print the decision for each point; remove nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -161,6 +167,7 @@ pub struct GcArgs {
     /// Report what would be collected; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -179,11 +186,15 @@ pub struct RepairArgs {
 pub struct ProbeArgs {
     /// `tcp HOST:PORT` or `http URL`.
     pub kind: String,
+    /// HOST:PORT for tcp, the URL for http.
     pub target: String,
+    /// http: the status that passes.
     #[arg(long, default_value_t = 200)]
     pub status: u16,
+    /// http: text the body must contain.
     #[arg(long)]
     pub body_contains: Option<String>,
+    /// https: trust only the CA certificates in this PEM file.
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
 }
@@ -192,6 +203,7 @@ pub struct ProbeArgs {
 pub struct PlanArgs {
     /// The runbook file.
     pub runbook: PathBuf,
+    /// What the run would be: each action's behaviour depends on the mode.
     #[arg(long, value_enum)]
     pub mode: crate::runbook::actions::Mode,
     /// `latest`, a seq, or an RFC 3339 time.
@@ -217,7 +229,8 @@ pub struct PlannerArgs {
 pub struct RunArgs {
     /// The runbook file.
     pub runbook: PathBuf,
-    /// `latest`, a seq, or an RFC 3339 time (failover).
+    /// The point to promote: `latest`, a seq, or an RFC 3339 time [default:
+    /// the latest in a failover; the final sync's point in a switchover or failback].
     #[arg(long, value_name = "latest|SEQ|TIME")]
     pub point: Option<String>,
     #[command(flatten)]
@@ -241,8 +254,10 @@ pub struct ResumeArgs {
     pub run: String,
     #[command(flatten)]
     pub planner: PlannerArgs,
+    /// Steps running at once at most.
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub parallel: usize,
+    /// Print a JSON event per line instead of live progress.
     #[arg(long)]
     pub json: bool,
 }
@@ -258,7 +273,9 @@ pub struct RunsArgs {
 
 #[derive(Args, Debug)]
 pub struct ApproveArgs {
+    /// The run id (see `lifeline runs`).
     pub run: String,
+    /// The id of the approval step to approve.
     pub step: String,
     #[command(flatten)]
     pub planner: PlannerArgs,
@@ -266,6 +283,7 @@ pub struct ApproveArgs {
 
 #[derive(Args, Debug)]
 pub struct AbortArgs {
+    /// The run id (see `lifeline runs`).
     pub run: String,
     #[command(flatten)]
     pub planner: PlannerArgs,
@@ -289,6 +307,7 @@ pub struct DrillArgs {
     pub no_netns: bool,
     #[command(flatten)]
     pub planner: PlannerArgs,
+    /// Steps running at once at most.
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub parallel: usize,
     /// Print a JSON event per line, then the report's summary.
@@ -308,6 +327,7 @@ pub enum ReportCommand {
         pubkey: Option<PathBuf>,
         #[command(flatten)]
         planner: PlannerArgs,
+        /// Print the verdict as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -315,6 +335,7 @@ pub enum ReportCommand {
     List {
         #[command(flatten)]
         planner: PlannerArgs,
+        /// Print the drills, trends and overdue groups as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -349,6 +370,7 @@ pub enum TestbedCommand {
     Up(TestbedUpArgs),
     /// Sites, addresses, processes and link state.
     Status {
+        /// Directory of the testbed (as given to `up`).
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
         /// Print JSON.
@@ -359,6 +381,7 @@ pub enum TestbedCommand {
     Fault(TestbedFaultArgs),
     /// Stop and remove everything `up` created.
     Down {
+        /// Directory of the testbed (as given to `up`).
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
     },
@@ -403,6 +426,7 @@ pub struct TestbedUpArgs {
 
 #[derive(Args, Debug)]
 pub struct TestbedFaultArgs {
+    /// Directory of the testbed (as given to `up`).
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
     /// Print what the fault did as JSON.
@@ -426,11 +450,13 @@ pub enum FaultCommand {
     RestartAgent,
     /// kill -9 of a receiver.
     KillReceiver {
+        /// The site whose receiver to kill.
         #[arg(long, default_value = "secondary")]
         site: String,
     },
     /// Start a receiver again on the same address.
     RestartReceiver {
+        /// The site whose receiver to start.
         #[arg(long, default_value = "secondary")]
         site: String,
     },
@@ -446,8 +472,10 @@ pub enum FaultCommand {
     },
     /// Change the link's impairments while everything runs.
     Impair {
+        /// One-way latency between the sites, e.g. 20ms.
         #[arg(long, value_name = "DURATION")]
         latency: Option<String>,
+        /// Up to this much more latency, random per chunk.
         #[arg(long, value_name = "DURATION")]
         jitter: Option<String>,
         /// A rate, or `off`.
@@ -456,6 +484,7 @@ pub enum FaultCommand {
         /// A duration, or `off`.
         #[arg(long, value_name = "DURATION")]
         stall_every: Option<String>,
+        /// How long each stall lasts.
         #[arg(long, value_name = "DURATION")]
         stall_for: Option<String>,
         /// Packet loss in percent (netns only).
@@ -466,19 +495,25 @@ pub enum FaultCommand {
 
 #[derive(Args, Debug)]
 pub struct ProxyArgs {
+    /// Address to accept connections on.
     #[arg(long, value_name = "ADDR")]
     pub listen: String,
+    /// Where to forward them.
     #[arg(long, value_name = "HOST:PORT")]
     pub upstream: String,
     /// One-way latency in each direction, e.g. 10ms (the round trip grows by twice this).
     #[arg(long, visible_alias = "delay", value_name = "DURATION", default_value = "0ms")]
     pub latency: String,
+    /// Up to this much more latency, random per chunk.
     #[arg(long, value_name = "DURATION", default_value = "0ms")]
     pub jitter: String,
+    /// Bandwidth, e.g. 200mbit or 10MiB.
     #[arg(long, value_name = "RATE")]
     pub rate: Option<String>,
+    /// A stall (nothing forwarded) every DURATION.
     #[arg(long, value_name = "DURATION")]
     pub stall_every: Option<String>,
+    /// How long each stall lasts.
     #[arg(long, value_name = "DURATION", default_value = "2s")]
     pub stall_for: String,
     /// Serve the control protocol (get, set, cut, heal, reset) on this Unix socket.
@@ -492,6 +527,7 @@ pub enum WorkloadCommand {
     Run(WorkloadRunArgs),
     /// Quiesce a running workload (stop writing, fsync) for a freeze hook.
     Pause {
+        /// The running workload's HTTP address.
         #[arg(long, value_name = "HOST:PORT")]
         addr: String,
         /// The pause ends by itself after this long [default: the workload's].
@@ -500,11 +536,13 @@ pub enum WorkloadCommand {
     },
     /// Let a paused workload write again (a thaw hook).
     Resume {
+        /// The running workload's HTTP address.
         #[arg(long, value_name = "HOST:PORT")]
         addr: String,
     },
     /// Print a running workload's status.
     Status {
+        /// The running workload's HTTP address.
         #[arg(long, value_name = "HOST:PORT")]
         addr: String,
     },
@@ -517,6 +555,7 @@ pub struct WorkloadRunArgs {
     /// The volume (created sparse if absent, continued if it holds a workload).
     #[arg(long, value_name = "IMG")]
     pub volume: PathBuf,
+    /// Size of the volume.
     #[arg(long, value_name = "SIZE", default_value = "32MiB")]
     pub size: String,
     /// Bytes of the record ring.
@@ -528,10 +567,13 @@ pub struct WorkloadRunArgs {
     /// Durability log [default: IMG.durable].
     #[arg(long, value_name = "PATH")]
     pub durable_log: Option<PathBuf>,
+    /// Time between two records.
     #[arg(long, value_name = "DURATION", default_value = "20ms")]
     pub write_every: String,
+    /// Time between two fsyncs (a record is durable once fsynced).
     #[arg(long, value_name = "DURATION", default_value = "200ms")]
     pub fsync_every: String,
+    /// A pause ends by itself after this long.
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub pause_lease: String,
     /// HTTP address; with port 0 the bound address is printed as `listening on ADDR`.
@@ -541,6 +583,7 @@ pub struct WorkloadRunArgs {
 
 #[derive(Args, Debug)]
 pub struct WorkloadCheckArgs {
+    /// The workload volume to check.
     #[arg(long, value_name = "IMG")]
     pub volume: PathBuf,
     /// Measure data lost relative to this instant (RFC 3339).
@@ -549,6 +592,7 @@ pub struct WorkloadCheckArgs {
     /// The workload's durability log: count only records durable at --at.
     #[arg(long, value_name = "PATH")]
     pub durable_log: Option<PathBuf>,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -677,6 +721,7 @@ pub struct AgentArgs {
     /// Key file [default: key_file from the configuration].
     #[arg(long, value_name = "KEYFILE")]
     pub key_file: Option<PathBuf>,
+    /// Protection group to replicate (its volumes, interval and hooks come from the configuration).
     #[arg(long, value_name = "G")]
     pub group: String,
     /// A volume of the group: NAME=PATH. Repeat for each [default: the group's volumes].
@@ -698,10 +743,13 @@ pub struct AgentArgs {
     /// with port 0 the bound address is printed as `control listening on ADDR`.
     #[arg(long, value_name = "ADDR")]
     pub control: Option<String>,
+    /// Command that quiesces the volumes before each point (e.g. `fsfreeze -f /mnt`); needs --thaw [default: the group's `freeze`, for the forward agent only].
     #[arg(long, value_name = "CMD", requires = "thaw")]
     pub freeze: Option<String>,
+    /// Command that resumes them; always runs once --freeze was attempted [default: the group's `thaw`].
     #[arg(long, value_name = "CMD", requires = "freeze")]
     pub thaw: Option<String>,
+    /// Agent state directory (what the last point held, to send only changes) [default: state_dir of the configuration, else /var/lib/lifeline as root, else $XDG_STATE_HOME/lifeline].
     #[arg(long, value_name = "DIR", env = "LIFELINE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
     /// Also store a map of 4 KiB block hashes with each changed segment (0.4% of
@@ -765,6 +813,7 @@ pub struct BackupArgs {
     pub repo: RepoArg,
     #[command(flatten)]
     pub remote: RemoteArgs,
+    /// Key file written by `lifeline key new`.
     #[arg(long, value_name = "KEYFILE")]
     pub key_file: PathBuf,
     /// Protection group name.
@@ -818,8 +867,10 @@ pub struct RestoreArgs {
     pub repo: RepoArg,
     #[command(flatten)]
     pub remote: RemoteArgs,
+    /// Key file written by `lifeline key new` (the tenant's key).
     #[arg(long, value_name = "KEYFILE")]
     pub key_file: PathBuf,
+    /// Protection group whose point to restore.
     #[arg(long, value_name = "G")]
     pub group: String,
     /// `latest`, a seq, or an RFC 3339 time (the newest point at or before it).
@@ -944,5 +995,41 @@ pub fn exit_code_for(e: &anyhow::Error) -> ExitCode {
         Some(lifeline_replicator::Error::Interrupted) => ExitCode::from(130),
         Some(lifeline_replicator::Error::VolumeHashMismatch { .. }) => ExitCode::from(1),
         _ => ExitCode::from(2),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every flag and positional of every subcommand, as `lifeline SUB --FLAG`,
+    /// that `--help` shows without a line of help.
+    fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for a in cmd.get_arguments() {
+            if a.is_hide_set() || a.get_help().is_some() || a.get_long_help().is_some() {
+                continue;
+            }
+            let id = a.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            let name = a
+                .get_long()
+                .map(|l| format!("--{l}"))
+                .unwrap_or_else(|| id.to_uppercase());
+            out.push(format!("{path} {name}"));
+        }
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            undocumented(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_flag_of_every_subcommand_has_help() {
+        let mut missing = Vec::new();
+        undocumented(&Cli::command(), "lifeline", &mut missing);
+        assert!(missing.is_empty(), "flags without help text:\n{}", missing.join("\n"));
     }
 }

@@ -83,7 +83,7 @@ pub struct GroupConfig {
     /// Store 4 KiB block maps with changed segments (`--block-map`) [default: false].
     #[serde(default)]
     pub block_map: bool,
-    /// How long the agent retries transient failures, e.g. "60s".
+    /// How long the agent, and the daemon's point job, retry transient failures, e.g. "60s".
     pub retry_for: Option<String>,
     /// Address of the agent's control API, e.g. "127.0.0.1:7444".
     pub control: Option<String>,

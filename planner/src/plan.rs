@@ -147,6 +147,8 @@ pub enum Undo {
     Action {
         action: String,
         params: BTreeMap<String, Value>,
+        /// What it does, as the plan shows it (its own parameters, not the step's).
+        description: String,
     },
     /// The action's own undo (stop the process it started, restore the file it
     /// rewrote, resume the agent it paused).
@@ -259,15 +261,19 @@ pub fn plan(rb: &Runbook, config: &Config, opts: &PlanOptions) -> Result<Plan, S
                 .collect::<Result<_, String>>()
                 .map_err(|e| format!("step `{id}`: {e}"))?;
             let undo = match &s.undo {
-                Some(u) => Some(Undo::Action {
-                    action: u.action.value.clone(),
-                    params: u
+                Some(u) => {
+                    let params: BTreeMap<String, Value> = u
                         .params
                         .iter()
                         .map(|(k, v)| Ok((k.clone(), ctx.resolve(&v.value)?)))
                         .collect::<Result<_, String>>()
-                        .map_err(|e| format!("step `{id}` undo: {e}"))?,
-                }),
+                        .map_err(|e| format!("step `{id}` undo: {e}"))?;
+                    Some(Undo::Action {
+                        action: u.action.value.clone(),
+                        description: describe(&u.action.value, &params, &direction, opts),
+                        params,
+                    })
+                }
                 None => builtin_undo(spec.name, &resolved).map(|d| Undo::Builtin { description: d }),
             };
             let timeout = s
@@ -639,7 +645,9 @@ pub fn render_text(plan: &Plan) -> String {
                 extra.push(format!("on failure {:?}", s.on_failure).to_lowercase());
             }
             match &s.undo {
-                Some(Undo::Action { action, .. }) => extra.push(format!("undo: {action}")),
+                Some(Undo::Action {
+                    action, description, ..
+                }) => extra.push(format!("undo: {action}: {description}")),
                 Some(Undo::Builtin { description }) => extra.push(format!("undo: {description}")),
                 None => {}
             }
@@ -770,6 +778,38 @@ after = ["up"]
             p.step("up").unwrap().params["address"],
             Value::Str("127.0.0.1:8080".into())
         );
+    }
+
+    #[test]
+    fn the_plan_shows_a_steps_undo_with_its_own_parameters() {
+        let text = r#"
+[runbook]
+name = "t"
+group = "shop"
+[[step]]
+id = "switch"
+action = "traffic.switch"
+command = "/srv/shop/switch.sh"
+args = ["--to", "dr"]
+undo = { action = "check.command", command = "/srv/shop/switch-back.sh", args = ["--to", "primary"] }
+[[step]]
+id = "app"
+action = "service.start"
+command = "app"
+"#;
+        let p = planned(text, Mode::Failover);
+        let out = render_text(&p);
+        let undo_line = out
+            .lines()
+            .find(|l| l.contains("undo: check.command"))
+            .unwrap_or_else(|| panic!("no undo line:\n{out}"));
+        assert!(
+            undo_line.contains("/srv/shop/switch-back.sh --to primary"),
+            "{undo_line}"
+        );
+        assert!(!undo_line.contains("switch.sh --to dr"), "{undo_line}");
+        // An action's own undo is described, without parameters.
+        assert!(out.contains("undo: stop the process it started"), "{out}");
     }
 
     #[test]

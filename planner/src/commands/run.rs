@@ -26,14 +26,20 @@ pub struct InvalidRunbook(pub RunbookErrors);
 
 /// Reads, checks and returns a runbook, with every error at once.
 pub fn load_checked(path: &Path, text: Option<&str>, config: &Config) -> Result<Runbook> {
-    let rb = match text {
-        Some(t) => Runbook::parse(t, path),
-        None => Runbook::load(path)?,
+    let text = match text {
+        Some(t) => t.to_string(),
+        None => Runbook::read(path)?,
     };
-    let rb = rb.map_err(InvalidRunbook)?;
-    let more = check_against(&rb, config);
-    if !more.is_empty() {
-        return Err(InvalidRunbook(RunbookErrors(more)).into());
+    // The deployment's errors (an unknown group or volume) come with the file's.
+    let (rb, mut errors) = Runbook::parse_partial(&text, path);
+    let Some(rb) = rb else {
+        return Err(InvalidRunbook(RunbookErrors(errors)).into());
+    };
+    errors.extend(check_against(&rb, config));
+    if !errors.is_empty() {
+        errors.sort_by_key(|d| (d.line, d.col));
+        errors.dedup();
+        return Err(InvalidRunbook(RunbookErrors(errors)).into());
     }
     Ok(rb)
 }
@@ -209,7 +215,7 @@ pub fn resume(a: &ResumeArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
     let Some(mut record) = catalog.load(&a.run)? else {
         bail!("no run `{}` in {} (see `lifeline runs`)", a.run, state.display());
     };
-    if record.status.finished() {
+    if record.status.finished() && record.status != RunStatus::ReprotectPending {
         bail!(
             "run {} has finished ({:?}): nothing to resume",
             record.id,
@@ -278,6 +284,10 @@ pub(crate) struct Driving<'a> {
     pub resumed: bool,
 }
 
+/// `lifeline failback` brought the group home but could not resume the forward
+/// agent (see `RunStatus::ReprotectPending`).
+pub const EXIT_REPROTECT_PENDING: u8 = 3;
+
 fn execute(run: Prepared, how: Driving) -> Result<ExitCode> {
     let json = how.json;
     let (status, shared, plan) = execute_run(run, how)?;
@@ -285,13 +295,25 @@ fn execute(run: Prepared, how: Driving) -> Result<ExitCode> {
     if json {
         println!(
             "{}",
-            serde_json::json!({"event": "summary", "run": rec.id, "status": rec.status, "audit_head": rec.audit_head})
+            serde_json::json!({
+                "event": "summary",
+                "run": rec.id,
+                "status": rec.status,
+                "promoted": engine::promoted_points(&rec, &plan),
+                "pins_left": engine::pins_left(&rec, &plan)
+                    .iter()
+                    .map(|p| serde_json::json!({"step": p.step, "seq": p.seq}))
+                    .collect::<Vec<_>>(),
+                "audit_head": rec.audit_head,
+            })
         );
     } else {
         print_summary(&rec, &plan);
     }
     Ok(match status {
         RunStatus::Succeeded => ExitCode::SUCCESS,
+        // Home, nothing failed, but not protected yet: neither 0 nor a failure.
+        RunStatus::ReprotectPending => ExitCode::from(EXIT_REPROTECT_PENDING),
         _ => ExitCode::from(1),
     })
 }
@@ -409,6 +431,32 @@ fn print_summary(rec: &RunRecord, plan: &Plan) {
             .unwrap_or_default();
         let what = s.error.as_deref().or(s.note.as_deref()).unwrap_or("");
         println!("  {:<11} {:<20} {:>7}  {}", s.status.as_str(), id, time, what);
+    }
+    for p in engine::promoted_points(rec, plan) {
+        let rpo = match (p.rpo_secs, p.rpo_objective_secs) {
+            (Some(a), Some(o)) => format!(
+                "achieved RPO {a:.1}s ({} the objective of {o:.0}s)",
+                if a <= o { "within" } else { "OVER" }
+            ),
+            (Some(a), None) => format!("achieved RPO {a:.1}s"),
+            _ => "achieved RPO unknown".into(),
+        };
+        println!(
+            "promoted point {} taken at {} (step `{}`): {rpo}, measured from the run's start {}",
+            p.seq, p.taken_at, p.step, rec.started_at
+        );
+    }
+    if rec.status == RunStatus::ReprotectPending {
+        println!(
+            "reprotect pending: start the forward agent (the group's `agent`), then `lifeline resume {}`",
+            rec.id
+        );
+    }
+    for p in engine::pins_left(rec, plan) {
+        println!(
+            "pin left behind: {p} of group {}, held by run {} (prune keeps the point until it expires, 24 h after the promote)",
+            rec.group, rec.id
+        );
     }
     if let Some(h) = &rec.audit_head {
         println!("audit head: entry {} {} (signed)", h.seq, &h.hash[..16]);

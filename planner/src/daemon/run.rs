@@ -552,10 +552,15 @@ impl Shared {
             .map(|j| format!("{} ({})", j.key, j.spec))
             .collect::<Vec<_>>()
             .join(", ");
-        self.event(
-            json!({"event": "jobs", "site": self.site, "jobs": list}),
-            format!("daemon: site {}: {} job(s): {human}", self.site, jobs.len()),
-        );
+        let drills = jobs.iter().any(|j| matches!(j.kind, Kind::Drill { .. }));
+        let mut ev = json!({"event": "jobs", "site": self.site, "jobs": list});
+        let mut text = format!("daemon: site {}: {} job(s): {human}", self.site, jobs.len());
+        if drills {
+            let dir = self.drill_reports();
+            ev["drill_reports"] = json!(dir);
+            text.push_str(&format!("; drill reports go to {}", dir.display()));
+        }
+        self.event(ev, text);
         let l = self.loaded();
         for (name, g) in &l.config.groups {
             if let Some(rpo) = g.rpo.as_deref().and_then(|r| parse_duration(r).ok()) {
@@ -686,49 +691,95 @@ impl Shared {
         };
         let secondary = g.secondary.as_deref().unwrap_or("secondary");
         let site = l.config.sites.get(secondary);
-        let summary = if let Some(url) = site.and_then(|s| s.receiver.as_deref()) {
-            let remote = {
-                let mut m = self.remotes.lock().expect("remotes");
-                match m.get(group) {
-                    Some(r) => r.clone(),
-                    None => {
-                        let tls = l
-                            .config
-                            .tls
-                            .as_ref()
-                            .context("replication needs [tls] dir and identity in the configuration")?;
-                        let identity = g
-                            .agent
-                            .clone()
-                            .or_else(|| tls.identity.clone())
-                            .context("replication needs [tls] identity (or the group's agent)")?;
-                        let r = Arc::new(RemoteRepository::connect(
-                            url,
-                            &TlsDir::new(&tls.dir),
-                            &identity,
-                            &keys,
-                        )?);
-                        if let Some(limit) = g.limit_upload.as_deref() {
-                            r.set_upload_limit(Some(lifeline_service::parse_rate(limit).map_err(anyhow::Error::msg)?));
+        let attempt = || -> Result<_> {
+            Ok(if let Some(url) = site.and_then(|s| s.receiver.as_deref()) {
+                let remote = {
+                    let mut m = self.remotes.lock().expect("remotes");
+                    match m.get(group) {
+                        Some(r) => r.clone(),
+                        None => {
+                            let tls = l
+                                .config
+                                .tls
+                                .as_ref()
+                                .context("replication needs [tls] dir and identity in the configuration")?;
+                            let identity = g
+                                .agent
+                                .clone()
+                                .or_else(|| tls.identity.clone())
+                                .context("replication needs [tls] identity (or the group's agent)")?;
+                            let r = Arc::new(RemoteRepository::connect(
+                                url,
+                                &TlsDir::new(&tls.dir),
+                                &identity,
+                                &keys,
+                            )?);
+                            if let Some(limit) = g.limit_upload.as_deref() {
+                                r.set_upload_limit(Some(
+                                    lifeline_service::parse_rate(limit).map_err(anyhow::Error::msg)?,
+                                ));
+                            }
+                            m.insert(group.into(), r.clone());
+                            r
                         }
-                        m.insert(group.into(), r.clone());
-                        r
                     }
+                };
+                let r = backup(remote.as_ref() as &dyn TenantRepository, &keys, &opts);
+                if r.is_err() {
+                    // Reconnect next time.
+                    self.remotes.lock().expect("remotes").remove(group);
                 }
-            };
-            let r = backup(remote.as_ref() as &dyn TenantRepository, &keys, &opts);
-            if r.is_err() {
-                // Reconnect next time.
-                self.remotes.lock().expect("remotes").remove(group);
+                r?
+            } else if let Some(dir) = site.and_then(|s| s.repo.as_deref()) {
+                let local = self.local_repo(dir)?;
+                let _w = local.writers.read().expect("writers");
+                let t = local.repo.tenant(tenant)?;
+                backup(&t, &keys, &opts)?
+            } else {
+                bail!(
+                    "group `{group}`: its secondary site `{secondary}` has neither a receiver URL nor a repo directory"
+                );
+            })
+        };
+        // Like the agent: a transient failure (receiver down, link cut) is
+        // retried with a doubling backoff until `retry_for` (default 60s) has
+        // passed since the first one; the job then fails with the last error.
+        let retry_for = g
+            .retry_for
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(anyhow::Error::msg)?
+            .unwrap_or(Duration::from_secs(60));
+        let mut first_failure: Option<Instant> = None;
+        let mut backoff = Duration::from_secs(1);
+        let mut retries = 0u32;
+        let summary = loop {
+            match attempt() {
+                Ok(s) => break s,
+                Err(e) => {
+                    let since = *first_failure.get_or_insert_with(Instant::now);
+                    if !is_transient(&e) || self.stop.load(Ordering::Relaxed) {
+                        return Err(e);
+                    }
+                    if since.elapsed() >= retry_for {
+                        return Err(e.context(format!(
+                            "giving up after retrying for {} (retry_for), {retries} retries",
+                            crate::runbook::format_duration(retry_for)
+                        )));
+                    }
+                    retries += 1;
+                    self.event(
+                        json!({"event": "point_retrying", "group": group, "retry": retries, "in_secs": backoff.as_secs_f64(), "error": format!("{e:#}")}),
+                        format!("daemon: point {group}: {e:#}; retrying in {:.1} s", backoff.as_secs_f64()),
+                    );
+                    let until = Instant::now() + backoff;
+                    while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(100).min(until - Instant::now()));
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
             }
-            r?
-        } else if let Some(dir) = site.and_then(|s| s.repo.as_deref()) {
-            let local = self.local_repo(dir)?;
-            let _w = local.writers.read().expect("writers");
-            let t = local.repo.tenant(tenant)?;
-            backup(&t, &keys, &opts)?
-        } else {
-            bail!("group `{group}`: its secondary site `{secondary}` has neither a receiver URL nor a repo directory");
         };
         let m = &self.metrics;
         let labels = gl(group);
@@ -744,9 +795,17 @@ impl Shared {
             &labels,
             summary.bytes_stored as f64,
         );
+        // What the repository's disk holds: sealed (compressed, encrypted) bytes,
+        // the index included, as the sent bytes; not the plaintext that was new.
         m.inc_counter(
             "lifeline_group_bytes_stored_total",
-            "Bytes of new data (after deduplication) the repository stored for the group.",
+            "Sealed bytes (compressed and encrypted, index included) the repository stored for the group.",
+            &labels,
+            summary.bytes_stored as f64,
+        );
+        m.inc_counter(
+            "lifeline_group_bytes_new_total",
+            "Plaintext bytes of new data (after deduplication, before compression) of the group's cycles.",
             &labels,
             summary.bytes_new as f64,
         );
@@ -756,7 +815,7 @@ impl Shared {
             .insert(group.to_string(), summary.taken_at);
         self.set_rpo(group, summary.taken_at);
         Ok((
-            json!({"seq": summary.seq, "taken_at": summary.taken_at, "bytes_sent": summary.bytes_stored, "bytes_new": summary.bytes_new}),
+            json!({"seq": summary.seq, "taken_at": summary.taken_at, "bytes_sent": summary.bytes_stored, "bytes_new": summary.bytes_new, "retries": retries}),
             format!(
                 "point {} committed, {} sent",
                 summary.seq,
@@ -936,9 +995,15 @@ impl Shared {
         ))
     }
 
+    /// Where scheduled drills write their reports (a directory per drill):
+    /// STATE_DIR/daemon/drill-reports.
+    fn drill_reports(&self) -> PathBuf {
+        self.state_dir.join("daemon").join("drill-reports")
+    }
+
     fn drill(&self, group: &str, runbook: &Path) -> Result<(serde_json::Value, String)> {
         let l = self.loaded();
-        let reports = self.state_dir.join("daemon").join("drill-reports");
+        let reports = self.drill_reports();
         let out = std::process::Command::new(crate::plan::this_binary())
             .arg("--config")
             .arg(&l.path)
@@ -999,7 +1064,13 @@ impl Shared {
                 if v == verdict { 1.0 } else { 0.0 },
             );
         }
-        Ok((report.clone(), format!("verdict {verdict}")))
+        Ok((
+            report.clone(),
+            format!(
+                "verdict {verdict}, report in {}",
+                report["report_dir"].as_str().unwrap_or("(none)")
+            ),
+        ))
     }
 
     /// Refreshes the RPO gauges (now − newest point) of every group this
@@ -1028,6 +1099,19 @@ impl Shared {
             self.set_rpo(&group, at);
         }
     }
+}
+
+/// Whether a point's failure may pass by itself (the receiver restarting, a cut
+/// link, a full disk being cleaned up): what the agent retries too.
+fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<lifeline_replicator::Error>()
+            .is_some_and(|r| r.is_transient())
+            || matches!(
+                c.downcast_ref::<lifeline_service::ServiceError>(),
+                Some(lifeline_service::ServiceError::Replicator(r)) if r.is_transient()
+            )
+    })
 }
 
 #[cfg(test)]

@@ -168,7 +168,13 @@ pub(super) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
         }
         "replication.reverse" => {
             let a = ctx.agent(&p, d.reverse_agent.as_ref(), "the reverse agent")?;
-            ctx.control(a, ControlCall::Resume).await?;
+            ctx.control(a, ControlCall::Resume).await.map_err(|e| {
+                if ctx.plan.mode == Mode::Failback && e.contains("cannot reach agent control") {
+                    format!("{FORWARD_AGENT_UNREACHABLE}{e}")
+                } else {
+                    e
+                }
+            })?;
             Ok(out(&[("reachable", "true".into())]))
         }
         "replication.final_sync" => {
@@ -195,6 +201,9 @@ pub(super) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
                     .map(crate::runbook::parse_duration)
                     .transpose()?
                     .unwrap_or(Duration::from_secs(10));
+                if feeds_a_promote(&ctx.plan, step) {
+                    super::release_pins(&ctx).await.map_err(|e| format!("{e:#}"))?;
+                }
                 stop_step_processes(&ctx, step, grace).await?;
                 Ok(Outputs::new())
             }
@@ -652,46 +661,77 @@ async fn promote(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
 /// How long a run's lease on its promoted point lasts unless released first.
 const PIN_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// Releases the leases this run's volume.promote steps took. Failures are
-/// reported; the leases expire by themselves.
-pub(super) async fn release_pins(ctx: &Arc<Ctx>) -> Vec<String> {
-    let leased: Vec<u64> = {
-        let rec = ctx.shared.record.lock().expect("record");
-        ctx.plan
-            .steps
-            .iter()
-            .filter(|s| s.action == "volume.promote")
-            .filter_map(|s| rec.steps.get(&s.id))
-            .filter(|s| s.outputs.get("pinned").is_some_and(|p| p == "true"))
-            .filter_map(|s| s.outputs.get("seq").and_then(|x| x.parse().ok()))
-            .collect()
-    };
-    if leased.is_empty() {
+/// Releases the given leases this run's volume.promote steps took, each with
+/// its outcome (a failed release expires by itself).
+pub(super) async fn release_pins(ctx: &Arc<Ctx>, held: &[super::PinLeft]) -> Vec<(super::PinLeft, R<()>)> {
+    if held.is_empty() {
         return Vec::new();
     }
     let d = ctx.plan.direction.clone();
     let Some(repo) = d.to_repo.clone() else {
         return Vec::new();
     };
+    let all_fail = |e: String| held.iter().map(|p| (p.clone(), Err(e.clone()))).collect::<Vec<_>>();
     let (key, remote) = match ctx.repo_access() {
         Ok(a) => a,
-        Err(e) => return vec![e],
+        Err(e) => return all_fail(e),
     };
     let holder = ctx.plan.run_id.clone();
+    let pins = held.to_vec();
     blocking(move || {
         let (target, _) = crate::repo_target::RepoTarget::open(Path::new(&repo), &remote, &key)
             .map_err(|e| format!("open {repo}: {e:#}"))?;
         let t = target.tenant_named(Some(&d.tenant)).map_err(|e| format!("{e:#}"))?;
-        Ok(leased
-            .iter()
-            .map(|seq| match t.unpin(&d.group, *seq, &holder) {
-                Ok(()) => format!("released the lease on point {seq}"),
-                Err(e) => format!("could not release the lease on point {seq} (it expires by itself): {e}"),
+        Ok(pins
+            .into_iter()
+            .map(|p| {
+                let r = t.unpin(&d.group, p.seq, &holder).map_err(|e| e.to_string());
+                (p, r)
             })
             .collect())
     })
     .await
-    .unwrap_or_else(|e| vec![e])
+    .unwrap_or_else(all_fail)
+}
+
+/// What a failback's `replication.reverse` says when the forward agent cannot
+/// be reached (it died with the primary): the run ends "reprotect pending".
+const FORWARD_AGENT_UNREACHABLE: &str = "the forward agent cannot be reached: ";
+
+/// Does this failure of a step running `action` leave the run's reprotect
+/// pending rather than failed? Only a failback's `replication.reverse` whose
+/// agent could not be reached (no connection, or no answer before the step's
+/// timeout); an agent that answered with an error (e.g. the planner's identity
+/// refused) is a failure.
+pub(super) fn defers_reprotect(action: &str, mode: Mode, error: &str) -> bool {
+    action == "replication.reverse"
+        && mode == Mode::Failback
+        && (error.starts_with(FORWARD_AGENT_UNREACHABLE) || error.starts_with("timed out after "))
+}
+
+/// Is `step` one that a `volume.promote` step of the plan (transitively) runs
+/// after? Stopping its process (the receiver the promote read from) would
+/// strand the run's pins there.
+fn feeds_a_promote(plan: &crate::plan::Plan, step: &str) -> bool {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut todo: Vec<&str> = plan
+        .steps
+        .iter()
+        .filter(|s| s.action == "volume.promote")
+        .map(|s| s.id.as_str())
+        .collect();
+    while let Some(id) = todo.pop() {
+        let Some(s) = plan.step(id) else { continue };
+        for dep in &s.after {
+            if dep == step {
+                return true;
+            }
+            if seen.insert(dep.as_str()) {
+                todo.push(dep);
+            }
+        }
+    }
+    false
 }
 
 async fn seed(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
@@ -852,4 +892,33 @@ async fn check_workload(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Output
         ]))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unreachable_forward_agent_in_a_failback_defers_the_reprotect() {
+        let unreachable =
+            format!("{FORWARD_AGENT_UNREACHABLE}agent `db1` at 10.0.0.1:7444: cannot reach agent control");
+        assert!(defers_reprotect("replication.reverse", Mode::Failback, &unreachable));
+        assert!(defers_reprotect(
+            "replication.reverse",
+            Mode::Failback,
+            "timed out after 1m"
+        ));
+        // An agent that answered with an error, another mode or another action: a failure.
+        assert!(!defers_reprotect(
+            "replication.reverse",
+            Mode::Failback,
+            "agent `db1` at 10.0.0.1:7444: permission denied"
+        ));
+        assert!(!defers_reprotect(
+            "replication.reverse",
+            Mode::Switchover,
+            "timed out after 1m"
+        ));
+        assert!(!defers_reprotect("replication.stop", Mode::Failback, &unreachable));
+    }
 }

@@ -346,6 +346,22 @@ pub async fn drive(shared: Arc<Shared>, plan: Arc<Plan>, config: Arc<Config>, pa
                             r.completed.push(id.clone());
                         })?;
                     }
+                    Err(e) if actions::defers_reprotect(&ps.action, plan.mode, &e) => {
+                        let note = format!(
+                            "{e} — reprotect pending: start the forward agent when the primary is back, then `lifeline resume {}`",
+                            plan.run_id
+                        );
+                        shared.transition("step_deferred", Some(&id), Some(note.clone()), None, |r| {
+                            let s = r.steps.get_mut(&id).expect("step");
+                            s.status = StepStatus::Deferred;
+                            s.attempts = attempts;
+                            s.ended_at = Some(now());
+                            s.elapsed_ms = elapsed;
+                            s.note = Some(note);
+                            s.outputs.insert("reachable".into(), "false".into());
+                            r.completed.push(id.clone());
+                        })?;
+                    }
                     Err(e) => {
                         blocked.insert(id.clone());
                         shared.transition("step_failed", Some(&id), Some(e.clone()), None, |r| {
@@ -401,15 +417,28 @@ pub async fn drive(shared: Arc<Shared>, plan: Arc<Plan>, config: Arc<Config>, pa
             RunStatus::RolledBack
         }
         _ if any_failed => RunStatus::Failed,
+        _ if rec.steps.values().any(|s| s.status == StepStatus::Deferred) => RunStatus::ReprotectPending,
         _ => RunStatus::Succeeded,
     };
-    for note in actions::release_pins(&ctx).await {
-        shared.transition("lease_released", None, Some(note), None, |_| {})?;
-    }
+    release_pins(&ctx).await?;
+    let left = pins_left(&shared.snapshot(), &plan);
     let msg = match status {
         RunStatus::Succeeded => "every step done".to_string(),
         RunStatus::RolledBack => "a step failed; completed steps were undone".into(),
         RunStatus::Aborted => "aborted; the processes the run started were stopped".into(),
+        RunStatus::ReprotectPending => {
+            let deferred: Vec<&String> = rec
+                .steps
+                .iter()
+                .filter(|(_, s)| s.status == StepStatus::Deferred)
+                .map(|(k, _)| k)
+                .collect();
+            format!(
+                "reprotect pending: every other step done, but {} could not reach the forward agent; start it, then `lifeline resume {}`",
+                deferred.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "),
+                rec.id
+            )
+        }
         _ => {
             let failed: Vec<&String> = rec
                 .steps
@@ -423,6 +452,14 @@ pub async fn drive(shared: Arc<Shared>, plan: Arc<Plan>, config: Arc<Config>, pa
             )
         }
     };
+    let msg = if left.is_empty() {
+        msg
+    } else {
+        format!(
+            "{msg}; pins left behind (each expires by itself 24 h after its promote): {}",
+            left.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+        )
+    };
     shared.transition("run_finished", None, Some(msg.clone()), None, |r| {
         r.status = status;
         r.ended_at = Some(now());
@@ -431,6 +468,107 @@ pub async fn drive(shared: Arc<Shared>, plan: Arc<Plan>, config: Arc<Config>, pa
         }
     })?;
     Ok(status)
+}
+
+/// A point a `volume.promote` step of the run restored, and the RPO it achieved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PromotedPoint {
+    pub step: String,
+    pub seq: u64,
+    pub taken_at: String,
+    /// The run's start minus the point's time (0 when the point is newer: a
+    /// final sync): at most this much of what was written before the run is
+    /// not in the point.
+    pub rpo_secs: Option<f64>,
+    /// The group's RPO objective, from lifeline.toml.
+    pub rpo_objective_secs: Option<f64>,
+}
+
+/// The points the run promoted, from its record.
+pub fn promoted_points(rec: &RunRecord, plan: &Plan) -> Vec<PromotedPoint> {
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+    let started = parse(&rec.started_at);
+    plan.steps
+        .iter()
+        .filter(|s| s.action == "volume.promote")
+        .filter_map(|s| {
+            let r = rec.steps.get(&s.id)?;
+            if !matches!(r.status, StepStatus::Succeeded | StepStatus::Undone) {
+                return None;
+            }
+            let seq = r.outputs.get("seq")?.parse().ok()?;
+            let taken_at = r.outputs.get("taken_at")?.clone();
+            let rpo_secs = match (started, parse(&taken_at)) {
+                (Some(s), Some(t)) => Some(((s - t).num_milliseconds().max(0)) as f64 / 1000.0),
+                _ => None,
+            };
+            Some(PromotedPoint {
+                step: s.id.clone(),
+                seq,
+                taken_at,
+                rpo_secs,
+                rpo_objective_secs: plan
+                    .direction
+                    .rpo
+                    .as_deref()
+                    .and_then(|d| crate::runbook::parse_duration(d).ok())
+                    .map(|d| d.as_secs_f64()),
+            })
+        })
+        .collect()
+}
+
+/// A pin (lease) on a promoted point that the run could not release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinLeft {
+    pub step: String,
+    pub seq: u64,
+}
+
+impl std::fmt::Display for PinLeft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "point {} (step `{}`)", self.seq, self.step)
+    }
+}
+
+/// The pins the run's `volume.promote` steps still hold: `pinned = "true"` (a
+/// released one says `released`).
+pub fn pins_left(rec: &RunRecord, plan: &Plan) -> Vec<PinLeft> {
+    plan.steps
+        .iter()
+        .filter(|s| s.action == "volume.promote")
+        .filter_map(|s| rec.steps.get(&s.id).map(|r| (s, r)))
+        .filter(|(_, r)| r.outputs.get("pinned").is_some_and(|p| p == "true"))
+        .filter_map(|(s, r)| {
+            r.outputs.get("seq").and_then(|x| x.parse().ok()).map(|seq| PinLeft {
+                step: s.id.clone(),
+                seq,
+            })
+        })
+        .collect()
+}
+
+/// Releases the pins the run holds, recording each (`pinned` becomes
+/// `released`): at the run's end, and before the run stops a process its
+/// promote depended on (the receiver that holds them).
+async fn release_pins(ctx: &Arc<actions::Ctx>) -> Result<()> {
+    let shared = &ctx.shared;
+    let held = pins_left(&shared.snapshot(), &ctx.plan);
+    for (pin, r) in actions::release_pins(ctx, &held).await {
+        let note = match &r {
+            Ok(()) => format!("released the lease on point {} (step `{}`)", pin.seq, pin.step),
+            Err(e) => format!(
+                "could not release the lease on point {} (step `{}`; it expires by itself): {e}",
+                pin.seq, pin.step
+            ),
+        };
+        shared.transition("lease_released", None, Some(note), None, |rec| {
+            if let (Ok(()), Some(s)) = (&r, rec.steps.get_mut(&pin.step)) {
+                s.outputs.insert("pinned".into(), "released".into());
+            }
+        })?;
+    }
+    Ok(())
 }
 
 async fn run_with_retries(
@@ -548,7 +686,7 @@ async fn rollback(ctx: &Arc<actions::Ctx>) -> Result<()> {
         }
         let r = match &ps.undo {
             None => continue,
-            Some(Undo::Action { action, params }) => {
+            Some(Undo::Action { action, params, .. }) => {
                 let params = render_params(params, &shared.outputs());
                 match params {
                     Ok(p) => {
@@ -634,10 +772,17 @@ pub fn new_record(
 pub fn prepare_resume(rec: &mut RunRecord) -> Vec<String> {
     let mut again = Vec::new();
     for (id, s) in rec.steps.iter_mut() {
-        if s.status == StepStatus::Running {
+        if matches!(s.status, StepStatus::Running | StepStatus::Deferred) {
             s.status = StepStatus::Pending;
             again.push(id.clone());
         }
+    }
+    // A failback whose reprotect was pending goes on: its deferred steps run again.
+    if rec.status == RunStatus::ReprotectPending {
+        rec.completed.retain(|id| !again.contains(id));
+        rec.status = RunStatus::Running;
+        rec.ended_at = None;
+        rec.error = None;
     }
     rec.resumes += 1;
     again

@@ -17,6 +17,10 @@ pub enum RunStatus {
     Failed,
     Aborted,
     RolledBack,
+    /// A failback brought the group home, but its last step could not resume
+    /// the forward agent (it died with the primary): nothing failed, protection
+    /// is not back yet. Start the agent, then `lifeline resume RUN`.
+    ReprotectPending,
 }
 
 impl RunStatus {
@@ -38,6 +42,9 @@ pub enum StepStatus {
     /// Undone by a rollback.
     Undone,
     UndoFailed,
+    /// A failback's `replication.reverse` that could not reach the forward
+    /// agent: waits for the agent to be started and the run resumed.
+    Deferred,
 }
 
 impl StepStatus {
@@ -58,6 +65,7 @@ impl StepStatus {
             StepStatus::Failed => "failed",
             StepStatus::Undone => "undone",
             StepStatus::UndoFailed => "undo_failed",
+            StepStatus::Deferred => "deferred",
         }
     }
 }

@@ -124,6 +124,14 @@ impl ActionSpec {
         self.modes[Mode::ALL.iter().position(|m| *m == mode).expect("every mode")]
     }
     /// Does the action have output `name` (`path.db` matches `path.*`)?
+    /// The volume a per-volume output (`NAME.*`, e.g. `path.db`) names, if it is one.
+    pub fn volume_of_output<'a>(&self, name: &'a str) -> Option<&'a str> {
+        self.outputs.iter().find_map(|o| {
+            let prefix = o.strip_suffix(".*")?;
+            name.strip_prefix(prefix)?.strip_prefix('.').filter(|v| !v.is_empty())
+        })
+    }
+
     pub fn has_output(&self, name: &str) -> bool {
         self.outputs.iter().any(|o| match o.strip_suffix(".*") {
             Some(prefix) => name
@@ -238,7 +246,10 @@ pub const ACTIONS: &[ActionSpec] = &[
                 "resume the recovery site's agent towards the original site; unreachable until it returns (then fail back)",
             ),
             (Run, "resume the recovery site's agent towards the original site"),
-            (Run, "resume the primary's agent towards the secondary: back to normal"),
+            (
+                Run,
+                "resume the primary's agent towards the secondary: back to normal (unreachable: reprotect pending)",
+            ),
             (Skip, "replication goes on during a drill"),
         ],
         drill_may_run: false,

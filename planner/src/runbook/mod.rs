@@ -289,13 +289,27 @@ impl Lines {
 impl Runbook {
     /// Reads and checks a runbook file (without the deployment: see [`check_against`]).
     pub fn load(path: &Path) -> anyhow::Result<Result<Runbook, RunbookErrors>> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("read runbook {}: {e} (check the path)", path.display()))?;
-        Ok(Self::parse(&text, path))
+        Ok(Self::parse(&Self::read(path)?, path))
+    }
+
+    /// Reads a runbook file's text.
+    pub fn read(path: &Path) -> anyhow::Result<String> {
+        std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("read runbook {}: {e} (check the path)", path.display()))
     }
 
     /// Parses and checks runbook `text` read from `path`: every error at once.
     pub fn parse(text: &str, path: &Path) -> Result<Runbook, RunbookErrors> {
+        match Self::parse_partial(text, path) {
+            (Some(rb), errors) if errors.is_empty() => Ok(rb),
+            (_, errors) => Err(RunbookErrors(errors)),
+        }
+    }
+
+    /// Like [`parse`](Self::parse), but also returns what could be read of a
+    /// runbook with errors (none when it is not TOML), so the checks against
+    /// the deployment can report their errors alongside.
+    pub fn parse_partial(text: &str, path: &Path) -> (Option<Runbook>, Vec<Diagnostic>) {
         let file = path.display().to_string();
         let lines = Lines::new(text);
         let mut sink = Sink::new(&file);
@@ -304,7 +318,7 @@ impl Runbook {
             Err(e) => {
                 let pos = e.span().map(|s| lines.pos(text, s.start)).unwrap_or_default();
                 sink.error(pos, format!("not valid TOML: {}", e.message().trim()), None);
-                return Err(RunbookErrors(sink.out));
+                return (None, sink.out);
             }
         };
         let conv = Converter { text, lines: &lines };
@@ -363,11 +377,7 @@ impl Runbook {
         }
         validate::check_steps(&rb, &mut sink);
         sink.out.sort_by_key(|d| (d.line, d.col));
-        if sink.out.is_empty() {
-            Ok(rb)
-        } else {
-            Err(RunbookErrors(sink.out))
-        }
+        (Some(rb), sink.out)
     }
 
     /// The step with this id.

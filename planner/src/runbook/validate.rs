@@ -389,8 +389,21 @@ pub fn check_against(rb: &Runbook, config: &Config) -> Vec<Diagnostic> {
             for v in params.values() {
                 for text in v.value.strings() {
                     for piece in template::parse(text).unwrap_or_default() {
-                        if let template::Piece::Ref(Ref::Volume(n) | Ref::Target(n), _) = piece {
-                            check_volume(&n, v.pos, &mut sink);
+                        match piece {
+                            template::Piece::Ref(Ref::Volume(n) | Ref::Target(n), _) => {
+                                check_volume(&n, v.pos, &mut sink)
+                            }
+                            // A per-volume output (`${steps.promote.path.NAME}`) names a volume too.
+                            template::Piece::Ref(Ref::Step { id, output }, _) => {
+                                if let Some(n) = rb
+                                    .step(&id)
+                                    .and_then(|st| actions::action(&st.action.value))
+                                    .and_then(|spec| spec.volume_of_output(&output))
+                                {
+                                    check_volume(n, v.pos, &mut sink);
+                                }
+                            }
+                            _ => {}
                         }
                     }
                 }

@@ -175,6 +175,14 @@ fn daemon_takes_points_prunes_to_exactly_the_policy_and_serves_metrics() {
     assert!((0.0..30.0).contains(&rpo), "rpo {rpo}");
     assert_eq!(sample(&m, "lifeline_group_rpo_objective_seconds", &g), Some(30.0));
     assert!(sample(&m, "lifeline_group_bytes_sent_total", &g).unwrap() > 0.0);
+    // Stored bytes are the sealed bytes written (as sent), not the plaintext
+    // that was new: with random data, sealing adds headers and the index.
+    let stored = sample(&m, "lifeline_group_bytes_stored_total", &g).unwrap();
+    let new = sample(&m, "lifeline_group_bytes_new_total", &g).unwrap();
+    // (Each cycle adds sent, then stored, then new: a scrape in between sees sent >= stored.)
+    let sent = sample(&m, "lifeline_group_bytes_sent_total", &g).unwrap();
+    assert!(stored <= sent, "stored {stored}, sent {sent}");
+    assert!(new > 0.0 && stored > new, "stored {stored}, new {new}");
     assert!(sample(&m, "lifeline_group_cycle_duration_seconds", &g).is_some());
     assert!(
         sample(
@@ -518,4 +526,79 @@ fn a_scheduled_drill_that_cannot_run_is_reported_and_the_daemon_goes_on() {
     assert!(sample(&m, "lifeline_job_runs_total", &[("job", "drill"), ("result", "error")]).unwrap() >= 2.0);
     d.signal("TERM");
     assert_eq!(d.finish(Duration::from_secs(30)).code, Some(0));
+}
+
+/// The daemon retries a point like the agent does: while the recovery site's
+/// receiver is down, the point job retries transient failures (within the
+/// group's `retry_for`) and commits once the receiver is up, in the same job.
+#[test]
+fn the_daemon_retries_a_point_while_the_receiver_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |r: &str| dir.path().join(r);
+    let (ca, tls, repo) = (p("ca"), p("tls"), p("repo"));
+    crate::replication::certs(&ca, &tls, true, &["a@t"], &["ops"]).ok();
+    let key = p("t.key");
+    run(&["key", "new", "--out", s(&key)]).ok();
+    let v = p("v.img");
+    write_random_file(&v, MIB, 6);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = |state: &str| {
+        format!(
+            r#"key_file = "{key}"
+state_dir = "{state}"
+
+[tls]
+dir = "{tls}"
+identity = "a"
+
+[sites.primary]
+
+[sites.dr]
+listen = "127.0.0.1:{port}"
+repo = "{repo}"
+allow = {{ a = ["g"] }}
+receiver = "https://127.0.0.1:{port}"
+
+[groups.g]
+secondary = "dr"
+tenant = "t"
+volumes = {{ v = "{v}" }}
+schedule = "1h"
+retry_for = "2m"
+"#,
+            key = s(&key),
+            state = s(&p(state)),
+            tls = s(&tls),
+            repo = s(&repo),
+            v = s(&v),
+        )
+    };
+    let primary_cfg = p("primary.toml");
+    fs::write(&primary_cfg, config("state-primary")).unwrap();
+    let mut primary = Background::spawn(&["--config", s(&primary_cfg), "daemon", "--site", "primary", "--json"]);
+    let retry = next_event(&mut primary, "a retry", |v| v["event"] == "point_retrying");
+    assert_eq!(retry["group"], "g", "{retry}");
+    // The receiver comes up: the same job commits.
+    let dr_cfg = p("dr.toml");
+    fs::write(&dr_cfg, config("state-dr")).unwrap();
+    let mut dr = Background::spawn(&["--config", s(&dr_cfg), "daemon", "--site", "dr", "--json"]);
+    dr.wait_for_line(Duration::from_secs(20), |l| l.starts_with("listening on "))
+        .unwrap_or_else(|| panic!("the receiver did not start: {}", dr.describe()));
+    let e = match primary.wait_for_line(Duration::from_secs(60), |l| {
+        serde_json::from_str::<Value>(l).is_ok_and(|v| is_job(&v, "point"))
+    }) {
+        Some(l) => serde_json::from_str::<Value>(&l).unwrap(),
+        None => panic!("no point within 60 s: {}", primary.describe()),
+    };
+    assert_eq!(e["ok"], true, "{e}");
+    assert!(e["retries"].as_u64().unwrap() >= 1, "{e}");
+    assert_eq!(e["seq"], 1, "{e}");
+    primary.signal("TERM");
+    assert_eq!(primary.finish(Duration::from_secs(30)).code, Some(0));
+    dr.signal("TERM");
+    assert_eq!(dr.finish(Duration::from_secs(30)).code, Some(0));
 }

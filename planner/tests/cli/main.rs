@@ -1042,6 +1042,21 @@ fn help_works_for_every_subcommand() {
         .ok()
         .stdout_has(&["--volume", "--freeze", "--thaw", "--state-dir"]);
     run(&["restore", "--help"]).ok().stdout_has(&["--point", "--to"]);
+    // Flags whose help was missing (every flag's is checked by a unit test in cli.rs).
+    run(&["agent", "--help"]).ok().stdout_has(&[
+        "Protection group to replicate",
+        "quiesces the volumes",
+        "Agent state directory",
+    ]);
+    run(&["restore", "--help"])
+        .ok()
+        .stdout_has(&["Key file written by", "Protection group whose point"]);
+    run(&["report", "list", "--help"]).ok().stdout_has(&["as JSON"]);
+    for mode in ["switchover", "failback"] {
+        let r = run(&[mode, "--help"]).ok();
+        assert!(!r.stdout.contains("(failover)"), "{}", r.stdout);
+        r.stdout_has(&["the final sync's point in a switchover or failback"]);
+    }
     run(&["no-such-command"]).code(EXIT_ERROR);
 }
 

@@ -53,6 +53,8 @@ struct Deployment {
     site: Site,
     _receiver: ReceiverProc,
     agent: Background,
+    /// The forward agent's command line, for starting it again.
+    agent_args: Vec<String>,
     volume: PathBuf,
     config: PathBuf,
     key: PathBuf,
@@ -166,6 +168,7 @@ tenant = "acme"
             site,
             _receiver: receiver,
             agent,
+            agent_args: args,
             volume,
             config,
             key,
@@ -295,6 +298,12 @@ fn failover_promotes_starts_checks_and_switches_then_audit_verifies() {
     for st in ["promote", "verify", "identical", "start", "listening", "healthy", "dns"] {
         assert_eq!(step_status(&runs, &run_id, st), "succeeded", "{st}: {}", r.stdout);
     }
+    // The summary says which point was promoted and the RPO it achieved.
+    let promoted = &summary["promoted"][0];
+    assert_eq!(promoted["step"], "promote", "{summary}");
+    assert_eq!(promoted["seq"], 1, "{summary}");
+    assert!(promoted["rpo_secs"].as_f64().is_some_and(|x| x >= 0.0), "{summary}");
+    assert_eq!(promoted["rpo_objective_secs"], 60.0, "{summary}");
     assert_eq!(fs::read_to_string(&switch).unwrap(), "server secondary;\n");
     // The agent was paused through its control API.
     let st = run(&[
@@ -868,6 +877,98 @@ fn failback_after_failover_sends_only_what_the_primary_lacks_and_proves_zero_los
         "replication.reverse resumed the forward agent: {st}"
     );
     d.lifeline(&["audit", "verify"]).ok().stdout_has(&["audit log ok"]);
+}
+
+/// A failback after a real disaster: the forward agent died with the primary,
+/// so the last step cannot resume it. The run ends "reprotect pending" (exit 3),
+/// not failed; its pin was released before the run stopped the receiver that
+/// holds it; and once the agent is started again, `lifeline resume` finishes it.
+#[test]
+fn failback_without_the_forward_agent_ends_reprotect_pending_and_resume_finishes_it() {
+    let mut d = Deployment::with_failback();
+    let target = d.site.path("recovered/db.img");
+    let r = d
+        .lifeline(&["failover", s(&failover_runbook(&d.site.path(""))), "--json"])
+        .ok();
+    assert_eq!(events(&r.stdout).last().unwrap()["status"], "succeeded", "{}", r.stdout);
+    scatter_blocks(&target, 4, 47);
+    // The primary's agent died with the primary.
+    d.agent.signal("KILL");
+    assert!(d.agent.wait_exit(PROMPT).is_some(), "the forward agent did not die");
+
+    let rb = failback_runbook(&d);
+    let r = d.lifeline(&["failback", s(&rb), "--json"]);
+    let ev = events(&r.stdout);
+    let summary = ev.last().unwrap_or_else(|| panic!("no events: {}", r.stderr)).clone();
+    let run_id = summary["run"].as_str().unwrap().to_string();
+    assert_eq!(summary["event"], "summary", "{}", r.stdout);
+    assert_eq!(summary["status"], "reprotect_pending", "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(summary["pins_left"], serde_json::json!([]), "{}", r.stdout);
+    assert_eq!(r.code, Some(3), "reprotect pending exits 3: {}", r.stderr);
+    let runs = d.runs();
+    assert_eq!(step_status(&runs, &run_id, "reprotect"), "deferred");
+    assert_eq!(step_status(&runs, &run_id, "verify"), "succeeded");
+    assert_same_content(&target, &d.volume);
+    // The lease was released while the primary's receiver still ran.
+    let released: Vec<&Value> = ev.iter().filter(|e| e["event"] == "lease_released").collect();
+    assert_eq!(released.len(), 1, "{}", r.stdout);
+    assert!(
+        released[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("released the lease on point"),
+        "{}",
+        r.stdout
+    );
+    let at = |event: &str, step: Option<&str>| {
+        ev.iter()
+            .position(|e| e["event"] == event && step.is_none_or(|s| e["step"] == s))
+            .unwrap_or_else(|| panic!("no {event} {step:?}: {}", r.stdout))
+    };
+    assert!(
+        at("lease_released", None) < at("step_succeeded", Some("stop-primary-receiver")),
+        "{}",
+        r.stdout
+    );
+    let finished = &ev[at("run_finished", None)];
+    assert!(
+        finished["message"].as_str().unwrap().contains("reprotect pending"),
+        "{finished}"
+    );
+    // The text summary says what to do.
+    let text = d.lifeline(&["runs"]).ok();
+    assert!(text.stdout.contains(&run_id), "{}", text.stdout);
+
+    // The primary's agent is started again (at its control address); resume finishes.
+    let control = control_of(&d);
+    let args: Vec<String> = d
+        .agent_args
+        .iter()
+        .map(|a| if a == "127.0.0.1:0" { control.clone() } else { a.clone() })
+        .collect();
+    let mut agent = Background::spawn(&strs(&args));
+    agent
+        .wait_for_line(PROMPT, |l| l.starts_with("control listening on "))
+        .unwrap_or_else(|| panic!("no control address: {}", agent.describe()));
+    let r = d.lifeline(&["resume", &run_id, "--json"]);
+    let ev = events(&r.stdout);
+    assert_eq!(ev.last().unwrap()["status"], "succeeded", "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.code, Some(EXIT_OK));
+    assert_eq!(step_status(&d.runs(), &run_id, "reprotect"), "succeeded");
+    d.lifeline(&["audit", "verify"]).ok().stdout_has(&["audit log ok"]);
+}
+
+#[test]
+fn the_failover_summary_shows_the_promoted_point_and_the_achieved_rpo() {
+    let d = Deployment::new();
+    let r = d.lifeline(&["failover", s(&failover_runbook(&d.site.path("")))]).ok();
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("promoted point 1 taken at "))
+        .unwrap_or_else(|| panic!("no promoted point in the summary: {}", r.stdout));
+    assert!(line.contains("(step `promote`): achieved RPO "), "{line}");
+    assert!(line.contains("within the objective of 60s"), "{line}");
 }
 
 #[test]
@@ -1653,6 +1754,27 @@ after = ["promote"]
         Path::new(e["report_dir"].as_str().unwrap())
             .join("report.json")
             .is_file(),
+        "{e}"
+    );
+    // The daemon says where scheduled drills' reports go, and the report is there.
+    let jobs: Value = daemon
+        .stdout()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "jobs")
+        .unwrap_or_else(|| panic!("no job list: {}", daemon.describe()));
+    let state = fs::read_to_string(&d.config)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("state_dir = \"")
+                .map(|x| x.trim_end_matches('"').to_string())
+        })
+        .unwrap();
+    let reports = Path::new(&state).join("daemon/drill-reports");
+    assert_eq!(jobs["drill_reports"], s(&reports), "{jobs}");
+    assert!(
+        Path::new(e["report_dir"].as_str().unwrap()).starts_with(&reports),
         "{e}"
     );
     let m = crate::daemon::scrape(&addr);
