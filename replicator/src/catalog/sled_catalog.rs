@@ -37,12 +37,18 @@ pub struct SledCatalog {
 impl SledCatalog {
     /// Opens (or creates) the catalog at `path`, taking sled's exclusive lock.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with_cache(path, 16 << 20)
+    }
+
+    /// [`open`](Self::open) with `cache` bytes of sled page cache (a rebuild
+    /// of the whole index writes faster with its tree in memory).
+    pub fn open_with_cache(path: &Path, cache: u64) -> Result<Self> {
         // sled lets go of its file lock from its flusher thread, up to one
         // flush interval (500 ms) after the last handle is dropped: a reopen in
         // the same process right after a close waits for it instead of failing.
         let mut tries = 0;
         let db = loop {
-            match Self::open_db(path) {
+            match Self::open_db(path, cache) {
                 Err(Error::CatalogLocked { .. }) if tries < 20 => {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(50));
@@ -66,10 +72,10 @@ impl SledCatalog {
         })
     }
 
-    fn open_db(path: &Path) -> Result<sled::Db> {
+    fn open_db(path: &Path, cache: u64) -> Result<sled::Db> {
         sled::Config::new()
             .path(path)
-            .cache_capacity(16 << 20)
+            .cache_capacity(cache)
             .open()
             .map_err(|e| match &e {
                 sled::Error::Io(io)
