@@ -630,6 +630,15 @@ mod tests {
         assert_eq!(m[0].fstype, "ext4");
     }
 
+    /// `mount ARGS AT`; true when it succeeded.
+    fn mount(args: &[&str], at: &Path) -> bool {
+        std::process::Command::new("mount")
+            .args(args)
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
     #[test]
     fn removal_refuses_a_root_that_is_itself_a_mount_point() {
         if !is_root() {
@@ -639,12 +648,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("sandbox");
         std::fs::create_dir_all(&root).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m", "none"])
-            .arg(&root)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
+        if !mount(&["-t", "tmpfs", "-o", "size=1m", "none"], &root) {
             eprintln!("SKIP removal_refuses_a_root_that_is_itself_a_mount_point: mount -t tmpfs failed");
             return;
         }
@@ -687,12 +691,7 @@ mod tests {
         let mnt = root.join("deep/mnt");
         std::fs::create_dir_all(&mnt).unwrap();
         std::fs::write(root.join("deep/own"), "x").unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m", "none"])
-            .arg(&mnt)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
+        if !mount(&["-t", "tmpfs", "-o", "size=1m", "none"], &mnt) {
             eprintln!("SKIP removal_never_crosses_into_a_mounted_filesystem: mount -t tmpfs failed");
             return;
         }
@@ -729,13 +728,6 @@ mod tests {
         let root = dir.path().join("sandbox");
         std::fs::create_dir_all(root.join("t")).unwrap();
         std::fs::create_dir_all(root.join("bound")).unwrap();
-        let mount = |args: &[&str], at: &Path| {
-            std::process::Command::new("mount")
-                .args(args)
-                .arg(at)
-                .status()
-                .is_ok_and(|s| s.success())
-        };
         if !mount(&["-t", "tmpfs", "-o", "size=1m", "none"], &root.join("t")) {
             eprintln!("SKIP teardown_unmounts_what_the_run_mounted_and_removes_the_rest: mount -t tmpfs failed");
             return;
