@@ -174,9 +174,14 @@ pub struct GcArgs {
 
 #[derive(Args, Debug)]
 pub struct RepairArgs {
-    /// Repository directory (stop any receiver serving it first).
-    #[arg(long, value_name = "DIR")]
+    /// Repository directory, or s3://BUCKET/PREFIX (stop any receiver serving it first).
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
     pub repo: PathBuf,
+    /// Where an s3:// repository's local cache is rebuilt (and who owns the
+    /// repository afterwards) [default: state_dir of the configuration, else
+    /// /var/lib/lifeline as root, else $XDG_STATE_HOME/lifeline].
+    #[arg(long, value_name = "DIR", env = "LIFELINE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -682,9 +687,14 @@ pub struct ReceiverArgs {
     /// Take repo, listen and allow from this site of the configuration.
     #[arg(long, value_name = "NAME")]
     pub site: Option<String>,
-    /// Repository directory (created if absent).
-    #[arg(long, value_name = "DIR")]
+    /// Repository directory (created if absent), or s3://BUCKET/PREFIX (an empty
+    /// bucket or prefix is initialised; the local cache lives in --state-dir).
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
     pub repo: Option<PathBuf>,
+    /// Where an s3:// repository's local cache lives [default: state_dir of the
+    /// configuration, else /var/lib/lifeline as root, else $XDG_STATE_HOME/lifeline].
+    #[arg(long, value_name = "DIR", env = "LIFELINE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Address to listen on; with port 0 the bound address is printed first.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
@@ -793,9 +803,17 @@ pub enum KeyCommand {
 
 #[derive(Args, Debug)]
 pub struct RepoArg {
-    /// Repository: a directory, or https://HOST:PORT of a receiver (with --tls-dir and --identity).
-    #[arg(long, value_name = "DIR|URL")]
+    /// Repository: a directory, s3://BUCKET/PREFIX (endpoint and credentials from
+    /// AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or the
+    /// configuration's [s3] table), or https://HOST:PORT of a receiver (with --tls-dir
+    /// and --identity).
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX|URL")]
     pub repo: PathBuf,
+    /// State directory: the agent's state (what the last point held, to send only
+    /// changes) and the local cache of an s3:// repository [default: state_dir of the
+    /// configuration, else /var/lib/lifeline as root, else $XDG_STATE_HOME/lifeline].
+    #[arg(long, value_name = "DIR", env = "LIFELINE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -833,9 +851,6 @@ pub struct BackupArgs {
     /// replication of a failback, sends only those blocks [config: block_map].
     #[arg(long)]
     pub block_map: bool,
-    /// Agent state directory [default: /var/lib/lifeline as root, else $XDG_STATE_HOME/lifeline].
-    #[arg(long, value_name = "DIR", env = "LIFELINE_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,

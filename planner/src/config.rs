@@ -28,6 +28,10 @@ pub struct Config {
     /// `lifeline daemon`'s options (flags and LIFELINE_* variables override them).
     #[serde(default)]
     pub daemon: crate::daemon::DaemonOptions,
+    /// How `s3://` repositories are reached: `endpoint`, `region`,
+    /// `access_key_id`, `secret_access_key`, `path_style` (the AWS_* variables
+    /// fill in what is left out).
+    pub s3: Option<lifeline_replicator::S3Settings>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

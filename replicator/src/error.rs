@@ -156,6 +156,14 @@ pub enum Error {
     #[error("interrupted; nothing was committed (the earlier points are intact)")]
     Interrupted,
 
+    #[error("{op} {location}: {reason}; {fix}")]
+    Storage {
+        op: String,
+        location: String,
+        reason: String,
+        fix: String,
+    },
+
     #[error("{repository} refused the request: {message}")]
     Refused { repository: String, message: String },
 

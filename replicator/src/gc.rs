@@ -287,7 +287,7 @@ fn live_points(repo: &Repository, tenant: &str) -> Result<Vec<crate::point::Poin
     let comparison = repo.compare_with_objects()?;
     if !comparison.agrees() {
         return Err(Error::CatalogDisagrees {
-            repo: repo.path().display().to_string(),
+            repo: repo.name().display().to_string(),
             problem: format!(
                 "{} (garbage collection refused: nothing was deleted)",
                 comparison.summary()
@@ -300,7 +300,7 @@ fn live_points(repo: &Repository, tenant: &str) -> Result<Vec<crate::point::Poin
             Ok(p) => points.push(p),
             Err(e) => {
                 return Err(Error::Refused {
-                    repository: repo.path().display().to_string(),
+                    repository: repo.name().display().to_string(),
                     message: format!("garbage collection refused, nothing was deleted: {e}"),
                 });
             }

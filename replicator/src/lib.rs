@@ -46,13 +46,16 @@ pub use gc::{GcReport, first_missing, gc, gc_with};
 pub use hooks::{ThawGuard, run_hook};
 pub use object_id::ObjectId;
 pub use point::{Consistency, PointBody, PointHeader, PointRecord, RecoveryPoint, RootRef, VolumeEntry, check_name};
-pub use repair::{RepairProgress, RepairReport, repair};
-pub use repository::{Comparison, DEFAULT_TENANT, OWNER_FILE, OwnerNote, Repository};
+pub use repair::{RepairProgress, RepairReport, repair, repair_s3};
+pub use repository::{
+    Comparison, DEFAULT_TENANT, OWNER_FILE, OWNER_KEY, OwnerLease, OwnerNote, Repository, S3Context, s3_cache_dir,
+    set_s3_context,
+};
 pub use restore::{PointSelector, RestoreOptions, RestoreSummary, restore, select_point};
 pub use retention::{Decision, KeepReason, RetentionPolicy, decide};
 pub use store::{
-    ChunkStore, CollectReport, LocalDirStorage, LocalDirStore, ObjectLocation, ObjectStorage, PackId, StoredObject,
-    SweepPlan,
+    ChunkStore, CollectReport, LocalDirStorage, LocalDirStore, ObjectLocation, ObjectStorage, PackId, S3Counts, S3Location, S3Settings,
+    S3Stats, S3Storage, StoredObject, SweepPlan,
 };
 pub use tenant_repository::{CycleReport, LocalTenant, TenantRepository};
 pub use verify::{AffectedPoint, DamagedObject, VerifyOptions, VerifyReport, verify};

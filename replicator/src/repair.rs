@@ -38,8 +38,8 @@ use crate::fsutil;
 use crate::object_id::ObjectId;
 use crate::point::{PointRecord, check_name};
 use crate::record_object::{self, RecordKind};
-use crate::store::local_dir::{pack_files, read_footer};
-use crate::store::{LocalDirStorage, ObjectLocation, ObjectStorage, PackId};
+use crate::store::local_dir::{pack_files, pack_objects, read_footer, read_object_footer};
+use crate::store::{LocalDirStorage, ObjectLocation, ObjectStorage, PackId, S3Location, S3Settings, S3Storage};
 
 /// sled page cache of the catalog being rebuilt. At 1 M objects
 /// (`lifeline bench --repair --points 1000`, same machine, one after the
@@ -175,19 +175,72 @@ fn read_marker(path: &Path) -> Option<(String, u32)> {
     (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| (id.to_string(), format))
 }
 
+/// Where a pack is, for a repair.
+enum PackSource {
+    File(PathBuf),
+    Object(String),
+}
+
 /// Rebuilds the catalog of the local repository at `path` from its objects.
 pub fn repair(path: &Path, progress: &(dyn Fn(RepairProgress) + Sync)) -> Result<RepairReport> {
-    let t0 = Instant::now();
+    if let Some(location) = path.to_str().and_then(S3Location::parse) {
+        let location = location?;
+        let ctx = crate::repository::s3_context();
+        let state_dir = ctx.state_dir.ok_or_else(|| Error::Invalid {
+            what: "S3 repository",
+            value: location.url(),
+            reason: "repair rebuilds the cache in a state directory: give --state-dir DIR".into(),
+        })?;
+        return repair_s3(&location, &ctx.settings, &state_dir, progress);
+    }
     let storage = LocalDirStorage::new(path);
+    if read_marker(path).is_none()
+        && storage.get(record_object::CONFIG_KEY)?.is_none()
+        && !path.join("tenants").is_dir()
+    {
+        return Err(Error::NotARepository { path: path.into() });
+    }
+    rebuild(&storage, path, None, progress)
+}
+
+/// Rebuilds the local cache of an `s3://` repository under `state_dir` from
+/// the bucket alone (a recovery site that lost its disk, or a damaged
+/// cache), and makes this cache the repository's owner.
+pub fn repair_s3(
+    location: &S3Location,
+    settings: &S3Settings,
+    state_dir: &Path,
+    progress: &(dyn Fn(RepairProgress) + Sync),
+) -> Result<RepairReport> {
+    let storage = S3Storage::new(location, settings)?;
+    if storage.get(record_object::CONFIG_KEY)?.is_none() && storage.list("tenants/")?.is_empty() {
+        return Err(Error::NotARepository {
+            path: location.url().into(),
+        });
+    }
+    let cache = crate::repository::s3_cache_dir(state_dir, location);
+    std::fs::create_dir_all(&cache).map_err(|e| Error::io(format!("create {}", cache.display()), e))?;
+    let owner = crate::repository::cache_owner_id(&cache)?;
+    let report = rebuild(&storage, &cache, Some(location), progress)?;
+    crate::repository::take_lease(&storage, &owner, &cache)?;
+    Ok(report)
+}
+
+/// The rebuild itself: `dir` holds the catalog (the repository's directory,
+/// or an S3 repository's cache).
+fn rebuild(
+    storage: &dyn ObjectStorage,
+    path: &Path,
+    s3: Option<&S3Location>,
+    progress: &(dyn Fn(RepairProgress) + Sync),
+) -> Result<RepairReport> {
+    let t0 = Instant::now();
     let mut report = RepairReport::default();
-    let marker = read_marker(path);
+    let marker = if s3.is_none() { read_marker(path) } else { None };
     let config_bytes = storage.get(record_object::CONFIG_KEY)?;
     let config_object: Option<RepositoryConfig> = config_bytes
         .as_deref()
         .and_then(|b| record_object::decode(RecordKind::Config, b, "").ok());
-    if marker.is_none() && config_object.is_none() && !path.join("tenants").is_dir() {
-        return Err(Error::NotARepository { path: path.into() });
-    }
     if let Some((_, f)) = &marker
         && *f > REPOSITORY_FORMAT
     {
@@ -215,7 +268,7 @@ pub fn repair(path: &Path, progress: &(dyn Fn(RepairProgress) + Sync)) -> Result
         (None, None, None) => {
             return Err(Error::RepositoryObjectDamaged {
                 what: "repository identity".into(),
-                location: path.display().to_string(),
+                location: storage.describe(),
                 reason: "the marker, the config object and the catalog are all unreadable".into(),
                 remedy: "restore `lifeline-repo` or `meta/config` from a copy of this repository".into(),
             });
@@ -242,8 +295,17 @@ pub fn repair(path: &Path, progress: &(dyn Fn(RepairProgress) + Sync)) -> Result
         .into_iter()
         .filter_map(|(k, _)| k.strip_prefix(record_object::TENANTS_PREFIX).map(str::to_string))
         .collect();
-    if let Ok(dirs) = std::fs::read_dir(path.join("tenants")) {
-        names.extend(dirs.filter_map(|e| e.ok()?.file_name().into_string().ok()));
+    if s3.is_none() {
+        if let Ok(dirs) = std::fs::read_dir(path.join("tenants")) {
+            names.extend(dirs.filter_map(|e| e.ok()?.file_name().into_string().ok()));
+        }
+    } else {
+        names.extend(
+            storage
+                .list("tenants/")?
+                .into_iter()
+                .filter_map(|(k, _)| Some(k.strip_prefix("tenants/")?.split_once('/')?.0.to_string())),
+        );
     }
     names.extend(old.tenants.keys().cloned());
     names.retain(|n| check_name("tenant", n).is_ok());
@@ -291,21 +353,43 @@ pub fn repair(path: &Path, progress: &(dyn Fn(RepairProgress) + Sync)) -> Result
         report.tenants.push(name.clone());
 
         // 3. Packs: every footer, in parallel; damaged footers from the old catalog.
-        let objects_dir = path.join("tenants").join(&name).join("objects");
-        let packs = pack_files(&objects_dir)?;
+        let packs: Vec<(PackId, PackSource)> = match s3 {
+            None => pack_files(&path.join("tenants").join(&name).join("objects"))?
+                .into_iter()
+                .map(|(id, p)| (id, PackSource::File(p)))
+                .collect(),
+            Some(_) => pack_objects(storage, &format!("tenants/{name}/objects"))?
+                .into_iter()
+                .map(|(id, k, _)| (id, PackSource::Object(k)))
+                .collect(),
+        };
         let total = packs.len() as u64;
         let done = std::sync::atomic::AtomicU64::new(0);
-        let footers: Vec<(PackId, PathBuf, Footer)> = packs
-            .into_par_iter()
-            .map(|(id, p)| {
-                let f = read_footer(&p, id);
-                let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                if d.is_multiple_of(64) || d == total {
-                    progress(RepairProgress::Packs { done: d, total });
-                }
-                (id, p, f)
-            })
-            .collect();
+        let read_all = || -> Vec<(PackId, PackSource, Footer)> {
+            packs
+                .into_par_iter()
+                .map(|(id, p)| {
+                    let f = match &p {
+                        PackSource::File(path) => read_footer(path, id),
+                        PackSource::Object(key) => read_object_footer(storage, key, id),
+                    };
+                    let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    if d.is_multiple_of(64) || d == total {
+                        progress(RepairProgress::Packs { done: d, total });
+                    }
+                    (id, p, f)
+                })
+                .collect()
+        };
+        // Footers of a bucket are network reads: many in flight at once.
+        let footers = match s3 {
+            None => read_all(),
+            Some(_) => rayon::ThreadPoolBuilder::new()
+                .num_threads(16)
+                .build()
+                .map_err(|e| Error::io("start the footer readers", std::io::Error::other(e)))?
+                .install(read_all),
+        };
         let index = catalog.object_index(&name)?;
         let damaged_packs: BTreeSet<PackId> = footers.iter().filter(|f| f.2.is_err()).map(|f| f.0).collect();
         let mut from_old = if damaged_packs.is_empty() {
@@ -318,18 +402,20 @@ pub fn repair(path: &Path, progress: &(dyn Fn(RepairProgress) + Sync)) -> Result
             let entries = match footer {
                 Ok(e) => e,
                 Err(reason) => {
-                    let checked = checked_entries(&p, from_old.remove(&id).unwrap_or_default());
+                    let checked = checked_entries(storage, &p, from_old.remove(&id).unwrap_or_default());
+                    let shown = match &p {
+                        PackSource::File(f) => f.display().to_string(),
+                        PackSource::Object(k) => storage.locate(k),
+                    };
                     if checked.is_empty() {
                         report.damaged.push(format!(
-                            "pack {}: its footer is unreadable ({reason}) and the old catalog has no intact entry for it: its objects are not indexed",
-                            p.display()
+                            "pack {shown}: its footer is unreadable ({reason}) and the old catalog has no intact entry for it: its objects are not indexed"
                         ));
                         continue;
                     }
                     report.entries_from_old_catalog += checked.len() as u64;
                     report.rewritten.push(format!(
-                        "{} (footer unreadable: {reason}; {} entries taken from the old catalog, each object's trailer checked)",
-                        p.display(),
+                        "{shown} (footer unreadable: {reason}; {} entries taken from the old catalog, each object's trailer checked)",
                         checked.len()
                     ));
                     checked
@@ -424,6 +510,10 @@ pub fn repair(path: &Path, progress: &(dyn Fn(RepairProgress) + Sync)) -> Result
     std::fs::rename(&building, &current)
         .map_err(|e| Error::io(format!("put the rebuilt catalog in place at {}", current.display()), e))?;
     fsutil::fsync_dir(path)?;
+    if s3.is_some() {
+        report.elapsed_secs = t0.elapsed().as_secs_f64();
+        return Ok(report);
+    }
     let marker_text = format!("{REPOSITORY_MARKER}\nformat {REPOSITORY_FORMAT}\nid {}\n", config.id);
     if std::fs::read_to_string(path.join(REPOSITORY_MARKER_FILE))
         .ok()
@@ -441,16 +531,35 @@ pub fn repair(path: &Path, progress: &(dyn Fn(RepairProgress) + Sync)) -> Result
 
 /// The entries whose object, read at its location in `pack`, passes its own
 /// trailer check.
-fn checked_entries(pack: &Path, entries: Vec<(ObjectId, ObjectLocation)>) -> Vec<(ObjectId, ObjectLocation)> {
+fn checked_entries(
+    storage: &dyn ObjectStorage,
+    pack: &PackSource,
+    entries: Vec<(ObjectId, ObjectLocation)>,
+) -> Vec<(ObjectId, ObjectLocation)> {
     use std::os::unix::fs::FileExt;
-    let Ok(f) = std::fs::File::open(pack) else {
-        return Vec::new();
+    let file = match pack {
+        PackSource::File(p) => match std::fs::File::open(p) {
+            Ok(f) => Some(f),
+            Err(_) => return Vec::new(),
+        },
+        PackSource::Object(_) => None,
     };
     entries
         .into_iter()
         .filter(|(_, loc)| {
-            let mut buf = vec![0u8; loc.len as usize];
-            f.read_exact_at(&mut buf, loc.offset).is_ok() && SealedObject::parse(&buf).is_ok()
+            let buf = match (&file, pack) {
+                (Some(f), _) => {
+                    let mut buf = vec![0u8; loc.len as usize];
+                    f.read_exact_at(&mut buf, loc.offset).is_ok().then_some(buf)
+                }
+                (None, PackSource::Object(k)) => storage
+                    .get_range(k, loc.offset, loc.len as u64)
+                    .ok()
+                    .flatten()
+                    .filter(|b| b.len() == loc.len as usize),
+                (None, PackSource::File(_)) => None,
+            };
+            buf.is_some_and(|b| SealedObject::parse(&b).is_ok())
         })
         .collect()
 }

@@ -59,7 +59,7 @@ impl Repository {
 
 impl TenantRepository for LocalTenant<'_> {
     fn describe(&self) -> String {
-        self.repo.path().display().to_string()
+        self.repo.name().display().to_string()
     }
     fn repository_id(&self) -> String {
         self.repo.id().into()

@@ -140,7 +140,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     let mut memo: HashMap<ObjectId, Option<ObjectId>> = HashMap::new();
     let mut affected = Vec::new();
     let mut volumes_hashed = 0;
-    let location = repo.path().display().to_string();
+    let location = repo.name().display().to_string();
     for p in &points {
         let h = &p.header;
         let mut reasons = Vec::new();

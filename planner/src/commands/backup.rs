@@ -43,7 +43,7 @@ pub fn run(a: &BackupArgs, config: &crate::config::Config) -> Result<ExitCode> {
         volumes,
         freeze: a.freeze.clone(),
         thaw: a.thaw.clone(),
-        state_dir: config.state_dir(a.state_dir.as_deref()),
+        state_dir: config.state_dir(a.repo.state_dir.as_deref()),
         cancel: cancel_on_signals()?,
         progress: bar.callback(),
         block_map: a.block_map,

@@ -32,7 +32,7 @@ pub fn init(a: &InitArgs) -> Result<ExitCode> {
     let repo = Repository::init(&a.repo.repo, &key.keys(), DEFAULT_TENANT)?;
     println!(
         "initialised repository {} (id {}) for key {}",
-        repo.path().display(),
+        repo.name().display(),
         repo.id(),
         key.keys().fingerprint_hex()
     );

@@ -26,6 +26,7 @@ use crate::runbook::actions::Mode;
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let config = crate::config::Config::load(cli.config.as_deref())?;
+    configure_s3(&cli.command, &config);
     match cli.command {
         Command::Key(KeyCommand::New { out }) => key::new(&out),
         Command::Init(a) => key::init(&a),
@@ -68,6 +69,30 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Testbed(c) => testbed::testbed(c),
         Command::Workload(c) => testbed::workload(c),
     }
+}
+
+/// Tells the replicator how to reach `s3://` repositories: the command's
+/// `--state-dir` (else the configuration's, else the default) for the local
+/// cache, and the configuration's `[s3]` table (the AWS_* variables fill in
+/// what it leaves out).
+fn configure_s3(command: &Command, config: &crate::config::Config) {
+    let flag = match command {
+        Command::Init(a) => a.repo.state_dir.as_deref(),
+        Command::Backup(a) => a.repo.state_dir.as_deref(),
+        Command::Points(a) => a.repo.state_dir.as_deref(),
+        Command::Restore(a) => a.repo.state_dir.as_deref(),
+        Command::Verify(a) => a.repo.state_dir.as_deref(),
+        Command::Prune(a) => a.repo.state_dir.as_deref(),
+        Command::Gc(a) => a.repo.state_dir.as_deref(),
+        Command::Repair(a) => a.state_dir.as_deref(),
+        Command::Receiver(a) => a.state_dir.as_deref(),
+        Command::Daemon(a) => a.state_dir.as_deref(),
+        _ => None,
+    };
+    lifeline_replicator::set_s3_context(lifeline_replicator::S3Context {
+        state_dir: Some(config.state_dir(flag)),
+        settings: config.s3.clone().unwrap_or_default(),
+    });
 }
 
 /// The passphrase for wrapped key files, from the environment.

@@ -67,7 +67,7 @@ pub fn prune_owned(
     if points.is_empty() {
         bail!(
             "group `{group}` of tenant `{tenant}` has no points in {} (see `lifeline points`)",
-            repo.path().display()
+            repo.name().display()
         );
     }
     let pts: Vec<(u64, chrono::DateTime<Utc>)> = points.iter().map(|p| (p.header.seq, p.header.taken_at)).collect();

@@ -86,7 +86,7 @@ pub fn run(a: &VerifyArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(code);
     }
-    print_report(&repo.path().display().to_string(), &r);
+    print_report(&repo.name().display().to_string(), &r);
     Ok(code)
 }
 

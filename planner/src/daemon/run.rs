@@ -945,7 +945,7 @@ impl Shared {
                     (None, None) => unreachable!("an owned repository is local or served"),
                 };
                 clean &= r.is_clean();
-                reports.push(json!({"repo": repo.path(), "tenant": t, "clean": r.is_clean(), "objects": r.objects, "affected_points": r.affected_points}));
+                reports.push(json!({"repo": repo.name(), "tenant": t, "clean": r.is_clean(), "objects": r.objects, "affected_points": r.affected_points}));
             }
         }
         self.metrics.set_gauge(

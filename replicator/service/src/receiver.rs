@@ -56,15 +56,7 @@ pub struct Receiver {
 impl Receiver {
     /// Opens (or creates) the repository directory.
     pub fn open(cfg: &ReceiverConfig) -> Result<Receiver, lifeline_replicator::Error> {
-        let repo = if cfg
-            .repo
-            .join(lifeline_replicator::file_formats::REPOSITORY_MARKER_FILE)
-            .exists()
-        {
-            Repository::open(&cfg.repo)?
-        } else {
-            Repository::create_empty(&cfg.repo)?
-        };
+        let repo = Repository::open_or_create(&cfg.repo)?;
         Ok(Receiver {
             repo: std::sync::RwLock::new(Some(Arc::new(repo))),
             path: cfg.repo.clone(),

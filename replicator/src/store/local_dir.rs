@@ -25,14 +25,14 @@ use std::fs::{self, File};
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::catalog::ObjectIndex;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::object_id::ObjectId;
 use crate::store::pack::{self, ObjectLocation, PACK_HEADER_LEN, PACK_TARGET_BYTES, PackId};
-use crate::store::{ChunkStore, StoredObject};
+use crate::store::{ChunkStore, ObjectStorage, StoredObject};
 
 /// Bytes of closed packs that trigger a sync during a long write.
 pub const SYNC_BATCH_BYTES: u64 = 256 << 20;
@@ -93,12 +93,117 @@ impl FooterCache {
     }
 }
 
+/// Where a store's packs live.
+enum Backend {
+    /// Pack files under `DIR/packs`: streamed to temp files, made durable with
+    /// one `syncfs` per batch, read with `pread` through cached handles.
+    Dir,
+    /// Whole objects `PREFIX/packs/<ab>/<pack id>` of an [`ObjectStorage`]
+    /// (S3): each pack is built in memory and stored with one put (several in
+    /// parallel), read with ranged gets through [`Segments`]. The store's
+    /// directory is only a scratch directory then.
+    Objects {
+        storage: Arc<dyn ObjectStorage>,
+        prefix: String,
+        segments: Segments,
+    },
+}
+
+/// Bytes of a pack fetched by one ranged read of an object-storage pack:
+/// reads in pack order (a restore, a verify) cost one request per segment.
+const SEGMENT_BYTES: u64 = 4 << 20;
+/// Segments kept (96 MiB).
+const SEGMENT_CACHE: usize = 24;
+
+/// Recently read segments of object-storage packs, least recently used first.
+#[derive(Default)]
+struct Segments(Mutex<Vec<((PackId, u64), Arc<Vec<u8>>)>>);
+
+impl Segments {
+    fn get(&self, key: &(PackId, u64)) -> Option<Arc<Vec<u8>>> {
+        let mut v = self.0.lock().expect("segments");
+        let i = v.iter().position(|(k, _)| k == key)?;
+        let hit = v.remove(i);
+        let bytes = hit.1.clone();
+        v.push(hit);
+        Some(bytes)
+    }
+
+    fn put(&self, key: (PackId, u64), bytes: Arc<Vec<u8>>) {
+        let mut v = self.0.lock().expect("segments");
+        v.retain(|(k, _)| *k != key);
+        if v.len() >= SEGMENT_CACHE {
+            v.remove(0);
+        }
+        v.push((key, bytes));
+    }
+
+    fn forget(&self, pack: &PackId) {
+        self.0.lock().expect("segments").retain(|((p, _), _)| p != pack);
+    }
+}
+
+/// The bytes of a pack being written: a temp file, or memory (object storage).
+#[derive(Clone)]
+enum PackBody {
+    File(Arc<File>),
+    Mem(Arc<RwLock<Vec<u8>>>),
+}
+
+impl PackBody {
+    /// Appends `bytes` at `offset` (the current end).
+    fn write_at(&self, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+        match self {
+            PackBody::File(f) => f.write_all_at(bytes, offset),
+            PackBody::Mem(m) => {
+                let mut m = m.write().expect("pack body");
+                m.truncate(offset as usize);
+                m.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        match self {
+            PackBody::File(f) => f.read_exact_at(buf, offset),
+            PackBody::Mem(m) => {
+                let m = m.read().expect("pack body");
+                let end = offset as usize + buf.len();
+                if end > m.len() {
+                    return Err(ErrorKind::UnexpectedEof.into());
+                }
+                buf.copy_from_slice(&m[offset as usize..end]);
+                Ok(())
+            }
+        }
+    }
+
+    fn sync_all(&self) -> std::io::Result<()> {
+        match self {
+            PackBody::File(f) => f.sync_all(),
+            PackBody::Mem(_) => Ok(()),
+        }
+    }
+}
+
 struct OpenPack {
     id: PackId,
-    file: Arc<File>,
+    file: PackBody,
+    /// The temp file (a directory store), or the pack's URL (object storage:
+    /// for messages only).
     tmp: PathBuf,
     len: u64,
     entries: Vec<(ObjectId, ObjectLocation)>,
+}
+
+impl OpenPack {
+    /// Removes the temp file of a pack that will not be stored.
+    fn discard(&self) {
+        if let PackBody::File(_) = self.file {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -106,8 +211,8 @@ struct WriteState {
     current: Option<OpenPack>,
     closed: Vec<OpenPack>,
     closed_bytes: u64,
-    /// Objects put but not yet published, with the file that holds them.
-    pending: HashMap<ObjectId, (Arc<File>, ObjectLocation)>,
+    /// Objects put but not yet published, with the pack body that holds them.
+    pending: HashMap<ObjectId, (PackBody, ObjectLocation)>,
     deleted: Vec<ObjectId>,
 }
 
@@ -134,6 +239,7 @@ impl std::ops::Deref for LocalDirStore {
 /// the store and its background sync share.
 pub struct Packs {
     dir: PathBuf,
+    backend: Backend,
     index: Arc<dyn ObjectIndex>,
     state: Mutex<WriteState>,
     /// Serialises syncs so packs are published in order.
@@ -170,9 +276,34 @@ impl LocalDirStore {
             let e = e.ctx(|| format!("list {}", tmp.display()))?;
             let _ = fs::remove_file(e.path());
         }
+        Self::assemble(dir, Backend::Dir, index)
+    }
+
+    /// Opens the store of packs under `prefix` in `storage` (an S3 bucket),
+    /// with `scratch` as its local scratch directory. Unlike a directory, the
+    /// storage is not listed at open (a bucket is listed only by `repair` and
+    /// garbage collection): a pack a crash left stored but unpublished holds
+    /// objects the next backup sends again, and `lifeline repair` indexes it.
+    pub fn open_objects(
+        storage: Arc<dyn ObjectStorage>,
+        prefix: &str,
+        scratch: &Path,
+        index: Arc<dyn ObjectIndex>,
+    ) -> Result<Self> {
+        fs::create_dir_all(scratch).ctx(|| format!("create {}", scratch.display()))?;
+        let backend = Backend::Objects {
+            storage,
+            prefix: prefix.trim_end_matches('/').to_string(),
+            segments: Segments::default(),
+        };
+        Self::assemble(scratch, backend, index)
+    }
+
+    fn assemble(dir: &Path, backend: Backend, index: Arc<dyn ObjectIndex>) -> Result<Self> {
         let store = LocalDirStore {
             packs: Arc::new(Packs {
                 dir: dir.to_path_buf(),
+                backend,
                 index,
                 state: Mutex::new(WriteState::default()),
                 sync_lock: Mutex::new(()),
@@ -227,6 +358,9 @@ impl LocalDirStore {
 
 impl Packs {
     fn recover(&self) -> Result<()> {
+        if !matches!(self.backend, Backend::Dir) {
+            return Ok(());
+        }
         for b in 0..=255u8 {
             let shard = self.dir.join("packs").join(hex::encode([b]));
             if !shard.exists() {
@@ -259,6 +393,82 @@ impl Packs {
         self.dir.join("packs").join(&hex[..2]).join(hex)
     }
 
+    /// Where a pack is, for messages: its path or its URL.
+    fn pack_location(&self, id: &PackId) -> String {
+        match &self.backend {
+            Backend::Dir => self.pack_path(id).display().to_string(),
+            Backend::Objects { storage, prefix, .. } => storage.locate(&pack_key(prefix, id)),
+        }
+    }
+
+    /// The checked footer of a durable pack, or why it cannot be read.
+    fn footer(&self, id: &PackId) -> Result<Vec<(ObjectId, ObjectLocation)>, String> {
+        match &self.backend {
+            Backend::Dir => read_footer(&self.pack_path(id), *id),
+            Backend::Objects { storage, prefix, .. } => read_object_footer(storage.as_ref(), &pack_key(prefix, id), *id),
+        }
+    }
+
+    /// Size and modification time of a durable pack (`None`: it is gone).
+    fn pack_stat(&self, id: &PackId) -> Result<Option<(u64, std::time::SystemTime)>> {
+        match &self.backend {
+            Backend::Dir => match fs::metadata(self.pack_path(id)) {
+                Ok(m) => Ok(Some((m.len(), m.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH)))),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::io(format!("stat pack {}", self.pack_path(id).display()), e)),
+            },
+            Backend::Objects { storage, prefix, .. } => storage.stat(&pack_key(prefix, id)),
+        }
+    }
+
+    /// Reads the object at `loc` from its durable pack; `None` when the pack
+    /// is gone.
+    fn read_published(&self, id: &ObjectId, loc: &ObjectLocation) -> Result<Option<Vec<u8>>> {
+        let Backend::Objects {
+            storage,
+            prefix,
+            segments,
+        } = &self.backend
+        else {
+            let Some(file) = self.reader(&loc.pack)? else {
+                return Ok(None);
+            };
+            return self
+                .read_at(id, &PackBody::File(file), loc, &self.pack_location(&loc.pack))
+                .map(Some);
+        };
+        let key = pack_key(prefix, &loc.pack);
+        let (start, end) = (loc.offset, loc.offset + loc.len as u64);
+        let mut out = Vec::with_capacity(loc.len as usize);
+        let mut seg = start / SEGMENT_BYTES;
+        while seg * SEGMENT_BYTES < end {
+            let bytes = match segments.get(&(loc.pack, seg)) {
+                Some(b) => b,
+                None => {
+                    let Some(b) = storage.get_range(&key, seg * SEGMENT_BYTES, SEGMENT_BYTES)? else {
+                        return Ok(None);
+                    };
+                    let b = Arc::new(b);
+                    segments.put((loc.pack, seg), b.clone());
+                    b
+                }
+            };
+            let seg_start = seg * SEGMENT_BYTES;
+            let from = (start.max(seg_start) - seg_start) as usize;
+            let to = ((end.min(seg_start + SEGMENT_BYTES)) - seg_start) as usize;
+            if to > bytes.len() {
+                return Err(Error::ObjectDamaged {
+                    id: id.to_hex(),
+                    location: self.describe(loc),
+                    reason: "its pack object is truncated".into(),
+                });
+            }
+            out.extend_from_slice(&bytes[from..to]);
+            seg += 1;
+        }
+        Ok(Some(out))
+    }
+
     fn reader(&self, id: &PackId) -> Result<Option<Arc<File>>> {
         if let Some(f) = self.readers.lock().expect("readers").get(id) {
             return Ok(Some(f.clone()));
@@ -282,13 +492,13 @@ impl Packs {
             return Ok(());
         };
         let footer = pack::footer(&p.entries);
-        if let Err(e) = p.file.write_all_at(&footer, p.len) {
+        if let Err(e) = p.file.write_at(&footer, p.len) {
             // The pack cannot be finished: forget it whole, so nothing claims
             // its objects are present.
             for (id, _) in &p.entries {
                 state.pending.remove(id);
             }
-            let _ = fs::remove_file(&p.tmp);
+            p.discard();
             return Err(Error::io(format!("write pack footer {}", p.tmp.display()), e));
         }
         p.len += footer.len() as u64;
@@ -299,6 +509,20 @@ impl Packs {
 
     fn new_pack(&self) -> Result<OpenPack> {
         let id = PackId::random();
+        if let Backend::Objects { storage, prefix, .. } = &self.backend {
+            let body = PackBody::Mem(Arc::new(RwLock::new(Vec::with_capacity(
+                (PACK_TARGET_BYTES + (1 << 20)) as usize,
+            ))));
+            body.write_at(&pack::header(), 0)
+                .map_err(|e| Error::io("start a pack", e))?;
+            return Ok(OpenPack {
+                id,
+                file: body,
+                tmp: PathBuf::from(storage.locate(&pack_key(prefix, &id))),
+                len: PACK_HEADER_LEN,
+                entries: Vec::new(),
+            });
+        }
         let tmp = self.dir.join("packs/tmp").join(format!("{}.tmp", id.to_hex()));
         let file = fs::OpenOptions::new()
             .read(true)
@@ -310,7 +534,7 @@ impl Packs {
             .ctx(|| format!("write pack {}", tmp.display()))?;
         Ok(OpenPack {
             id,
-            file: Arc::new(file),
+            file: PackBody::File(Arc::new(file)),
             tmp,
             len: PACK_HEADER_LEN,
             entries: Vec::new(),
@@ -360,11 +584,7 @@ impl Packs {
         let mut sources = Vec::new();
         let mut moved: Vec<(ObjectId, Vec<u8>, u8)> = Vec::new();
         'pack: for (pack, _) in &small {
-            let path = self.pack_path(pack);
-            let Ok(entries) = read_footer(&path, *pack) else {
-                continue;
-            };
-            let Ok(file) = File::open(&path) else {
+            let Ok(entries) = self.footer(pack) else {
                 continue;
             };
             let mut objects = Vec::new();
@@ -372,12 +592,10 @@ impl Packs {
                 if self.index.get(&id)? != Some(loc) {
                     continue; // removed, or held by another pack
                 }
-                let mut buf = vec![0u8; loc.len as usize];
-                if file.read_exact_at(&mut buf, loc.offset).is_err()
-                    || crate::crypto::SealedObject::parse(&buf).is_err()
-                {
-                    continue 'pack;
-                }
+                let buf = match self.read_published(&id, &loc) {
+                    Ok(Some(b)) if crate::crypto::SealedObject::parse(&b).is_ok() => b,
+                    _ => continue 'pack,
+                };
                 objects.push((id, buf, loc.kind));
             }
             sources.push(*pack);
@@ -396,7 +614,7 @@ impl Packs {
                 }
                 let p = current.as_mut().expect("open pack");
                 p.file
-                    .write_all_at(bytes, p.len)
+                    .write_at(bytes, p.len)
                     .ctx(|| format!("write pack {}", p.tmp.display()))?;
                 p.entries.push((
                     *id,
@@ -419,7 +637,7 @@ impl Packs {
         })();
         if let Err(e) = result {
             for p in written.iter().chain(current.iter()) {
-                let _ = fs::remove_file(&p.tmp);
+                p.discard();
             }
             return Err(e);
         }
@@ -427,7 +645,9 @@ impl Packs {
         for (i, p) in written.iter().enumerate() {
             let doom: &[PackId] = if i + 1 == written.len() { &sources } else { &[] };
             self.index.relocate(p.id, &p.entries, &sources, doom)?;
-            self.readers.lock().expect("readers").insert(p.id, p.file.clone());
+            if let PackBody::File(f) = &p.file {
+                self.readers.lock().expect("readers").insert(p.id, f.clone());
+            }
         }
         self.delete_packs(&sources)?;
         let mut small = self.small.lock().expect("small packs");
@@ -452,7 +672,7 @@ impl Packs {
             for (id, _) in &p.entries {
                 st.pending.remove(id);
             }
-            let _ = fs::remove_file(&p.tmp);
+            p.discard();
         }
         st.closed_bytes = 0;
         dropped
@@ -477,7 +697,7 @@ impl Packs {
         drop(st);
         if let Err(e) = result {
             for p in &packs {
-                let _ = fs::remove_file(&p.tmp);
+                p.discard();
             }
             return Err(e);
         }
@@ -495,7 +715,9 @@ impl Packs {
         self.put_in_place(packs)?;
         for p in packs {
             self.index.publish(p.id, &p.entries)?;
-            self.readers.lock().expect("readers").insert(p.id, p.file.clone());
+            if let PackBody::File(f) = &p.file {
+                self.readers.lock().expect("readers").insert(p.id, f.clone());
+            }
             if p.len < SMALL_PACK_BYTES {
                 self.small.lock().expect("small packs").push((p.id, p.len));
             }
@@ -509,6 +731,22 @@ impl Packs {
     fn put_in_place(&self, packs: &[OpenPack]) -> Result<()> {
         if packs.is_empty() {
             return Ok(());
+        }
+        if let Backend::Objects { storage, prefix, .. } = &self.backend {
+            let keys: Vec<String> = packs.iter().map(|p| pack_key(prefix, &p.id)).collect();
+            let bodies: Vec<_> = packs
+                .iter()
+                .map(|p| match &p.file {
+                    PackBody::Mem(m) => m.read().expect("pack body"),
+                    PackBody::File(_) => unreachable!("object-storage packs are built in memory"),
+                })
+                .collect();
+            let items: Vec<(&str, &[u8])> = keys
+                .iter()
+                .zip(&bodies)
+                .map(|(k, b)| (k.as_str(), b.as_slice()))
+                .collect();
+            return storage.put_many_if_absent(&items);
         }
         let root = fs::File::open(&self.dir).ctx(|| format!("open {}", self.dir.display()))?;
         rustix::fs::syncfs(&root).ctx(|| format!("syncfs {}", self.dir.display()))?;
@@ -537,7 +775,7 @@ impl Packs {
         Ok(())
     }
 
-    fn read_at(&self, id: &ObjectId, file: &File, loc: &ObjectLocation, path: &Path) -> Result<Vec<u8>> {
+    fn read_at(&self, id: &ObjectId, file: &PackBody, loc: &ObjectLocation, path: &str) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; loc.len as usize];
         file.read_exact_at(&mut buf, loc.offset).map_err(|e| {
             if e.kind() == ErrorKind::UnexpectedEof {
@@ -547,7 +785,7 @@ impl Packs {
                     reason: "its pack file is truncated".into(),
                 }
             } else {
-                Error::io(format!("read object {} from {}", id, path.display()), e)
+                Error::io(format!("read object {id} from {path}"), e)
             }
         })?;
         Ok(buf)
@@ -558,35 +796,36 @@ impl Packs {
     fn get_located(&self, id: &ObjectId) -> Result<(Vec<u8>, Option<PackId>)> {
         let pending = self.state.lock().expect("state").pending.get(id).cloned();
         if let Some((file, loc)) = pending {
-            return Ok((self.read_at(id, &file, &loc, &self.dir)?, None));
+            return Ok((self.read_at(id, &file, &loc, &self.describe_store())?, None));
         }
         let missing = || Error::ObjectMissing {
             id: id.to_hex(),
-            location: self.dir.display().to_string(),
+            location: self.describe_store(),
         };
-        let mut loc = self.index.get(id)?.ok_or_else(missing)?;
-        let file = match self.reader(&loc.pack)? {
-            Some(f) => f,
-            None => {
-                // Compaction may have moved the object and deleted its old
-                // pack between the lookup and the open: look again once.
-                let again = self.index.get(id)?.ok_or_else(missing)?;
-                let moved = again.pack != loc.pack;
-                loc = again;
-                moved
-                    .then(|| self.reader(&loc.pack))
-                    .transpose()?
-                    .flatten()
-                    .ok_or_else(|| Error::ObjectMissing {
-                        id: id.to_hex(),
-                        location: format!("{} (its pack file is gone)", self.pack_path(&loc.pack).display()),
-                    })?
-            }
+        let loc = self.index.get(id)?.ok_or_else(missing)?;
+        if let Some(bytes) = self.read_published(id, &loc)? {
+            return Ok((bytes, Some(loc.pack)));
+        }
+        // Compaction may have moved the object and deleted its old pack
+        // between the lookup and the read: look again once.
+        let again = self.index.get(id)?.ok_or_else(missing)?;
+        let gone = || Error::ObjectMissing {
+            id: id.to_hex(),
+            location: format!("{} (its pack is gone)", self.pack_location(&again.pack)),
         };
-        Ok((
-            self.read_at(id, &file, &loc, &self.pack_path(&loc.pack))?,
-            Some(loc.pack),
-        ))
+        if again.pack == loc.pack {
+            return Err(gone());
+        }
+        let bytes = self.read_published(id, &again)?.ok_or_else(gone)?;
+        Ok((bytes, Some(again.pack)))
+    }
+
+    /// The store, for messages (its directory or its URL).
+    fn describe_store(&self) -> String {
+        match &self.backend {
+            Backend::Dir => self.dir.display().to_string(),
+            Backend::Objects { storage, prefix, .. } => storage.locate(prefix),
+        }
     }
 
     /// Caches the footer of a published pack, unless it is cached already.
@@ -596,7 +835,7 @@ impl Packs {
         if self.footers.lock().expect("footers").has(&pack) {
             return;
         }
-        match read_footer(&self.pack_path(&pack), pack) {
+        match self.footer(&pack) {
             Ok(entries) => self
                 .footers
                 .lock()
@@ -609,7 +848,7 @@ impl Packs {
     }
 
     fn describe(&self, loc: &ObjectLocation) -> String {
-        format!("pack {} at offset {}", self.pack_path(&loc.pack).display(), loc.offset)
+        format!("pack {} at offset {}", self.pack_location(&loc.pack), loc.offset)
     }
 }
 
@@ -650,10 +889,11 @@ impl Packs {
         if grace.is_zero() {
             return false;
         }
-        fs::metadata(self.pack_path(pack))
-            .and_then(|m| m.modified())
-            .map(|t| now.duration_since(t).unwrap_or_default() < grace)
-            .unwrap_or(true)
+        match self.pack_stat(pack) {
+            Ok(Some((_, t))) => now.duration_since(t).unwrap_or_default() < grace,
+            Ok(None) => false,
+            Err(_) => true,
+        }
     }
 
     /// Objects in packs younger than `grace` (garbage collection keeps them and
@@ -692,10 +932,11 @@ impl Packs {
     /// A scratch file for a sweep's dead ids, already unlinked (nothing to
     /// clean up after a crash).
     pub fn spill_file(&self) -> Result<File> {
-        let path = self
-            .dir
-            .join("packs/tmp")
-            .join(format!("gc-{}.tmp", PackId::random().to_hex()));
+        let dir = match self.backend {
+            Backend::Dir => self.dir.join("packs/tmp"),
+            Backend::Objects { .. } => self.dir.clone(),
+        };
+        let path = dir.join(format!("gc-{}.tmp", PackId::random().to_hex()));
         let f = fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -799,14 +1040,14 @@ impl Packs {
             // into it now (read from its footer; unreadable: kept).
             let mut still_used = Vec::new();
             for p in &empty {
-                let used = match read_footer(&self.pack_path(p), *p) {
+                let used = match self.footer(p) {
                     Ok(entries) => entries
                         .iter()
                         .map(|(id, _)| self.index.get(id).map(|l| l.is_some_and(|l| l.pack == *p)))
                         .collect::<Result<Vec<bool>>>()?
                         .into_iter()
                         .any(|u| u),
-                    Err(_) => fs::metadata(self.pack_path(p)).is_ok(),
+                    Err(_) => self.pack_stat(p)?.is_some(),
                 };
                 if used {
                     still_used.push(*p);
@@ -821,7 +1062,7 @@ impl Packs {
         }
         for p in &empty {
             r.packs_deleted += 1;
-            r.bytes_reclaimed += fs::metadata(self.pack_path(p)).map(|m| m.len()).unwrap_or(0);
+            r.bytes_reclaimed += self.pack_stat(p)?.map(|(len, _)| len).unwrap_or(0);
         }
         if dry_run {
             return Ok(r);
@@ -846,9 +1087,14 @@ impl Packs {
             .retain(|(p, _)| !packs.contains(p));
         let mut shards = std::collections::BTreeSet::new();
         for p in packs {
-            let path = self.pack_path(p);
             self.readers.lock().expect("readers").remove(p);
             self.footers.lock().expect("footers").forget(p);
+            if let Backend::Objects { storage, prefix, segments } = &self.backend {
+                segments.forget(p);
+                storage.delete(&pack_key(prefix, p))?;
+                continue;
+            }
+            let path = self.pack_path(p);
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -894,11 +1140,62 @@ fn read_full(r: &mut dyn std::io::Read, buf: &mut [u8]) -> std::io::Result<usize
     Ok(n)
 }
 
+/// The key of a pack of the store under `prefix` in object storage (the
+/// same layout as a directory store's files: `PREFIX/packs/<ab>/<id>`).
+pub(crate) fn pack_key(prefix: &str, id: &PackId) -> String {
+    let hex = id.to_hex();
+    format!("{prefix}/packs/{}/{hex}", &hex[..2])
+}
+
+/// Every pack object under `prefix` (a tenant's `tenants/T/objects`), with
+/// its key and size: what `lifeline repair` indexes.
+pub(crate) fn pack_objects(storage: &dyn ObjectStorage, prefix: &str) -> Result<Vec<(PackId, String, u64)>> {
+    let dir = format!("{prefix}/packs/");
+    Ok(storage
+        .list(&dir)?
+        .into_iter()
+        .filter_map(|(key, size)| {
+            let rest = key.strip_prefix(&dir)?;
+            let (shard, name) = rest.split_once('/')?;
+            let id = PackId::from_hex(name)?;
+            (shard.len() == 2 && name.starts_with(shard)).then_some((id, key, size))
+        })
+        .collect())
+}
+
+/// The checked footer of the pack object `key`, or why it cannot be read.
+pub(crate) fn read_object_footer(
+    storage: &dyn ObjectStorage,
+    key: &str,
+    id: PackId,
+) -> Result<Vec<(ObjectId, ObjectLocation)>, String> {
+    let (last, len) = storage
+        .get_tail(key, 40)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "the pack is gone".to_string())?;
+    if len < PACK_HEADER_LEN + 40 || last.len() < 40 {
+        return Err("too short for a pack".into());
+    }
+    let n = u32::from_le_bytes(last[..4].try_into().expect("4")) as usize;
+    let flen = pack::footer_len(n);
+    if flen > len - PACK_HEADER_LEN {
+        return Err("footer longer than the pack".into());
+    }
+    let (tail, len2) = storage
+        .get_tail(key, flen)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "the pack is gone".to_string())?;
+    if len2 != len || tail.len() as u64 != flen {
+        return Err("the pack changed while its footer was read".into());
+    }
+    pack::parse_footer(id, &tail, len)
+}
+
 /// Writes a compacted pack's footer and makes it durable.
 fn finish_pack(mut p: OpenPack) -> Result<OpenPack> {
     let footer = pack::footer(&p.entries);
     p.file
-        .write_all_at(&footer, p.len)
+        .write_at(&footer, p.len)
         .ctx(|| format!("write pack footer {}", p.tmp.display()))?;
     p.len += footer.len() as u64;
     p.file.sync_all().ctx(|| format!("fsync {}", p.tmp.display()))?;
@@ -961,13 +1258,13 @@ impl ChunkStore for LocalDirStore {
             len: sealed.len() as u32,
             kind: sealed.get(5).copied().unwrap_or(0),
         };
-        if let Err(e) = p.file.write_all_at(sealed, p.len) {
+        if let Err(e) = p.file.write_at(sealed, p.len) {
             // The pack may hold a partial object now: drop it whole.
             let p = st.current.take().expect("open pack");
             for (i, _) in &p.entries {
                 st.pending.remove(i);
             }
-            let _ = fs::remove_file(&p.tmp);
+            p.discard();
             // Other writers' objects in that pack went with it.
             self.losses.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             return Err(Error::io(format!("write object {} to pack {}", id, p.tmp.display()), e));
@@ -1008,9 +1305,9 @@ impl ChunkStore for LocalDirStore {
             .map(|id| {
                 let cached = self.footers.lock().expect("footers").find(id);
                 if let Some(loc) = cached
-                    && let Some(file) = self.reader(&loc.pack)?
+                    && let Some(bytes) = self.read_published(id, &loc)?
                 {
-                    return self.read_at(id, &file, &loc, &self.pack_path(&loc.pack));
+                    return Ok(bytes);
                 }
                 let (bytes, published) = self.get_located(id)?;
                 if let Some(pack) = published {
@@ -1064,7 +1361,14 @@ impl ChunkStore for LocalDirStore {
     fn location(&self, id: &ObjectId) -> String {
         match self.index.get(id) {
             Ok(Some(loc)) => self.describe(&loc),
-            _ => self.dir.display().to_string(),
+            _ => self.describe_store(),
+        }
+    }
+
+    fn callers_per_core(&self) -> usize {
+        match &self.backend {
+            Backend::Dir => 1,
+            Backend::Objects { storage, .. } => storage.parallel_reads().max(1),
         }
     }
 }

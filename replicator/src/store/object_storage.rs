@@ -55,11 +55,34 @@ pub trait ObjectStorage: Send + Sync {
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>>;
     /// Removes `key` (idempotent).
     fn delete(&self, key: &str) -> Result<()>;
+    /// [`put_if_absent`](Self::put_if_absent) of several objects (a network
+    /// store sends them in parallel); all durable when it returns `Ok`.
+    fn put_many_if_absent(&self, items: &[(&str, &[u8])]) -> Result<()> {
+        for (k, b) in items {
+            self.put_if_absent(k, b)?;
+        }
+        Ok(())
+    }
+    /// The last `len` bytes of an object (all of it when shorter), with the
+    /// object's size.
+    fn get_tail(&self, key: &str, len: u64) -> Result<Option<(Vec<u8>, u64)>> {
+        let Some((size, _)) = self.stat(key)? else {
+            return Ok(None);
+        };
+        let from = size.saturating_sub(len);
+        Ok(self.get_range(key, from, size - from)?.map(|b| (b, size)))
+    }
+    /// Size and modification time of an object.
+    fn stat(&self, key: &str) -> Result<Option<(u64, std::time::SystemTime)>>;
+    /// Ranged reads worth running at once (1: the caller's thread is as fast).
+    fn parallel_reads(&self) -> usize {
+        1
+    }
 }
 
 /// Checks a key against the contract's alphabet (keys are made by this crate
 /// from checked names; this catches a programming error, not user input).
-fn check_key(key: &str) -> Result<()> {
+pub(crate) fn check_key(key: &str) -> Result<()> {
     let ok = !key.is_empty()
         && key.split('/').all(|c| {
             !c.is_empty() && !c.starts_with('.') && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
@@ -232,6 +255,15 @@ impl ObjectStorage for LocalDirStorage {
         self.walk(&self.root, "", prefix, &mut out)?;
         out.sort();
         Ok(out)
+    }
+
+    fn stat(&self, key: &str) -> Result<Option<(u64, std::time::SystemTime)>> {
+        let path = self.path(key)?;
+        match fs::metadata(&path) {
+            Ok(m) => Ok(Some((m.len(), m.modified().ctx(|| format!("stat {}", path.display()))?))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("stat {}", path.display()), e)),
+        }
     }
 
     fn delete(&self, key: &str) -> Result<()> {
