@@ -197,10 +197,17 @@ impl Garage {
         }
         if n > 1 {
             let ids: Vec<String> = (0..n).map(|i| g.node_id(i, deadline)).collect();
-            for (i, id) in ids.iter().enumerate().skip(1) {
-                let peer = format!("{id}@127.0.0.1:{}", g.nodes[i].rpc_port);
-                g.cli_retry(0, &["node", "connect", &peer], deadline);
-            }
+            // Every pair, at once: left to learn of each other through node 0, nodes took
+            // a second longer to see a healthy cluster (3 nodes: 2.2 s, now 1.2 s).
+            let g_ref = &g;
+            thread::scope(|s| {
+                for i in 0..n {
+                    for (j, id) in ids.iter().enumerate().skip(i + 1) {
+                        let peer = format!("{id}@127.0.0.1:{}", g_ref.nodes[j].rpc_port);
+                        s.spawn(move || g_ref.cli_retry(i, &["node", "connect", &peer], deadline));
+                    }
+                }
+            });
             let mut assign = vec!["layout", "assign", "-z", "dc1", "-c", "10G"];
             assign.extend(ids.iter().map(String::as_str));
             g.cli_retry(0, &assign, deadline);
@@ -261,6 +268,7 @@ root_domain = ".s3.garage.localhost"
         }
         let rust_log = std::env::var("LIFELINE_GARAGE_LOG").unwrap_or_else(|_| "garage=info".into());
         cmd.env("RUST_LOG", rust_log)
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log fd"))
             .stderr(log);
@@ -500,13 +508,21 @@ root_domain = ".s3.garage.localhost"
     }
 
     /// Starts node `i` again (same ports, same data) and waits for its S3 port; with several
-    /// nodes, also until every running node sees the cluster healthy again.
+    /// nodes, it connects to the running ones (their own retry comes only every 30 s) and
+    /// waits until every running node sees the cluster healthy again.
     pub fn restart_node(&mut self, i: usize) {
         assert!(!self.is_alive(i), "node {i} is running");
         self.spawn(i);
         let deadline = Instant::now() + READY_TIMEOUT;
         self.wait_up(i, deadline);
         if self.nodes.len() > 1 {
+            // Both ways: a survivor that gave up on the dead node may ignore it for 30 s.
+            let me = format!("{}@127.0.0.1:{}", self.node_id(i, deadline), self.nodes[i].rpc_port);
+            for j in (0..self.nodes.len()).filter(|&j| j != i && self.is_alive(j)) {
+                let peer = format!("{}@127.0.0.1:{}", self.node_id(j, deadline), self.nodes[j].rpc_port);
+                self.cli_retry(i, &["node", "connect", &peer], deadline);
+                self.cli_retry(j, &["node", "connect", &me], deadline);
+            }
             self.wait_healthy_until(deadline);
         }
     }
