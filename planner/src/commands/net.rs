@@ -141,13 +141,12 @@ pub fn agent(a: &AgentArgs, config: &Config) -> Result<ExitCode> {
         .tls_dir
         .clone()
         .or_else(|| config.tls.as_ref().map(|t| t.dir.clone()));
-    let identity = a
-        .remote
-        .identity
-        .clone()
-        .or_else(|| config.tls.as_ref().and_then(|t| t.identity.clone()));
+    let identity = a.remote.identity.clone().or_else(|| config.agent_identity(&a.group));
     let (Some(tls_dir), Some(identity)) = (tls_dir, identity) else {
-        bail!("the agent needs --tls-dir TLSDIR and --identity NAME (or [tls] in the configuration) to reach {url}");
+        bail!(
+            "the agent needs --tls-dir TLSDIR and --identity NAME (or [tls] dir, and the group's `agent` or [tls] \
+             identity, in the configuration) to reach {url}"
+        );
     };
     let identity = identity.as_str();
     let interval_text = a.interval.clone().or_else(|| group.and_then(|g| g.interval.clone()));
@@ -347,8 +346,8 @@ fn last_passing_drills(config: &crate::config::Config) -> Result<std::collection
 
 pub fn status(a: &StatusArgs, config: &crate::config::Config) -> Result<ExitCode> {
     let (tls_dir, identity) = a.remote.require(&a.repo)?;
-    let repo = RemoteRepository::connect_with(&a.repo, &TlsDir::new(tls_dir), identity, None)?;
-    let groups = repo.status()?;
+    // No session: an agent identity reads its tenant's groups, an admin every tenant's.
+    let groups = lifeline_service::remote_status(&a.repo, &TlsDir::new(tls_dir), identity)?;
     let now = chrono::Utc::now();
     let drills = last_passing_drills(config);
     let rows: Vec<serde_json::Value> = groups
@@ -383,6 +382,7 @@ pub fn status(a: &StatusArgs, config: &crate::config::Config) -> Result<ExitCode
                 "rpo_objective_secs": objective,
                 "last_passing_drill": last_drill,
                 "flags": flags,
+                "tenant": g.tenant,
                 "group": g.group,
                 "points": g.points,
                 "last_seq": g.last_seq,
@@ -399,7 +399,7 @@ pub fn status(a: &StatusArgs, config: &crate::config::Config) -> Result<ExitCode
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
-        println!("no points yet for tenant `{}` on {}", repo.tenant(), a.repo);
+        println!("no points yet on {} (as `{identity}`)", a.repo);
         return Ok(ExitCode::SUCCESS);
     }
     println!(
@@ -433,7 +433,7 @@ pub fn status(a: &StatusArgs, config: &crate::config::Config) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn control(a: &ControlArgs) -> Result<ExitCode> {
+pub fn control(a: &ControlArgs, config: &crate::config::Config) -> Result<ExitCode> {
     use lifeline_service::{ControlAnswer, ControlCall, call_agent};
     let call = match &a.call {
         ControlSubcommand::Status => ControlCall::Status,
@@ -442,7 +442,18 @@ pub fn control(a: &ControlArgs) -> Result<ExitCode> {
         ControlSubcommand::SyncNow => ControlCall::SyncNow,
         ControlSubcommand::Retarget { url } => ControlCall::Retarget(url.clone()),
     };
-    let answer = call_agent(&a.control, &a.agent, &TlsDir::new(&a.tls_dir), &a.identity, call)?;
+    let tls = config.tls.as_ref();
+    let tls_dir = a
+        .tls_dir
+        .clone()
+        .or_else(|| tls.map(|t| t.dir.clone()))
+        .context("pass --tls-dir TLSDIR (or [tls] dir in the configuration)")?;
+    let identity = a
+        .identity
+        .clone()
+        .or_else(|| tls.and_then(|t| t.admin.clone()))
+        .context("pass --identity ADMIN (or [tls] admin in the configuration)")?;
+    let answer = call_agent(&a.control, &a.agent, &TlsDir::new(&tls_dir), &identity, call)?;
     let json = match answer {
         ControlAnswer::Synced { seq, taken_at } => serde_json::json!({
             "seq": seq,

@@ -163,8 +163,21 @@ pub fn run(a: &DaemonArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
 
-    // The site's receiver.
+    // The site's receiver: only on a site that receives some group's
+    // replication. A primary's repo and listen are its failback's, whose seed
+    // must own the repository before `lifeline receiver --site` serves it.
+    let serves = serves_receiver(&loaded.config, &a.site);
+    if !serves && let (Some(_), Some(repo)) = (&site_cfg.listen, &site_cfg.repo) {
+        eprintln!(
+            "daemon: not serving [sites.{}] repo {}: the site is no group's secondary; a failback seeds it, then \
+             serves it with `lifeline receiver --site {}` (runbooks/README.md, \"Failback\")",
+            a.site,
+            repo.display(),
+            a.site
+        );
+    }
     let receiver = match (&site_cfg.listen, &site_cfg.repo) {
+        _ if !serves => None,
         (Some(listen), Some(repo)) => {
             let tls_dir = loaded
                 .config
@@ -256,6 +269,21 @@ fn group_tz<'a>(g: &'a GroupConfig, options: &'a DaemonOptions) -> &'a str {
     g.timezone.as_deref().or(options.timezone.as_deref()).unwrap_or("UTC")
 }
 
+/// Whether `site`'s daemon serves the site's repository (`listen` and `repo`):
+/// only when the site is some group's secondary, i.e. receives replication. A
+/// primary site's `repo` and `listen` serve its failback, whose seed opens the
+/// repository itself and whose runbook then starts `lifeline receiver --site`.
+fn serves_receiver(config: &Config, site: &str) -> bool {
+    config
+        .sites
+        .get(site)
+        .is_some_and(|s| s.listen.is_some() && s.repo.is_some())
+        && config
+            .groups
+            .values()
+            .any(|g| g.secondary.as_deref().unwrap_or("secondary") == site)
+}
+
 /// The site whose daemon owns a group's repository (prunes, verifies and
 /// collects it): its secondary when that site's daemon serves the receiver
 /// (`listen` and `repo`); its primary when the secondary is only a `repo`
@@ -280,10 +308,7 @@ fn plan_jobs(loaded: &Loaded, site: &str) -> Result<Vec<Planned>> {
     let c = &loaded.config;
     let o = &loaded.options;
     let mut out = Vec::new();
-    let mut owns_repo = c
-        .sites
-        .get(site)
-        .is_some_and(|s| s.listen.is_some() && s.repo.is_some());
+    let mut owns_repo = serves_receiver(c, site);
     for (name, g) in &c.groups {
         let tenant = g
             .tenant
@@ -703,11 +728,10 @@ impl Shared {
                                 .tls
                                 .as_ref()
                                 .context("replication needs [tls] dir and identity in the configuration")?;
-                            let identity = g
-                                .agent
-                                .clone()
-                                .or_else(|| tls.identity.clone())
-                                .context("replication needs [tls] identity (or the group's agent)")?;
+                            let identity = l
+                                .config
+                                .agent_identity(group)
+                                .context("replication needs the group's agent (or [tls] identity)")?;
                             let r = Arc::new(RemoteRepository::connect(
                                 url,
                                 &TlsDir::new(&tls.dir),
@@ -1136,12 +1160,14 @@ mod tests {
     #[test]
     fn the_example_plans_each_sites_jobs() {
         let l = example();
-        // The primary takes the points (and, serving a receiver for failback,
-        // verifies and collects its own repository); the secondary owns the
-        // groups' repository (prune, verify, gc) and drills.
+        // The primary takes the points (its repo and listen are its failback's:
+        // it serves no receiver, so it has no repository to verify or collect);
+        // the secondary owns the groups' repository (prune, verify, gc) and drills.
         let mut primary = keys(&l, "primary");
         primary.sort();
-        assert_eq!(primary, ["gc", "point:app", "point:shop", "point:web", "verify"]);
+        assert_eq!(primary, ["point:app", "point:shop", "point:web"]);
+        assert!(!serves_receiver(&l.config, "primary"));
+        assert!(serves_receiver(&l.config, "secondary"));
         let mut secondary = keys(&l, "secondary");
         secondary.sort();
         assert_eq!(secondary, ["drill:shop", "gc", "prune:shop", "verify"]);

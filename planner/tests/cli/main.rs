@@ -6,6 +6,7 @@
 mod checks;
 mod common;
 mod daemon;
+mod identities;
 mod postgres;
 mod preempt;
 mod replication;

@@ -460,15 +460,13 @@ fn postgres_drill_failover_and_failback_with_the_shipped_runbooks() {
     };
 
     // The forward agent, from the configuration: volumes, interval, control
-    // address and the freeze hooks; its identity is the group's agent.
+    // address, the freeze hooks, and its identity (the group's agent, db1).
     let agent_args: Vec<String> = [
         "agent",
         "--config",
         s(&config),
         "--group",
         "pg",
-        "--identity",
-        "db1",
         "--state-dir",
         s(&site.path("agent-state")),
     ]
@@ -484,18 +482,7 @@ fn postgres_drill_failover_and_failback_with_the_shipped_runbooks() {
         "the forward agent runs the group's freeze hooks: {}",
         agent.stderr()
     );
-    let points = lifeline(&[
-        "points",
-        "--repo",
-        &receiver.url(),
-        "--tls-dir",
-        s(&site.tls),
-        "--identity",
-        "planner",
-        "--json",
-    ])
-    .ok()
-    .json();
+    let points = lifeline(&["points", "--repo", &receiver.url(), "--json"]).ok().json();
     assert!(
         points.as_array().unwrap().iter().all(|p| p["consistency"] == "frozen"),
         "every point was taken frozen: {points}"
