@@ -350,6 +350,21 @@ pub fn status(a: &StatusArgs, config: &crate::config::Config) -> Result<ExitCode
     let groups = lifeline_service::remote_status(&a.repo, &TlsDir::new(tls_dir), identity)?;
     let now = chrono::Utc::now();
     let drills = last_passing_drills(config);
+    // The receiver counts the uploads and commits that failed there; a cycle
+    // that failed before reaching it (receiver down, a freeze hook) only its
+    // agent knows: ask each configured group's control API (`lifeline agent
+    // --control`, or the daemon that replicates it), as [tls] admin.
+    let agents: std::collections::BTreeMap<String, Result<lifeline_service::AgentStatus, String>> = groups
+        .iter()
+        .filter_map(|g| {
+            let c = config.group(&g.group)?;
+            let addr = c.control.clone()?;
+            let tls = config.tls.as_ref()?;
+            let admin = tls.admin.clone()?;
+            let agent = config.agent_identity(&g.group)?;
+            Some((g.group.clone(), agent_status(&addr, &agent, &tls.dir, &admin)))
+        })
+        .collect();
     let rows: Vec<serde_json::Value> = groups
         .iter()
         .map(|g| {
@@ -367,6 +382,16 @@ pub fn status(a: &StatusArgs, config: &crate::config::Config) -> Result<ExitCode
             let mut flags = Vec::new();
             if objective.is_some_and(|o| lag > o) {
                 flags.push("RPO exceeded".to_string());
+            }
+            let agent = agents.get(&g.group);
+            let agent_failed = match agent {
+                Some(Ok(s)) => s.failed_cycles,
+                _ => 0,
+            };
+            match agent {
+                Some(Ok(s)) if s.paused => flags.push("agent paused".to_string()),
+                Some(Err(_)) => flags.push("agent unreachable".to_string()),
+                _ => {}
             }
             let last_drill = drills.as_ref().ok().and_then(|d| d.get(&g.group).cloned());
             if gc.is_some() && drills.is_ok() {
@@ -390,7 +415,11 @@ pub fn status(a: &StatusArgs, config: &crate::config::Config) -> Result<ExitCode
                 "lag_secs": lag,
                 "last_cycle_secs": g.last_cycle_secs,
                 "last_bytes_sent": g.last_bytes_sent,
-                "errors": g.errors,
+                "errors": g.errors + agent_failed,
+                "receiver_errors": g.errors,
+                "agent_failed_cycles": agent.and_then(|a| a.as_ref().ok()).map(|s| s.failed_cycles),
+                "agent_last_error": agent.and_then(|a| a.as_ref().ok()).and_then(|s| (!s.last_error.is_empty()).then(|| s.last_error.clone())),
+                "agent_error": agent.and_then(|a| a.as_ref().err()),
             })
         })
         .collect();
@@ -433,6 +462,34 @@ pub fn status(a: &StatusArgs, config: &crate::config::Config) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// The control API's status of `agent` at `addr`, or why it did not answer
+/// within 5 s (an unreachable host must not hang `status`).
+fn agent_status(
+    addr: &str,
+    agent: &str,
+    tls_dir: &std::path::Path,
+    admin: &str,
+) -> Result<lifeline_service::AgentStatus, String> {
+    use lifeline_service::{ControlAnswer, ControlCall, call_agent};
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (addr, agent, tls, admin) = (
+        addr.to_string(),
+        agent.to_string(),
+        TlsDir::new(tls_dir),
+        admin.to_string(),
+    );
+    // Ends with the call; a call that outlives the timeout ends with the process.
+    std::thread::spawn(move || {
+        let _ = tx.send(call_agent(&addr, &agent, &tls, &admin, ControlCall::Status));
+    });
+    match rx.recv_timeout(Duration::from_secs(5)) {
+        Ok(Ok(ControlAnswer::Status(s))) => Ok(s),
+        Ok(Ok(_)) => Err("unexpected answer".into()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 5 s".into()),
+    }
+}
+
 pub fn control(a: &ControlArgs, config: &crate::config::Config) -> Result<ExitCode> {
     use lifeline_service::{ControlAnswer, ControlCall, call_agent};
     let call = match &a.call {
@@ -471,6 +528,7 @@ pub fn control(a: &ControlArgs, config: &crate::config::Config) -> Result<ExitCo
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
             "last_cycle_secs": s.last_cycle_secs,
             "last_error": (!s.last_error.is_empty()).then_some(s.last_error),
+            "failed_cycles": s.failed_cycles,
         }),
     };
     if a.json {

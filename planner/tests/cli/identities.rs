@@ -2,8 +2,10 @@
 //! group's `agent` whether `lifeline agent` or the daemon replicates;
 //! `points`, `status`, `prune`, `gc`, `verify` and `control` take `[tls]`
 //! (`identity` to read, `admin` for the admin service and agents' control
-//! APIs); `status` as an admin is a read-only query over every tenant; and a
-//! primary site's daemon leaves the repository its failback seeds alone.
+//! APIs); `status` as an admin is a read-only query over every tenant; a
+//! daemon serves the control API of the groups it replicates, and `status`
+//! counts the points that failed before reaching the receiver; and a primary
+//! site's daemon leaves the repository its failback seeds alone.
 
 use std::fs;
 use std::net::{TcpListener, TcpStream};
@@ -13,7 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::common::*;
-use crate::replication::{Site, certs};
+use crate::replication::{ReceiverProc, Site, certs};
 
 const PROMPT: Duration = Duration::from_secs(60);
 
@@ -192,6 +194,74 @@ fn a_primary_sites_daemon_leaves_its_failback_repository_to_the_failback() {
     served
         .wait_for_line(PROMPT, |l| l.starts_with("listening on "))
         .unwrap_or_else(|| panic!("the primary's receiver did not start: {}", served.describe()));
+    daemon.signal("TERM");
+    assert_eq!(daemon.finish(PROMPT).code, Some(EXIT_OK));
+}
+
+/// The daemon that replicates a group serves the group's control API, so a
+/// runbook's `replication.stop` / `final_sync` reach it; `status` counts the
+/// points that failed before reaching the receiver (the receiver was down),
+/// which the receiver alone cannot know.
+#[test]
+fn the_daemon_serves_its_groups_control_api_and_status_counts_its_failed_points() {
+    let site = Site::new(&["db1@acme", "planner@acme"]);
+    certs(&site.ca, &site.tls, false, &[], &["ops"]).ok();
+    let key = site.key("acme");
+    let volume = site.path("v.img");
+    write_random_file(&volume, MIB, 5);
+    let (port, control) = (free_port(), free_port());
+    let url = format!("https://127.0.0.1:{port}");
+    let cfg = config(&site, &key, &url, control, &volume, "");
+    let mut text = fs::read_to_string(&cfg).unwrap();
+    text.push_str("retry_for = \"1s\"\n");
+    fs::write(&cfg, text).unwrap();
+    let ctl = format!("127.0.0.1:{control}");
+    let call = |args: &[&str]| {
+        let mut a = vec!["control", "--control", ctl.as_str(), "--agent", "db1", "--json"];
+        a.extend(args);
+        with_config(&a, &cfg)
+    };
+
+    let mut daemon = Background::spawn(&["--config", s(&cfg), "daemon", "--site", "primary", "--json"]);
+    daemon
+        .wait_for_line(PROMPT, |l| l.starts_with("control listening on "))
+        .unwrap_or_else(|| panic!("the daemon serves no control API: {}", daemon.describe()));
+    // The receiver is down: the first point fails after retry_for.
+    let failed = daemon
+        .wait_for_line(PROMPT, |l| {
+            serde_json::from_str::<Value>(l).is_ok_and(|v| v["event"] == "job" && v["job"] == "point")
+        })
+        .unwrap_or_else(|| panic!("no point job: {}", daemon.describe()));
+    assert!(failed.contains("\"ok\":false"), "{failed}");
+    let st = call(&["status"]).ok().json();
+    assert_eq!(st["failed_cycles"], 1, "{st}");
+    assert!(st["last_error"].is_string(), "{st}");
+
+    // The receiver comes up; sync-now (what replication.final_sync calls) takes
+    // a point through the daemon at once, although its schedule is 1h.
+    let receiver = ReceiverProc::start(&site.repo, &site.tls, &format!("127.0.0.1:{port}"), &["db1=g"])
+        .unwrap_or_else(|r| panic!("the receiver did not start: {}", r.stderr));
+    let synced = call(&["sync-now"]).ok().json();
+    assert_eq!(synced["seq"], 1, "{synced}");
+    // Status: the receiver saw no failure, the daemon's control API one.
+    let status = with_config(&["status", "--repo", &receiver.url(), "--json"], &cfg)
+        .ok()
+        .json();
+    let g = &status[0];
+    assert_eq!(g["group"], "g", "{status}");
+    assert_eq!(g["receiver_errors"], 0, "{status}");
+    assert_eq!(g["agent_failed_cycles"], 1, "{status}");
+    assert_eq!(g["errors"], 1, "ERRORS counts the failed point: {status}");
+
+    // Pause (replication.stop): no point starts, sync-now is refused; resume.
+    assert_eq!(call(&["pause"]).ok().json()["paused"], true);
+    call(&["sync-now"]).fails(EXIT_ERROR, &["paused"]);
+    let status = with_config(&["status", "--repo", &receiver.url(), "--json"], &cfg)
+        .ok()
+        .json();
+    assert!(status[0]["flags"].to_string().contains("agent paused"), "{status}");
+    assert_eq!(call(&["resume"]).ok().json()["paused"], false);
+    assert_eq!(call(&["sync-now"]).ok().json()["seq"], 2);
     daemon.signal("TERM");
     assert_eq!(daemon.finish(PROMPT).code, Some(EXIT_OK));
 }
