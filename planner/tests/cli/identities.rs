@@ -262,6 +262,16 @@ fn the_daemon_serves_its_groups_control_api_and_status_counts_its_failed_points(
     assert!(status[0]["flags"].to_string().contains("agent paused"), "{status}");
     assert_eq!(call(&["resume"]).ok().json()["paused"], false);
     assert_eq!(call(&["sync-now"]).ok().json()["seq"], 2);
+    // Retarget moves the next points: to a dead address they fail, back they commit.
+    let dead = format!("https://127.0.0.1:{}", free_port());
+    assert_eq!(call(&["retarget", &dead]).ok().json()["target"], dead.as_str());
+    call(&["sync-now"]).fails(EXIT_ERROR, &["failed"]);
+    call(&["retarget", &receiver.url()]).ok();
+    assert_eq!(call(&["sync-now"]).ok().json()["seq"], 3);
+    let status = with_config(&["status", "--repo", &receiver.url(), "--json"], &cfg)
+        .ok()
+        .json();
+    assert_eq!(status[0]["errors"], 2, "{status}");
     daemon.signal("TERM");
     assert_eq!(daemon.finish(PROMPT).code, Some(EXIT_OK));
 }
