@@ -354,7 +354,8 @@ pub fn status(a: &StatusArgs, config: &crate::config::Config) -> Result<ExitCode
     // that failed before reaching it (receiver down, a freeze hook) only its
     // agent knows: ask each configured group's control API (`lifeline agent
     // --control`, or the daemon that replicates it), as [tls] admin.
-    let agents: std::collections::BTreeMap<String, Result<lifeline_service::AgentStatus, String>> = groups
+    // All at once, within one 5 s deadline: an unreachable host must not hang it.
+    let asked: Vec<(String, AgentAnswer)> = groups
         .iter()
         .filter_map(|g| {
             let c = config.group(&g.group)?;
@@ -362,7 +363,20 @@ pub fn status(a: &StatusArgs, config: &crate::config::Config) -> Result<ExitCode
             let tls = config.tls.as_ref()?;
             let admin = tls.admin.clone()?;
             let agent = config.agent_identity(&g.group)?;
-            Some((g.group.clone(), agent_status(&addr, &agent, &tls.dir, &admin)))
+            Some((g.group.clone(), ask_agent(&addr, &agent, &tls.dir, &admin)))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let agents: std::collections::BTreeMap<String, Result<lifeline_service::AgentStatus, String>> = asked
+        .into_iter()
+        .map(|(group, rx)| {
+            let answer = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Ok(lifeline_service::ControlAnswer::Status(s))) => Ok(s),
+                Ok(Ok(_)) => Err("unexpected answer".to_string()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("no answer within 5 s".to_string()),
+            };
+            (group, answer)
         })
         .collect();
     let rows: Vec<serde_json::Value> = groups
@@ -462,15 +476,12 @@ pub fn status(a: &StatusArgs, config: &crate::config::Config) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-/// The control API's status of `agent` at `addr`, or why it did not answer
-/// within 5 s (an unreachable host must not hang `status`).
-fn agent_status(
-    addr: &str,
-    agent: &str,
-    tls_dir: &std::path::Path,
-    admin: &str,
-) -> Result<lifeline_service::AgentStatus, String> {
-    use lifeline_service::{ControlAnswer, ControlCall, call_agent};
+/// The answer of an agent's control API to a status call, when it comes.
+type AgentAnswer = std::sync::mpsc::Receiver<Result<lifeline_service::ControlAnswer, lifeline_service::ServiceError>>;
+
+/// Asks the control API of `agent` at `addr` for its status, in the background.
+fn ask_agent(addr: &str, agent: &str, tls_dir: &std::path::Path, admin: &str) -> AgentAnswer {
+    use lifeline_service::{ControlCall, call_agent};
     let (tx, rx) = std::sync::mpsc::channel();
     let (addr, agent, tls, admin) = (
         addr.to_string(),
@@ -478,16 +489,12 @@ fn agent_status(
         TlsDir::new(tls_dir),
         admin.to_string(),
     );
-    // Ends with the call; a call that outlives the timeout ends with the process.
+    // Ends with the call; a call that outlives the caller's deadline ends with
+    // the process (`status` prints and exits).
     std::thread::spawn(move || {
         let _ = tx.send(call_agent(&addr, &agent, &tls, &admin, ControlCall::Status));
     });
-    match rx.recv_timeout(Duration::from_secs(5)) {
-        Ok(Ok(ControlAnswer::Status(s))) => Ok(s),
-        Ok(Ok(_)) => Err("unexpected answer".into()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("no answer within 5 s".into()),
-    }
+    rx
 }
 
 pub fn control(a: &ControlArgs, config: &crate::config::Config) -> Result<ExitCode> {

@@ -120,6 +120,8 @@ fn one_config_gives_the_agent_the_daemon_and_every_admin_command_their_identity(
     let status = with_config(&["status", "--repo", &url, "--json"], &cfg).ok().json();
     assert_eq!(status[0]["group"], "g", "{status}");
     assert_eq!(status[0]["points"], 2, "{status}");
+    // Nothing serves the group's control address any more.
+    assert!(status[0]["flags"].to_string().contains("agent unreachable"), "{status}");
     // As an admin, status is a read-only query (over every tenant).
     let status = with_config(&["status", "--repo", &url, "--identity", "ops", "--json"], &cfg)
         .ok()
