@@ -610,12 +610,12 @@ pub struct ControlArgs {
     /// The agent's identity name (its certificate serves the control API).
     #[arg(long, value_name = "NAME")]
     pub agent: String,
-    /// TLS directory with ca.pem and the admin identity.
+    /// TLS directory with ca.pem and the admin identity [default: [tls] dir of the configuration].
     #[arg(long, value_name = "TLSDIR")]
-    pub tls_dir: PathBuf,
-    /// Admin identity to present.
+    pub tls_dir: Option<PathBuf>,
+    /// Admin identity to present [default: [tls] admin of the configuration].
     #[arg(long, value_name = "NAME")]
-    pub identity: String,
+    pub identity: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -772,10 +772,11 @@ pub struct AgentArgs {
 /// How to reach a receiver when `--repo` is an https:// URL.
 #[derive(Args, Debug, Default, Clone)]
 pub struct RemoteArgs {
-    /// TLS directory (ca.pem and this host's identities), for an https:// --repo.
+    /// TLS directory (ca.pem and this host's identities), for an https:// --repo [default: [tls] dir of the configuration].
     #[arg(long, value_name = "TLSDIR")]
     pub tls_dir: Option<PathBuf>,
-    /// Identity to present (NAME.pem/.key in --tls-dir), for an https:// --repo.
+    /// Identity to present (NAME.pem/.key in --tls-dir), for an https:// --repo [default: from the
+    /// configuration: [tls] admin for prune, gc and verify; the group's agent for `agent`; else [tls] identity].
     #[arg(long, value_name = "NAME")]
     pub identity: Option<String>,
 }
@@ -785,7 +786,10 @@ impl RemoteArgs {
     pub fn require(&self, url: &str) -> anyhow::Result<(&std::path::Path, &str)> {
         match (&self.tls_dir, &self.identity) {
             (Some(t), Some(i)) => Ok((t, i)),
-            _ => anyhow::bail!("--repo {url} is a receiver: pass --tls-dir TLSDIR and --identity NAME"),
+            _ => anyhow::bail!(
+                "--repo {url} is a receiver: pass --tls-dir TLSDIR and --identity NAME (or set [tls] dir and \
+                 identity, or admin, in the configuration given with --config)"
+            ),
         }
     }
 }

@@ -238,6 +238,16 @@ impl Config {
         self.groups.get(name)
     }
 
+    /// The identity an agent replicating `group` presents to receivers (its
+    /// certificate also serves the agent's control API): the group's `agent`,
+    /// else `[tls] identity`. `lifeline agent` (without `--identity`) and the
+    /// daemon's points present the same one.
+    pub fn agent_identity(&self, group: &str) -> Option<String> {
+        self.group(group)
+            .and_then(|g| g.agent.clone())
+            .or_else(|| self.tls.as_ref().and_then(|t| t.identity.clone()))
+    }
+
     /// The receiver URL a group replicates to.
     pub fn receiver_of(&self, group: &str) -> Option<&str> {
         let g = self.groups.get(group)?;

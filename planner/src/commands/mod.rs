@@ -23,6 +23,29 @@ use lifeline_replicator::KeyFile;
 use crate::cli::{Cli, Command, KeyCommand};
 use crate::runbook::actions::Mode;
 
+/// Which identity of `[tls]` a command presents to a receiver by default.
+enum Presents {
+    /// `[tls] identity`: reads (points, status, restore).
+    Identity,
+    /// `[tls] admin`: the receiver's admin service (prune, gc, verify).
+    Admin,
+}
+
+/// Fills `--tls-dir` and `--identity` that the command line left out from the
+/// configuration's `[tls]`; flags win.
+fn tls_from_config(remote: &mut crate::cli::RemoteArgs, config: &crate::config::Config, presents: Presents) {
+    let Some(tls) = &config.tls else { return };
+    if remote.tls_dir.is_none() {
+        remote.tls_dir = Some(tls.dir.clone());
+    }
+    if remote.identity.is_none() {
+        remote.identity = match presents {
+            Presents::Identity => tls.identity.clone(),
+            Presents::Admin => tls.admin.clone(),
+        };
+    }
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let config = crate::config::Config::load(cli.config.as_deref())?;
@@ -31,20 +54,38 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Key(KeyCommand::New { out }) => key::new(&out),
         Command::Init(a) => key::init(&a),
         Command::Backup(a) => backup::run(&a, &config),
-        Command::Points(a) => points::run(&a),
-        Command::Restore(a) => restore::run(&a),
-        Command::Verify(a) => verify::run(&a),
+        Command::Points(mut a) => {
+            tls_from_config(&mut a.remote, &config, Presents::Identity);
+            points::run(&a)
+        }
+        Command::Restore(mut a) => {
+            tls_from_config(&mut a.remote, &config, Presents::Identity);
+            restore::run(&a)
+        }
+        Command::Verify(mut a) => {
+            tls_from_config(&mut a.remote, &config, Presents::Admin);
+            verify::run(&a)
+        }
         Command::Bench(a) => bench::run(&a),
         Command::Demo(a) => crate::demo::run(&a),
-        Command::Prune(a) => prune::run(&a, &config),
-        Command::Gc(a) => prune::gc(&a),
+        Command::Prune(mut a) => {
+            tls_from_config(&mut a.remote, &config, Presents::Admin);
+            prune::run(&a, &config)
+        }
+        Command::Gc(mut a) => {
+            tls_from_config(&mut a.remote, &config, Presents::Admin);
+            prune::gc(&a)
+        }
         Command::Repair(a) => repair::run(&a),
         Command::Certs(crate::cli::CertsCommand::New(a)) => net::certs_new(&a),
         Command::Receiver(a) => net::receiver(&a, &config),
         Command::Agent(a) => net::agent(&a, &config),
         Command::Daemon(a) => crate::daemon::run::run(&a, cli.config.as_deref()),
-        Command::Status(a) => net::status(&a, &config),
-        Command::Control(a) => net::control(&a),
+        Command::Status(mut a) => {
+            tls_from_config(&mut a.remote, &config, Presents::Identity);
+            net::status(&a, &config)
+        }
+        Command::Control(a) => net::control(&a, &config),
         Command::Plan(a) => run::plan_cmd(&a, &config),
         Command::Failover(a) => run::start_run(Mode::Failover, &a, cli.config.as_deref()),
         Command::Switchover(a) => run::start_run(Mode::Switchover, &a, cli.config.as_deref()),

@@ -141,13 +141,12 @@ pub fn agent(a: &AgentArgs, config: &Config) -> Result<ExitCode> {
         .tls_dir
         .clone()
         .or_else(|| config.tls.as_ref().map(|t| t.dir.clone()));
-    let identity = a
-        .remote
-        .identity
-        .clone()
-        .or_else(|| config.tls.as_ref().and_then(|t| t.identity.clone()));
+    let identity = a.remote.identity.clone().or_else(|| config.agent_identity(&a.group));
     let (Some(tls_dir), Some(identity)) = (tls_dir, identity) else {
-        bail!("the agent needs --tls-dir TLSDIR and --identity NAME (or [tls] in the configuration) to reach {url}");
+        bail!(
+            "the agent needs --tls-dir TLSDIR and --identity NAME (or [tls] dir, and the group's `agent` or [tls] \
+             identity, in the configuration) to reach {url}"
+        );
     };
     let identity = identity.as_str();
     let interval_text = a.interval.clone().or_else(|| group.and_then(|g| g.interval.clone()));
@@ -347,10 +346,39 @@ fn last_passing_drills(config: &crate::config::Config) -> Result<std::collection
 
 pub fn status(a: &StatusArgs, config: &crate::config::Config) -> Result<ExitCode> {
     let (tls_dir, identity) = a.remote.require(&a.repo)?;
-    let repo = RemoteRepository::connect_with(&a.repo, &TlsDir::new(tls_dir), identity, None)?;
-    let groups = repo.status()?;
+    // No session: an agent identity reads its tenant's groups, an admin every tenant's.
+    let groups = lifeline_service::remote_status(&a.repo, &TlsDir::new(tls_dir), identity)?;
     let now = chrono::Utc::now();
     let drills = last_passing_drills(config);
+    // The receiver counts the uploads and commits that failed there; a cycle
+    // that failed before reaching it (receiver down, a freeze hook) only its
+    // agent knows: ask each configured group's control API (`lifeline agent
+    // --control`, or the daemon that replicates it), as [tls] admin.
+    // All at once, within one 5 s deadline: an unreachable host must not hang it.
+    let asked: Vec<(String, AgentAnswer)> = groups
+        .iter()
+        .filter_map(|g| {
+            let c = config.group(&g.group)?;
+            let addr = c.control.clone()?;
+            let tls = config.tls.as_ref()?;
+            let admin = tls.admin.clone()?;
+            let agent = config.agent_identity(&g.group)?;
+            Some((g.group.clone(), ask_agent(&addr, &agent, &tls.dir, &admin)))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let agents: std::collections::BTreeMap<String, Result<lifeline_service::AgentStatus, String>> = asked
+        .into_iter()
+        .map(|(group, rx)| {
+            let answer = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Ok(lifeline_service::ControlAnswer::Status(s))) => Ok(s),
+                Ok(Ok(_)) => Err("unexpected answer".to_string()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("no answer within 5 s".to_string()),
+            };
+            (group, answer)
+        })
+        .collect();
     let rows: Vec<serde_json::Value> = groups
         .iter()
         .map(|g| {
@@ -369,6 +397,16 @@ pub fn status(a: &StatusArgs, config: &crate::config::Config) -> Result<ExitCode
             if objective.is_some_and(|o| lag > o) {
                 flags.push("RPO exceeded".to_string());
             }
+            let agent = agents.get(&g.group);
+            let agent_failed = match agent {
+                Some(Ok(s)) => s.failed_cycles,
+                _ => 0,
+            };
+            match agent {
+                Some(Ok(s)) if s.paused => flags.push("agent paused".to_string()),
+                Some(Err(_)) => flags.push("agent unreachable".to_string()),
+                _ => {}
+            }
             let last_drill = drills.as_ref().ok().and_then(|d| d.get(&g.group).cloned());
             if gc.is_some() && drills.is_ok() {
                 let due = last_drill
@@ -383,6 +421,7 @@ pub fn status(a: &StatusArgs, config: &crate::config::Config) -> Result<ExitCode
                 "rpo_objective_secs": objective,
                 "last_passing_drill": last_drill,
                 "flags": flags,
+                "tenant": g.tenant,
                 "group": g.group,
                 "points": g.points,
                 "last_seq": g.last_seq,
@@ -390,7 +429,11 @@ pub fn status(a: &StatusArgs, config: &crate::config::Config) -> Result<ExitCode
                 "lag_secs": lag,
                 "last_cycle_secs": g.last_cycle_secs,
                 "last_bytes_sent": g.last_bytes_sent,
-                "errors": g.errors,
+                "errors": g.errors + agent_failed,
+                "receiver_errors": g.errors,
+                "agent_failed_cycles": agent.and_then(|a| a.as_ref().ok()).map(|s| s.failed_cycles),
+                "agent_last_error": agent.and_then(|a| a.as_ref().ok()).and_then(|s| (!s.last_error.is_empty()).then(|| s.last_error.clone())),
+                "agent_error": agent.and_then(|a| a.as_ref().err()),
             })
         })
         .collect();
@@ -399,7 +442,7 @@ pub fn status(a: &StatusArgs, config: &crate::config::Config) -> Result<ExitCode
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
-        println!("no points yet for tenant `{}` on {}", repo.tenant(), a.repo);
+        println!("no points yet on {} (as `{identity}`)", a.repo);
         return Ok(ExitCode::SUCCESS);
     }
     println!(
@@ -433,7 +476,28 @@ pub fn status(a: &StatusArgs, config: &crate::config::Config) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn control(a: &ControlArgs) -> Result<ExitCode> {
+/// The answer of an agent's control API to a status call, when it comes.
+type AgentAnswer = std::sync::mpsc::Receiver<Result<lifeline_service::ControlAnswer, lifeline_service::ServiceError>>;
+
+/// Asks the control API of `agent` at `addr` for its status, in the background.
+fn ask_agent(addr: &str, agent: &str, tls_dir: &std::path::Path, admin: &str) -> AgentAnswer {
+    use lifeline_service::{ControlCall, call_agent};
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (addr, agent, tls, admin) = (
+        addr.to_string(),
+        agent.to_string(),
+        TlsDir::new(tls_dir),
+        admin.to_string(),
+    );
+    // Ends with the call; a call that outlives the caller's deadline ends with
+    // the process (`status` prints and exits).
+    std::thread::spawn(move || {
+        let _ = tx.send(call_agent(&addr, &agent, &tls, &admin, ControlCall::Status));
+    });
+    rx
+}
+
+pub fn control(a: &ControlArgs, config: &crate::config::Config) -> Result<ExitCode> {
     use lifeline_service::{ControlAnswer, ControlCall, call_agent};
     let call = match &a.call {
         ControlSubcommand::Status => ControlCall::Status,
@@ -442,7 +506,18 @@ pub fn control(a: &ControlArgs) -> Result<ExitCode> {
         ControlSubcommand::SyncNow => ControlCall::SyncNow,
         ControlSubcommand::Retarget { url } => ControlCall::Retarget(url.clone()),
     };
-    let answer = call_agent(&a.control, &a.agent, &TlsDir::new(&a.tls_dir), &a.identity, call)?;
+    let tls = config.tls.as_ref();
+    let tls_dir = a
+        .tls_dir
+        .clone()
+        .or_else(|| tls.map(|t| t.dir.clone()))
+        .context("pass --tls-dir TLSDIR (or [tls] dir in the configuration)")?;
+    let identity = a
+        .identity
+        .clone()
+        .or_else(|| tls.and_then(|t| t.admin.clone()))
+        .context("pass --identity ADMIN (or [tls] admin in the configuration)")?;
+    let answer = call_agent(&a.control, &a.agent, &TlsDir::new(&tls_dir), &identity, call)?;
     let json = match answer {
         ControlAnswer::Synced { seq, taken_at } => serde_json::json!({
             "seq": seq,
@@ -460,6 +535,7 @@ pub fn control(a: &ControlArgs) -> Result<ExitCode> {
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
             "last_cycle_secs": s.last_cycle_secs,
             "last_error": (!s.last_error.is_empty()).then_some(s.last_error),
+            "failed_cycles": s.failed_cycles,
         }),
     };
     if a.json {

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use lifeline_replicator::{BackupOptions, Keys, Repository, TenantRepository, backup};
-use lifeline_service::{Receiver, ReceiverConfig, RemoteRepository, TlsDir};
+use lifeline_service::{AgentControl, Receiver, ReceiverConfig, RemoteRepository, TlsDir};
 use serde_json::json;
 
 use super::DaemonOptions;
@@ -119,7 +119,12 @@ struct Shared {
     loaded: RwLock<Arc<Loaded>>,
     receiver: Option<Arc<Receiver>>,
     local: Mutex<HashMap<PathBuf, Arc<LocalRepo>>>,
-    remotes: Mutex<HashMap<String, Arc<RemoteRepository>>>,
+    /// Per group: the receiver URL connected to, and the session.
+    remotes: Mutex<HashMap<String, (String, Arc<RemoteRepository>)>>,
+    /// The control API of each group this site replicates (with `control` in
+    /// its config): what `lifeline agent --control` serves, so a runbook's
+    /// `replication.*` steps reach the daemon. Fixed at start.
+    controls: BTreeMap<String, Arc<AgentControl>>,
     active: Mutex<HashMap<String, usize>>,
     stdout: Mutex<()>,
     /// Each group's newest point as last seen (RPO gauges grow between points).
@@ -163,8 +168,21 @@ pub fn run(a: &DaemonArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
 
-    // The site's receiver.
+    // The site's receiver: only on a site that receives some group's
+    // replication. A primary's repo and listen are its failback's, whose seed
+    // must own the repository before `lifeline receiver --site` serves it.
+    let serves = serves_receiver(&loaded.config, &a.site);
+    if !serves && let (Some(_), Some(repo)) = (&site_cfg.listen, &site_cfg.repo) {
+        eprintln!(
+            "daemon: not serving [sites.{}] repo {}: the site is no group's secondary; a failback seeds it, then \
+             serves it with `lifeline receiver --site {}` (runbooks/README.md, \"Failback\")",
+            a.site,
+            repo.display(),
+            a.site
+        );
+    }
     let receiver = match (&site_cfg.listen, &site_cfg.repo) {
+        _ if !serves => None,
         (Some(listen), Some(repo)) => {
             let tls_dir = loaded
                 .config
@@ -202,6 +220,43 @@ pub fn run(a: &DaemonArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
         _ => None,
     };
 
+    // Each group this site replicates on a schedule and gives a `control`
+    // address serves the control API an agent serves (status, pause, resume,
+    // sync-now, retarget), with the group's agent identity.
+    let mut controls = BTreeMap::new();
+    for (name, g) in &loaded.config.groups {
+        let Some(addr) = &g.control else { continue };
+        if g.primary.as_deref().unwrap_or("primary") != a.site || (g.schedule.is_none() && g.interval.is_none()) {
+            continue;
+        }
+        let tls = loaded
+            .config
+            .tls
+            .as_ref()
+            .with_context(|| format!("[groups.{name}] control: serving the control API needs [tls] dir"))?;
+        let identity = loaded
+            .config
+            .agent_identity(name)
+            .with_context(|| format!("[groups.{name}] control: serving the control API needs the group's agent"))?;
+        let target = loaded.config.receiver_of(name).unwrap_or_default().to_string();
+        let control = AgentControl::new(name, &target);
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .with_context(|| format!("[groups.{name}] control: listen on {addr}"))?;
+        println!("control listening on {} (group {name})", listener.local_addr()?);
+        let mut rx = shutdown_rx.clone();
+        let (c, tls_dir) = (control.clone(), TlsDir::new(&tls.dir));
+        servers.push(rt.spawn(async move {
+            let shutdown = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = lifeline_service::serve_control(listener, &tls_dir, &identity, c, shutdown).await {
+                eprintln!("daemon: control API stopped: {e}");
+            }
+        }));
+        controls.insert(name.clone(), control);
+    }
+
     // Metrics.
     if let Some(addr) = &loaded.options.metrics {
         let listener = rt
@@ -226,6 +281,7 @@ pub fn run(a: &DaemonArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
         receiver,
         local: Mutex::new(HashMap::new()),
         remotes: Mutex::new(HashMap::new()),
+        controls,
         active: Mutex::new(HashMap::new()),
         stdout: Mutex::new(()),
         children: Mutex::new(Default::default()),
@@ -256,6 +312,21 @@ fn group_tz<'a>(g: &'a GroupConfig, options: &'a DaemonOptions) -> &'a str {
     g.timezone.as_deref().or(options.timezone.as_deref()).unwrap_or("UTC")
 }
 
+/// Whether `site`'s daemon serves the site's repository (`listen` and `repo`):
+/// only when the site is some group's secondary, i.e. receives replication. A
+/// primary site's `repo` and `listen` serve its failback, whose seed opens the
+/// repository itself and whose runbook then starts `lifeline receiver --site`.
+fn serves_receiver(config: &Config, site: &str) -> bool {
+    config
+        .sites
+        .get(site)
+        .is_some_and(|s| s.listen.is_some() && s.repo.is_some())
+        && config
+            .groups
+            .values()
+            .any(|g| g.secondary.as_deref().unwrap_or("secondary") == site)
+}
+
 /// The site whose daemon owns a group's repository (prunes, verifies and
 /// collects it): its secondary when that site's daemon serves the receiver
 /// (`listen` and `repo`); its primary when the secondary is only a `repo`
@@ -280,10 +351,7 @@ fn plan_jobs(loaded: &Loaded, site: &str) -> Result<Vec<Planned>> {
     let c = &loaded.config;
     let o = &loaded.options;
     let mut out = Vec::new();
-    let mut owns_repo = c
-        .sites
-        .get(site)
-        .is_some_and(|s| s.listen.is_some() && s.repo.is_some());
+    let mut owns_repo = serves_receiver(c, site);
     for (name, g) in &c.groups {
         let tenant = g
             .tenant
@@ -469,7 +537,10 @@ fn main_loop(shared: &Arc<Shared>, reload: &AtomicBool) -> Result<()> {
                     continue;
                 }
             }
-            if !job.due.due(now) {
+            // A sync-now on the group's control API makes its point due.
+            let sync = matches!(&job.kind, Kind::Point { group }
+                if shared.controls.get(group).is_some_and(|c| c.sync_requested()));
+            if !job.due.due(now) && !sync {
                 continue;
             }
             last_runs.insert(job.key.clone(), now);
@@ -673,9 +744,39 @@ impl Shared {
         Ok(r)
     }
 
-    /// Takes a point of `group`: replication to its secondary's receiver, or a
-    /// backup into its secondary's repository directory.
+    /// Takes a point of `group` unless its control API paused it, and tells
+    /// the control API how the cycle went.
     fn point(&self, group: &str, tenant: &str) -> Result<(serde_json::Value, String)> {
+        let Some(control) = self.controls.get(group) else {
+            return self.take_point(group, tenant, None);
+        };
+        if control.paused() {
+            return Ok((
+                json!({"paused": true}),
+                "paused through the control API (replication.stop): no point".into(),
+            ));
+        }
+        control.cycle_started();
+        let r = self.take_point(group, tenant, Some(control.target()));
+        match &r {
+            Ok((j, _)) => control.cycle_ok(
+                j["seq"].as_u64().unwrap_or_default(),
+                j["taken_at"]
+                    .as_str()
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&Utc))
+                    .unwrap_or_else(Utc::now),
+                j["cycle_secs"].as_f64().unwrap_or_default(),
+            ),
+            Err(e) => control.cycle_failed(&format!("{e:#}")),
+        }
+        r
+    }
+
+    /// Takes a point of `group`: replication to its secondary's receiver (or
+    /// `target`, where the control API retargeted it), or a backup into its
+    /// secondary's repository directory.
+    fn take_point(&self, group: &str, tenant: &str, target: Option<String>) -> Result<(serde_json::Value, String)> {
         let l = self.loaded();
         let g = l.config.group(group).context("the group left the configuration")?;
         let keys = self.keys()?;
@@ -692,22 +793,25 @@ impl Shared {
         let secondary = g.secondary.as_deref().unwrap_or("secondary");
         let site = l.config.sites.get(secondary);
         let attempt = || -> Result<_> {
-            Ok(if let Some(url) = site.and_then(|s| s.receiver.as_deref()) {
+            let url = target
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .or_else(|| site.and_then(|s| s.receiver.as_deref()));
+            Ok(if let Some(url) = url {
                 let remote = {
                     let mut m = self.remotes.lock().expect("remotes");
                     match m.get(group) {
-                        Some(r) => r.clone(),
-                        None => {
+                        Some((connected, r)) if connected == url => r.clone(),
+                        _ => {
                             let tls = l
                                 .config
                                 .tls
                                 .as_ref()
                                 .context("replication needs [tls] dir and identity in the configuration")?;
-                            let identity = g
-                                .agent
-                                .clone()
-                                .or_else(|| tls.identity.clone())
-                                .context("replication needs [tls] identity (or the group's agent)")?;
+                            let identity = l
+                                .config
+                                .agent_identity(group)
+                                .context("replication needs the group's agent (or [tls] identity)")?;
                             let r = Arc::new(RemoteRepository::connect(
                                 url,
                                 &TlsDir::new(&tls.dir),
@@ -719,7 +823,7 @@ impl Shared {
                                     lifeline_service::parse_rate(limit).map_err(anyhow::Error::msg)?,
                                 ));
                             }
-                            m.insert(group.into(), r.clone());
+                            m.insert(group.into(), (url.to_string(), r.clone()));
                             r
                         }
                     }
@@ -815,7 +919,7 @@ impl Shared {
             .insert(group.to_string(), summary.taken_at);
         self.set_rpo(group, summary.taken_at);
         Ok((
-            json!({"seq": summary.seq, "taken_at": summary.taken_at, "bytes_sent": summary.bytes_stored, "bytes_new": summary.bytes_new, "retries": retries}),
+            json!({"seq": summary.seq, "taken_at": summary.taken_at, "bytes_sent": summary.bytes_stored, "bytes_new": summary.bytes_new, "retries": retries, "cycle_secs": summary.elapsed_secs}),
             format!(
                 "point {} committed, {} sent",
                 summary.seq,
@@ -1136,12 +1240,14 @@ mod tests {
     #[test]
     fn the_example_plans_each_sites_jobs() {
         let l = example();
-        // The primary takes the points (and, serving a receiver for failback,
-        // verifies and collects its own repository); the secondary owns the
-        // groups' repository (prune, verify, gc) and drills.
+        // The primary takes the points (its repo and listen are its failback's:
+        // it serves no receiver, so it has no repository to verify or collect);
+        // the secondary owns the groups' repository (prune, verify, gc) and drills.
         let mut primary = keys(&l, "primary");
         primary.sort();
-        assert_eq!(primary, ["gc", "point:app", "point:shop", "point:web", "verify"]);
+        assert_eq!(primary, ["point:app", "point:shop", "point:web"]);
+        assert!(!serves_receiver(&l.config, "primary"));
+        assert!(serves_receiver(&l.config, "secondary"));
         let mut secondary = keys(&l, "secondary");
         secondary.sort();
         assert_eq!(secondary, ["drill:shop", "gc", "prune:shop", "verify"]);

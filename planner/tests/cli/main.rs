@@ -6,6 +6,8 @@
 mod checks;
 mod common;
 mod daemon;
+mod identities;
+mod postgres;
 mod preempt;
 mod replication;
 mod repository_truth;

@@ -55,13 +55,24 @@ fn broken_runbooks_give_every_error_with_its_place_and_a_fix() {
 
 #[test]
 fn example_runbooks_plan_in_every_mode_and_touch_nothing() {
-    let config = root().join("runbooks/lifeline.toml");
     let mut n = 0;
+    let mut postgres = 0;
     for e in fs::read_dir(root().join("runbooks")).unwrap() {
         let p = e.unwrap().path();
         let name = p.file_name().unwrap().to_str().unwrap().to_string();
-        if !name.ends_with(".toml") || name == "lifeline.toml" {
+        // `lifeline.toml` and `lifeline-NAME.toml` are deployments: the runbooks
+        // `NAME-*.toml` plan against the latter, the others against the former.
+        if !name.ends_with(".toml") || name.starts_with("lifeline") {
             continue;
+        }
+        let config = match name.split_once('-') {
+            Some((prefix, _)) if root().join(format!("runbooks/lifeline-{prefix}.toml")).exists() => {
+                root().join(format!("runbooks/lifeline-{prefix}.toml"))
+            }
+            _ => root().join("runbooks/lifeline.toml"),
+        };
+        if name.starts_with("postgres-") {
+            postgres += 1;
         }
         n += 1;
         for mode in ["failover", "switchover", "failback", "drill"] {
@@ -86,6 +97,7 @@ fn example_runbooks_plan_in_every_mode_and_touch_nothing() {
         }
     }
     assert!(n >= 2, "no example runbooks");
+    assert_eq!(postgres, 3, "runbooks/postgres-{{drill,failover,failback}}.toml");
 }
 
 #[test]

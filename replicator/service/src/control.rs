@@ -36,6 +36,8 @@ struct Inner {
     last_cycle_secs: f64,
     last_error: Option<String>,
     cycles: u64,
+    /// Cycles that failed (shown by `lifeline status` as the group's errors).
+    failures: u64,
 }
 
 /// State shared by the agent loop and its control API.
@@ -112,6 +114,7 @@ impl AgentControl {
         g.cycling = false;
         g.last_error = Some(error.into());
         g.cycles += 1;
+        g.failures += 1;
         self.cv.notify_all();
     }
 
@@ -127,7 +130,20 @@ impl AgentControl {
             last_cycle_secs: g.last_cycle_secs,
             last_error: g.last_error.clone().unwrap_or_default(),
             cycles: g.cycles,
+            failed_cycles: g.failures,
         }
+    }
+
+    /// Paused by the control API (a caller that schedules its own cycles, such
+    /// as the daemon, starts none meanwhile).
+    pub fn paused(&self) -> bool {
+        self.lock().paused
+    }
+
+    /// A sync-now waits for a cycle that has not started yet.
+    pub fn sync_requested(&self) -> bool {
+        let g = self.lock();
+        g.sync_requested && !g.paused
     }
 
     fn set_paused(&self, paused: bool) {

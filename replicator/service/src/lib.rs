@@ -21,7 +21,7 @@ pub use identity::Peer;
 pub use lifeline_proto::v1::AgentStatus;
 pub use rate_limit::{RateLimit, parse_rate};
 pub use receiver::{Receiver, ReceiverConfig, serve};
-pub use remote::{GroupStatus, RemoteRepository, remote_gc, remote_prune, remote_verify};
+pub use remote::{GroupStatus, RemoteRepository, remote_gc, remote_prune, remote_status, remote_verify};
 pub use tls::TlsDir;
 
 /// Errors of the service layer.

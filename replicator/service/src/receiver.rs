@@ -651,47 +651,65 @@ impl Replication for ReceiverService {
         Ok(Response::new(pb::PinResponse {}))
     }
 
+    /// An agent sees its tenant's groups; an admin (read-only here) every tenant's.
     async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
-        let (_, tenant) = self.agent(&req)?;
+        let tenants = match Peer::of(&req)? {
+            Peer::Agent { tenant, .. } => Some(vec![tenant]),
+            Peer::Admin { .. } => None,
+        };
         let me = self.0.clone();
         let groups = blocking(move || {
-            let points = me.repo()?.points(&tenant, None).map_err(to_status)?;
-            let mut by_group: Vec<pb::GroupStatus> = Vec::new();
-            for p in points {
-                match by_group.last_mut() {
-                    Some(g) if g.group == p.header.group => {
-                        g.last_seq = p.header.seq;
-                        g.last_taken_at_unix_ms = p.header.taken_at.timestamp_millis();
-                        g.points += 1;
-                    }
-                    _ => by_group.push(pb::GroupStatus {
-                        group: p.header.group.clone(),
-                        last_seq: p.header.seq,
-                        last_taken_at_unix_ms: p.header.taken_at.timestamp_millis(),
-                        points: 1,
-                        ..Default::default()
-                    }),
-                }
+            let tenants = match tenants {
+                Some(t) => t,
+                None => me.repo()?.catalog().tenants().map_err(to_status)?,
+            };
+            let mut all = Vec::new();
+            for tenant in tenants {
+                all.extend(me.group_status(&tenant)?);
             }
-            let cycles = me.cycles.lock().expect("cycles");
-            let errors = me.errors.lock().expect("errors");
-            for g in &mut by_group {
-                if let Some((secs, bytes)) = cycles.get(&(tenant.clone(), g.group.clone())) {
-                    g.last_cycle_secs = *secs;
-                    g.last_bytes_sent = *bytes;
-                }
-                g.errors = errors
-                    .iter()
-                    .filter(|((t, agent), _)| {
-                        t == &tenant && me.allow.get(agent).is_some_and(|gs| gs.contains(&g.group))
-                    })
-                    .map(|(_, n)| *n)
-                    .sum();
-            }
-            Ok(by_group)
+            Ok(all)
         })
         .await?;
         Ok(Response::new(pb::StatusResponse { groups }))
+    }
+}
+
+impl Receiver {
+    /// The status of each group of `tenant`.
+    fn group_status(&self, tenant: &str) -> Result<Vec<pb::GroupStatus>, Status> {
+        let points = self.repo()?.points(tenant, None).map_err(to_status)?;
+        let mut by_group: Vec<pb::GroupStatus> = Vec::new();
+        for p in points {
+            match by_group.last_mut() {
+                Some(g) if g.group == p.header.group => {
+                    g.last_seq = p.header.seq;
+                    g.last_taken_at_unix_ms = p.header.taken_at.timestamp_millis();
+                    g.points += 1;
+                }
+                _ => by_group.push(pb::GroupStatus {
+                    group: p.header.group.clone(),
+                    last_seq: p.header.seq,
+                    last_taken_at_unix_ms: p.header.taken_at.timestamp_millis(),
+                    points: 1,
+                    tenant: tenant.to_string(),
+                    ..Default::default()
+                }),
+            }
+        }
+        let cycles = self.cycles.lock().expect("cycles");
+        let errors = self.errors.lock().expect("errors");
+        for g in &mut by_group {
+            if let Some((secs, bytes)) = cycles.get(&(tenant.to_string(), g.group.clone())) {
+                g.last_cycle_secs = *secs;
+                g.last_bytes_sent = *bytes;
+            }
+            g.errors = errors
+                .iter()
+                .filter(|((t, agent), _)| t == tenant && self.allow.get(agent).is_some_and(|gs| gs.contains(&g.group)))
+                .map(|(_, n)| *n)
+                .sum();
+        }
+        Ok(by_group)
     }
 }
 

@@ -56,6 +56,7 @@ struct Shared {
 /// One group's replication status on a receiver.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupStatus {
+    pub tenant: String,
     pub group: String,
     pub points: u64,
     pub last_seq: u64,
@@ -198,16 +199,45 @@ impl RemoteRepository {
             .into_inner()
             .groups
             .into_iter()
-            .map(|g| GroupStatus {
-                group: g.group,
-                points: g.points,
-                last_seq: g.last_seq,
-                last_taken_at: chrono::DateTime::from_timestamp_millis(g.last_taken_at_unix_ms).unwrap_or_default(),
-                last_cycle_secs: g.last_cycle_secs,
-                last_bytes_sent: g.last_bytes_sent,
-                errors: g.errors,
-            })
+            .map(GroupStatus::from)
             .collect())
+    }
+}
+
+/// Per-group replication status on a receiver, without a session: an agent
+/// identity sees its tenant's groups, an admin identity every tenant's.
+pub fn remote_status(url: &str, tls: &TlsDir, name: &str) -> Result<Vec<GroupStatus>, ServiceError> {
+    let rt = client_runtime(0)?;
+    let endpoint = client_endpoint(url, tls, name, None)?;
+    let groups = rt
+        .block_on(async {
+            let channel = endpoint
+                .connect()
+                .await
+                .map_err(|e| tonic::Status::unavailable(format!("{e}: {}", source_chain(&e))))?;
+            ReplicationClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .status(pb::StatusRequest {})
+                .await
+        })
+        .map_err(|s| ServiceError::Replicator(remote(url, s)))?
+        .into_inner()
+        .groups;
+    Ok(groups.into_iter().map(GroupStatus::from).collect())
+}
+
+impl From<pb::GroupStatus> for GroupStatus {
+    fn from(g: pb::GroupStatus) -> GroupStatus {
+        GroupStatus {
+            tenant: g.tenant,
+            group: g.group,
+            points: g.points,
+            last_seq: g.last_seq,
+            last_taken_at: chrono::DateTime::from_timestamp_millis(g.last_taken_at_unix_ms).unwrap_or_default(),
+            last_cycle_secs: g.last_cycle_secs,
+            last_bytes_sent: g.last_bytes_sent,
+            errors: g.errors,
+        }
     }
 }
 
