@@ -54,8 +54,8 @@ pub use repository::{
 pub use restore::{PointSelector, RestoreOptions, RestoreSummary, restore, select_point};
 pub use retention::{Decision, KeepReason, RetentionPolicy, decide};
 pub use store::{
-    ChunkStore, CollectReport, LocalDirStorage, LocalDirStore, ObjectLocation, ObjectStorage, PackId, S3Counts, S3Location, S3Settings,
-    S3Stats, S3Storage, StoredObject, SweepPlan,
+    ChunkStore, CollectReport, LocalDirStorage, LocalDirStore, ObjectLocation, ObjectStorage, PackId, S3Counts,
+    S3Location, S3Settings, S3Stats, S3Storage, StoredObject, SweepPlan,
 };
 pub use tenant_repository::{CycleReport, LocalTenant, TenantRepository};
 pub use verify::{AffectedPoint, DamagedObject, VerifyOptions, VerifyReport, verify};

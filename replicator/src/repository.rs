@@ -129,7 +129,11 @@ struct S3Place {
 /// The cache directory of `location` under `state_dir`.
 pub fn s3_cache_dir(state_dir: &Path, location: &S3Location) -> PathBuf {
     let d = state_dir.join("s3").join(&location.bucket);
-    if location.prefix.is_empty() { d.join("_") } else { d.join("_").join(&location.prefix) }
+    if location.prefix.is_empty() {
+        d.join("_")
+    } else {
+        d.join("_").join(&location.prefix)
+    }
 }
 
 fn hostname() -> String {

@@ -405,7 +405,9 @@ impl Packs {
     fn footer(&self, id: &PackId) -> Result<Vec<(ObjectId, ObjectLocation)>, String> {
         match &self.backend {
             Backend::Dir => read_footer(&self.pack_path(id), *id),
-            Backend::Objects { storage, prefix, .. } => read_object_footer(storage.as_ref(), &pack_key(prefix, id), *id),
+            Backend::Objects { storage, prefix, .. } => {
+                read_object_footer(storage.as_ref(), &pack_key(prefix, id), *id)
+            }
         }
     }
 
@@ -413,7 +415,10 @@ impl Packs {
     fn pack_stat(&self, id: &PackId) -> Result<Option<(u64, std::time::SystemTime)>> {
         match &self.backend {
             Backend::Dir => match fs::metadata(self.pack_path(id)) {
-                Ok(m) => Ok(Some((m.len(), m.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH)))),
+                Ok(m) => Ok(Some((
+                    m.len(),
+                    m.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH),
+                ))),
                 Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(Error::io(format!("stat pack {}", self.pack_path(id).display()), e)),
             },
@@ -1089,7 +1094,12 @@ impl Packs {
         for p in packs {
             self.readers.lock().expect("readers").remove(p);
             self.footers.lock().expect("footers").forget(p);
-            if let Backend::Objects { storage, prefix, segments } = &self.backend {
+            if let Backend::Objects {
+                storage,
+                prefix,
+                segments,
+            } = &self.backend
+            {
                 segments.forget(p);
                 storage.delete(&pack_key(prefix, p))?;
                 continue;

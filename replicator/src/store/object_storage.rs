@@ -260,7 +260,10 @@ impl ObjectStorage for LocalDirStorage {
     fn stat(&self, key: &str) -> Result<Option<(u64, std::time::SystemTime)>> {
         let path = self.path(key)?;
         match fs::metadata(&path) {
-            Ok(m) => Ok(Some((m.len(), m.modified().ctx(|| format!("stat {}", path.display()))?))),
+            Ok(m) => Ok(Some((
+                m.len(),
+                m.modified().ctx(|| format!("stat {}", path.display()))?,
+            ))),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(format!("stat {}", path.display()), e)),
         }

@@ -31,8 +31,8 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::client::{HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService};
 use object_store::path::Path as ObjPath;
 use object_store::{
-    BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
-    PutPayload, RetryConfig,
+    BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    RetryConfig,
 };
 
 use super::object_storage::{ObjectStorage, check_key};
@@ -114,7 +114,11 @@ pub struct S3Settings {
 impl S3Settings {
     /// These settings, with what they leave out taken from the environment.
     pub fn with_env(&self) -> S3Settings {
-        let env = |names: &[&str]| names.iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()));
+        let env = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+        };
         S3Settings {
             endpoint: self
                 .endpoint
@@ -420,16 +424,17 @@ impl S3Storage {
             futures_util::stream::iter(jobs.into_iter().map(|(key, path, bytes)| {
                 let store = store.clone();
                 async move {
-                    let r = store
-                        .put_opts(
+                    let r = retrying(|| {
+                        store.put_opts(
                             &path,
-                            PutPayload::from_bytes(bytes),
+                            PutPayload::from_bytes(bytes.clone()),
                             PutOptions {
                                 mode: PutMode::Create,
                                 ..Default::default()
                             },
                         )
-                        .await;
+                    })
+                    .await;
                     (key, r)
                 }
             }))
@@ -444,6 +449,49 @@ impl S3Storage {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether a failed request may succeed when made again: a transport error,
+/// throttling or a 5xx, not a refusal (credentials, a missing bucket).
+fn retryable(e: &object_store::Error) -> bool {
+    let object_store::Error::Generic { .. } = e else {
+        return false;
+    };
+    let t = e.to_string();
+    ![
+        "NoSuchBucket",
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "400 Bad",
+        "403 Forbidden",
+    ]
+    .iter()
+    .any(|m| t.contains(m))
+}
+
+/// Runs a put again on a retryable failure, with exponential backoff.
+/// object_store retries only idempotent requests on transport errors, and a
+/// create-if-absent is not one to it; to us it is (a retry that finds the
+/// object there means the lost answer was a success).
+async fn retrying<T, F, Fut>(mut attempt: F) -> object_store::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = object_store::Result<T>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let mut n = 0;
+    loop {
+        match attempt().await {
+            Err(e) if n < MAX_RETRIES && retryable(&e) => {
+                tracing::debug!(error = %e, retry = n + 1, "S3 request failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(8));
+                n += 1;
+            }
+            r => return r,
+        }
     }
 }
 
@@ -479,18 +527,19 @@ impl ObjectStorage for S3Storage {
         // If-None-Match refuses an overwrite too.
         let path = self.path(key)?;
         let store = self.store.clone();
-        let payload = PutPayload::from_bytes(Bytes::copy_from_slice(bytes));
+        let payload = Bytes::copy_from_slice(bytes);
         let r = self.block(async move {
-            store
-                .put_opts(
+            retrying(|| {
+                store.put_opts(
                     &path,
-                    payload,
+                    PutPayload::from_bytes(payload.clone()),
                     PutOptions {
                         mode: PutMode::Create,
                         ..Default::default()
                     },
                 )
-                .await
+            })
+            .await
         });
         match r {
             Ok(_) => Ok(true),
@@ -511,8 +560,8 @@ impl ObjectStorage for S3Storage {
     fn replace(&self, key: &str, bytes: &[u8]) -> Result<()> {
         let path = self.path(key)?;
         let store = self.store.clone();
-        let payload = PutPayload::from_bytes(Bytes::copy_from_slice(bytes));
-        self.block(async move { store.put(&path, payload).await })
+        let payload = Bytes::copy_from_slice(bytes);
+        self.block(async move { retrying(|| store.put(&path, PutPayload::from_bytes(payload.clone()))).await })
             .map(|_| ())
             .map_err(|e| self.error("store", key, e))
     }
