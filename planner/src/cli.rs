@@ -889,6 +889,9 @@ pub struct RestoreArgs {
     /// Key file written by `lifeline key new` (the tenant's key).
     #[arg(long, value_name = "KEYFILE")]
     pub key_file: PathBuf,
+    /// Tenant of a local or s3:// repository [default: `default`; on a receiver, the certificate's].
+    #[arg(long, value_name = "TENANT")]
+    pub tenant: Option<String>,
     /// Protection group whose point to restore.
     #[arg(long, value_name = "G")]
     pub group: String,

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    lifeline_service::ensure_crypto_provider();
     let cli = lifeline_planner::cli::Cli::parse();
     lifeline_planner::cli::init_logging();
     match lifeline_planner::commands::run(cli) {

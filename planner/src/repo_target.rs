@@ -29,6 +29,17 @@ impl RepoTarget {
         Ok((target, keys.expect("a key was given")))
     }
 
+    /// [`open`](Self::open) for tenant `tenant` of a local or s3:// repository
+    /// (a receiver's tenant is the one in the client certificate).
+    pub fn open_tenant(repo: &Path, remote: &RemoteArgs, key: &KeyFile, tenant: &str) -> Result<(RepoTarget, Keys)> {
+        if is_url(repo) {
+            return Self::open(repo, remote, key);
+        }
+        let r = Repository::open(repo)?;
+        let keys = r.check_key(tenant, key)?;
+        Ok((RepoTarget::Local(r), keys))
+    }
+
     /// [`open`](Self::open) with an optional key (enough to list points).
     pub fn open_with(repo: &Path, remote: &RemoteArgs, key: Option<&KeyFile>) -> Result<(RepoTarget, Option<Keys>)> {
         if !is_url(repo) {

@@ -13,8 +13,11 @@ use crate::repo_target::RepoTarget;
 pub fn run(a: &RestoreArgs) -> Result<ExitCode> {
     let point: PointSelector = a.point.parse()?;
     let key = super::load_key(&a.key_file)?;
-    let (target, keys) = RepoTarget::open(&a.repo.repo, &a.remote, &key)?;
-    let repo = target.tenant()?;
+    let (target, keys) = match &a.tenant {
+        None => RepoTarget::open(&a.repo.repo, &a.remote, &key)?,
+        Some(t) => RepoTarget::open_tenant(&a.repo.repo, &a.remote, &key, t)?,
+    };
+    let repo = target.tenant_named(a.tenant.as_deref())?;
     let bar = Bar::bytes("restore", a.json);
     let result = restore(
         repo.as_ref(),

@@ -13,6 +13,7 @@ mod replication;
 mod repository_truth;
 mod runbooks;
 mod runs;
+mod s3;
 mod sandbox;
 
 use std::fs::{self, File, OpenOptions};

@@ -45,6 +45,17 @@ impl ReceiverProc {
     /// Starts a receiver and reads its first stdout line (`listening on ADDR`).
     /// `Err` holds what a receiver that exited instead printed.
     pub(crate) fn start(repo: &Path, tls: &Path, listen: &str, allow: &[&str]) -> Result<ReceiverProc, Run> {
+        Self::start_with(repo, tls, listen, allow, &[])
+    }
+
+    /// [`start`](Self::start) with more arguments (`--config`, `--state-dir`).
+    pub(crate) fn start_with(
+        repo: &Path,
+        tls: &Path,
+        listen: &str,
+        allow: &[&str],
+        extra: &[&str],
+    ) -> Result<ReceiverProc, Run> {
         let mut args = vec![
             "receiver".to_string(),
             "--repo".into(),
@@ -57,6 +68,7 @@ impl ReceiverProc {
         for a in allow {
             args.extend(["--allow".to_string(), a.to_string()]);
         }
+        args.extend(extra.iter().map(|e| e.to_string()));
         let mut bg = Background::spawn(&strs(&args));
         let Some(first) = bg.wait_for_line(START, |_| true) else {
             if bg.wait_exit(PROMPT).is_some() {
@@ -76,6 +88,11 @@ impl ReceiverProc {
         Ok(ReceiverProc { bg, port })
     }
 
+    /// What the receiver printed so far, and whether it runs.
+    pub(crate) fn describe(&mut self) -> String {
+        self.bg.describe()
+    }
+
     pub(crate) fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
     }
@@ -90,7 +107,7 @@ impl ReceiverProc {
 
     /// SIGTERM; asserts a graceful exit 0 and returns what it printed.
     #[track_caller]
-    fn stop(self) -> Run {
+    pub(crate) fn stop(self) -> Run {
         self.bg.signal("TERM");
         self.bg.finish(PROMPT).ok().stderr_has(&["receiver: shutting down"])
     }
@@ -255,7 +272,7 @@ impl Client {
         r.json().as_array().cloned().expect("points --json is an array")
     }
 
-    fn restore(&self, group: &str, point: &str, volume: &str, to: &Path) -> Run {
+    pub(crate) fn restore(&self, group: &str, point: &str, volume: &str, to: &Path) -> Run {
         let mut args = vec!["restore".to_string()];
         args.extend(self.remote());
         args.extend([

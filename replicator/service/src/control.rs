@@ -261,6 +261,7 @@ pub async fn serve_control(
     control: Arc<AgentControl>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServiceError> {
+    crate::tls::ensure_crypto_provider();
     let cfg = ServerTlsConfig::new()
         .identity(tls.identity(name)?)
         .client_ca_root(Certificate::from_pem(tls.ca_pem()?));

@@ -22,7 +22,7 @@ pub use lifeline_proto::v1::AgentStatus;
 pub use rate_limit::{RateLimit, parse_rate};
 pub use receiver::{Receiver, ReceiverConfig, serve};
 pub use remote::{GroupStatus, RemoteRepository, remote_gc, remote_prune, remote_status, remote_verify};
-pub use tls::TlsDir;
+pub use tls::{TlsDir, ensure_crypto_provider};
 
 /// Errors of the service layer.
 #[derive(Debug, thiserror::Error)]

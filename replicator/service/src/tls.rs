@@ -48,6 +48,7 @@ impl TlsDir {
     /// Server config: the receiver's identity, client certificates required and
     /// checked against the CA.
     pub fn server_config(&self) -> Result<ServerTlsConfig, ServiceError> {
+        ensure_crypto_provider();
         Ok(ServerTlsConfig::new()
             .identity(self.identity("receiver")?)
             .client_ca_root(Certificate::from_pem(self.ca_pem()?)))
@@ -95,6 +96,7 @@ impl TlsDir {
 
     /// Client config for identity `name`, checking the receiver against the CA.
     pub fn client_config(&self, name: &str, domain: &str) -> Result<ClientTlsConfig, ServiceError> {
+        ensure_crypto_provider();
         self.check_identity(name)?;
         Ok(ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(self.ca_pem()?))
@@ -190,4 +192,14 @@ mod tests {
         let e = tls.client_config("b", "127.0.0.1").unwrap_err().to_string();
         assert!(e.contains("was not issued by the CA"), "{e}");
     }
+}
+
+/// Makes ring rustls's process-wide provider (tonic builds its TLS configs
+/// from it). With both ring (tonic) and aws-lc-rs (object_store, for S3)
+/// linked, rustls would otherwise refuse to choose and panic. Idempotent.
+pub fn ensure_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
