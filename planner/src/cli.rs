@@ -959,6 +959,11 @@ pub struct BenchArgs {
     /// restores and damage verify called clean.
     #[arg(long, value_name = "N")]
     pub damage: Option<u64>,
+    /// Back --file up and restore it through a local repository, then through
+    /// this new s3:// repository (an empty bucket or prefix; endpoint and
+    /// credentials as for --repo): throughput of each and S3 requests per GiB.
+    #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+    pub s3: Option<String>,
     /// With --gc or --repair: points in the synthetic repository.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub points: u64,

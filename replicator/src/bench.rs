@@ -271,6 +271,114 @@ fn one_volume(group: &str, volume: &str, path: &Path, work_dir: &Path) -> Backup
     }
 }
 
+/// What [`s3_compare`] measured: the same volume backed up and restored
+/// through a local directory and through an `s3://` repository.
+#[derive(Debug, Clone, Serialize)]
+pub struct S3Compare {
+    pub volume_bytes: u64,
+    pub local_backup_mib_s: f64,
+    pub local_restore_mib_s: f64,
+    pub s3_backup_mib_s: f64,
+    pub s3_restore_mib_s: f64,
+    /// s3 / local, in percent.
+    pub backup_ratio_pct: f64,
+    pub restore_ratio_pct: f64,
+    /// Bytes the first backup stored (sealed, compressed).
+    pub bytes_stored: u64,
+    pub first_backup: crate::store::S3Counts,
+    pub unchanged_backup: crate::store::S3Counts,
+    pub restore: crate::store::S3Counts,
+    /// Requests of an unchanged re-backup per GiB of volume (goal <= 10).
+    pub unchanged_requests_per_gib: f64,
+    /// PUTs of the first backup per GiB of new data stored (goal <= 70).
+    pub puts_per_gib_new: f64,
+    /// Attempts that failed and were retried, over the whole run.
+    pub retried: u64,
+}
+
+/// Backs `file` up and restores it through a local repository in
+/// `work_dir`, then through a new `s3://` repository at `location` (which
+/// must be an empty bucket or prefix), with its cache in `work_dir`.
+pub fn s3_compare(
+    file: &Path,
+    work_dir: &Path,
+    location: &crate::store::S3Location,
+    settings: &crate::store::S3Settings,
+) -> Result<S3Compare> {
+    let key = KeyFile::create(&work_dir.join("bench.key"), None)?;
+    let keys = key.keys();
+    let restore_to = |repo: &Repository, name: &str| {
+        restore(
+            &repo.tenant(DEFAULT_TENANT)?,
+            &keys,
+            &RestoreOptions {
+                group: "bench".into(),
+                point: PointSelector::Latest,
+                volume: "v".into(),
+                target: work_dir.join(name),
+                progress: None,
+            },
+        )
+    };
+    let mib = |bytes: u64, secs: f64| bytes as f64 / (1 << 20) as f64 / secs.max(1e-9);
+    // Local.
+    let local = Repository::init(&work_dir.join("local"), &keys, DEFAULT_TENANT)?;
+    let first = backup(
+        &local.tenant(DEFAULT_TENANT)?,
+        &keys,
+        &one_volume("bench", "v", file, &work_dir.join("l")),
+    )?;
+    drop_caches();
+    let lr = restore_to(&local, "local.out")?;
+    let _ = fs::remove_file(work_dir.join("local.out"));
+    drop(local);
+    let _ = fs::remove_dir_all(work_dir.join("local"));
+    // S3.
+    let stats = crate::store::s3::process_stats().clone();
+    let repo = Repository::init_s3(location, settings, &work_dir.join("s3-state"), &keys, DEFAULT_TENANT)?;
+    let opts = one_volume("bench", "v", file, &work_dir.join("s"));
+    let c0 = stats.counts();
+    let s3_first = backup(&repo.tenant(DEFAULT_TENANT)?, &keys, &opts)?;
+    let c1 = stats.counts();
+    let again = backup(&repo.tenant(DEFAULT_TENANT)?, &keys, &opts)?;
+    let c2 = stats.counts();
+    drop_caches();
+    let sr = restore_to(&repo, "s3.out")?;
+    let c3 = stats.counts();
+    let _ = fs::remove_file(work_dir.join("s3.out"));
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let (lb, lrs) = (
+        mib(first.bytes_scanned, first.elapsed_secs),
+        mib(lr.size, lr.elapsed_secs),
+    );
+    let (sb, srs) = (
+        mib(s3_first.bytes_scanned, s3_first.elapsed_secs),
+        mib(sr.size, sr.elapsed_secs),
+    );
+    Ok(S3Compare {
+        volume_bytes: first.bytes_scanned,
+        local_backup_mib_s: lb,
+        local_restore_mib_s: lrs,
+        s3_backup_mib_s: sb,
+        s3_restore_mib_s: srs,
+        backup_ratio_pct: 100.0 * sb / lb,
+        restore_ratio_pct: 100.0 * srs / lrs,
+        bytes_stored: s3_first.bytes_stored,
+        first_backup: c1.since(&c0),
+        unchanged_backup: c2.since(&c1),
+        restore: c3.since(&c2),
+        unchanged_requests_per_gib: c2.since(&c1).requests() as f64 / gib(again.bytes_scanned),
+        puts_per_gib_new: c1.since(&c0).put as f64 / gib(s3_first.bytes_stored.max(1)),
+        retried: c3.since(&c0).failed,
+    })
+}
+
+/// Drops the page cache (as root) so a restore reads the repository, not
+/// memory; without root it just does not.
+fn drop_caches() {
+    let _ = fs::write("/proc/sys/vm/drop_caches", "3");
+}
+
 /// What [`small_cycles`] measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct SmallCycles {

@@ -16,6 +16,37 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
     if a.repair {
         return repair(a);
     }
+    if let Some(url) = &a.s3 {
+        let Some(file) = &a.file else {
+            anyhow::bail!("--s3 measures on a volume: give --file IMAGE");
+        };
+        let location = lifeline_replicator::S3Location::parse(url)
+            .ok_or_else(|| anyhow::anyhow!("--s3 wants s3://BUCKET/PREFIX, not `{url}`"))??;
+        let dir = tempfile::Builder::new().prefix("lifeline-bench-").tempdir()?;
+        let settings = crate::config::Config::load(None)?.s3.unwrap_or_default();
+        eprintln!("{} through a local repository, then {url} ...", file.display());
+        let r = lifeline_replicator::bench::s3_compare(file, dir.path(), &location, &settings)?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        } else {
+            println!(
+                "{} volume: backup local {:.0} MiB/s, S3 {:.0} MiB/s ({:.0} %, goal >= 60 %); restore local {:.0} MiB/s, \
+                 S3 {:.0} MiB/s ({:.0} %, goal >= 50 %); unchanged re-backup {:.1} requests/GiB (goal <= 10); \
+                 {:.1} PUTs per GiB of new data (goal <= 70); {} attempts retried",
+                super::human_bytes(r.volume_bytes),
+                r.local_backup_mib_s,
+                r.s3_backup_mib_s,
+                r.backup_ratio_pct,
+                r.local_restore_mib_s,
+                r.s3_restore_mib_s,
+                r.restore_ratio_pct,
+                r.unchanged_requests_per_gib,
+                r.puts_per_gib_new,
+                r.retried
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(n) = a.cycles {
         let dir = tempfile::Builder::new().prefix("lifeline-bench-").tempdir()?;
         eprintln!("{n} cycles of {} bytes in {} ...", a.cycle_bytes, dir.path().display());
