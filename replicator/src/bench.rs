@@ -257,6 +257,40 @@ pub fn build_gc_bench_repo(work_dir: &Path, points: u64, per_point: u64) -> Resu
     Ok(path)
 }
 
+/// Presence lookups per second in the catalog cache of a repository built by
+/// [`build_gc_bench_repo`] in `work_dir` (what a backup asks for every chunk):
+/// `n` ids of existing objects in random order, on every core.
+pub fn catalog_lookups(work_dir: &Path, points: u64, per_point: u64, n: u64) -> Result<f64> {
+    use rayon::prelude::*;
+    let keys = KeyFile::load(&work_dir.join("bench.key"), None)?.keys();
+    let repo = Repository::open(&work_dir.join("repo"))?;
+    let store = repo.store(DEFAULT_TENANT)?;
+    let total = points * per_point;
+    let ids: Vec<_> = (0..n)
+        .map(|i| {
+            // A multiplicative hash spreads the picks over the whole repository.
+            let k = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % total.max(1);
+            let mut plain = [0u8; 64];
+            plain[..8].copy_from_slice(&k.to_le_bytes());
+            keys.chunk_id(&plain)
+        })
+        .collect();
+    let t = Instant::now();
+    let found = ids
+        .par_iter()
+        .map(|id| store.contains(id).map(u64::from))
+        .sum::<Result<u64>>()?;
+    let secs = t.elapsed().as_secs_f64();
+    if found != n {
+        return Err(crate::error::Error::Invalid {
+            what: "catalog lookup benchmark",
+            value: format!("{found} of {n}"),
+            reason: "some existing objects were not found".into(),
+        });
+    }
+    Ok(n as f64 / secs.max(1e-9))
+}
+
 /// Backup options for one volume, with the agent state in `work_dir/state`.
 fn one_volume(group: &str, volume: &str, path: &Path, work_dir: &Path) -> BackupOptions {
     BackupOptions {

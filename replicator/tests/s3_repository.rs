@@ -333,3 +333,106 @@ fn a_three_node_cluster_loses_a_node_mid_upload_and_the_backup_completes() {
     let repo = Repository::open_s3(&l, &s, &fresh).unwrap();
     assert!(restore_seq(&site, &repo, 1) == data);
 }
+
+#[test]
+fn an_altered_point_object_in_the_bucket_fails_authentication_and_is_named() {
+    let Some(g) = Garage::single() else { return };
+    g.create_bucket("auth");
+    let site = Site::new();
+    let s = settings(&g, &g.endpoint());
+    let l = loc("s3://auth/p");
+    let repo = Repository::init_s3(&l, &s, &site.state("state"), &site.keys, DEFAULT_TENANT).unwrap();
+    let versions = three_points(&site, &repo);
+    let storage = S3Storage::new(&l, &s).unwrap();
+    let key = "meta/points/default/db/00000000000000000002";
+    let mut bytes = storage.get(key).unwrap().unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    storage.replace(key, &bytes).unwrap();
+    let r = deep_verify(&site, &repo);
+    assert!(!r.is_clean(), "an altered point object was called clean: {r:?}");
+    let text = format!("{:?}", r.records);
+    assert!(
+        text.contains("s3://auth/p/meta/points/default/db/00000000000000000002"),
+        "{text}"
+    );
+    // The other points still restore.
+    assert!(restore_seq(&site, &repo, 3) == versions[2]);
+    drop(repo);
+    // A repair that finds no intact copy reports the point lost, by name.
+    let report = repair_s3(&l, &s, &site.state("fresh"), &no_progress).unwrap();
+    assert_eq!(report.points, 2, "{report:?}");
+    assert!(
+        report
+            .damaged
+            .iter()
+            .any(|d| d.contains("point 2 of group `db` is lost")),
+        "{report:?}"
+    );
+}
+
+/// A tmpfs of `size` at `dir` (root only), unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIP: cannot mount a tmpfs here (needs root)");
+            return None;
+        }
+        Some(Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the filesystem of `dir` with a file; returns its path.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let p = dir.join("filler");
+    let mut f = fs::File::create(&p).unwrap();
+    let block = vec![0xa5u8; 64 << 10];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.sync_all();
+    p
+}
+
+#[test]
+fn a_full_cache_disk_fails_the_backup_with_nothing_committed_and_the_next_one_completes() {
+    let Some(g) = Garage::single() else { return };
+    g.create_bucket("full");
+    let site = Site::new();
+    let Some(_fs) = Tmpfs::mount(&site.state("state"), "64m") else {
+        return;
+    };
+    let s = settings(&g, &g.endpoint());
+    let l = loc("s3://full/p");
+    let repo = Repository::init_s3(&l, &s, &site.state("state"), &site.keys, DEFAULT_TENANT).unwrap();
+    let vol = site.root().join("vol.img");
+    let data = sample_data(24 << 20, 17);
+    fs::write(&vol, &data).unwrap();
+    let filler = fill(&site.state("state"));
+    let r = try_backup(&site, &repo, &vol);
+    let e = r.expect_err("a backup into a full cache disk succeeded").to_string();
+    assert!(e.contains("No space left") || e.contains("space"), "{e}");
+    drop(repo);
+    fs::remove_file(&filler).unwrap();
+    let repo = Repository::open_s3(&l, &s, &site.state("state")).unwrap();
+    assert!(
+        repo.points(DEFAULT_TENANT, Some("db")).unwrap().is_empty(),
+        "nothing committed"
+    );
+    try_backup(&site, &repo, &vol).unwrap();
+    assert!(restore_seq(&site, &repo, 1) == data);
+    assert!(deep_verify(&site, &repo).is_clean());
+}

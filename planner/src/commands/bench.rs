@@ -248,6 +248,8 @@ fn repair(a: &BenchArgs) -> Result<ExitCode> {
     let report: serde_json::Value = serde_json::from_str(&out)?;
     let (open_secs, open_mib, _) = measured(&["points", "--repo", repo_s, "--json"])?;
     let per_million = repair_secs * 1e6 / objects.max(1) as f64;
+    let lookups = lifeline_replicator::bench::catalog_lookups(dir.path(), a.points, a.per_point, 1_000_000)?;
+    let db_bytes = dir_bytes(&repo.join("catalog"));
     let result = serde_json::json!({
         "objects": objects,
         "points": a.points,
@@ -258,16 +260,35 @@ fn repair(a: &BenchArgs) -> Result<ExitCode> {
         "repair_peak_rss_mib": repair_mib,
         "open_and_list_secs": open_secs,
         "open_peak_rss_mib": open_mib,
+        "lookups_per_sec": lookups,
+        "catalog_bytes": db_bytes,
     });
     if a.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
         println!(
-            "{objects} objects in {} packs, {} points (built in {setup:.1} s): repair {repair_secs:.2} s = {per_million:.2} s per million objects (goal <= 10), peak RSS {repair_mib:.0} MiB; open + list points {open_secs:.2} s, peak RSS {open_mib:.0} MiB",
-            report["packs"], a.points
+            "{objects} objects in {} packs, {} points (built in {setup:.1} s): repair {repair_secs:.2} s = {per_million:.2} s per million objects (goal <= 10), peak RSS {repair_mib:.0} MiB; open + list points {open_secs:.2} s, peak RSS {open_mib:.0} MiB; {lookups:.0} presence lookups/s; catalog {}",
+            report["packs"],
+            a.points,
+            super::human_bytes(db_bytes)
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Bytes of the files under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Prune + GC of a synthetic repository, each in its own process (so the
