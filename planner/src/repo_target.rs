@@ -11,7 +11,7 @@ use crate::cli::RemoteArgs;
 
 /// An opened repository.
 pub enum RepoTarget {
-    Local(Repository),
+    Local(Box<Repository>),
     Remote(Box<RemoteRepository>),
 }
 
@@ -37,7 +37,7 @@ impl RepoTarget {
         }
         let r = Repository::open(repo)?;
         let keys = r.check_key(tenant, key)?;
-        Ok((RepoTarget::Local(r), keys))
+        Ok((RepoTarget::Local(Box::new(r)), keys))
     }
 
     /// [`open`](Self::open) with an optional key (enough to list points).
@@ -45,7 +45,7 @@ impl RepoTarget {
         if !is_url(repo) {
             let r = Repository::open(repo)?;
             let keys = key.map(|k| r.check_key(DEFAULT_TENANT, k)).transpose()?;
-            return Ok((RepoTarget::Local(r), keys));
+            return Ok((RepoTarget::Local(Box::new(r)), keys));
         }
         let url = repo.to_str().expect("utf-8 url");
         if url.starts_with("http://") {

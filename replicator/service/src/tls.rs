@@ -139,6 +139,16 @@ pub(crate) fn client_endpoint(
         .map_err(|e| ServiceError::Tls(e.to_string()))
 }
 
+/// Makes ring rustls's process-wide provider (tonic builds its TLS configs
+/// from it). With both ring (tonic) and aws-lc-rs (object_store, for S3)
+/// linked, rustls would otherwise refuse to choose and panic. Idempotent.
+pub fn ensure_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,14 +202,4 @@ mod tests {
         let e = tls.client_config("b", "127.0.0.1").unwrap_err().to_string();
         assert!(e.contains("was not issued by the CA"), "{e}");
     }
-}
-
-/// Makes ring rustls's process-wide provider (tonic builds its TLS configs
-/// from it). With both ring (tonic) and aws-lc-rs (object_store, for S3)
-/// linked, rustls would otherwise refuse to choose and panic. Idempotent.
-pub fn ensure_crypto_provider() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
 }

@@ -117,10 +117,13 @@ const SEGMENT_CACHE: usize = 24;
 
 /// Recently read segments of object-storage packs, least recently used first.
 #[derive(Default)]
-struct Segments(Mutex<Vec<((PackId, u64), Arc<Vec<u8>>)>>);
+struct Segments(Mutex<Vec<(SegmentKey, Arc<Vec<u8>>)>>);
+
+/// A segment: its pack and its index within the pack.
+type SegmentKey = (PackId, u64);
 
 impl Segments {
-    fn get(&self, key: &(PackId, u64)) -> Option<Arc<Vec<u8>>> {
+    fn get(&self, key: &SegmentKey) -> Option<Arc<Vec<u8>>> {
         let mut v = self.0.lock().expect("segments");
         let i = v.iter().position(|(k, _)| k == key)?;
         let hit = v.remove(i);
@@ -129,7 +132,7 @@ impl Segments {
         Some(bytes)
     }
 
-    fn put(&self, key: (PackId, u64), bytes: Arc<Vec<u8>>) {
+    fn put(&self, key: SegmentKey, bytes: Arc<Vec<u8>>) {
         let mut v = self.0.lock().expect("segments");
         v.retain(|(k, _)| *k != key);
         if v.len() >= SEGMENT_CACHE {
