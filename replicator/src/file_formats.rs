@@ -16,7 +16,10 @@ pub const REPOSITORY_MARKER_FILE: &str = "lifeline-repo";
 /// 3: the repository's records are objects too (`meta/config`, `meta/tenants/*`,
 /// `meta/points/*`), and the catalog is a cache rebuilt from them; a format 2
 /// repository is upgraded at open by writing those objects from its catalog.
-pub const REPOSITORY_FORMAT: u32 = 3;
+/// 4: point records carry `committed_at`, the committing repository's clock,
+/// which retention reads (an agent cannot date points into the future); earlier
+/// points have none. Upgraded at open by rewriting the marker and config only.
+pub const REPOSITORY_FORMAT: u32 = 4;
 
 /// Magic of the repository config object: "LLRC" (LifeLine Repository Config).
 pub const CONFIG_OBJECT_MAGIC: [u8; 4] = *b"LLRC";

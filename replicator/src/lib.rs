@@ -45,14 +45,16 @@ pub use error::{Error, Result};
 pub use gc::{GcReport, first_missing, gc, gc_with};
 pub use hooks::{ThawGuard, run_hook};
 pub use object_id::ObjectId;
-pub use point::{Consistency, PointBody, PointHeader, PointRecord, RecoveryPoint, RootRef, VolumeEntry, check_name};
+pub use point::{
+    Consistency, MAX_CLOCK_SKEW, PointBody, PointHeader, PointRecord, RecoveryPoint, RootRef, VolumeEntry, check_name,
+};
 pub use repair::{RepairProgress, RepairReport, repair, repair_s3};
 pub use repository::{
     Comparison, DEFAULT_TENANT, OWNER_FILE, OWNER_KEY, OwnerLease, OwnerNote, Repository, S3Context, s3_cache_dir,
     set_s3_context,
 };
 pub use restore::{PointSelector, RestoreOptions, RestoreSummary, restore, select_point};
-pub use retention::{Decision, KeepReason, RetentionPolicy, decide};
+pub use retention::{Decision, KeepReason, RetentionPolicy, decide, retention_times};
 pub use store::{
     ChunkStore, CollectReport, LocalDirStorage, LocalDirStore, ObjectLocation, ObjectStorage, PackId, S3Counts,
     S3Location, S3Settings, S3Stats, S3Storage, StoredObject, SweepPlan,

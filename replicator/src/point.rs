@@ -130,7 +130,18 @@ pub struct PointRecord {
     pub header: PointHeader,
     pub nonce: String,
     pub sealed_body: String,
+    /// When the repository committed the point, by the clock of the process
+    /// that owns the repository (the receiver, for replicated points): a time
+    /// no agent can set. Outside the header, so outside the body's AAD: the
+    /// agent seals before the commit. Absent in points of earlier builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_at: Option<DateTime<Utc>>,
 }
+
+/// How far ahead of the committing clock a point's `taken_at` may be: clocks
+/// of agent and receiver hosts disagree by milliseconds under NTP, and by
+/// minutes without it. A later `taken_at` is refused at commit.
+pub const MAX_CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
 
 /// A point opened with the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,11 +167,22 @@ impl RecoveryPoint {
             header: self.header.clone(),
             nonce: hex::encode(nonce),
             sealed_body: hex::encode(ct),
+            committed_at: None,
         }
     }
 }
 
 impl PointRecord {
+    /// The time retention buckets this point by: the earlier of the agent's
+    /// `taken_at` and the repository's commit time, so no agent can push a
+    /// point forward in time (see [`crate::retention::retention_times`]).
+    pub fn retention_time(&self) -> DateTime<Utc> {
+        match self.committed_at {
+            Some(c) => c.min(self.header.taken_at),
+            None => self.header.taken_at,
+        }
+    }
+
     fn name(&self) -> String {
         format!("point {} of group `{}`", self.header.seq, self.header.group)
     }

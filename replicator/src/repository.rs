@@ -14,13 +14,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use chrono::{DateTime, Utc};
+
 use crate::catalog::{Catalog, RepositoryConfig, SledCatalog, TenantRecord};
 use crate::crypto::{KeyFile, Keys};
 use crate::error::{Error, IoContext, Result};
 use crate::file_formats::{REPOSITORY_FORMAT, REPOSITORY_MARKER, REPOSITORY_MARKER_FILE};
 use crate::fsutil;
 use crate::object_id::ObjectId;
-use crate::point::{PointRecord, check_name};
+use crate::point::{MAX_CLOCK_SKEW, PointRecord, check_name};
 use crate::record_object;
 use crate::store::{ChunkStore, LocalDirStorage, LocalDirStore, ObjectStorage, S3Location, S3Settings, S3Storage};
 
@@ -357,6 +359,14 @@ impl Repository {
             Ok(None) => return Err(disagrees("is empty (it holds no repository config)".into())),
             Err(e) => return Err(disagrees(format!("is unreadable ({e})"))),
         }
+        let mut config = config;
+        if config.format < REPOSITORY_FORMAT {
+            // Format 4 adds the commit time to point records: nothing to
+            // rewrite, but builds that read only format 3 must refuse them.
+            config.format = REPOSITORY_FORMAT;
+            storage.replace(record_object::CONFIG_KEY, &record_object::encode_config(&config))?;
+            catalog.set_config(&config)?;
+        }
         let mut repo = Repository::assemble(&cache, config, catalog, storage);
         repo.name = url.into();
         repo.s3 = Some(S3Place {
@@ -492,7 +502,7 @@ impl Repository {
         let storage: Arc<dyn ObjectStorage> = Arc::new(LocalDirStorage::new(path));
         if format < REPOSITORY_FORMAT {
             // Format 2 added block maps and delta segment nodes, format 3 the
-            // record objects. Builds that know only an older format must refuse
+            // record objects, format 4 the commit time of points. Builds that know only an older format must refuse
             // the repository rather than call the new nodes damaged or prune
             // without deleting point objects. The record objects are written
             // from the catalog before the marker says format 3, so a crash
@@ -524,23 +534,46 @@ impl Repository {
         check_name("tenant", &h.tenant)?;
         check_name("group", &h.group)?;
         let _g = self.commit.lock().expect("commit lock");
-        let last = self
-            .catalog
-            .last_point(&h.tenant, &h.group)?
-            .map(|p| p.header.seq)
-            .unwrap_or(0);
+        let previous = self.catalog.last_point(&h.tenant, &h.group)?;
+        let last = previous.as_ref().map(|p| p.header.seq).unwrap_or(0);
         if h.seq != last + 1 {
             return Err(Error::CommitConflict {
                 group: h.group.clone(),
                 seq: h.seq,
             });
         }
+        let now = Utc::now();
+        check_point_times(point, previous.as_ref(), now)?;
+        // The repository's own clock, never earlier than the previous commit
+        // (a clock stepped back must not reorder points for retention).
+        let committed_at = previous
+            .as_ref()
+            .and_then(|p| p.committed_at)
+            .map_or(now, |c| c.max(now));
+        let point = &PointRecord {
+            committed_at: Some(committed_at),
+            ..point.clone()
+        };
         let key = record_object::point_key(&h.tenant, &h.group, h.seq);
         let bytes = record_object::encode_point(point);
         if !self.storage.put_if_absent(&key, &bytes)? {
             // Only a leftover of a failed commit can be there (open adopts a
-            // crashed one): the same point again is fine, another is a conflict.
-            if self.storage.get(&key)?.as_deref() != Some(&bytes[..]) {
+            // crashed one): the same point again is fine (whenever it was
+            // committed), another is a conflict.
+            let location = self.storage.locate(&key);
+            let same = match self.storage.get(&key)? {
+                Some(old) => record_object::decode_point(&key, &old, &location).is_ok_and(|old| {
+                    PointRecord {
+                        committed_at: None,
+                        ..old
+                    } == PointRecord {
+                        committed_at: None,
+                        ..point.clone()
+                    }
+                }),
+                None => false,
+            };
+            if !same {
                 return Err(Error::CommitConflict {
                     group: h.group.clone(),
                     seq: h.seq,
@@ -998,6 +1031,45 @@ fn prefetch_catalog(db: &Path) {
         // Advice only: an error changes nothing but speed.
         let _ = rustix::fs::fadvise(&f, 0, std::num::NonZeroU64::new(m.len()), rustix::fs::Advice::WillNeed);
     }
+}
+
+/// What a repository checks of a point's times and roots before it commits
+/// it: a point has at least one volume; its `taken_at` is no later than the
+/// committing clock plus [`MAX_CLOCK_SKEW`] and no earlier than the group's
+/// previous point. An agent (compromised or with a wrong clock) cannot date a
+/// point into the future to make retention drop the genuine history, nor
+/// before the previous one to reorder it.
+fn check_point_times(point: &PointRecord, previous: Option<&PointRecord>, now: DateTime<Utc>) -> Result<()> {
+    let h = &point.header;
+    let refuse = |reason: String| Error::Invalid {
+        what: "point",
+        value: format!("point {} of group `{}`", h.seq, h.group),
+        reason,
+    };
+    if h.roots.is_empty() {
+        return Err(refuse("it has no volumes (no roots)".into()));
+    }
+    if h.taken_at > now + MAX_CLOCK_SKEW {
+        return Err(refuse(format!(
+            "its taken_at {} is {} s ahead of this host's clock ({}), more than the {} s skew allowed: \
+             fix the agent host's clock (NTP)",
+            h.taken_at.to_rfc3339(),
+            (h.taken_at - now).num_seconds(),
+            now.to_rfc3339(),
+            MAX_CLOCK_SKEW.num_seconds()
+        )));
+    }
+    if let Some(p) = previous
+        && h.taken_at < p.header.taken_at
+    {
+        return Err(refuse(format!(
+            "its taken_at {} is earlier than point {}'s ({}): fix the agent host's clock (NTP)",
+            h.taken_at.to_rfc3339(),
+            p.header.seq,
+            p.header.taken_at.to_rfc3339()
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::point::PointRecord;
+
 /// A retention policy. `None` / 0: the rule keeps nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RetentionPolicy {
@@ -89,6 +91,26 @@ impl Decision {
     }
 }
 
+/// The times retention reads for a group's points, as `(seq, time)` in seq
+/// order: each point's [`PointRecord::retention_time`] (the earlier of the
+/// agent's `taken_at` and the repository's commit time), no later than `now`,
+/// and never earlier than the point before it. So no value an agent supplies
+/// can date a point after the genuine ones (a point dated 2099 counts as
+/// committed, or as `now` for points of builds that did not record the commit
+/// time) nor before them (a point dated 1970 counts as its predecessor's time),
+/// and the newest point by seq is the newest by time.
+pub fn retention_times(points: &[PointRecord], now: DateTime<Utc>) -> Vec<(u64, DateTime<Utc>)> {
+    let mut ps: Vec<&PointRecord> = points.iter().collect();
+    ps.sort_by_key(|p| p.header.seq);
+    let mut floor = DateTime::<Utc>::MIN_UTC;
+    ps.iter()
+        .map(|p| {
+            floor = p.retention_time().min(now).max(floor);
+            (p.header.seq, floor)
+        })
+        .collect()
+}
+
 /// Decides every point of one group (`(seq, taken_at)`, any order). Returns the
 /// decisions newest first.
 pub fn decide<Tz: TimeZone>(
@@ -99,8 +121,9 @@ pub fn decide<Tz: TimeZone>(
     pinned: &BTreeSet<u64>,
 ) -> Vec<Decision> {
     let mut pts: Vec<(u64, DateTime<Utc>)> = points.to_vec();
-    // Newest first; seq breaks ties (a later seq is newer).
-    pts.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
+    // Newest first: the highest seq is the newest point whatever its time says
+    // (times from [`retention_times`] never decrease with seq).
+    pts.sort_by(|a, b| b.0.cmp(&a.0));
     let mut out: Vec<Decision> = pts
         .iter()
         .map(|&(seq, taken_at)| Decision {
@@ -355,5 +378,63 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(kept(&decide(&pts, &w, later, &Utc, &BTreeSet::new())), [263, 264, 265]);
+    }
+
+    fn point(seq: u64, taken_at: &str, committed_at: Option<&str>) -> PointRecord {
+        PointRecord {
+            header: crate::point::PointHeader {
+                tenant: "t".into(),
+                group: "g".into(),
+                seq,
+                taken_at: t(taken_at),
+                consistency: crate::point::Consistency::Fuzzy,
+                key_id: 1,
+                roots: vec![],
+            },
+            nonce: String::new(),
+            sealed_body: String::new(),
+            committed_at: committed_at.map(t),
+        }
+    }
+
+    /// Points an agent dated into the future or the past (points of earlier
+    /// builds, which did not check `taken_at` nor record the commit time) can
+    /// neither push the genuine points out of the buckets nor stop prune.
+    #[test]
+    fn agent_supplied_times_cannot_reorder_or_outdate_the_genuine_points() {
+        let now = t("2026-11-25T12:00:00Z");
+        let mut pts: Vec<PointRecord> = (1..=10)
+            .map(|d| {
+                point(
+                    d,
+                    &format!("2026-11-{:02}T08:00:00Z", 14 + d),
+                    Some("2026-11-25T09:00:00Z"),
+                )
+            })
+            .collect();
+        // A receiver-attested commit time wins over a later taken_at.
+        pts.push(point(11, "2099-01-01T00:00:00Z", Some("2026-11-25T10:00:00Z")));
+        // Points of an earlier build: only taken_at, one in 2099, one in 1970.
+        pts.push(point(12, "2099-01-02T00:00:00Z", None));
+        pts.push(point(13, "1970-01-01T00:00:00Z", None));
+        let times = retention_times(&pts, now);
+        assert_eq!(times[10], (11, t("2026-11-25T10:00:00Z")), "the commit time wins");
+        assert_eq!(times[11], (12, now), "a future time counts as now");
+        assert_eq!(
+            times[12],
+            (13, now),
+            "a time before its predecessor counts as the predecessor's"
+        );
+        let policy = RetentionPolicy {
+            keep_daily: 7,
+            keep_within: Some(Duration::from_secs(7 * 86_400)),
+            ..Default::default()
+        };
+        let ds = decide(&times, &policy, now, &Utc, &BTreeSet::new());
+        assert_eq!(ds[0].seq, 13, "the newest by seq is the newest");
+        let kept = kept(&ds);
+        for genuine in 5..=10 {
+            assert!(kept.contains(&genuine), "genuine point {genuine} kept: {kept:?}");
+        }
     }
 }

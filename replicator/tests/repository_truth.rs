@@ -417,11 +417,11 @@ fn a_format_2_repository_is_upgraded_with_point_objects_written_from_its_catalog
     // As a format 2 build left it: no record objects, marker format 2.
     fs::remove_dir_all(e.repo().join("meta")).unwrap();
     let marker = e.repo().join("lifeline-repo");
-    let text = fs::read_to_string(&marker).unwrap().replace("format 3", "format 2");
+    let text = fs::read_to_string(&marker).unwrap().replace("format 4", "format 2");
     fs::write(&marker, text).unwrap();
     let repo = Repository::open(&e.repo()).unwrap();
     drop(repo);
-    assert!(fs::read_to_string(&marker).unwrap().contains("format 3"));
+    assert!(fs::read_to_string(&marker).unwrap().contains("format 4"));
     for seq in 1..=3 {
         assert!(point_object(&e.repo(), seq).is_file());
     }

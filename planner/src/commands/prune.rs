@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
-use lifeline_replicator::{Decision, Repository, RetentionPolicy, decide};
+use lifeline_replicator::{Decision, Repository, RetentionPolicy, decide, retention_times};
 
 use crate::cli::PruneArgs;
 use crate::config::Config;
@@ -70,8 +70,8 @@ pub fn prune_owned(
             repo.name().display()
         );
     }
-    let pts: Vec<(u64, chrono::DateTime<Utc>)> = points.iter().map(|p| (p.header.seq, p.header.taken_at)).collect();
     let now = Utc::now();
+    let pts = retention_times(&points, now);
     let pinned = repo.catalog().pinned(tenant, group, now)?;
     let decisions = decide_in(&pts, policy, now, tz, &pinned);
     let remove: Vec<u64> = decisions.iter().filter(|d| !d.kept()).map(|d| d.seq).collect();

@@ -773,8 +773,8 @@ impl pb::admin_server::Admin for AdminService {
                     r.group, r.tenant
                 )));
             }
-            let pts: Vec<_> = points.iter().map(|p| (p.header.seq, p.header.taken_at)).collect();
             let now = chrono::Utc::now();
+            let pts = lifeline_replicator::retention_times(&points, now);
             let pinned = repo.catalog().pinned(&r.tenant, &r.group, now).map_err(to_status)?;
             let ds = match &named {
                 Some(n) => lifeline_replicator::decide(&pts, &policy, now, n, &pinned),

@@ -655,6 +655,7 @@ mod tests {
             },
             nonce: String::new(),
             sealed_body: String::new(),
+            committed_at: None,
         }
     }
 
