@@ -245,4 +245,35 @@ mod tests {
         fs::write(&p, b).unwrap();
         assert!(AgentState::load(&p).is_none());
     }
+
+    proptest::proptest! {
+        /// A state file with a valid magic, version and trailer whose header
+        /// length and segment counts say anything: decoding never panics, and
+        /// what it accepts has as many segments as it claims.
+        #[test]
+        fn crafted_lengths_never_panic(
+            version in 1u8..=2,
+            hlen in proptest::prop_oneof![0u32..200, (u32::MAX - 100)..=u32::MAX],
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            json in proptest::prop_oneof![
+                proptest::strategy::Just(String::new()),
+                proptest::strategy::Just(r#"{"repository_id":"r","key_fingerprint":"f","base_seq":1,"volumes":[["a",9,4,4294967295]]}"#.to_string()),
+                proptest::strategy::Just(r#"{"repository_id":"r","key_fingerprint":"f","base_seq":1,"volumes":[["a",9,4,1]]}"#.to_string()),
+            ],
+        ) {
+            let mut b = AGENT_STATE_MAGIC.to_vec();
+            b.push(version);
+            let hlen = if json.is_empty() { hlen } else { json.len() as u32 };
+            b.extend_from_slice(&hlen.to_le_bytes());
+            b.extend_from_slice(json.as_bytes());
+            b.extend_from_slice(&body);
+            let t = blake3::hash(&b);
+            b.extend_from_slice(t.as_bytes());
+            if let Some(st) = AgentState::load_bytes(&b) {
+                for v in &st.volumes {
+                    proptest::prop_assert!(v.segments.len() * 69 <= body.len());
+                }
+            }
+        }
+    }
 }

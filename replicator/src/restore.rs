@@ -475,7 +475,9 @@ pub fn restore(repo: &dyn TenantRepository, keys: &Keys, opts: &RestoreOptions) 
     // owns every write of the target: a direct write into a sparse file holds
     // the inode's lock while it waits for the device, and a decoder that
     // waited there would leave its core idle.
-    let decoders = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+    // A store whose reads wait on the network (object storage) gets as many
+    // decoders per core as it has requests in flight per core.
+    let decoders = std::thread::available_parallelism().map_or(2, |n| n.get()) * store.callers_per_core().max(2);
     let buffers = decoders + 4;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);

@@ -14,7 +14,7 @@ use sled::Transactional;
 
 use crate::catalog::{Catalog, ObjectIndex, PinRecord, RepositoryConfig, TenantRecord};
 use crate::error::{Error, Result};
-use crate::file_formats::CATALOG_VALUE_VERSION;
+use crate::file_formats::{CATALOG_VALUE_VERSION, MAX_OBJECT_LEN};
 use crate::object_id::ObjectId;
 use crate::point::PointRecord;
 use crate::store::{ObjectLocation, PackId};
@@ -475,19 +475,26 @@ impl SledObjectIndex {
             what: format!("object index entry {}", hex::encode(key)),
             reason: "malformed".into(),
         };
-        if v.len() != 30 || v[0] != CATALOG_VALUE_VERSION || key.len() != 32 {
-            return Err(bad());
-        }
-        Ok((
-            ObjectId(key.try_into().map_err(|_| bad())?),
-            ObjectLocation {
-                pack: PackId(v[1..17].try_into().expect("16")),
-                offset: u64::from_le_bytes(v[17..25].try_into().expect("8")),
-                len: u32::from_le_bytes(v[25..29].try_into().expect("4")),
-                kind: v[29],
-            },
-        ))
+        decode_location(key, v).ok_or_else(bad)
     }
+}
+
+/// An object index entry (key and value), checked: a damaged catalog value
+/// must not make a read wrap around or allocate more than an object's size.
+fn decode_location(key: &[u8], v: &[u8]) -> Option<(ObjectId, ObjectLocation)> {
+    if v.len() != 30 || v[0] != CATALOG_VALUE_VERSION {
+        return None;
+    }
+    let loc = ObjectLocation {
+        pack: PackId(v[1..17].try_into().ok()?),
+        offset: u64::from_le_bytes(v[17..25].try_into().ok()?),
+        len: u32::from_le_bytes(v[25..29].try_into().ok()?),
+        kind: v[29],
+    };
+    if loc.len as usize > MAX_OBJECT_LEN || loc.offset.checked_add(loc.len as u64).is_none() {
+        return None;
+    }
+    Some((ObjectId(key.try_into().ok()?), loc))
 }
 
 impl ObjectIndex for SledObjectIndex {
@@ -656,6 +663,23 @@ mod tests {
             nonce: String::new(),
             sealed_body: String::new(),
             committed_at: None,
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn object_index_entries_never_panic_and_never_wrap(
+            key in proptest::collection::vec(proptest::prelude::any::<u8>(), 30..34),
+            mut v in proptest::collection::vec(proptest::prelude::any::<u8>(), 28..32),
+        ) {
+            if let Some(first) = v.first_mut() {
+                *first = CATALOG_VALUE_VERSION;
+            }
+            if let Some((_, loc)) = decode_location(&key, &v) {
+                proptest::prop_assert!(key.len() == 32 && v.len() == 30);
+                proptest::prop_assert!(loc.len as usize <= MAX_OBJECT_LEN);
+                proptest::prop_assert!(loc.offset.checked_add(loc.len as u64).is_some());
+            }
         }
     }
 

@@ -115,34 +115,69 @@ const SEGMENT_BYTES: u64 = 4 << 20;
 /// Segments kept (96 MiB).
 const SEGMENT_CACHE: usize = 24;
 
-/// Recently read segments of object-storage packs, least recently used first.
+/// Recently read segments of object-storage packs, least recently used first,
+/// and the segments being fetched: readers that need a segment another reader
+/// is fetching wait for it instead of fetching it again (a restore's decoders
+/// read neighbouring parts of the same packs at once).
 #[derive(Default)]
-struct Segments(Mutex<Vec<(SegmentKey, Arc<Vec<u8>>)>>);
+struct Segments {
+    state: Mutex<SegmentState>,
+    fetched: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct SegmentState {
+    cached: Vec<(SegmentKey, Arc<Vec<u8>>)>,
+    fetching: Vec<SegmentKey>,
+}
 
 /// A segment: its pack and its index within the pack.
 type SegmentKey = (PackId, u64);
 
 impl Segments {
-    fn get(&self, key: &SegmentKey) -> Option<Arc<Vec<u8>>> {
-        let mut v = self.0.lock().expect("segments");
-        let i = v.iter().position(|(k, _)| k == key)?;
-        let hit = v.remove(i);
-        let bytes = hit.1.clone();
-        v.push(hit);
-        Some(bytes)
-    }
-
-    fn put(&self, key: SegmentKey, bytes: Arc<Vec<u8>>) {
-        let mut v = self.0.lock().expect("segments");
-        v.retain(|(k, _)| *k != key);
-        if v.len() >= SEGMENT_CACHE {
-            v.remove(0);
+    /// The segment, from the cache, from a fetch under way, or from `fetch`
+    /// (`Ok(None)`: the pack object is gone).
+    fn get_or_fetch(
+        &self,
+        key: SegmentKey,
+        fetch: impl FnOnce() -> Result<Option<Vec<u8>>>,
+    ) -> Result<Option<Arc<Vec<u8>>>> {
+        let mut st = self.state.lock().expect("segments");
+        loop {
+            if let Some(i) = st.cached.iter().position(|(k, _)| *k == key) {
+                let hit = st.cached.remove(i);
+                let bytes = hit.1.clone();
+                st.cached.push(hit);
+                return Ok(Some(bytes));
+            }
+            if !st.fetching.contains(&key) {
+                break;
+            }
+            st = self.fetched.wait(st).expect("segments");
         }
-        v.push((key, bytes));
+        st.fetching.push(key);
+        drop(st);
+        let got = fetch().map(|b| b.map(Arc::new));
+        let mut st = self.state.lock().expect("segments");
+        st.fetching.retain(|k| *k != key);
+        if let Ok(Some(bytes)) = &got {
+            if st.cached.len() >= SEGMENT_CACHE {
+                st.cached.remove(0);
+            }
+            st.cached.push((key, bytes.clone()));
+        }
+        drop(st);
+        // Waiters find the segment cached, or fetch it themselves after a failure.
+        self.fetched.notify_all();
+        got
     }
 
     fn forget(&self, pack: &PackId) {
-        self.0.lock().expect("segments").retain(|((p, _), _)| p != pack);
+        self.state
+            .lock()
+            .expect("segments")
+            .cached
+            .retain(|((p, _), _)| p != pack);
     }
 }
 
@@ -446,20 +481,23 @@ impl Packs {
                 .map(Some);
         };
         let key = pack_key(prefix, &loc.pack);
-        let (start, end) = (loc.offset, loc.offset + loc.len as u64);
+        let end = loc
+            .offset
+            .checked_add(loc.len as u64)
+            .ok_or_else(|| Error::ObjectDamaged {
+                id: id.to_hex(),
+                location: self.describe(loc),
+                reason: "its location ends past 2^64 (a damaged index entry)".into(),
+            })?;
+        let start = loc.offset;
         let mut out = Vec::with_capacity(loc.len as usize);
         let mut seg = start / SEGMENT_BYTES;
         while seg * SEGMENT_BYTES < end {
-            let bytes = match segments.get(&(loc.pack, seg)) {
-                Some(b) => b,
-                None => {
-                    let Some(b) = storage.get_range(&key, seg * SEGMENT_BYTES, SEGMENT_BYTES)? else {
-                        return Ok(None);
-                    };
-                    let b = Arc::new(b);
-                    segments.put((loc.pack, seg), b.clone());
-                    b
-                }
+            let Some(bytes) = segments.get_or_fetch((loc.pack, seg), || {
+                storage.get_range(&key, seg * SEGMENT_BYTES, SEGMENT_BYTES)
+            })?
+            else {
+                return Ok(None);
             };
             let seg_start = seg * SEGMENT_BYTES;
             let from = (start.max(seg_start) - seg_start) as usize;

@@ -13,6 +13,7 @@
 
 use std::fmt;
 
+use crate::file_formats::MAX_OBJECT_LEN;
 use crate::object_id::ObjectId;
 
 /// Magic at the start of a pack: "LLPK".
@@ -112,7 +113,12 @@ pub fn parse_footer(pack: PackId, tail: &[u8], file_len: u64) -> Result<Vec<(Obj
         let id = ObjectId(e[..32].try_into().expect("32"));
         let offset = u64::from_le_bytes(e[32..40].try_into().expect("8"));
         let len = u32::from_le_bytes(e[40..44].try_into().expect("4"));
-        if offset < PACK_HEADER_LEN || offset + len as u64 > data_end {
+        // Untrusted numbers: checked, so a crafted entry cannot wrap around
+        // into a small end (and be read as a huge object).
+        if offset < PACK_HEADER_LEN
+            || len as usize > MAX_OBJECT_LEN
+            || offset.checked_add(len as u64).is_none_or(|end| end > data_end)
+        {
             return Err(format!("footer entry for {} is out of bounds", id.short()));
         }
         out.push((
@@ -164,7 +170,57 @@ mod tests {
         assert!(parse_footer(p, &f, 8 + 40 + f.len() as u64).is_err(), "out of bounds");
     }
 
+    /// A footer with a valid checksum whose entries say anything: what it
+    /// accepts lies inside the pack's data, whatever the numbers.
+    fn crafted(entries: &[(u64, u32)]) -> Vec<u8> {
+        let entries: Vec<_> = entries
+            .iter()
+            .map(|&(offset, len)| {
+                (
+                    ObjectId([7; 32]),
+                    ObjectLocation {
+                        pack: PackId([2; 16]),
+                        offset,
+                        len,
+                        kind: 1,
+                    },
+                )
+            })
+            .collect();
+        footer(&entries)
+    }
+
+    #[test]
+    fn an_entry_whose_end_wraps_around_is_refused() {
+        let f = crafted(&[(u64::MAX - 10, 100)]);
+        let e = parse_footer(PackId([2; 16]), &f, 1 << 20).unwrap_err();
+        assert!(e.contains("out of bounds"), "{e}");
+        let f = crafted(&[(8, u32::MAX)]);
+        assert!(
+            parse_footer(PackId([2; 16]), &f, 8 << 30).is_err(),
+            "longer than any object"
+        );
+    }
+
     proptest! {
+        #[test]
+        fn crafted_entries_are_accepted_only_inside_the_data(
+            entries in proptest::collection::vec(
+                (prop_oneof![0u64..4096, (u64::MAX - 4096)..=u64::MAX, any::<u64>()], any::<u32>()),
+                0..8,
+            ),
+            data in 0u64..8192,
+        ) {
+            let f = crafted(&entries);
+            let file_len = PACK_HEADER_LEN + data + f.len() as u64;
+            if let Ok(got) = parse_footer(PackId([2; 16]), &f, file_len) {
+                for (_, loc) in got {
+                    let end = loc.offset.checked_add(loc.len as u64);
+                    prop_assert!(loc.offset >= PACK_HEADER_LEN && end.is_some_and(|e| e <= PACK_HEADER_LEN + data));
+                }
+            }
+        }
+
         #[test]
         fn footer_parser_never_panics(tail in proptest::collection::vec(any::<u8>(), 0..300), len in 0u64..10_000) {
             let _ = parse_footer(PackId([0; 16]), &tail, len.max(tail.len() as u64));
