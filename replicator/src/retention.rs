@@ -123,7 +123,7 @@ pub fn decide<Tz: TimeZone>(
     let mut pts: Vec<(u64, DateTime<Utc>)> = points.to_vec();
     // Newest first: the highest seq is the newest point whatever its time says
     // (times from [`retention_times`] never decrease with seq).
-    pts.sort_by(|a, b| b.0.cmp(&a.0));
+    pts.sort_by_key(|p| std::cmp::Reverse(p.0));
     let mut out: Vec<Decision> = pts
         .iter()
         .map(|&(seq, taken_at)| Decision {
