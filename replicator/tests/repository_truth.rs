@@ -501,3 +501,82 @@ fn an_altered_point_object_fails_authentication_and_is_named() {
     );
     assert!(restore_seq(&e, &repo, 3) == e.versions[2]);
 }
+
+/// Issue 17, finding 7: a writer of group `a` (which holds the tenant key)
+/// plants wrong content under the id of a chunk group `b` will back up later;
+/// `b` deduplicates against it. Deep verify names the object and `b`'s point,
+/// and a restore of `b` refuses the object instead of returning wrong data.
+#[test]
+fn a_planted_object_is_named_with_every_group_it_affects() {
+    use lifeline_replicator::{ObjectKind, seal_object};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let key = KeyFile::create(&root.join("k"), None).unwrap();
+    let keys = key.keys();
+    let repo = Repository::init(&root.join("repo"), &keys, DEFAULT_TENANT).unwrap();
+    // What group b will write: a volume of one short data run, one chunk.
+    let b_content = sample_data(3000, 9);
+    let target = keys.chunk_id(&b_content);
+    let store = repo.store(DEFAULT_TENANT).unwrap();
+    store
+        .put(
+            &target,
+            &seal_object(&keys, ObjectKind::Chunk, &target, &[], b"planted by group a's writer"),
+        )
+        .unwrap();
+    store.sync().unwrap();
+    let vol = root.join("b.img");
+    fs::write(&vol, &b_content).unwrap();
+    let tenant = repo.tenant(DEFAULT_TENANT).unwrap();
+    let mut opts = BackupOptions {
+        group: "b".into(),
+        volumes: vec![("disk".into(), vol.clone())],
+        freeze: None,
+        thaw: None,
+        state_dir: root.join("state"),
+        cancel: Arc::new(AtomicBool::new(false)),
+        progress: None,
+        block_map: false,
+    };
+    let s = backup(&tenant, &keys, &opts).unwrap();
+    assert_eq!(s.seq, 1);
+    // Group a's own point, unaffected.
+    fs::write(&vol, sample_data(50_000, 10)).unwrap();
+    opts.group = "a".into();
+    backup(&tenant, &keys, &opts).unwrap();
+
+    let v = verify(
+        &repo,
+        &VerifyOptions {
+            tenant: DEFAULT_TENANT.into(),
+            keys: Some(keys.clone()),
+            progress: None,
+            repair: false,
+        },
+    )
+    .unwrap();
+    assert!(!v.is_clean());
+    assert!(
+        v.damaged
+            .iter()
+            .any(|d| d.id.contains(&target.to_hex()[..12]) && d.reason.contains("does not hash to its id")),
+        "the planted object is named: {:?}",
+        v.damaged
+    );
+    let groups: Vec<(&str, u64)> = v.affected_points.iter().map(|p| (p.group.as_str(), p.seq)).collect();
+    assert_eq!(groups, [("b", 1)], "{:?}", v.affected_points);
+    let e = restore(
+        &tenant,
+        &keys,
+        &RestoreOptions {
+            group: "b".into(),
+            point: PointSelector::Latest,
+            volume: "disk".into(),
+            target: root.join("out"),
+            progress: None,
+        },
+    )
+    .unwrap_err();
+    let e = e.to_string();
+    assert!(e.contains(&target.to_hex()) && e.contains("is damaged"), "{e}");
+}
