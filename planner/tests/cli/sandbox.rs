@@ -452,7 +452,11 @@ fn a_drill_refuses_at_run_time_to_write_outside_its_sandbox() {
             "{why}"
         );
         assert_eq!(fs::read_to_string(&prod).unwrap(), "server 192.0.2.10;\n", "escape {i}");
-        assert_eq!(fs::read_dir(prod_dir).unwrap().count(), 1, "escape {i} left a file beside production's");
+        assert_eq!(
+            fs::read_dir(prod_dir).unwrap().count(),
+            1,
+            "escape {i} left a file beside production's"
+        );
     }
 
     // An undo aimed at production: the step runs in the drill (substituted),
