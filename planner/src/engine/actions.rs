@@ -88,12 +88,14 @@ impl Ctx {
             .is_ok_and(|s| s.success())
     }
 
-    /// In a drill, a file a step writes must lie in the sandbox once resolved
-    /// (its directory's symlinks followed; the file itself is replaced by a
-    /// rename, never written through): else the write is refused.
-    fn drill_writes_in_sandbox(&self, file: &Path) -> R<()> {
+    /// The path to write `file` at. In a drill, a file a step writes must lie
+    /// in the sandbox once resolved (its directory's symlinks followed; the
+    /// file itself is replaced by a rename, never written through), else the
+    /// write is refused; the resolved path is what gets written, so a symlink
+    /// made later by another step is not followed.
+    fn drill_writes_in_sandbox(&self, file: &Path) -> R<PathBuf> {
         if self.plan.mode != Mode::Drill {
-            return Ok(());
+            return Ok(file.to_path_buf());
         }
         let refused = |why: String| {
             Err(format!(
@@ -114,7 +116,7 @@ impl Ctx {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         match parent.canonicalize() {
-            Ok(dir) if dir.starts_with(&root) => Ok(()),
+            Ok(dir) if dir.starts_with(&root) => Ok(dir.join(name)),
             Ok(dir) => refused(format!("resolves to {}, outside it", dir.join(name).display())),
             Err(e) => refused(format!("cannot be resolved ({e})")),
         }
@@ -367,8 +369,7 @@ pub(super) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
         "check.workload" => check_workload(&ctx, &p).await,
         "traffic.switch" => {
             if let Some(file) = s(&p, "file") {
-                let file = PathBuf::from(file);
-                ctx.drill_writes_in_sandbox(&file)?;
+                let file = ctx.drill_writes_in_sandbox(Path::new(file))?;
                 let backup = ctx.plan.run_dir.join(format!("{}.orig", ps.id));
                 let content = s(&p, "content").map(String::from);
                 let replace = s(&p, "replace").map(String::from).zip(s(&p, "with").map(String::from));
@@ -588,8 +589,7 @@ pub(super) async fn builtin_undo(ctx: Arc<Ctx>, ps: PlannedStep) -> R<String> {
             Ok("stopped its process".into())
         }
         "traffic.switch" => {
-            let file = PathBuf::from(s(&ps.params, "file").unwrap_or_default());
-            ctx.drill_writes_in_sandbox(&file)?;
+            let file = ctx.drill_writes_in_sandbox(Path::new(s(&ps.params, "file").unwrap_or_default()))?;
             let backup = ctx.plan.run_dir.join(format!("{}.orig", ps.id));
             blocking(move || {
                 let old = std::fs::read(&backup).map_err(|e| format!("read {}: {e}", backup.display()))?;
