@@ -521,6 +521,12 @@ pub fn verify(dir: &Path, key: Option<&VerifyingKey>, expected_heads: &[(String,
         runs_named,
         verifying_key: Some(key),
     };
+    if head.is_none() && key_source == KeySource::Trusted && report.problems.is_empty() {
+        report.problems.push(format!(
+            "{} holds no entry signed by the trusted key (an empty or wiped log)",
+            path.display()
+        ));
+    }
     if let Some(h) = &head {
         let p = report.head_problems("signed head", h);
         report.problems.extend(p);
@@ -758,12 +764,20 @@ mod tests {
         assert!(r.ok(), "{:?}", r.problems);
         assert_eq!(r.run_heads, 1);
 
-        // An empty log with no catalog yet is a fresh planner, not a problem.
+        // An empty log with no catalog yet is a fresh planner, not a problem;
+        // but against the auditor's key, nothing signed is not "ok".
         let fresh = tempfile::tempdir().unwrap();
         drop(AuditLog::open(fresh.path()).unwrap());
         let mut r = verify(fresh.path(), None, &[]).unwrap();
         r.check_catalog(&CatalogRuns::Missing(fresh.path().join("catalog")));
         assert!(r.ok(), "{:?}", r.problems);
+        let trusted = read_public_key(&fresh.path().join("planner.pub")).unwrap();
+        let r = verify(fresh.path(), Some(&trusted), &[]).unwrap();
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.contains("no entry signed by the trusted key"))
+        );
     }
 
     #[test]

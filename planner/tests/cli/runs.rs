@@ -1952,6 +1952,13 @@ fn a_rewritten_resigned_audit_log_is_caught_with_the_auditors_key() {
     ])
     .code(EXIT_CHECK_FAILED)
     .stdout_has(&["\"key_source\": \"trusted\"", "not the trusted key"]);
+    // Wiping it all (an empty log, no head, no catalog) is not "ok" either.
+    fs::write(&log, "").unwrap();
+    fs::remove_file(planner.join("audit.head.json")).unwrap();
+    fs::remove_dir_all(planner.join("catalog")).unwrap();
+    run(&["audit", "verify", "--config", cfg, "--pubkey", s(&auditor_pub)])
+        .code(EXIT_CHECK_FAILED)
+        .stdout_has(&["no entry signed by the trusted key"]);
 }
 
 /// `report verify --audit-log`: a genuine report is on its planner's chain; a
