@@ -22,6 +22,8 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 const ZERO: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// The event of the entry that records a drill report's manifest digest.
+pub const REPORT_WRITTEN: &str = "report_written";
 /// Domain separation of head signatures. Do not modify.
 const HEAD_CONTEXT: &[u8] = b"lifeline audit head v1\0";
 
@@ -264,36 +266,184 @@ pub fn os_user() -> String {
         .unwrap_or_else(|_| format!("uid {}", rustix::process::getuid().as_raw()))
 }
 
+/// Where the key a log was checked against came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeySource {
+    /// A key the auditor holds (`--pubkey`): a rewritten and re-signed log fails.
+    Trusted,
+    /// `planner.pub` beside the log: whoever holds the planner host can replace
+    /// it with the log, so this proves integrity against accidents only.
+    BesideTheLog,
+}
+
+/// A drill report the chain records: its `report_written` entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReportOnChain {
+    /// The entry's seq.
+    pub seq: u64,
+    pub drill_id: String,
+    /// BLAKE3 (hex) of the report's `manifest.json` bytes.
+    pub manifest_blake3: String,
+}
+
+/// What a `report_written` entry's `detail.report` holds (see FORMAT.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReportDigest {
+    pub drill_id: String,
+    /// BLAKE3 (hex) of the report's `manifest.json` bytes.
+    pub manifest_blake3: String,
+    /// Where the drill wrote the report.
+    pub dir: String,
+    pub verdict: crate::report::Verdict,
+}
+
+/// The run records of the planner's catalog, as `audit verify` compares them
+/// with the log.
+#[derive(Debug, Clone)]
+pub enum CatalogRuns {
+    /// No catalog where the log's state directory keeps it.
+    Missing(PathBuf),
+    /// Each run and the copy of the signed head its record holds.
+    Runs(Vec<(String, Option<SignedHead>)>),
+}
+
 /// What `audit verify` found.
 #[derive(Debug, Serialize)]
 pub struct AuditReport {
     pub entries: u64,
     pub head: Option<SignedHead>,
+    /// The public key (hex) the chain was checked against.
+    pub key: String,
+    pub key_source: KeySource,
+    /// Run heads found on the chain (run records' copies, a report's).
+    pub run_heads: usize,
+    /// Reports whose manifest digest the chain records.
+    pub reports: Vec<ReportOnChain>,
     pub problems: Vec<String>,
+    /// BLAKE3 of each line, index = seq (0: the zero hash).
+    #[serde(skip)]
+    hashes: Vec<String>,
+    /// Runs named by entries.
+    #[serde(skip)]
+    runs_named: std::collections::BTreeSet<String>,
+    #[serde(skip)]
+    verifying_key: Option<VerifyingKey>,
 }
 
 impl AuditReport {
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
     }
+
+    /// Problems with `h` (a copy of a signed head, named `what`): its signature
+    /// by the key, and that the entry it signed is on the chain.
+    pub fn head_problems(&self, what: &str, h: &SignedHead) -> Vec<String> {
+        let mut problems = Vec::new();
+        let key = self.verifying_key.as_ref().expect("set by verify");
+        let sig_ok = hex::decode(&h.signature)
+            .ok()
+            .and_then(|b| <[u8; 64]>::try_from(b).ok())
+            .map(|b| Signature::from_bytes(&b))
+            .is_some_and(|s| key.verify(&head_message(h.seq, &h.hash), &s).is_ok());
+        if !sig_ok {
+            let whose = match self.key_source {
+                KeySource::Trusted => "the trusted key (--pubkey)",
+                KeySource::BesideTheLog => "the planner's key",
+            };
+            if h.public_key != self.key {
+                problems.push(format!(
+                    "{what}: entry {} is signed by key {}…, not {whose} {}… (the log was re-signed with another key)",
+                    h.seq,
+                    h.public_key.get(..16).unwrap_or(&h.public_key),
+                    &self.key[..16]
+                ));
+            } else {
+                problems.push(format!(
+                    "{what}: the signature over entry {} does not verify with {whose} (forged or recomputed)",
+                    h.seq
+                ));
+            }
+        }
+        let n = self.entries;
+        match self.hashes.get(h.seq as usize) {
+            Some(x) if *x == h.hash => {}
+            Some(_) => problems.push(format!(
+                "{what}: entry {} is not the entry that was signed (the log was rewritten)",
+                h.seq
+            )),
+            None => problems.push(format!(
+                "{what}: signed at entry {} but the log has {n} entries (entries were removed from the end)",
+                h.seq
+            )),
+        }
+        problems
+    }
+
+    /// Compares the log with the catalog's run records: each run the log names
+    /// has a record holding a copy of the signed head, and each copy lies on
+    /// the chain. A missing catalog, record or copy is a problem: those copies
+    /// are what catch a log rewritten from some entry on.
+    pub fn check_catalog(&mut self, catalog: &CatalogRuns) {
+        match catalog {
+            CatalogRuns::Missing(path) => {
+                if self.entries > 0 {
+                    self.problems.push(format!(
+                        "the planner catalog {} is missing: the run records and their copies of the signed head are \
+                         gone, so the log cannot be checked against them (restore the catalog from a backup)",
+                        path.display()
+                    ));
+                }
+            }
+            CatalogRuns::Runs(runs) => {
+                let recorded: std::collections::BTreeSet<&str> = runs.iter().map(|(id, _)| id.as_str()).collect();
+                for run in self.runs_named.iter().filter(|r| !recorded.contains(r.as_str())) {
+                    self.problems.push(format!(
+                        "run {run} is in the log but has no record in the planner catalog (its copy of the signed head is missing)"
+                    ));
+                }
+                for (run, head) in runs {
+                    match head {
+                        Some(h) => {
+                            let p = self.head_problems(&format!("run {run}"), h);
+                            if p.is_empty() {
+                                self.run_heads += 1;
+                            }
+                            self.problems.extend(p);
+                        }
+                        None => self
+                            .problems
+                            .push(format!("run {run}: its record holds no copy of the signed head")),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The chain's entry for a report of `drill_id` whose manifest hashes to
+    /// `manifest_blake3`, if it records one.
+    pub fn report(&self, drill_id: &str, manifest_blake3: &str) -> Option<&ReportOnChain> {
+        self.reports
+            .iter()
+            .find(|r| r.drill_id == drill_id && r.manifest_blake3 == manifest_blake3)
+    }
 }
 
-/// Checks the log in `dir` against `key` (the planner's own public key when
-/// `None`), and that every head in `expected_heads` (from run records) lies on
-/// the chain.
+/// Checks the log in `dir` against `key` (the planner's own public key beside
+/// the log when `None`), and that every head in `expected_heads` (from run
+/// records) lies on the chain. See [`AuditReport::check_catalog`] for the
+/// catalog's side.
 pub fn verify(dir: &Path, key: Option<&VerifyingKey>, expected_heads: &[(String, SignedHead)]) -> Result<AuditReport> {
     let path = dir.join("audit.jsonl");
-    let own;
-    let key = match key {
-        Some(k) => k,
-        None => {
-            own = read_public_key(&dir.join("planner.pub"))?;
-            &own
-        }
+    let (key, key_source) = match key {
+        Some(k) => (*k, KeySource::Trusted),
+        None => (read_public_key(&dir.join("planner.pub"))?, KeySource::BesideTheLog),
     };
     let mut problems = Vec::new();
     let f = File::open(&path).with_context(|| format!("open {}", path.display()))?;
     let mut hashes = vec![ZERO.to_string()];
+    let mut runs_named = std::collections::BTreeSet::new();
+    let mut reports = Vec::new();
     let mut reader = BufReader::new(f);
     let mut line = Vec::new();
     let mut n = 0u64;
@@ -323,6 +473,22 @@ pub fn verify(dir: &Path, key: Option<&VerifyingKey>, expected_heads: &[(String,
                         n - 1
                     ));
                 }
+                if e.event == REPORT_WRITTEN
+                    && let Some(r) = e
+                        .detail
+                        .as_ref()
+                        .and_then(|d| d.get("report"))
+                        .and_then(|r| serde_json::from_value::<ReportDigest>(r.clone()).ok())
+                {
+                    reports.push(ReportOnChain {
+                        seq: n,
+                        drill_id: r.drill_id,
+                        manifest_blake3: r.manifest_blake3,
+                    });
+                }
+                if let Some(run) = e.run {
+                    runs_named.insert(run);
+                }
             }
             Err(e) => problems.push(format!("entry {n} is not a valid entry: {e}")),
         }
@@ -343,49 +509,42 @@ pub fn verify(dir: &Path, key: Option<&VerifyingKey>, expected_heads: &[(String,
             None
         }
     };
-    let check_head = |what: &str, h: &SignedHead| {
-        let mut problems = Vec::new();
-        let sig_ok = hex::decode(&h.signature)
-            .ok()
-            .and_then(|b| <[u8; 64]>::try_from(b).ok())
-            .map(|b| Signature::from_bytes(&b))
-            .is_some_and(|s| key.verify(&head_message(h.seq, &h.hash), &s).is_ok());
-        if !sig_ok {
-            problems.push(format!(
-                "{what}: the signature over entry {} does not verify with the planner's key (forged or recomputed)",
-                h.seq
-            ));
-        }
-        match hashes.get(h.seq as usize) {
-            Some(x) if *x == h.hash => {}
-            Some(_) => problems.push(format!(
-                "{what}: entry {} is not the entry that was signed (the log was rewritten)",
-                h.seq
-            )),
-            None => problems.push(format!(
-                "{what}: signed at entry {} but the log has {n} entries (entries were removed from the end)",
-                h.seq
-            )),
-        }
-        problems
+    let mut report = AuditReport {
+        entries: n,
+        head: head.clone(),
+        key: hex::encode(key.to_bytes()),
+        key_source,
+        run_heads: 0,
+        reports,
+        problems,
+        hashes,
+        runs_named,
+        verifying_key: Some(key),
     };
+    if head.is_none() && key_source == KeySource::Trusted && report.problems.is_empty() {
+        report.problems.push(format!(
+            "{} holds no entry signed by the trusted key (an empty or wiped log)",
+            path.display()
+        ));
+    }
     if let Some(h) = &head {
-        problems.extend(check_head("signed head", h));
+        let p = report.head_problems("signed head", h);
+        report.problems.extend(p);
         if h.seq < n {
-            problems.push(format!(
+            report.problems.push(format!(
                 "entries {}..{n} come after the signed head (appended without the planner's key)",
                 h.seq + 1
             ));
         }
     }
     for (run, h) in expected_heads {
-        problems.extend(check_head(&format!("run {run}"), h));
+        let p = report.head_problems(&format!("run {run}"), h);
+        if p.is_empty() {
+            report.run_heads += 1;
+        }
+        report.problems.extend(p);
     }
-    Ok(AuditReport {
-        entries: n,
-        head,
-        problems,
-    })
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -500,10 +659,149 @@ mod tests {
         std::fs::write(dir.path().join("audit.head.json"), serde_json::to_vec(&head).unwrap()).unwrap();
         let r = verify(dir.path(), None, &[]).unwrap();
         assert!(
+            r.problems
+                .iter()
+                .any(|p| p.contains("signed by key") && p.contains("re-signed")),
+            "{:?}",
+            r.problems
+        );
+        // Claiming the planner's key in the head does not help.
+        let own = read_public_key(&dir.path().join("planner.pub")).unwrap();
+        let head = SignedHead {
+            public_key: hex::encode(own.to_bytes()),
+            ..head
+        };
+        std::fs::write(dir.path().join("audit.head.json"), serde_json::to_vec(&head).unwrap()).unwrap();
+        let r = verify(dir.path(), None, &[]).unwrap();
+        assert!(
             r.problems.iter().any(|p| p.contains("does not verify")),
             "{:?}",
             r.problems
         );
+    }
+
+    /// Rewrites entry 2 of the log in `dir`, recomputes every link after it and
+    /// signs the new head with a key of the attacker's, replacing planner.pub.
+    fn rewrite_and_resign(dir: &Path) {
+        let mut l = lines(dir);
+        let mut prev = ZERO.to_string();
+        for (i, line) in l.iter_mut().enumerate() {
+            let mut e: AuditEntry = serde_json::from_str(line).unwrap();
+            if i == 1 {
+                e.user = "eve".into();
+            }
+            e.prev = prev.clone();
+            *line = serde_json::to_string(&e).unwrap();
+            prev = blake3::hash(line.as_bytes()).to_hex().to_string();
+        }
+        write_lines(dir, &l);
+        let fake = SigningKey::from_bytes(&[7u8; 32]);
+        let seq = l.len() as u64;
+        let head = SignedHead {
+            seq,
+            hash: prev.clone(),
+            signature: hex::encode(fake.sign(&head_message(seq, &prev)).to_bytes()),
+            public_key: hex::encode(fake.verifying_key().to_bytes()),
+        };
+        std::fs::write(dir.join("audit.head.json"), serde_json::to_vec(&head).unwrap()).unwrap();
+        std::fs::write(
+            dir.join("planner.pub"),
+            format!("{}\n", hex::encode(fake.verifying_key().to_bytes())),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_rewritten_and_resigned_log_fails_against_the_trusted_key_only() {
+        let (dir, _) = log_with(3);
+        let trusted = read_public_key(&dir.path().join("planner.pub")).unwrap();
+        rewrite_and_resign(dir.path());
+        // Against the key beside the log (replaced with it), nothing shows.
+        let r = verify(dir.path(), None, &[]).unwrap();
+        assert!(r.ok(), "{:?}", r.problems);
+        assert_eq!(r.key_source, KeySource::BesideTheLog);
+        let r = verify(dir.path(), Some(&trusted), &[]).unwrap();
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.contains("signed by key") && p.contains("not the trusted key")),
+            "{:?}",
+            r.problems
+        );
+    }
+
+    #[test]
+    fn a_missing_catalog_and_missing_run_heads_are_reported() {
+        let (dir, heads) = log_with(3);
+        let mut r = verify(dir.path(), None, &[]).unwrap();
+        r.check_catalog(&CatalogRuns::Missing(dir.path().join("catalog")));
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.contains("catalog") && p.contains("is missing"))
+        );
+
+        let mut r = verify(dir.path(), None, &[]).unwrap();
+        r.check_catalog(&CatalogRuns::Runs(vec![]));
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.contains("run r1 is in the log but has no record")),
+            "{:?}",
+            r.problems
+        );
+
+        let mut r = verify(dir.path(), None, &[]).unwrap();
+        r.check_catalog(&CatalogRuns::Runs(vec![("r1".into(), None)]));
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.contains("holds no copy of the signed head"))
+        );
+
+        let mut r = verify(dir.path(), None, &[]).unwrap();
+        r.check_catalog(&CatalogRuns::Runs(vec![("r1".into(), Some(heads[2].clone()))]));
+        assert!(r.ok(), "{:?}", r.problems);
+        assert_eq!(r.run_heads, 1);
+
+        // An empty log with no catalog yet is a fresh planner, not a problem;
+        // but against the auditor's key, nothing signed is not "ok".
+        let fresh = tempfile::tempdir().unwrap();
+        drop(AuditLog::open(fresh.path()).unwrap());
+        let mut r = verify(fresh.path(), None, &[]).unwrap();
+        r.check_catalog(&CatalogRuns::Missing(fresh.path().join("catalog")));
+        assert!(r.ok(), "{:?}", r.problems);
+        let trusted = read_public_key(&fresh.path().join("planner.pub")).unwrap();
+        let r = verify(fresh.path(), Some(&trusted), &[]).unwrap();
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.contains("no entry signed by the trusted key"))
+        );
+    }
+
+    #[test]
+    fn report_digests_on_the_chain_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = AuditLog::open(dir.path()).unwrap();
+        let d = ReportDigest {
+            drill_id: "d1".into(),
+            manifest_blake3: "ab".repeat(32),
+            dir: "/r/d1".into(),
+            verdict: crate::report::Verdict::Passed,
+        };
+        log.append(
+            None,
+            Some("d1"),
+            None,
+            REPORT_WRITTEN,
+            Some(serde_json::json!({"message": "m", "report": d})),
+        )
+        .unwrap();
+        let r = verify(dir.path(), None, &[]).unwrap();
+        assert_eq!(r.report("d1", &"ab".repeat(32)).map(|e| e.seq), Some(1));
+        assert!(r.report("d1", &"cd".repeat(32)).is_none());
+        assert!(r.report("d2", &"ab".repeat(32)).is_none());
     }
 
     #[test]

@@ -330,6 +330,11 @@ pub enum ReportCommand {
         /// Public key to trust (from `lifeline keys show-signer`) [default: the planner's own in the state directory].
         #[arg(long, value_name = "FILE")]
         pubkey: Option<PathBuf>,
+        /// Also check that the report's manifest digest is on this audit log's
+        /// chain (a copy of STATE/planner, or the state directory), signed by
+        /// --pubkey: an old, substituted or re-signed report is not.
+        #[arg(long, value_name = "DIR", requires = "pubkey")]
+        audit_log: Option<PathBuf>,
         #[command(flatten)]
         planner: PlannerArgs,
         /// Print the verdict as JSON.
@@ -357,8 +362,14 @@ pub enum KeysCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
-    /// Check the audit chain: every entry's hash link and the signed head.
+    /// Check the audit chain: every entry's hash link, the signed head, and the
+    /// copies of the head in the catalog's run records.
     Verify {
+        /// Public key to trust, held by the auditor off the planner host (from
+        /// `lifeline keys show-signer`): a log re-signed with another key fails
+        /// [default: planner.pub beside the log, which proves no more than the host].
+        #[arg(long, value_name = "FILE")]
+        pubkey: Option<PathBuf>,
         #[command(flatten)]
         planner: PlannerArgs,
         /// Print JSON.

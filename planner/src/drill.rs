@@ -632,8 +632,16 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
     report.audit_head = shared.record.lock().expect("record").audit_head.clone();
     let dir = opts.report_dir.join(&id);
     let digest = report::write(&dir, &report, &key)?;
-    shared.transition(
-        "report_written",
+    // The manifest's digest goes on the chain, typed: `report verify
+    // --audit-log` finds it there (see FORMAT.md).
+    let on_chain = crate::audit::ReportDigest {
+        drill_id: id.clone(),
+        manifest_blake3: digest.clone(),
+        dir: dir.display().to_string(),
+        verdict: report.verdict,
+    };
+    shared.transition_with(
+        crate::audit::REPORT_WRITTEN,
         None,
         Some(format!(
             "{} manifest BLAKE3 {digest} verdict {}",
@@ -641,6 +649,7 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
             report.verdict.label()
         )),
         None,
+        Some(("report", serde_json::to_value(&on_chain).expect("serialisable"))),
         |_| {},
     )?;
     shared.catalog().save_drill(&DrillSummary {

@@ -228,6 +228,16 @@ pub fn plan(rb: &Runbook, config: &Config, opts: &PlanOptions) -> Result<Plan, S
             let mut params: Params = s.params.clone();
             let mut reason_owned = None;
             if opts.mode == Mode::Drill {
+                // Validation refuses these; a drill refuses them again, whoever built the runbook.
+                if let Some(p) = crate::runbook::drill_problems(spec, s).first() {
+                    return Err(format!(
+                        "{}:{}:{}: {} (a drill never touches production)",
+                        rb.file.display(),
+                        p.pos.line,
+                        p.pos.col,
+                        p.message
+                    ));
+                }
                 match &s.drill {
                     DrillBehaviour::Skip => {
                         behaviour = Behaviour::Skip;
@@ -261,6 +271,16 @@ pub fn plan(rb: &Runbook, config: &Config, opts: &PlanOptions) -> Result<Plan, S
                 .collect::<Result<_, String>>()
                 .map_err(|e| format!("step `{id}`: {e}"))?;
             let undo = match &s.undo {
+                // A runbook's undo has no drill substitution: in a drill, one that
+                // would act on production gives way to the action's own undo (of
+                // the drill's parameters, e.g. put the sandbox file back).
+                Some(u)
+                    if opts.mode == Mode::Drill
+                        && actions::action(&u.action.value)
+                            .is_none_or(|a| a.reaches_production(|p| u.params.contains_key(p))) =>
+                {
+                    builtin_undo(spec.name, &resolved).map(|d| Undo::Builtin { description: d })
+                }
                 Some(u) => {
                     let params: BTreeMap<String, Value> = u
                         .params
@@ -810,6 +830,66 @@ command = "app"
         assert!(!undo_line.contains("switch.sh --to dr"), "{undo_line}");
         // An action's own undo is described, without parameters.
         assert!(out.contains("undo: stop the process it started"), "{out}");
+    }
+
+    #[test]
+    fn in_a_drill_an_undo_that_acts_on_production_gives_way_to_the_actions_own() {
+        let text = r#"
+[runbook]
+name = "t"
+group = "shop"
+[[step]]
+id = "dns"
+action = "traffic.switch"
+file = "/etc/zone"
+content = "dr"
+undo = { action = "traffic.switch", file = "/etc/zone", content = "primary" }
+drill = { file = "${run.dir}/zone" }
+[[step]]
+id = "hook"
+action = "check.command"
+command = "true"
+undo = { action = "replication.reverse" }
+"#;
+        let f = planned(text, Mode::Failover);
+        assert!(matches!(f.step("dns").unwrap().undo, Some(Undo::Action { .. })));
+        let d = planned(text, Mode::Drill);
+        assert_eq!(
+            d.step("dns").unwrap().undo,
+            Some(Undo::Builtin {
+                description: "put the file back as it was".into()
+            })
+        );
+        assert_eq!(
+            d.step("dns").unwrap().params["file"],
+            Value::Str("/runs/r1/zone".into())
+        );
+        assert_eq!(d.step("hook").unwrap().undo, None);
+    }
+
+    #[test]
+    fn planning_a_drill_refuses_a_step_that_would_act_on_production() {
+        // Built without validation (as a library caller could): planning refuses it.
+        let mut rb = Runbook::parse(RB, Path::new("t.toml")).unwrap();
+        let dns = rb.steps.iter_mut().find(|s| s.id.value == "dns").unwrap();
+        dns.drill = DrillBehaviour::Substitute(Params::new());
+        let config = Config::parse(CONFIG, Path::new("lifeline.toml")).unwrap();
+        let opts = PlanOptions {
+            mode: Mode::Drill,
+            point: None,
+            run_id: "r1".into(),
+            run_dir: "/runs/r1".into(),
+            ports: BTreeMap::new(),
+            bin: "lifeline".into(),
+            netns: None,
+        };
+        let e = plan(&rb, &config, &opts).unwrap_err();
+        assert!(e.contains("keeps production's `command`"), "{e}");
+        let failover = PlanOptions {
+            mode: Mode::Failover,
+            ..opts
+        };
+        assert!(plan(&rb, &config, &failover).is_ok());
     }
 
     #[test]

@@ -55,7 +55,7 @@ impl PlannerCatalog {
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let owner = dir.join("owner");
         let db = sled::Config::new()
-            .path(dir.join("catalog"))
+            .path(Self::path(state_dir))
             .cache_capacity(8 << 20)
             .open()
             .map_err(|e| {
@@ -84,6 +84,20 @@ impl PlannerCatalog {
             .open_tree("drills")
             .context("open the drills tree of the planner catalog")?;
         Ok(PlannerCatalog { runs, drills, db, dir })
+    }
+
+    /// Opens the catalog only if it exists: `None` when `STATE/planner/catalog`
+    /// is gone (an audit must report that, not create an empty one).
+    pub fn open_existing(state_dir: &Path) -> Result<Option<PlannerCatalog>> {
+        if !Self::path(state_dir).exists() {
+            return Ok(None);
+        }
+        Self::open(state_dir).map(Some)
+    }
+
+    /// Where the catalog of `state_dir` lives.
+    pub fn path(state_dir: &Path) -> PathBuf {
+        planner_dir(state_dir).join("catalog")
     }
 
     pub fn dir(&self) -> &Path {

@@ -106,6 +106,7 @@ pub fn run(a: &DrillArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
 pub fn verify(
     path: &Path,
     pubkey: Option<&Path>,
+    audit_log: Option<&Path>,
     planner: &PlannerArgs,
     json: bool,
     config: &Config,
@@ -123,13 +124,19 @@ pub fn verify(
             crate::audit::read_public_key(&own)?
         }
     };
-    let c = crate::report::verify_dir(path, &key)?;
+    let mut c = crate::report::verify_dir(path, &key)?;
+    if let Some(log) = audit_log {
+        crate::report::verify_on_chain(&mut c, log, &key)?;
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&c)?);
     } else if c.ok() {
         println!(
-            "report {} ok: report.json, report.html, report.xml and manifest.json are as signed",
-            c.drill_id.as_deref().unwrap_or("?")
+            "report {} ok: report.json, report.html, report.xml and manifest.json are as signed{}",
+            c.drill_id.as_deref().unwrap_or("?"),
+            c.audit_entry
+                .map(|e| format!("; its manifest is on the audit chain (entry {e}), signed by the trusted key"))
+                .unwrap_or_default()
         );
     } else {
         println!("report in {} FAILED verification:", c.dir.display());

@@ -94,16 +94,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Runs(a) => run::runs(&a, &config),
         Command::Approve(a) => run::approve(&a, &config),
         Command::Abort(a) => run::abort(&a, &config),
-        Command::Audit(crate::cli::AuditCommand::Verify { planner, json }) => {
-            run::audit_verify(&planner, json, &config)
+        Command::Audit(crate::cli::AuditCommand::Verify { pubkey, planner, json }) => {
+            run::audit_verify(&planner, pubkey.as_deref(), json, &config)
         }
         Command::Drill(a) => drill::run(&a, cli.config.as_deref()),
         Command::Report(crate::cli::ReportCommand::Verify {
             path,
             pubkey,
+            audit_log,
             planner,
             json,
-        }) => drill::verify(&path, pubkey.as_deref(), &planner, json, &config),
+        }) => drill::verify(&path, pubkey.as_deref(), audit_log.as_deref(), &planner, json, &config),
         Command::Report(crate::cli::ReportCommand::List { planner, json }) => drill::list(&planner, json, &config),
         Command::Keys(crate::cli::KeysCommand::ShowSigner { planner }) => drill::show_signer(&planner, &config),
         Command::Probe(a) => run::probe(&a),

@@ -701,32 +701,49 @@ pub fn abort(a: &AbortArgs, config: &Config) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `lifeline audit verify`.
-pub fn audit_verify(planner: &PlannerArgs, json: bool, config: &Config) -> Result<ExitCode> {
+/// `lifeline audit verify [--pubkey KEY]`.
+pub fn audit_verify(planner: &PlannerArgs, pubkey: Option<&Path>, json: bool, config: &Config) -> Result<ExitCode> {
     let state = state_dir(config, planner);
+    let trusted = pubkey.map(crate::audit::read_public_key).transpose()?;
     let runs = match control_socket::call(&state, &Request::Runs)? {
-        Some(ans) => ans.runs,
-        None => PlannerCatalog::open(&state)?.list()?,
+        Some(ans) => Some(ans.runs),
+        None => PlannerCatalog::open_existing(&state)?.map(|c| c.list()).transpose()?,
     };
-    let heads: Vec<_> = runs
-        .iter()
-        .filter_map(|r| r.audit_head.clone().map(|h| (r.id.clone(), h)))
-        .collect();
-    let report = crate::audit::verify(&planner_dir(&state), None, &heads)?;
+    let catalog = match runs {
+        Some(runs) => crate::audit::CatalogRuns::Runs(runs.into_iter().map(|r| (r.id, r.audit_head)).collect()),
+        None => crate::audit::CatalogRuns::Missing(PlannerCatalog::path(&state)),
+    };
+    let mut report = crate::audit::verify(&planner_dir(&state), trusted.as_ref(), &[])?;
+    report.check_catalog(&catalog);
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if report.ok() {
         println!(
-            "audit log ok: {} entries, head signed at entry {}, {} run heads on the chain",
+            "audit log ok: {} entries, head signed at entry {}, {} run heads on the chain, {} by {}",
             report.entries,
             report.head.as_ref().map(|h| h.seq).unwrap_or(0),
-            heads.len()
+            report.run_heads,
+            match report.key_source {
+                crate::audit::KeySource::Trusted => "signed",
+                crate::audit::KeySource::BesideTheLog => "checked",
+            },
+            match report.key_source {
+                crate::audit::KeySource::Trusted => format!("the trusted key {}…", &report.key[..16]),
+                crate::audit::KeySource::BesideTheLog => "planner.pub beside the log".to_string(),
+            }
         );
     } else {
         println!("audit log DAMAGED ({} entries):", report.entries);
         for p in &report.problems {
             println!("  {p}");
         }
+    }
+    if report.key_source == crate::audit::KeySource::BesideTheLog && !json {
+        eprintln!(
+            "note: checked against {}, which whoever holds this host can replace along with the log; \
+             pass --pubkey with the auditor's copy of the key (`lifeline keys show-signer`) to detect a re-signed log",
+            planner_dir(&state).join("planner.pub").display()
+        );
     }
     Ok(if report.ok() {
         ExitCode::SUCCESS

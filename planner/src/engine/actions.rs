@@ -13,7 +13,7 @@ use super::{Shared, TrackedProcess, http, process};
 use crate::config::Config;
 use crate::plan::{AgentRef, Plan, PlannedStep};
 use crate::runbook::Value;
-use crate::runbook::actions::Mode;
+use crate::runbook::actions::{Mode, Reach};
 
 /// How often a check that has not passed yet tries again (every `check.*`).
 const CHECK_POLL: Duration = Duration::from_millis(100);
@@ -88,6 +88,40 @@ impl Ctx {
             .is_ok_and(|s| s.success())
     }
 
+    /// The path to write `file` at. In a drill, a file a step writes must lie
+    /// in the sandbox once resolved (its directory's symlinks followed; the
+    /// file itself is replaced by a rename, never written through), else the
+    /// write is refused; the resolved path is what gets written, so a symlink
+    /// made later by another step is not followed.
+    fn drill_writes_in_sandbox(&self, file: &Path) -> R<PathBuf> {
+        if self.plan.mode != Mode::Drill {
+            return Ok(file.to_path_buf());
+        }
+        let refused = |why: String| {
+            Err(format!(
+                "a drill writes only in its sandbox {}: {} {why}; refused (production is untouched)",
+                self.plan.run_dir.display(),
+                file.display()
+            ))
+        };
+        let root = match self.plan.run_dir.canonicalize() {
+            Ok(r) => r,
+            Err(e) => return refused(format!("cannot be checked ({e})")),
+        };
+        let Some(name) = file.file_name() else {
+            return refused("names no file".into());
+        };
+        let parent = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        match parent.canonicalize() {
+            Ok(dir) if dir.starts_with(&root) => Ok(dir.join(name)),
+            Ok(dir) => refused(format!("resolves to {}, outside it", dir.join(name).display())),
+            Err(e) => refused(format!("cannot be resolved ({e})")),
+        }
+    }
+
     fn cwd(&self, p: &BTreeMap<String, Value>) -> PathBuf {
         s(p, "cwd")
             .map(PathBuf::from)
@@ -160,6 +194,16 @@ impl Ctx {
 
 pub(super) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, Value>) -> R<Outputs> {
     let d = ctx.plan.direction.clone();
+    // Validation and planning keep production out of a drill; this is the last
+    // line, for what they could not see.
+    if ctx.plan.mode == Mode::Drill
+        && crate::runbook::actions::action(&ps.action).is_some_and(|a| a.reach == Reach::Replication)
+    {
+        return Err(format!(
+            "`{}` refused: a drill never drives production replication (production is untouched)",
+            ps.action
+        ));
+    }
     match ps.action.as_str() {
         "replication.stop" => {
             let a = ctx.agent(&p, d.source_agent.as_ref(), "the source agent")?;
@@ -325,7 +369,7 @@ pub(super) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
         "check.workload" => check_workload(&ctx, &p).await,
         "traffic.switch" => {
             if let Some(file) = s(&p, "file") {
-                let file = PathBuf::from(file);
+                let file = ctx.drill_writes_in_sandbox(Path::new(file))?;
                 let backup = ctx.plan.run_dir.join(format!("{}.orig", ps.id));
                 let content = s(&p, "content").map(String::from);
                 let replace = s(&p, "replace").map(String::from).zip(s(&p, "with").map(String::from));
@@ -545,7 +589,7 @@ pub(super) async fn builtin_undo(ctx: Arc<Ctx>, ps: PlannedStep) -> R<String> {
             Ok("stopped its process".into())
         }
         "traffic.switch" => {
-            let file = PathBuf::from(s(&ps.params, "file").unwrap_or_default());
+            let file = ctx.drill_writes_in_sandbox(Path::new(s(&ps.params, "file").unwrap_or_default()))?;
             let backup = ctx.plan.run_dir.join(format!("{}.orig", ps.id));
             blocking(move || {
                 let old = std::fs::read(&backup).map_err(|e| format!("read {}: {e}", backup.display()))?;

@@ -102,6 +102,20 @@ impl Shared {
         operator: Option<&str>,
         change: impl FnOnce(&mut RunRecord),
     ) -> Result<()> {
+        self.transition_with(event, step, message, operator, None, change)
+    }
+
+    /// [`transition`](Self::transition), with a typed value the audit entry
+    /// keeps under `detail.KEY` beside the words (e.g. a report's digest).
+    pub fn transition_with(
+        &self,
+        event: &str,
+        step: Option<&str>,
+        message: Option<String>,
+        operator: Option<&str>,
+        extra: Option<(&str, serde_json::Value)>,
+        change: impl FnOnce(&mut RunRecord),
+    ) -> Result<()> {
         let mut rec = self.record.lock().expect("record lock");
         change(&mut rec);
         let (status, outputs) = match step.and_then(|s| rec.steps.get(s)) {
@@ -117,16 +131,20 @@ impl Shared {
             message,
             outputs,
         };
+        let mut detail = serde_json::json!({
+            "status": ev.status,
+            "message": ev.message,
+            "outputs": ev.outputs,
+        });
+        if let Some((k, v)) = extra {
+            detail[k] = v;
+        }
         let head = self.audit.lock().expect("audit lock").append(
             operator.or(self.operator.as_deref()),
             Some(&rec.id),
             step,
             event,
-            Some(serde_json::json!({
-                "status": ev.status,
-                "message": ev.message,
-                "outputs": ev.outputs,
-            })),
+            Some(detail),
         )?;
         rec.audit_head = Some(head);
         self.catalog.save(&rec)?;

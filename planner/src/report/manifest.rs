@@ -72,6 +72,9 @@ pub fn sign_and_write(dir: &Path, drill_id: &str, key: &SigningKey) -> Result<St
 pub struct ManifestCheck {
     pub dir: PathBuf,
     pub drill_id: Option<String>,
+    /// With an audit log: the seq of the chain's entry recording this report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_entry: Option<u64>,
     pub problems: Vec<String>,
 }
 
@@ -98,6 +101,7 @@ pub fn verify_dir(path: &Path, key: &VerifyingKey) -> Result<ManifestCheck> {
                 return Ok(ManifestCheck {
                     dir,
                     drill_id: None,
+                    audit_entry: None,
                     problems,
                 });
             }
@@ -110,6 +114,7 @@ pub fn verify_dir(path: &Path, key: &VerifyingKey) -> Result<ManifestCheck> {
             return Ok(ManifestCheck {
                 dir,
                 drill_id: None,
+                audit_entry: None,
                 problems,
             });
         }
@@ -140,6 +145,79 @@ pub fn verify_dir(path: &Path, key: &VerifyingKey) -> Result<ManifestCheck> {
     Ok(ManifestCheck {
         dir,
         drill_id: Some(m.drill_id),
+        audit_entry: None,
         problems,
     })
+}
+
+/// Checks that the report `check` verified is on the audit chain in `log` (a
+/// copy of `STATE/planner`, or a state directory), signed by `key`: the chain
+/// verifies with `key`, one of its `report_written` entries records this
+/// drill's manifest digest, and report.json's copy of the signed head lies on
+/// it. A report signed with the planner's key but not on its chain (an old or
+/// substituted report, one re-signed after an edit, one from another log)
+/// fails.
+pub fn verify_on_chain(check: &mut ManifestCheck, log: &Path, key: &VerifyingKey) -> Result<()> {
+    let log = if log.join("audit.jsonl").exists() {
+        log.to_path_buf()
+    } else if crate::run_catalog::planner_dir(log).join("audit.jsonl").exists() {
+        crate::run_catalog::planner_dir(log)
+    } else {
+        anyhow::bail!(
+            "{} holds no audit.jsonl: give a copy of the planner's STATE/planner directory (audit.jsonl and \
+             audit.head.json), or its state directory",
+            log.display()
+        );
+    };
+    let chain = crate::audit::verify(&log, Some(key), &[])?;
+    for p in &chain.problems {
+        check.problems.push(format!("audit log {}: {p}", log.display()));
+    }
+    let Some(drill_id) = check.drill_id.clone() else {
+        return Ok(());
+    };
+    let Ok(bytes) = std::fs::read(check.dir.join("manifest.json")) else {
+        return Ok(());
+    };
+    let digest = blake3::hash(&bytes).to_hex().to_string();
+    match chain.report(&drill_id, &digest) {
+        Some(e) => check.audit_entry = Some(e.seq),
+        None => {
+            let others: Vec<String> = chain
+                .reports
+                .iter()
+                .filter(|r| r.drill_id == drill_id)
+                .map(|r| format!("{}… (entry {})", &r.manifest_blake3[..16], r.seq))
+                .collect();
+            check.problems.push(if others.is_empty() {
+                format!(
+                    "manifest.json (BLAKE3 {}…) is not on the audit chain in {}: no entry records a report of drill \
+                     {drill_id} (an old or substituted report, or a log from another planner)",
+                    &digest[..16],
+                    log.display()
+                )
+            } else {
+                format!(
+                    "manifest.json (BLAKE3 {}…) is not on the audit chain in {}: the chain records drill {drill_id}'s \
+                     report as {} (the report was replaced or re-signed)",
+                    &digest[..16],
+                    log.display(),
+                    others.join(", ")
+                )
+            });
+        }
+    }
+    let head = std::fs::read(check.dir.join("report.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|r| serde_json::from_value::<crate::audit::SignedHead>(r.get("audit_head")?.clone()).ok());
+    match head {
+        Some(h) => check
+            .problems
+            .extend(chain.head_problems("report.json's audit head", &h)),
+        None => check
+            .problems
+            .push("report.json holds no audit head to find on the chain".into()),
+    }
+    Ok(())
 }

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use manifest::{ManifestCheck, sign_and_write, verify_dir};
+pub use manifest::{ManifestCheck, sign_and_write, verify_dir, verify_on_chain};
 
 /// Report schema name and version. Do not modify; add a version with a migration.
 pub const SCHEMA: &str = "lifeline.drill-report";

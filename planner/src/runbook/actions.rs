@@ -112,9 +112,38 @@ pub struct ActionSpec {
     pub default_timeout_secs: u64,
     /// Behaviour in failover, switchover, failback, drill, with the reason.
     pub modes: [(Behaviour, &'static str); 4],
-    /// May a runbook force `drill = "run"`? (Not for what touches production.)
-    pub drill_may_run: bool,
+    /// What it acts on outside a drill's sandbox, and so what a drill must
+    /// skip or substitute.
+    pub reach: Reach,
 }
+
+/// What an action acts on beyond the run's own directory and processes.
+///
+/// A drill never touches production: an action that reaches it is skipped in
+/// a drill by default, and runs there only when a `drill = { ... }`
+/// substitution replaces each production target it uses (validation refuses
+/// anything else, and the engine refuses at run time what validation could not
+/// see: a file resolved outside the sandbox, any replication call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// The sandbox, or nothing it changes: promotes into the sandbox in a drill,
+    /// starts the run's own processes, checks, waits, notifies (the event says
+    /// `"mode": "drill"`).
+    Sandbox,
+    /// Production, through these parameters when a step uses them: a drill
+    /// substitution must replace each (`file` with a path under `${run.dir}`,
+    /// `command` with another command). A step using none of them (e.g.
+    /// `service.stop` with `step`) acts only on the run's own processes.
+    Targets(&'static [&'static str]),
+    /// Production replication, with no parameter a drill could point into the
+    /// sandbox: a drill always skips it.
+    Replication,
+}
+
+/// The parameters through which an action reaches production, as a drill
+/// substitution must replace them.
+pub const FILE_TARGET: &str = "file";
+pub const COMMAND_TARGET: &str = "command";
 
 impl ActionSpec {
     pub fn param(&self, name: &str) -> Option<&ParamSpec> {
@@ -130,6 +159,20 @@ impl ActionSpec {
             let prefix = o.strip_suffix(".*")?;
             name.strip_prefix(prefix)?.strip_prefix('.').filter(|v| !v.is_empty())
         })
+    }
+
+    /// The production targets (see [`Reach`]) a call whose parameters are
+    /// `has` uses: none for an action that stays in the sandbox.
+    pub fn production_targets(&self, has: impl Fn(&str) -> bool) -> Vec<&'static str> {
+        match self.reach {
+            Reach::Targets(t) => t.iter().copied().filter(|p| has(p)).collect(),
+            Reach::Sandbox | Reach::Replication => Vec::new(),
+        }
+    }
+
+    /// Does a call whose parameters are `has` act on production?
+    pub fn reaches_production(&self, has: impl Fn(&str) -> bool) -> bool {
+        self.reach == Reach::Replication || !self.production_targets(has).is_empty()
     }
 
     pub fn has_output(&self, name: &str) -> bool {
@@ -180,7 +223,7 @@ pub const ACTIONS: &[ActionSpec] = &[
             (Run, "pause the recovery site's agent (the reverse replication)"),
             (Skip, "replication goes on during a drill"),
         ],
-        drill_may_run: false,
+        reach: Reach::Replication,
     },
     ActionSpec {
         name: "replication.final_sync",
@@ -204,7 +247,7 @@ pub const ACTIONS: &[ActionSpec] = &[
             ),
             (Skip, "a drill uses an existing point"),
         ],
-        drill_may_run: false,
+        reach: Reach::Replication,
     },
     ActionSpec {
         name: "replication.seed",
@@ -231,7 +274,7 @@ pub const ACTIONS: &[ActionSpec] = &[
             ),
             (Skip, "only a failback seeds the original site"),
         ],
-        drill_may_run: false,
+        reach: Reach::Replication,
     },
     ActionSpec {
         name: "replication.reverse",
@@ -252,7 +295,7 @@ pub const ACTIONS: &[ActionSpec] = &[
             ),
             (Skip, "replication goes on during a drill"),
         ],
-        drill_may_run: false,
+        reach: Reach::Replication,
     },
     ActionSpec {
         name: "volume.promote",
@@ -286,7 +329,7 @@ pub const ACTIONS: &[ActionSpec] = &[
             (Run, "restore the final sync's point onto the original site's volumes"),
             (Run, "restore the point into the drill's sandbox"),
         ],
-        drill_may_run: true,
+        reach: Reach::Sandbox,
     },
     ActionSpec {
         name: "service.start",
@@ -307,7 +350,7 @@ pub const ACTIONS: &[ActionSpec] = &[
             (Run, "start it on the original site"),
             (Run, "start it in the sandbox (drill substitutions applied)"),
         ],
-        drill_may_run: true,
+        reach: Reach::Sandbox,
     },
     ActionSpec {
         name: "service.stop",
@@ -334,7 +377,7 @@ pub const ACTIONS: &[ActionSpec] = &[
             (Run, "stop writes on the recovery site"),
             (Skip, "production is never stopped by a drill (a step = ... stop runs)"),
         ],
-        drill_may_run: true,
+        reach: Reach::Targets(&[COMMAND_TARGET]),
     },
     ActionSpec {
         name: "check.tcp",
@@ -349,7 +392,7 @@ pub const ACTIONS: &[ActionSpec] = &[
             (Run, "check"),
             (Run, "check the sandbox"),
         ],
-        drill_may_run: true,
+        reach: Reach::Sandbox,
     },
     ActionSpec {
         name: "check.http",
@@ -374,7 +417,7 @@ pub const ACTIONS: &[ActionSpec] = &[
             (Run, "check"),
             (Run, "check the sandbox"),
         ],
-        drill_may_run: true,
+        reach: Reach::Sandbox,
     },
     ActionSpec {
         name: "check.command",
@@ -395,7 +438,7 @@ pub const ACTIONS: &[ActionSpec] = &[
             (Run, "check"),
             (Run, "check the sandbox"),
         ],
-        drill_may_run: true,
+        reach: Reach::Sandbox,
     },
     ActionSpec {
         name: "check.volume",
@@ -422,7 +465,7 @@ pub const ACTIONS: &[ActionSpec] = &[
             ),
             (Run, "compare the sandbox copy with the point"),
         ],
-        drill_may_run: true,
+        reach: Reach::Sandbox,
     },
     ActionSpec {
         name: "check.workload",
@@ -453,7 +496,7 @@ pub const ACTIONS: &[ActionSpec] = &[
             (Run, "check"),
             (Run, "check the sandbox copy"),
         ],
-        drill_may_run: true,
+        reach: Reach::Sandbox,
     },
     ActionSpec {
         name: "traffic.switch",
@@ -481,7 +524,7 @@ pub const ACTIONS: &[ActionSpec] = &[
                 "a drill never moves production traffic (a drill = { ... } substitution runs)",
             ),
         ],
-        drill_may_run: false,
+        reach: Reach::Targets(&[COMMAND_TARGET, FILE_TARGET]),
     },
     ActionSpec {
         name: "approval",
@@ -496,7 +539,7 @@ pub const ACTIONS: &[ActionSpec] = &[
             (Run, "wait for approval"),
             (Skip, "drills do not wait for people (drill = \"run\" to wait)"),
         ],
-        drill_may_run: true,
+        reach: Reach::Sandbox,
     },
     ActionSpec {
         name: "wait",
@@ -506,7 +549,7 @@ pub const ACTIONS: &[ActionSpec] = &[
         outputs: &[],
         default_timeout_secs: 0,
         modes: [(Run, "wait"), (Run, "wait"), (Run, "wait"), (Run, "wait")],
-        drill_may_run: true,
+        reach: Reach::Sandbox,
     },
     ActionSpec {
         name: "notify",
@@ -525,7 +568,7 @@ pub const ACTIONS: &[ActionSpec] = &[
         outputs: &["status"],
         default_timeout_secs: 30,
         modes: [(Run, "notify"), (Run, "notify"), (Run, "notify"), (Run, "notify")],
-        drill_may_run: true,
+        reach: Reach::Sandbox,
     },
 ];
 
@@ -571,6 +614,17 @@ mod tests {
         assert_eq!(suggest("volume.promot", names()), Some("volume.promote"));
         assert_eq!(suggest("check.htp", names()), Some("check.http"));
         assert_eq!(suggest("make.coffee", names()), None);
+    }
+
+    #[test]
+    fn a_drill_skips_by_default_every_action_that_reaches_production() {
+        for a in ACTIONS.iter().filter(|a| a.reach != Reach::Sandbox) {
+            assert_eq!(a.behaviour(Mode::Drill).0, Skip, "{}", a.name);
+        }
+        assert!(action("replication.stop").unwrap().reaches_production(|_| false));
+        let stop = action("service.stop").unwrap();
+        assert!(stop.reaches_production(|p| p == "command"));
+        assert!(!stop.reaches_production(|p| p == "step"));
     }
 
     #[test]

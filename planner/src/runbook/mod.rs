@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Serialize;
 use toml::de::{DeTable, DeValue};
 
-pub use validate::check_against;
+pub use validate::{DrillProblem, check_against, drill_problems};
 
 /// A line and column (1-based) in a runbook file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -190,6 +190,8 @@ pub struct Step {
     pub on_failure: OnFailure,
     pub undo: Option<ActionCall>,
     pub drill: DrillBehaviour,
+    /// Where `drill = ...` is written (the step's start when it is not).
+    pub drill_pos: Pos,
     /// Where the step's table starts.
     pub pos: Pos,
 }
@@ -562,6 +564,7 @@ impl Converter<'_> {
             on_failure: OnFailure::default(),
             undo: None,
             drill: DrillBehaviour::Default,
+            drill_pos: pos,
             pos,
         };
         for (k, v) in t.iter() {
@@ -643,24 +646,27 @@ impl Converter<'_> {
                         }
                     }
                 }
-                "drill" => match v.get_ref() {
-                    DeValue::String(s) if s.as_ref() == "run" => step.drill = DrillBehaviour::Run,
-                    DeValue::String(s) if s.as_ref() == "skip" => step.drill = DrillBehaviour::Skip,
-                    DeValue::Table(t) => {
-                        let mut params = BTreeMap::new();
-                        for (dk, dv) in t.iter() {
-                            if let Some(val) = self.sp_value(dv, sink) {
-                                params.insert(dk.get_ref().to_string(), val);
+                "drill" => {
+                    step.drill_pos = self.pos(v.span());
+                    match v.get_ref() {
+                        DeValue::String(s) if s.as_ref() == "run" => step.drill = DrillBehaviour::Run,
+                        DeValue::String(s) if s.as_ref() == "skip" => step.drill = DrillBehaviour::Skip,
+                        DeValue::Table(t) => {
+                            let mut params = BTreeMap::new();
+                            for (dk, dv) in t.iter() {
+                                if let Some(val) = self.sp_value(dv, sink) {
+                                    params.insert(dk.get_ref().to_string(), val);
+                                }
                             }
+                            step.drill = DrillBehaviour::Substitute(params);
                         }
-                        step.drill = DrillBehaviour::Substitute(params);
+                        _ => sink.error(
+                            self.pos(v.span()),
+                            "`drill` must be \"run\", \"skip\" or a table of substituted parameters",
+                            Some("drill = \"skip\", or drill = { url = \"http://127.0.0.1:${ports.app}/\" }".into()),
+                        ),
                     }
-                    _ => sink.error(
-                        self.pos(v.span()),
-                        "`drill` must be \"run\", \"skip\" or a table of substituted parameters",
-                        Some("drill = \"skip\", or drill = { url = \"http://127.0.0.1:${ports.app}/\" }".into()),
-                    ),
-                },
+                }
                 name => {
                     if let Some(val) = self.sp_value(v, sink) {
                         step.params.insert(name.to_string(), val);

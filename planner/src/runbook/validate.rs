@@ -5,9 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::actions::{self, ActionSpec, Kind};
+use super::actions::{self, ActionSpec, FILE_TARGET, Kind, Reach};
 use super::template::{self, Ref};
-use super::{Diagnostic, DrillBehaviour, Params, Pos, Runbook, Sink, Value};
+use super::{Diagnostic, DrillBehaviour, Params, Pos, Runbook, Sink, Step, Value};
 use crate::config::Config;
 
 pub(super) fn check_steps(rb: &Runbook, sink: &mut Sink) {
@@ -58,17 +58,11 @@ pub(super) fn check_steps(rb: &Runbook, sink: &mut Sink) {
         };
         if let Some(spec) = spec {
             check_params(spec, &s.params, s.pos, true, &s.id.value, sink);
-            match &s.drill {
-                DrillBehaviour::Run if !spec.drill_may_run => sink.error(
-                    s.pos,
-                    format!(
-                        "`{}` cannot run in a drill: a drill never touches production",
-                        spec.name
-                    ),
-                    Some("drop `drill = \"run\"`, or give substituted parameters that point into the sandbox".into()),
-                ),
-                DrillBehaviour::Substitute(sub) => check_params(spec, sub, s.pos, false, &s.id.value, sink),
-                _ => {}
+            if let DrillBehaviour::Substitute(sub) = &s.drill {
+                check_params(spec, sub, s.pos, false, &s.id.value, sink);
+            }
+            for p in drill_problems(spec, s) {
+                sink.error(p.pos, p.message, Some(p.help));
             }
         }
         if let Some(undo) = &s.undo {
@@ -123,6 +117,135 @@ pub(super) fn check_steps(rb: &Runbook, sink: &mut Sink) {
             check(sub);
         }
     }
+}
+
+/// Where a step would let a drill act on production, and what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrillProblem {
+    pub pos: Pos,
+    pub message: String,
+    pub help: String,
+}
+
+/// The prefix a drill's `file` must start with: the sandbox.
+const SANDBOX_PREFIX: &str = "${run.dir}/";
+
+/// Why step `s` (of action `spec`) could act on production in a drill: a
+/// drill skips every action that reaches production (see [`Reach`]) unless a
+/// substitution replaces each production target the step uses — `file` with a
+/// path under `${run.dir}`, `command` with another command — and never runs
+/// replication. Validation reports these; planning a drill refuses them too.
+pub fn drill_problems(spec: &ActionSpec, s: &Step) -> Vec<DrillProblem> {
+    let id = &s.id.value;
+    let uses = |p: &str| s.params.contains_key(p);
+    let mut out = Vec::new();
+    let mut problem = |pos: Pos, message: String, help: &str| {
+        out.push(DrillProblem {
+            pos,
+            message,
+            help: help.into(),
+        })
+    };
+    let targets = spec.production_targets(uses);
+    match (&s.drill, spec.reach) {
+        (DrillBehaviour::Default | DrillBehaviour::Skip, _) => {}
+        (DrillBehaviour::Run | DrillBehaviour::Substitute(_), Reach::Replication) => problem(
+            s.drill_pos,
+            format!(
+                "step `{id}`: `{}` drives production replication, so it cannot run in a drill: a drill never touches \
+                 production",
+                spec.name
+            ),
+            "drop `drill = ...` (a drill skips it), or write drill = \"skip\"",
+        ),
+        (DrillBehaviour::Run, _) if targets.is_empty() => {}
+        (DrillBehaviour::Run, _) => problem(
+            s.drill_pos,
+            format!(
+                "step `{id}`: `{}` with `{}` acts on production, so it cannot run in a drill as it is",
+                spec.name,
+                targets.join("`, `")
+            ),
+            "substitute each production target: drill = { file = \"${run.dir}/NAME\" } or \
+             drill = { command = \"...\" }, or drop `drill = \"run\"` (a drill skips it)",
+        ),
+        (DrillBehaviour::Substitute(sub), Reach::Targets(all)) => {
+            for t in &targets {
+                let production = s.params.get(*t).map(|v| v.value.to_string()).unwrap_or_default();
+                match sub.get(*t) {
+                    None => problem(
+                        s.drill_pos,
+                        format!(
+                            "step `{id}`: the drill substitution keeps production's `{t}` ({production}), so the drill \
+                             would act on production"
+                        ),
+                        if *t == FILE_TARGET {
+                            "replace it with a file in the sandbox: drill = { file = \"${run.dir}/NAME\", ... }, \
+                             or write drill = \"skip\""
+                        } else {
+                            "replace it with a command that acts on the sandbox: drill = { command = \"...\" }, \
+                             or write drill = \"skip\""
+                        },
+                    ),
+                    Some(v) if *t == FILE_TARGET => {
+                        if let Value::Str(f) = &v.value
+                            && !in_sandbox(f)
+                        {
+                            problem(
+                                v.pos,
+                                format!("step `{id}`: a drill's `file` must lie in the sandbox, not {f:?}"),
+                                "file = \"${run.dir}/NAME\" (no `..`)",
+                            )
+                        }
+                    }
+                    Some(v) => {
+                        let args = |p: &Params| p.get("args").map(|a| a.value.clone());
+                        let drill_args = args(sub).or(args(&s.params));
+                        if s.params.get(*t).map(|p| &p.value) == Some(&v.value) && drill_args == args(&s.params) {
+                            problem(
+                                v.pos,
+                                format!(
+                                    "step `{id}`: the drill substitution runs production's command unchanged \
+                                     ({production})"
+                                ),
+                                "substitute a command that acts on the sandbox, or write drill = \"skip\"",
+                            )
+                        }
+                    }
+                }
+            }
+            // A target the step does not use: the drill would hold both kinds.
+            if spec.one_of.iter().any(|p| uses(p)) {
+                for t in all.iter().filter(|t| !uses(t)) {
+                    if let Some(v) = sub.get(*t) {
+                        problem(
+                            v.pos,
+                            format!(
+                                "step `{id}`: the drill substitution gives `{t}`, but the step acts through `{}`",
+                                spec.one_of
+                                    .iter()
+                                    .copied()
+                                    .filter(|p| uses(p))
+                                    .collect::<Vec<_>>()
+                                    .join("`, `")
+                            ),
+                            "a substitution replaces the step's own target: `file` with a file under ${run.dir}, \
+                             `command` with another command",
+                        )
+                    }
+                }
+            }
+        }
+        (DrillBehaviour::Substitute(_), Reach::Sandbox) => {}
+    }
+    out
+}
+
+/// Is a runbook's `file` (before interpolation) under the sandbox? The engine
+/// checks the resolved path again at run time.
+fn in_sandbox(file: &str) -> bool {
+    file.strip_prefix(SANDBOX_PREFIX)
+        .is_some_and(|rest| !rest.is_empty() && !rest.split('/').any(|c| c == ".."))
 }
 
 fn check_params(spec: &ActionSpec, params: &Params, step_pos: Pos, complete: bool, step: &str, sink: &mut Sink) {
@@ -431,4 +554,108 @@ pub fn check_against(rb: &Runbook, config: &Config) -> Vec<Diagnostic> {
     }
     sink.out.sort_by_key(|d| (d.line, d.col));
     sink.out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::Runbook;
+
+    /// The messages of the errors in a one-step runbook.
+    fn errors(step: &str) -> Vec<String> {
+        let text = format!("[runbook]\nname = \"t\"\ngroup = \"shop\"\n[[step]]\nid = \"s\"\n{step}");
+        match Runbook::parse(&text, Path::new("t.toml")) {
+            Ok(_) => vec![],
+            Err(e) => {
+                e.0.iter()
+                    .map(|d| format!("{}:{} {}", d.line, d.col, d.message))
+                    .collect()
+            }
+        }
+    }
+
+    #[test]
+    fn a_drill_skips_or_substitutes_every_production_target() {
+        // Allowed: the default (skip), skip, substitutions into the sandbox or another command.
+        for ok in [
+            "action = \"traffic.switch\"\nfile = \"/etc/zone\"\ncontent = \"x\"",
+            "action = \"traffic.switch\"\nfile = \"/etc/zone\"\ncontent = \"x\"\ndrill = \"skip\"",
+            "action = \"traffic.switch\"\nfile = \"/etc/zone\"\ncontent = \"x\"\ndrill = { file = \"${run.dir}/zone\" }",
+            "action = \"traffic.switch\"\ncommand = \"dns-set\"\ndrill = { command = \"true\" }",
+            "action = \"service.stop\"\ncommand = \"systemctl\"\nargs = [\"stop\", \"shop\"]",
+            "action = \"service.stop\"\ncommand = \"systemctl\"\nargs = [\"stop\", \"shop\"]\ndrill = { command = \"true\" }",
+            "action = \"service.stop\"\nstep = \"s\"\ndrill = \"run\"",
+            "action = \"replication.stop\"\ndrill = \"skip\"",
+            "action = \"check.command\"\ncommand = \"true\"\ndrill = {}",
+            "action = \"notify\"\nurl = \"http://127.0.0.1:1/\"\ndrill = \"run\"",
+        ] {
+            assert_eq!(errors(ok), Vec::<String>::new(), "{ok}");
+        }
+        // Refused, at the place to fix.
+        for (bad, want) in [
+            (
+                "action = \"traffic.switch\"\nfile = \"/etc/zone\"\ncontent = \"x\"\ndrill = {}",
+                "9:9 step `s`: the drill substitution keeps production's `file`",
+            ),
+            (
+                "action = \"traffic.switch\"\nfile = \"/etc/zone\"\ncontent = \"x\"\ndrill = { content = \"y\" }",
+                "9:9 step `s`: the drill substitution keeps production's `file`",
+            ),
+            (
+                "action = \"traffic.switch\"\nfile = \"/etc/zone\"\ncontent = \"x\"\ndrill = \"run\"",
+                "9:9 step `s`: `traffic.switch` with `file` acts on production",
+            ),
+            (
+                "action = \"traffic.switch\"\nfile = \"/etc/zone\"\ncontent = \"x\"\ndrill = { file = \"/etc/zone\" }",
+                "9:18 step `s`: a drill's `file` must lie in the sandbox",
+            ),
+            (
+                "action = \"traffic.switch\"\nfile = \"/etc/zone\"\ncontent = \"x\"\ndrill = { file = \"${run.dir}/../../etc/zone\" }",
+                "9:18 step `s`: a drill's `file` must lie in the sandbox",
+            ),
+            (
+                "action = \"traffic.switch\"\nfile = \"/etc/zone\"\ncontent = \"x\"\ndrill = { file = \"${vars.x}/zone\" }",
+                "9:18 step `s`: a drill's `file` must lie in the sandbox",
+            ),
+            (
+                "action = \"traffic.switch\"\nfile = \"/etc/zone\"\ncontent = \"x\"\ndrill = { command = \"true\" }",
+                "9:21 step `s`: the drill substitution gives `command`, but the step acts through `file`",
+            ),
+            (
+                "action = \"traffic.switch\"\ncommand = \"dns-set\"\ndrill = { args = [\"x\"] }",
+                "8:9 step `s`: the drill substitution keeps production's `command`",
+            ),
+            (
+                "action = \"traffic.switch\"\ncommand = \"dns-set\"\ndrill = { command = \"dns-set\" }",
+                "8:21 step `s`: the drill substitution runs production's command unchanged",
+            ),
+            (
+                "action = \"service.stop\"\ncommand = \"systemctl\"\ndrill = {}",
+                "8:9 step `s`: the drill substitution keeps production's `command`",
+            ),
+            (
+                "action = \"service.stop\"\ncommand = \"systemctl\"\ndrill = \"run\"",
+                "8:9 step `s`: `service.stop` with `command` acts on production",
+            ),
+            (
+                "action = \"replication.stop\"\ndrill = {}",
+                "7:9 step `s`: `replication.stop` drives production replication",
+            ),
+            (
+                "action = \"replication.final_sync\"\ndrill = { agent = \"sandbox\" }",
+                "7:9 step `s`: `replication.final_sync` drives production replication",
+            ),
+            (
+                "action = \"replication.reverse\"\ndrill = \"run\"",
+                "7:9 step `s`: `replication.reverse` drives production replication",
+            ),
+        ] {
+            let got = errors(bad);
+            assert!(
+                got.iter().any(|e| e.starts_with(want)),
+                "{bad}\nwant {want}\ngot {got:?}"
+            );
+        }
+    }
 }

@@ -1824,3 +1824,264 @@ after = ["promote"]
         .unwrap_or_else(|| panic!("no end of the drill: {}", run.stdout));
     assert!(end["ok"] == false || end["verdict"] == "failed", "{end}");
 }
+
+/// A state directory with a planner that ran one drill (a check that passes),
+/// and the drill's report directory.
+fn drilled_state(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let root = dir.join(name);
+    fs::create_dir_all(&root).unwrap();
+    let config = root.join("lifeline.toml");
+    fs::write(
+        &config,
+        format!("state_dir = \"{}\"\n[groups.app]\n", s(&root.join("state"))),
+    )
+    .unwrap();
+    let rb = root.join("rb.toml");
+    fs::write(
+        &rb,
+        "[runbook]\nname = \"audited\"\ngroup = \"app\"\n[[step]]\nid = \"ok\"\naction = \"check.command\"\ncommand = \"true\"\n",
+    )
+    .unwrap();
+    let reports = root.join("reports");
+    let r = run(&[
+        "drill",
+        s(&rb),
+        "--config",
+        s(&config),
+        "--report-dir",
+        s(&reports),
+        "--no-netns",
+        "--json",
+    ]);
+    let report_dir = events(&r.stdout)
+        .into_iter()
+        .find(|e| e["event"] == "drill_report")
+        .and_then(|e| e["report_dir"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("no report: {} {}", r.stdout, r.stderr));
+    (config, report_dir)
+}
+
+/// The signature of an audit head as the planner makes it (FORMAT.md).
+fn sign_head(key: &ed25519_dalek::SigningKey, seq: u64, hash: &str) -> String {
+    use ed25519_dalek::Signer;
+    let mut m = b"lifeline audit head v1\0".to_vec();
+    m.extend_from_slice(&seq.to_le_bytes());
+    m.extend_from_slice(hash.as_bytes());
+    hex::encode(key.sign(&m).to_bytes())
+}
+
+/// Finding 4 of issue 17, as an attacker on the planner host would do it: edit
+/// the log, recompute the chain, re-sign the head with a key of their own
+/// (replacing planner.key and planner.pub) and delete the catalog. `audit
+/// verify` reports the missing catalog; with the auditor's key (`--pubkey`,
+/// kept off the planner host) it names the foreign signature even once an empty
+/// catalog is back, and the runs the log names without records.
+#[test]
+fn a_rewritten_resigned_audit_log_is_caught_with_the_auditors_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = drilled_state(dir.path(), "a");
+    let cfg = s(&config);
+    let planner = dir.path().join("a/state/planner");
+    // The auditor takes the public key when the planner is commissioned.
+    let signer = run(&["keys", "show-signer", "--config", cfg])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let auditor_pub = dir.path().join("auditor.pub");
+    fs::write(&auditor_pub, &signer).unwrap();
+    run(&["audit", "verify", "--config", cfg, "--pubkey", s(&auditor_pub)])
+        .ok()
+        .stdout_has(&["audit log ok", "run heads on the chain", "the trusted key"]);
+    run(&["audit", "verify", "--config", cfg])
+        .ok()
+        .stderr_has(&["pass --pubkey"]);
+
+    // The attack.
+    let log = planner.join("audit.jsonl");
+    let mut prev = "0".repeat(64);
+    let mut lines = Vec::new();
+    for (i, line) in fs::read_to_string(&log).unwrap().lines().enumerate() {
+        let mut e: Value = serde_json::from_str(line).unwrap();
+        if i == 1 {
+            e["user"] = "mallory".into();
+        }
+        e["prev"] = prev.clone().into();
+        let text = serde_json::to_string(&e).unwrap();
+        prev = blake3::hash(text.as_bytes()).to_hex().to_string();
+        lines.push(text);
+    }
+    fs::write(&log, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let mallory = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
+    let public = hex::encode(mallory.verifying_key().to_bytes());
+    let seq = lines.len() as u64;
+    fs::write(
+        planner.join("audit.head.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "seq": seq, "hash": prev, "signature": sign_head(&mallory, seq, &prev), "public_key": public,
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    fs::write(planner.join("planner.key"), format!("{}\n", hex::encode([42u8; 32]))).unwrap();
+    fs::write(planner.join("planner.pub"), format!("{public}\n")).unwrap();
+    fs::remove_dir_all(planner.join("catalog")).unwrap();
+
+    // Without the auditor's key: the missing catalog (it used to say "ok").
+    run(&["audit", "verify", "--config", cfg])
+        .code(EXIT_CHECK_FAILED)
+        .stdout_has(&["DAMAGED", "catalog", "is missing"]);
+    assert!(!planner.join("catalog").exists(), "audit verify created a catalog");
+    // With it: the foreign signature.
+    run(&["audit", "verify", "--config", cfg, "--pubkey", s(&auditor_pub)])
+        .code(EXIT_CHECK_FAILED)
+        .stdout_has(&["signed head", "not the trusted key", "re-signed"]);
+    // An empty catalog put back (any command opens one) hides nothing either.
+    run(&["runs", "--config", cfg]).ok();
+    run(&["audit", "verify", "--config", cfg])
+        .code(EXIT_CHECK_FAILED)
+        .stdout_has(&["is in the log but has no record in the planner catalog"]);
+    run(&[
+        "audit",
+        "verify",
+        "--config",
+        cfg,
+        "--pubkey",
+        s(&auditor_pub),
+        "--json",
+    ])
+    .code(EXIT_CHECK_FAILED)
+    .stdout_has(&["\"key_source\": \"trusted\"", "not the trusted key"]);
+    // Wiping it all (an empty log, no head, no catalog) is not "ok" either.
+    fs::write(&log, "").unwrap();
+    fs::remove_file(planner.join("audit.head.json")).unwrap();
+    fs::remove_dir_all(planner.join("catalog")).unwrap();
+    run(&["audit", "verify", "--config", cfg, "--pubkey", s(&auditor_pub)])
+        .code(EXIT_CHECK_FAILED)
+        .stdout_has(&["no entry signed by the trusted key"]);
+}
+
+/// `report verify --audit-log`: a genuine report is on its planner's chain; a
+/// report of another log (the same planner key, restored on a new state
+/// directory) and a report edited and re-signed with the planner's key are
+/// not, though their signatures verify.
+#[test]
+fn report_verify_with_the_audit_log_finds_the_report_on_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config_a, report_a) = drilled_state(dir.path(), "a");
+    let signer = run(&["keys", "show-signer", "--config", s(&config_a)])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let auditor_pub = dir.path().join("auditor.pub");
+    fs::write(&auditor_pub, &signer).unwrap();
+    let planner_a = dir.path().join("a/state/planner");
+    // The log records the manifest's digest, typed.
+    let digest = blake3::hash(&fs::read(report_a.join("manifest.json")).unwrap())
+        .to_hex()
+        .to_string();
+    let written: Value = fs::read_to_string(planner_a.join("audit.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["event"] == "report_written")
+        .unwrap();
+    assert_eq!(written["detail"]["report"]["manifest_blake3"], digest.as_str());
+
+    // Genuine: on the chain (the planner directory, or the state directory).
+    for log in [planner_a.clone(), dir.path().join("a/state")] {
+        run(&[
+            "report",
+            "verify",
+            s(&report_a),
+            "--pubkey",
+            s(&auditor_pub),
+            "--audit-log",
+            s(&log),
+        ])
+        .ok()
+        .stdout_has(&["ok", "on the audit chain (entry"]);
+    }
+    // --audit-log needs the auditor's key.
+    run(&["report", "verify", s(&report_a), "--audit-log", s(&planner_a)]).code(EXIT_ERROR);
+
+    // Another log signed by the same key: a second state directory given the
+    // planner's key pair (a reinstall), with a drill of its own.
+    let planner_b = dir.path().join("b/state/planner");
+    fs::create_dir_all(&planner_b).unwrap();
+    for f in ["planner.key", "planner.pub"] {
+        fs::copy(planner_a.join(f), planner_b.join(f)).unwrap();
+    }
+    let (_, report_b) = drilled_state(dir.path(), "b");
+    run(&["report", "verify", s(&report_a), "--pubkey", s(&auditor_pub)]).ok();
+    run(&[
+        "report",
+        "verify",
+        s(&report_a),
+        "--pubkey",
+        s(&auditor_pub),
+        "--audit-log",
+        s(&planner_b),
+    ])
+    .code(EXIT_CHECK_FAILED)
+    .stdout_has(&["is not on the audit chain", "no entry records a report of drill"]);
+    run(&[
+        "report",
+        "verify",
+        s(&report_b),
+        "--pubkey",
+        s(&auditor_pub),
+        "--audit-log",
+        s(&planner_b),
+    ])
+    .ok();
+
+    // An edit re-signed with the planner's key (someone on the planner host).
+    let mut report: Value = serde_json::from_slice(&fs::read(report_a.join("report.json")).unwrap()).unwrap();
+    report["reasons"] = serde_json::json!(["edited"]);
+    fs::write(
+        report_a.join("report.json"),
+        serde_json::to_vec_pretty(&report).unwrap(),
+    )
+    .unwrap();
+    let key_hex = fs::read_to_string(planner_a.join("planner.key")).unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&hex::decode(key_hex.trim()).unwrap().try_into().unwrap());
+    let mut manifest: Value = serde_json::from_slice(&fs::read(report_a.join("manifest.json")).unwrap()).unwrap();
+    let mut message = b"lifeline report manifest v1\0".to_vec();
+    message.extend_from_slice(manifest["drill_id"].as_str().unwrap().as_bytes());
+    message.push(0);
+    for f in ["report.html", "report.json", "report.xml"] {
+        let h = blake3::hash(&fs::read(report_a.join(f)).unwrap()).to_hex().to_string();
+        manifest["files"][f] = h.clone().into();
+        message.extend_from_slice(f.as_bytes());
+        message.push(0);
+        message.extend_from_slice(h.as_bytes());
+        message.push(0);
+    }
+    use ed25519_dalek::Signer;
+    manifest["signature"] = hex::encode(key.sign(&message).to_bytes()).into();
+    fs::write(
+        report_a.join("manifest.json"),
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    run(&["report", "verify", s(&report_a), "--pubkey", s(&auditor_pub)])
+        .ok()
+        .stdout_has(&["ok"]);
+    run(&[
+        "report",
+        "verify",
+        s(&report_a),
+        "--pubkey",
+        s(&auditor_pub),
+        "--audit-log",
+        s(&planner_a),
+    ])
+    .code(EXIT_CHECK_FAILED)
+    .stdout_has(&[
+        "is not on the audit chain",
+        "the chain records drill",
+        "replaced or re-signed",
+    ]);
+}

@@ -318,3 +318,185 @@ after = ["mount"]
         );
     }
 }
+
+/// A production file (a zone file, an nginx upstream) the attacks below aim at.
+fn production_file(dir: &Path) -> PathBuf {
+    let prod = dir.join("production/etc");
+    fs::create_dir_all(&prod).unwrap();
+    let f = prod.join("upstream.conf");
+    fs::write(&f, "server 192.0.2.10;\n").unwrap();
+    f
+}
+
+/// Finding 3 of issue 17: `drill = {}` (or a table that does not replace the
+/// production target) ran the production step. Validation now refuses it, at
+/// the line and column to fix, for `lifeline drill` and `lifeline plan` alike,
+/// before anything runs; the production file is untouched.
+#[test]
+fn a_drill_substitution_that_keeps_a_production_target_is_refused_where_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = local_config(dir.path());
+    let prod = production_file(dir.path());
+    let reports = dir.path().join("reports");
+    let cases = [
+        (
+            format!(
+                "[[step]]\nid = \"switch\"\naction = \"traffic.switch\"\nfile = \"{}\"\ncontent = \"server 127.0.0.1;\\n\"\ndrill = {{}}\n",
+                s(&prod)
+            ),
+            ":10:9: step `switch`: the drill substitution keeps production's `file`",
+        ),
+        (
+            format!(
+                "[[step]]\nid = \"switch\"\naction = \"traffic.switch\"\nfile = \"{}\"\ncontent = \"x\"\ndrill = {{ content = \"y\" }}\n",
+                s(&prod)
+            ),
+            ":10:9: step `switch`: the drill substitution keeps production's `file`",
+        ),
+        (
+            format!(
+                "[[step]]\nid = \"switch\"\naction = \"traffic.switch\"\nfile = \"{}\"\ncontent = \"x\"\ndrill = {{ file = \"{}\" }}\n",
+                s(&prod),
+                s(&prod)
+            ),
+            ":10:18: step `switch`: a drill's `file` must lie in the sandbox",
+        ),
+        (
+            "[[step]]\nid = \"pause\"\naction = \"replication.stop\"\ndrill = {}\n".to_string(),
+            ":8:9: step `pause`: `replication.stop` drives production replication",
+        ),
+        (
+            "[[step]]\nid = \"stop\"\naction = \"service.stop\"\ncommand = \"systemctl\"\nargs = [\"stop\", \"shop\"]\ndrill = {}\n"
+                .to_string(),
+            ":10:9: step `stop`: the drill substitution keeps production's `command`",
+        ),
+    ];
+    for (i, (steps, want)) in cases.iter().enumerate() {
+        let rb = dir.path().join(format!("attack{i}.toml"));
+        fs::write(&rb, format!("[runbook]\nname = \"attack\"\ngroup = \"app\"\n\n{steps}")).unwrap();
+        let located = format!("{}{want}", s(&rb));
+        run(&[
+            "drill",
+            s(&rb),
+            "--config",
+            s(&config),
+            "--report-dir",
+            s(&reports),
+            "--no-netns",
+        ])
+        .code(EXIT_ERROR)
+        .stderr_has(&[&located, "help:"]);
+        run(&["plan", s(&rb), "--mode", "drill", "--config", s(&config)])
+            .code(EXIT_ERROR)
+            .stderr_has(&[&located]);
+    }
+    assert_eq!(fs::read_to_string(&prod).unwrap(), "server 192.0.2.10;\n");
+    assert!(!reports.exists(), "a refused drill wrote a report");
+}
+
+/// What validation cannot see, the engine refuses: a `file` that passes
+/// validation (`${run.dir}/...`) but resolves outside the sandbox at run time,
+/// through a step's output holding `../..` or through a symlink a step made,
+/// and a runbook `undo` aimed at production. Each write is refused, the drill
+/// fails and says why, and the production file is unchanged.
+#[test]
+fn a_drill_refuses_at_run_time_to_write_outside_its_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = local_config(dir.path());
+    let prod = production_file(dir.path());
+    let prod_dir = prod.parent().unwrap();
+    let reports = dir.path().join("reports");
+    let escapes = [
+        // A step's output climbs out of the sandbox.
+        format!(
+            "[[step]]\nid = \"where\"\naction = \"check.command\"\ncommand = \"echo\"\nargs = [\"../../../../../../../..{}\"]\n\n\
+             [[step]]\nid = \"switch\"\naction = \"traffic.switch\"\nfile = \"/etc/not-here.conf\"\ncontent = \"x\"\n\
+             drill = {{ file = \"${{run.dir}}/${{steps.where.stdout}}\", content = \"server 203.0.113.66;\\n\" }}\nafter = [\"where\"]\n",
+            s(&prod)
+        ),
+        // A symlink in the sandbox to the production directory.
+        format!(
+            "[[step]]\nid = \"link\"\naction = \"check.command\"\ncommand = \"ln\"\nargs = [\"-s\", \"{}\", \"${{run.dir}}/etc\"]\n\n\
+             [[step]]\nid = \"switch\"\naction = \"traffic.switch\"\nfile = \"/etc/not-here.conf\"\ncontent = \"x\"\n\
+             drill = {{ file = \"${{run.dir}}/etc/upstream.conf\", content = \"server 203.0.113.66;\\n\" }}\nafter = [\"link\"]\n",
+            s(prod_dir)
+        ),
+    ];
+    for (i, steps) in escapes.iter().enumerate() {
+        let rb = dir.path().join(format!("escape{i}.toml"));
+        fs::write(&rb, format!("[runbook]\nname = \"escape\"\ngroup = \"app\"\n\n{steps}")).unwrap();
+        run(&["plan", s(&rb), "--mode", "drill", "--config", s(&config)]).ok();
+        let r = run(&[
+            "drill",
+            s(&rb),
+            "--config",
+            s(&config),
+            "--report-dir",
+            s(&reports),
+            "--no-netns",
+            "--json",
+        ])
+        .code(EXIT_CHECK_FAILED);
+        let report = drill_report(&r.stdout);
+        assert_eq!(report["verdict"], "failed", "{report}");
+        let switch = report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == "switch")
+            .unwrap();
+        assert_eq!(switch["status"], "failed", "{switch}");
+        let why = switch["excerpt"].as_str().unwrap();
+        assert!(
+            why.contains("a drill writes only in its sandbox") && why.contains("outside it"),
+            "{why}"
+        );
+        assert_eq!(fs::read_to_string(&prod).unwrap(), "server 192.0.2.10;\n", "escape {i}");
+        assert_eq!(
+            fs::read_dir(prod_dir).unwrap().count(),
+            1,
+            "escape {i} left a file beside production's"
+        );
+    }
+
+    // An undo aimed at production: the step runs in the drill (substituted),
+    // a later step fails and rolls back; the drill puts its own file back and
+    // never runs the production undo.
+    let rb = dir.path().join("undo.toml");
+    fs::write(
+        &rb,
+        format!(
+            "[runbook]\nname = \"undo\"\ngroup = \"app\"\n\n\
+             [[step]]\nid = \"switch\"\naction = \"traffic.switch\"\nfile = \"{p}\"\ncontent = \"server 198.51.100.10;\\n\"\n\
+             undo = {{ action = \"traffic.switch\", file = \"{p}\", content = \"server 203.0.113.66;\\n\" }}\n\
+             drill = {{ file = \"${{run.dir}}/upstream.conf\" }}\n\n\
+             [[step]]\nid = \"fail\"\naction = \"check.command\"\ncommand = \"false\"\ntimeout = \"0s\"\n\
+             on_failure = \"rollback\"\nafter = [\"switch\"]\n",
+            p = s(&prod)
+        ),
+    )
+    .unwrap();
+    let plan = run(&["plan", s(&rb), "--mode", "drill", "--config", s(&config)]).ok();
+    assert!(
+        plan.stdout.contains("put the file back") && !plan.stdout.contains("203.0.113.66"),
+        "{}",
+        plan.stdout
+    );
+    let r = run(&[
+        "drill",
+        s(&rb),
+        "--config",
+        s(&config),
+        "--report-dir",
+        s(&reports),
+        "--no-netns",
+        "--json",
+    ])
+    .code(EXIT_CHECK_FAILED);
+    let undone = events(&r.stdout)
+        .into_iter()
+        .find(|e| e["event"] == "step_undone" && e["step"] == "switch")
+        .unwrap_or_else(|| panic!("no undo of switch: {}", r.stdout));
+    assert!(!undone["message"].as_str().unwrap().contains(s(&prod)), "{undone}");
+    assert_eq!(fs::read_to_string(&prod).unwrap(), "server 192.0.2.10;\n");
+}
