@@ -42,6 +42,7 @@ pub use backup::{BackupOptions, BackupSummary, Progress, backup};
 pub use catalog::{Catalog, ObjectIndex, PinRecord, RepositoryConfig, SledCatalog, SledObjectIndex, TenantRecord};
 pub use crypto::{KeyFile, Keys, ObjectKind, SealedHeader, SealedObject, open_object, seal_object};
 pub use error::{Error, Result};
+pub use fsutil::{write_atomic, write_atomic_mode};
 pub use gc::{GcReport, first_missing, gc, gc_with};
 pub use hooks::{ThawGuard, run_hook};
 pub use object_id::ObjectId;
