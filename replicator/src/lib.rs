@@ -36,6 +36,7 @@ mod tenant_repository;
 mod verify;
 mod volume;
 mod volume_hash;
+mod zone;
 
 pub use agent_state::{AgentState, SegmentState, VolumeState};
 pub use backup::{BackupOptions, BackupSummary, Progress, backup};
@@ -55,7 +56,7 @@ pub use repository::{
     set_s3_context,
 };
 pub use restore::{PointSelector, RestoreOptions, RestoreSummary, restore, select_point};
-pub use retention::{Decision, KeepReason, RetentionPolicy, decide, retention_times};
+pub use retention::{Decision, KeepReason, RetentionPolicy, decide, plan as plan_prune, retention_times};
 pub use store::{
     ChunkStore, CollectReport, LocalDirStorage, LocalDirStore, ObjectLocation, ObjectStorage, PackId, S3Counts,
     S3Location, S3Settings, S3Stats, S3Storage, StoredObject, SweepPlan,
@@ -64,3 +65,4 @@ pub use tenant_repository::{CycleReport, LocalTenant, TenantRepository};
 pub use verify::{AffectedPoint, DamagedObject, VerifyOptions, VerifyReport, verify};
 pub use volume::VolumeSource;
 pub use volume_hash::{VolumeHasher, hash_volume, zero_segment_hash};
+pub use zone::Tz;

@@ -589,6 +589,36 @@ impl Repository {
         Ok(())
     }
 
+    /// Prunes a group: plans with [`crate::retention::plan`] (the newest
+    /// point and the points leased by running drills and failovers are kept)
+    /// and, unless `dry_run`, removes the points it does not keep. Returns
+    /// every decision, newest first. A group without points is
+    /// [`Error::NoPoint`].
+    pub fn prune(
+        &self,
+        tenant: &str,
+        group: &str,
+        policy: &crate::RetentionPolicy,
+        tz: &crate::Tz,
+        dry_run: bool,
+    ) -> Result<Vec<crate::Decision>> {
+        let points = self.points(tenant, Some(group))?;
+        if points.is_empty() {
+            return Err(Error::NoPoint {
+                group: group.into(),
+                detail: format!(" in tenant `{tenant}` (see `lifeline points`)"),
+            });
+        }
+        let now = Utc::now();
+        let pinned = self.catalog.pinned(tenant, group, now)?;
+        let decisions = crate::retention::plan(&points, policy, now, tz, &pinned);
+        let remove: Vec<u64> = decisions.iter().filter(|d| !d.kept()).map(|d| d.seq).collect();
+        if !dry_run && !remove.is_empty() {
+            self.remove_points(tenant, group, &remove)?;
+        }
+        Ok(decisions)
+    }
+
     /// Removes points of a group (prune): the catalog first, with a durable
     /// mark per point, then the point objects, then the marks (a crash in
     /// between is finished at the next open). Refuses the group's newest point.

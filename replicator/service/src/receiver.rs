@@ -764,26 +764,16 @@ impl pb::admin_server::Admin for AdminService {
         }
         let me = self.0.clone();
         tracing::info!(%admin, tenant = %r.tenant, group = %r.group, dry_run = r.dry_run, "prune requested");
+        let zone = match named {
+            Some(n) => lifeline_replicator::Tz::Named(n),
+            None => lifeline_replicator::Tz::Fixed(tz),
+        };
         let (decisions, removed) = blocking(move || {
-            let repo = me.repo()?;
-            let points = repo.points(&r.tenant, Some(&r.group)).map_err(to_status)?;
-            if points.is_empty() {
-                return Err(Status::not_found(format!(
-                    "group `{}` of tenant `{}` has no points here",
-                    r.group, r.tenant
-                )));
-            }
-            let now = chrono::Utc::now();
-            let pts = lifeline_replicator::retention_times(&points, now);
-            let pinned = repo.catalog().pinned(&r.tenant, &r.group, now).map_err(to_status)?;
-            let ds = match &named {
-                Some(n) => lifeline_replicator::decide(&pts, &policy, now, n, &pinned),
-                None => lifeline_replicator::decide(&pts, &policy, now, &tz, &pinned),
-            };
+            let ds = me
+                .repo()?
+                .prune(&r.tenant, &r.group, &policy, &zone, r.dry_run)
+                .map_err(to_status)?;
             let remove: Vec<u64> = ds.iter().filter(|d| !d.kept()).map(|d| d.seq).collect();
-            if !r.dry_run && !remove.is_empty() {
-                repo.remove_points(&r.tenant, &r.group, &remove).map_err(to_status)?;
-            }
             Ok((
                 serde_json::to_string(&ds).expect("serialisable"),
                 if r.dry_run { vec![] } else { remove },
