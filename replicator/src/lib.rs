@@ -33,6 +33,7 @@ mod restore;
 mod retention;
 mod store;
 mod tenant_repository;
+pub mod units;
 mod verify;
 mod volume;
 mod volume_hash;

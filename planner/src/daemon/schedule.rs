@@ -149,7 +149,8 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
         if digits > MAX_DIGITS {
             return Err(format!("`{part}` is too long an interval"));
         }
-        let d = crate::runbook::parse_duration(part).map_err(|_| format!("`{part}` is not a duration: {help}"))?;
+        let d = lifeline_replicator::units::parse_duration(part)
+            .map_err(|_| format!("`{part}` is not a duration: {help}"))?;
         total = total
             .checked_add(d)
             .ok_or_else(|| format!("`{s}` is too long an interval"))?;
