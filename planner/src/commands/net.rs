@@ -559,3 +559,18 @@ pub fn control(a: &ControlArgs, config: &crate::config::Config) -> Result<ExitCo
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_allow;
+
+    #[test]
+    fn allow_names_an_agent_in_every_tenant_or_in_one() {
+        let a = parse_allow(&["db1=shop,crm".into(), "db2@acme=shop".into(), "db1=web".into()]).unwrap();
+        assert_eq!(a["db1"], ["shop", "crm", "web"]);
+        assert_eq!(a["db2@acme"], ["shop"]);
+        for bad in ["a", "a=", "=g", "a@=g", "@t=g", "a@t@u=g", "a b=g", "a=../g"] {
+            assert!(parse_allow(&[bad.to_string()]).is_err(), "{bad}");
+        }
+    }
+}

@@ -24,7 +24,9 @@ pub use rate_limit::{RateLimit, parse_rate};
 pub use receiver::{
     MAX_READ_ANSWER, MAX_READ_IDS, READ_BUDGET, Receiver, ReceiverConfig, UPLOAD_BUDGET, serve,
 };
-pub use remote::{GroupStatus, RemoteRepository, remote_gc, remote_prune, remote_status, remote_verify};
+pub use remote::{
+    GroupStatus, RemoteRepository, remote_gc, remote_pin, remote_prune, remote_status, remote_verify,
+};
 pub use tls::{TlsDir, ensure_crypto_provider};
 
 /// Errors of the service layer.

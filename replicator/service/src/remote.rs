@@ -300,6 +300,43 @@ pub fn remote_gc(url: &str, tls: &TlsDir, admin: &str, req: pb::GcRequest) -> Re
     Ok(admin_call(url, tls, admin, |mut c| async move { c.gc(req).await })?.reports)
 }
 
+/// Takes or renews (`ttl` given) or releases (`None`) `holder`'s lease on
+/// point `seq` of `tenant`'s `group` on a receiver, as admin `admin`: an
+/// admin may lease any point and end any lease (the receiver records the
+/// admin as the lease's owner). The planner leases the points its runs
+/// promote this way, so that its read identity needs no write permission.
+#[allow(clippy::too_many_arguments)]
+pub fn remote_pin(
+    url: &str,
+    tls: &TlsDir,
+    admin: &str,
+    tenant: &str,
+    group: &str,
+    seq: u64,
+    holder: &str,
+    ttl: Option<std::time::Duration>,
+) -> Result<(), ServiceError> {
+    let req = pb::PinRequest {
+        group: group.into(),
+        seq,
+        holder: holder.into(),
+        ttl_secs: ttl.map_or(0, |t| t.as_secs().clamp(1, 7 * 86_400)),
+        release: ttl.is_none(),
+        tenant: tenant.into(),
+    };
+    let rt = client_runtime(0)?;
+    let endpoint = client_endpoint(url, tls, admin, None)?;
+    rt.block_on(async {
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("{e}: {}", source_chain(&e))))?;
+        ReplicationClient::new(channel).pin(req).await
+    })
+    .map_err(|s| ServiceError::Replicator(remote(url, s)))?;
+    Ok(())
+}
+
 fn source_chain(e: &dyn std::error::Error) -> String {
     let mut out = Vec::new();
     let mut cur = e.source();

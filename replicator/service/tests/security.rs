@@ -296,6 +296,15 @@ fn read_objects_answers_each_id_once_and_within_the_cap() {
         .collect();
     assert_eq!(got, want);
 
+    // Answers release their budget once sent: many large reads one after
+    // another on one connection never wait for it.
+    let started = std::time::Instant::now();
+    for _ in 0..12 {
+        let answer = ok("ReadObjects, again", block(rt, a.read_objects(ids(&[big2, big]))));
+        assert_eq!(answer.objects.len(), 1);
+    }
+    assert!(started.elapsed() < Duration::from_secs(20), "reads waited for budget");
+
     // The client asks again for what an answer left out: a read through the
     // remote store gets every object, duplicates included, in order.
     let remote = RemoteRepository::connect(&srv.url, &srv.tls, "a", &keys).unwrap();
@@ -309,6 +318,58 @@ fn read_objects_answers_each_id_once_and_within_the_cap() {
         assert!(r == e, "object {i} of the remote read differs");
     }
     assert!(store.get(&big2).unwrap() == big2_sealed);
+}
+
+/// Many uploads at once of the largest objects, more than the upload budget
+/// in all: every upload completes (those waiting for budget store what they
+/// hold first, so they never wait on each other) and the receiver serves on.
+#[test]
+fn concurrent_large_uploads_share_the_upload_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = certificates(dir.path(), &["a@t"], &[]);
+    let srv = start(dir.path(), tls, allow(&[("a", "g")]));
+    let rt = &srv.rt;
+    let keys = Keys::derive(&[4; 32]);
+    let mut a = replication(rt, &srv.tls, "a", &srv.url);
+    ok("OpenSession", block(rt, a.open_session(session(&keys))));
+    let objects: Vec<(ObjectId, prost::bytes::Bytes)> = (0..4u64)
+        .map(|i| {
+            let plain = noise(MAX_OBJECT_LEN - (64 << 10), 500 + i);
+            let id = keys.chunk_id(&plain);
+            (id, seal_object(&keys, ObjectKind::Chunk, &id, &[], &plain).into())
+        })
+        .collect();
+    // 12 streams × 8 messages of two 8 MiB objects: 1.5 GiB through a 256 MiB budget.
+    let uploads: Vec<_> = (0..12)
+        .map(|n| {
+            let tls = TlsDir::new(&dir.path().join("tls"));
+            let url = srv.url.clone();
+            let msgs: Vec<pb::SealedObjects> = (0..8)
+                .map(|m| pb::SealedObjects {
+                    objects: [(n + m) % 4, (n + m + 1) % 4]
+                        .iter()
+                        .map(|&k| pb::SealedObject {
+                            id: objects[k].0.0.to_vec(),
+                            sealed: objects[k].1.clone(),
+                        })
+                        .collect(),
+                })
+                .collect();
+            rt.spawn(async move {
+                let mut c = connect(&tls, "a", &url).await;
+                c.put_objects(tokio_stream::iter(msgs)).await
+            })
+        })
+        .collect();
+    for u in uploads {
+        let summary = ok("one of 12 concurrent uploads", block(rt, u).unwrap());
+        assert_eq!(summary.objects, 16);
+    }
+    let all: Vec<ObjectId> = objects.iter().map(|o| o.0).collect();
+    let mask = ok("FilterMissing", block(rt, a.filter_missing(ids(&all)))).missing;
+    assert_eq!(mask, vec![false; 4]);
+    let back = ok("ReadObjects", block(rt, a.read_objects(ids(&all[..1])))).objects;
+    assert!(back[0].sealed == objects[0].1);
 }
 
 /// The receiver as its own process, for a memory figure of its own. Started
