@@ -21,12 +21,8 @@ pub use control::{AgentControl, ControlAnswer, ControlCall, call_agent, serve_co
 pub use identity::Peer;
 pub use lifeline_proto::v1::AgentStatus;
 pub use rate_limit::{RateLimit, parse_rate};
-pub use receiver::{
-    MAX_READ_ANSWER, MAX_READ_IDS, READ_BUDGET, Receiver, ReceiverConfig, UPLOAD_BUDGET, serve,
-};
-pub use remote::{
-    GroupStatus, RemoteRepository, remote_gc, remote_pin, remote_prune, remote_status, remote_verify,
-};
+pub use receiver::{MAX_READ_ANSWER, MAX_READ_IDS, READ_BUDGET, Receiver, ReceiverConfig, UPLOAD_BUDGET, serve};
+pub use remote::{GroupStatus, RemoteRepository, remote_gc, remote_pin, remote_prune, remote_status, remote_verify};
 pub use tls::{TlsDir, ensure_crypto_provider};
 
 /// Errors of the service layer.

@@ -19,7 +19,7 @@
 //!   RESOURCE_EXHAUSTED (the client retries); later objects are read only
 //!   while budget is free, else the answer is a shorter prefix;
 //! - `PutObjects`: each message's bytes are counted against one
-//!   [`UPLOAD_BUDGET`] (256 MiB) until the batch holding them is stored; a
+//!   [`UPLOAD_BUDGET`] (128 MiB) until the batch holding them is stored; a
 //!   call waits for budget holding nothing but the message it just received;
 //! - `ListPoints`: pages of at most 8 MiB of records (an unpaged call over
 //!   15 MiB is refused); `FilterMissing`: at most 4096 ids; `CommitPoint`: a
@@ -66,7 +66,7 @@ pub const MAX_READ_ANSWER: usize = 12 << 20;
 pub const READ_BUDGET: usize = 64 << 20;
 /// Bytes of objects received by every `PutObjects` call of a receiver and not
 /// yet stored, at once.
-pub const UPLOAD_BUDGET: usize = 256 << 20;
+pub const UPLOAD_BUDGET: usize = 128 << 20;
 /// How long a call waits for its memory budget before RESOURCE_EXHAUSTED.
 const BUDGET_WAIT: Duration = Duration::from_secs(30);
 /// Bytes of point records in one page of `ListPoints`.

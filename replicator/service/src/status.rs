@@ -62,7 +62,10 @@ pub fn to_status(e: Error) -> Status {
                 .to_string(),
         ),
     };
-    if matches!(code, Code::Internal | Code::DataLoss | Code::Unavailable | Code::ResourceExhausted) {
+    if matches!(
+        code,
+        Code::Internal | Code::DataLoss | Code::Unavailable | Code::ResourceExhausted
+    ) {
         tracing::error!(error = %e, "request failed");
     } else {
         tracing::debug!(error = %e, "request refused");

@@ -97,7 +97,11 @@ fn ids(ids: &[ObjectId]) -> pb::ObjectIds {
     }
 }
 
-fn put(rt: &Runtime, c: &mut Replication, objects: Vec<(ObjectId, Vec<u8>)>) -> Result<Response<pb::PutSummary>, Status> {
+fn put(
+    rt: &Runtime,
+    c: &mut Replication,
+    objects: Vec<(ObjectId, Vec<u8>)>,
+) -> Result<Response<pb::PutSummary>, Status> {
     let msgs: Vec<pb::SealedObjects> = objects
         .into_iter()
         .map(|(id, sealed)| pb::SealedObjects {
@@ -207,9 +211,14 @@ fn start(dir: &Path, tls: TlsDir, allow: HashMap<String, Vec<String>>) -> Server
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    rt.spawn(serve(listener, tls.server_config().unwrap(), receiver.clone(), async move {
-        let _ = stopped.await;
-    }));
+    rt.spawn(serve(
+        listener,
+        tls.server_config().unwrap(),
+        receiver.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     Server {
         rt,
         url: format!("https://{addr}"),
@@ -339,7 +348,7 @@ fn concurrent_large_uploads_share_the_upload_budget() {
             (id, seal_object(&keys, ObjectKind::Chunk, &id, &[], &plain).into())
         })
         .collect();
-    // 12 streams × 8 messages of two 8 MiB objects: 1.5 GiB through a 256 MiB budget.
+    // 12 streams × 8 messages of two 8 MiB objects: 1.5 GiB through a 128 MiB budget.
     let uploads: Vec<_> = (0..12)
         .map(|n| {
             let tls = TlsDir::new(&dir.path().join("tls"));
@@ -387,7 +396,10 @@ fn receiver_process() {
     })
     .unwrap();
     let tls = TlsDir::new(&dir.join("tls"));
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         println!("LISTENING {}", listener.local_addr().unwrap());
@@ -414,22 +426,21 @@ fn proc_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
-/// Ten clients at once, each asking for 256 copies of an 8 MiB object (the
-/// finding: one such call took a receiver from 36 MB to 4.2 GB). Every call is
-/// answered with the object once, and the receiver's peak memory grows by a
-/// bounded amount, printed as a figure.
-#[test]
-fn read_objects_memory_stays_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let tls = certificates(dir.path(), &["a@t"], &[]);
+/// The receiver of [`receiver_process`], started as a child: (child, URL).
+fn receiver_child(dir: &Path) -> (std::process::Child, String) {
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["receiver_process", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-        .env("LIFELINE_TEST_RECEIVER_DIR", dir.path())
+        .args([
+            "receiver_process",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("LIFELINE_TEST_RECEIVER_DIR", dir)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let addr = loop {
         let line = lines.next().expect("the receiver process ended").unwrap();
@@ -438,7 +449,29 @@ fn read_objects_memory_stays_bounded() {
             break a.trim().to_string();
         }
     };
-    let url = format!("https://{addr}");
+    // Drains the rest of its output, so that it never writes to a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, format!("https://{addr}"))
+}
+
+/// Ends a [`receiver_child`]: it must still be running, and stop cleanly.
+fn stop_child(mut child: std::process::Child) {
+    assert!(child.try_wait().unwrap().is_none(), "the receiver process died");
+    drop(child.stdin.take());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the receiver process ended with {status}");
+}
+
+/// Ten clients at once, each asking for 256 copies of an 8 MiB object (the
+/// finding: one such call took a receiver from 36 MB to 4.2 GB). Every call is
+/// answered with the object once, and the receiver's peak memory grows by a
+/// bounded amount, printed as a figure.
+#[test]
+fn read_objects_memory_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = certificates(dir.path(), &["a@t"], &[]);
+    let (child, url) = receiver_child(dir.path());
+    let pid = child.id();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -490,16 +523,97 @@ fn read_objects_memory_stays_bounded() {
     );
     assert!(growth_mib < 300.0, "the receiver grew by {growth_mib:.1} MiB");
     // Still serving: a presence query and a small read.
-    let mask = ok("FilterMissing after the attack", block(&rt, a.filter_missing(ids(&[big, small])))).missing;
+    let mask = ok(
+        "FilterMissing after the attack",
+        block(&rt, a.filter_missing(ids(&[big, small]))),
+    )
+    .missing;
     assert_eq!(mask, vec![false, false]);
     assert_eq!(
-        ok("ReadObjects after the attack", block(&rt, a.read_objects(ids(&[small])))).objects.len(),
+        ok(
+            "ReadObjects after the attack",
+            block(&rt, a.read_objects(ids(&[small])))
+        )
+        .objects
+        .len(),
         1
     );
-    assert!(child.try_wait().unwrap().is_none(), "the receiver process died");
-    drop(child.stdin.take());
-    let status = child.wait().unwrap();
-    assert!(status.success(), "the receiver process ended with {status}");
+    stop_child(child);
+}
+
+/// Twelve uploads at once, each of 8 messages of two 8 MiB objects (the
+/// largest messages an agent may send): the receiver's peak memory is bounded
+/// by its upload budget plus the message each waiting call holds, printed as
+/// a figure.
+#[test]
+fn put_objects_memory_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = certificates(dir.path(), &["a@t"], &[]);
+    let (child, url) = receiver_child(dir.path());
+    let pid = child.id();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let keys = Keys::derive(&[12; 32]);
+    let mut a = replication(&rt, &tls, "a", &url);
+    ok("OpenSession", block(&rt, a.open_session(session(&keys))));
+    let objects: Vec<(ObjectId, prost::bytes::Bytes)> = (0..4u64)
+        .map(|i| {
+            let plain = noise(MAX_OBJECT_LEN - (64 << 10), 700 + i);
+            let id = keys.chunk_id(&plain);
+            (id, seal_object(&keys, ObjectKind::Chunk, &id, &[], &plain).into())
+        })
+        .collect();
+    let message = |k: usize| pb::SealedObjects {
+        objects: [k % 4, (k + 1) % 4]
+            .iter()
+            .map(|&k| pb::SealedObject {
+                id: objects[k].0.0.to_vec(),
+                sealed: objects[k].1.clone(),
+            })
+            .collect(),
+    };
+    ok(
+        "a first upload",
+        block(&rt, a.put_objects(tokio_stream::iter(vec![message(0), message(2)]))),
+    );
+    let rss_before = proc_kib(pid, "VmRSS:");
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let started = std::time::Instant::now();
+    let uploads: Vec<_> = (0..12)
+        .map(|n| {
+            let tls = TlsDir::new(&dir.path().join("tls"));
+            let url = url.clone();
+            let msgs: Vec<pb::SealedObjects> = (0..8).map(|m| message(n + m)).collect();
+            rt.spawn(async move {
+                let mut c = connect(&tls, "a", &url).await;
+                c.put_objects(tokio_stream::iter(msgs)).await
+            })
+        })
+        .collect();
+    for u in uploads {
+        assert_eq!(ok("one of 12 concurrent uploads", block(&rt, u).unwrap()).objects, 16);
+    }
+    let elapsed = started.elapsed();
+    let peak = proc_kib(pid, "VmHWM:");
+    let growth_mib = peak.saturating_sub(rss_before) as f64 / 1024.0;
+    println!(
+        "receiver memory under 12 concurrent PutObjects of 8 x 2 x {:.1} MiB objects (1.5 GiB): RSS before \
+         {:.1} MiB, peak {:.1} MiB, growth {growth_mib:.1} MiB (all stored in {:.2} s)",
+        objects[0].1.len() as f64 / (1 << 20) as f64,
+        rss_before as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        elapsed.as_secs_f64()
+    );
+    let mask = ok(
+        "FilterMissing after the uploads",
+        block(&rt, a.filter_missing(ids(&[objects[3].0]))),
+    )
+    .missing;
+    assert_eq!(mask, vec![false]);
+    stop_child(child);
 }
 
 // ---------------------------------------------------------------------------
@@ -716,7 +830,10 @@ fn errors_sent_to_clients_name_no_receiver_path() {
     );
     no_path("damaged pack", &s);
     // The receiver still serves.
-    ok("FilterMissing after the errors", block(rt, a.filter_missing(ids(&[id]))));
+    ok(
+        "FilterMissing after the errors",
+        block(rt, a.filter_missing(ids(&[id]))),
+    );
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

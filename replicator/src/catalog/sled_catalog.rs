@@ -311,7 +311,11 @@ impl Catalog for SledCatalog {
     ) -> Result<()> {
         let mut k = Self::point_key(tenant, group, seq);
         k.extend_from_slice(holder.as_bytes());
-        let mut v = vec![if owner.is_some() { PIN_VERSION_OWNED } else { PIN_VERSION }];
+        let mut v = vec![if owner.is_some() {
+            PIN_VERSION_OWNED
+        } else {
+            PIN_VERSION
+        }];
         v.extend_from_slice(&until.timestamp_millis().to_le_bytes());
         v.extend_from_slice(owner.unwrap_or_default().as_bytes());
         self.pins.insert(k, v).map_err(|e| self.err(e))?;
