@@ -698,6 +698,32 @@ mod tests {
         }
     }
 
+    /// Leases of both value versions: who took one is kept, read back by
+    /// `lease` and `all_pins`, and both hold their point.
+    #[test]
+    fn leases_record_their_owner() {
+        let d = tempfile::tempdir().unwrap();
+        let c = SledCatalog::open(d.path()).unwrap();
+        let until = chrono::Utc::now() + chrono::Duration::hours(1);
+        c.pin("t", "g", 1, "local-run", until).unwrap();
+        c.pin_owned("t", "g", 2, "run-1", until, Some("agent:a@t")).unwrap();
+        let l = c.lease("t", "g", 2, "run-1").unwrap().unwrap();
+        assert_eq!(l.owner.as_deref(), Some("agent:a@t"));
+        assert_eq!(l.until.timestamp_millis(), until.timestamp_millis());
+        assert_eq!(c.lease("t", "g", 1, "local-run").unwrap().unwrap().owner, None);
+        assert!(c.lease("t", "g", 2, "run-2").unwrap().is_none());
+        let now = chrono::Utc::now();
+        assert_eq!(c.pinned("t", "g", now).unwrap(), [1, 2].into());
+        let mut all = c.all_pins("t").unwrap();
+        all.sort_by_key(|p| p.seq);
+        assert_eq!(
+            all.iter().map(|p| p.owner.clone()).collect::<Vec<_>>(),
+            [None, Some("agent:a@t".to_string())]
+        );
+        c.unpin("t", "g", 2, "run-1").unwrap();
+        assert_eq!(c.pinned("t", "g", now).unwrap(), [1].into());
+    }
+
     #[test]
     fn commit_order_and_durability() {
         let d = tempfile::tempdir().unwrap();
