@@ -101,6 +101,43 @@ where
     }
 }
 
+/// One service, two message limits: `PutObjects` calls go to `uploads`, every
+/// other call to `rest` (the same service built with a smaller decoding
+/// limit), so that only uploads may send large messages.
+#[derive(Clone)]
+pub(crate) struct UploadsApart<S> {
+    pub(crate) uploads: S,
+    pub(crate) rest: S,
+}
+
+impl<S: NamedService> NamedService for UploadsApart<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> Service<http::Request<Body>> for UploadsApart<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        match (self.uploads.poll_ready(cx), self.rest.poll_ready(cx)) {
+            (Poll::Ready(a), Poll::Ready(b)) => Poll::Ready(a.and(b)),
+            _ => Poll::Pending,
+        }
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        if req.uri().path().ends_with("/PutObjects") {
+            self.uploads.call(req)
+        } else {
+            self.rest.call(req)
+        }
+    }
+}
+
 /// A response body that releases its permits when dropped.
 struct HeldBody {
     inner: Body,

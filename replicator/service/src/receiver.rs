@@ -9,7 +9,8 @@
 //! What an identity of the deployment can make a receiver hold, per call and
 //! for the whole receiver (figures measured in the README's security section):
 //!
-//! - every request message is at most [`MAX_MESSAGE`] (16 MiB) once decoded;
+//! - a request message is at most [`MAX_REQUEST`] (2 MiB) once decoded, or
+//!   [`MAX_UPLOAD_MESSAGE`] (10 MiB) for `PutObjects`;
 //! - `ReadObjects`: at most [`MAX_READ_IDS`] ids; duplicates are read and
 //!   answered once; the answer is cut while reading at [`MAX_READ_ANSWER`]
 //!   (12 MiB) of sealed bytes, and every answer of the receiver counts twice
@@ -46,13 +47,19 @@ use tokio_stream::StreamExt;
 use tonic::transport::{Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::budget::{Budget, Held, HoldUntilSent};
+use crate::budget::{Budget, Held, HoldUntilSent, UploadsApart};
 use crate::gc::GcCoordinator;
 use crate::identity::Peer;
 use crate::status::to_status;
 
-/// Largest gRPC message accepted (a batch of objects or ids).
+/// Largest gRPC message sent or accepted (a batch of objects or ids).
 pub const MAX_MESSAGE: usize = 16 << 20;
+/// Largest request message of any call but `PutObjects` (an id list, a point
+/// record of at most 1 MiB): decoded before any check, so kept small.
+pub const MAX_REQUEST: usize = 2 << 20;
+/// Largest `PutObjects` message accepted: one object at its largest and some
+/// smaller ones (the client closes a message at 512 KiB).
+pub const MAX_UPLOAD_MESSAGE: usize = MAX_OBJECT_LEN + (2 << 20);
 const MAX_IDS: usize = 4096;
 /// Ids one `ReadObjects` call may ask for.
 pub const MAX_READ_IDS: usize = 256;
@@ -1105,11 +1112,15 @@ pub async fn serve(
             }
         })
     };
-    let svc = HoldUntilSent(
-        ReplicationServer::new(ReceiverService(receiver))
-            .max_decoding_message_size(MAX_MESSAGE)
+    let service = ReceiverService(receiver);
+    let svc = HoldUntilSent(UploadsApart {
+        uploads: ReplicationServer::new(service.clone())
+            .max_decoding_message_size(MAX_UPLOAD_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),
-    );
+        rest: ReplicationServer::new(service)
+            .max_decoding_message_size(MAX_REQUEST)
+            .max_encoding_message_size(MAX_MESSAGE),
+    });
     let mut server = Server::builder()
         .tls_config(tls)?
         .initial_stream_window_size(Some(4 << 20))

@@ -348,14 +348,31 @@ fn concurrent_large_uploads_share_the_upload_budget() {
             (id, seal_object(&keys, ObjectKind::Chunk, &id, &[], &plain).into())
         })
         .collect();
-    // 12 streams × 8 messages of two 8 MiB objects: 1.5 GiB through a 128 MiB budget.
+    // A message of two 8 MiB objects is over what an upload message may be.
+    let two = pb::SealedObjects {
+        objects: objects[..2]
+            .iter()
+            .map(|(id, sealed)| pb::SealedObject {
+                id: id.0.to_vec(),
+                sealed: sealed.clone(),
+            })
+            .collect(),
+    };
+    let s = block(rt, a.put_objects(tokio_stream::iter(vec![two]))).expect_err("a 16 MiB message was accepted");
+    assert!(
+        matches!(s.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{:?}: {}",
+        s.code(),
+        s.message()
+    );
+    // 12 streams × 16 messages of one 8 MiB object: 1.5 GiB through a 128 MiB budget.
     let uploads: Vec<_> = (0..12)
         .map(|n| {
             let tls = TlsDir::new(&dir.path().join("tls"));
             let url = srv.url.clone();
-            let msgs: Vec<pb::SealedObjects> = (0..8)
+            let msgs: Vec<pb::SealedObjects> = (0..16)
                 .map(|m| pb::SealedObjects {
-                    objects: [(n + m) % 4, (n + m + 1) % 4]
+                    objects: [(n + m) % 4]
                         .iter()
                         .map(|&k| pb::SealedObject {
                             id: objects[k].0.0.to_vec(),
@@ -541,7 +558,7 @@ fn read_objects_memory_stays_bounded() {
     stop_child(child);
 }
 
-/// Twelve uploads at once, each of 8 messages of two 8 MiB objects (the
+/// Twelve uploads at once, each of 16 messages of one 8 MiB object (the
 /// largest messages an agent may send): the receiver's peak memory is bounded
 /// by its upload budget plus the message each waiting call holds, printed as
 /// a figure.
@@ -567,7 +584,7 @@ fn put_objects_memory_stays_bounded() {
         })
         .collect();
     let message = |k: usize| pb::SealedObjects {
-        objects: [k % 4, (k + 1) % 4]
+        objects: [k % 4]
             .iter()
             .map(|&k| pb::SealedObject {
                 id: objects[k].0.0.to_vec(),
@@ -577,7 +594,10 @@ fn put_objects_memory_stays_bounded() {
     };
     ok(
         "a first upload",
-        block(&rt, a.put_objects(tokio_stream::iter(vec![message(0), message(2)]))),
+        block(
+            &rt,
+            a.put_objects(tokio_stream::iter((0..4).map(message).collect::<Vec<_>>())),
+        ),
     );
     let rss_before = proc_kib(pid, "VmRSS:");
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
@@ -586,7 +606,7 @@ fn put_objects_memory_stays_bounded() {
         .map(|n| {
             let tls = TlsDir::new(&dir.path().join("tls"));
             let url = url.clone();
-            let msgs: Vec<pb::SealedObjects> = (0..8).map(|m| message(n + m)).collect();
+            let msgs: Vec<pb::SealedObjects> = (0..16).map(|m| message(n + m)).collect();
             rt.spawn(async move {
                 let mut c = connect(&tls, "a", &url).await;
                 c.put_objects(tokio_stream::iter(msgs)).await
@@ -600,7 +620,7 @@ fn put_objects_memory_stays_bounded() {
     let peak = proc_kib(pid, "VmHWM:");
     let growth_mib = peak.saturating_sub(rss_before) as f64 / 1024.0;
     println!(
-        "receiver memory under 12 concurrent PutObjects of 8 x 2 x {:.1} MiB objects (1.5 GiB): RSS before \
+        "receiver memory under 12 concurrent PutObjects of 16 x one {:.1} MiB object (1.5 GiB): RSS before \
          {:.1} MiB, peak {:.1} MiB, growth {growth_mib:.1} MiB (all stored in {:.2} s)",
         objects[0].1.len() as f64 / (1 << 20) as f64,
         rss_before as f64 / 1024.0,
