@@ -54,7 +54,7 @@ pub fn to_status(e: Error) -> Status {
         ),
         Error::Io { source, .. } if source.raw_os_error() == Some(28) => (
             Code::ResourceExhausted,
-            "the receiver is out of disk space: retry later (its operator frees space)".to_string(),
+            "the receiver's disk is full: retry later (its operator frees space)".to_string(),
         ),
         _ => (
             Code::Internal,
