@@ -128,7 +128,7 @@ impl Default for DaemonMetrics {
 
 impl DaemonMetrics {
     pub fn new() -> DaemonMetrics {
-        let m = DaemonMetrics {
+        let mut m = DaemonMetrics {
             registry: Registry::default(),
             daemon_config_reloads_total: Family::default(),
             gc_bytes_reclaimed_total: Family::default(),
@@ -148,27 +148,27 @@ impl DaemonMetrics {
             prune_points_removed_total: Family::default(),
             verify_clean: Family::default(),
         };
-        let mut r = m.registry;
+        let r = &mut m.registry;
         register(
-            &mut r,
+            r,
             "lifeline_daemon_config_reloads_total",
             "Configuration reloads (SIGHUP) that succeeded.",
             &m.daemon_config_reloads_total,
         );
         register(
-            &mut r,
+            r,
             "lifeline_gc_bytes_reclaimed_total",
             "Disk space garbage collection freed.",
             &m.gc_bytes_reclaimed_total,
         );
         register(
-            &mut r,
+            r,
             "lifeline_group_bytes_new_total",
             "Plaintext bytes of new data (after deduplication, before compression) of the group's cycles.",
             &m.group_bytes_new_total,
         );
         register(
-            &mut r,
+            r,
             "lifeline_group_bytes_sent_total",
             "Sealed bytes the group's cycles sent to the repository.",
             &m.group_bytes_sent_total,
@@ -176,79 +176,74 @@ impl DaemonMetrics {
         // What the repository's disk holds: sealed (compressed, encrypted) bytes,
         // the index included, as the sent bytes; not the plaintext that was new.
         register(
-            &mut r,
+            r,
             "lifeline_group_bytes_stored_total",
             "Sealed bytes (compressed and encrypted, index included) the repository stored for the group.",
             &m.group_bytes_stored_total,
         );
         register(
-            &mut r,
+            r,
             "lifeline_group_cycle_duration_seconds",
             "How long the group's last cycle took.",
             &m.group_cycle_duration_seconds,
         );
         register(
-            &mut r,
+            r,
             "lifeline_group_errors_total",
             "Failed jobs of the group.",
             &m.group_errors_total,
         );
         register(
-            &mut r,
+            r,
             "lifeline_group_last_drill_passed",
             "1 when the group's last drill passed (with or without warnings).",
             &m.group_last_drill_passed,
         );
         register(
-            &mut r,
+            r,
             "lifeline_group_last_drill_timestamp_seconds",
             "When the group's last drill ended (Unix time).",
             &m.group_last_drill_timestamp_seconds,
         );
         register(
-            &mut r,
+            r,
             "lifeline_group_last_drill_verdict",
             "The verdict of the group's last drill (1 for the verdict it had).",
             &m.group_last_drill_verdict,
         );
         register(
-            &mut r,
+            r,
             "lifeline_group_last_point_timestamp_seconds",
             "When the group's newest point was taken (Unix time).",
             &m.group_last_point_timestamp_seconds,
         );
         register(
-            &mut r,
+            r,
             "lifeline_group_rpo_objective_seconds",
             "The group's recovery point objective.",
             &m.group_rpo_objective_seconds,
         );
         register(
-            &mut r,
+            r,
             "lifeline_group_rpo_seconds",
             "Current RPO: now minus when the group's newest point was taken.",
             &m.group_rpo_seconds,
         );
         // lifeline_job_duration_seconds: see JobDurations.
+        register(r, "lifeline_job_runs_total", "Jobs run, by result.", &m.job_runs_total);
         register(
-            &mut r,
-            "lifeline_job_runs_total",
-            "Jobs run, by result.",
-            &m.job_runs_total,
-        );
-        register(
-            &mut r,
+            r,
             "lifeline_prune_points_removed_total",
             "Points prune removed.",
             &m.prune_points_removed_total,
         );
         register(
-            &mut r,
+            r,
             "lifeline_verify_clean",
             "1 when the last scheduled verify found nothing missing or damaged.",
             &m.verify_clean,
         );
-        DaemonMetrics { registry: r, ..m }
+        m
     }
 
     /// Every family in the text exposition format 0.0.4.
@@ -303,7 +298,7 @@ impl JobDurations {
             );
             return;
         }
-        // Each update is one assignment, so a poisoned lock holds no half-made one.
+        // An update cannot panic half-way, so a poisoned lock holds no half-made one.
         let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
         let (sum, count) = series.entry(labels).or_default();
         *sum += secs;
