@@ -5,9 +5,9 @@
 //!   expression in a time zone) and [`schedule::Due`], a pure job clock that the
 //!   daemon asks "is it time?" with the current instant, so every rule (missed
 //!   runs, start-up, daylight-saving changes) is tested without sleeping.
-//! - [`metrics`]: what the daemon reports. A small thread-safe registry of
-//!   gauges, counters and summaries, its rendering in the Prometheus text format,
-//!   a strict parser of that format, and a minimal HTTP server for `/metrics`.
+//! - [`metrics`]: what the daemon reports. Every metric family declared once in
+//!   a typed struct over the `prometheus-client` registry, its rendering in the
+//!   Prometheus text format, and the `/metrics` endpoint (axum on hyper).
 
 pub mod metrics;
 pub mod run;

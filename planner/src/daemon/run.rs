@@ -39,7 +39,7 @@ use lifeline_service::{AgentControl, Receiver, ReceiverConfig, RemoteRepository,
 use serde_json::json;
 
 use super::DaemonOptions;
-use super::metrics::Metrics;
+use super::metrics::{self, DaemonMetrics, JobLabels, JobResultLabels, NoLabels, VerdictLabels};
 use super::schedule::{Due, Schedule};
 use crate::cli::DaemonArgs;
 use crate::config::{Config, GroupConfig};
@@ -114,7 +114,7 @@ struct Shared {
     site: String,
     json: bool,
     stop: Arc<AtomicBool>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<DaemonMetrics>,
     state_dir: PathBuf,
     loaded: RwLock<Arc<Loaded>>,
     receiver: Option<Arc<Receiver>>,
@@ -160,7 +160,7 @@ pub fn run(a: &DaemonArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
         })?
         .clone();
     let state_dir = loaded.config.state_dir(a.state_dir.as_deref());
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(DaemonMetrics::new());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -500,12 +500,11 @@ fn main_loop(shared: &Arc<Shared>, reload: &AtomicBool) -> Result<()> {
                     *shared.loaded.write().expect("config") = Arc::new(l);
                     shared.remotes.lock().expect("remotes").clear();
                     jobs = build_jobs(planned, std::mem::take(&mut jobs), &last_runs);
-                    shared.metrics.inc_counter(
-                        "lifeline_daemon_config_reloads_total",
-                        "Configuration reloads (SIGHUP) that succeeded.",
-                        &[],
-                        1.0,
-                    );
+                    shared
+                        .metrics
+                        .daemon_config_reloads_total
+                        .get_or_create(&NoLabels)
+                        .inc();
                     shared.started(&jobs);
                 }
                 // Keep running the configuration we have.
@@ -591,11 +590,6 @@ fn main_loop(shared: &Arc<Shared>, reload: &AtomicBool) -> Result<()> {
     Ok(())
 }
 
-/// Labels of a group's metrics.
-fn gl(group: &str) -> [(&str, &str); 1] {
-    [("group", group)]
-}
-
 impl Shared {
     fn loaded(&self) -> Arc<Loaded> {
         self.loaded.read().expect("config").clone()
@@ -635,12 +629,10 @@ impl Shared {
         let l = self.loaded();
         for (name, g) in &l.config.groups {
             if let Some(rpo) = g.rpo.as_deref().and_then(|r| parse_duration(r).ok()) {
-                self.metrics.set_gauge(
-                    "lifeline_group_rpo_objective_seconds",
-                    "The group's recovery point objective.",
-                    &gl(name),
-                    rpo.as_secs_f64(),
-                );
+                self.metrics
+                    .group_rpo_objective_seconds
+                    .get_or_create(&metrics::group(name))
+                    .set(rpo.as_secs_f64());
             }
         }
     }
@@ -662,20 +654,22 @@ impl Shared {
             Kind::Gc => self.gc(),
         };
         let secs = t0.elapsed().as_secs_f64();
-        let labels = [("job", kind.name()), ("group", group.as_str())];
-        self.metrics
-            .observe_duration("lifeline_job_duration_seconds", "Time jobs took.", &labels, secs);
-        let ok = result.is_ok();
-        self.metrics.inc_counter(
-            "lifeline_job_runs_total",
-            "Jobs run, by result.",
-            &[
-                ("job", kind.name()),
-                ("group", group.as_str()),
-                ("result", if ok { "ok" } else { "error" }),
-            ],
-            1.0,
+        self.metrics.job_duration_seconds.observe(
+            JobLabels {
+                group: group.clone(),
+                job: kind.name(),
+            },
+            secs,
         );
+        let ok = result.is_ok();
+        self.metrics
+            .job_runs_total
+            .get_or_create(&JobResultLabels {
+                group: group.clone(),
+                job: kind.name(),
+                result: if ok { "ok" } else { "error" },
+            })
+            .inc();
         match result {
             Ok((mut j, human)) => {
                 j["event"] = json!("job");
@@ -698,12 +692,10 @@ impl Shared {
             }
             Err(e) => {
                 if !group.is_empty() {
-                    self.metrics.inc_counter(
-                        "lifeline_group_errors_total",
-                        "Failed jobs of the group.",
-                        &gl(&group),
-                        1.0,
-                    );
+                    self.metrics
+                        .group_errors_total
+                        .get_or_create(&metrics::group(&group))
+                        .inc();
                 }
                 self.event(
                     json!({"event": "job", "job": kind.name(), "group": group, "ok": false, "secs": secs, "error": format!("{e:#}")}),
@@ -886,33 +878,19 @@ impl Shared {
             }
         };
         let m = &self.metrics;
-        let labels = gl(group);
-        m.set_gauge(
-            "lifeline_group_cycle_duration_seconds",
-            "How long the group's last cycle took.",
-            &labels,
-            summary.elapsed_secs,
-        );
-        m.inc_counter(
-            "lifeline_group_bytes_sent_total",
-            "Sealed bytes the group's cycles sent to the repository.",
-            &labels,
-            summary.bytes_stored as f64,
-        );
+        let labels = metrics::group(group);
+        m.group_cycle_duration_seconds
+            .get_or_create(&labels)
+            .set(summary.elapsed_secs);
+        m.group_bytes_sent_total
+            .get_or_create(&labels)
+            .inc_by(summary.bytes_stored);
         // What the repository's disk holds: sealed (compressed, encrypted) bytes,
         // the index included, as the sent bytes; not the plaintext that was new.
-        m.inc_counter(
-            "lifeline_group_bytes_stored_total",
-            "Sealed bytes (compressed and encrypted, index included) the repository stored for the group.",
-            &labels,
-            summary.bytes_stored as f64,
-        );
-        m.inc_counter(
-            "lifeline_group_bytes_new_total",
-            "Plaintext bytes of new data (after deduplication, before compression) of the group's cycles.",
-            &labels,
-            summary.bytes_new as f64,
-        );
+        m.group_bytes_stored_total
+            .get_or_create(&labels)
+            .inc_by(summary.bytes_stored);
+        m.group_bytes_new_total.get_or_create(&labels).inc_by(summary.bytes_new);
         self.last_points
             .lock()
             .expect("last points")
@@ -930,18 +908,12 @@ impl Shared {
 
     fn set_rpo(&self, group: &str, last: DateTime<Utc>) {
         let rpo = (Utc::now() - last).num_milliseconds().max(0) as f64 / 1000.0;
-        self.metrics.set_gauge(
-            "lifeline_group_rpo_seconds",
-            "Current RPO: now minus when the group's newest point was taken.",
-            &gl(group),
-            rpo,
-        );
-        self.metrics.set_gauge(
-            "lifeline_group_last_point_timestamp_seconds",
-            "When the group's newest point was taken (Unix time).",
-            &gl(group),
-            last.timestamp_millis() as f64 / 1000.0,
-        );
+        let labels = metrics::group(group);
+        self.metrics.group_rpo_seconds.get_or_create(&labels).set(rpo);
+        self.metrics
+            .group_last_point_timestamp_seconds
+            .get_or_create(&labels)
+            .set(last.timestamp_millis() as f64 / 1000.0);
     }
 
     /// The repository holding `group` that this daemon owns.
@@ -984,12 +956,10 @@ impl Shared {
         let decisions = crate::commands::prune::prune_owned(&repo, tenant, group, &policy, &tz, false)?;
         let kept: Vec<u64> = decisions.iter().filter(|d| d.kept()).map(|d| d.seq).collect();
         let removed: Vec<u64> = decisions.iter().filter(|d| !d.kept()).map(|d| d.seq).collect();
-        self.metrics.inc_counter(
-            "lifeline_prune_points_removed_total",
-            "Points prune removed.",
-            &gl(group),
-            removed.len() as f64,
-        );
+        self.metrics
+            .prune_points_removed_total
+            .get_or_create(&metrics::group(group))
+            .inc_by(removed.len() as u64);
         Ok((
             json!({"kept": kept, "removed": removed, "decisions": decisions}),
             format!("kept {} point(s), removed {}", kept.len(), removed.len()),
@@ -1052,12 +1022,7 @@ impl Shared {
                 reports.push(json!({"repo": repo.name(), "tenant": t, "clean": r.is_clean(), "objects": r.objects, "affected_points": r.affected_points}));
             }
         }
-        self.metrics.set_gauge(
-            "lifeline_verify_clean",
-            "1 when the last scheduled verify found nothing missing or damaged.",
-            &[],
-            if clean { 1.0 } else { 0.0 },
-        );
+        self.metrics.verify_clean.get_or_create(&NoLabels).set(i64::from(clean));
         if !clean {
             bail!(
                 "verify found missing or damaged objects: {}",
@@ -1087,12 +1052,10 @@ impl Shared {
                 reports.push(r);
             }
         }
-        self.metrics.inc_counter(
-            "lifeline_gc_bytes_reclaimed_total",
-            "Disk space garbage collection freed.",
-            &[],
-            reclaimed as f64,
-        );
+        self.metrics
+            .gc_bytes_reclaimed_total
+            .get_or_create(&NoLabels)
+            .inc_by(reclaimed);
         Ok((
             json!({"reports": reports}),
             format!("{} reclaimed", crate::commands::human_bytes(reclaimed)),
@@ -1148,25 +1111,20 @@ impl Shared {
         };
         let verdict = report["verdict"].as_str().unwrap_or("unknown").to_string();
         let m = &self.metrics;
-        m.set_gauge(
-            "lifeline_group_last_drill_timestamp_seconds",
-            "When the group's last drill ended (Unix time).",
-            &gl(group),
-            Utc::now().timestamp_millis() as f64 / 1000.0,
-        );
-        m.set_gauge(
-            "lifeline_group_last_drill_passed",
-            "1 when the group's last drill passed (with or without warnings).",
-            &gl(group),
-            if verdict == "failed" { 0.0 } else { 1.0 },
-        );
+        let labels = metrics::group(group);
+        m.group_last_drill_timestamp_seconds
+            .get_or_create(&labels)
+            .set(Utc::now().timestamp_millis() as f64 / 1000.0);
+        m.group_last_drill_passed
+            .get_or_create(&labels)
+            .set(i64::from(verdict != "failed"));
         for v in ["passed", "passed_with_warnings", "failed"] {
-            m.set_gauge(
-                "lifeline_group_last_drill_verdict",
-                "The verdict of the group's last drill (1 for the verdict it had).",
-                &[("group", group), ("verdict", v)],
-                if v == verdict { 1.0 } else { 0.0 },
-            );
+            m.group_last_drill_verdict
+                .get_or_create(&VerdictLabels {
+                    group: group.to_owned(),
+                    verdict: v,
+                })
+                .set(i64::from(v == verdict));
         }
         Ok((
             report.clone(),

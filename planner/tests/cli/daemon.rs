@@ -6,9 +6,9 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use lifeline_planner::daemon::metrics::{Sample, parse_exposition};
 use serde_json::Value;
 
+use crate::common::exposition::{Sample, parse_exposition};
 use crate::common::*;
 
 const MIB: u64 = 1 << 20;

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod exposition;
+
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
