@@ -409,6 +409,9 @@ impl NbdServer {
         if writes && export.read_only() {
             return fail(EPERM, "the export is read-only (lifeline serve --read-only)");
         }
+        if req.kind == CMD_READ && req.length > MAX_PAYLOAD {
+            return fail(EOVERFLOW, &format!("reads are limited to {MAX_PAYLOAD} bytes"));
+        }
         if matches!(req.kind, CMD_READ | CMD_WRITE | CMD_WRITE_ZEROES | CMD_TRIM | CMD_BLOCK_STATUS) && !in_range {
             let code = if req.kind == CMD_WRITE { ENOSPC } else { EINVAL };
             return fail(
@@ -437,9 +440,6 @@ impl NbdServer {
         };
         match req.kind {
             CMD_READ => {
-                if req.length > MAX_PAYLOAD {
-                    return fail(EOVERFLOW, &format!("reads are limited to {MAX_PAYLOAD} bytes"));
-                }
                 if req.length == 0 {
                     return fail(EINVAL, "a read of 0 bytes");
                 }
