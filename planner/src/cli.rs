@@ -959,6 +959,14 @@ pub struct ServeArgs {
     /// Bound of the cache of decoded segments, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     pub cache_mib: usize,
+    /// Copy volume V into PATH (a file or block device) in the background while
+    /// serving; overlay writes win, and a restart with the same --overlay-dir
+    /// resumes where it stopped (repeat it per volume).
+    #[arg(long, value_name = "V=PATH")]
+    pub hydrate: Vec<String>,
+    /// Hydrate at most this many MiB per second (per volume) [default: no limit].
+    #[arg(long, value_name = "MIB")]
+    pub hydrate_rate: Option<u64>,
 }
 
 #[derive(Args, Debug)]

@@ -101,6 +101,11 @@ pub const OVERLAY_BITMAP_MAGIC: [u8; 4] = *b"LLBT";
 /// Overlay bitmap format version.
 pub const OVERLAY_BITMAP_VERSION: u8 = 1;
 
+/// Magic of a hydration cursor `<volume>.hydrate` in an overlay directory: "LLHY".
+pub const HYDRATE_CURSOR_MAGIC: [u8; 4] = *b"LLHY";
+/// Hydration cursor format version.
+pub const HYDRATE_CURSOR_VERSION: u8 = 1;
+
 /// Version byte that prefixes every value in the catalog.
 pub const CATALOG_VALUE_VERSION: u8 = 1;
 

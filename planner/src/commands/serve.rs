@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use lifeline_replicator::PointSelector;
-use lifeline_replicator::serve::{ServeOptions, Shutdown, open_for_serving};
+use lifeline_replicator::serve::{Hydration, HydrationProgress, ServeOptions, Shutdown, open_for_serving};
 
 use super::human_bytes;
 use crate::cli::ServeArgs;
@@ -46,6 +46,23 @@ pub fn run(a: &ServeArgs) -> Result<ExitCode> {
             cache_bytes: a.cache_mib.max(1) << 20,
         },
     )?;
+    let mut hydrations = Vec::new();
+    for spec in &a.hydrate {
+        let Some((name, path)) = spec.split_once('=') else {
+            anyhow::bail!("--hydrate {spec}: write VOLUME=PATH");
+        };
+        let Some(export) = served.server.exports().iter().find(|e| e.name() == name) else {
+            anyhow::bail!(
+                "--hydrate {spec}: volume `{name}` is not served (served: {})",
+                served.volumes.iter().map(|v| v.0.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        };
+        let Some(dir) = overlay_dir.as_ref().filter(|_| !a.read_only) else {
+            anyhow::bail!("--hydrate needs writes to reach the target: drop --read-only");
+        };
+        let rate = a.hydrate_rate.unwrap_or(0) << 20;
+        hydrations.push(Hydration::open(export.clone(), dir, std::path::Path::new(path), rate)?);
+    }
     let listener = TcpListener::bind(&a.listen).with_context(|| {
         format!(
             "listen on {} (give HOST:PORT, e.g. 127.0.0.1:10809, or port 0 for any)",
@@ -91,11 +108,60 @@ pub fn run(a: &ServeArgs) -> Result<ExitCode> {
             stopper.trigger();
         }
     });
+    let stop = shutdown.stop_flag();
+    let workers: Vec<_> = hydrations
+        .into_iter()
+        .map(|h| {
+            let stop = stop.clone();
+            std::thread::spawn(move || hydrate(&h, &stop))
+        })
+        .collect();
     let result = served.server.serve(listener, &shutdown);
+    for w in workers {
+        let _ = w.join();
+    }
     handle.close();
     let _ = watcher.join();
     result.context("NBD server")?;
     println!("stopped; overlay flushed");
     drop(temp);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs one hydration, its progress on stderr (every 10 %, and when done).
+fn hydrate(h: &Hydration, stop: &std::sync::atomic::AtomicBool) {
+    let (name, path) = (h.export_name().to_string(), h.target_path().display().to_string());
+    if h.resumed_from() > 0 {
+        eprintln!("hydrate {name}: resuming into {path} at {}", human_bytes(h.resumed_from()));
+    }
+    let mut shown = u64::MAX;
+    let started = std::time::Instant::now();
+    let result = h.run(stop, |p: HydrationProgress| {
+        let tenth = if p.size == 0 { 10 } else { p.copied * 10 / p.size };
+        if tenth != shown && !p.done {
+            shown = tenth;
+            eprintln!(
+                "hydrate {name}: {} of {} ({} %)",
+                human_bytes(p.copied),
+                human_bytes(p.size),
+                tenth * 10
+            );
+        }
+    });
+    match result {
+        Ok(p) if p.done => eprintln!(
+            "hydrated {name} into {path}: {} in {:.1} s; client writes keep reaching it",
+            human_bytes(p.size),
+            started.elapsed().as_secs_f64()
+        ),
+        Ok(p) => eprintln!(
+            "hydrate {name}: stopped at {} of {}; a restart with the same --overlay-dir resumes there",
+            human_bytes(p.copied),
+            human_bytes(p.size)
+        ),
+        Err(e) => {
+            tracing::error!(volume = %name, "hydration failed: {e}");
+            eprintln!("hydrate {name}: failed: {e}; the export keeps serving; restart to resume");
+        }
+    }
 }

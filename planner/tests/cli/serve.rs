@@ -587,3 +587,67 @@ fn an_ext4_point_checks_clean_through_nbdfuse_and_a_loop_mount() {
     assert!(mounted, "the loop mount failed");
     assert_eq!(copied.unwrap().unwrap(), content, "the file copied out differs");
 }
+
+#[test]
+fn hydration_killed_midway_resumes_and_the_target_is_the_point_plus_overlay_writes() {
+    if !have(&["qemu-io"]) {
+        return;
+    }
+    let sb = Sandbox::new();
+    let v = sb.path("v.img");
+    let size = 32 * MIB;
+    write_random_file(&v, size, 50);
+    // A hole, so the target stays sparse where the point is.
+    let f = fs::OpenOptions::new().write(true).open(&v).unwrap();
+    f.write_all_at(&vec![0u8; 4 * MIB as usize], 12 * MIB).unwrap();
+    drop(f);
+    sb.backup_json("g", &[("v", &v)]);
+    let overlay = sb.path("overlay");
+    let target = sb.path("target.img");
+    let spec = format!("v={}", s(&target));
+    let slow = ["--overlay-dir", s(&overlay), "--hydrate", &spec, "--hydrate-rate", "2"];
+    let mut srv = Served::start(&sb, "g", &slow);
+    assert!(
+        poll_until(WAIT, || {
+            let e = srv.bg.stderr();
+            e.contains("(20 %)") || e.contains("(30 %)")
+        }),
+        "no hydration progress: {}",
+        srv.bg.describe()
+    );
+    // Writes below the cursor (copied: they go through to the target too) and
+    // above it, flushed; then kill -9 in the middle of the copy.
+    let writes = [(0u64, 65536u64, 0x11u8), (30 * MIB + 100, 5000, 0x22), (13 * MIB, 4096, 0x33)];
+    let url = srv.qemu("v");
+    let mut args: Vec<String> = vec!["qemu-io".into(), "-f".into(), "raw".into()];
+    for (at, len, b) in writes {
+        args.push("-c".into());
+        args.push(format!("write -P {b} {at} {len}"));
+    }
+    args.extend(["-c".into(), "flush".into(), url]);
+    tool_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!srv.bg.stderr().contains("hydrated v"), "hydration ended before the kill");
+    srv.bg.signal("KILL");
+    srv.bg.wait_exit(WAIT).expect("killed");
+    drop(srv);
+
+    let mut expected = fs::read(&v).unwrap();
+    for (at, len, b) in writes {
+        expected[at as usize..(at + len) as usize].fill(b);
+    }
+    let srv = Served::start(&sb, "g", &["--overlay-dir", s(&overlay), "--hydrate", &spec]);
+    assert!(
+        poll_until(WAIT, || srv.bg.stderr().contains("hydrated v into")),
+        "hydration did not finish: {}",
+        { srv.bg.stderr() }
+    );
+    let log = srv.bg.stderr();
+    assert!(log.contains("hydrate v: resuming into"), "{log}");
+    assert!(fs::read(&target).unwrap() == expected, "the hydrated target is not the point plus the writes");
+    // After hydration, writes still reach the target (after a FLUSH).
+    let url = srv.qemu("v");
+    tool_ok(&["qemu-io", "-f", "raw", "-c", "write -P 0x44 1M 8192", "-c", "flush", &url]);
+    expected[MIB as usize..MIB as usize + 8192].fill(0x44);
+    assert!(fs::read(&target).unwrap() == expected, "a write after hydration missed the target");
+    assert!(allocated(&target) < size, "the target's holes were filled");
+}

@@ -3,11 +3,12 @@
 //! the overlay only (partial blocks completed from what the export holds), so
 //! the repository is never written.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::error::Result;
 
+use super::hydrate::HydrationTarget;
 use super::overlay::{OVERLAY_BLOCK, VolumeOverlay};
 use super::point_image::{Extent, PointImage};
 
@@ -20,6 +21,8 @@ pub struct Export {
     writing: Mutex<()>,
     /// Where the last read ended, to see sequential runs.
     last_end: AtomicU64,
+    /// A target being hydrated: writes into its copied part go there too.
+    hydration: OnceLock<Arc<HydrationTarget>>,
 }
 
 /// Segments worth decoding ahead of a sequential reader.
@@ -32,6 +35,7 @@ impl Export {
             overlay,
             writing: Mutex::new(()),
             last_end: AtomicU64::new(u64::MAX),
+            hydration: OnceLock::new(),
         }
     }
 
@@ -53,6 +57,26 @@ impl Export {
 
     pub fn read_only(&self) -> bool {
         self.overlay.is_none()
+    }
+
+    /// Holds off writes (hydration copies a segment and advances its cursor
+    /// under it).
+    pub fn lock_writes(&self) -> MutexGuard<'_, ()> {
+        self.writing.lock().expect("export writes")
+    }
+
+    /// Sends writes into the copied part of `target` there too.
+    pub fn attach_hydration(&self, target: Arc<HydrationTarget>) {
+        let _ = self.hydration.set(target);
+    }
+
+    /// Writes bytes that changed at `offset` to a hydration target (under the
+    /// write lock).
+    fn write_through(&self, offset: u64, data: &[u8]) -> Result<()> {
+        match self.hydration.get() {
+            Some(t) => t.write_through(offset, data),
+            None => Ok(()),
+        }
     }
 
     /// Fills `buf` with the export's bytes at `offset` (inside the volume).
@@ -119,7 +143,8 @@ impl Export {
         let start_b = offset / OVERLAY_BLOCK * OVERLAY_BLOCK;
         let end_b = end.div_ceil(OVERLAY_BLOCK).saturating_mul(OVERLAY_BLOCK).min(self.size());
         if start_b == offset && end_b == end {
-            return overlay.write_blocks(offset, data);
+            overlay.write_blocks(offset, data)?;
+            return self.write_through(offset, data);
         }
         let mut buf = vec![0u8; (end_b - start_b) as usize];
         if start_b < offset {
@@ -133,7 +158,8 @@ impl Export {
         }
         let at = (offset - start_b) as usize;
         buf[at..at + data.len()].copy_from_slice(data);
-        overlay.write_blocks(start_b, &buf)
+        overlay.write_blocks(start_b, &buf)?;
+        self.write_through(start_b, &buf)
     }
 
     /// Makes `[offset, offset + len)` read as zeros (WRITE_ZEROES, TRIM).
@@ -159,6 +185,15 @@ impl Export {
         {
             let _one = self.writing.lock().expect("export writes");
             overlay.zero_blocks(inner_start, inner_end - inner_start)?;
+            if self.hydration.get().is_some() {
+                let zeros = vec![0u8; (1 << 20).min(inner_end - inner_start) as usize];
+                let mut at = inner_start;
+                while at < inner_end {
+                    let n = (inner_end - at).min(zeros.len() as u64) as usize;
+                    self.write_through(at, &zeros[..n])?;
+                    at += n as u64;
+                }
+            }
         }
         if inner_end < end {
             self.write(inner_end, &vec![0u8; (end - inner_end) as usize])?;
@@ -168,10 +203,13 @@ impl Export {
 
     /// FLUSH: writes completed so far are durable.
     pub fn flush(&self) -> Result<()> {
-        match &self.overlay {
-            Some(o) => o.flush(),
-            None => Ok(()),
+        if let Some(o) = &self.overlay {
+            o.flush()?;
         }
+        if let Some(t) = self.hydration.get() {
+            t.sync()?;
+        }
+        Ok(())
     }
 
     /// Data and hole runs of `[start, end)` (overlay blocks are data), for

@@ -8,6 +8,7 @@
 //! - `segment_cache`: decoded segments shared by every export, bounded;
 //! - `overlay`: clients' writes and their durable block bitmap;
 //! - `export`: one volume served (point + overlay);
+//! - `hydrate`: copying a served volume into a target in the background;
 //! - `server`: connections, negotiation, requests.
 //!
 //! Opening a point reads its point record only (the point list and one sealed
@@ -17,6 +18,7 @@
 pub mod nbd;
 
 mod export;
+mod hydrate;
 mod overlay;
 mod point_image;
 mod segment_cache;
@@ -28,6 +30,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 pub use export::{Export, READ_AHEAD_SEGMENTS};
+pub use hydrate::{Hydration, HydrationProgress, HydrationTarget};
 pub use overlay::{OVERLAY_BLOCK, OverlayMeta, VolumeOverlay};
 pub use point_image::{Extent, PointImage};
 pub use segment_cache::SegmentCache;

@@ -49,6 +49,11 @@ impl Shutdown {
         })
     }
 
+    /// The flag [`trigger`](Self::trigger) sets, for other workers to watch.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
     pub fn is_stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
