@@ -462,7 +462,9 @@ pub fn leaf_at<E: From<String>>(
     mut fetch: impl FnMut(&ObjectId) -> Result<std::sync::Arc<IndexNode>, E>,
 ) -> Result<Option<ObjectId>, E> {
     if i >= n_segments {
-        return Err(E::from(format!("segment {i} is past the volume's {n_segments} segments")));
+        return Err(E::from(format!(
+            "segment {i} is past the volume's {n_segments} segments"
+        )));
     }
     let counts = level_counts(n_segments, root.levels);
     if root.levels == 0
@@ -532,7 +534,12 @@ mod tests {
             let one = leaf_at::<String>(root, leaves.len(), i, |i| Ok(std::sync::Arc::new(store[i].clone()))).unwrap();
             assert_eq!(&one, leaf, "leaf {i} of {}", leaves.len());
         }
-        assert!(leaf_at::<String>(root, leaves.len(), leaves.len(), |i| Ok(std::sync::Arc::new(store[i].clone()))).is_err());
+        assert!(
+            leaf_at::<String>(root, leaves.len(), leaves.len(), |i| Ok(std::sync::Arc::new(
+                store[i].clone()
+            )))
+            .is_err()
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@ mod points;
 pub(crate) mod prune;
 mod repair;
 mod restore;
-mod serve;
 pub mod run;
+mod serve;
 mod testbed;
 mod verify;
 

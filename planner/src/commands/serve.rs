@@ -54,7 +54,12 @@ pub fn run(a: &ServeArgs) -> Result<ExitCode> {
         let Some(export) = served.server.exports().iter().find(|e| e.name() == name) else {
             anyhow::bail!(
                 "--hydrate {spec}: volume `{name}` is not served (served: {})",
-                served.volumes.iter().map(|v| v.0.as_str()).collect::<Vec<_>>().join(", ")
+                served
+                    .volumes
+                    .iter()
+                    .map(|v| v.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         };
         let Some(dir) = overlay_dir.as_ref().filter(|_| !a.read_only) else {
@@ -132,12 +137,15 @@ pub fn run(a: &ServeArgs) -> Result<ExitCode> {
 fn hydrate(h: &Hydration, stop: &std::sync::atomic::AtomicBool) {
     let (name, path) = (h.export_name().to_string(), h.target_path().display().to_string());
     if h.resumed_from() > 0 {
-        eprintln!("hydrate {name}: resuming into {path} at {}", human_bytes(h.resumed_from()));
+        eprintln!(
+            "hydrate {name}: resuming into {path} at {}",
+            human_bytes(h.resumed_from())
+        );
     }
     let mut shown = u64::MAX;
     let started = std::time::Instant::now();
     let result = h.run(stop, |p: HydrationProgress| {
-        let tenth = if p.size == 0 { 10 } else { p.copied * 10 / p.size };
+        let tenth = (p.copied * 10).checked_div(p.size).unwrap_or(10);
         if tenth != shown && !p.done {
             shown = tenth;
             eprintln!(

@@ -159,7 +159,10 @@ fn serve_exports_a_sparse_point_to_nbdinfo_nbdcopy_and_qemu_img() {
     let info: serde_json::Value = serde_json::from_str(&tool_ok(&["nbdinfo", "--json", &srv.url("v")])).unwrap();
     assert_eq!(info["exports"][0]["export-size"], size, "{info}");
     let list = tool_ok(&["nbdinfo", "--list", &srv.url("")]);
-    assert!(list.contains("export=\"v\"") && list.contains("export=\"small\""), "{list}");
+    assert!(
+        list.contains("export=\"v\"") && list.contains("export=\"small\""),
+        "{list}"
+    );
     let map: serde_json::Value =
         serde_json::from_str(&tool_ok(&["nbdinfo", "--map", "--json", &srv.url("v")])).unwrap();
     let mut data = 0u64;
@@ -309,7 +312,12 @@ fn flushed_writes_survive_kill_9_and_another_points_overlay_is_refused() {
     let ro = Served::start(&sb, "g", &["--point", "1", "--read-only"]);
     let url = ro.qemu("v");
     let (ok, stdout, stderr) = tool(&["qemu-io", "-f", "raw", "-c", "write -P 1 0 4096", &url]);
-    assert!(!ok || stdout.contains("Operation not permitted") || stderr.contains("read-only") || stderr.contains("read only"), "{stdout}{stderr}");
+    assert!(
+        !ok || stdout.contains("Operation not permitted")
+            || stderr.contains("read-only")
+            || stderr.contains("read only"),
+        "{stdout}{stderr}"
+    );
     ro.bg.signal("TERM");
     ro.bg.finish(WAIT).ok();
     assert_eq!(repo_snapshot(&sb.repo), before, "serving changed the repository");
@@ -617,7 +625,11 @@ fn hydration_killed_midway_resumes_and_the_target_is_the_point_plus_overlay_writ
     );
     // Writes below the cursor (copied: they go through to the target too) and
     // above it, flushed; then kill -9 in the middle of the copy.
-    let writes = [(0u64, 65536u64, 0x11u8), (30 * MIB + 100, 5000, 0x22), (13 * MIB, 4096, 0x33)];
+    let writes = [
+        (0u64, 65536u64, 0x11u8),
+        (30 * MIB + 100, 5000, 0x22),
+        (13 * MIB, 4096, 0x33),
+    ];
     let url = srv.qemu("v");
     let mut args: Vec<String> = vec!["qemu-io".into(), "-f".into(), "raw".into()];
     for (at, len, b) in writes {
@@ -626,7 +638,10 @@ fn hydration_killed_midway_resumes_and_the_target_is_the_point_plus_overlay_writ
     }
     args.extend(["-c".into(), "flush".into(), url]);
     tool_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(!srv.bg.stderr().contains("hydrated v"), "hydration ended before the kill");
+    assert!(
+        !srv.bg.stderr().contains("hydrated v"),
+        "hydration ended before the kill"
+    );
     srv.bg.signal("KILL");
     srv.bg.wait_exit(WAIT).expect("killed");
     drop(srv);
@@ -643,11 +658,26 @@ fn hydration_killed_midway_resumes_and_the_target_is_the_point_plus_overlay_writ
     );
     let log = srv.bg.stderr();
     assert!(log.contains("hydrate v: resuming into"), "{log}");
-    assert!(fs::read(&target).unwrap() == expected, "the hydrated target is not the point plus the writes");
+    assert!(
+        fs::read(&target).unwrap() == expected,
+        "the hydrated target is not the point plus the writes"
+    );
     // After hydration, writes still reach the target (after a FLUSH).
     let url = srv.qemu("v");
-    tool_ok(&["qemu-io", "-f", "raw", "-c", "write -P 0x44 1M 8192", "-c", "flush", &url]);
+    tool_ok(&[
+        "qemu-io",
+        "-f",
+        "raw",
+        "-c",
+        "write -P 0x44 1M 8192",
+        "-c",
+        "flush",
+        &url,
+    ]);
     expected[MIB as usize..MIB as usize + 8192].fill(0x44);
-    assert!(fs::read(&target).unwrap() == expected, "a write after hydration missed the target");
+    assert!(
+        fs::read(&target).unwrap() == expected,
+        "a write after hydration missed the target"
+    );
     assert!(allocated(&target) < size, "the target's holes were filled");
 }

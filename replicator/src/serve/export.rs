@@ -141,7 +141,10 @@ impl Export {
         let _one = self.writing.lock().expect("export writes");
         let end = offset + data.len() as u64;
         let start_b = offset / OVERLAY_BLOCK * OVERLAY_BLOCK;
-        let end_b = end.div_ceil(OVERLAY_BLOCK).saturating_mul(OVERLAY_BLOCK).min(self.size());
+        let end_b = end
+            .div_ceil(OVERLAY_BLOCK)
+            .saturating_mul(OVERLAY_BLOCK)
+            .min(self.size());
         if start_b == offset && end_b == end {
             overlay.write_blocks(offset, data)?;
             return self.write_through(offset, data);

@@ -169,7 +169,13 @@ pub fn read_option(r: &mut impl Read) -> io::Result<(OptionRequest, bool)> {
     let len = u32::from_be_bytes(h[12..16].try_into().expect("4"));
     if len > MAX_OPTION_LEN {
         io::copy(&mut r.take(len as u64), &mut io::sink())?;
-        return Ok((OptionRequest { option, data: Vec::new() }, false));
+        return Ok((
+            OptionRequest {
+                option,
+                data: Vec::new(),
+            },
+            false,
+        ));
     }
     let mut data = vec![0u8; len as usize];
     r.read_exact(&mut data)?;

@@ -197,7 +197,9 @@ impl VolumeOverlay {
                 .read_exact_at(&mut found, 0)
                 .ctx(|| format!("read {}", bitmap_path.display()))?;
             if found[..BITMAP_HEADER as usize] != header {
-                return Err(bad("header does not match this volume (magic, version, block size or size)".into()));
+                return Err(bad(
+                    "header does not match this volume (magic, version, block size or size)".into(),
+                ));
             }
             for (w, chunk) in bits.iter().zip(found[BITMAP_HEADER as usize..].chunks(8)) {
                 let mut b = [0u8; 8];
@@ -229,7 +231,10 @@ impl VolumeOverlay {
 
     /// Blocks in the overlay.
     pub fn blocks_written(&self) -> u64 {
-        self.bits.iter().map(|w| w.load(Ordering::Relaxed).count_ones() as u64).sum()
+        self.bits
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed).count_ones() as u64)
+            .sum()
     }
 
     /// Marks blocks `[first, last]` as in the overlay (after their data was
@@ -301,10 +306,7 @@ impl VolumeOverlay {
         self.data
             .write_all_at(data, offset)
             .ctx(|| format!("write overlay {} at {offset}", self.data_path.display()))?;
-        self.set(
-            offset / OVERLAY_BLOCK,
-            (offset + data.len() as u64 - 1) / OVERLAY_BLOCK,
-        );
+        self.set(offset / OVERLAY_BLOCK, (offset + data.len() as u64 - 1) / OVERLAY_BLOCK);
         Ok(())
     }
 
@@ -403,7 +405,10 @@ mod tests {
         meta(1).claim(d.path()).unwrap();
         meta(1).claim(d.path()).unwrap();
         let e = meta(2).claim(d.path()).unwrap_err().to_string();
-        assert!(e.contains("holds the writes of point 1") && e.contains("not of point 2"), "{e}");
+        assert!(
+            e.contains("holds the writes of point 1") && e.contains("not of point 2"),
+            "{e}"
+        );
         assert_eq!(OverlayMeta::decode(&meta(3).encode()).unwrap(), meta(3));
         assert!(OverlayMeta::decode(b"LLOMx").is_err());
     }
@@ -436,7 +441,10 @@ mod tests {
             vec![(0, OVERLAY_BLOCK, true), (OVERLAY_BLOCK, 3 * OVERLAY_BLOCK, false)]
         );
         // Another size is refused.
-        let e = VolumeOverlay::open(d.path(), "v", size + OVERLAY_BLOCK * 64).err().unwrap().to_string();
+        let e = VolumeOverlay::open(d.path(), "v", size + OVERLAY_BLOCK * 64)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("bitmap"), "{e}");
     }
 }

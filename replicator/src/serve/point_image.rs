@@ -92,10 +92,7 @@ impl PointImage {
             }
             let (refs, plain) = reader.read(id, ObjectKind::IndexNode)?;
             let node = Arc::new(IndexNode::decode(&refs, &plain).map_err(|reason| reader.damaged(id, reason))?);
-            self.index_nodes
-                .lock()
-                .expect("index nodes")
-                .insert(*id, node.clone());
+            self.index_nodes.lock().expect("index nodes").insert(*id, node.clone());
             Ok::<_, Error>(node)
         })
     }

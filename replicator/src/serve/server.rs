@@ -212,12 +212,7 @@ impl NbdServer {
     }
 
     /// The option haggling phase; `None` when the client aborted.
-    fn negotiate(
-        &self,
-        r: &mut impl Read,
-        w: &mut impl Write,
-        no_zeroes: bool,
-    ) -> io::Result<Option<Negotiated>> {
+    fn negotiate(&self, r: &mut impl Read, w: &mut impl Write, no_zeroes: bool) -> io::Result<Option<Negotiated>> {
         let mut structured = false;
         // The export the base:allocation context was selected for.
         let mut meta_for: Option<usize> = None;
@@ -312,7 +307,11 @@ impl NbdServer {
                 }
                 OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
                     if !structured {
-                        err(w, REP_ERR_INVALID, "negotiate structured replies before metadata contexts")?;
+                        err(
+                            w,
+                            REP_ERR_INVALID,
+                            "negotiate structured replies before metadata contexts",
+                        )?;
                         continue;
                     }
                     let Some((name, queries)) = parse_meta_request(&opt.data) else {
@@ -417,7 +416,11 @@ impl NbdServer {
         if req.kind == CMD_READ && req.length > MAX_PAYLOAD {
             return fail(EOVERFLOW, &format!("reads are limited to {MAX_PAYLOAD} bytes"));
         }
-        if matches!(req.kind, CMD_READ | CMD_WRITE | CMD_WRITE_ZEROES | CMD_TRIM | CMD_BLOCK_STATUS) && !in_range {
+        if matches!(
+            req.kind,
+            CMD_READ | CMD_WRITE | CMD_WRITE_ZEROES | CMD_TRIM | CMD_BLOCK_STATUS
+        ) && !in_range
+        {
             let code = if req.kind == CMD_WRITE { ENOSPC } else { EINVAL };
             return fail(
                 code,
@@ -505,15 +508,19 @@ impl NbdServer {
                     Ok(x) => x,
                     Err(e) => return io_error("block status", e),
                 };
-                let take = if req.flags & CMD_FLAG_REQ_ONE != 0 { 1 } else { extents.len() };
+                let take = if req.flags & CMD_FLAG_REQ_ONE != 0 {
+                    1
+                } else {
+                    extents.len()
+                };
                 let mut d = BASE_ALLOCATION_ID.to_be_bytes().to_vec();
                 for e in extents.iter().take(take) {
                     d.extend_from_slice(&((e.end - e.start) as u32).to_be_bytes());
                     let flags = if e.hole { STATE_HOLE | STATE_ZERO } else { 0 };
                     d.extend_from_slice(&flags.to_be_bytes());
                 }
-                let mut b = structured_header(REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, req.cookie, d.len() as u32)
-                    .to_vec();
+                let mut b =
+                    structured_header(REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, req.cookie, d.len() as u32).to_vec();
                 b.extend_from_slice(&d);
                 b
             }
