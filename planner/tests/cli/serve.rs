@@ -84,6 +84,20 @@ impl Served {
         Served { bg, addr }
     }
 
+    /// `lifeline serve ARGS --listen 127.0.0.1:0` with any repository.
+    #[track_caller]
+    fn start_with(args: &[&str]) -> Served {
+        let mut all = vec!["serve"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--listen", "127.0.0.1:0"]);
+        let mut bg = Background::spawn(&all);
+        let Some(line) = bg.wait_for_line(WAIT, |l| l.starts_with("listening on nbd://")) else {
+            panic!("serve never said where it listens: {}", bg.describe());
+        };
+        let addr = line.trim_start_matches("listening on nbd://").to_string();
+        Served { bg, addr }
+    }
+
     fn url(&self, export: &str) -> String {
         format!("nbd://{}/{export}", self.addr)
     }
@@ -680,4 +694,35 @@ fn hydration_killed_midway_resumes_and_the_target_is_the_point_plus_overlay_writ
         "a write after hydration missed the target"
     );
     assert!(allocated(&target) < size, "the target's holes were filled");
+}
+
+#[test]
+fn serve_reads_a_point_through_a_receiver() {
+    if !have(&["nbdcopy"]) {
+        return;
+    }
+    let site = super::replication::Site::new(&["a@acme"]);
+    let receiver = site.receiver(&["a=app"]);
+    let key = site.key("acme");
+    let c = site.client(&receiver, "a", &key);
+    let v = site.path("v.img");
+    sparse_volume(&v, 24 * MIB, 60);
+    c.backup_json("app", &[("v", &v)]);
+    let url = receiver.url();
+    let srv = Served::start_with(&[
+        "--repo",
+        &url,
+        "--tls-dir",
+        s(&site.tls),
+        "--identity",
+        "a",
+        "--key-file",
+        s(&key),
+        "--group",
+        "app",
+        "--read-only",
+    ]);
+    let copy = site.path("copy.img");
+    tool_ok(&["nbdcopy", &srv.url("v"), s(&copy)]);
+    assert_same_content(&v, &copy);
 }
