@@ -103,30 +103,10 @@ pub fn read_public_key(path: &Path) -> Result<VerifyingKey> {
     VerifyingKey::from_bytes(&bytes).with_context(|| format!("{} is not a valid ed25519 public key", path.display()))
 }
 
-/// Temp file, fsync, rename, fsync of the directory.
+/// Temp file, fsync, rename, fsync of the directory: the repository's one
+/// write path ([`lifeline_replicator::write_atomic_mode`]).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("f"),
-        std::process::id()
-    ));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("create {}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("rename {} to {}", tmp.display(), path.display()))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("sync {}", dir.display()))?;
-    Ok(())
+    Ok(lifeline_replicator::write_atomic_mode(path, bytes, mode)?)
 }
 
 /// The log, open for appending.

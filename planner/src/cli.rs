@@ -716,8 +716,9 @@ pub struct ReceiverArgs {
     /// TLS directory with ca.pem and receiver.pem/.key.
     #[arg(long, value_name = "TLSDIR")]
     pub tls_dir: Option<PathBuf>,
-    /// Groups an agent may write: NAME=GROUP[,GROUP...] (repeat).
-    #[arg(long = "allow", value_name = "NAME=GROUP[,GROUP...]")]
+    /// Groups an agent may write: NAME@TENANT=GROUP[,GROUP...], or
+    /// NAME=GROUP[,GROUP...] for that agent name in every tenant (repeat).
+    #[arg(long = "allow", value_name = "NAME[@TENANT]=GROUP[,GROUP...]")]
     pub allow: Vec<String>,
 }
 

@@ -55,7 +55,8 @@ pub struct SiteConfig {
     pub repo: Option<PathBuf>,
     /// Address the receiver listens on.
     pub listen: Option<String>,
-    /// Agent name → groups it may write on this site's receiver.
+    /// Agent → groups it may write on this site's receiver: `NAME@TENANT`, or a
+    /// bare `NAME` for that agent name in every tenant.
     #[serde(default)]
     pub allow: BTreeMap<String, Vec<String>>,
 }

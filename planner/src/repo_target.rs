@@ -107,14 +107,10 @@ impl TenantRepository for RemoteView<'_> {
     }
 }
 
-/// Parses `5s`, `250ms`, `2m`, `1h`, `1d` (a bare number is seconds), with the
-/// runbook parser's units and messages.
+/// Parses a duration in the one dialect ([`lifeline_replicator::units`]):
+/// `5s`, `250ms`, `2m`, `1h30m`, `1d`, a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
-    let t = s.trim();
-    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-        return crate::runbook::parse_duration(&format!("{t}s")).map_err(anyhow::Error::msg);
-    }
-    crate::runbook::parse_duration(t).map_err(anyhow::Error::msg)
+    lifeline_replicator::units::parse_duration(s).map_err(anyhow::Error::msg)
 }
 
 #[cfg(test)]

@@ -28,15 +28,33 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
 }
 
 /// Replaces `path` with `bytes` atomically: a crash leaves either the old or the
-/// new content, never a mix. The temp file is removed on error.
+/// new content, never a mix. The temp file (a name of its own, so concurrent
+/// writers never share one) is removed on error. The one copy of the write
+/// path every crate uses (see [`write_atomic_mode`] for a file mode).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_inner(path, bytes, None)
+}
+
+/// [`write_atomic`] creating the file with permission bits `mode` (before the
+/// umask): 0o600 for secrets, 0o644 for what others may read.
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    write_atomic_inner(path, bytes, Some(mode))
+}
+
+fn write_atomic_inner(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = parent_dir(path);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let mut rnd = [0u8; 6];
     random_bytes(&mut rnd);
     let tmp = dir.join(format!(".{name}.tmp-{}", hex::encode(rnd)));
     let result = (|| {
-        let mut f = fs::File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
+        let mut opts = fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        if let Some(m) = mode {
+            opts.mode(m);
+        }
+        let mut f = opts.open(&tmp).ctx(|| format!("create {}", tmp.display()))?;
         f.write_all(bytes).ctx(|| format!("write {}", tmp.display()))?;
         f.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
         fs::rename(&tmp, path).ctx(|| format!("rename {} to {}", tmp.display(), path.display()))?;

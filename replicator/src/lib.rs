@@ -35,15 +35,18 @@ mod retention;
 pub mod serve;
 mod store;
 mod tenant_repository;
+pub mod units;
 mod verify;
 mod volume;
 mod volume_hash;
+mod zone;
 
 pub use agent_state::{AgentState, SegmentState, VolumeState};
 pub use backup::{BackupOptions, BackupSummary, Progress, backup};
 pub use catalog::{Catalog, ObjectIndex, PinRecord, RepositoryConfig, SledCatalog, SledObjectIndex, TenantRecord};
 pub use crypto::{KeyFile, Keys, ObjectKind, SealedHeader, SealedObject, open_object, seal_object};
 pub use error::{Error, Result};
+pub use fsutil::{write_atomic, write_atomic_mode};
 pub use gc::{GcReport, first_missing, gc, gc_with};
 pub use hooks::{ThawGuard, run_hook};
 pub use object_id::ObjectId;
@@ -56,7 +59,7 @@ pub use repository::{
     set_s3_context,
 };
 pub use restore::{PointSelector, RestoreOptions, RestoreSummary, restore, select_point};
-pub use retention::{Decision, KeepReason, RetentionPolicy, decide, retention_times};
+pub use retention::{Decision, KeepReason, RetentionPolicy, decide, plan as plan_prune, retention_times};
 pub use store::{
     ChunkStore, CollectReport, LocalDirStorage, LocalDirStore, ObjectLocation, ObjectStorage, PackId, S3Counts,
     S3Location, S3Settings, S3Stats, S3Storage, StoredObject, SweepPlan,
@@ -65,3 +68,4 @@ pub use tenant_repository::{CycleReport, LocalTenant, TenantRepository};
 pub use verify::{AffectedPoint, DamagedObject, VerifyOptions, VerifyReport, verify};
 pub use volume::VolumeSource;
 pub use volume_hash::{VolumeHasher, hash_volume, zero_segment_hash};
+pub use zone::Tz;

@@ -490,7 +490,14 @@ fn rebuild(
     let now = chrono::Utc::now();
     for pin in &old.pins {
         if pin.until > now && catalog.point_seqs(&pin.tenant)?.contains(&(pin.group.clone(), pin.seq)) {
-            catalog.pin(&pin.tenant, &pin.group, pin.seq, &pin.holder, pin.until)?;
+            catalog.pin_owned(
+                &pin.tenant,
+                &pin.group,
+                pin.seq,
+                &pin.holder,
+                pin.until,
+                pin.owner.as_deref(),
+            )?;
             report.pins += 1;
         }
     }

@@ -21,6 +21,7 @@ use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::point::PointRecord;
+use crate::zone::Tz;
 
 /// A retention policy. `None` / 0: the rule keeps nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -109,6 +110,25 @@ pub fn retention_times(points: &[PointRecord], now: DateTime<Utc>) -> Vec<(u64, 
             (p.header.seq, floor)
         })
         .collect()
+}
+
+/// Prune's plan for one group's points: [`decide`] over their
+/// [`retention_times`], with calendar buckets in time zone `tz`. The one
+/// implementation of the plan that `lifeline prune`, the daemon and a
+/// receiver's admin service apply ([`crate::Repository::prune`]).
+pub fn plan(
+    points: &[PointRecord],
+    policy: &RetentionPolicy,
+    now: DateTime<Utc>,
+    tz: &Tz,
+    pinned: &BTreeSet<u64>,
+) -> Vec<Decision> {
+    let pts = retention_times(points, now);
+    match tz {
+        Tz::Utc => decide(&pts, policy, now, &Utc, pinned),
+        Tz::Fixed(f) => decide(&pts, policy, now, f, pinned),
+        Tz::Named(n) => decide(&pts, policy, now, n, pinned),
+    }
 }
 
 /// Decides every point of one group (`(seq, taken_at)`, any order). Returns the

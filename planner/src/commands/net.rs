@@ -35,16 +35,25 @@ pub fn certs_new(a: &CertsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Parses `NAME=GROUP[,GROUP...]` flags.
+/// Parses `NAME[@TENANT]=GROUP[,GROUP...]` flags: a bare `NAME` is that agent
+/// name in every tenant, `NAME@TENANT` only in that tenant.
 pub fn parse_allow(flags: &[String]) -> Result<HashMap<String, Vec<String>>> {
+    const HOW: &str = "write NAME=GROUP[,GROUP...] (the name in every tenant) or NAME@TENANT=GROUP[,GROUP...]";
     let mut allow: HashMap<String, Vec<String>> = HashMap::new();
     for f in flags {
         let Some((name, groups)) = f.split_once('=') else {
-            bail!("invalid --allow `{f}`: write NAME=GROUP[,GROUP...]");
+            bail!("invalid --allow `{f}`: {HOW}");
         };
         let groups: Vec<String> = groups.split(',').filter(|g| !g.is_empty()).map(String::from).collect();
         if name.is_empty() || groups.is_empty() {
-            bail!("invalid --allow `{f}`: write NAME=GROUP[,GROUP...]");
+            bail!("invalid --allow `{f}`: {HOW}");
+        }
+        match name.split_once('@') {
+            Some((agent, tenant)) => {
+                lifeline_replicator::check_name("agent", agent)?;
+                lifeline_replicator::check_name("tenant", tenant)?;
+            }
+            None => lifeline_replicator::check_name("agent", name)?,
         }
         for g in &groups {
             lifeline_replicator::check_name("group", g)?;
@@ -549,4 +558,19 @@ pub fn control(a: &ControlArgs, config: &crate::config::Config) -> Result<ExitCo
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_allow;
+
+    #[test]
+    fn allow_names_an_agent_in_every_tenant_or_in_one() {
+        let a = parse_allow(&["db1=shop,crm".into(), "db2@acme=shop".into(), "db1=web".into()]).unwrap();
+        assert_eq!(a["db1"], ["shop", "crm", "web"]);
+        assert_eq!(a["db2@acme"], ["shop"]);
+        for bad in ["a", "a=", "=g", "a@=g", "@t=g", "a@t@u=g", "a b=g", "a=../g"] {
+            assert!(parse_allow(&[bad.to_string()]).is_err(), "{bad}");
+        }
+    }
 }

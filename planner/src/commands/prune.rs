@@ -2,30 +2,14 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use chrono::Utc;
-use lifeline_replicator::{Decision, Repository, RetentionPolicy, decide, retention_times};
+use lifeline_replicator::{Decision, Repository, RetentionPolicy};
 
 use crate::cli::PruneArgs;
 use crate::config::Config;
 use crate::daemon::schedule::{Tz, parse_tz};
 use crate::repo_target::{is_url, parse_duration};
-
-/// Retention's decisions in time zone `tz` (calendar buckets follow its
-/// daylight-saving changes when it is a named zone).
-pub fn decide_in(
-    points: &[(u64, chrono::DateTime<Utc>)],
-    policy: &RetentionPolicy,
-    now: chrono::DateTime<Utc>,
-    tz: &Tz,
-    pinned: &std::collections::BTreeSet<u64>,
-) -> Vec<Decision> {
-    match tz {
-        Tz::Utc => decide(points, policy, now, &Utc, pinned),
-        Tz::Fixed(f) => decide(points, policy, now, f, pinned),
-        Tz::Named(n) => decide(points, policy, now, n, pinned),
-    }
-}
 
 /// The retention policy of `[groups.G.retention]`, if any.
 pub fn group_policy(config: &Config, group: &str) -> Result<Option<RetentionPolicy>> {
@@ -54,7 +38,8 @@ pub fn group_tz(config: &Config, group: &str, flag: Option<&str>) -> Result<Tz> 
 }
 
 /// Prunes a group of a repository this process owns: decides (pinned points
-/// and the newest are kept) and, unless `dry_run`, removes.
+/// and the newest are kept) and, unless `dry_run`, removes
+/// ([`Repository::prune`]).
 pub fn prune_owned(
     repo: &Repository,
     tenant: &str,
@@ -63,22 +48,8 @@ pub fn prune_owned(
     tz: &Tz,
     dry_run: bool,
 ) -> Result<Vec<Decision>> {
-    let points = repo.points(tenant, Some(group))?;
-    if points.is_empty() {
-        bail!(
-            "group `{group}` of tenant `{tenant}` has no points in {} (see `lifeline points`)",
-            repo.name().display()
-        );
-    }
-    let now = Utc::now();
-    let pts = retention_times(&points, now);
-    let pinned = repo.catalog().pinned(tenant, group, now)?;
-    let decisions = decide_in(&pts, policy, now, tz, &pinned);
-    let remove: Vec<u64> = decisions.iter().filter(|d| !d.kept()).map(|d| d.seq).collect();
-    if !dry_run && !remove.is_empty() {
-        repo.remove_points(tenant, group, &remove)?;
-    }
-    Ok(decisions)
+    repo.prune(tenant, group, policy, tz, dry_run)
+        .with_context(|| format!("prune {}", repo.name().display()))
 }
 
 /// The policy from the flags; without any retention flag, the group's from the configuration.

@@ -180,6 +180,12 @@ impl Ctx {
         Ok((key_file(&self.config)?, remote))
     }
 
+    /// The TLS directory and admin identity leases go through on a receiver.
+    fn lease_admin(&self) -> Option<(PathBuf, String)> {
+        let tls = self.config.tls.as_ref()?;
+        Some((tls.dir.clone(), tls.admin.clone()?))
+    }
+
     fn outputs_of_action(&self, action: &str) -> Option<Outputs> {
         let rec = self.shared.record.lock().expect("record");
         self.plan
@@ -652,6 +658,7 @@ async fn promote(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
     let tenant = d.tenant.clone();
     let group = d.group.clone();
     let holder = ctx.plan.run_id.clone();
+    let admin = ctx.lease_admin();
     blocking(move || {
         let (target, keys) = crate::repo_target::RepoTarget::open(Path::new(&repo), &remote, &key)
             .map_err(|e| format!("open {repo}: {e:#}"))?;
@@ -660,7 +667,7 @@ async fn promote(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
         let seq = point.header.seq;
         // A lease on the point while the run uses it: prune keeps it. A recovery
         // goes on without one (it expires by itself if the planner dies).
-        let pinned = match t.pin(&group, seq, &holder, PIN_TTL) {
+        let pinned = match lease(admin.as_ref(), &repo, t.as_ref(), &group, seq, &holder, Some(PIN_TTL)) {
             Ok(()) => "true".to_string(),
             Err(e) => {
                 tracing::warn!(group = %group, seq, error = %e, "could not pin the promoted point");
@@ -702,6 +709,30 @@ async fn promote(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
     .await
 }
 
+/// Takes (`ttl` given) or releases a run's lease on a point. On a receiver
+/// it goes through the admin identity (`[tls] admin`) when there is one: a
+/// receiver lets only writers of the group and admins lease points, and the
+/// planner's read identity writes no group.
+fn lease(
+    admin: Option<&(PathBuf, String)>,
+    repo: &str,
+    t: &dyn lifeline_replicator::TenantRepository,
+    group: &str,
+    seq: u64,
+    holder: &str,
+    ttl: Option<Duration>,
+) -> R<()> {
+    let remote = repo.starts_with("https://") || repo.starts_with("http://");
+    match (admin, ttl) {
+        (Some((dir, name)), ttl) if remote => {
+            lifeline_service::remote_pin(repo, &TlsDir::new(dir), name, t.tenant(), group, seq, holder, ttl)
+                .map_err(|e| e.to_string())
+        }
+        (_, Some(ttl)) => t.pin(group, seq, holder, ttl).map_err(|e| e.to_string()),
+        (_, None) => t.unpin(group, seq, holder).map_err(|e| e.to_string()),
+    }
+}
+
 /// How long a run's lease on its promoted point lasts unless released first.
 const PIN_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -722,6 +753,7 @@ pub(super) async fn release_pins(ctx: &Arc<Ctx>, held: &[super::PinLeft]) -> Vec
     };
     let holder = ctx.plan.run_id.clone();
     let pins = held.to_vec();
+    let admin = ctx.lease_admin();
     blocking(move || {
         let (target, _) = crate::repo_target::RepoTarget::open(Path::new(&repo), &remote, &key)
             .map_err(|e| format!("open {repo}: {e:#}"))?;
@@ -729,7 +761,7 @@ pub(super) async fn release_pins(ctx: &Arc<Ctx>, held: &[super::PinLeft]) -> Vec
         Ok(pins
             .into_iter()
             .map(|p| {
-                let r = t.unpin(&d.group, p.seq, &holder).map_err(|e| e.to_string());
+                let r = lease(admin.as_ref(), &repo, t.as_ref(), &d.group, p.seq, &holder, None);
                 (p, r)
             })
             .collect())

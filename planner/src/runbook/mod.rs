@@ -690,37 +690,15 @@ impl Converter<'_> {
     }
 }
 
-/// Parses `5s`, `250ms`, `2m`, `1h`, `1d`.
+/// Parses `5s`, `250ms`, `2m`, `1h30m`, `1d`, `30` (seconds): the one
+/// dialect ([`lifeline_replicator::units`]).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration `{s}`: write a number and a unit, e.g. 5s, 2m, 1h"))?;
-    let ms = match unit {
-        "ms" => n,
-        "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        "d" => n * 86_400_000,
-        "" => return Err(format!("invalid duration `{s}`: give a unit (ms, s, m, h, d)")),
-        _ => return Err(format!("invalid duration `{s}`: units are ms, s, m, h, d")),
-    };
-    Ok(Duration::from_millis(ms))
+    lifeline_replicator::units::parse_duration(s)
 }
 
 /// Formats a duration the way runbooks write them.
 pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis() as u64;
-    match ms {
-        0 => "0s".into(),
-        ms if ms % 86_400_000 == 0 => format!("{}d", ms / 86_400_000),
-        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
-        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
-        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
-        ms => format!("{ms}ms"),
-    }
+    lifeline_replicator::units::format_duration(d)
 }
 
 pub(crate) mod duration_ms {

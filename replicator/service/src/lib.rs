@@ -5,6 +5,7 @@
 //! one deployment's CA. Proto types stay in this crate: they are converted to
 //! validated domain types at the boundary.
 
+mod budget;
 mod certs;
 mod control;
 mod gc;
@@ -20,8 +21,8 @@ pub use control::{AgentControl, ControlAnswer, ControlCall, call_agent, serve_co
 pub use identity::Peer;
 pub use lifeline_proto::v1::AgentStatus;
 pub use rate_limit::{RateLimit, parse_rate};
-pub use receiver::{Receiver, ReceiverConfig, serve};
-pub use remote::{GroupStatus, RemoteRepository, remote_gc, remote_prune, remote_status, remote_verify};
+pub use receiver::{MAX_READ_ANSWER, MAX_READ_IDS, READ_BUDGET, Receiver, ReceiverConfig, UPLOAD_BUDGET, serve};
+pub use remote::{GroupStatus, RemoteRepository, remote_gc, remote_pin, remote_prune, remote_status, remote_verify};
 pub use tls::{TlsDir, ensure_crypto_provider};
 
 /// Errors of the service layer.

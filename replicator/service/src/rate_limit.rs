@@ -53,34 +53,7 @@ impl RateLimit {
 
 /// Parses `50MiB`, `10MB`, `800KiB`, `1GiB`, `12345` (bytes per second).
 pub fn parse_rate(s: &str) -> Result<u64, String> {
-    let t = s.trim().trim_end_matches("/s");
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid rate `{s}`: write e.g. 50MiB or 200Mbit"))?;
-    let mult = match unit.trim() {
-        "" | "B" => 1.0,
-        "KB" | "kB" => 1e3,
-        "MB" => 1e6,
-        "GB" => 1e9,
-        "KiB" => 1024.0,
-        "MiB" => 1024.0 * 1024.0,
-        "GiB" => 1024.0 * 1024.0 * 1024.0,
-        "Kbit" | "kbit" => 1e3 / 8.0,
-        "Mbit" => 1e6 / 8.0,
-        "Gbit" => 1e9 / 8.0,
-        u => {
-            return Err(format!(
-                "invalid rate unit `{u}` in `{s}`: use B, KB, MB, GB, KiB, MiB, GiB, Kbit, Mbit or Gbit"
-            ));
-        }
-    };
-    let v = (n * mult) as u64;
-    if v == 0 {
-        return Err(format!("invalid rate `{s}`: must be above zero"));
-    }
-    Ok(v)
+    lifeline_replicator::units::parse_rate(s)
 }
 
 #[cfg(test)]

@@ -3,11 +3,42 @@
 //! hash, references present), authorises every call from the client
 //! certificate, and is append-only for agents: they can add objects and points
 //! to their groups, never delete or overwrite.
+//!
+//! # Memory bounds
+//!
+//! What an identity of the deployment can make a receiver hold, per call and
+//! for the whole receiver (figures measured in the README's security section):
+//!
+//! - a request message is at most [`MAX_REQUEST`] (2 MiB) once decoded, or
+//!   [`MAX_UPLOAD_MESSAGE`] (10 MiB) for `PutObjects`;
+//! - `ReadObjects`: at most [`MAX_READ_IDS`] ids; duplicates are read and
+//!   answered once; the answer is cut while reading at [`MAX_READ_ANSWER`]
+//!   (12 MiB) of sealed bytes, and every answer of the receiver counts twice
+//!   its bytes (the read copy and the encoded copy) against one
+//!   [`READ_BUDGET`] (64 MiB) until it has been sent. A call that cannot get
+//!   the budget for its first object within 30 s is answered
+//!   RESOURCE_EXHAUSTED (the client retries); later objects are read only
+//!   while budget is free, else the answer is a shorter prefix;
+//! - `PutObjects`: each message's bytes are counted against one
+//!   [`UPLOAD_BUDGET`] (128 MiB) until the batch holding them is stored; a
+//!   call waits for budget holding nothing but the message it just received;
+//! - `ListPoints`: pages of at most 8 MiB of records (an unpaged call over
+//!   15 MiB is refused); `FilterMissing`: at most 4096 ids; `CommitPoint`: a
+//!   record of at most 1 MiB; `Pin`, `OpenSession`, `Status`: small answers.
+//!
+//! So reads make the receiver hold about `2 × READ_BUDGET` (the budget counts
+//! the read and encoded copies; the encoder's buffer growth and the allocator
+//! add as much again: +123 MiB measured under ten concurrent worst-case
+//! calls), uploads `UPLOAD_BUDGET`, plus per open call one decoded request
+//! message and its HTTP/2 stream window (4 MiB): +196 MiB measured under
+//! twelve concurrent uploads of the largest messages. The receiver does not
+//! limit the number of connections.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use lifeline_proto::v1 as pb;
 use lifeline_proto::v1::replication_server::{Replication, ReplicationServer};
@@ -18,22 +49,64 @@ use tokio_stream::StreamExt;
 use tonic::transport::{Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::budget::{Budget, Held, HoldUntilSent, UploadsApart};
 use crate::gc::GcCoordinator;
 use crate::identity::Peer;
 use crate::status::to_status;
 
-/// Largest gRPC message accepted (a batch of objects or ids).
+/// Largest gRPC message sent or accepted (a batch of objects or ids).
 pub const MAX_MESSAGE: usize = 16 << 20;
+/// Largest request message of any call but `PutObjects` (an id list, a point
+/// record of at most 1 MiB): decoded before any check, so kept small.
+pub const MAX_REQUEST: usize = 2 << 20;
+/// Largest `PutObjects` message accepted: one object at its largest and some
+/// smaller ones (the client closes a message at 512 KiB).
+pub const MAX_UPLOAD_MESSAGE: usize = MAX_OBJECT_LEN + (2 << 20);
 const MAX_IDS: usize = 4096;
-const MAX_READ_IDS: usize = 256;
+/// Ids one `ReadObjects` call may ask for.
+pub const MAX_READ_IDS: usize = 256;
 const MAX_RECORD: usize = 1 << 20;
+/// Sealed bytes one `ReadObjects` answer carries at most (always at least its
+/// first object, which is at most [`MAX_OBJECT_LEN`]): the rest of the ids
+/// are asked again.
+pub const MAX_READ_ANSWER: usize = 12 << 20;
+/// Bytes every `ReadObjects` answer of a receiver holds at once, counting each
+/// answer twice (read and encoded) until it is sent.
+pub const READ_BUDGET: usize = 64 << 20;
+/// Bytes of objects received by every `PutObjects` call of a receiver and not
+/// yet stored, at once.
+pub const UPLOAD_BUDGET: usize = 128 << 20;
+/// How long a call waits for its memory budget before RESOURCE_EXHAUSTED.
+const BUDGET_WAIT: Duration = Duration::from_secs(30);
+/// Bytes of point records in one page of `ListPoints`.
+const MAX_LIST_PAGE: usize = 8 << 20;
+/// ... and in an unpaged answer (older clients), which is refused beyond it.
+const MAX_LIST_UNPAGED: usize = MAX_MESSAGE - (1 << 20);
 
 /// What a receiver serves and to whom.
 #[derive(Debug, Clone, Default)]
 pub struct ReceiverConfig {
     pub repo: PathBuf,
-    /// Agent name → groups it may write.
+    /// Agent → groups it may write. The agent is `NAME@TENANT`, or a bare
+    /// `NAME`: that name in every tenant.
     pub allow: HashMap<String, Vec<String>>,
+}
+
+/// Checks the agents of an allow list: `NAME` or `NAME@TENANT`, and the groups.
+fn check_allow(allow: &HashMap<String, Vec<String>>) -> Result<(), lifeline_replicator::Error> {
+    for (agent, groups) in allow {
+        match agent.split_once('@') {
+            Some((name, tenant)) => {
+                lifeline_replicator::check_name("agent", name)?;
+                lifeline_replicator::check_name("tenant", tenant)?;
+            }
+            None => lifeline_replicator::check_name("agent", agent)?,
+        }
+        for g in groups {
+            lifeline_replicator::check_name("group", g)?;
+        }
+    }
+    Ok(())
 }
 
 /// The receiver's state: the repository it owns (its sled catalog is locked by
@@ -51,11 +124,18 @@ pub struct Receiver {
     suspect: std::sync::atomic::AtomicBool,
     /// Garbage collection alongside uploads.
     gc: GcCoordinator,
+    /// Bytes held by `ReadObjects` answers until sent.
+    read_budget: Budget,
+    /// Bytes received by `PutObjects` and not yet stored.
+    upload_budget: Budget,
+    /// Serialises the check and the write of a lease.
+    pins: std::sync::Mutex<()>,
 }
 
 impl Receiver {
     /// Opens (or creates) the repository directory.
     pub fn open(cfg: &ReceiverConfig) -> Result<Receiver, lifeline_replicator::Error> {
+        check_allow(&cfg.allow)?;
         let repo = Repository::open_or_create(&cfg.repo)?;
         Ok(Receiver {
             repo: std::sync::RwLock::new(Some(Arc::new(repo))),
@@ -65,7 +145,23 @@ impl Receiver {
             errors: Default::default(),
             suspect: Default::default(),
             gc: GcCoordinator::default(),
+            read_budget: Budget::new(READ_BUDGET, "reads"),
+            upload_budget: Budget::new(UPLOAD_BUDGET, "uploads"),
+            pins: Default::default(),
         })
+    }
+
+    /// The groups agent `name` of `tenant` may write: those allowed to
+    /// `NAME@TENANT` and to the bare `NAME`.
+    fn groups_of<'a>(&'a self, name: &str, tenant: &str) -> impl Iterator<Item = &'a String> + 'a {
+        let scoped = self.allow.get(&format!("{name}@{tenant}"));
+        let bare = self.allow.get(name);
+        scoped.into_iter().chain(bare).flatten()
+    }
+
+    /// Agent `name` of `tenant` may write `group` (any group when `None`).
+    fn may_write(&self, name: &str, tenant: &str, group: Option<&str>) -> bool {
+        self.groups_of(name, tenant).any(|g| group.is_none_or(|w| w == g))
     }
 
     /// The repository, or UNAVAILABLE while it is being reopened.
@@ -303,7 +399,7 @@ impl ReceiverService {
     ) -> Result<Response<pb::PutSummary>, Status> {
         let (agent, tenant) = self.agent(&req)?;
         self.tenant_known(&tenant)?;
-        if self.allow.get(&agent).is_none_or(|g| g.is_empty()) {
+        if !self.may_write(&agent, &tenant, None) {
             return Err(Status::permission_denied(format!(
                 "agent `{agent}` may write no group on this receiver (receiver --allow {agent}=GROUP)"
             )));
@@ -316,56 +412,65 @@ impl ReceiverService {
         // thread per few MiB instead of one per object.
         let mut batch: Vec<(ObjectId, prost::bytes::Bytes)> = Vec::new();
         let mut batch_bytes = 0usize;
+        // The upload budget the batch holds (released once it is stored).
+        let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
         let mut storing: Option<StoreTask> = None;
-        let mut ended = false;
-        while !ended {
-            match stream.next().await {
-                Some(msg) => {
-                    for obj in msg?.objects {
-                        let id = ObjectId::from_slice(&obj.id).map_err(|e| Status::invalid_argument(e.to_string()))?;
-                        if obj.sealed.len() > MAX_OBJECT_LEN {
-                            return Err(Status::invalid_argument(format!(
-                                "object {id} is larger than {MAX_OBJECT_LEN} bytes"
-                            )));
+        loop {
+            let msg = stream.next().await;
+            let ended = msg.is_none();
+            if let Some(msg) = msg {
+                let msg = msg?;
+                let bytes: usize = msg.objects.iter().map(|o| o.sealed.len() + o.id.len()).sum();
+                let permit = match self.upload_budget.try_acquire(bytes) {
+                    Some(p) => p,
+                    None => {
+                        // Wait holding nothing (else uploads waiting on each
+                        // other could hold the whole budget): store this
+                        // call's objects first.
+                        if let Some(prev) = storing.take() {
+                            add_stored(&mut summary, prev).await?;
                         }
-                        batch_bytes += obj.sealed.len();
-                        batch.push((id, obj.sealed));
+                        if !batch.is_empty() {
+                            let objects = std::mem::take(&mut batch);
+                            batch_bytes = 0;
+                            let task = self.store_task(&tenant, &store, objects, held.take());
+                            add_stored(&mut summary, task).await?;
+                        }
+                        self.upload_budget.acquire(bytes, BUDGET_WAIT).await?
                     }
-                    if batch_bytes < BATCH_BYTES && batch.len() < BATCH_OBJECTS {
-                        continue;
+                };
+                match &mut held {
+                    Some(h) => h.merge(permit),
+                    None => held = Some(permit),
+                }
+                for obj in msg.objects {
+                    let id = ObjectId::from_slice(&obj.id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                    if obj.sealed.len() > MAX_OBJECT_LEN {
+                        return Err(Status::invalid_argument(format!(
+                            "object {id} is larger than {MAX_OBJECT_LEN} bytes"
+                        )));
                     }
+                    batch_bytes += obj.sealed.len();
+                    batch.push((id, obj.sealed));
                 }
-                None => ended = true,
-            }
-            if batch.is_empty() {
-                continue;
-            }
-            let st = store.clone();
-            let objects = std::mem::take(&mut batch);
-            batch_bytes = 0;
-            // On error nothing is abandoned store-wide: other uploads may rely on
-            // objects still pending; the store drops by itself only what it
-            // could not write, and unsynced leftovers are synced by later
-            // uploads or removed at restart.
-            let me = self.0.clone();
-            let t = tenant.clone();
-            // The batch before this one must be stored first (objects are
-            // stored in the order they came); then this one is stored while
-            // the next arrives, so the stream keeps flowing.
-            if let Some(prev) = storing.take() {
-                add_stored(&mut summary, prev).await?;
-            }
-            storing = Some(tokio::task::spawn_blocking(move || {
-                // Stores hold off a collection's sweep (see the gc module).
-                let _gate = me.gc.read();
-                if !me.gc.recording(&t) {
-                    return store_batch(st.as_ref(), objects, None);
+                if batch_bytes < BATCH_BYTES && batch.len() < BATCH_OBJECTS {
+                    continue;
                 }
-                let mut touched = Vec::new();
-                let r = store_batch(st.as_ref(), objects, Some(&mut touched));
-                me.gc.touch(&t, touched);
-                r
-            }));
+            }
+            if !batch.is_empty() {
+                let objects = std::mem::take(&mut batch);
+                batch_bytes = 0;
+                // The batch before this one must be stored first (objects are
+                // stored in the order they came); then this one is stored while
+                // the next arrives, so the stream keeps flowing.
+                if let Some(prev) = storing.take() {
+                    add_stored(&mut summary, prev).await?;
+                }
+                storing = Some(self.store_task(&tenant, &store, objects, held.take()));
+            }
+            if ended {
+                break;
+            }
         }
         if let Some(prev) = storing.take() {
             add_stored(&mut summary, prev).await?;
@@ -381,6 +486,36 @@ impl ReceiverService {
         }
         tracing::debug!(%agent, objects = summary.objects, bytes = summary.bytes, "objects durable");
         Ok(Response::new(summary))
+    }
+
+    /// Stores a batch on a blocking thread; `held` (its upload budget) is
+    /// released once it is stored.
+    fn store_task(
+        &self,
+        tenant: &str,
+        store: &Arc<dyn lifeline_replicator::ChunkStore>,
+        objects: Vec<(ObjectId, prost::bytes::Bytes)>,
+        held: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> StoreTask {
+        // On error nothing is abandoned store-wide: other uploads may rely on
+        // objects still pending; the store drops by itself only what it
+        // could not write, and unsynced leftovers are synced by later
+        // uploads or removed at restart.
+        let st = store.clone();
+        let me = self.0.clone();
+        let t = tenant.to_string();
+        tokio::task::spawn_blocking(move || {
+            let _held = held;
+            // Stores hold off a collection's sweep (see the gc module).
+            let _gate = me.gc.read();
+            if !me.gc.recording(&t) {
+                return store_batch(st.as_ref(), objects, None);
+            }
+            let mut touched = Vec::new();
+            let r = store_batch(st.as_ref(), objects, Some(&mut touched));
+            me.gc.touch(&t, touched);
+            r
+        })
     }
 
     async fn commit_point_inner(
@@ -405,11 +540,7 @@ impl ReceiverService {
             )));
         }
         lifeline_replicator::check_name("group", &h.group).map_err(to_status)?;
-        if !self
-            .allow
-            .get(&agent)
-            .is_some_and(|gs| gs.iter().any(|g| g == &h.group))
-        {
+        if !self.may_write(&agent, &tenant, Some(&h.group)) {
             return Err(Status::permission_denied(format!(
                 "agent `{agent}` may not write group `{}` (receiver --allow {agent}=GROUP)",
                 h.group
@@ -496,7 +627,7 @@ impl Replication for ReceiverService {
             .try_into()
             .map_err(|_| Status::invalid_argument("key_fingerprint must have 16 bytes"))?;
         let fp = hex::encode(fp);
-        let may_write = self.allow.get(&agent).is_some_and(|g| !g.is_empty());
+        let may_write = self.may_write(&agent, &tenant, None);
         let a2 = agent.clone();
         blocking(move || {
             // Only an agent allowed to write some group may create a tenant's
@@ -583,45 +714,122 @@ impl Replication for ReceiverService {
                 ));
             }
         };
-        let group = req.into_inner().group;
+        let r = req.into_inner();
         let me = self.0.clone();
-        let records = blocking(move || {
-            let g = (!group.is_empty()).then_some(group.as_str());
+        let (records, more) = blocking(move || {
+            let g = (!r.group.is_empty()).then_some(r.group.as_str());
             let points = me.repo()?.points(&tenant, g).map_err(to_status)?;
-            Ok(points
+            let after = (r.paged && !r.after_group.is_empty()).then_some((r.after_group.as_str(), r.after_seq));
+            let cap = if r.paged { MAX_LIST_PAGE } else { MAX_LIST_UNPAGED };
+            let (mut records, mut size) = (Vec::new(), 0usize);
+            for p in points
                 .iter()
-                .map(|p| serde_json::to_vec(p).expect("serialisable"))
-                .collect())
+                .filter(|p| after.is_none_or(|a| (p.header.group.as_str(), p.header.seq) > a))
+            {
+                let rec = serde_json::to_vec(p).expect("serialisable");
+                if size + rec.len() > cap && !records.is_empty() {
+                    if r.paged {
+                        return Ok((records, true));
+                    }
+                    return Err(Status::resource_exhausted(format!(
+                        "tenant `{tenant}` has over {cap} bytes of point records: list them with a newer client \
+                         (it reads them in pages), or name a group"
+                    )));
+                }
+                size += rec.len();
+                records.push(rec);
+            }
+            Ok((records, false))
         })
         .await?;
-        Ok(Response::new(pb::ListPointsResponse { records }))
+        Ok(Response::new(pb::ListPointsResponse { records, more }))
     }
 
+    /// Each distinct id once, in the order first asked; the answer is cut
+    /// while reading (see the module docs).
     async fn read_objects(&self, req: Request<pb::ObjectIds>) -> Result<Response<pb::SealedObjects>, Status> {
         let (_, tenant) = self.agent(&req)?;
         self.tenant_known(&tenant)?;
-        let ids = ids_from(&req.into_inner().ids, MAX_READ_IDS)?;
+        let mut seen = HashSet::new();
+        let ids: Vec<ObjectId> = ids_from(&req.into_inner().ids, MAX_READ_IDS)?
+            .into_iter()
+            .filter(|id| seen.insert(*id))
+            .collect();
+        if ids.is_empty() {
+            return Ok(Response::new(pb::SealedObjects::default()));
+        }
+        // Room for one object at its largest, read and encoded; the budget for
+        // each later one is taken only if free now (a call never waits while
+        // holding budget, so calls cannot starve each other).
+        let worst = 2 * MAX_OBJECT_LEN;
+        let first = self.read_budget.acquire(worst, BUDGET_WAIT).await?;
         let me = self.0.clone();
-        let objects = blocking(move || {
+        let (objects, held) = blocking(move || {
             let store = me.repo()?.store(&tenant).map_err(to_status)?;
-            ids.iter()
-                .map(|id| {
-                    Ok(pb::SealedObject {
-                        id: id.0.to_vec(),
-                        sealed: store.get(id).map_err(to_status)?.into(),
-                    })
-                })
-                .collect::<Result<Vec<_>, Status>>()
+            let mut objects = Vec::new();
+            let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+            let mut total = 0usize;
+            let mut next = Some(first);
+            for id in &ids {
+                let Some(mut room) = next.take().or_else(|| me.read_budget.try_acquire(worst)) else {
+                    break;
+                };
+                let sealed = store.get(id).map_err(to_status)?;
+                if sealed.len() > MAX_OBJECT_LEN {
+                    tracing::error!(%tenant, object = %id, len = sealed.len(), "stored object larger than an object may be");
+                    return Err(Status::data_loss(format!(
+                        "object {id} is damaged on the receiver (larger than {MAX_OBJECT_LEN} bytes): its \
+                         operator can run `lifeline verify`"
+                    )));
+                }
+                if !objects.is_empty() && total + sealed.len() > MAX_READ_ANSWER {
+                    break;
+                }
+                total += sealed.len();
+                let keep = room.split(2 * sealed.len()).expect("an object is at most MAX_OBJECT_LEN");
+                match &mut held {
+                    Some(h) => h.merge(keep),
+                    None => held = Some(keep),
+                }
+                objects.push(pb::SealedObject {
+                    id: id.0.to_vec(),
+                    sealed: sealed.into(),
+                });
+            }
+            Ok((objects, held))
         })
         .await?;
-        Ok(Response::new(pb::SealedObjects { objects }))
+        let mut resp = Response::new(pb::SealedObjects { objects });
+        if let Some(h) = held {
+            resp.extensions_mut().insert(Held::new(h));
+        }
+        Ok(resp)
     }
 
+    /// Leases: an agent allowed to write the group, or an admin naming the
+    /// tenant; the lease records who took it, and only that identity or an
+    /// admin may renew or release it.
     async fn pin(&self, req: Request<pb::PinRequest>) -> Result<Response<pb::PinResponse>, Status> {
-        let (agent, tenant) = self.agent(&req)?;
-        self.tenant_known(&tenant)?;
+        let peer = Peer::of(&req)?;
         let r = req.into_inner();
+        let tenant = match &peer {
+            Peer::Agent { tenant, .. } => tenant.clone(),
+            Peer::Admin { .. } => {
+                lifeline_replicator::check_name("tenant", &r.tenant).map_err(to_status)?;
+                r.tenant.clone()
+            }
+        };
+        self.tenant_known(&tenant)?;
         lifeline_replicator::check_name("group", &r.group).map_err(to_status)?;
+        if let Peer::Agent { name, .. } = &peer
+            && !self.may_write(name, &tenant, Some(&r.group))
+        {
+            return Err(Status::permission_denied(format!(
+                "agent `{name}` may not write group `{}`, so it may not lease its points (receiver --allow \
+                 {name}@{tenant}={})",
+                r.group, r.group
+            )));
+        }
         if r.holder.is_empty() || r.holder.len() > 128 || r.holder.contains('\0') {
             return Err(Status::invalid_argument("holder must be 1 to 128 bytes without NUL"));
         }
@@ -632,7 +840,38 @@ impl Replication for ReceiverService {
         blocking(move || {
             let repo = me.repo()?;
             let cat = repo.catalog();
+            let who = peer.common_name();
+            let admin = matches!(peer, Peer::Admin { .. });
+            let _one_at_a_time = me.pins.lock().expect("pins");
+            let now = chrono::Utc::now();
+            let lease = cat.lease(&tenant, &r.group, r.seq, &r.holder).map_err(to_status)?;
+            // A lease taken by another identity (an unexpired one, to take or
+            // renew; any, to release) is that identity's or an admin's to end.
+            // A lease that recorded no owner (taken on the repository's host, or
+            // before owners were recorded) may be released by writers of the group.
+            let foreign = lease.as_ref().and_then(|l| {
+                let owner = l.owner.as_deref()?;
+                let live = r.release || l.until > now;
+                (owner != who && live).then(|| owner.to_string())
+            });
+            if let Some(owner) = foreign
+                && !admin
+            {
+                tracing::warn!(%who, %tenant, group = %r.group, seq = r.seq, holder = %r.holder, %owner,
+                    release = r.release, "lease of another identity refused");
+                return Err(Status::permission_denied(format!(
+                    "holder `{}`'s lease on point {} of group `{}` was taken by another identity: only it or an \
+                     admin may {} it",
+                    r.holder,
+                    r.seq,
+                    r.group,
+                    if r.release { "release" } else { "renew" }
+                )));
+            }
             if r.release {
+                if lease.is_some() {
+                    tracing::info!(%who, %tenant, group = %r.group, seq = r.seq, holder = %r.holder, "lease released");
+                }
                 return cat.unpin(&tenant, &r.group, r.seq, &r.holder).map_err(to_status);
             }
             if !repo
@@ -643,9 +882,10 @@ impl Replication for ReceiverService {
             {
                 return Err(Status::not_found(format!("group `{}` has no point {}", r.group, r.seq)));
             }
-            let until = chrono::Utc::now() + chrono::Duration::seconds(r.ttl_secs as i64);
-            tracing::info!(%agent, %tenant, group = %r.group, seq = r.seq, holder = %r.holder, "point pinned");
-            cat.pin(&tenant, &r.group, r.seq, &r.holder, until).map_err(to_status)
+            let until = now + chrono::Duration::seconds(r.ttl_secs as i64);
+            tracing::info!(%who, %tenant, group = %r.group, seq = r.seq, holder = %r.holder, "point pinned");
+            cat.pin_owned(&tenant, &r.group, r.seq, &r.holder, until, Some(&who))
+                .map_err(to_status)
         })
         .await?;
         Ok(Response::new(pb::PinResponse {}))
@@ -705,7 +945,7 @@ impl Receiver {
             }
             g.errors = errors
                 .iter()
-                .filter(|((t, agent), _)| t == tenant && self.allow.get(agent).is_some_and(|gs| gs.contains(&g.group)))
+                .filter(|((t, agent), _)| t == tenant && self.may_write(agent, tenant, Some(&g.group)))
                 .map(|(_, n)| *n)
                 .sum();
         }
@@ -764,26 +1004,16 @@ impl pb::admin_server::Admin for AdminService {
         }
         let me = self.0.clone();
         tracing::info!(%admin, tenant = %r.tenant, group = %r.group, dry_run = r.dry_run, "prune requested");
+        let zone = match named {
+            Some(n) => lifeline_replicator::Tz::Named(n),
+            None => lifeline_replicator::Tz::Fixed(tz),
+        };
         let (decisions, removed) = blocking(move || {
-            let repo = me.repo()?;
-            let points = repo.points(&r.tenant, Some(&r.group)).map_err(to_status)?;
-            if points.is_empty() {
-                return Err(Status::not_found(format!(
-                    "group `{}` of tenant `{}` has no points here",
-                    r.group, r.tenant
-                )));
-            }
-            let now = chrono::Utc::now();
-            let pts = lifeline_replicator::retention_times(&points, now);
-            let pinned = repo.catalog().pinned(&r.tenant, &r.group, now).map_err(to_status)?;
-            let ds = match &named {
-                Some(n) => lifeline_replicator::decide(&pts, &policy, now, n, &pinned),
-                None => lifeline_replicator::decide(&pts, &policy, now, &tz, &pinned),
-            };
+            let ds = me
+                .repo()?
+                .prune(&r.tenant, &r.group, &policy, &zone, r.dry_run)
+                .map_err(to_status)?;
             let remove: Vec<u64> = ds.iter().filter(|d| !d.kept()).map(|d| d.seq).collect();
-            if !r.dry_run && !remove.is_empty() {
-                repo.remove_points(&r.tenant, &r.group, &remove).map_err(to_status)?;
-            }
             Ok((
                 serde_json::to_string(&ds).expect("serialisable"),
                 if r.dry_run { vec![] } else { remove },
@@ -874,9 +1104,15 @@ pub async fn serve(
             }
         })
     };
-    let svc = ReplicationServer::new(ReceiverService(receiver))
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
+    let service = ReceiverService(receiver);
+    let svc = HoldUntilSent(UploadsApart {
+        uploads: ReplicationServer::new(service.clone())
+            .max_decoding_message_size(MAX_UPLOAD_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+        rest: ReplicationServer::new(service)
+            .max_decoding_message_size(MAX_REQUEST)
+            .max_encoding_message_size(MAX_MESSAGE),
+    });
     let mut server = Server::builder()
         .tls_config(tls)?
         .initial_stream_window_size(Some(4 << 20))

@@ -300,6 +300,43 @@ pub fn remote_gc(url: &str, tls: &TlsDir, admin: &str, req: pb::GcRequest) -> Re
     Ok(admin_call(url, tls, admin, |mut c| async move { c.gc(req).await })?.reports)
 }
 
+/// Takes or renews (`ttl` given) or releases (`None`) `holder`'s lease on
+/// point `seq` of `tenant`'s `group` on a receiver, as admin `admin`: an
+/// admin may lease any point and end any lease (the receiver records the
+/// admin as the lease's owner). The planner leases the points its runs
+/// promote this way, so that its read identity needs no write permission.
+#[allow(clippy::too_many_arguments)]
+pub fn remote_pin(
+    url: &str,
+    tls: &TlsDir,
+    admin: &str,
+    tenant: &str,
+    group: &str,
+    seq: u64,
+    holder: &str,
+    ttl: Option<std::time::Duration>,
+) -> Result<(), ServiceError> {
+    let req = pb::PinRequest {
+        group: group.into(),
+        seq,
+        holder: holder.into(),
+        ttl_secs: ttl.map_or(0, |t| t.as_secs().clamp(1, 7 * 86_400)),
+        release: ttl.is_none(),
+        tenant: tenant.into(),
+    };
+    let rt = client_runtime(0)?;
+    let endpoint = client_endpoint(url, tls, admin, None)?;
+    rt.block_on(async {
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("{e}: {}", source_chain(&e))))?;
+        ReplicationClient::new(channel).pin(req).await
+    })
+    .map_err(|s| ServiceError::Replicator(remote(url, s)))?;
+    Ok(())
+}
+
 fn source_chain(e: &dyn std::error::Error) -> String {
     let mut out = Vec::new();
     let mut cur = e.source();
@@ -325,24 +362,43 @@ impl TenantRepository for RemoteRepository {
             shared: self.shared.clone(),
         })
     }
+    /// Reads the listing in pages (the receiver bounds each answer).
     fn points(&self, group: Option<&str>) -> lifeline_replicator::Result<Vec<PointRecord>> {
         let s = &self.shared;
-        let resp =
-            s.rt.block_on(s.client.clone().list_points(pb::ListPointsRequest {
-                group: group.unwrap_or_default().into(),
-            }))
-            .map_err(|e| remote(&s.url, e))?;
-        resp.into_inner()
-            .records
-            .iter()
-            .map(|r| {
-                serde_json::from_slice(r).map_err(|e| Error::Invalid {
+        let mut out: Vec<PointRecord> = Vec::new();
+        loop {
+            let (after_group, after_seq) = out
+                .last()
+                .map(|p| (p.header.group.clone(), p.header.seq))
+                .unwrap_or_default();
+            let resp =
+                s.rt.block_on(s.client.clone().list_points(pb::ListPointsRequest {
+                    group: group.unwrap_or_default().into(),
+                    paged: true,
+                    after_group,
+                    after_seq,
+                }))
+                .map_err(|e| remote(&s.url, e))?
+                .into_inner();
+            let before = out.len();
+            for r in &resp.records {
+                out.push(serde_json::from_slice(r).map_err(|e| Error::Invalid {
                     what: "point record from the receiver",
                     value: String::new(),
                     reason: e.to_string(),
-                })
-            })
-            .collect()
+                })?);
+            }
+            if !resp.more {
+                return Ok(out);
+            }
+            if out.len() == before {
+                return Err(Error::Invalid {
+                    what: "answer from the receiver",
+                    value: s.url.clone(),
+                    reason: "a page of points said more follow but held none".into(),
+                });
+            }
+        }
     }
     fn commit_point(&self, point: &PointRecord, cycle: &CycleReport) -> lifeline_replicator::Result<()> {
         let s = &self.shared;
@@ -380,6 +436,8 @@ impl RemoteRepository {
             holder: holder.into(),
             ttl_secs,
             release,
+            // An agent's tenant is its certificate's.
+            tenant: String::new(),
         }))
         .map_err(|e| remote(&s.url, e))?;
         Ok(())
@@ -387,6 +445,39 @@ impl RemoteRepository {
 }
 
 impl RemoteStore {
+    /// One `ReadObjects` call; retried a few times while the receiver is busy
+    /// (its read budget in use).
+    fn read_objects(&self, ids: &[ObjectId]) -> lifeline_replicator::Result<Vec<pb::SealedObject>> {
+        let s = &self.shared;
+        let mut pause = std::time::Duration::from_millis(200);
+        for attempt in 0.. {
+            let r = s.rt.block_on(s.client.clone().read_objects(pb::ObjectIds {
+                ids: ids.iter().map(|i| i.0.to_vec()).collect(),
+            }));
+            match r {
+                Ok(resp) => return Ok(resp.into_inner().objects),
+                Err(e) if e.code() == tonic::Code::ResourceExhausted && attempt < 5 => {
+                    tracing::debug!(message = e.message(), "receiver busy; reading again");
+                    std::thread::sleep(pause);
+                    pause *= 2;
+                }
+                Err(e) if e.code() == tonic::Code::NotFound => {
+                    // The receiver names the missing object; a single id is that one.
+                    let id = match ids {
+                        [one] => one.to_hex(),
+                        _ => e.message().to_string(),
+                    };
+                    return Err(Error::ObjectMissing {
+                        id,
+                        location: s.url.clone(),
+                    });
+                }
+                Err(e) => return Err(remote(&s.url, e)),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
     fn start_upload(&self) -> Upload {
         let (tx, rx) = mpsc::channel(QUEUE);
         let mut client = self.shared.client.clone();
@@ -511,57 +602,34 @@ impl ChunkStore for RemoteStore {
     }
 
     fn get(&self, id: &ObjectId) -> lifeline_replicator::Result<Vec<u8>> {
-        let s = &self.shared;
-        let resp =
-            s.rt.block_on(s.client.clone().read_objects(pb::ObjectIds {
-                ids: vec![id.0.to_vec()],
-            }))
-            .map_err(|e| match e.code() {
-                tonic::Code::NotFound => Error::ObjectMissing {
-                    id: id.to_hex(),
-                    location: s.url.clone(),
-                },
-                _ => remote(&s.url, e),
-            })?
-            .into_inner();
-        let obj = resp.objects.into_iter().next().ok_or_else(|| Error::ObjectMissing {
-            id: id.to_hex(),
-            location: s.url.clone(),
-        })?;
-        if obj.id != id.0 {
-            return Err(Error::ObjectDamaged {
-                id: id.to_hex(),
-                location: s.url.clone(),
-                reason: "the receiver answered with another object".into(),
-            });
-        }
-        Ok(obj.sealed.into())
+        let mut one = self.get_many(std::slice::from_ref(id))?;
+        Ok(one.pop().expect("one object per id"))
     }
 
+    /// Asks for each distinct id once, 256 at a time; the receiver answers a
+    /// prefix of them (it bounds each answer), and the rest are asked again.
     fn get_many(&self, ids: &[ObjectId]) -> lifeline_replicator::Result<Vec<Vec<u8>>> {
         let s = &self.shared;
-        let mut out = Vec::with_capacity(ids.len());
-        for batch in ids.chunks(256) {
-            let resp =
-                s.rt.block_on(s.client.clone().read_objects(pb::ObjectIds {
-                    ids: batch.iter().map(|i| i.0.to_vec()).collect(),
-                }))
-                .map_err(|e| match e.code() {
-                    tonic::Code::NotFound => Error::ObjectMissing {
-                        id: e.message().to_string(),
-                        location: s.url.clone(),
-                    },
-                    _ => remote(&s.url, e),
-                })?
-                .into_inner();
-            if resp.objects.len() != batch.len() {
+        let mut index: std::collections::HashMap<ObjectId, usize> = std::collections::HashMap::new();
+        let mut distinct: Vec<ObjectId> = Vec::new();
+        for id in ids {
+            index.entry(*id).or_insert_with(|| {
+                distinct.push(*id);
+                distinct.len() - 1
+            });
+        }
+        let mut got: Vec<prost::bytes::Bytes> = Vec::with_capacity(distinct.len());
+        while got.len() < distinct.len() {
+            let batch = &distinct[got.len()..distinct.len().min(got.len() + crate::receiver::MAX_READ_IDS)];
+            let objects = self.read_objects(batch)?;
+            if objects.is_empty() || objects.len() > batch.len() {
                 return Err(Error::Invalid {
                     what: "answer from the receiver",
                     value: s.url.clone(),
-                    reason: "wrong number of objects".into(),
+                    reason: format!("{} objects for {} ids", objects.len(), batch.len()),
                 });
             }
-            for (id, obj) in batch.iter().zip(resp.objects) {
+            for (id, obj) in batch.iter().zip(objects) {
                 if obj.id != id.0 {
                     return Err(Error::ObjectDamaged {
                         id: id.to_hex(),
@@ -569,10 +637,28 @@ impl ChunkStore for RemoteStore {
                         reason: "the receiver answered with another object".into(),
                     });
                 }
-                out.push(obj.sealed.into());
+                got.push(obj.sealed);
             }
         }
-        Ok(out)
+        // Bytes that are unique become a Vec without a copy; repeats are copies.
+        let mut uses = vec![0usize; distinct.len()];
+        for id in ids {
+            uses[index[id]] += 1;
+        }
+        let mut got: Vec<Option<prost::bytes::Bytes>> = got.into_iter().map(Some).collect();
+        Ok(ids
+            .iter()
+            .map(|id| {
+                let i = index[id];
+                uses[i] -= 1;
+                let b = if uses[i] == 0 {
+                    got[i].take().expect("each object taken at its last use")
+                } else {
+                    got[i].clone().expect("not yet taken")
+                };
+                Vec::from(b)
+            })
+            .collect())
     }
 
     fn sync(&self) -> lifeline_replicator::Result<()> {

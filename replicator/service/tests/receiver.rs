@@ -562,7 +562,13 @@ fn receiver_checks_every_call_and_never_overwrites() {
     );
     let none = ok(
         "ListPoints",
-        block(rt, a.list_points(pb::ListPointsRequest { group: String::new() })),
+        block(
+            rt,
+            a.list_points(pb::ListPointsRequest {
+                group: String::new(),
+                ..Default::default()
+            }),
+        ),
     );
     assert!(none.records.is_empty(), "a refused commit left a point");
 
@@ -577,7 +583,13 @@ fn receiver_checks_every_call_and_never_overwrites() {
     assert!(summary.objects_new > 0);
     let listed = ok(
         "ListPoints after the backup",
-        block(rt, a.list_points(pb::ListPointsRequest { group: "g".into() })),
+        block(
+            rt,
+            a.list_points(pb::ListPointsRequest {
+                group: "g".into(),
+                ..Default::default()
+            }),
+        ),
     );
     assert_eq!(listed.records.len(), 1);
     let committed: PointRecord = serde_json::from_slice(&listed.records[0]).unwrap();
@@ -621,7 +633,13 @@ fn receiver_checks_every_call_and_never_overwrites() {
     );
     let again = ok(
         "ListPoints after the refused commits",
-        block(rt, a.list_points(pb::ListPointsRequest { group: "g".into() })),
+        block(
+            rt,
+            a.list_points(pb::ListPointsRequest {
+                group: "g".into(),
+                ..Default::default()
+            }),
+        ),
     );
     assert_eq!(again.records, listed.records, "a committed point changed");
 

@@ -75,13 +75,19 @@ fn commit(rt: &Runtime, c: &mut Replication, rec: Vec<u8>) -> Result<u64, Status
 }
 
 fn points(rt: &Runtime, c: &mut Replication) -> Vec<PointRecord> {
-    block(rt, c.list_points(pb::ListPointsRequest { group: "g".into() }))
-        .unwrap()
-        .into_inner()
-        .records
-        .iter()
-        .map(|r| serde_json::from_slice(r).unwrap())
-        .collect()
+    block(
+        rt,
+        c.list_points(pb::ListPointsRequest {
+            group: "g".into(),
+            ..Default::default()
+        }),
+    )
+    .unwrap()
+    .into_inner()
+    .records
+    .iter()
+    .map(|r| serde_json::from_slice(r).unwrap())
+    .collect()
 }
 
 struct Server {

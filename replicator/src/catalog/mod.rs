@@ -21,6 +21,10 @@ pub struct PinRecord {
     pub seq: u64,
     pub holder: String,
     pub until: chrono::DateTime<chrono::Utc>,
+    /// Who took the lease, as the receiver authenticated it (`agent:NAME@TENANT`
+    /// or `admin:NAME`); `None` for a lease taken on the repository's own host
+    /// (or before leases recorded it).
+    pub owner: Option<String>,
 }
 
 /// Where a tenant's objects are: id → pack, offset, length. Kept in the catalog
@@ -131,7 +135,23 @@ pub trait Catalog: Send + Sync {
         seq: u64,
         holder: &str,
         until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        self.pin_owned(tenant, group, seq, holder, until, None)
+    }
+    /// [`pin`](Self::pin) recording who took the lease (see [`PinRecord::owner`]);
+    /// replaces `holder`'s earlier lease, whoever took it: the caller decides
+    /// who may (the receiver does, from [`lease`](Self::lease)).
+    fn pin_owned(
+        &self,
+        tenant: &str,
+        group: &str,
+        seq: u64,
+        holder: &str,
+        until: chrono::DateTime<chrono::Utc>,
+        owner: Option<&str>,
     ) -> Result<()>;
+    /// `holder`'s lease on a point, expired or not.
+    fn lease(&self, tenant: &str, group: &str, seq: u64, holder: &str) -> Result<Option<PinRecord>>;
     /// Releases `holder`'s lease (no error when there is none).
     fn unpin(&self, tenant: &str, group: &str, seq: u64, holder: &str) -> Result<()>;
     /// Seqs of a group's points held by a lease that has not expired at `now`.

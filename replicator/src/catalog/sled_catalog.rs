@@ -191,8 +191,20 @@ impl SledCatalog {
     }
 }
 
-/// Version byte of a pin value. Do not modify.
+/// Version byte of a pin value without an owner. Do not modify.
 const PIN_VERSION: u8 = 1;
+/// Version byte of a pin value that records who took it. Do not modify.
+const PIN_VERSION_OWNED: u8 = 2;
+
+/// A pin value: (until in unix ms, owner); `None` when unreadable.
+fn decode_pin(v: &[u8]) -> Option<(i64, Option<String>)> {
+    let until = i64::from_le_bytes(v.get(1..9)?.try_into().ok()?);
+    match v[0] {
+        PIN_VERSION if v.len() == 9 => Some((until, None)),
+        PIN_VERSION_OWNED => Some((until, Some(std::str::from_utf8(&v[9..]).ok()?.to_string()))),
+        _ => None,
+    }
+}
 
 impl Catalog for SledCatalog {
     fn config(&self) -> Result<Option<RepositoryConfig>> {
@@ -288,20 +300,46 @@ impl Catalog for SledCatalog {
         self.flush()
     }
 
-    fn pin(
+    fn pin_owned(
         &self,
         tenant: &str,
         group: &str,
         seq: u64,
         holder: &str,
         until: chrono::DateTime<chrono::Utc>,
+        owner: Option<&str>,
     ) -> Result<()> {
         let mut k = Self::point_key(tenant, group, seq);
         k.extend_from_slice(holder.as_bytes());
-        let mut v = vec![PIN_VERSION];
+        let mut v = vec![if owner.is_some() {
+            PIN_VERSION_OWNED
+        } else {
+            PIN_VERSION
+        }];
         v.extend_from_slice(&until.timestamp_millis().to_le_bytes());
+        v.extend_from_slice(owner.unwrap_or_default().as_bytes());
         self.pins.insert(k, v).map_err(|e| self.err(e))?;
         self.flush()
+    }
+
+    fn lease(&self, tenant: &str, group: &str, seq: u64, holder: &str) -> Result<Option<PinRecord>> {
+        let mut k = Self::point_key(tenant, group, seq);
+        k.extend_from_slice(holder.as_bytes());
+        let Some(v) = self.pins.get(k).map_err(|e| self.err(e))? else {
+            return Ok(None);
+        };
+        // An unreadable lease holds for a day and names no owner: only an
+        // admin (or the repository's host) may release it.
+        let (until, owner) = decode_pin(&v).unwrap_or((i64::MAX, Some(String::new())));
+        Ok(Some(PinRecord {
+            tenant: tenant.into(),
+            group: group.into(),
+            seq,
+            holder: holder.into(),
+            until: chrono::DateTime::from_timestamp_millis(until)
+                .unwrap_or_else(|| chrono::Utc::now() + chrono::Duration::hours(24)),
+            owner,
+        }))
     }
 
     fn unpin(&self, tenant: &str, group: &str, seq: u64, holder: &str) -> Result<()> {
@@ -325,7 +363,7 @@ impl Catalog for SledCatalog {
                 k.get(prefix.len()..prefix.len() + 8)
                     .and_then(|b| b.try_into().ok())
                     .map(u64::from_be_bytes),
-                (v.len() == 9 && v[0] == PIN_VERSION).then(|| i64::from_le_bytes(v[1..9].try_into().expect("8 bytes"))),
+                decode_pin(&v).map(|(until, _)| until),
             ) else {
                 // An unreadable lease keeps its point: the safe reading.
                 if let Some(seq) = k.get(prefix.len()..prefix.len() + 8).and_then(|b| b.try_into().ok()) {
@@ -359,9 +397,10 @@ impl Catalog for SledCatalog {
                 continue;
             };
             let holder = String::from_utf8_lossy(&rest[g + 9..]).into_owned();
-            let until = (v.len() == 9 && v[0] == PIN_VERSION)
-                .then(|| i64::from_le_bytes(v[1..9].try_into().expect("8 bytes")))
-                .and_then(chrono::DateTime::from_timestamp_millis)
+            let decoded = decode_pin(&v);
+            let owner = decoded.as_ref().and_then(|(_, o)| o.clone());
+            let until = decoded
+                .and_then(|(until, _)| chrono::DateTime::from_timestamp_millis(until))
                 // An unreadable lease keeps its point for a day: the safe reading.
                 .unwrap_or_else(|| chrono::Utc::now() + chrono::Duration::hours(24));
             out.push(PinRecord {
@@ -370,6 +409,7 @@ impl Catalog for SledCatalog {
                 seq,
                 holder,
                 until,
+                owner,
             });
         }
         Ok(out)
@@ -681,6 +721,32 @@ mod tests {
                 proptest::prop_assert!(loc.offset.checked_add(loc.len as u64).is_some());
             }
         }
+    }
+
+    /// Leases of both value versions: who took one is kept, read back by
+    /// `lease` and `all_pins`, and both hold their point.
+    #[test]
+    fn leases_record_their_owner() {
+        let d = tempfile::tempdir().unwrap();
+        let c = SledCatalog::open(d.path()).unwrap();
+        let until = chrono::Utc::now() + chrono::Duration::hours(1);
+        c.pin("t", "g", 1, "local-run", until).unwrap();
+        c.pin_owned("t", "g", 2, "run-1", until, Some("agent:a@t")).unwrap();
+        let l = c.lease("t", "g", 2, "run-1").unwrap().unwrap();
+        assert_eq!(l.owner.as_deref(), Some("agent:a@t"));
+        assert_eq!(l.until.timestamp_millis(), until.timestamp_millis());
+        assert_eq!(c.lease("t", "g", 1, "local-run").unwrap().unwrap().owner, None);
+        assert!(c.lease("t", "g", 2, "run-2").unwrap().is_none());
+        let now = chrono::Utc::now();
+        assert_eq!(c.pinned("t", "g", now).unwrap(), [1, 2].into());
+        let mut all = c.all_pins("t").unwrap();
+        all.sort_by_key(|p| p.seq);
+        assert_eq!(
+            all.iter().map(|p| p.owner.clone()).collect::<Vec<_>>(),
+            [None, Some("agent:a@t".to_string())]
+        );
+        c.unpin("t", "g", 2, "run-1").unwrap();
+        assert_eq!(c.pinned("t", "g", now).unwrap(), [1].into());
     }
 
     #[test]

@@ -4,8 +4,7 @@
 //! can act on it. Written atomically. Layout in `FORMAT.md` ("Testbed state").
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -182,23 +181,8 @@ impl TestbedState {
     }
 }
 
-/// Temp file, fsync, rename, fsync of the directory.
+/// Temp file, fsync, rename, fsync of the directory: the repository's one
+/// write path ([`lifeline_replicator::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let ctx = |e| TestbedError::io(format!("write {}", path.display()), e);
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("state")
-    ));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(ctx)
+    lifeline_replicator::write_atomic(path, bytes).map_err(|e| TestbedError::Invalid(e.to_string()))
 }
