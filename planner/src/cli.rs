@@ -965,9 +965,9 @@ pub struct ServeArgs {
     /// resumes where it stopped (repeat it per volume).
     #[arg(long, value_name = "V=PATH")]
     pub hydrate: Vec<String>,
-    /// Hydrate at most this many MiB per second (per volume) [default: no limit].
-    #[arg(long, value_name = "MIB")]
-    pub hydrate_rate: Option<u64>,
+    /// Hydrate at most this fast, per volume, e.g. 50MiB (per second) or 200mbit [default: no limit].
+    #[arg(long, value_name = "RATE")]
+    pub hydrate_rate: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -65,7 +65,13 @@ pub fn run(a: &ServeArgs) -> Result<ExitCode> {
         let Some(dir) = overlay_dir.as_ref().filter(|_| !a.read_only) else {
             anyhow::bail!("--hydrate needs writes to reach the target: drop --read-only");
         };
-        let rate = a.hydrate_rate.unwrap_or(0) << 20;
+        let rate = a
+            .hydrate_rate
+            .as_deref()
+            .map(lifeline_replicator::units::parse_rate)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--hydrate-rate: {e}"))?
+            .unwrap_or(0);
         hydrations.push(Hydration::open(export.clone(), dir, std::path::Path::new(path), rate)?);
     }
     let listener = TcpListener::bind(&a.listen).with_context(|| {

@@ -627,7 +627,14 @@ fn hydration_killed_midway_resumes_and_the_target_is_the_point_plus_overlay_writ
     let overlay = sb.path("overlay");
     let target = sb.path("target.img");
     let spec = format!("v={}", s(&target));
-    let slow = ["--overlay-dir", s(&overlay), "--hydrate", &spec, "--hydrate-rate", "2"];
+    let slow = [
+        "--overlay-dir",
+        s(&overlay),
+        "--hydrate",
+        &spec,
+        "--hydrate-rate",
+        "2MiB",
+    ];
     let mut srv = Served::start(&sb, "g", &slow);
     assert!(
         poll_until(WAIT, || {
