@@ -30,6 +30,10 @@ pub enum Command {
     Points(PointsArgs),
     /// Write a volume at a recovery point to a file or block device.
     Restore(RestoreArgs),
+    /// Serve the volumes of a recovery point over NBD at once (instant recovery):
+    /// reads go through the point's index, writes to an overlay; the repository
+    /// is never changed. Prints `listening on nbd://HOST:PORT` first.
+    Serve(ServeArgs),
     /// Check a repository: every object (without a key), or also decrypt and check
     /// every id, node, point and volume hash (with --key-file).
     Verify(VerifyArgs),
@@ -919,6 +923,51 @@ pub struct RestoreArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// Key file written by `lifeline key new` (the tenant's key).
+    #[arg(long, value_name = "KEYFILE")]
+    pub key_file: PathBuf,
+    /// Tenant of a local or s3:// repository [default: `default`; on a receiver, the certificate's].
+    #[arg(long, value_name = "TENANT")]
+    pub tenant: Option<String>,
+    /// Protection group whose point to serve.
+    #[arg(long, value_name = "G")]
+    pub group: String,
+    /// `latest`, a seq, or an RFC 3339 time (the newest point at or before it).
+    #[arg(long, value_name = "latest|SEQ|TIME", default_value = "latest")]
+    pub point: String,
+    /// Volume to export, as an NBD export of the same name (repeat it) [default: every volume of the point].
+    #[arg(long, value_name = "NAME")]
+    pub volume: Vec<String>,
+    /// Address to listen on, e.g. 127.0.0.1:10809 (port 0: any free port). NBD has no
+    /// authentication: listen on loopback or a sandbox network only.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+    /// Directory of the overlay that keeps clients' writes (and survives a restart
+    /// with the same point) [default: a temporary directory removed at exit].
+    #[arg(long, value_name = "DIR")]
+    pub overlay_dir: Option<PathBuf>,
+    /// Refuse writes (EPERM); no overlay.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Bound of the cache of decoded segments, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub cache_mib: usize,
+    /// Copy volume V into PATH (a file or block device) in the background while
+    /// serving; overlay writes win, and a restart with the same --overlay-dir
+    /// resumes where it stopped (repeat it per volume).
+    #[arg(long, value_name = "V=PATH")]
+    pub hydrate: Vec<String>,
+    /// Hydrate at most this fast, per volume, e.g. 50MiB (per second) or 200mbit [default: no limit].
+    #[arg(long, value_name = "RATE")]
+    pub hydrate_rate: Option<String>,
 }
 
 #[derive(Args, Debug)]

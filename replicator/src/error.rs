@@ -172,6 +172,13 @@ pub enum Error {
 
     #[error("a volume index is malformed ({0}): run `lifeline verify` to list the points affected")]
     MalformedIndex(String),
+
+    /// One failure seen by several callers (readers waiting on one segment).
+    #[error(transparent)]
+    Shared(std::sync::Arc<Error>),
+
+    #[error("overlay directory {dir}: {reason}")]
+    Overlay { dir: PathBuf, reason: String },
 }
 
 impl From<String> for Error {

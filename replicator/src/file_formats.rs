@@ -92,6 +92,20 @@ pub const AGENT_STATE_MAGIC: [u8; 4] = *b"LLAS";
 /// version 1 files are still read).
 pub const AGENT_STATE_VERSION: u8 = 2;
 
+/// Magic of an overlay directory's `overlay.meta` (`lifeline serve`): "LLOM".
+pub const OVERLAY_META_MAGIC: [u8; 4] = *b"LLOM";
+/// Overlay meta format version.
+pub const OVERLAY_META_VERSION: u8 = 1;
+/// Magic of an overlay block bitmap `<volume>.bitmap`: "LLBT".
+pub const OVERLAY_BITMAP_MAGIC: [u8; 4] = *b"LLBT";
+/// Overlay bitmap format version.
+pub const OVERLAY_BITMAP_VERSION: u8 = 1;
+
+/// Magic of a hydration cursor `<volume>.hydrate` in an overlay directory: "LLHY".
+pub const HYDRATE_CURSOR_MAGIC: [u8; 4] = *b"LLHY";
+/// Hydration cursor format version.
+pub const HYDRATE_CURSOR_VERSION: u8 = 1;
+
 /// Version byte that prefixes every value in the catalog.
 pub const CATALOG_VALUE_VERSION: u8 = 1;
 

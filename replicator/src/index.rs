@@ -450,6 +450,58 @@ pub fn walk_tree<E: From<String>>(
     Ok(cur)
 }
 
+/// The leaf (segment node id, `None` for a hole) of segment `i`, reached by
+/// descending from the root: one index node per level, so finding a segment of
+/// a huge volume costs the same as of a small one (`lifeline serve` reads no more
+/// of the tree than the segments asked for). Checks the shape of every node on
+/// the way as [`walk_tree`] does.
+pub fn leaf_at<E: From<String>>(
+    root: TreeRoot,
+    n_segments: usize,
+    i: usize,
+    mut fetch: impl FnMut(&ObjectId) -> Result<std::sync::Arc<IndexNode>, E>,
+) -> Result<Option<ObjectId>, E> {
+    if i >= n_segments {
+        return Err(E::from(format!(
+            "segment {i} is past the volume's {n_segments} segments"
+        )));
+    }
+    let counts = level_counts(n_segments, root.levels);
+    if root.levels == 0
+        || *counts.last().expect("levels") != 1
+        || (root.levels > 1 && counts[root.levels as usize - 1] == 1)
+    {
+        return Err(E::from(format!(
+            "a tree of {} levels cannot hold {n_segments} segments",
+            root.levels
+        )));
+    }
+    let mut id = root.id;
+    // Position of the current node among the nodes of its level.
+    let mut pos = 0usize;
+    for level in (1..=root.levels).rev() {
+        let Some(node_id) = id else { return Ok(None) };
+        let span = INDEX_FANOUT
+            .checked_pow(level as u32 - 1)
+            .ok_or_else(|| E::from(format!("a tree of {} levels is too deep", root.levels)))?;
+        let below = counts[level as usize - 1];
+        let full = below.saturating_sub(INDEX_FANOUT * pos).min(INDEX_FANOUT);
+        let node = fetch(&node_id)?;
+        if node.level != level || node.children.len() != full {
+            return Err(E::from(format!(
+                "index node {} has level {} and {} children where level {level} and {full} were expected",
+                node_id.short(),
+                node.level,
+                node.children.len()
+            )));
+        }
+        let child = (i / span) % INDEX_FANOUT;
+        pos = pos * INDEX_FANOUT + child;
+        id = node.children[child];
+    }
+    Ok(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,6 +529,17 @@ mod tests {
         .unwrap();
         let out = walk_tree::<String>(root, leaves.len(), |i| Ok(store[i].clone())).unwrap();
         assert_eq!(out, leaves);
+        // Each leaf found alone by descending is the one the walk found.
+        for (i, leaf) in leaves.iter().enumerate() {
+            let one = leaf_at::<String>(root, leaves.len(), i, |i| Ok(std::sync::Arc::new(store[i].clone()))).unwrap();
+            assert_eq!(&one, leaf, "leaf {i} of {}", leaves.len());
+        }
+        assert!(
+            leaf_at::<String>(root, leaves.len(), leaves.len(), |i| Ok(std::sync::Arc::new(
+                store[i].clone()
+            )))
+            .is_err()
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! - `crypto`: key file, key derivation, sealed objects;
 //! - [`index`]: the Merkle tree of a volume at a point;
 //! - `store` / `catalog`: where objects and points live ([`ChunkStore`], [`Catalog`]);
-//! - `backup`, `restore`, `verify`, `bench`: the operations.
+//! - `backup`, `restore`, `verify`, `bench`: the operations;
+//! - [`serve`]: instant recovery, a point's volumes served over NBD with an overlay.
 //!
 //! On-disk formats are documented in `FORMAT.md` at the top of the workspace; their
 //! magic numbers are in [`file_formats`].
@@ -31,6 +32,7 @@ mod repair;
 mod repository;
 mod restore;
 mod retention;
+pub mod serve;
 mod store;
 mod tenant_repository;
 pub mod units;

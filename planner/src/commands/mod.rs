@@ -11,6 +11,7 @@ pub(crate) mod prune;
 mod repair;
 mod restore;
 pub mod run;
+mod serve;
 mod testbed;
 mod verify;
 
@@ -61,6 +62,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Restore(mut a) => {
             tls_from_config(&mut a.remote, &config, Presents::Identity);
             restore::run(&a)
+        }
+        Command::Serve(mut a) => {
+            tls_from_config(&mut a.remote, &config, Presents::Identity);
+            serve::run(&a)
         }
         Command::Verify(mut a) => {
             tls_from_config(&mut a.remote, &config, Presents::Admin);
@@ -123,6 +128,7 @@ fn configure_s3(command: &Command, config: &crate::config::Config) {
         Command::Backup(a) => a.repo.state_dir.as_deref(),
         Command::Points(a) => a.repo.state_dir.as_deref(),
         Command::Restore(a) => a.repo.state_dir.as_deref(),
+        Command::Serve(a) => a.repo.state_dir.as_deref(),
         Command::Verify(a) => a.repo.state_dir.as_deref(),
         Command::Prune(a) => a.repo.state_dir.as_deref(),
         Command::Gc(a) => a.repo.state_dir.as_deref(),

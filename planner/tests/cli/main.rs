@@ -16,6 +16,7 @@ mod runbooks;
 mod runs;
 mod s3;
 mod sandbox;
+mod serve;
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;

@@ -214,3 +214,81 @@ fn a_receiver_on_a_three_node_bucket_loses_a_node_mid_upload_and_the_cycle_compl
     .ok();
     assert_same_content(&v, &out2);
 }
+
+#[test]
+fn a_point_in_a_bucket_is_served_over_nbd() {
+    let Some(g) = Garage::single() else { return };
+    let has_nbdcopy = std::process::Command::new("sh")
+        .args(["-c", "command -v nbdcopy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_nbdcopy {
+        eprintln!("skipped: `nbdcopy` is not installed (Debian: apt-get install libnbd-bin)");
+        return;
+    }
+    g.create_bucket("serve-repo");
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let (key, state, cfg) = (p("k"), p("state"), p("lifeline.toml"));
+    s3_config(&g, &cfg);
+    run(&["key", "new", "--out", s(&key)]).ok();
+    let repo = "s3://serve-repo/prod";
+    let with = |args: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        v.extend([
+            "--config".into(),
+            s(&cfg).into(),
+            "--state-dir".into(),
+            s(&state).into(),
+        ]);
+        v
+    };
+    run(&strs(&with(&["init", "--repo", repo, "--key-file", s(&key)]))).ok();
+    let v = p("v.img");
+    let f = fs::File::create(&v).unwrap();
+    f.set_len(40 * MIB).unwrap();
+    write_random_at(&f, 3 * MIB, 5 * MIB, 8);
+    write_random_at(&f, 30 * MIB, MIB, 9);
+    drop(f);
+    let spec = format!("v={}", s(&v));
+    run(&strs(&with(&[
+        "backup",
+        "--repo",
+        repo,
+        "--key-file",
+        s(&key),
+        "--group",
+        "db",
+        "--volume",
+        &spec,
+    ])))
+    .ok();
+    let args = with(&[
+        "serve",
+        "--repo",
+        repo,
+        "--key-file",
+        s(&key),
+        "--group",
+        "db",
+        "--listen",
+        "127.0.0.1:0",
+        "--read-only",
+    ]);
+    let mut bg = Background::spawn(&strs(&args));
+    let Some(line) = bg.wait_for_line(Duration::from_secs(30), |l| l.starts_with("listening on nbd://")) else {
+        panic!("serve never listened: {}", bg.describe());
+    };
+    let url = format!("{}/v", line.replace("listening on ", ""));
+    let copy = p("copy.img");
+    let out = std::process::Command::new("nbdcopy")
+        .args([url.as_str(), s(&copy)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nbdcopy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_content(&v, &copy);
+}
