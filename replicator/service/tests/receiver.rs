@@ -4,8 +4,9 @@
 //! serving after each refusal, agents can add but never overwrite, and a real
 //! backup through [`RemoteRepository`] commits a point that verifies clean.
 
+mod support;
+
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,79 +16,15 @@ use std::time::Duration;
 
 use lifeline_proto::v1 as pb;
 use lifeline_proto::v1::admin_client::AdminClient;
-use lifeline_proto::v1::replication_client::ReplicationClient;
 use lifeline_replicator::file_formats::MAX_OBJECT_LEN;
 use lifeline_replicator::{
     BackupOptions, Consistency, Keys, ObjectId, ObjectKind, PointBody, PointHeader, PointRecord, RecoveryPoint,
     RootRef, VolumeEntry, seal_object,
 };
 use lifeline_service::{CertsRequest, Receiver, ReceiverConfig, RemoteRepository, TlsDir, mint_certificates, serve};
+use support::*;
 use tokio::runtime::Runtime;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Response, Status};
-
-const MESSAGE_LIMIT: usize = 16 << 20;
-
-type Replication = ReplicationClient<Channel>;
-
-/// Asserts that `r` failed with `code` and a message containing every word.
-#[track_caller]
-fn refused<T: std::fmt::Debug>(what: &str, r: Result<Response<T>, Status>, code: Code, words: &[&str]) {
-    let status = match r {
-        Ok(resp) => panic!("{what}: expected {code:?}, got a success: {:?}", resp.into_inner()),
-        Err(s) => s,
-    };
-    assert_eq!(status.code(), code, "{what}: wrong code; message: {}", status.message());
-    for w in words {
-        assert!(
-            status.message().contains(w),
-            "{what}: message `{}` does not mention `{w}`",
-            status.message()
-        );
-    }
-}
-
-#[track_caller]
-fn ok<T>(what: &str, r: Result<Response<T>, Status>) -> T {
-    match r {
-        Ok(resp) => resp.into_inner(),
-        Err(s) => panic!("{what}: expected success, got {:?}: {}", s.code(), s.message()),
-    }
-}
-
-fn block<F: Future>(rt: &Runtime, f: F) -> F::Output {
-    rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), f).await })
-        .expect("a call to the receiver took over a minute")
-}
-
-fn channel(rt: &Runtime, tls: &TlsDir, name: &str, url: &str) -> Channel {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .unwrap()
-        .tls_config(tls.client_config(name, "127.0.0.1").unwrap())
-        .unwrap()
-        .connect_timeout(Duration::from_secs(10));
-    block(rt, endpoint.connect()).unwrap_or_else(|e| panic!("connect as `{name}`: {e:?}"))
-}
-
-fn replication(rt: &Runtime, tls: &TlsDir, name: &str, url: &str) -> Replication {
-    ReplicationClient::new(channel(rt, tls, name, url))
-        .max_decoding_message_size(MESSAGE_LIMIT)
-        .max_encoding_message_size(MESSAGE_LIMIT)
-}
-
-/// The session request of an agent holding `keys`, at this build's protocol.
-fn session(keys: &Keys) -> pb::OpenSessionRequest {
-    pb::OpenSessionRequest {
-        protocol_version: lifeline_proto::PROTOCOL_VERSION,
-        key_fingerprint: keys.fingerprint().to_vec(),
-    }
-}
-
-fn ids(ids: &[ObjectId]) -> pb::ObjectIds {
-    pb::ObjectIds {
-        ids: ids.iter().map(|i| i.0.to_vec()).collect(),
-    }
-}
 
 fn put(
     rt: &Runtime,

@@ -5,30 +5,22 @@
 //! own agent certificate and the tenant's key (everything a stolen agent host
 //! holds), the admin pruning through the real admin service.
 
+mod support;
+
 use std::collections::HashMap;
-use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use lifeline_proto::v1 as pb;
-use lifeline_proto::v1::replication_client::ReplicationClient;
 use lifeline_replicator::{
     Consistency, Keys, MAX_CLOCK_SKEW, ObjectId, ObjectKind, PointBody, PointHeader, PointRecord, RecoveryPoint,
     RootRef, VolumeEntry, seal_object,
 };
 use lifeline_service::{CertsRequest, Receiver, ReceiverConfig, TlsDir, mint_certificates, serve};
+use support::*;
 use tokio::runtime::Runtime;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
-
-type Replication = ReplicationClient<Channel>;
-
-fn block<F: Future>(rt: &Runtime, f: F) -> F::Output {
-    rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), f).await })
-        .expect("a call to the receiver took over a minute")
-}
 
 /// A sealed point record of group `g` at `seq`, dated `taken_at`, with `roots`.
 fn record(keys: &Keys, seq: u64, taken_at: DateTime<Utc>, roots: &[ObjectId]) -> Vec<u8> {
@@ -139,19 +131,8 @@ fn an_agent_cannot_date_points_to_make_retention_delete_the_genuine_history() {
     let srv = start(dir.path());
     let rt = &srv.rt;
     let keys = Keys::derive(&[7; 32]);
-    let endpoint = Endpoint::from_shared(srv.url.clone())
-        .unwrap()
-        .tls_config(srv.tls.client_config("a", "127.0.0.1").unwrap())
-        .unwrap();
-    let mut a = ReplicationClient::new(block(rt, endpoint.connect()).unwrap());
-    block(
-        rt,
-        a.open_session(pb::OpenSessionRequest {
-            protocol_version: lifeline_proto::PROTOCOL_VERSION,
-            key_fingerprint: keys.fingerprint().to_vec(),
-        }),
-    )
-    .unwrap();
+    let mut a = replication(rt, &srv.tls, "a", &srv.url);
+    block(rt, a.open_session(session(&keys))).unwrap();
     let plain = b"a genuine block of the volume ".repeat(100);
     let root = keys.chunk_id(&plain);
     let sealed = seal_object(&keys, ObjectKind::Chunk, &root, &[], &plain);

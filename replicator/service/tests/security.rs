@@ -12,8 +12,9 @@
 //! - `--allow NAME@TENANT`: the same agent name in another tenant writes nothing;
 //! - error messages carry none of the receiver's paths.
 
+mod support;
+
 use std::collections::HashMap;
-use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,81 +22,14 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use lifeline_proto::v1 as pb;
-use lifeline_proto::v1::replication_client::ReplicationClient;
 use lifeline_replicator::file_formats::MAX_OBJECT_LEN;
 use lifeline_replicator::{BackupOptions, Keys, ObjectId, ObjectKind, seal_object};
 use lifeline_service::{
     CertsRequest, MAX_READ_ANSWER, Receiver, ReceiverConfig, RemoteRepository, TlsDir, mint_certificates, serve,
 };
+use support::*;
 use tokio::runtime::Runtime;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Response, Status};
-
-const MESSAGE_LIMIT: usize = 16 << 20;
-
-type Replication = ReplicationClient<Channel>;
-
-#[track_caller]
-fn refused<T: std::fmt::Debug>(what: &str, r: Result<Response<T>, Status>, code: Code, words: &[&str]) -> Status {
-    let status = match r {
-        Ok(resp) => panic!("{what}: expected {code:?}, got a success: {:?}", resp.into_inner()),
-        Err(s) => s,
-    };
-    assert_eq!(status.code(), code, "{what}: wrong code; message: {}", status.message());
-    for w in words {
-        assert!(
-            status.message().contains(w),
-            "{what}: message `{}` does not mention `{w}`",
-            status.message()
-        );
-    }
-    status
-}
-
-#[track_caller]
-fn ok<T>(what: &str, r: Result<Response<T>, Status>) -> T {
-    match r {
-        Ok(resp) => resp.into_inner(),
-        Err(s) => panic!("{what}: expected success, got {:?}: {}", s.code(), s.message()),
-    }
-}
-
-fn block<F: Future>(rt: &Runtime, f: F) -> F::Output {
-    rt.block_on(async { tokio::time::timeout(Duration::from_secs(120), f).await })
-        .expect("a call to the receiver took over two minutes")
-}
-
-async fn connect(tls: &TlsDir, name: &str, url: &str) -> Replication {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .unwrap()
-        .tls_config(tls.client_config(name, "127.0.0.1").unwrap())
-        .unwrap()
-        .connect_timeout(Duration::from_secs(10));
-    let channel = endpoint
-        .connect()
-        .await
-        .unwrap_or_else(|e| panic!("connect as `{name}`: {e:?}"));
-    ReplicationClient::new(channel)
-        .max_decoding_message_size(MESSAGE_LIMIT)
-        .max_encoding_message_size(MESSAGE_LIMIT)
-}
-
-fn replication(rt: &Runtime, tls: &TlsDir, name: &str, url: &str) -> Replication {
-    block(rt, connect(tls, name, url))
-}
-
-fn session(keys: &Keys) -> pb::OpenSessionRequest {
-    pb::OpenSessionRequest {
-        protocol_version: lifeline_proto::PROTOCOL_VERSION,
-        key_fingerprint: keys.fingerprint().to_vec(),
-    }
-}
-
-fn ids(ids: &[ObjectId]) -> pb::ObjectIds {
-    pb::ObjectIds {
-        ids: ids.iter().map(|i| i.0.to_vec()).collect(),
-    }
-}
 
 fn put(
     rt: &Runtime,
