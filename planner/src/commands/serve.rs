@@ -82,6 +82,16 @@ pub fn run(a: &ServeArgs) -> Result<ExitCode> {
     })?;
     let addr = listener.local_addr()?;
     let shutdown = Shutdown::new(&listener)?;
+    // Said before the first stdout line, so whoever waits for that line
+    // (a script, the tests) finds it already on stderr.
+    match (&temp, &overlay_dir) {
+        (Some(t), _) => eprintln!(
+            "writes go to a temporary overlay in {}, removed at exit: pass --overlay-dir to keep them",
+            t.path().display()
+        ),
+        (None, Some(d)) => eprintln!("writes go to the overlay in {}", d.display()),
+        (None, None) => {}
+    }
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening on nbd://{addr}")?;
     writeln!(
@@ -102,14 +112,6 @@ pub fn run(a: &ServeArgs) -> Result<ExitCode> {
     }
     out.flush()?;
     drop(out);
-    match (&temp, &overlay_dir) {
-        (Some(t), _) => eprintln!(
-            "writes go to a temporary overlay in {}, removed at exit: pass --overlay-dir to keep them",
-            t.path().display()
-        ),
-        (None, Some(d)) => eprintln!("writes go to the overlay in {}", d.display()),
-        (None, None) => {}
-    }
 
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
     let handle = signals.handle();

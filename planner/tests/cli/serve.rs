@@ -159,6 +159,8 @@ fn serve_exports_a_sparse_point_to_nbdinfo_nbdcopy_and_qemu_img() {
     let before = repo_snapshot(&sb.repo);
 
     let mut srv = Served::start(&sb, "g", &[]);
+    // Written before the listening line, but read from the pipe by a thread.
+    poll_until(WAIT, || srv.bg.stderr().contains("temporary overlay"));
     let err = srv.bg.stderr();
     assert!(err.contains("temporary overlay"), "{}", srv.bg.describe());
     let tmp_overlay = err
