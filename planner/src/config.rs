@@ -239,6 +239,25 @@ impl Config {
         self.groups.get(name)
     }
 
+    /// The retention policy of `[groups.G.retention]`, if any.
+    pub fn retention_policy(&self, group: &str) -> anyhow::Result<Option<lifeline_replicator::RetentionPolicy>> {
+        use anyhow::Context;
+        let dur = |s: &Option<String>| s.as_deref().map(crate::repo_target::parse_duration).transpose();
+        let Some(r) = self.group(group).and_then(|g| g.retention.clone()) else {
+            return Ok(None);
+        };
+        Ok(Some(lifeline_replicator::RetentionPolicy {
+            journal: dur(&r.journal).context("retention.journal")?,
+            keep_within: dur(&r.keep_within).context("retention.keep_within")?,
+            keep_last: r.keep_last,
+            keep_hourly: r.keep_hourly,
+            keep_daily: r.keep_daily,
+            keep_weekly: r.keep_weekly,
+            keep_monthly: r.keep_monthly,
+            keep_yearly: r.keep_yearly,
+        }))
+    }
+
     /// The identity an agent replicating `group` presents to receivers (its
     /// certificate also serves the agent's control API): the group's `agent`,
     /// else `[tls] identity`. `lifeline agent` (without `--identity`) and the

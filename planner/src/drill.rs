@@ -17,11 +17,11 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 use crate::audit::AuditLog;
-use crate::cli::PlannerArgs;
 use crate::config::Config;
-use crate::engine::{RunRecord, RunStatus, StepStatus};
+use crate::engine::{RunObserver, RunRecord, RunStatus, StepStatus};
 use crate::plan::{self, Plan, PlanOptions};
 use crate::report::{self, DrillReport};
+use crate::run_catalog::PlannerArgs;
 use crate::run_catalog::{DrillSummary, PlannerCatalog, planner_dir};
 use crate::runbook::actions::Mode;
 use crate::sandbox::Sandbox;
@@ -34,7 +34,8 @@ pub struct DrillOptions {
     pub keep: bool,
     pub planner: PlannerArgs,
     pub parallel: usize,
-    pub json: bool,
+    /// Who watches the drill's run (the terminal display, or [`crate::engine::Unobserved`]).
+    pub observer: Arc<dyn RunObserver>,
     /// Time between two lag samples.
     pub lag_every: Duration,
     /// Run services and checks in a network namespace of the drill's own (when root).
@@ -316,7 +317,7 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
     let (config, config_file, config_text) = Config::load_with_text(config_flag)?;
     let text = std::fs::read_to_string(&opts.runbook)
         .with_context(|| format!("read runbook {} (check the path)", opts.runbook.display()))?;
-    let rb = crate::commands::run::load_checked(&opts.runbook, Some(&text), &config)?;
+    let rb = crate::runbook::load_checked(&opts.runbook, Some(&text), &config)?;
     let group = config.group(&rb.group.value).cloned().unwrap_or_default();
     let objectives = report::Objectives {
         rpo_secs: group.rpo.as_deref().and_then(secs_of),
@@ -329,11 +330,11 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
         .transpose()
         .context("drill_interval of the group")?
         .unwrap_or(Duration::from_secs(30 * 86_400));
-    let state = crate::commands::run::state_dir(&config, &opts.planner);
+    let state = opts.planner.state_dir(&config);
     let catalog = PlannerCatalog::open(&state)?;
     let audit = AuditLog::open(catalog.dir())?;
     let key = crate::audit::signing_key(catalog.dir())?;
-    let id = crate::commands::run::new_run_id(Mode::Drill);
+    let id = crate::engine::new_run_id(Mode::Drill);
     let sandbox = planner_dir(&state).join("runs").join(&id);
     std::fs::create_dir_all(&sandbox).with_context(|| format!("create the sandbox {}", sandbox.display()))?;
     let ports = free_ports(rb.ports.keys().cloned())?;
@@ -370,19 +371,19 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
     let mut record = crate::engine::new_record(&p, text, config_file, config_text, opts.planner.operator.clone());
     // The run starts at T0 (check.workload measures the application's loss against it).
     record.started_at = t0.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let (status, shared, plan) = crate::commands::run::execute_run(
-        crate::commands::run::Prepared {
+    let (status, shared, plan) = crate::engine::execute_run(
+        crate::engine::Prepared {
             record,
             plan: p,
             config: config.clone(),
             catalog,
             audit,
         },
-        crate::commands::run::Driving {
-            planner: &opts.planner,
+        crate::engine::Driving {
+            operator: opts.planner.operator.clone(),
             parallel: opts.parallel,
-            json: opts.json,
             resumed: false,
+            observer: opts.observer.clone(),
         },
     )?;
     let t_end = (Utc::now() - t0).num_milliseconds() as f64 / 1000.0;

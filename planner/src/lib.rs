@@ -1,13 +1,12 @@
-//! Lifeline's control plane and the `lifeline` command line. Every command is a
-//! function here (in `commands`), so tests reach the same code the binary runs.
+//! Lifeline's control plane: runbooks and their plans, the run engine, drills and
+//! their signed reports, the audit chain, the daemon. The `lifeline` binary
+//! (`src/bin/lifeline/`) is a thin layer over this library and the replicator's;
+//! nothing here reaches up into it.
 
 pub mod audit;
-pub mod cli;
-pub mod commands;
 pub mod config;
 pub mod control_socket;
 pub mod daemon;
-pub mod demo;
 pub mod drill;
 pub mod engine;
 pub mod plan;

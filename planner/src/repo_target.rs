@@ -7,7 +7,40 @@ use anyhow::{Context, Result, bail};
 use lifeline_replicator::{DEFAULT_TENANT, KeyFile, Keys, Repository, TenantRepository};
 use lifeline_service::{RemoteRepository, TlsDir};
 
-use crate::cli::RemoteArgs;
+/// How to reach a receiver when `--repo` is an https:// URL.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct RemoteArgs {
+    /// TLS directory (ca.pem and this host's identities), for an https:// --repo [default: [tls] dir of the configuration].
+    #[arg(long, value_name = "TLSDIR")]
+    pub tls_dir: Option<std::path::PathBuf>,
+    /// Identity to present (NAME.pem/.key in --tls-dir), for an https:// --repo [default: from the
+    /// configuration: [tls] admin for prune, gc and verify; the group's agent for `agent`; else [tls] identity].
+    #[arg(long, value_name = "NAME")]
+    pub identity: Option<String>,
+}
+
+impl RemoteArgs {
+    /// Both flags, or an error that says what is missing.
+    pub fn require(&self, url: &str) -> anyhow::Result<(&std::path::Path, &str)> {
+        match (&self.tls_dir, &self.identity) {
+            (Some(t), Some(i)) => Ok((t, i)),
+            _ => anyhow::bail!(
+                "--repo {url} is a receiver: pass --tls-dir TLSDIR and --identity NAME (or set [tls] dir and \
+                 identity, or admin, in the configuration given with --config)"
+            ),
+        }
+    }
+}
+
+/// The passphrase for wrapped key files, from the environment.
+pub fn passphrase() -> Option<String> {
+    std::env::var("LIFELINE_PASSPHRASE").ok()
+}
+
+/// Loads a key file (unwrapping it with LIFELINE_PASSPHRASE when needed).
+pub fn load_key(path: &Path) -> Result<KeyFile> {
+    Ok(KeyFile::load(path, passphrase().as_deref())?)
+}
 
 /// An opened repository.
 pub enum RepoTarget {

@@ -14,6 +14,24 @@ use anyhow::{Context, Result, bail};
 
 use crate::engine::RunRecord;
 
+/// Where the planner keeps its catalog, audit log and key, and who is acting.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct PlannerArgs {
+    /// Planner state directory [default: state_dir of the configuration, else /var/lib/lifeline as root, else $XDG_STATE_HOME/lifeline].
+    #[arg(long, value_name = "DIR", env = "LIFELINE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Who acts (recorded in the audit log with the OS user).
+    #[arg(long, value_name = "NAME")]
+    pub operator: Option<String>,
+}
+
+impl PlannerArgs {
+    /// `--state-dir`, else the configuration's, else the default.
+    pub fn state_dir(&self, config: &crate::config::Config) -> PathBuf {
+        config.state_dir(self.state_dir.as_deref())
+    }
+}
+
 /// The version of run records this planner writes. Do not modify; add a new one
 /// with a migration.
 pub const RUN_RECORD_VERSION: u32 = 1;

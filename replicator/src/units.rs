@@ -134,6 +134,42 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
     Ok(v as u64)
 }
 
+/// `1.50 GiB`, `12.00 MiB`, `512 B`: how sizes are shown to people.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+/// Bytes from what [`human_bytes`] prints (`812 B`, `1.25 MiB`).
+pub fn parse_human_bytes(text: &str) -> Option<u64> {
+    let (n, unit) = text.trim().split_once(' ')?;
+    let n: f64 = n.parse().ok()?;
+    let scale = match unit {
+        "B" => 1u64,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        _ => return None,
+    };
+    Some((n * scale as f64).round() as u64)
+}
+
+/// `812 MB/s`: `bytes` over `secs`, in decimal megabytes per second.
+pub fn human_rate(bytes: u64, secs: f64) -> String {
+    format!("{:.0} MB/s", bytes as f64 / 1e6 / secs.max(1e-9))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,22 @@ pub mod metrics;
 pub mod run;
 pub mod schedule;
 
+/// `lifeline daemon`'s command line.
+#[derive(clap::Args, Debug)]
+pub struct DaemonArgs {
+    /// The site of the configuration this daemon runs.
+    #[arg(long, value_name = "NAME")]
+    pub site: String,
+    #[command(flatten)]
+    pub options: DaemonOptions,
+    /// Agent and planner state directory [default: the configuration's state_dir].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
+    /// One JSON event per line on stdout (the job list, each job's start and end, stop), for machines.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `lifeline daemon`'s options. One struct serves the three sources: flags,
 /// `LIFELINE_*` environment variables (clap reads both) and the `[daemon]`
 /// table of `lifeline.toml` (serde); [`DaemonOptions::over`] merges them, flags

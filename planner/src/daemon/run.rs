@@ -38,10 +38,10 @@ use lifeline_replicator::{BackupOptions, Keys, Repository, TenantRepository, bac
 use lifeline_service::{AgentControl, Receiver, ReceiverConfig, RemoteRepository, TlsDir};
 use serde_json::json;
 
+use super::DaemonArgs;
 use super::DaemonOptions;
 use super::metrics::{self, DaemonMetrics, JobLabels, JobResultLabels, NoLabels, VerdictLabels};
 use super::schedule::{Due, Schedule};
-use crate::cli::DaemonArgs;
 use crate::config::{Config, GroupConfig};
 use crate::repo_target::parse_duration;
 
@@ -712,7 +712,7 @@ impl Shared {
             .key_file
             .clone()
             .context("scheduled points need the tenant's key: set key_file in the configuration")?;
-        Ok(crate::commands::load_key(&key_file)?.keys())
+        Ok(crate::repo_target::load_key(&key_file)?.keys())
     }
 
     /// A local repository this daemon writes (opened once, shared).
@@ -901,7 +901,7 @@ impl Shared {
             format!(
                 "point {} committed, {} sent",
                 summary.seq,
-                crate::commands::human_bytes(summary.bytes_stored)
+                lifeline_replicator::units::human_bytes(summary.bytes_stored)
             ),
         ))
     }
@@ -941,7 +941,9 @@ impl Shared {
 
     fn prune(&self, group: &str, tenant: &str) -> Result<(serde_json::Value, String)> {
         let l = self.loaded();
-        let policy = crate::commands::prune::group_policy(&l.config, group)?
+        let policy = l
+            .config
+            .retention_policy(group)?
             .with_context(|| format!("group `{group}` has no [groups.{group}.retention]"))?;
         let g = l.config.group(group).context("the group left the configuration")?;
         let tz = super::schedule::parse_tz(group_tz(g, &l.options))?;
@@ -953,7 +955,9 @@ impl Shared {
                 "no points yet".into(),
             ));
         }
-        let decisions = crate::commands::prune::prune_owned(&repo, tenant, group, &policy, &tz, false)?;
+        let decisions = repo
+            .prune(tenant, group, &policy, &tz, false)
+            .with_context(|| format!("prune {}", repo.name().display()))?;
         let kept: Vec<u64> = decisions.iter().filter(|d| d.kept()).map(|d| d.seq).collect();
         let removed: Vec<u64> = decisions.iter().filter(|d| !d.kept()).map(|d| d.seq).collect();
         self.metrics
@@ -1058,7 +1062,7 @@ impl Shared {
             .inc_by(reclaimed);
         Ok((
             json!({"reports": reports}),
-            format!("{} reclaimed", crate::commands::human_bytes(reclaimed)),
+            format!("{} reclaimed", lifeline_replicator::units::human_bytes(reclaimed)),
         ))
     }
 

@@ -172,8 +172,8 @@ impl Ctx {
 
     /// The tenant's key and how to reach a receiver ([tls] dir and identity):
     /// what opening the recovery site's repository takes.
-    fn repo_access(&self) -> R<(lifeline_replicator::KeyFile, crate::cli::RemoteArgs)> {
-        let remote = crate::cli::RemoteArgs {
+    fn repo_access(&self) -> R<(lifeline_replicator::KeyFile, crate::repo_target::RemoteArgs)> {
+        let remote = crate::repo_target::RemoteArgs {
             tls_dir: self.config.tls.as_ref().map(|t| t.dir.clone()),
             identity: self.config.tls.as_ref().and_then(|t| t.identity.clone()),
         };
@@ -618,7 +618,7 @@ fn key_file(config: &Config) -> R<lifeline_replicator::KeyFile> {
         .key_file
         .as_ref()
         .ok_or("lifeline.toml sets no key_file: promoting and seeding need the tenant's key")?;
-    crate::commands::load_key(path).map_err(|e| format!("{e:#}"))
+    crate::repo_target::load_key(path).map_err(|e| format!("{e:#}"))
 }
 
 async fn promote(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {

@@ -7,6 +7,7 @@
 //! runs again from its start.
 
 mod actions;
+mod driver;
 pub mod http;
 pub mod process;
 mod record;
@@ -20,6 +21,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+pub use driver::{Driving, Prepared, RunObserver, Unobserved, execute_run, new_run_id};
 pub use record::{RunRecord, RunStatus, StepRecord, StepStatus, TrackedProcess};
 
 use crate::audit::AuditLog;

@@ -706,3 +706,28 @@ pub(crate) mod duration_ms {
         s.serialize_str(&super::format_duration(*d))
     }
 }
+
+/// A runbook failed validation: the diagnostics are the message; exit 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidRunbook(pub RunbookErrors);
+
+/// Reads, checks and returns a runbook, with every error at once.
+pub fn load_checked(path: &Path, text: Option<&str>, config: &crate::config::Config) -> anyhow::Result<Runbook> {
+    let text = match text {
+        Some(t) => t.to_string(),
+        None => Runbook::read(path)?,
+    };
+    // The deployment's errors (an unknown group or volume) come with the file's.
+    let (rb, mut errors) = Runbook::parse_partial(&text, path);
+    let Some(rb) = rb else {
+        return Err(InvalidRunbook(RunbookErrors(errors)).into());
+    };
+    errors.extend(check_against(&rb, config));
+    if !errors.is_empty() {
+        errors.sort_by_key(|d| (d.line, d.col));
+        errors.dedup();
+        return Err(InvalidRunbook(RunbookErrors(errors)).into());
+    }
+    Ok(rb)
+}

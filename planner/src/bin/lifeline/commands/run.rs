@@ -4,45 +4,20 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use crate::audit::AuditLog;
 use crate::cli::{AbortArgs, ApproveArgs, PlanArgs, PlannerArgs, ResumeArgs, RunArgs, RunsArgs};
-use crate::config::Config;
-use crate::control_socket::{self, Request};
-use crate::engine::{self, Event, EventSink, RunRecord, RunStatus, Shared, StepStatus};
-use crate::plan::{self, Plan, PlanOptions};
-use crate::run_catalog::{PlannerCatalog, planner_dir};
-use crate::runbook::actions::Mode;
-use crate::runbook::{Runbook, RunbookErrors, check_against};
-
-/// A runbook failed validation: the diagnostics are the message; exit 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidRunbook(pub RunbookErrors);
-
-/// Reads, checks and returns a runbook, with every error at once.
-pub fn load_checked(path: &Path, text: Option<&str>, config: &Config) -> Result<Runbook> {
-    let text = match text {
-        Some(t) => t.to_string(),
-        None => Runbook::read(path)?,
-    };
-    // The deployment's errors (an unknown group or volume) come with the file's.
-    let (rb, mut errors) = Runbook::parse_partial(&text, path);
-    let Some(rb) = rb else {
-        return Err(InvalidRunbook(RunbookErrors(errors)).into());
-    };
-    errors.extend(check_against(&rb, config));
-    if !errors.is_empty() {
-        errors.sort_by_key(|d| (d.line, d.col));
-        errors.dedup();
-        return Err(InvalidRunbook(RunbookErrors(errors)).into());
-    }
-    Ok(rb)
-}
+use lifeline_planner::audit::AuditLog;
+use lifeline_planner::config::Config;
+use lifeline_planner::control_socket::{self, Request};
+use lifeline_planner::engine::{self, Driving, Event, Prepared, RunObserver, RunRecord, RunStatus, StepStatus};
+use lifeline_planner::plan::{self, Plan, PlanOptions};
+use lifeline_planner::run_catalog::{PlannerCatalog, planner_dir};
+use lifeline_planner::runbook::actions::Mode;
+use lifeline_planner::runbook::load_checked;
 
 pub fn plan_cmd(a: &PlanArgs, config: &Config) -> Result<ExitCode> {
     let rb = load_checked(&a.runbook, None, config)?;
@@ -55,7 +30,7 @@ pub fn plan_cmd(a: &PlanArgs, config: &Config) -> Result<ExitCode> {
             run_id: "RUN".into(),
             run_dir: PathBuf::from("RUNDIR"),
             ports: Default::default(),
-            bin: crate::plan::this_binary(),
+            bin: lifeline_planner::plan::this_binary(),
             netns: None,
         },
     )
@@ -68,27 +43,12 @@ pub fn plan_cmd(a: &PlanArgs, config: &Config) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn state_dir(config: &Config, a: &PlannerArgs) -> PathBuf {
-    config.state_dir(a.state_dir.as_deref())
-}
-
 fn who(a: &PlannerArgs) -> String {
-    let user = crate::audit::os_user();
+    let user = lifeline_planner::audit::os_user();
     match &a.operator {
         Some(op) => format!("{op} ({user})"),
         None => user,
     }
-}
-
-pub(crate) fn new_run_id(mode: Mode) -> String {
-    let mut r = [0u8; 3];
-    let _ = getrandom::fill(&mut r);
-    format!(
-        "{}-{}-{}",
-        chrono::Utc::now().format("%Y%m%dT%H%M%S"),
-        mode,
-        hex::encode(r)
-    )
 }
 
 /// `lifeline failover | switchover | failback`.
@@ -97,9 +57,9 @@ pub fn start_run(mode: Mode, a: &RunArgs, config_flag: Option<&Path>) -> Result<
     let text = std::fs::read_to_string(&a.runbook)
         .with_context(|| format!("read runbook {} (check the path)", a.runbook.display()))?;
     let rb = load_checked(&a.runbook, Some(&text), &config)?;
-    let state = state_dir(&config, &a.planner);
-    let id = new_run_id(mode);
-    let wait = crate::runbook::parse_duration(&a.preempt_wait)
+    let state = a.planner.state_dir(&config);
+    let id = engine::new_run_id(mode);
+    let wait = lifeline_planner::runbook::parse_duration(&a.preempt_wait)
         .map_err(|e| anyhow::anyhow!("--preempt-wait {}: {e}", a.preempt_wait))?;
     let catalog = open_catalog_preempting_drill(&state, &id, &who(&a.planner), wait)?;
     let audit = AuditLog::open(catalog.dir())?;
@@ -114,7 +74,7 @@ pub fn start_run(mode: Mode, a: &RunArgs, config_flag: Option<&Path>) -> Result<
             run_id: id.clone(),
             run_dir,
             ports: Default::default(),
-            bin: crate::plan::this_binary(),
+            bin: lifeline_planner::plan::this_binary(),
             netns: None,
         },
     )
@@ -130,11 +90,12 @@ pub fn start_run(mode: Mode, a: &RunArgs, config_flag: Option<&Path>) -> Result<
             audit,
         },
         Driving {
-            planner: &a.planner,
+            operator: a.planner.operator.clone(),
             parallel: a.parallel,
-            json: a.json,
             resumed: false,
+            observer: Display::new(a.json),
         },
+        a.json,
     )
 }
 
@@ -161,7 +122,7 @@ fn open_catalog_preempting_drill(
                 }
                 return Ok(c);
             }
-            Err(e) if e.downcast_ref::<crate::run_catalog::CatalogHeld>().is_some() => e,
+            Err(e) if e.downcast_ref::<lifeline_planner::run_catalog::CatalogHeld>().is_some() => e,
             Err(e) => return Err(e),
         };
         if !asked {
@@ -181,7 +142,7 @@ fn open_catalog_preempting_drill(
                 eprintln!(
                     "{}; waiting up to {} for it",
                     ans.message.unwrap_or_default(),
-                    crate::runbook::format_duration(wait)
+                    lifeline_planner::runbook::format_duration(wait)
                 );
             }
         }
@@ -189,7 +150,7 @@ fn open_catalog_preempting_drill(
             return Err(held.context(format!(
                 "{} waited {} for the planner catalog (--preempt-wait){}",
                 id,
-                crate::runbook::format_duration(wait),
+                lifeline_planner::runbook::format_duration(wait),
                 if asked {
                     ": the drill it preempted has not released it yet"
                 } else {
@@ -204,7 +165,7 @@ fn open_catalog_preempting_drill(
 /// `lifeline resume RUN`.
 pub fn resume(a: &ResumeArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
     let config_now = Config::load(config_flag)?;
-    let state = state_dir(&config_now, &a.planner);
+    let state = a.planner.state_dir(&config_now);
     if control_socket::call(&state, &Request::Runs)?.is_some() {
         bail!(
             "a planner is running in {} (it owns the catalog): wait for it, or `lifeline abort` its run first",
@@ -241,7 +202,7 @@ pub fn resume(a: &ResumeArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
             run_id: record.id.clone(),
             run_dir: record.run_dir.clone(),
             ports: record.ports.clone(),
-            bin: crate::plan::this_binary(),
+            bin: lifeline_planner::plan::this_binary(),
             netns: None,
         },
     )
@@ -259,38 +220,21 @@ pub fn resume(a: &ResumeArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
             audit,
         },
         Driving {
-            planner: &a.planner,
+            operator: a.planner.operator.clone(),
             parallel: a.parallel,
-            json: a.json,
             resumed: true,
+            observer: Display::new(a.json),
         },
+        a.json,
     )
-}
-
-/// A run ready to go: its record, plan, deployment, and the planner state it owns.
-pub(crate) struct Prepared {
-    pub record: RunRecord,
-    pub plan: Plan,
-    pub config: Config,
-    pub catalog: PlannerCatalog,
-    pub audit: AuditLog,
-}
-
-/// How a run is driven and shown.
-pub(crate) struct Driving<'a> {
-    pub planner: &'a PlannerArgs,
-    pub parallel: usize,
-    pub json: bool,
-    pub resumed: bool,
 }
 
 /// `lifeline failback` brought the group home but could not resume the forward
 /// agent (see `RunStatus::ReprotectPending`).
 pub const EXIT_REPROTECT_PENDING: u8 = 3;
 
-fn execute(run: Prepared, how: Driving) -> Result<ExitCode> {
-    let json = how.json;
-    let (status, shared, plan) = execute_run(run, how)?;
+fn execute(run: Prepared, how: Driving, json: bool) -> Result<ExitCode> {
+    let (status, shared, plan) = engine::execute_run(run, how)?;
     let rec = shared.record.lock().expect("record").clone();
     if json {
         println!(
@@ -316,108 +260,6 @@ fn execute(run: Prepared, how: Driving) -> Result<ExitCode> {
         RunStatus::ReprotectPending => ExitCode::from(EXIT_REPROTECT_PENDING),
         _ => ExitCode::from(1),
     })
-}
-
-/// Runs a plan to its end with the control socket, signals and progress display;
-/// returns the final status and the run's shared state (catalog, audit, record).
-pub(crate) fn execute_run(run: Prepared, how: Driving) -> Result<(RunStatus, Arc<Shared>, Arc<Plan>)> {
-    let Prepared {
-        record,
-        plan: p,
-        config,
-        catalog,
-        audit,
-    } = run;
-    let Driving {
-        planner,
-        parallel,
-        json,
-        resumed,
-    } = how;
-    let id = record.id.clone();
-    let socket = catalog.dir().join("control.sock");
-    let approval_steps: Vec<String> = p
-        .steps
-        .iter()
-        .filter(|s| s.action == "approval")
-        .map(|s| s.id.clone())
-        .collect();
-    let display = Display::new(json, &id, approval_steps);
-    let sink: EventSink = {
-        let d = display.clone();
-        Arc::new(move |e: &Event, r: &RunRecord| d.event(e, r))
-    };
-    let shared = Arc::new(Shared::new(record, catalog, audit, sink, planner.operator.clone()));
-    let plan = Arc::new(p);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let status = rt.block_on(async {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        let server = tokio::spawn(control_socket::serve(socket.clone(), shared.clone(), plan.clone(), rx));
-        if resumed {
-            let again: Vec<String> = shared
-                .record
-                .lock()
-                .expect("record")
-                .steps
-                .iter()
-                .filter(|(_, s)| s.status == StepStatus::Pending && s.attempts > 0)
-                .map(|(k, _)| k.clone())
-                .collect();
-            shared.transition(
-                "run_resumed",
-                None,
-                Some(if again.is_empty() {
-                    "resumed".to_string()
-                } else {
-                    format!("resumed; running again: {}", again.join(", "))
-                }),
-                None,
-                |_| {},
-            )?;
-        } else {
-            shared.transition(
-                "run_started",
-                None,
-                Some(format!(
-                    "{} of group {} with runbook {} ({}), digest {}",
-                    plan.mode,
-                    plan.direction.group,
-                    plan.runbook,
-                    plan.file.display(),
-                    plan.digest
-                )),
-                None,
-                |_| {},
-            )?;
-        }
-        // Ctrl-C / SIGTERM: abort the run (stop its steps and processes), audited.
-        let s2 = shared.clone();
-        let signals = tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            loop {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-                }
-                let _ = s2.request_abort(&format!("{} (signal)", crate::audit::os_user()));
-            }
-        });
-        let ticker = display.spawn_ticker(shared.clone());
-        let r = engine::drive(shared.clone(), plan.clone(), Arc::new(config), parallel).await;
-        signals.abort();
-        if let Some(t) = ticker {
-            t.abort();
-        }
-        let _ = tx.send(true);
-        let _ = server.await;
-        r
-    })?;
-    rt.shutdown_timeout(std::time::Duration::from_secs(1));
-    display.finish();
-    Ok((status, shared, plan))
 }
 
 fn print_summary(rec: &RunRecord, plan: &Plan) {
@@ -465,30 +307,45 @@ fn print_summary(rec: &RunRecord, plan: &Plan) {
 }
 
 /// Live progress: a line per event, and on a terminal a spinner with the running steps.
-#[derive(Clone)]
-struct Display {
+pub(crate) struct Display {
     json: bool,
-    approval_steps: Arc<Vec<String>>,
+    approval_steps: OnceLock<Vec<String>>,
     bar: Option<indicatif::ProgressBar>,
     t0: Instant,
 }
 
 impl Display {
-    fn new(json: bool, id: &str, approval_steps: Vec<String>) -> Display {
+    pub(crate) fn new(json: bool) -> Arc<Display> {
         let bar = (!json && std::io::stderr().is_terminal()).then(|| {
             let pb = indicatif::ProgressBar::new_spinner();
             pb.set_style(indicatif::ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}").expect("template"));
             pb.enable_steady_tick(std::time::Duration::from_millis(200));
             pb
         });
-        if !json {
-            eprintln!("run {id}");
-        }
-        Display {
+        Arc::new(Display {
             json,
-            approval_steps: Arc::new(approval_steps),
+            approval_steps: OnceLock::new(),
             bar,
             t0: Instant::now(),
+        })
+    }
+
+    fn approval_steps(&self) -> &[String] {
+        self.approval_steps.get().map(Vec::as_slice).unwrap_or_default()
+    }
+}
+
+impl RunObserver for Display {
+    fn started(&self, plan: &Plan, record: &RunRecord) {
+        let approvals = plan
+            .steps
+            .iter()
+            .filter(|s| s.action == "approval")
+            .map(|s| s.id.clone())
+            .collect();
+        let _ = self.approval_steps.set(approvals);
+        if !self.json {
+            eprintln!("run {}", record.id);
         }
     }
 
@@ -498,7 +355,7 @@ impl Display {
             return;
         }
         let hint = match &e.step {
-            Some(st) if e.event == "step_started" && self.approval_steps.contains(st) => {
+            Some(st) if e.event == "step_started" && self.approval_steps().contains(st) => {
                 format!("waits for `lifeline approve {} {st}`", e.run)
             }
             _ => String::new(),
@@ -513,25 +370,23 @@ impl Display {
         match &self.bar {
             Some(b) => {
                 b.println(line);
-                b.set_message(running_message(r, &self.approval_steps));
+                b.set_message(running_message(r, self.approval_steps()));
             }
             None => eprintln!("{line}"),
         }
     }
 
-    fn spawn_ticker(&self, shared: Arc<Shared>) -> Option<tokio::task::JoinHandle<()>> {
-        let bar = self.bar.clone()?;
-        let approval_steps = self.approval_steps.clone();
-        Some(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                let r = shared.record.lock().expect("record").clone();
-                bar.set_message(running_message(&r, &approval_steps));
-            }
-        }))
+    fn tick_every(&self) -> Option<std::time::Duration> {
+        self.bar.as_ref().map(|_| std::time::Duration::from_millis(500))
     }
 
-    fn finish(&self) {
+    fn tick(&self, r: &RunRecord) {
+        if let Some(b) = &self.bar {
+            b.set_message(running_message(r, self.approval_steps()));
+        }
+    }
+
+    fn finished(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
@@ -578,7 +433,7 @@ fn running_message(r: &RunRecord, approval_steps: &[String]) -> String {
 
 /// `lifeline runs`.
 pub fn runs(a: &RunsArgs, config: &Config) -> Result<ExitCode> {
-    let state = state_dir(config, &a.planner);
+    let state = a.planner.state_dir(config);
     let runs = match control_socket::call(&state, &Request::Runs)? {
         Some(ans) if ans.ok => ans.runs,
         Some(ans) => bail!("{}", ans.error.unwrap_or_default()),
@@ -629,7 +484,7 @@ pub fn runs(a: &RunsArgs, config: &Config) -> Result<ExitCode> {
 
 /// `lifeline approve RUN STEP`.
 pub fn approve(a: &ApproveArgs, config: &Config) -> Result<ExitCode> {
-    let state = state_dir(config, &a.planner);
+    let state = a.planner.state_dir(config);
     let req = Request::Approve {
         run: a.run.clone(),
         step: a.step.clone(),
@@ -653,7 +508,7 @@ pub fn approve(a: &ApproveArgs, config: &Config) -> Result<ExitCode> {
 /// `lifeline abort RUN`: through the running planner, or directly on a run whose
 /// planner died (its processes are stopped and it is marked aborted).
 pub fn abort(a: &AbortArgs, config: &Config) -> Result<ExitCode> {
-    let state = state_dir(config, &a.planner);
+    let state = a.planner.state_dir(config);
     let req = Request::Abort {
         run: a.run.clone(),
         who: who(&a.planner),
@@ -703,17 +558,19 @@ pub fn abort(a: &AbortArgs, config: &Config) -> Result<ExitCode> {
 
 /// `lifeline audit verify [--pubkey KEY]`.
 pub fn audit_verify(planner: &PlannerArgs, pubkey: Option<&Path>, json: bool, config: &Config) -> Result<ExitCode> {
-    let state = state_dir(config, planner);
-    let trusted = pubkey.map(crate::audit::read_public_key).transpose()?;
+    let state = planner.state_dir(config);
+    let trusted = pubkey.map(lifeline_planner::audit::read_public_key).transpose()?;
     let runs = match control_socket::call(&state, &Request::Runs)? {
         Some(ans) => Some(ans.runs),
         None => PlannerCatalog::open_existing(&state)?.map(|c| c.list()).transpose()?,
     };
     let catalog = match runs {
-        Some(runs) => crate::audit::CatalogRuns::Runs(runs.into_iter().map(|r| (r.id, r.audit_head)).collect()),
-        None => crate::audit::CatalogRuns::Missing(PlannerCatalog::path(&state)),
+        Some(runs) => {
+            lifeline_planner::audit::CatalogRuns::Runs(runs.into_iter().map(|r| (r.id, r.audit_head)).collect())
+        }
+        None => lifeline_planner::audit::CatalogRuns::Missing(PlannerCatalog::path(&state)),
     };
-    let mut report = crate::audit::verify(&planner_dir(&state), trusted.as_ref(), &[])?;
+    let mut report = lifeline_planner::audit::verify(&planner_dir(&state), trusted.as_ref(), &[])?;
     report.check_catalog(&catalog);
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -724,12 +581,12 @@ pub fn audit_verify(planner: &PlannerArgs, pubkey: Option<&Path>, json: bool, co
             report.head.as_ref().map(|h| h.seq).unwrap_or(0),
             report.run_heads,
             match report.key_source {
-                crate::audit::KeySource::Trusted => "signed",
-                crate::audit::KeySource::BesideTheLog => "checked",
+                lifeline_planner::audit::KeySource::Trusted => "signed",
+                lifeline_planner::audit::KeySource::BesideTheLog => "checked",
             },
             match report.key_source {
-                crate::audit::KeySource::Trusted => format!("the trusted key {}…", &report.key[..16]),
-                crate::audit::KeySource::BesideTheLog => "planner.pub beside the log".to_string(),
+                lifeline_planner::audit::KeySource::Trusted => format!("the trusted key {}…", &report.key[..16]),
+                lifeline_planner::audit::KeySource::BesideTheLog => "planner.pub beside the log".to_string(),
             }
         );
     } else {
@@ -738,7 +595,7 @@ pub fn audit_verify(planner: &PlannerArgs, pubkey: Option<&Path>, json: bool, co
             println!("  {p}");
         }
     }
-    if report.key_source == crate::audit::KeySource::BesideTheLog && !json {
+    if report.key_source == lifeline_planner::audit::KeySource::BesideTheLog && !json {
         eprintln!(
             "note: checked against {}, which whoever holds this host can replace along with the log; \
              pass --pubkey with the auditor's copy of the key (`lifeline keys show-signer`) to detect a re-signed log",

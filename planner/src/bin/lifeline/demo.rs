@@ -88,7 +88,7 @@ fn print_backup(label: &str, s: &BackupSummary) {
 
 /// Runs the demo.
 /// The runbook the demo drills.
-pub const DEMO_RUNBOOK: &str = include_str!("../../runbooks/demo.toml");
+pub const DEMO_RUNBOOK: &str = include_str!("../../../../runbooks/demo.toml");
 
 /// Sums `X sent` over the agent's `cycle: point N … committed, X sent (Y new), …` lines.
 fn bytes_sent_by_agent(log: &str) -> (u64, u64) {
@@ -197,8 +197,8 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
     fs::write(&rb, DEMO_RUNBOOK)?;
     let cycles_before_drill = cycle_secs(&fs::read_to_string(&agent_log).unwrap_or_default());
     println!("3. drill of runbooks/demo.toml (disaster declared now; replication goes on)");
-    let outcome = crate::drill::run(
-        &crate::drill::DrillOptions {
+    let outcome = lifeline_planner::drill::run(
+        &lifeline_planner::drill::DrillOptions {
             runbook: rb,
             point: None,
             report_dir: out.join("reports"),
@@ -209,7 +209,7 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
                 operator: Some("demo".into()),
             },
             parallel: 4,
-            json: false,
+            observer: crate::commands::run::Display::new(false),
             lag_every: std::time::Duration::from_millis(500),
         },
         Some(&config),
@@ -282,7 +282,7 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
         out.display()
     );
     Ok(match r.verdict {
-        crate::report::Verdict::Failed => ExitCode::from(1),
+        lifeline_planner::report::Verdict::Failed => ExitCode::from(1),
         _ => ExitCode::SUCCESS,
     })
 }

@@ -7,8 +7,8 @@ use lifeline_replicator::{PointSelector, RestoreOptions, restore};
 
 use super::{human_bytes, rate};
 use crate::cli::RestoreArgs;
-use crate::progress::Bar;
-use crate::repo_target::RepoTarget;
+use lifeline_planner::progress::Bar;
+use lifeline_planner::repo_target::RepoTarget;
 
 pub fn run(a: &RestoreArgs) -> Result<ExitCode> {
     let point: PointSelector = a.point.parse()?;

@@ -10,8 +10,8 @@ use lifeline_replicator::{BackupOptions, backup};
 
 use super::{human_bytes, rate};
 use crate::cli::BackupArgs;
-use crate::progress::Bar;
-use crate::repo_target::RepoTarget;
+use lifeline_planner::progress::Bar;
+use lifeline_planner::repo_target::RepoTarget;
 
 /// Parses `NAME=PATH`.
 pub fn parse_volume(s: &str) -> Result<(String, PathBuf)> {
@@ -32,7 +32,7 @@ pub fn cancel_on_signals() -> Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-pub fn run(a: &BackupArgs, config: &crate::config::Config) -> Result<ExitCode> {
+pub fn run(a: &BackupArgs, config: &lifeline_planner::config::Config) -> Result<ExitCode> {
     let volumes = a.volumes.iter().map(|v| parse_volume(v)).collect::<Result<Vec<_>>>()?;
     let key = super::load_key(&a.key_file)?;
     let (target, keys) = RepoTarget::open(&a.repo.repo, &a.remote, &key)?;

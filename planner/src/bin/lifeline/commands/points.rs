@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::human_bytes;
 use crate::cli::PointsArgs;
-use crate::repo_target::RepoTarget;
+use lifeline_planner::repo_target::RepoTarget;
 
 pub fn run(a: &PointsArgs) -> Result<ExitCode> {
     let key = a.key_file.as_deref().map(super::load_key).transpose()?;

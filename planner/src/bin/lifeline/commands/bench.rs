@@ -23,7 +23,7 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
         let location = lifeline_replicator::S3Location::parse(url)
             .ok_or_else(|| anyhow::anyhow!("--s3 wants s3://BUCKET/PREFIX, not `{url}`"))??;
         let dir = tempfile::Builder::new().prefix("lifeline-bench-").tempdir()?;
-        let settings = crate::config::Config::load(None)?.s3.unwrap_or_default();
+        let settings = lifeline_planner::config::Config::load(None)?.s3.unwrap_or_default();
         eprintln!("{} through a local repository, then {url} ...", file.display());
         let r = lifeline_replicator::bench::s3_compare(file, dir.path(), &location, &settings)?;
         if a.json {
@@ -135,7 +135,7 @@ fn planner(json: bool) -> Result<ExitCode> {
         dir.path().join("state").display()
     );
     std::fs::write(&config_path, &config_text)?;
-    let config = crate::config::Config::parse(&config_text, &config_path)?;
+    let config = lifeline_planner::config::Config::parse(&config_text, &config_path)?;
     let text = big_runbook(200, "0ms");
     let rb_path = dir.path().join("bench.toml");
     std::fs::write(&rb_path, &text)?;
@@ -143,17 +143,17 @@ fn planner(json: bool) -> Result<ExitCode> {
     let mut best = f64::MAX;
     for _ in 0..20 {
         let t = Instant::now();
-        let rb = super::run::load_checked(&rb_path, Some(&text), &config)?;
-        let p = crate::plan::plan(
+        let rb = lifeline_planner::runbook::load_checked(&rb_path, Some(&text), &config)?;
+        let p = lifeline_planner::plan::plan(
             &rb,
             &config,
-            &crate::plan::PlanOptions {
-                mode: crate::runbook::actions::Mode::Failover,
+            &lifeline_planner::plan::PlanOptions {
+                mode: lifeline_planner::runbook::actions::Mode::Failover,
                 point: None,
                 run_id: "bench".into(),
                 run_dir: dir.path().into(),
                 ports: Default::default(),
-                bin: crate::plan::this_binary(),
+                bin: lifeline_planner::plan::this_binary(),
                 netns: None,
             },
         )

@@ -7,7 +7,7 @@ use anyhow::Result;
 use lifeline_replicator::{RepairProgress, RepairReport, repair};
 
 use crate::cli::RepairArgs;
-use crate::repo_target::is_url;
+use lifeline_planner::repo_target::is_url;
 
 pub fn run(a: &RepairArgs) -> Result<ExitCode> {
     if is_url(&a.repo) {

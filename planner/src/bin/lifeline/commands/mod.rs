@@ -15,14 +15,12 @@ mod serve;
 mod testbed;
 mod verify;
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use lifeline_replicator::KeyFile;
 
 use crate::cli::{Cli, Command, KeyCommand};
-use crate::runbook::actions::Mode;
+use lifeline_planner::runbook::actions::Mode;
 
 /// Which identity of `[tls]` a command presents to a receiver by default.
 enum Presents {
@@ -34,7 +32,7 @@ enum Presents {
 
 /// Fills `--tls-dir` and `--identity` that the command line left out from the
 /// configuration's `[tls]`; flags win.
-fn tls_from_config(remote: &mut crate::cli::RemoteArgs, config: &crate::config::Config, presents: Presents) {
+fn tls_from_config(remote: &mut crate::cli::RemoteArgs, config: &lifeline_planner::config::Config, presents: Presents) {
     let Some(tls) = &config.tls else { return };
     if remote.tls_dir.is_none() {
         remote.tls_dir = Some(tls.dir.clone());
@@ -49,7 +47,7 @@ fn tls_from_config(remote: &mut crate::cli::RemoteArgs, config: &crate::config::
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let config = crate::config::Config::load(cli.config.as_deref())?;
+    let config = lifeline_planner::config::Config::load(cli.config.as_deref())?;
     configure_s3(&cli.command, &config);
     match cli.command {
         Command::Key(KeyCommand::New { out }) => key::new(&out),
@@ -85,7 +83,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Certs(crate::cli::CertsCommand::New(a)) => net::certs_new(&a),
         Command::Receiver(a) => net::receiver(&a, &config),
         Command::Agent(a) => net::agent(&a, &config),
-        Command::Daemon(a) => crate::daemon::run::run(&a, cli.config.as_deref()),
+        Command::Daemon(a) => lifeline_planner::daemon::run::run(&a, cli.config.as_deref()),
         Command::Status(mut a) => {
             tls_from_config(&mut a.remote, &config, Presents::Identity);
             net::status(&a, &config)
@@ -122,7 +120,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 /// `--state-dir` (else the configuration's, else the default) for the local
 /// cache, and the configuration's `[s3]` table (the AWS_* variables fill in
 /// what it leaves out).
-fn configure_s3(command: &Command, config: &crate::config::Config) {
+fn configure_s3(command: &Command, config: &lifeline_planner::config::Config) {
     let flag = match command {
         Command::Init(a) => a.repo.state_dir.as_deref(),
         Command::Backup(a) => a.repo.state_dir.as_deref(),
@@ -143,48 +141,5 @@ fn configure_s3(command: &Command, config: &crate::config::Config) {
     });
 }
 
-/// The passphrase for wrapped key files, from the environment.
-pub fn passphrase() -> Option<String> {
-    std::env::var("LIFELINE_PASSPHRASE").ok()
-}
-
-/// Loads a key file (unwrapping it with LIFELINE_PASSPHRASE when needed).
-pub fn load_key(path: &Path) -> Result<KeyFile> {
-    Ok(KeyFile::load(path, passphrase().as_deref())?)
-}
-
-/// Bytes from what [`human_bytes`] prints (`812 B`, `1.25 MiB`).
-pub fn parse_human_bytes(text: &str) -> Option<u64> {
-    let (n, unit) = text.trim().split_once(' ')?;
-    let n: f64 = n.parse().ok()?;
-    let scale = match unit {
-        "B" => 1u64,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "TiB" => 1 << 40,
-        _ => return None,
-    };
-    Some((n * scale as f64).round() as u64)
-}
-
-/// `1.50 GiB`, `12.0 MiB`, `512 B`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.2} {}", UNITS[u])
-    }
-}
-
-/// MB/s of `bytes` over `secs`.
-pub fn rate(bytes: u64, secs: f64) -> String {
-    format!("{:.0} MB/s", bytes as f64 / 1e6 / secs.max(1e-9))
-}
+pub use lifeline_planner::repo_target::{load_key, passphrase};
+pub use lifeline_replicator::units::{human_bytes, human_rate as rate, parse_human_bytes};

@@ -17,8 +17,8 @@ use lifeline_service::{
 use super::backup::{cancel_on_signals, parse_volume};
 use super::human_bytes;
 use crate::cli::{AgentArgs, CertsArgs, ControlArgs, ControlSubcommand, ReceiverArgs, StatusArgs};
-use crate::config::Config;
-use crate::repo_target::parse_duration;
+use lifeline_planner::config::Config;
+use lifeline_planner::repo_target::parse_duration;
 
 pub fn certs_new(a: &CertsArgs) -> Result<ExitCode> {
     let written = mint_certificates(&CertsRequest {
@@ -338,22 +338,27 @@ fn start_control(
 }
 
 /// Each group's last passing drill from the planner's catalog, or why it is unknown.
-fn last_passing_drills(config: &crate::config::Config) -> Result<std::collections::BTreeMap<String, String>, String> {
+fn last_passing_drills(
+    config: &lifeline_planner::config::Config,
+) -> Result<std::collections::BTreeMap<String, String>, String> {
     let state = config.state_dir(None);
-    if !crate::run_catalog::planner_dir(&state).join("catalog").exists() {
+    if !lifeline_planner::run_catalog::planner_dir(&state)
+        .join("catalog")
+        .exists()
+    {
         return Ok(Default::default());
     }
-    let cat = crate::run_catalog::PlannerCatalog::open(&state).map_err(|e| format!("{e:#}"))?;
+    let cat = lifeline_planner::run_catalog::PlannerCatalog::open(&state).map_err(|e| format!("{e:#}"))?;
     let mut out = std::collections::BTreeMap::new();
     for d in cat.drills().map_err(|e| format!("{e:#}"))? {
-        if d.verdict != crate::report::Verdict::Failed {
+        if d.verdict != lifeline_planner::report::Verdict::Failed {
             out.insert(d.group.clone(), d.disaster_at.clone());
         }
     }
     Ok(out)
 }
 
-pub fn status(a: &StatusArgs, config: &crate::config::Config) -> Result<ExitCode> {
+pub fn status(a: &StatusArgs, config: &lifeline_planner::config::Config) -> Result<ExitCode> {
     let (tls_dir, identity) = a.remote.require(&a.repo)?;
     // No session: an agent identity reads its tenant's groups, an admin every tenant's.
     let groups = lifeline_service::remote_status(&a.repo, &TlsDir::new(tls_dir), identity)?;
@@ -506,7 +511,7 @@ fn ask_agent(addr: &str, agent: &str, tls_dir: &std::path::Path, admin: &str) ->
     rx
 }
 
-pub fn control(a: &ControlArgs, config: &crate::config::Config) -> Result<ExitCode> {
+pub fn control(a: &ControlArgs, config: &lifeline_planner::config::Config) -> Result<ExitCode> {
     use lifeline_service::{ControlAnswer, ControlCall, call_agent};
     let call = match &a.call {
         ControlSubcommand::Status => ControlCall::Status,

@@ -4,6 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+pub use lifeline_planner::daemon::DaemonArgs;
+pub use lifeline_planner::repo_target::RemoteArgs;
+pub use lifeline_planner::run_catalog::PlannerArgs;
 
 /// Lifeline: disaster-recovery replication. Deduplicated, compressed, encrypted
 /// recovery points of block volumes; restore, verify, drills.
@@ -214,24 +217,13 @@ pub struct PlanArgs {
     pub runbook: PathBuf,
     /// What the run would be: each action's behaviour depends on the mode.
     #[arg(long, value_enum)]
-    pub mode: crate::runbook::actions::Mode,
+    pub mode: lifeline_planner::runbook::actions::Mode,
     /// `latest`, a seq, or an RFC 3339 time.
     #[arg(long, value_name = "latest|SEQ|TIME")]
     pub point: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Where the planner keeps its catalog, audit log and key, and who is acting.
-#[derive(Args, Debug, Clone, Default)]
-pub struct PlannerArgs {
-    /// Planner state directory [default: state_dir of the configuration, else /var/lib/lifeline as root, else $XDG_STATE_HOME/lifeline].
-    #[arg(long, value_name = "DIR", env = "LIFELINE_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Who acts (recorded in the audit log with the OS user).
-    #[arg(long, value_name = "NAME")]
-    pub operator: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -723,21 +715,6 @@ pub struct ReceiverArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct DaemonArgs {
-    /// The site of the configuration this daemon runs.
-    #[arg(long, value_name = "NAME")]
-    pub site: String,
-    #[command(flatten)]
-    pub options: crate::daemon::DaemonOptions,
-    /// Agent and planner state directory [default: the configuration's state_dir].
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// One JSON event per line on stdout (the job list, each job's start and end, stop), for machines.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Args, Debug)]
 pub struct AgentArgs {
     /// Receiver address, https://HOST:PORT [default: the group's secondary site's receiver].
     #[arg(long, value_name = "URL")]
@@ -783,31 +760,6 @@ pub struct AgentArgs {
     /// replication of a failback, sends only those blocks [config: block_map].
     #[arg(long)]
     pub block_map: bool,
-}
-
-/// How to reach a receiver when `--repo` is an https:// URL.
-#[derive(Args, Debug, Default, Clone)]
-pub struct RemoteArgs {
-    /// TLS directory (ca.pem and this host's identities), for an https:// --repo [default: [tls] dir of the configuration].
-    #[arg(long, value_name = "TLSDIR")]
-    pub tls_dir: Option<PathBuf>,
-    /// Identity to present (NAME.pem/.key in --tls-dir), for an https:// --repo [default: from the
-    /// configuration: [tls] admin for prune, gc and verify; the group's agent for `agent`; else [tls] identity].
-    #[arg(long, value_name = "NAME")]
-    pub identity: Option<String>,
-}
-
-impl RemoteArgs {
-    /// Both flags, or an error that says what is missing.
-    pub fn require(&self, url: &str) -> anyhow::Result<(&std::path::Path, &str)> {
-        match (&self.tls_dir, &self.identity) {
-            (Some(t), Some(i)) => Ok((t, i)),
-            _ => anyhow::bail!(
-                "--repo {url} is a receiver: pass --tls-dir TLSDIR and --identity NAME (or set [tls] dir and \
-                 identity, or admin, in the configuration given with --config)"
-            ),
-        }
-    }
 }
 
 #[derive(Subcommand, Debug)]

@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 
 use crate::cli::{DrillArgs, PlannerArgs};
-use crate::config::Config;
-use crate::drill::{DrillOptions, DrillOutcome};
-use crate::report::Verdict;
-use crate::run_catalog::{PlannerCatalog, planner_dir};
+use lifeline_planner::config::Config;
+use lifeline_planner::drill::{DrillOptions, DrillOutcome};
+use lifeline_planner::report::Verdict;
+use lifeline_planner::run_catalog::{PlannerCatalog, planner_dir};
 
 fn secs(v: Option<f64>) -> String {
     v.map(|s| format!("{s:.1} s")).unwrap_or_else(|| "—".into())
@@ -19,10 +19,10 @@ fn secs(v: Option<f64>) -> String {
 pub fn run(a: &DrillArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
     // One mount namespace for the whole run, shared by its steps (returns only
     // when already in it, or when the machine does not allow one).
-    if let Err(why) = crate::sandbox::enter_private_mount_namespace() {
+    if let Err(why) = lifeline_planner::sandbox::enter_private_mount_namespace() {
         tracing::info!(%why, "the drill's steps share the host's mount namespace");
     }
-    let out: DrillOutcome = crate::drill::run(
+    let out: DrillOutcome = lifeline_planner::drill::run(
         &DrillOptions {
             runbook: a.runbook.clone(),
             point: a.point.clone(),
@@ -31,7 +31,7 @@ pub fn run(a: &DrillArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
             netns: !a.no_netns,
             planner: a.planner.clone(),
             parallel: a.parallel,
-            json: a.json,
+            observer: crate::commands::run::Display::new(a.json),
             lag_every: Duration::from_millis(
                 std::env::var("LIFELINE_DRILL_LAG_MS")
                     .ok()
@@ -94,7 +94,7 @@ pub fn run(a: &DrillArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
     }
     // Interrupted (Ctrl-C, SIGTERM, `lifeline abort`): 130, as every command;
     // a drill preempted by a recovery is a failed drill (1).
-    if out.status == crate::engine::RunStatus::Aborted && r.preempted_by.is_none() {
+    if out.status == lifeline_planner::engine::RunStatus::Aborted && r.preempted_by.is_none() {
         return Ok(ExitCode::from(130));
     }
     Ok(match r.verdict {
@@ -112,21 +112,21 @@ pub fn verify(
     config: &Config,
 ) -> Result<ExitCode> {
     let key = match pubkey {
-        Some(k) => crate::audit::read_public_key(k)?,
+        Some(k) => lifeline_planner::audit::read_public_key(k)?,
         None => {
-            let own = planner_dir(&crate::commands::run::state_dir(config, planner)).join("planner.pub");
+            let own = planner_dir(&planner.state_dir(config)).join("planner.pub");
             if !own.exists() {
                 bail!(
                     "no --pubkey and no planner key at {}: pass the signer's public key you trust (`lifeline keys show-signer` on the planner)",
                     own.display()
                 );
             }
-            crate::audit::read_public_key(&own)?
+            lifeline_planner::audit::read_public_key(&own)?
         }
     };
-    let mut c = crate::report::verify_dir(path, &key)?;
+    let mut c = lifeline_planner::report::verify_dir(path, &key)?;
     if let Some(log) = audit_log {
-        crate::report::verify_on_chain(&mut c, log, &key)?;
+        lifeline_planner::report::verify_on_chain(&mut c, log, &key)?;
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&c)?);
@@ -148,7 +148,7 @@ pub fn verify(
 }
 
 pub fn list(planner: &PlannerArgs, json: bool, config: &Config) -> Result<ExitCode> {
-    let state = crate::commands::run::state_dir(config, planner);
+    let state = planner.state_dir(config);
     let drills = PlannerCatalog::open(&state)?.drills()?;
     if json {
         println!("{}", serde_json::to_string_pretty(&drills)?);
@@ -203,9 +203,9 @@ pub fn list(planner: &PlannerArgs, json: bool, config: &Config) -> Result<ExitCo
 }
 
 pub fn show_signer(planner: &PlannerArgs, config: &Config) -> Result<ExitCode> {
-    let dir = planner_dir(&crate::commands::run::state_dir(config, planner));
+    let dir = planner_dir(&planner.state_dir(config));
     std::fs::create_dir_all(&dir)?;
-    let key = crate::audit::signing_key(&dir)?;
+    let key = lifeline_planner::audit::signing_key(&dir)?;
     println!("{}", hex::encode(key.verifying_key().to_bytes()));
     eprintln!(
         "(also in {}; give this to auditors for `lifeline report verify --pubkey`)",

@@ -10,7 +10,7 @@ use lifeline_replicator::serve::{Hydration, HydrationProgress, ServeOptions, Shu
 
 use super::human_bytes;
 use crate::cli::ServeArgs;
-use crate::repo_target::RepoTarget;
+use lifeline_planner::repo_target::RepoTarget;
 
 pub fn run(a: &ServeArgs) -> Result<ExitCode> {
     let point: PointSelector = a.point.parse()?;

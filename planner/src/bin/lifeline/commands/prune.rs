@@ -4,30 +4,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use chrono::Utc;
-use lifeline_replicator::{Decision, Repository, RetentionPolicy};
+use lifeline_replicator::{Repository, RetentionPolicy};
 
 use crate::cli::PruneArgs;
-use crate::config::Config;
-use crate::daemon::schedule::{Tz, parse_tz};
-use crate::repo_target::{is_url, parse_duration};
-
-/// The retention policy of `[groups.G.retention]`, if any.
-pub fn group_policy(config: &Config, group: &str) -> Result<Option<RetentionPolicy>> {
-    let Some(r) = config.group(group).and_then(|g| g.retention.clone()) else {
-        return Ok(None);
-    };
-    let dur = |s: &Option<String>| s.as_deref().map(parse_duration).transpose();
-    Ok(Some(RetentionPolicy {
-        journal: dur(&r.journal).context("retention.journal")?,
-        keep_within: dur(&r.keep_within).context("retention.keep_within")?,
-        keep_last: r.keep_last,
-        keep_hourly: r.keep_hourly,
-        keep_daily: r.keep_daily,
-        keep_weekly: r.keep_weekly,
-        keep_monthly: r.keep_monthly,
-        keep_yearly: r.keep_yearly,
-    }))
-}
+use lifeline_planner::config::Config;
+use lifeline_planner::daemon::schedule::{Tz, parse_tz};
+use lifeline_planner::repo_target::{is_url, parse_duration};
 
 /// The time zone of a group's calendar buckets and schedules.
 pub fn group_tz(config: &Config, group: &str, flag: Option<&str>) -> Result<Tz> {
@@ -35,21 +17,6 @@ pub fn group_tz(config: &Config, group: &str, flag: Option<&str>) -> Result<Tz> 
         flag.or(config.group(group).and_then(|g| g.timezone.as_deref()))
             .unwrap_or("UTC"),
     )
-}
-
-/// Prunes a group of a repository this process owns: decides (pinned points
-/// and the newest are kept) and, unless `dry_run`, removes
-/// ([`Repository::prune`]).
-pub fn prune_owned(
-    repo: &Repository,
-    tenant: &str,
-    group: &str,
-    policy: &RetentionPolicy,
-    tz: &Tz,
-    dry_run: bool,
-) -> Result<Vec<Decision>> {
-    repo.prune(tenant, group, policy, tz, dry_run)
-        .with_context(|| format!("prune {}", repo.name().display()))
 }
 
 /// The policy from the flags; without any retention flag, the group's from the configuration.
@@ -80,7 +47,7 @@ fn policy(a: &PruneArgs, config: &Config) -> Result<RetentionPolicy> {
     if any_flag {
         return Ok(from_flags);
     }
-    group_policy(config, &a.group)?.with_context(|| {
+    config.retention_policy(&a.group)?.with_context(|| {
         format!(
             "no retention policy for group `{}`: pass --keep-last/--keep-daily/... or set [groups.{}.retention] in lifeline.toml",
             a.group, a.group
@@ -101,7 +68,9 @@ pub fn run(a: &PruneArgs, config: &Config) -> Result<ExitCode> {
     }
     let repo = Repository::open(&a.repo.repo)?;
     // Points leased by running drills and failovers are kept.
-    let decisions = prune_owned(&repo, &tenant, &a.group, &policy, &tz, a.dry_run)?;
+    let decisions = repo
+        .prune(&tenant, &a.group, &policy, &tz, a.dry_run)
+        .with_context(|| format!("prune {}", repo.name().display()))?;
     let remove: Vec<u64> = decisions.iter().filter(|d| !d.kept()).map(|d| d.seq).collect();
     print(a, &tenant, &policy, &tz, &decisions, &remove);
     if !a.dry_run && !remove.is_empty() && !a.json {

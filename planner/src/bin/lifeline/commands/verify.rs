@@ -8,8 +8,8 @@ use lifeline_service::{TlsDir, remote_verify};
 
 use super::{human_bytes, rate};
 use crate::cli::VerifyArgs;
-use crate::progress::Bar;
-use crate::repo_target::is_url;
+use lifeline_planner::progress::Bar;
+use lifeline_planner::repo_target::is_url;
 
 pub fn run(a: &VerifyArgs) -> Result<ExitCode> {
     if is_url(&a.repo.repo) {
