@@ -496,9 +496,36 @@ fn round_trip_over_mtls_then_agent_once_sends_nothing_new() {
         "{line}"
     );
     assert_eq!(seqs(&c.points_json(), "app"), [1, 2]);
+    // `--json`: the same cycle as one object, numbers and not text.
+    let args = c.agent_args("app", &vols, &["--once", "--retry-for", "60s", "--json"]);
+    let r = Background::spawn(&strs(&args)).finish(PROMPT).ok();
+    let cycles: Vec<serde_json::Value> = r
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "cycle")
+        .collect();
+    assert_eq!(cycles.len(), 1, "one cycle object: {}", r.stdout);
+    let cy = &cycles[0];
+    assert_eq!(
+        (cy["group"].as_str(), u(cy, "seq"), u(cy, "bytes_new")),
+        (Some("app"), 3, 0),
+        "{cy}"
+    );
+    assert!(cy["lag_secs"].as_f64().is_some() && cy["taken_at"].is_string(), "{cy}");
+    assert!(
+        !r.stdout.contains("cycle: "),
+        "no text cycle line with --json: {}",
+        r.stdout
+    );
     // And a backup over https after it says the same in numbers.
     let again = c.backup_json("app", &vols);
-    assert_eq!(u(&again, "seq"), 3, "{again}");
+    assert_eq!(u(&again, "seq"), 4, "{again}");
+    assert_eq!(
+        u(cy, "bytes_sent"),
+        u(&again, "bytes_stored"),
+        "the agent's bytes are the backup's: {cy} {again}"
+    );
     assert_eq!(u(&again, "bytes_new"), 0, "{again}");
     c.restore("app", "2", "disk", &out).ok();
     assert_same_content(&hv, &out);

@@ -570,19 +570,7 @@ after = ["gate"]
 
 /// Bytes from what `human_bytes` prints (`812 B`, `1.25 MiB`).
 fn parse_human_bytes(text: &str) -> u64 {
-    let (n, unit) = text
-        .trim()
-        .split_once(' ')
-        .unwrap_or_else(|| panic!("not a size: {text:?}"));
-    let n: f64 = n.parse().unwrap_or_else(|_| panic!("not a size: {text:?}"));
-    let scale = match unit {
-        "B" => 1.0,
-        "KiB" => KIB as f64,
-        "MiB" => MIB as f64,
-        "GiB" => (MIB * 1024) as f64,
-        other => panic!("unknown unit {other:?} in {text:?}"),
-    };
-    (n * scale).round() as u64
+    lifeline_replicator::units::parse_human_bytes(text).unwrap_or_else(|| panic!("not a size: {text:?}"))
 }
 
 /// `(seq, bytes sent)` of every `cycle: point N of group … committed, X sent (Y new), …`

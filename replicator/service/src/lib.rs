@@ -5,6 +5,7 @@
 //! one deployment's CA. Proto types stay in this crate: they are converted to
 //! validated domain types at the boundary.
 
+mod agent;
 mod budget;
 mod certs;
 mod control;
@@ -16,6 +17,10 @@ mod remote;
 mod status;
 mod tls;
 
+pub use agent::{
+    AgentError, AgentEvent, AgentExit, AgentOptions, CycleReport, DEFAULT_RETRY_FOR, FIRST_BACKOFF, MAX_BACKOFF,
+    run_agent,
+};
 pub use certs::{CertsRequest, agent_control_domain, mint_certificates};
 pub use control::{AgentControl, ControlAnswer, ControlCall, call_agent, serve_control};
 pub use identity::Peer;

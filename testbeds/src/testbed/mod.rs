@@ -464,6 +464,8 @@ impl Testbed {
                 st.link.proxy_url.clone(),
                 "--control".into(),
                 "127.0.0.1:0".into(),
+                // One JSON object per cycle: the demo and the tests read numbers, not text.
+                "--json".into(),
             ],
             pid: 0,
             stdout: st.paths.logs.join("agent.out"),

@@ -26,7 +26,7 @@ fn kill_9_of_the_agent_then_a_restart_loses_no_point() {
 fn kill_9_of_the_receiver_then_a_restart_loses_no_point() {
     let mut bed = Bed::up(Flavour::Local, |_| {});
     let before = bed.wait_point(2, CYCLES);
-    let from = bed.log("agent.err").len();
+    let from = bed.log("agent.out").len();
     bed.tb
         .fault(&Fault::KillReceiver {
             site: "secondary".into(),
@@ -60,7 +60,7 @@ fn a_cut_mid_transfer_then_heal_resumes_without_a_full_resend() {
     });
     let crossed = poll_until(CYCLES, || bed.proxy().bytes_up >= 20 << 20);
     assert!(crossed, "20 MiB never crossed the link: {:?}", bed.proxy());
-    let from = bed.log("agent.err").len();
+    let from = bed.log("agent.out").len();
     let at_cut = bed.tb.fault(&Fault::Cut).unwrap().detail["proxy"]["bytes_up"]
         .as_u64()
         .unwrap();
@@ -96,30 +96,16 @@ fn a_cut_mid_transfer_then_heal_resumes_without_a_full_resend() {
     bed.disaster_check("cut");
 }
 
-/// Bytes sent by the cycle that committed point `seq`, from the agent's line
-/// `cycle: point N of group `g` committed, 12.34 MiB sent (…)`.
+/// Bytes sent by the cycle that committed point `seq`, from the agent's
+/// `--json` cycle object (`{"event":"cycle","seq":N,"bytes_sent":B,…}`).
 #[track_caller]
 fn cycle_bytes_sent(agent_out: &str, seq: u64) -> u64 {
-    let prefix = format!("cycle: point {seq} of group ");
-    let line = agent_out
+    agent_out
         .lines()
-        .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no cycle line for point {seq}:\n{agent_out}"));
-    let sent = line
-        .split(", ")
-        .find(|p| p.contains(" sent"))
-        .and_then(|p| p.split(" sent").next())
-        .unwrap_or_else(|| panic!("no bytes sent in {line:?}"));
-    let (num, unit) = sent.split_once(' ').expect("value and unit");
-    let v: f64 = num.parse().expect("number");
-    let mult = match unit {
-        "B" => 1.0,
-        "KiB" => 1024.0,
-        "MiB" => 1024.0 * 1024.0,
-        "GiB" => 1024.0 * 1024.0 * 1024.0,
-        u => panic!("unit {u} in {line:?}"),
-    };
-    (v * mult) as u64
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "cycle" && v["seq"] == seq)
+        .and_then(|v| v["bytes_sent"].as_u64())
+        .unwrap_or_else(|| panic!("no cycle object for point {seq}:\n{agent_out}"))
 }
 
 #[test]
@@ -172,7 +158,7 @@ fn a_full_disk_on_the_secondary_fails_cycles_cleanly_and_they_recover() {
     }
     let mut bed = Bed::up(Flavour::Local, |_| {});
     let before = bed.wait_point(2, CYCLES);
-    let from = bed.log("agent.err").len();
+    let from = bed.log("agent.out").len();
     bed.tb.fault(&Fault::FillDisk).unwrap();
     bed.wait_agent_error(from, "full", CYCLES);
     // Nothing committed is lost while full.

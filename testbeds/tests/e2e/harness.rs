@@ -236,15 +236,21 @@ impl Bed {
         self.tb.proxy(&ProxyCommand::Get).expect("proxy state")
     }
 
-    /// Waits until the agent's stderr holds `needle` (after `from` bytes).
+    /// Waits until the agent (`--json` on stdout) reports a failed cycle it
+    /// retries whose error holds `needle`, after `from` bytes of its stdout.
     #[track_caller]
     pub fn wait_agent_error(&self, from: usize, needle: &str, timeout: Duration) {
         let ok = poll_until(timeout, || {
-            self.log("agent.err").get(from..).is_some_and(|s| s.contains(needle))
+            self.log("agent.out").get(from..).is_some_and(|s| {
+                s.lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .any(|v| v["event"] == "retrying" && v["error"].as_str().is_some_and(|e| e.contains(needle)))
+            })
         });
         assert!(
             ok,
-            "the agent reported no `{needle}` within {timeout:?}: {}",
+            "the agent reported no `{needle}` within {timeout:?}:\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.log("agent.out"),
             self.log("agent.err")
         );
     }

@@ -733,6 +733,10 @@ pub struct AgentArgs {
     /// Replicate once and exit.
     #[arg(long, conflicts_with = "interval")]
     pub once: bool,
+    /// One JSON object per line on stdout for each cycle (`{"event":"cycle","seq":…,"bytes_sent":…,"lag_secs":…}`),
+    /// retarget and retry, instead of text, for machines.
+    #[arg(long)]
+    pub json: bool,
     /// Time between the starts of two cycles, e.g. 5s, 2m, 1h [default: the group's interval].
     #[arg(long, value_name = "DURATION")]
     pub interval: Option<String>,

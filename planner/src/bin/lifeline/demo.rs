@@ -90,39 +90,25 @@ fn print_backup(label: &str, s: &BackupSummary) {
 /// The runbook the demo drills.
 pub const DEMO_RUNBOOK: &str = include_str!("../../../../runbooks/demo.toml");
 
-/// Sums `X sent` over the agent's `cycle: point N … committed, X sent (Y new), …` lines.
+/// The cycles the agent reported (`lifeline agent --json`, one object per line).
+fn agent_cycles(log: &str) -> Vec<lifeline_service::CycleReport> {
+    log.lines()
+        .filter_map(|l| match serde_json::from_str::<serde_json::Value>(l) {
+            Ok(v) if v["event"] == "cycle" => serde_json::from_value(v).ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Bytes sent over the agent's cycles, and how many cycles.
 fn bytes_sent_by_agent(log: &str) -> (u64, u64) {
-    let mut sent = 0;
-    let mut cycles = 0;
-    for l in log.lines() {
-        let Some(rest) = l.strip_prefix("cycle: point ") else {
-            continue;
-        };
-        let Some(x) = rest
-            .split_once("committed, ")
-            .and_then(|(_, r)| r.split_once(" sent"))
-            .map(|(x, _)| x)
-        else {
-            continue;
-        };
-        if let Some(b) = crate::commands::parse_human_bytes(x) {
-            sent += b;
-            cycles += 1;
-        }
-    }
-    (sent, cycles)
+    let cycles = agent_cycles(log);
+    (cycles.iter().map(|c| c.bytes_sent).sum(), cycles.len() as u64)
 }
 
 /// Durations of the agent's cycles, in log order.
 fn cycle_secs(log: &str) -> Vec<f64> {
-    log.lines()
-        .filter(|l| l.starts_with("cycle: point "))
-        .filter_map(|l| {
-            l.split(", ")
-                .find(|p| p.ends_with(" s") && !p.starts_with("lag"))
-                .and_then(|p| p.trim_end_matches(" s").parse().ok())
-        })
-        .collect()
+    agent_cycles(log).iter().map(|c| c.elapsed_secs).collect()
 }
 
 fn median(v: &[f64]) -> Option<f64> {

@@ -142,4 +142,4 @@ fn configure_s3(command: &Command, config: &lifeline_planner::config::Config) {
 }
 
 pub use lifeline_planner::repo_target::{load_key, passphrase};
-pub use lifeline_replicator::units::{human_bytes, human_rate as rate, parse_human_bytes};
+pub use lifeline_replicator::units::{human_bytes, human_rate as rate};

@@ -8,10 +8,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use lifeline_replicator::{BackupOptions, TenantRepository, backup};
+use lifeline_replicator::BackupOptions;
 use lifeline_service::{
-    AgentControl, CertsRequest, Receiver, ReceiverConfig, RemoteRepository, TlsDir, mint_certificates, serve,
-    serve_control,
+    AgentControl, AgentError, AgentEvent, AgentExit, AgentOptions, CertsRequest, DEFAULT_RETRY_FOR, Receiver,
+    ReceiverConfig, TlsDir, mint_certificates, run_agent, serve, serve_control,
 };
 
 use super::backup::{cancel_on_signals, parse_volume};
@@ -170,12 +170,10 @@ pub fn agent(a: &AgentArgs, config: &Config) -> Result<ExitCode> {
     } else {
         interval_text.as_deref().map(parse_duration).transpose()?
     };
-    let retry_for_text = a
-        .retry_for
-        .clone()
-        .or_else(|| group.and_then(|g| g.retry_for.clone()))
-        .unwrap_or_else(|| "60s".into());
-    let retry_for = parse_duration(&retry_for_text)?;
+    let retry_for = match a.retry_for.clone().or_else(|| group.and_then(|g| g.retry_for.clone())) {
+        Some(text) => parse_duration(&text)?,
+        None => DEFAULT_RETRY_FOR,
+    };
     let control_addr = a.control.clone().or_else(|| group.and_then(|g| g.control.clone()));
     let limit = a
         .limit_upload
@@ -227,81 +225,50 @@ pub fn agent(a: &AgentArgs, config: &Config) -> Result<ExitCode> {
         Some(addr) => Some(start_control(addr, &tls, identity, control.clone(), cancel.clone())?),
         None => None,
     };
-    let mut failing_since: Option<Instant> = None;
-    let mut backoff = Duration::from_millis(500);
-    let mut repo: Option<RemoteRepository> = None;
-    let mut current = url.clone();
-    control.cycle_started();
-    loop {
-        let started = Instant::now();
-        let target = control.target();
-        if target != current {
-            eprintln!("agent: retargeted from {current} to {target}");
-            current = target;
-            repo = None;
-        }
-        let result = (|| -> Result<_, lifeline_service::ServiceError> {
-            if repo.is_none() {
-                let r = RemoteRepository::connect(&current, &tls, identity, &keys)?;
-                r.set_upload_limit(limit);
-                repo = Some(r);
-            }
-            Ok(backup(
-                repo.as_ref().expect("connected") as &dyn TenantRepository,
-                &keys,
-                &opts,
-            )?)
-        })();
-        let wait = match result {
-            Ok(s) => {
-                failing_since = None;
-                backoff = Duration::from_millis(500);
-                control.cycle_ok(s.seq, s.taken_at, s.elapsed_secs);
-                let lag = (chrono::Utc::now() - s.taken_at).num_milliseconds() as f64 / 1000.0;
-                println!(
+    let opts = AgentOptions {
+        url,
+        tls,
+        identity: identity.to_string(),
+        interval,
+        retry_for,
+        limit_upload: limit,
+        backup: opts,
+    };
+    let json = a.json;
+    let mut show = |e: &AgentEvent| {
+        if json {
+            println!("{}", serde_json::to_string(e).expect("serialisable"));
+        } else {
+            match e {
+                AgentEvent::Cycle(c) => println!(
                     "cycle: point {} of group `{}` committed, {} sent ({} new), {:.2} s, lag {:.2} s",
-                    s.seq,
-                    s.group,
-                    human_bytes(s.bytes_stored),
-                    human_bytes(s.bytes_new),
-                    s.elapsed_secs,
-                    lag
-                );
-                std::io::stdout().flush()?;
-                if a.once {
-                    return Ok(ExitCode::SUCCESS);
+                    c.seq,
+                    c.group,
+                    human_bytes(c.bytes_sent),
+                    human_bytes(c.bytes_new),
+                    c.elapsed_secs,
+                    c.lag_secs
+                ),
+                AgentEvent::Retargeted { from, to } => eprintln!("agent: retargeted from {from} to {to}"),
+                AgentEvent::Retrying { error, retry_in_secs } => {
+                    eprintln!("agent: {error}; retrying in {retry_in_secs:.1} s")
                 }
-                interval.expect("interval or once").saturating_sub(started.elapsed())
             }
-            Err(e) => {
-                control.cycle_failed(&e.to_string());
-                if cancel.load(Ordering::Relaxed) {
-                    eprintln!("agent: stopped");
-                    return Ok(ExitCode::from(130));
-                }
-                let transient = match &e {
-                    lifeline_service::ServiceError::Replicator(r) => r.is_transient(),
-                    _ => false,
-                };
-                if !transient {
-                    return Err(e.into());
-                }
-                repo = None;
-                let since = *failing_since.get_or_insert(started);
-                if since.elapsed() >= retry_for {
-                    return Err(anyhow::Error::from(e)
-                        .context(format!("giving up after retrying for {retry_for_text} (--retry-for)")));
-                }
-                eprintln!("agent: {e}; retrying in {:.1} s", backoff.as_secs_f64());
-                let w = backoff;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                w
-            }
-        };
-        if !control.wait_for_cycle(wait, &cancel) {
-            eprintln!("agent: stopped after the last cycle");
-            return Ok(ExitCode::SUCCESS);
         }
+        let _ = std::io::stdout().flush();
+    };
+    match run_agent(&opts, &keys, &control, &mut show) {
+        Ok(AgentExit::Once) => Ok(ExitCode::SUCCESS),
+        Ok(AgentExit::Stopped) => {
+            eprintln!("agent: stopped after the last cycle");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(AgentExit::Interrupted) => {
+            eprintln!("agent: stopped");
+            Ok(ExitCode::from(130))
+        }
+        Err(AgentError::Failed(e)) => Err(e.into()),
+        Err(e) => Err(e.into()),
     }
 }
 
