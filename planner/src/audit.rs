@@ -81,8 +81,8 @@ pub fn signing_key(dir: &Path) -> Result<SigningKey> {
             let mut bytes = [0u8; 32];
             getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("random key: {e}"))?;
             let key = SigningKey::from_bytes(&bytes);
-            write_atomic(&path, format!("{}\n", hex::encode(bytes)).as_bytes(), 0o600)?;
-            write_atomic(
+            lifeline_replicator::write_atomic_mode(&path, format!("{}\n", hex::encode(bytes)).as_bytes(), 0o600)?;
+            lifeline_replicator::write_atomic_mode(
                 &dir.join("planner.pub"),
                 format!("{}\n", hex::encode(key.verifying_key().to_bytes())).as_bytes(),
                 0o644,
@@ -101,12 +101,6 @@ pub fn read_public_key(path: &Path) -> Result<VerifyingKey> {
         .and_then(|b| b.try_into().ok())
         .with_context(|| format!("{} is not an ed25519 public key (64 hex digits)", path.display()))?;
     VerifyingKey::from_bytes(&bytes).with_context(|| format!("{} is not a valid ed25519 public key", path.display()))
-}
-
-/// Temp file, fsync, rename, fsync of the directory: the repository's one
-/// write path ([`lifeline_replicator::write_atomic_mode`]).
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    Ok(lifeline_replicator::write_atomic_mode(path, bytes, mode)?)
 }
 
 /// The log, open for appending.
@@ -215,7 +209,7 @@ impl AuditLog {
         self.seq = e.seq;
         self.last_hash = blake3::hash(&line).to_hex().to_string();
         let head = self.sign_head();
-        write_atomic(
+        lifeline_replicator::write_atomic_mode(
             &self.head_path,
             &serde_json::to_vec_pretty(&head).expect("serialisable"),
             0o644,
@@ -275,7 +269,7 @@ pub struct ReportDigest {
     pub manifest_blake3: String,
     /// Where the drill wrote the report.
     pub dir: String,
-    pub verdict: crate::report::Verdict,
+    pub verdict: crate::verdict::Verdict,
 }
 
 /// The run records of the planner's catalog, as `audit verify` compares them
@@ -768,7 +762,7 @@ mod tests {
             drill_id: "d1".into(),
             manifest_blake3: "ab".repeat(32),
             dir: "/r/d1".into(),
-            verdict: crate::report::Verdict::Passed,
+            verdict: crate::verdict::Verdict::Passed,
         };
         log.append(
             None,

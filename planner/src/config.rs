@@ -27,7 +27,7 @@ pub struct Config {
     pub groups: BTreeMap<String, GroupConfig>,
     /// `lifeline daemon`'s options (flags and LIFELINE_* variables override them).
     #[serde(default)]
-    pub daemon: crate::daemon::DaemonOptions,
+    pub daemon: DaemonOptions,
     /// How `s3://` repositories are reached: `endpoint`, `region`,
     /// `access_key_id`, `secret_access_key`, `path_style` (the AWS_* variables
     /// fill in what is left out).
@@ -273,6 +273,47 @@ impl Config {
         let g = self.groups.get(group)?;
         let site = g.secondary.as_deref().unwrap_or("secondary");
         self.sites.get(site)?.receiver.as_deref()
+    }
+}
+
+/// `lifeline daemon`'s options. One struct serves the three sources: flags,
+/// `LIFELINE_*` environment variables (clap reads both) and the `[daemon]`
+/// table of `lifeline.toml` (serde); [`DaemonOptions::over`] merges them, flags
+/// and environment first.
+#[derive(Debug, Default, Clone, clap::Args, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonOptions {
+    /// Serve Prometheus metrics on ADDR (e.g. 127.0.0.1:9187).
+    #[arg(long, env = "LIFELINE_METRICS", value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Operations run at once per tenant (backups, prunes, drills, verifies) [default: 5].
+    #[arg(long, env = "LIFELINE_MAX_CONCURRENT", value_name = "N")]
+    pub max_concurrent: Option<usize>,
+    /// When this site's repository is verified without the key: an interval or a cron expression.
+    #[arg(long, env = "LIFELINE_VERIFY_SCHEDULE", value_name = "SCHEDULE")]
+    pub verify_schedule: Option<String>,
+    /// When this site's repository is garbage collected: an interval or a cron expression.
+    #[arg(long, env = "LIFELINE_GC_SCHEDULE", value_name = "SCHEDULE")]
+    pub gc_schedule: Option<String>,
+    /// Grace period of scheduled collections [default: 1h].
+    #[arg(long, env = "LIFELINE_GC_GRACE", value_name = "DURATION")]
+    pub gc_grace: Option<String>,
+    /// Time zone of the site's cron schedules (verify, gc) [default: UTC].
+    #[arg(long, env = "LIFELINE_TIMEZONE", value_name = "TZ")]
+    pub timezone: Option<String>,
+}
+
+impl DaemonOptions {
+    /// These options (flags, environment) where set, else the file's.
+    pub fn over(&self, file: &DaemonOptions) -> DaemonOptions {
+        DaemonOptions {
+            metrics: self.metrics.clone().or_else(|| file.metrics.clone()),
+            max_concurrent: self.max_concurrent.or(file.max_concurrent),
+            verify_schedule: self.verify_schedule.clone().or_else(|| file.verify_schedule.clone()),
+            gc_schedule: self.gc_schedule.clone().or_else(|| file.gc_schedule.clone()),
+            gc_grace: self.gc_grace.clone().or_else(|| file.gc_grace.clone()),
+            timezone: self.timezone.clone().or_else(|| file.timezone.clone()),
+        }
     }
 }
 

@@ -5,7 +5,6 @@
 
 pub mod audit;
 pub mod config;
-pub mod control_socket;
 pub mod daemon;
 pub mod drill;
 pub mod engine;
@@ -14,6 +13,11 @@ pub mod progress;
 pub mod repo_target;
 pub mod report;
 pub mod run_catalog;
+pub mod run_record;
 pub mod runbook;
 pub mod sandbox;
 pub mod state_dir;
+pub mod verdict;
+
+#[cfg(test)]
+mod layers;

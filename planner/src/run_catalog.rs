@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::engine::RunRecord;
+use crate::run_record::RunRecord;
 
 /// Where the planner keeps its catalog, audit log and key, and who is acting.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -32,9 +32,7 @@ impl PlannerArgs {
     }
 }
 
-/// The version of run records this planner writes. Do not modify; add a new one
-/// with a migration.
-pub const RUN_RECORD_VERSION: u32 = 1;
+pub use crate::run_record::RUN_RECORD_VERSION;
 
 pub struct PlannerCatalog {
     runs: sled::Tree,
@@ -55,10 +53,7 @@ pub struct CatalogHeld {
     pub pid: String,
 }
 
-/// The planner's directory in a state directory.
-pub fn planner_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("planner")
-}
+pub use crate::state_dir::planner_dir;
 
 /// The control socket of the planner owning `state_dir`'s catalog.
 pub fn control_socket(state_dir: &Path) -> PathBuf {
@@ -94,7 +89,7 @@ impl PlannerCatalog {
                     anyhow::anyhow!("open the planner catalog in {}: {e}", dir.display())
                 }
             })?;
-        crate::audit::write_atomic(&owner, format!("{}\n", std::process::id()).as_bytes(), 0o644)?;
+        lifeline_replicator::write_atomic_mode(&owner, format!("{}\n", std::process::id()).as_bytes(), 0o644)?;
         let runs = db
             .open_tree("runs")
             .context("open the runs tree of the planner catalog")?;
@@ -163,7 +158,7 @@ pub struct DrillSummary {
     pub rto_secs: Option<f64>,
     pub rpo_objective_secs: Option<f64>,
     pub rto_objective_secs: Option<f64>,
-    pub verdict: crate::report::Verdict,
+    pub verdict: crate::verdict::Verdict,
     pub report_dir: PathBuf,
     pub next_drill_due: String,
 }

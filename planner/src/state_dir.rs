@@ -1,6 +1,6 @@
 //! Where the agent and planner keep their local state.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `/var/lib/lifeline` as root, else `$XDG_STATE_HOME/lifeline`, else
 /// `~/.local/state/lifeline`.
@@ -15,4 +15,9 @@ pub fn default_state_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/state/lifeline")
+}
+
+/// The planner's directory in a state directory.
+pub fn planner_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("planner")
 }

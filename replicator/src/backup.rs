@@ -37,15 +37,13 @@ use crate::hooks::ThawGuard;
 use crate::index::{AnySegment, BlockMap, DeltaNode, SegmentNode, build_tree};
 use crate::object_id::ObjectId;
 use crate::point::{Consistency, PointBody, PointHeader, RecoveryPoint, RootRef, VolumeEntry, check_name};
+use crate::point_reader::{read_full_segment, read_segment_node, volume_leaves};
+use crate::progress::Progress;
 use crate::reader::ObjectReader;
-use crate::restore::{read_full_segment, read_segment_node, volume_leaves};
 use crate::store::ChunkStore;
 use crate::tenant_repository::{CycleReport, TenantRepository};
 use crate::volume::{SegmentBuf, VolumeSource};
 use crate::volume_hash::{VolumeHasher, zero_segment_hash};
-
-/// Progress callback: bytes done, bytes total.
-pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
 /// What to back up and how.
 #[derive(Clone)]

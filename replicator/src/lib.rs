@@ -26,6 +26,8 @@ mod hooks;
 pub mod index;
 mod object_id;
 mod point;
+mod point_reader;
+mod progress;
 mod reader;
 mod record_object;
 mod repair;
@@ -42,7 +44,7 @@ mod volume_hash;
 mod zone;
 
 pub use agent_state::{AgentState, SegmentState, VolumeState};
-pub use backup::{BackupOptions, BackupSummary, Progress, backup};
+pub use backup::{BackupOptions, BackupSummary, backup};
 pub use catalog::{Catalog, ObjectIndex, PinRecord, RepositoryConfig, SledCatalog, SledObjectIndex, TenantRecord};
 pub use crypto::{KeyFile, Keys, ObjectKind, SealedHeader, SealedObject, open_object, seal_object};
 pub use error::{Error, Result};
@@ -53,6 +55,7 @@ pub use object_id::ObjectId;
 pub use point::{
     Consistency, MAX_CLOCK_SKEW, PointBody, PointHeader, PointRecord, RecoveryPoint, RootRef, VolumeEntry, check_name,
 };
+pub use progress::Progress;
 pub use repair::{RepairProgress, RepairReport, repair, repair_s3};
 pub use repository::{
     Comparison, DEFAULT_TENANT, OWNER_FILE, OWNER_KEY, OwnerLease, OwnerNote, Repository, S3Context, s3_cache_dir,

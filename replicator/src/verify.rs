@@ -15,14 +15,14 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::backup::Progress;
 use crate::crypto::{Keys, ObjectKind, SealedObject, open_object};
 use crate::error::Result;
 use crate::index::{AnySegment, IndexNode};
 use crate::object_id::ObjectId;
+use crate::point_reader::{assemble_segment, volume_leaves};
+use crate::progress::Progress;
 use crate::reader::ObjectReader;
 use crate::repository::Repository;
-use crate::restore::{assemble_segment, volume_leaves};
 use crate::store::{ChunkStore, StoredObject};
 use crate::volume_hash::{VolumeHasher, zero_segment_hash};
 

@@ -402,9 +402,9 @@ pub(super) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
                         (None, None) => return Err("traffic.switch with `file` needs `content`, or `replace` and `with`".into()),
                     };
                     if !backup.exists() {
-                        crate::audit::write_atomic(&backup, &old, 0o600).map_err(|e| format!("{e:#}"))?;
+                        lifeline_replicator::write_atomic_mode(&backup, &old, 0o600).map_err(|e| format!("{e:#}"))?;
                     }
-                    crate::audit::write_atomic(&file, &new, 0o644).map_err(|e| format!("{e:#}"))?;
+                    lifeline_replicator::write_atomic_mode(&file, &new, 0o644).map_err(|e| format!("{e:#}"))?;
                     Ok(Outputs::new())
                 })
                 .await
@@ -599,7 +599,7 @@ pub(super) async fn builtin_undo(ctx: Arc<Ctx>, ps: PlannedStep) -> R<String> {
             let backup = ctx.plan.run_dir.join(format!("{}.orig", ps.id));
             blocking(move || {
                 let old = std::fs::read(&backup).map_err(|e| format!("read {}: {e}", backup.display()))?;
-                crate::audit::write_atomic(&file, &old, 0o644).map_err(|e| format!("{e:#}"))?;
+                lifeline_replicator::write_atomic_mode(&file, &old, 0o644).map_err(|e| format!("{e:#}"))?;
                 Ok(format!("put {} back", file.display()))
             })
             .await

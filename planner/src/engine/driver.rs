@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::{Event, EventSink, RunRecord, RunStatus, Shared, StepStatus};
+use super::{Event, EventSink, RunRecord, RunStatus, Shared, StepStatus, control_socket};
 use crate::audit::AuditLog;
 use crate::config::Config;
-use crate::control_socket;
 use crate::plan::Plan;
 use crate::run_catalog::PlannerCatalog;
 

@@ -7,10 +7,10 @@
 //! runs again from its start.
 
 mod actions;
+pub mod control_socket;
 mod driver;
 pub mod http;
 pub mod process;
-mod record;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -21,8 +21,8 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+pub use crate::run_record::{RunRecord, RunStatus, StepRecord, StepStatus, TrackedProcess};
 pub use driver::{Driving, Prepared, RunObserver, Unobserved, execute_run, new_run_id};
-pub use record::{RunRecord, RunStatus, StepRecord, StepStatus, TrackedProcess};
 
 use crate::audit::AuditLog;
 use crate::config::Config;
@@ -754,7 +754,7 @@ pub fn new_record(
     operator: Option<String>,
 ) -> RunRecord {
     RunRecord {
-        version: crate::run_catalog::RUN_RECORD_VERSION,
+        version: crate::run_record::RUN_RECORD_VERSION,
         id: plan.run_id.clone(),
         mode: plan.mode,
         runbook: plan.runbook.clone(),

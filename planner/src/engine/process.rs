@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use rustix::process::{Pid, Signal};
 
-use super::record::TrackedProcess;
+use crate::run_record::TrackedProcess;
 
 /// Start time of `pid` in clock ticks since boot, if it is alive (and not a zombie).
 pub fn start_ticks(pid: i32) -> Option<u64> {

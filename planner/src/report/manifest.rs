@@ -63,7 +63,7 @@ pub fn sign_and_write(dir: &Path, drill_id: &str, key: &SigningKey) -> Result<St
         signature: hex::encode(sig.to_bytes()),
     };
     let bytes = serde_json::to_vec_pretty(&m)?;
-    crate::audit::write_atomic(&dir.join("manifest.json"), &bytes, 0o644)?;
+    lifeline_replicator::write_atomic_mode(&dir.join("manifest.json"), &bytes, 0o644)?;
     Ok(blake3::hash(&bytes).to_hex().to_string())
 }
 
@@ -160,8 +160,8 @@ pub fn verify_dir(path: &Path, key: &VerifyingKey) -> Result<ManifestCheck> {
 pub fn verify_on_chain(check: &mut ManifestCheck, log: &Path, key: &VerifyingKey) -> Result<()> {
     let log = if log.join("audit.jsonl").exists() {
         log.to_path_buf()
-    } else if crate::run_catalog::planner_dir(log).join("audit.jsonl").exists() {
-        crate::run_catalog::planner_dir(log)
+    } else if crate::state_dir::planner_dir(log).join("audit.jsonl").exists() {
+        crate::state_dir::planner_dir(log)
     } else {
         anyhow::bail!(
             "{} holds no audit.jsonl: give a copy of the planner's STATE/planner directory (audit.jsonl and \

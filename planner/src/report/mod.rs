@@ -23,23 +23,7 @@ pub use manifest::{ManifestCheck, sign_and_write, verify_dir, verify_on_chain};
 pub const SCHEMA: &str = "lifeline.drill-report";
 pub const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Passed,
-    PassedWithConditions,
-    Failed,
-}
-
-impl Verdict {
-    pub fn label(self) -> &'static str {
-        match self {
-            Verdict::Passed => "PASSED",
-            Verdict::PassedWithConditions => "PASSED WITH CONDITIONS",
-            Verdict::Failed => "FAILED",
-        }
-    }
-}
+pub use crate::verdict::Verdict;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunbookRef {
@@ -263,9 +247,9 @@ pub fn write(dir: &std::path::Path, report: &DrillReport, key: &ed25519_dalek::S
     use anyhow::Context;
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let json = serde_json::to_vec_pretty(report)?;
-    crate::audit::write_atomic(&dir.join("report.json"), &json, 0o644)?;
-    crate::audit::write_atomic(&dir.join("report.html"), html::render(report).as_bytes(), 0o644)?;
-    crate::audit::write_atomic(&dir.join("report.xml"), junit::render(report).as_bytes(), 0o644)?;
+    lifeline_replicator::write_atomic_mode(&dir.join("report.json"), &json, 0o644)?;
+    lifeline_replicator::write_atomic_mode(&dir.join("report.html"), html::render(report).as_bytes(), 0o644)?;
+    lifeline_replicator::write_atomic_mode(&dir.join("report.xml"), junit::render(report).as_bytes(), 0o644)?;
     sign_and_write(dir, &report.drill_id, key)
 }
 

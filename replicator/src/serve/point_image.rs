@@ -12,8 +12,8 @@ use crate::error::{Error, Result};
 use crate::index::{AnySegment, IndexNode, TreeRoot, leaf_at};
 use crate::object_id::ObjectId;
 use crate::point::VolumeEntry;
+use crate::point_reader::{assemble_segment, read_segment_node};
 use crate::reader::ObjectReader;
-use crate::restore::{assemble_segment, read_segment_node};
 use crate::store::ChunkStore;
 
 use super::segment_cache::{Segment, SegmentCache};

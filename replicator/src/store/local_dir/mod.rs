@@ -27,10 +27,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::catalog::ObjectIndex;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::object_id::ObjectId;
+use crate::store::ObjectIndex;
 use crate::store::pack::{self, ObjectLocation, PACK_HEADER_LEN, PACK_TARGET_BYTES, PackId};
 use crate::store::{ChunkStore, ObjectStorage, StoredObject};
 

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use crate::cli::{AbortArgs, ApproveArgs, PlanArgs, PlannerArgs, ResumeArgs, RunArgs, RunsArgs};
 use lifeline_planner::audit::AuditLog;
 use lifeline_planner::config::Config;
-use lifeline_planner::control_socket::{self, Request};
+use lifeline_planner::engine::control_socket::{self, Request};
 use lifeline_planner::engine::{self, Driving, Event, Prepared, RunObserver, RunRecord, RunStatus, StepStatus};
 use lifeline_planner::plan::{self, Plan, PlanOptions};
 use lifeline_planner::run_catalog::{PlannerCatalog, planner_dir};

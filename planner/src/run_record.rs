@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::audit::SignedHead;
 use crate::runbook::actions::Mode;
 
+/// The version of run records this planner writes. Do not modify; add a new one
+/// with a migration.
+pub const RUN_RECORD_VERSION: u32 = 1;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
@@ -119,7 +123,7 @@ pub struct TrackedProcess {
 /// One run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunRecord {
-    /// [`RUN_RECORD_VERSION`](crate::run_catalog::RUN_RECORD_VERSION).
+    /// [`RUN_RECORD_VERSION`].
     pub version: u32,
     pub id: String,
     pub mode: Mode,
