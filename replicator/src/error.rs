@@ -179,6 +179,22 @@ pub enum Error {
 
     #[error("overlay directory {dir}: {reason}")]
     Overlay { dir: PathBuf, reason: String },
+
+    #[error("mount directory {dir} {reason}")]
+    MountDirectory { dir: PathBuf, reason: String },
+
+    #[error("mount FUSE on {dir}: {source}; {fix}")]
+    Mount {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+        fix: String,
+    },
+
+    #[error(
+        "{dir} is busy, still mounted: something uses its images (a loop mount of one: `umount` it first; `losetup -a` lists loop devices), then stop again"
+    )]
+    MountBusy { dir: PathBuf },
 }
 
 impl From<String> for Error {

@@ -8,6 +8,7 @@ mod common;
 mod daemon;
 mod identities;
 mod metrics;
+mod mount;
 mod postgres;
 mod preempt;
 mod replication;
@@ -1031,6 +1032,7 @@ fn help_works_for_every_subcommand() {
         &["points"],
         &["restore"],
         &["verify"],
+        &["mount"],
         &["bench"],
         &["demo"],
     ] {
@@ -1047,6 +1049,13 @@ fn help_works_for_every_subcommand() {
         .ok()
         .stdout_has(&["--volume", "--freeze", "--thaw", "--state-dir"]);
     run(&["restore", "--help"]).ok().stdout_has(&["--point", "--to"]);
+    run(&["mount", "--help"]).ok().stdout_has(&[
+        "--all-points",
+        "mounted at DIR",
+        "mount -o loop,ro",
+        "<seq>-<taken_at>",
+        "EIO",
+    ]);
     // Flags whose help was missing (every flag's is checked by a unit test in cli.rs).
     run(&["agent", "--help"]).ok().stdout_has(&[
         "Protection group to replicate",

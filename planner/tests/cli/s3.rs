@@ -292,3 +292,63 @@ fn a_point_in_a_bucket_is_served_over_nbd() {
     );
     assert_same_content(&v, &copy);
 }
+
+#[test]
+fn a_point_in_a_bucket_is_mounted_as_files() {
+    if !is_root() || !Path::new("/dev/fuse").exists() {
+        eprintln!("skipped: `lifeline mount` needs root and /dev/fuse");
+        return;
+    }
+    let Some(g) = Garage::single() else { return };
+    g.create_bucket("mount-repo");
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let (key, state, cfg) = (p("k"), p("state"), p("lifeline.toml"));
+    s3_config(&g, &cfg);
+    run(&["key", "new", "--out", s(&key)]).ok();
+    let repo = "s3://mount-repo/prod";
+    let with = |args: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        v.extend([
+            "--config".into(),
+            s(&cfg).into(),
+            "--state-dir".into(),
+            s(&state).into(),
+        ]);
+        v
+    };
+    run(&strs(&with(&["init", "--repo", repo, "--key-file", s(&key)]))).ok();
+    let v = p("v.img");
+    write_random_file(&v, 10 * MIB + 7, 18);
+    let spec = format!("v={}", s(&v));
+    run(&strs(&with(&[
+        "backup",
+        "--repo",
+        repo,
+        "--key-file",
+        s(&key),
+        "--group",
+        "db",
+        "--volume",
+        &spec,
+    ])))
+    .ok();
+    let mnt = p("points");
+    fs::create_dir(&mnt).unwrap();
+    let args = with(&["mount", "--repo", repo, "--key-file", s(&key), "--group", "db", s(&mnt)]);
+    let mut bg = Background::spawn(&strs(&args));
+    if bg
+        .wait_for_line(Duration::from_secs(30), |l| l.starts_with("mounted at "))
+        .is_none()
+    {
+        panic!("mount never said `mounted at`: {}", bg.describe());
+    }
+    let read = fs::read(mnt.join("v.img"));
+    bg.signal("INT");
+    let r = bg.finish(Duration::from_secs(30));
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        read.expect("read the image") == fs::read(&v).unwrap(),
+        "the image differs"
+    );
+}

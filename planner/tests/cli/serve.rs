@@ -16,7 +16,7 @@ use super::common::*;
 const WAIT: Duration = Duration::from_secs(30);
 
 /// True when every tool is on PATH; otherwise says which is missing.
-fn have(tools: &[&str]) -> bool {
+pub(super) fn have(tools: &[&str]) -> bool {
     for t in tools {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {t}")])
@@ -31,7 +31,7 @@ fn have(tools: &[&str]) -> bool {
 }
 
 /// Runs a client tool; returns (success, stdout, stderr).
-fn tool(args: &[&str]) -> (bool, String, String) {
+pub(super) fn tool(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
@@ -44,7 +44,7 @@ fn tool(args: &[&str]) -> (bool, String, String) {
 }
 
 #[track_caller]
-fn tool_ok(args: &[&str]) -> String {
+pub(super) fn tool_ok(args: &[&str]) -> String {
     let (ok, stdout, stderr) = tool(args);
     assert!(ok, "`{}` failed:\n{stdout}\n{stderr}", args.join(" "));
     stdout
@@ -127,7 +127,7 @@ fn sparse_volume(path: &Path, size: u64, seed: u64) -> Vec<(u64, u64)> {
 
 /// Every file of the repository with its length and content hash, to show that
 /// serving changed nothing.
-fn repo_snapshot(repo: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+pub(super) fn repo_snapshot(repo: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     fn walk(p: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
         let mut entries: Vec<_> = fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).collect();
         entries.sort();

@@ -9,7 +9,9 @@
 //! - `overlay`: clients' writes and their durable block bitmap;
 //! - `export`: one volume served (point + overlay);
 //! - `hydrate`: copying a served volume into a target in the background;
-//! - `server`: connections, negotiation, requests.
+//! - `server`: connections, negotiation, requests;
+//! - `point_files`, `mount`: the same volumes as read-only files in a FUSE
+//!   mount (`lifeline mount`), for restoring single files through a loop mount.
 //!
 //! Opening a point reads its point record only (the point list and one sealed
 //! object, whatever the volume sizes); index nodes, segment nodes and chunks
@@ -19,7 +21,9 @@ pub mod nbd;
 
 mod export;
 mod hydrate;
+mod mount;
 mod overlay;
+mod point_files;
 mod point_image;
 mod segment_cache;
 mod server;
@@ -31,7 +35,12 @@ use chrono::{DateTime, Utc};
 
 pub use export::{Export, READ_AHEAD_SEGMENTS};
 pub use hydrate::{Hydration, HydrationProgress, HydrationTarget};
+pub use mount::{
+    MountContent, MountOptions, MountPoints, MountStopper, MountedPoint, PointMount, Unmounted, check_mount_dir,
+    open_for_mounting,
+};
 pub use overlay::{OVERLAY_BLOCK, OverlayMeta, VolumeOverlay};
+pub use point_files::{FileNode, NodeKind, PointFiles, ROOT_INODE, image_name, point_dir_name};
 pub use point_image::{Extent, PointImage};
 pub use segment_cache::SegmentCache;
 pub use server::{NbdServer, Shutdown};

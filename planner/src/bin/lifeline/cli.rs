@@ -37,6 +37,17 @@ pub enum Command {
     /// reads go through the point's index, writes to an overlay; the repository
     /// is never changed. Prints `listening on nbd://HOST:PORT` first.
     Serve(ServeArgs),
+    /// Show the volumes of a recovery point as read-only files (FUSE), to restore
+    /// single files: `mount -o loop,ro DIR/VOLUME.img /mnt`, copy, `umount /mnt`.
+    /// Prints `mounted at DIR` first; unmounts on Ctrl-C or SIGTERM. The repository
+    /// is never changed.
+    #[command(
+        after_help = "Layout: one point: DIR/<volume>.img. With --all-points: DIR/<seq>-<taken_at>/<volume>.img,\n\
+                      taken_at in UTC to the second with `-` for `:` (e.g. DIR/12-2026-12-05T10-30-00Z/db.img).\n\
+                      A read of a damaged object fails with EIO (the object is named in the log), never with\n\
+                      other bytes. Needs root, or fusermount3 (Debian: fuse3) for other users."
+    )]
+    Mount(MountArgs),
     /// Check a repository: every object (without a key), or also decrypt and check
     /// every id, node, point and volume hash (with --key-file).
     Verify(VerifyArgs),
@@ -924,6 +935,35 @@ pub struct ServeArgs {
     /// Hydrate at most this fast, per volume, e.g. 50MiB (per second) or 200mbit [default: no limit].
     #[arg(long, value_name = "RATE")]
     pub hydrate_rate: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// Key file written by `lifeline key new` (the tenant's key).
+    #[arg(long, value_name = "KEYFILE")]
+    pub key_file: PathBuf,
+    /// Tenant of a local or s3:// repository [default: `default`; on a receiver, the certificate's].
+    #[arg(long, value_name = "TENANT")]
+    pub tenant: Option<String>,
+    /// Protection group whose points to show.
+    #[arg(long, value_name = "G")]
+    pub group: String,
+    /// `latest`, a seq, or an RFC 3339 time (the newest point at or before it) [default: latest].
+    #[arg(long, value_name = "latest|SEQ|TIME", conflicts_with = "all_points")]
+    pub point: Option<String>,
+    /// Show every point of the group, each in a directory `<seq>-<taken_at>`, to browse in time.
+    #[arg(long)]
+    pub all_points: bool,
+    /// Bound of the cache of decoded segments, in MiB (shared by every image).
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub cache_mib: usize,
+    /// Empty directory to mount on.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 #[derive(Args, Debug)]

@@ -5,6 +5,7 @@ mod backup;
 mod bench;
 mod drill;
 mod key;
+mod mount;
 mod net;
 mod points;
 pub(crate) mod prune;
@@ -64,6 +65,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(mut a) => {
             tls_from_config(&mut a.remote, &config, Presents::Identity);
             serve::run(&a)
+        }
+        Command::Mount(mut a) => {
+            tls_from_config(&mut a.remote, &config, Presents::Identity);
+            mount::run(&a)
         }
         Command::Verify(mut a) => {
             tls_from_config(&mut a.remote, &config, Presents::Admin);
@@ -127,6 +132,7 @@ fn configure_s3(command: &Command, config: &lifeline_planner::config::Config) {
         Command::Points(a) => a.repo.state_dir.as_deref(),
         Command::Restore(a) => a.repo.state_dir.as_deref(),
         Command::Serve(a) => a.repo.state_dir.as_deref(),
+        Command::Mount(a) => a.repo.state_dir.as_deref(),
         Command::Verify(a) => a.repo.state_dir.as_deref(),
         Command::Prune(a) => a.repo.state_dir.as_deref(),
         Command::Gc(a) => a.repo.state_dir.as_deref(),
