@@ -151,6 +151,14 @@ pub struct RunRecord {
     /// take the planner catalog.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preempted_by: Option<String>,
+    /// Volumes an instant `volume.promote` hydrates in the background, with
+    /// their progress (absent in runs before instant promotes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hydrations: Vec<super::instant::HydrationRecord>,
+    /// What the run's own teardown did (instant promotes: unmounts, the NBD
+    /// server stopped, overlays removed or kept), each a sentence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub teardown: Vec<String>,
     /// Times the run was resumed.
     pub resumes: u32,
     pub error: Option<String>,
