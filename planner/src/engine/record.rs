@@ -165,3 +165,24 @@ pub struct RunRecord {
     /// The audit chain's signed head when the run last changed.
     pub audit_head: Option<SignedHead>,
 }
+
+impl RunRecord {
+    /// `hydrating app 512 of 1024 bytes into /srv/app.img (50 %)`, one
+    /// entry per volume, while any hydration of the run is not done.
+    pub fn hydration_progress(&self) -> Option<String> {
+        let running = self
+            .hydrations
+            .iter()
+            .any(|h| h.state == super::instant::HydrationState::Running);
+        running.then(|| {
+            format!(
+                "hydrating {}",
+                self.hydrations
+                    .iter()
+                    .map(|h| h.summary())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })
+    }
+}

@@ -607,6 +607,39 @@ mod tests {
     }
 
     #[test]
+    fn an_instant_promote_takes_booleans_and_hydration_only_when_instant() {
+        for ok in [
+            "action = \"volume.promote\"\ninstant = true",
+            "action = \"volume.promote\"\ninstant = true\nhydrate = false",
+            "action = \"volume.promote\"\ninstant = true\nhydrate = true\nhydrate_rate = \"50MiB/s\"",
+            "action = \"volume.promote\"\ninstant = false",
+        ] {
+            assert_eq!(errors(ok), Vec::<String>::new(), "{ok}");
+        }
+        for (bad, want) in [
+            (
+                "action = \"volume.promote\"\ninstant = \"yes\"",
+                "7:11 `instant` of `volume.promote` must be true or false, not a string",
+            ),
+            (
+                "action = \"volume.promote\"\nhydrate = true",
+                "7:11 `hydrate` and `hydrate_rate` apply only to an instant promote",
+            ),
+            (
+                "action = \"volume.promote\"\ninstant = false\nhydrate_rate = \"1MiB\"",
+                "8:16 `hydrate` and `hydrate_rate` apply only to an instant promote",
+            ),
+            (
+                "action = \"volume.promote\"\ninstant = true\nhydrate_rate = \"fast\"",
+                "8:16 `hydrate_rate`: invalid rate `fast`",
+            ),
+        ] {
+            let got = errors(bad);
+            assert!(got.iter().any(|e| e.starts_with(want)), "{bad}: {got:?}");
+        }
+    }
+
+    #[test]
     fn a_drill_skips_or_substitutes_every_production_target() {
         // Allowed: the default (skip), skip, substitutions into the sandbox or another command.
         for ok in [

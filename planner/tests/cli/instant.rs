@@ -1,0 +1,140 @@
+//! `volume.promote` with `instant = true`: a drill of the sample workload
+//! (`lifeline demo --instant`, a real `lifeline` process with its testbed)
+//! whose point is served by the planner and attached through a real nbdfuse;
+//! the checks pass on the attached file, the report says the promote was
+//! instant and splits RTO into service start and hydration, and teardown
+//! leaves no mount and no overlay.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::common::*;
+
+/// Why an instant promote cannot run here, if it cannot.
+fn cannot_attach() -> Option<&'static str> {
+    if !is_root() {
+        return Some("needs root (FUSE mounts)");
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return Some("/dev/fuse is absent");
+    }
+    let nbdfuse = std::process::Command::new("nbdfuse")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !nbdfuse.is_ok_and(|s| s.success()) {
+        return Some("nbdfuse is not installed (Debian package nbdfuse)");
+    }
+    None
+}
+
+/// Mount points at or under `root` as this process sees them.
+fn mounts_under(root: &Path) -> Vec<String> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(String::from))
+        .filter(|m| Path::new(m).starts_with(root))
+        .collect()
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// The demo's drill of runbooks/demo-instant.toml: promote instant, hydration
+/// into the sandbox throttled to 16 MiB/s, so the 64 MiB volume takes about
+/// 4 s to copy while the checks (point hash through the attached file, the
+/// workload's records, the service's health) pass on the served point first.
+/// The demo runs its drill in the host's mount namespace, so this process
+/// sees the nbdfuse mount's fate in its own /proc/self/mountinfo.
+#[test]
+fn an_instant_drill_of_the_sample_workload_passes_before_hydration_ends_and_leaves_no_mount_or_overlay() {
+    if let Some(why) = cannot_attach() {
+        eprintln!("SKIP an_instant_drill_of_the_sample_workload: {why}");
+        return;
+    }
+    let cwd = tempfile::tempdir().unwrap();
+    let out = command(&["demo", "--instant", "--size-mib", "64"])
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    let r = Run::from_output("demo --instant --size-mib 64".into(), out)
+        .ok()
+        .stdout_has(&["demo-instant.toml", "instant promote: services could start at T0 +"]);
+    let reports: Vec<PathBuf> = fs::read_dir(cwd.path().join("lifeline-demo/reports"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(reports.len(), 1, "{}", r.stdout);
+    let report: Value = serde_json::from_slice(&fs::read(reports[0].join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["verdict"], "passed", "{report:#}");
+    // Every check passed, on the attached file.
+    let checks = report["checks"].as_array().unwrap();
+    assert!(checks.len() >= 3, "{report:#}");
+    assert!(checks.iter().all(|c| c["passed"] == true), "{report:#}");
+    let sandbox = PathBuf::from(report["environment"]["sandbox"].as_str().unwrap());
+    let attached = sandbox.join("instant/app.img");
+    assert_eq!(
+        report["volumes"][0]["path"].as_str().unwrap(),
+        attached.to_str().unwrap(),
+        "the checks read the nbdfuse file: {report:#}"
+    );
+    // The report says instant, and splits RTO.
+    let p = &report["promote"];
+    assert_eq!(p["instant"], true, "{report:#}");
+    let service_start = f(&p["service_start_secs"]);
+    let rto = f(&report["achieved"]["rto_secs"]);
+    let hydrated = f(&p["hydration_end_secs"]);
+    assert_eq!(p["hydration"][0]["state"], "done", "{report:#}");
+    assert_eq!(p["hydration"][0]["copied"], 64u64 << 20, "{report:#}");
+    assert!(
+        service_start <= rto && rto < hydrated,
+        "service start {service_start} s, every check green {rto} s, hydration done {hydrated} s: {report:#}"
+    );
+    // Teardown: the mount and the overlay are gone, and it said so first.
+    let teardown: Vec<&str> = report["environment"]["teardown"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(
+        teardown
+            .iter()
+            .any(|t| t.starts_with(&format!("unmounted {} (nbdfuse", attached.display()))),
+        "{teardown:#?}"
+    );
+    assert!(
+        teardown.iter().any(|t| t.starts_with(&format!(
+            "removed the overlay {}",
+            sandbox.join("instant/overlay").display()
+        ))),
+        "{teardown:#?}"
+    );
+    assert!(report["environment"].get("leftovers").is_none(), "{report:#}");
+    assert!(mounts_under(&sandbox).is_empty(), "{:?}", mounts_under(&sandbox));
+    let fuse_left: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("nbdfuse") && l.contains(sandbox.to_str().unwrap()))
+        .map(String::from)
+        .collect();
+    assert!(fuse_left.is_empty(), "{fuse_left:?}");
+    assert!(!sandbox.join("instant/overlay").exists());
+    assert!(!sandbox.exists(), "sandbox left behind");
+    // The signature covers the promote section.
+    run(&[
+        "report",
+        "verify",
+        s(&reports[0]),
+        "--pubkey",
+        s(&cwd.path().join("lifeline-demo/signer.pub")),
+    ])
+    .ok();
+    let html = fs::read_to_string(reports[0].join("report.html")).unwrap();
+    assert!(html.contains("RTO: service start") && html.contains("RTO: hydration"));
+}
