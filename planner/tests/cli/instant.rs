@@ -138,3 +138,161 @@ fn an_instant_drill_of_the_sample_workload_passes_before_hydration_ends_and_leav
     let html = fs::read_to_string(reports[0].join("report.html")).unwrap();
     assert!(html.contains("RTO: service start") && html.contains("RTO: hydration"));
 }
+
+/// A failover with `instant = true` on a local testbed (real receivers, agent
+/// and workload): the service starts on the attached point and its health
+/// check passes while hydration (throttled to 8 MiB/s) still copies the point
+/// into the group's target; the run ends once hydration is done. The target
+/// then holds the point plus what the recovered service wrote meanwhile (its
+/// records after the point's last one): no overlay write was lost. No mount
+/// and no overlay are left.
+#[test]
+fn an_instant_failover_checks_green_before_hydration_ends_and_the_target_keeps_the_services_writes() {
+    if let Some(why) = cannot_attach() {
+        eprintln!("SKIP an_instant_failover: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = dir.path().join("tb");
+    run(&["testbed", "up", "--dir", s(&tb)]).ok();
+    let config = tb.join("lifeline.toml");
+    let result = std::panic::catch_unwind(|| instant_failover(dir.path(), &config));
+    run(&["testbed", "down", "--dir", s(&tb)]).ok();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn instant_failover(dir: &Path, config: &Path) {
+    let cfg = fs::read_to_string(config).unwrap();
+    let url = cfg
+        .split("[sites.secondary]")
+        .nth(1)
+        .and_then(|t| t.split("receiver = \"").nth(1))
+        .and_then(|t| t.split('"').next())
+        .unwrap()
+        .to_string();
+    let target = cfg
+        .split("targets = { app = \"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .map(PathBuf::from)
+        .unwrap();
+    // A point on the secondary first.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let r = command(&[
+            "points",
+            "--config",
+            s(config),
+            "--repo",
+            &url,
+            "--group",
+            "app",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+        let pts: Value = serde_json::from_slice(&r.stdout).unwrap_or(Value::Null);
+        if pts.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no point on the secondary in 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let rb = dir.join("instant-failover.toml");
+    fs::write(
+        &rb,
+        format!(
+            r#"[runbook]
+name = "instant-failover"
+group = "app"
+[runbook.ports]
+app = {port}
+[[step]]
+id = "promote"
+action = "volume.promote"
+instant = true
+hydrate_rate = "8MiB/s"
+[[step]]
+id = "data-loss"
+action = "check.workload"
+volume = "app"
+after = ["promote"]
+[[step]]
+id = "start"
+action = "service.start"
+command = "${{run.bin}}"
+args = ["workload", "run", "--volume", "${{steps.promote.path.app}}", "--listen", "127.0.0.1:${{ports.app}}"]
+after = ["data-loss"]
+[[step]]
+id = "healthy"
+action = "check.http"
+url = "http://127.0.0.1:${{ports.app}}/health"
+timeout = "30s"
+after = ["start"]
+"#
+        ),
+    )
+    .unwrap();
+    run(&["failover", s(&rb), "--config", s(config), "--json"]).ok();
+    let runs = run(&["runs", "--config", s(config), "--json"]).ok().json();
+    let rec = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["runbook"] == "instant-failover")
+        .unwrap()
+        .clone();
+    assert_eq!(rec["status"], "succeeded", "{rec:#}");
+    let promote = &rec["steps"]["promote"]["outputs"];
+    assert_eq!(promote["instant"], "true", "{rec:#}");
+    assert_eq!(promote["hydrate.app"].as_str().unwrap(), target.to_str().unwrap());
+    let h = &rec["hydrations"][0];
+    assert_eq!(h["state"], "done", "{rec:#}");
+    assert_eq!(h["copied"], h["size"], "{rec:#}");
+    // RFC 3339 UTC with milliseconds: ordered as strings.
+    let healthy = rec["steps"]["healthy"]["ended_at"].as_str().unwrap();
+    let hydrated = h["ended_at"].as_str().unwrap();
+    assert!(
+        healthy < hydrated,
+        "health check green at {healthy}, hydration done at {hydrated}"
+    );
+    // The target: the point plus the recovered service's own records.
+    let point_last: u64 = rec["steps"]["data-loss"]["outputs"]["last_seq"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let check = run(&["workload", "check", "--volume", s(&target), "--json"])
+        .ok()
+        .json();
+    assert_eq!(check["clean"], true, "{check:#}");
+    assert!(
+        check["last_seq"].as_u64().unwrap() > point_last,
+        "the target lacks the records the service wrote on the instant volume (point's last {point_last}): {check:#}"
+    );
+    // Teardown: no mount, no overlay, and the run says so.
+    let run_dir = PathBuf::from(rec["run_dir"].as_str().unwrap());
+    assert!(mounts_under(&run_dir).is_empty(), "{:?}", mounts_under(&run_dir));
+    assert!(!run_dir.join("instant/overlay").exists());
+    let teardown: Vec<&str> = rec["teardown"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(
+        teardown.iter().any(|t| t.starts_with("unmounted "))
+            && teardown.iter().any(|t| t.contains("hydration finished")),
+        "{teardown:#?}"
+    );
+}
