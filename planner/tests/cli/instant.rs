@@ -296,3 +296,143 @@ after = ["start"]
         "{teardown:#?}"
     );
 }
+
+/// Whether process `pid` runs (and is not a zombie).
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|st| !st.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .unwrap_or(false)
+}
+
+/// PIDs of the nbdfuse processes whose command line names `under`.
+fn nbdfuse_under(under: &Path) -> Vec<u32> {
+    let mut out = Vec::new();
+    for p in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let cmd = fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.starts_with("nbdfuse ") && cmd.contains(under.to_str().unwrap()) && alive(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Ctrl-C while an instant drill holds its volume attached (a `wait` step after
+/// `check.volume` passed through the nbdfuse file): the drill exits 130, its
+/// nbdfuse is gone, the teardown says it unmounted the file, stopped the server
+/// and removed the overlay, and the sandbox is removed. A local repository
+/// (no testbed): a random volume backed up once.
+#[test]
+fn ctrl_c_during_an_instant_drill_unmounts_stops_the_server_and_removes_the_overlay() {
+    if let Some(why) = cannot_attach() {
+        eprintln!("SKIP ctrl_c_during_an_instant_drill: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, repo, vol) = (d.join("key"), d.join("repo"), d.join("app.img"));
+    run(&["key", "new", "--out", s(&key)]).ok();
+    run(&["init", "--repo", s(&repo), "--key-file", s(&key)]).ok();
+    write_random_file(&vol, 8 * MIB, 7);
+    run(&[
+        "backup",
+        "--repo",
+        s(&repo),
+        "--key-file",
+        s(&key),
+        "--group",
+        "app",
+        "--volume",
+        &format!("app={}", s(&vol)),
+        "--state-dir",
+        s(&d.join("agent-state")),
+    ])
+    .ok();
+    let config = d.join("lifeline.toml");
+    fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}\"\nkey_file = \"{}\"\n[sites.secondary]\nrepo = \"{}\"\n[groups.app]\n\
+             volumes = {{ app = \"{}\" }}\ntargets = {{ app = \"{}\" }}\n",
+            s(&d.join("state")),
+            s(&key),
+            s(&repo),
+            s(&vol),
+            s(&d.join("restored/app.img"))
+        ),
+    )
+    .unwrap();
+    let rb = d.join("hold.toml");
+    fs::write(
+        &rb,
+        r#"[runbook]
+name = "instant-hold"
+group = "app"
+[[step]]
+id = "promote"
+action = "volume.promote"
+instant = true
+[[step]]
+id = "verify"
+action = "check.volume"
+volume = "app"
+after = ["promote"]
+[[step]]
+id = "hold"
+action = "wait"
+duration = "5m"
+after = ["verify"]
+"#,
+    )
+    .unwrap();
+    let reports = d.join("reports");
+    let mut drill = Background::spawn(&[
+        "drill",
+        s(&rb),
+        "--config",
+        s(&config),
+        "--report-dir",
+        s(&reports),
+        "--no-netns",
+        "--json",
+    ]);
+    let line = drill
+        .wait_for_line(std::time::Duration::from_secs(60), |l| {
+            l.contains("\"step_started\"") && l.contains("\"hold\"")
+        })
+        .unwrap_or_else(|| panic!("step `hold` never started: {}", drill.describe()));
+    let run_id = serde_json::from_str::<Value>(&line).unwrap()["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let run_dir = d.join("state/planner/runs").join(&run_id);
+    let fuse = nbdfuse_under(&run_dir);
+    assert_eq!(
+        fuse.len(),
+        1,
+        "one nbdfuse for the attached volume: {}",
+        drill.describe()
+    );
+    drill.signal("INT");
+    let r = drill.finish(std::time::Duration::from_secs(60)).code(EXIT_INTERRUPTED);
+    assert!(!alive(fuse[0]), "nbdfuse {} survived the teardown", fuse[0]);
+    assert!(nbdfuse_under(&run_dir).is_empty());
+    let report: Value = serde_json::from_slice(&fs::read(reports.join(&run_id).join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["verdict"], "failed", "{}", r.stdout);
+    assert_eq!(report["promote"]["instant"], true, "{report:#}");
+    assert_eq!(report["checks"][0]["passed"], true, "{report:#}");
+    let teardown = report["environment"]["teardown"].to_string();
+    let attached = run_dir.join("volumes/app.img");
+    for want in [
+        format!("unmounted {} (nbdfuse {}", attached.display(), fuse[0]),
+        "stopped the NBD server (overlay flushed)".to_string(),
+        format!("removed the overlay {}", run_dir.join("instant/overlay").display()),
+    ] {
+        assert!(teardown.contains(&want), "{want:?} not in {teardown}");
+    }
+    assert!(!run_dir.exists(), "sandbox left behind after Ctrl-C");
+    assert!(mounts_under(&run_dir).is_empty());
+}
