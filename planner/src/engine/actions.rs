@@ -675,6 +675,7 @@ async fn promote(ctx: &Arc<Ctx>, ps: &PlannedStep, p: &BTreeMap<String, Value>) 
             hydrate: flag(p, "hydrate").unwrap_or(!drill),
             hydrate_rate: 0,
             drill,
+            serve_args: serve_args(ctx, &repo, &d.tenant),
         });
     let instant = match (instant, s(p, "hydrate_rate")) {
         (Some(mut req), Some(rate)) => {
@@ -785,6 +786,26 @@ async fn promote(ctx: &Arc<Ctx>, ps: &PlannedStep, p: &BTreeMap<String, Value>) 
         ctx.shared.instant.lock().expect("instant").push(ip);
     }
     Ok(o)
+}
+
+/// The `lifeline serve` arguments that open `repo` as this run does (the
+/// command an instant promote's kept overlay is resumed with).
+fn serve_args(ctx: &Ctx, repo: &str, tenant: &str) -> Vec<String> {
+    let mut a = vec!["--repo".to_string(), repo.to_string()];
+    if let Some(k) = &ctx.config.key_file {
+        a.extend(["--key-file".to_string(), k.display().to_string()]);
+    }
+    if repo.starts_with("https://") || repo.starts_with("http://") {
+        if let Some(t) = &ctx.config.tls {
+            a.extend(["--tls-dir".to_string(), t.dir.display().to_string()]);
+            if let Some(i) = &t.identity {
+                a.extend(["--identity".to_string(), i.clone()]);
+            }
+        }
+    } else if tenant != lifeline_replicator::DEFAULT_TENANT {
+        a.extend(["--tenant".to_string(), tenant.to_string()]);
+    }
+    a
 }
 
 /// Takes (`ttl` given) or releases a run's lease on a point. On a receiver

@@ -112,6 +112,9 @@ pub struct InstantRequest {
     /// Bytes per second at most (0: no limit).
     pub hydrate_rate: u64,
     pub drill: bool,
+    /// The `lifeline serve` arguments that reach the same repository (repo,
+    /// key file, TLS), for the command that resumes a kept overlay.
+    pub serve_args: Vec<String>,
 }
 
 /// One volume attached as a file.
@@ -126,6 +129,9 @@ struct Attachment {
 pub struct InstantPromote {
     pub step: String,
     drill: bool,
+    /// `lifeline serve ...` that resumes this promote's hydration from its
+    /// overlay (same point, same targets).
+    resume: String,
     shutdown: Shutdown,
     server: Option<JoinHandle<std::io::Result<()>>>,
     exports: Vec<Arc<Export>>,
@@ -133,6 +139,7 @@ pub struct InstantPromote {
     overlay_dir: PathBuf,
     hydration_stop: Arc<AtomicBool>,
     hydrations: Vec<JoinHandle<()>>,
+    hydrations_started: bool,
     pending: Vec<Hydration>,
     /// The NBD server's address.
     addr: std::net::SocketAddr,
@@ -231,6 +238,29 @@ pub fn start(
     let mut ip = InstantPromote {
         step: req.step.clone(),
         drill: req.drill,
+        resume: {
+            let mut a = vec!["lifeline".to_string(), "serve".to_string()];
+            a.extend(req.serve_args.iter().cloned());
+            a.extend([
+                "--group".to_string(),
+                req.group.clone(),
+                "--point".to_string(),
+                req.seq.to_string(),
+                "--overlay-dir".to_string(),
+                overlay_dir.display().to_string(),
+                "--listen".to_string(),
+                "127.0.0.1:0".to_string(),
+            ]);
+            for (name, target) in &req.volumes {
+                a.push("--volume".into());
+                a.push(name.clone());
+                if req.hydrate {
+                    a.push("--hydrate".into());
+                    a.push(format!("{name}={}", target.display()));
+                }
+            }
+            a.iter().map(|x| shell_quote(x)).collect::<Vec<_>>().join(" ")
+        },
         shutdown,
         server: Some(handle),
         exports,
@@ -238,6 +268,7 @@ pub fn start(
         overlay_dir,
         hydration_stop: Arc::new(AtomicBool::new(false)),
         hydrations: Vec::new(),
+        hydrations_started: false,
         pending,
         addr,
         target: None,
@@ -346,6 +377,7 @@ impl InstantPromote {
     /// Starts the hydrations opened by [`start`], each recording its progress
     /// in the run record.
     pub fn start_hydrations(&mut self, shared: &Arc<Shared>) {
+        self.hydrations_started |= !self.pending.is_empty();
         for h in self.pending.drain(..) {
             let rec = HydrationRecord {
                 step: self.step.clone(),
@@ -485,8 +517,13 @@ impl InstantPromote {
             }
         } else {
             notes.push(format!(
-                "kept the overlay {dir} ({blocks} written blocks): hydration did not finish; resume it with \
-                 `lifeline serve --overlay-dir {dir} --hydrate VOLUME=TARGET ...` for the same point"
+                "kept the overlay {dir} ({blocks} written blocks): {}; its writes are kept there, resume with `{}`",
+                if self.hydrations_started {
+                    "hydration did not finish"
+                } else {
+                    "nothing was hydrated"
+                },
+                self.resume
             ));
         }
         notes
@@ -608,11 +645,13 @@ impl Drop for InstantPromote {
 /// its hydrations (this process serves the volumes until then); then the
 /// run's processes are stopped (the mounts cannot go from under them) and each
 /// promote is torn down, what it did recorded in the run record.
-pub(super) async fn finish(shared: &Arc<Shared>, status: super::RunStatus) -> anyhow::Result<()> {
+/// Returns whether the run was interrupted while it waited for hydration.
+pub(super) async fn finish(shared: &Arc<Shared>, status: super::RunStatus) -> anyhow::Result<bool> {
     let held: Vec<InstantPromote> = std::mem::take(&mut *shared.instant.lock().expect("instant"));
     if held.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
+    let mut interrupted = false;
     // A drill hydrates only when asked (into its sandbox); then it waits too,
     // so its report has the hydration's end.
     let run_done = matches!(status, super::RunStatus::Succeeded | super::RunStatus::ReprotectPending);
@@ -628,7 +667,11 @@ pub(super) async fn finish(shared: &Arc<Shared>, status: super::RunStatus) -> an
             None,
             |_| {},
         )?;
-        while held.iter().any(|h| !h.hydrations_finished()) && !shared.snapshot().abort_requested {
+        while held.iter().any(|h| !h.hydrations_finished()) {
+            if shared.snapshot().abort_requested {
+                interrupted = true;
+                break;
+            }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 _ = shared.wake.notified() => {}
@@ -651,5 +694,17 @@ pub(super) async fn finish(shared: &Arc<Shared>, status: super::RunStatus) -> an
             r.teardown.extend(notes.iter().cloned())
         })?;
     }
-    Ok(())
+    Ok(interrupted)
+}
+
+/// `x` as one shell word.
+fn shell_quote(x: &str) -> String {
+    if !x.is_empty()
+        && x.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:@,+".contains(&b))
+    {
+        x.to_string()
+    } else {
+        format!("'{}'", x.replace('\'', "'\\''"))
+    }
 }

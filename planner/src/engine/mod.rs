@@ -442,7 +442,12 @@ pub async fn drive(shared: Arc<Shared>, plan: Arc<Plan>, config: Arc<Config>, pa
         _ if rec.steps.values().any(|s| s.status == StepStatus::Deferred) => RunStatus::ReprotectPending,
         _ => RunStatus::Succeeded,
     };
-    instant::finish(&shared, status).await?;
+    // Interrupted while it waited for hydration: aborted, not succeeded.
+    let status = if instant::finish(&shared, status).await? {
+        RunStatus::Aborted
+    } else {
+        status
+    };
     release_pins(&ctx).await?;
     let left = pins_left(&shared.snapshot(), &plan);
     let msg = match status {

@@ -333,38 +333,7 @@ fn ctrl_c_during_an_instant_drill_unmounts_stops_the_server_and_removes_the_over
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (key, repo, vol) = (d.join("key"), d.join("repo"), d.join("app.img"));
-    run(&["key", "new", "--out", s(&key)]).ok();
-    run(&["init", "--repo", s(&repo), "--key-file", s(&key)]).ok();
-    write_random_file(&vol, 8 * MIB, 7);
-    run(&[
-        "backup",
-        "--repo",
-        s(&repo),
-        "--key-file",
-        s(&key),
-        "--group",
-        "app",
-        "--volume",
-        &format!("app={}", s(&vol)),
-        "--state-dir",
-        s(&d.join("agent-state")),
-    ])
-    .ok();
-    let config = d.join("lifeline.toml");
-    fs::write(
-        &config,
-        format!(
-            "state_dir = \"{}\"\nkey_file = \"{}\"\n[sites.secondary]\nrepo = \"{}\"\n[groups.app]\n\
-             volumes = {{ app = \"{}\" }}\ntargets = {{ app = \"{}\" }}\n",
-            s(&d.join("state")),
-            s(&key),
-            s(&repo),
-            s(&vol),
-            s(&d.join("restored/app.img"))
-        ),
-    )
-    .unwrap();
+    let config = local_deployment(d);
     let rb = d.join("hold.toml");
     fs::write(
         &rb,
@@ -435,4 +404,126 @@ after = ["verify"]
     }
     assert!(!run_dir.exists(), "sandbox left behind after Ctrl-C");
     assert!(mounts_under(&run_dir).is_empty());
+}
+
+/// A deployment on one directory: an 8 MiB random volume `app` of group `app`
+/// backed up once into a local repository (the secondary site's), its target
+/// `restored/app.img`. Returns the configuration file.
+fn local_deployment(d: &Path) -> PathBuf {
+    let (key, repo, vol) = (d.join("key"), d.join("repo"), d.join("app.img"));
+    run(&["key", "new", "--out", s(&key)]).ok();
+    run(&["init", "--repo", s(&repo), "--key-file", s(&key)]).ok();
+    write_random_file(&vol, 8 * MIB, 7);
+    run(&[
+        "backup",
+        "--repo",
+        s(&repo),
+        "--key-file",
+        s(&key),
+        "--group",
+        "app",
+        "--volume",
+        &format!("app={}", s(&vol)),
+        "--state-dir",
+        s(&d.join("agent-state")),
+    ])
+    .ok();
+    let config = d.join("lifeline.toml");
+    fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}\"\nkey_file = \"{}\"\n[sites.secondary]\nrepo = \"{}\"\n[groups.app]\n\
+             volumes = {{ app = \"{}\" }}\ntargets = {{ app = \"{}\" }}\n",
+            s(&d.join("state")),
+            s(&key),
+            s(&repo),
+            s(&vol),
+            s(&d.join("restored/app.img"))
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// A failover whose hydration is interrupted keeps every write: the recovered
+/// volume is written through the nbdfuse file (and flushed), the run is
+/// interrupted while it waits for a throttled hydration (`lifeline runs`
+/// shows the progress meanwhile), so its teardown keeps the overlay and names
+/// the `lifeline serve` command that resumes it; that command (a real
+/// process) finishes the hydration, and the target is the point plus the write.
+#[test]
+fn an_interrupted_instant_failover_keeps_its_overlay_and_the_named_serve_command_resumes_hydration() {
+    if let Some(why) = cannot_attach() {
+        eprintln!("SKIP an_interrupted_instant_failover: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = local_deployment(d);
+    let rb = d.join("fo.toml");
+    fs::write(
+        &rb,
+        r#"[runbook]
+name = "instant-write"
+group = "app"
+[[step]]
+id = "promote"
+action = "volume.promote"
+instant = true
+hydrate_rate = "512KiB/s"
+[[step]]
+id = "write"
+action = "check.command"
+command = "sh"
+args = ["-c", "printf LIFELINE-MARK | dd of=${steps.promote.path.app} bs=1 seek=4096 conv=notrunc,fsync 2>/dev/null"]
+after = ["promote"]
+"#,
+    )
+    .unwrap();
+    let mut fo = Background::spawn(&["failover", s(&rb), "--config", s(&config), "--json"]);
+    fo.wait_for_line(std::time::Duration::from_secs(60), |l| l.contains("\"hydration_wait\""))
+        .unwrap_or_else(|| panic!("the run never waited for hydration: {}", fo.describe()));
+    let runs = run(&["runs", "--config", s(&config)]).ok();
+    assert!(runs.stdout.contains("hydrating app "), "{}", runs.stdout);
+    fo.signal("INT");
+    let r = fo.finish(std::time::Duration::from_secs(60));
+    assert_ne!(r.code, Some(EXIT_OK), "an interrupted failover succeeded: {}", r.stdout);
+    let rec = run(&["runs", "--config", s(&config), "--json"]).ok().json()[0].clone();
+    assert_eq!(rec["status"], "aborted", "{rec:#}");
+    assert_eq!(rec["hydrations"][0]["state"], "stopped", "{rec:#}");
+    let overlay = PathBuf::from(rec["steps"]["promote"]["outputs"]["overlay"].as_str().unwrap());
+    assert!(
+        overlay.is_dir(),
+        "the overlay of an unfinished hydration was removed: {rec:#}"
+    );
+    let run_dir = PathBuf::from(rec["run_dir"].as_str().unwrap());
+    assert!(mounts_under(&run_dir).is_empty(), "{:?}", mounts_under(&run_dir));
+    let note = rec["teardown"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.as_str())
+        .find(|t| t.starts_with("kept the overlay"))
+        .unwrap_or_else(|| panic!("no kept-overlay note: {rec:#}"))
+        .to_string();
+    let cmd = note.split('`').nth(1).unwrap();
+    let args: Vec<&str> = cmd.split_whitespace().collect();
+    assert_eq!(args[..2], ["lifeline", "serve"], "{note}");
+    let mut serve = Background::spawn(&args[1..]);
+    assert!(
+        poll_until(std::time::Duration::from_secs(60), || serve
+            .stderr()
+            .contains("hydrated app into")),
+        "the resumed hydration did not finish: {}",
+        serve.describe()
+    );
+    serve.signal("INT");
+    serve.finish(std::time::Duration::from_secs(30)).ok();
+    let mut want = fs::read(d.join("app.img")).unwrap();
+    want[4096..4096 + 13].copy_from_slice(b"LIFELINE-MARK");
+    let got = fs::read(d.join("restored/app.img")).unwrap();
+    assert!(
+        got == want,
+        "the hydrated target is not the point plus the write made through the attached file"
+    );
 }
