@@ -396,6 +396,8 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
     } else {
         "the steps ran in the host's mount namespace (not root, or no unshare)".to_string()
     }];
+    // What the run tore down itself (instant promotes: mounts, server, overlay).
+    torn_down.extend(rec.teardown.iter().cloned());
     for p in rec.processes.iter().filter(|p| !p.stopped) {
         match crate::engine::process::stop(p, Duration::from_secs(10), None) {
             Ok(()) => torn_down.push(format!("stopped process {} of step {}", p.pid, p.step)),
@@ -483,6 +485,7 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
                 .collect()
         })
         .unwrap_or_default();
+    let promote = promote_evidence(&plan, &rec, &rel);
     let rpo = point
         .as_ref()
         .and_then(|p| parse_time(&p.taken_at))
@@ -564,6 +567,7 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
         steps,
         checks,
         volumes,
+        promote,
         replication_lag: lag,
         environment: report::Environment {
             host: std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -672,5 +676,54 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
         report_dir: dir.canonicalize().unwrap_or(dir),
         status,
         sandbox,
+    })
+}
+
+/// How the run's (first successful) `volume.promote` went: instant or full,
+/// and for an instant one the service start and the hydration, in seconds
+/// after T0 (`rel`).
+fn promote_evidence(
+    plan: &Plan,
+    rec: &RunRecord,
+    rel: &dyn Fn(&Option<String>) -> Option<f64>,
+) -> Option<report::PromoteEvidence> {
+    let (id, s) = plan
+        .steps
+        .iter()
+        .filter(|s| s.action == "volume.promote")
+        .filter_map(|s| rec.steps.get(&s.id).map(|r| (&s.id, r)))
+        .find(|(_, r)| r.status == StepStatus::Succeeded)?;
+    let instant = s.outputs.get("instant").is_some_and(|v| v == "true");
+    let hydration: Vec<report::HydrationEvidence> = rec
+        .hydrations
+        .iter()
+        .filter(|h| &h.step == id)
+        .map(|h| report::HydrationEvidence {
+            volume: h.volume.clone(),
+            target: h.target.display().to_string(),
+            size: h.size,
+            copied: h.copied,
+            state: serde_json::to_value(h.state)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            end_secs: if h.state == crate::engine::instant::HydrationState::Done {
+                rel(&h.ended_at)
+            } else {
+                None
+            },
+        })
+        .collect();
+    let hydration_end_secs = if !hydration.is_empty() && hydration.iter().all(|h| h.end_secs.is_some()) {
+        hydration.iter().filter_map(|h| h.end_secs).reduce(f64::max)
+    } else {
+        None
+    };
+    Some(report::PromoteEvidence {
+        step: id.clone(),
+        instant,
+        service_start_secs: rel(&s.ended_at),
+        hydration_end_secs,
+        hydration,
     })
 }

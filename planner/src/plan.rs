@@ -471,8 +471,18 @@ fn describe(action: &str, p: &BTreeMap<String, Value>, d: &Direction, opts: &Pla
                 Some(Value::List(l)) => l.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
                 _ => d.target_volumes.keys().cloned().collect(),
             };
+            let instant = matches!(p.get("instant"), Some(Value::Bool(true)));
+            let hydrate = match p.get("hydrate") {
+                Some(Value::Bool(h)) => *h,
+                _ => opts.mode != Mode::Drill,
+            };
+            let verb = match (instant, hydrate) {
+                (false, _) => "restore",
+                (true, false) => "serve (instant: attached through nbdfuse, writes to an overlay, no hydration)",
+                (true, true) => "serve (instant: attached through nbdfuse at once, hydrated in the background)",
+            };
             format!(
-                "restore point {point} of group {} from {} onto {}",
+                "{verb} point {point} of group {} from {} onto {}",
                 d.group,
                 s(p, "repo")
                     .map(str::to_string)

@@ -155,9 +155,85 @@ pub struct RunRecord {
     /// take the planner catalog.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preempted_by: Option<String>,
+    /// Volumes an instant `volume.promote` hydrates in the background, with
+    /// their progress (absent in runs before instant promotes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hydrations: Vec<HydrationRecord>,
+    /// What the run's own teardown did (instant promotes: unmounts, the NBD
+    /// server stopped, overlays removed or kept), each a sentence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub teardown: Vec<String>,
     /// Times the run was resumed.
     pub resumes: u32,
     pub error: Option<String>,
     /// The audit chain's signed head when the run last changed.
     pub audit_head: Option<SignedHead>,
+}
+
+impl RunRecord {
+    /// `hydrating app 512 of 1024 bytes into /srv/app.img (50 %)`, one
+    /// entry per volume, while any hydration of the run is not done.
+    pub fn hydration_progress(&self) -> Option<String> {
+        let running = self
+            .hydrations
+            .iter()
+            .any(|h| h.state == HydrationState::Running);
+        running.then(|| {
+            format!(
+                "hydrating {}",
+                self.hydrations
+                    .iter()
+                    .map(|h| h.summary())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })
+    }
+}
+
+/// Where a hydration stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HydrationState {
+    Running,
+    Done,
+    /// Stopped before the end (the run was aborted): its overlay is kept.
+    Stopped,
+    Failed,
+}
+
+/// One volume being hydrated by an instant promote, as the run record keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HydrationRecord {
+    pub step: String,
+    pub volume: String,
+    pub target: PathBuf,
+    pub size: u64,
+    pub copied: u64,
+    pub state: HydrationState,
+    pub started_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl HydrationRecord {
+    /// `app 512 MiB of 1.0 GiB (50 %)`.
+    pub fn summary(&self) -> String {
+        let pct = (self.copied.saturating_mul(100)).checked_div(self.size).unwrap_or(100);
+        let state = match self.state {
+            HydrationState::Running => String::new(),
+            HydrationState::Done => ", done".into(),
+            HydrationState::Stopped => ", stopped".into(),
+            HydrationState::Failed => format!(", failed: {}", self.error.as_deref().unwrap_or("?")),
+        };
+        format!(
+            "{} {} of {} bytes into {} ({pct} %{state})",
+            self.volume,
+            self.copied,
+            self.size,
+            self.target.display()
+        )
+    }
 }

@@ -38,6 +38,13 @@ fn list(p: &BTreeMap<String, Value>, k: &str) -> Vec<String> {
     }
 }
 
+fn flag(p: &BTreeMap<String, Value>, k: &str) -> Option<bool> {
+    match p.get(k) {
+        Some(Value::Bool(b)) => Some(*b),
+        _ => None,
+    }
+}
+
 fn table(p: &BTreeMap<String, Value>, k: &str) -> Vec<(String, String)> {
     match p.get(k) {
         Some(Value::Table(t)) => t
@@ -243,7 +250,7 @@ pub(super) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
             }
         }
         "replication.seed" => seed(&ctx, &p).await,
-        "volume.promote" => promote(&ctx, &p).await,
+        "volume.promote" => promote(&ctx, &ps, &p).await,
         "service.start" => start_service(&ctx, &ps, &p).await,
         "service.stop" => match s(&p, "step") {
             Some(step) => {
@@ -621,7 +628,7 @@ fn key_file(config: &Config) -> R<lifeline_replicator::KeyFile> {
     crate::repo_target::load_key(path).map_err(|e| format!("{e:#}"))
 }
 
-async fn promote(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
+async fn promote(ctx: &Arc<Ctx>, ps: &PlannedStep, p: &BTreeMap<String, Value>) -> R<Outputs> {
     let d = ctx.plan.direction.clone();
     let repo = s(p, "repo").map(String::from).or(d.to_repo.clone()).ok_or_else(|| {
         format!(
@@ -654,12 +661,47 @@ async fn promote(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
         })?;
         targets.push((n.clone(), t));
     }
+    let drill = ctx.plan.mode == Mode::Drill;
+    let instant = flag(p, "instant")
+        .unwrap_or(false)
+        .then(|| super::instant::InstantRequest {
+            step: ps.id.clone(),
+            group: d.group.clone(),
+            seq: 0,
+            volumes: Vec::new(),
+            run_dir: ctx.plan.run_dir.clone(),
+            // A recovery hydrates its targets; a drill only when asked (its
+            // targets are sandbox paths, checked below).
+            hydrate: flag(p, "hydrate").unwrap_or(!drill),
+            hydrate_rate: 0,
+            drill,
+            serve_args: serve_args(ctx, &repo, &d.tenant),
+        });
+    let instant = match (instant, s(p, "hydrate_rate")) {
+        (Some(mut req), Some(rate)) => {
+            req.hydrate_rate =
+                lifeline_replicator::units::parse_rate(rate).map_err(|e| format!("hydrate_rate: {e}"))?;
+            Some(req)
+        }
+        (i, _) => i,
+    };
+    if let Some(req) = &instant
+        && req.hydrate
+        && drill
+    {
+        for (_, t) in &targets {
+            if let Some(dir) = t.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+            }
+            ctx.drill_writes_in_sandbox(t)?;
+        }
+    }
     let (key, remote) = ctx.repo_access()?;
     let tenant = d.tenant.clone();
     let group = d.group.clone();
     let holder = ctx.plan.run_id.clone();
     let admin = ctx.lease_admin();
-    blocking(move || {
+    let (o, served) = blocking(move || {
         let (target, keys) = crate::repo_target::RepoTarget::open(Path::new(&repo), &remote, &key)
             .map_err(|e| format!("open {repo}: {e:#}"))?;
         let t = target.tenant_named(Some(&tenant)).map_err(|e| format!("{e:#}"))?;
@@ -685,6 +727,38 @@ async fn promote(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
                     .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             ),
         ]);
+        if let Some(mut req) = instant {
+            // Served, not restored: the point's own volume hashes are what
+            // `check.volume` compares the attached files with.
+            let opened = point
+                .open(&keys, &t.describe())
+                .map_err(|e| format!("open point {seq}: {e}"))?;
+            req.seq = seq;
+            req.volumes = targets;
+            let (mut ip, files) = super::instant::start(t.as_ref(), &keys, &req)?;
+            drop(t);
+            ip.keep_open(Box::new(target));
+            o.insert("instant".into(), "true".into());
+            o.insert("served".into(), ip.address());
+            o.insert("overlay".into(), ip.overlay_dir().display().to_string());
+            for (name, file) in files {
+                let hash = opened
+                    .body
+                    .volumes
+                    .iter()
+                    .find(|v| v.name == name)
+                    .map(|v| v.volume_hash.clone())
+                    .unwrap_or_default();
+                o.insert(format!("path.{name}"), file.display().to_string());
+                o.insert(format!("hash.{name}"), hash);
+            }
+            if req.hydrate {
+                for (name, target) in &req.volumes {
+                    o.insert(format!("hydrate.{name}"), target.display().to_string());
+                }
+            }
+            return Ok((o, Some(ip)));
+        }
         for (name, path) in targets {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
@@ -704,9 +778,34 @@ async fn promote(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
             o.insert(format!("path.{name}"), path.display().to_string());
             o.insert(format!("hash.{name}"), r.volume_hash);
         }
-        Ok(o)
+        Ok((o, None))
     })
-    .await
+    .await?;
+    if let Some(mut ip) = served {
+        ip.start_hydrations(&ctx.shared);
+        ctx.shared.instant.lock().expect("instant").push(ip);
+    }
+    Ok(o)
+}
+
+/// The `lifeline serve` arguments that open `repo` as this run does (the
+/// command an instant promote's kept overlay is resumed with).
+fn serve_args(ctx: &Ctx, repo: &str, tenant: &str) -> Vec<String> {
+    let mut a = vec!["--repo".to_string(), repo.to_string()];
+    if let Some(k) = &ctx.config.key_file {
+        a.extend(["--key-file".to_string(), k.display().to_string()]);
+    }
+    if repo.starts_with("https://") || repo.starts_with("http://") {
+        if let Some(t) = &ctx.config.tls {
+            a.extend(["--tls-dir".to_string(), t.dir.display().to_string()]);
+            if let Some(i) = &t.identity {
+                a.extend(["--identity".to_string(), i.clone()]);
+            }
+        }
+    } else if tenant != lifeline_replicator::DEFAULT_TENANT {
+        a.extend(["--tenant".to_string(), tenant.to_string()]);
+    }
+    a
 }
 
 /// Takes (`ttl` given) or releases a run's lease on a point. On a receiver

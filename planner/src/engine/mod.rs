@@ -10,6 +10,7 @@ mod actions;
 pub mod control_socket;
 mod driver;
 pub mod http;
+pub mod instant;
 pub mod process;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -64,6 +65,8 @@ pub struct Shared {
     pub wake: Notify,
     /// Children this process started, by PID (so they can be reaped).
     children: Mutex<HashMap<i32, std::process::Child>>,
+    /// Points this run serves to its instant promotes, until its teardown.
+    instant: Mutex<Vec<instant::InstantPromote>>,
 }
 
 fn now() -> String {
@@ -87,6 +90,7 @@ impl Shared {
             approvals: Notify::new(),
             wake: Notify::new(),
             children: Mutex::new(HashMap::new()),
+            instant: Mutex::new(Vec::new()),
         }
     }
 
@@ -440,6 +444,12 @@ pub async fn drive(shared: Arc<Shared>, plan: Arc<Plan>, config: Arc<Config>, pa
         _ if rec.steps.values().any(|s| s.status == StepStatus::Deferred) => RunStatus::ReprotectPending,
         _ => RunStatus::Succeeded,
     };
+    // Interrupted while it waited for hydration: aborted, not succeeded.
+    let status = if instant::finish(&shared, status).await? {
+        RunStatus::Aborted
+    } else {
+        status
+    };
     release_pins(&ctx).await?;
     let left = pins_left(&shared.snapshot(), &plan);
     let msg = match status {
@@ -782,6 +792,8 @@ pub fn new_record(
         approvals: BTreeMap::new(),
         abort_requested: false,
         preempted_by: None,
+        hydrations: Vec::new(),
+        teardown: Vec::new(),
         resumes: 0,
         error: None,
         audit_head: None,

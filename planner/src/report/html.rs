@@ -221,6 +221,53 @@ pub fn render(r: &DrillReport) -> String {
             "<tr><td>data lost (application)</td><td class=num>—</td><td class=num>—</td><td class=muted>the service exposes no records to count</td></tr>",
         ),
     }
+    if let Some(p) = &r.promote {
+        let _ = write!(
+            h,
+            "<tr><td>promote</td><td class=num>—</td><td class=num>{}</td><td>{}</td></tr>",
+            if p.instant { "instant" } else { "full restore" },
+            if p.instant {
+                format!(
+                    "step <code>{}</code> served the point over NBD and attached its volumes at once: services could start at T0 + {}; RTO does not wait for a restore",
+                    esc(&p.step),
+                    secs(p.service_start_secs)
+                )
+            } else {
+                format!(
+                    "step <code>{}</code> restored every byte before the next step (done at T0 + {})",
+                    esc(&p.step),
+                    secs(p.service_start_secs)
+                )
+            }
+        );
+        if p.instant {
+            let what = if p.hydration.is_empty() {
+                "hydration off (sandbox only)".to_string()
+            } else {
+                p.hydration
+                    .iter()
+                    .map(|v| {
+                        format!(
+                            "{} → {}: {} of {} bytes, {}",
+                            esc(&v.volume),
+                            esc(&v.target),
+                            v.copied,
+                            v.size,
+                            esc(&v.state)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            let _ = write!(
+                h,
+                "<tr><td>RTO: service start</td><td class=num>—</td><td class=num>{}</td><td>T0 → the instant promote's end</td></tr>\
+                 <tr><td>RTO: hydration</td><td class=num>—</td><td class=num>{}</td><td>T0 → the point copied into the targets in the background: {what}</td></tr>",
+                secs(p.service_start_secs),
+                secs(p.hydration_end_secs)
+            );
+        }
+    }
     h.push_str("</table>");
 
     h.push_str("<h2>Step timeline</h2>");

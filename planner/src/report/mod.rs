@@ -95,6 +95,39 @@ pub struct VolumeEvidence {
     pub point_hash: String,
 }
 
+/// How the drill promoted its volumes. For an instant promote (`instant =
+/// true`: the point served over NBD and attached at once) RTO splits into the
+/// service start (the volumes usable) and the hydration (the point copied into
+/// the targets in the background), which RTO does not wait for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PromoteEvidence {
+    /// The `volume.promote` step.
+    pub step: String,
+    /// Served and attached at once, not restored first.
+    pub instant: bool,
+    /// T0 → the promote step's end: services could start on the volumes.
+    pub service_start_secs: Option<f64>,
+    /// T0 → the last hydration done; `None` without hydration or when it did
+    /// not finish.
+    pub hydration_end_secs: Option<f64>,
+    /// Each volume hydrated (empty: hydration off, the default in a drill).
+    #[serde(default)]
+    pub hydration: Vec<HydrationEvidence>,
+}
+
+/// One volume an instant promote hydrated.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HydrationEvidence {
+    pub volume: String,
+    pub target: String,
+    pub size: u64,
+    pub copied: u64,
+    /// running | done | stopped | failed.
+    pub state: String,
+    /// T0 → this volume's hydration done.
+    pub end_secs: Option<f64>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LagSample {
     /// Seconds after T0 (negative: before).
@@ -171,6 +204,10 @@ pub struct DrillReport {
     pub steps: Vec<StepTiming>,
     pub checks: Vec<CheckEvidence>,
     pub volumes: Vec<VolumeEvidence>,
+    /// How the volumes were promoted (absent in reports before instant
+    /// promotes, and when no promote succeeded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote: Option<PromoteEvidence>,
     pub replication_lag: ReplicationLag,
     pub environment: Environment,
     pub operator: Option<String>,

@@ -45,6 +45,7 @@ pub enum Kind {
     StrList,
     StrTable,
     Duration,
+    Bool,
 }
 
 impl Kind {
@@ -55,6 +56,7 @@ impl Kind {
             Kind::StrList => "a list of strings",
             Kind::StrTable => "a table of strings",
             Kind::Duration => "a duration string such as \"5s\"",
+            Kind::Bool => "true or false",
         }
     }
     pub fn example(self) -> &'static str {
@@ -64,6 +66,7 @@ impl Kind {
             Kind::StrList => "[\"a\", \"b\"]",
             Kind::StrTable => "{ NAME = \"value\" }",
             Kind::Duration => "\"5s\"",
+            Kind::Bool => "true",
         }
     }
 }
@@ -299,8 +302,29 @@ pub const ACTIONS: &[ActionSpec] = &[
     },
     ActionSpec {
         name: "volume.promote",
-        doc: "Restore a point of the group onto the recovery site's volumes and check each against the point's volume hash.",
+        doc: "Restore a point of the group onto the recovery site's volumes and check each against the point's volume hash. \
+              With `instant = true`, serve the point over NBD from the planner instead and attach each volume as a file \
+              (nbdfuse) at once, writes going to an overlay in the run's directory; a failover also hydrates the targets \
+              in the background.",
         params: &[
+            p(
+                "instant",
+                Bool,
+                false,
+                "serve the point and attach its volumes through nbdfuse instead of restoring first [default: false]",
+            ),
+            p(
+                "hydrate",
+                Bool,
+                false,
+                "with `instant`: copy the point into the targets in the background [default: true, false in a drill]",
+            ),
+            p(
+                "hydrate_rate",
+                Str,
+                false,
+                "with `hydrate`: at most this many bytes per second, e.g. \"200MiB/s\" [default: no limit]",
+            ),
             p(
                 "volumes",
                 StrList,
@@ -321,7 +345,17 @@ pub const ACTIONS: &[ActionSpec] = &[
             ),
         ],
         one_of: &[],
-        outputs: &["seq", "taken_at", "pinned", "path.*", "hash.*"],
+        outputs: &[
+            "seq",
+            "taken_at",
+            "pinned",
+            "path.*",
+            "hash.*",
+            "instant",
+            "served",
+            "overlay",
+            "hydrate.*",
+        ],
         default_timeout_secs: 3600,
         modes: [
             (Run, "restore the point onto the secondary's targets"),

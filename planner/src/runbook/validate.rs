@@ -58,6 +58,7 @@ pub(super) fn check_steps(rb: &Runbook, sink: &mut Sink) {
         };
         if let Some(spec) = spec {
             check_params(spec, &s.params, s.pos, true, &s.id.value, sink);
+            check_instant(spec.name, &s.params, sink);
             if let DrillBehaviour::Substitute(sub) = &s.drill {
                 check_params(spec, sub, s.pos, false, &s.id.value, sink);
             }
@@ -268,7 +269,7 @@ fn check_params(spec: &ActionSpec, params: &Params, step_pos: Pos, complete: boo
             continue;
         };
         let ok = match (ps.kind, &v.value) {
-            (Kind::Str, Value::Str(_)) | (Kind::Int, Value::Int(_)) => true,
+            (Kind::Str, Value::Str(_)) | (Kind::Int, Value::Int(_)) | (Kind::Bool, Value::Bool(_)) => true,
             (Kind::StrList, Value::List(l)) => l.iter().all(|x| matches!(x, Value::Str(_))),
             (Kind::StrTable, Value::Table(t)) => t.values().all(|x| matches!(x, Value::Str(_))),
             (Kind::Duration, Value::Str(s)) => {
@@ -337,6 +338,36 @@ fn check_params(spec: &ActionSpec, params: &Params, step_pos: Pos, complete: boo
                 None,
             );
         }
+    }
+}
+
+/// `hydrate` says where an instant promote copies the point: without
+/// `instant = true` there is nothing to hydrate (a full promote restores).
+fn check_instant(action: &str, params: &Params, sink: &mut Sink) {
+    if action != "volume.promote" {
+        return;
+    }
+    let instant = matches!(params.get("instant").map(|v| &v.value), Some(Value::Bool(true)));
+    if let Some(r) = params.get("hydrate_rate")
+        && let Value::Str(t) = &r.value
+        && !t.contains("${")
+        && let Err(e) = lifeline_replicator::units::parse_rate(t)
+    {
+        sink.error(
+            r.pos,
+            format!("`hydrate_rate`: {e}"),
+            Some("hydrate_rate = \"200MiB/s\"".into()),
+        );
+    }
+    if let Some(h) = params.get("hydrate").or(params.get("hydrate_rate"))
+        && !instant
+    {
+        sink.error(
+            h.pos,
+            "`hydrate` and `hydrate_rate` apply only to an instant promote (a full promote restores every byte first)"
+                .to_string(),
+            Some("instant = true".into()),
+        );
     }
 }
 
@@ -572,6 +603,39 @@ mod tests {
                     .map(|d| format!("{}:{} {}", d.line, d.col, d.message))
                     .collect()
             }
+        }
+    }
+
+    #[test]
+    fn an_instant_promote_takes_booleans_and_hydration_only_when_instant() {
+        for ok in [
+            "action = \"volume.promote\"\ninstant = true",
+            "action = \"volume.promote\"\ninstant = true\nhydrate = false",
+            "action = \"volume.promote\"\ninstant = true\nhydrate = true\nhydrate_rate = \"50MiB/s\"",
+            "action = \"volume.promote\"\ninstant = false",
+        ] {
+            assert_eq!(errors(ok), Vec::<String>::new(), "{ok}");
+        }
+        for (bad, want) in [
+            (
+                "action = \"volume.promote\"\ninstant = \"yes\"",
+                "7:11 `instant` of `volume.promote` must be true or false, not a string",
+            ),
+            (
+                "action = \"volume.promote\"\nhydrate = true",
+                "7:11 `hydrate` and `hydrate_rate` apply only to an instant promote",
+            ),
+            (
+                "action = \"volume.promote\"\ninstant = false\nhydrate_rate = \"1MiB\"",
+                "8:16 `hydrate` and `hydrate_rate` apply only to an instant promote",
+            ),
+            (
+                "action = \"volume.promote\"\ninstant = true\nhydrate_rate = \"fast\"",
+                "8:16 `hydrate_rate`: invalid rate `fast`",
+            ),
+        ] {
+            let got = errors(bad);
+            assert!(got.iter().any(|e| e.starts_with(want)), "{bad}: {got:?}");
         }
     }
 

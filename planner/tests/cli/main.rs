@@ -7,6 +7,7 @@ mod checks;
 mod common;
 mod daemon;
 mod identities;
+mod instant;
 mod metrics;
 mod mount;
 mod postgres;

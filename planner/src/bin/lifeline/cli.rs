@@ -1046,6 +1046,10 @@ pub struct DemoArgs {
     /// Only the tour of the data path: back up, change, back up, restore, verify.
     #[arg(long)]
     pub data_path: bool,
+    /// Drill runbooks/demo-instant.toml: the point served and attached at once
+    /// (nbdfuse), hydrated into the sandbox in the background.
+    #[arg(long, conflicts_with = "data_path")]
+    pub instant: bool,
 }
 
 /// Logs go to stderr; `RUST_LOG` sets the level (default: warnings).

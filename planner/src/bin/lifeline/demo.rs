@@ -89,6 +89,8 @@ fn print_backup(label: &str, s: &BackupSummary) {
 /// Runs the demo.
 /// The runbook the demo drills.
 pub const DEMO_RUNBOOK: &str = include_str!("../../../../runbooks/demo.toml");
+/// The runbook `lifeline demo --instant` drills.
+pub const DEMO_INSTANT_RUNBOOK: &str = include_str!("../../../../runbooks/demo-instant.toml");
 
 /// The cycles the agent reported (`lifeline agent --json`, one object per line).
 fn agent_cycles(log: &str) -> Vec<lifeline_service::CycleReport> {
@@ -179,10 +181,15 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
         "2. replicating: {cycles_before} points committed, {} sent",
         human_bytes(sent_before)
     );
-    let rb = tmp.path().join("demo.toml");
-    fs::write(&rb, DEMO_RUNBOOK)?;
+    let (name, text) = if a.instant {
+        ("demo-instant.toml", DEMO_INSTANT_RUNBOOK)
+    } else {
+        ("demo.toml", DEMO_RUNBOOK)
+    };
+    let rb = tmp.path().join(name);
+    fs::write(&rb, text)?;
     let cycles_before_drill = cycle_secs(&fs::read_to_string(&agent_log).unwrap_or_default());
-    println!("3. drill of runbooks/demo.toml (disaster declared now; replication goes on)");
+    println!("3. drill of runbooks/{name} (disaster declared now; replication goes on)");
     let outcome = lifeline_planner::drill::run(
         &lifeline_planner::drill::DrillOptions {
             runbook: rb,
@@ -228,6 +235,16 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
         secs(r.achieved.rto_secs),
         secs(r.objectives.rto_secs)
     );
+    if let Some(p) = r.promote.as_ref().filter(|p| p.instant) {
+        println!(
+            "  instant promote: services could start at T0 + {}; hydration {}",
+            secs(p.service_start_secs),
+            match p.hydration_end_secs {
+                Some(h) => format!("done at T0 + {h:.1} s, in the background"),
+                None => "off or unfinished".into(),
+            }
+        );
+    }
     if let Some(d) = &r.achieved.data_loss {
         println!(
             "  data lost by the application: {} records ({:.2} s of writes), last record {}",

@@ -478,6 +478,9 @@ pub fn runs(a: &RunsArgs, config: &Config) -> Result<ExitCode> {
                 String::new()
             }
         );
+        if let Some(h) = r.hydration_progress() {
+            println!("  {h}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
