@@ -174,10 +174,7 @@ impl RunRecord {
     /// `hydrating app 512 of 1024 bytes into /srv/app.img (50 %)`, one
     /// entry per volume, while any hydration of the run is not done.
     pub fn hydration_progress(&self) -> Option<String> {
-        let running = self
-            .hydrations
-            .iter()
-            .any(|h| h.state == HydrationState::Running);
+        let running = self.hydrations.iter().any(|h| h.state == HydrationState::Running);
         running.then(|| {
             format!(
                 "hydrating {}",
