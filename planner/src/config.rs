@@ -301,6 +301,18 @@ pub struct DaemonOptions {
     /// Time zone of the site's cron schedules (verify, gc) [default: UTC].
     #[arg(long, env = "LIFELINE_TIMEZONE", value_name = "TZ")]
     pub timezone: Option<String>,
+    /// Serve the operations console, its JSON API (/api/v1/) and /metrics on ADDR (e.g. 127.0.0.1:9188).
+    #[arg(long, env = "LIFELINE_HTTP", value_name = "ADDR")]
+    pub http: Option<String>,
+    /// The console's admin token: a file holding one line (required on a non-loopback address).
+    #[arg(long, env = "LIFELINE_HTTP_TOKEN_FILE", value_name = "FILE")]
+    pub http_token_file: Option<PathBuf>,
+    /// The console's read-only auditor token: a file holding one line.
+    #[arg(long, env = "LIFELINE_HTTP_AUDITOR_TOKEN_FILE", value_name = "FILE")]
+    pub http_auditor_token_file: Option<PathBuf>,
+    /// How often the console's RPO history samples each group, e.g. "60s" [default: 60s; 24 h are kept].
+    #[arg(long, env = "LIFELINE_RPO_SAMPLE_EVERY", value_name = "DURATION")]
+    pub rpo_sample_every: Option<String>,
 }
 
 impl DaemonOptions {
@@ -313,6 +325,13 @@ impl DaemonOptions {
             gc_schedule: self.gc_schedule.clone().or_else(|| file.gc_schedule.clone()),
             gc_grace: self.gc_grace.clone().or_else(|| file.gc_grace.clone()),
             timezone: self.timezone.clone().or_else(|| file.timezone.clone()),
+            http: self.http.clone().or_else(|| file.http.clone()),
+            http_token_file: self.http_token_file.clone().or_else(|| file.http_token_file.clone()),
+            http_auditor_token_file: self
+                .http_auditor_token_file
+                .clone()
+                .or_else(|| file.http_auditor_token_file.clone()),
+            rpo_sample_every: self.rpo_sample_every.clone().or_else(|| file.rpo_sample_every.clone()),
         }
     }
 }

@@ -8,7 +8,15 @@
 //! - [`metrics`]: what the daemon reports. Every metric family declared once in
 //!   a typed struct over the `prometheus-client` registry, its rendering in the
 //!   Prometheus text format, and the `/metrics` endpoint (axum on hyper).
+//! - [`feed`]: what the daemon has been doing (jobs, replication cycles, the
+//!   RPO history), bounded, and a broadcast of each change.
+//! - [`console`]: the operations console and its JSON API (`--http`).
+//! - [`http_server`]: the one HTTP server loop, with its limits, that
+//!   `/metrics` and the console share.
 
+pub mod console;
+pub mod feed;
+pub mod http_server;
 pub mod metrics;
 pub mod run;
 pub mod schedule;

@@ -132,6 +132,8 @@ struct Shared {
     /// Drills running as child processes: told to stop (and tear their
     /// sandboxes down) when the daemon stops.
     children: Mutex<std::collections::HashSet<u32>>,
+    /// What the console shows: jobs, cycles, the RPO history.
+    feed: Arc<super::feed::Feed>,
 }
 
 pub fn run(a: &DaemonArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
@@ -161,6 +163,11 @@ pub fn run(a: &DaemonArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
         .clone();
     let state_dir = loaded.config.state_dir(a.state_dir.as_deref());
     let metrics = Arc::new(DaemonMetrics::new());
+    let sample_every = match &loaded.options.rpo_sample_every {
+        Some(d) => parse_duration(d).context("[daemon] rpo_sample_every")?,
+        None => super::feed::DEFAULT_RPO_SAMPLE_EVERY,
+    };
+    let feed = Arc::new(super::feed::Feed::new(sample_every));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -286,7 +293,24 @@ pub fn run(a: &DaemonArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
         stdout: Mutex::new(()),
         children: Mutex::new(Default::default()),
         last_points: Mutex::new(BTreeMap::new()),
+        feed,
     });
+    // The console reads the shared state, so it starts last.
+    if let Some(addr) = shared.loaded().options.http.clone() {
+        let mut rx = shutdown_rx.clone();
+        servers.push(super::console::serve::start(
+            &rt,
+            &addr,
+            &shared.loaded().options,
+            shared.clone(),
+            shared.feed.clone(),
+            shared.metrics.clone(),
+            a.json,
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        )?);
+    }
     let result = main_loop(&shared, &reload);
     // Stop the servers after the jobs: in-flight calls finish first.
     let _ = shutdown_tx.send(true);
@@ -539,6 +563,8 @@ fn main_loop(shared: &Arc<Shared>, reload: &AtomicBool) -> Result<()> {
             // A sync-now on the group's control API makes its point due.
             let sync = matches!(&job.kind, Kind::Point { group }
                 if shared.controls.get(group).is_some_and(|c| c.sync_requested()));
+            // So does "run a drill now" on the console.
+            let sync = sync || matches!(&job.kind, Kind::Drill { group, .. } if shared.feed.take_drill_request(group));
             if !job.due.due(now) && !sync {
                 continue;
             }
@@ -646,6 +672,7 @@ impl Shared {
                 String::new(),
             );
         }
+        let feed_id = self.feed.job_started(kind.name(), &group);
         let result = match kind {
             Kind::Point { group } => self.point(group, tenant),
             Kind::Prune { group } => self.prune(group, tenant),
@@ -654,6 +681,8 @@ impl Shared {
             Kind::Gc => self.gc(),
         };
         let secs = t0.elapsed().as_secs_f64();
+        let outcome = result.as_ref().map(|(j, h)| (j, h.as_str()));
+        self.feed.job_finished(feed_id, outcome.map_err(|e| format!("{e:#}")), secs);
         self.metrics.job_duration_seconds.observe(
             JobLabels {
                 group: group.clone(),
@@ -914,6 +943,7 @@ impl Shared {
             .group_last_point_timestamp_seconds
             .get_or_create(&labels)
             .set(last.timestamp_millis() as f64 / 1000.0);
+        self.feed.observe_newest_point(group, last, Utc::now());
     }
 
     /// The repository holding `group` that this daemon owns.
@@ -1164,6 +1194,51 @@ impl Shared {
         for (group, at) in known {
             self.set_rpo(&group, at);
         }
+    }
+}
+
+/// What the console reads of the daemon.
+impl super::console::ConsoleBackend for Shared {
+    fn site(&self) -> String {
+        self.site.clone()
+    }
+
+    fn config(&self) -> Arc<Config> {
+        Arc::new(self.loaded().config.clone())
+    }
+
+    fn points(&self, group: &str) -> Option<Vec<super::console::PointSummary>> {
+        let l = self.loaded();
+        let g = l.config.group(group)?;
+        if owner_site(&l.config, g).as_deref() != Some(self.site.as_str()) {
+            return None;
+        }
+        let tenant = g.tenant.as_deref().unwrap_or(lifeline_replicator::DEFAULT_TENANT);
+        let (repo, _) = self.owned_repo(group).ok()?;
+        let mut points: Vec<_> = repo
+            .points(tenant, Some(group))
+            .ok()?
+            .into_iter()
+            .map(|p| super::console::PointSummary {
+                seq: p.header.seq,
+                taken_at: p.header.taken_at,
+                consistency: p.header.consistency.name().into(),
+            })
+            .collect();
+        points.sort_by_key(|p| p.seq);
+        Some(points)
+    }
+
+    fn control(&self, group: &str) -> Option<Arc<AgentControl>> {
+        self.controls.get(group).cloned()
+    }
+
+    fn drill_reports(&self) -> PathBuf {
+        Shared::drill_reports(self)
+    }
+
+    fn planner_public_key(&self) -> PathBuf {
+        crate::state_dir::planner_dir(&self.state_dir).join("planner.pub")
     }
 }
 

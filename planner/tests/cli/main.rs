@@ -5,6 +5,7 @@
 
 mod checks;
 mod common;
+mod console;
 mod daemon;
 mod identities;
 mod instant;

@@ -146,7 +146,8 @@ impl AgentControl {
         g.sync_requested && !g.paused
     }
 
-    fn set_paused(&self, paused: bool) {
+    /// Pauses or resumes replication (what the control API's pause and resume do).
+    pub fn set_paused(&self, paused: bool) {
         self.lock().paused = paused;
         self.cv.notify_all();
     }

@@ -11,51 +11,22 @@
 //! connection lives at most 15 seconds, so slow or hostile clients cannot pin
 //! the daemon. On shutdown the listener closes at once, open connections get a
 //! second to finish their answer, and the rest are dropped: scrapes are short
-//! and Prometheus retries.
+//! and Prometheus retries. The loop is [`crate::daemon::http_server`]'s,
+//! shared with the console.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use super::{CONTENT_TYPE, DaemonMetrics};
 
-/// How long a client may take, and how much it may send, before the server
-/// gives up on it.
-#[derive(Debug, Clone, Copy)]
-struct Limits {
-    /// The request head's maximum size; hyper refuses less than 8 KiB.
-    max_head: usize,
-    head_timeout: Duration,
-    /// A connection's whole life: head, handling and writing the answer.
-    connection_timeout: Duration,
-    max_connections: usize,
-    /// How long open connections may take to finish once shutdown begins.
-    shutdown_grace: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            max_head: 8 * 1024,
-            head_timeout: Duration::from_secs(5),
-            connection_timeout: Duration::from_secs(15),
-            max_connections: 64,
-            shutdown_grace: Duration::from_secs(1),
-        }
-    }
-}
+use crate::daemon::http_server::{Limits, serve_router};
 
 /// Serves `metrics` over HTTP on `listener` until `shutdown` completes (see the
 /// module docs). Tests bind `127.0.0.1:0` and pass the listener in.
@@ -92,58 +63,13 @@ async fn serve_with(
     shutdown: impl Future<Output = ()>,
     limits: Limits,
 ) {
-    let service = TowerToHyperService::new(router(metrics));
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.head_timeout)
-        .max_buf_size(limits.max_head)
-        .keep_alive(false);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
-    let mut connections = JoinSet::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        while connections.try_join_next().is_some() {}
-        // At the cap, stop accepting: further clients wait in the backlog.
-        let slot = tokio::select! {
-            () = &mut shutdown => break,
-            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
-        };
-        let stream = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
-                Err(e) => {
-                    // Out of file descriptors, typically: back off rather than spin.
-                    tracing::warn!(error = %e, "metrics endpoint: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
-        connections.spawn(async move {
-            let _slot = slot;
-            match tokio::time::timeout(limits.connection_timeout, connection).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::debug!(error = %e, "metrics endpoint: connection failed"),
-                Err(_) => tracing::debug!("metrics endpoint: connection timed out"),
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::debug!("metrics endpoint: dropping connections still open at shutdown");
-    }
-    connections.shutdown().await;
+    serve_router(listener, router(metrics), None, shutdown, limits, "metrics endpoint").await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use std::collections::BTreeMap;
     use std::net::SocketAddr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

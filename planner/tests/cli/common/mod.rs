@@ -4,7 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod cdp;
 pub mod exposition;
+pub mod http;
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read};

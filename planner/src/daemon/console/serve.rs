@@ -1,0 +1,59 @@
+//! Starting the console: its credentials, the address check (no
+//! unauthenticated console on an address other hosts reach), the listener,
+//! the announcement (`console on http://HOST:PORT/`) and the server task.
+
+use std::future::Future;
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use super::{Auth, Console, ConsoleBackend, auth};
+use crate::config::DaemonOptions;
+use crate::daemon::feed::Feed;
+use crate::daemon::http_server::{Limits, serve_router};
+use crate::daemon::metrics::DaemonMetrics;
+
+/// Binds the console on `options.http` and serves it on `rt` until
+/// `shutdown`; prints where (a JSON event too with `json`). Errors before
+/// anything is served: unreadable tokens, an address it cannot bind, a
+/// non-loopback address without authentication.
+pub fn start(
+    rt: &tokio::runtime::Runtime,
+    addr: &str,
+    options: &DaemonOptions,
+    backend: Arc<dyn ConsoleBackend>,
+    feed: Arc<Feed>,
+    metrics: Arc<DaemonMetrics>,
+    json: bool,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let auth = Auth::from_files(
+        options.http_token_file.as_deref(),
+        options.http_auditor_token_file.as_deref(),
+        false,
+    )
+    .context("console")?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .with_context(|| format!("console: listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    auth::check_bind(local, &auth)?;
+    let mut console = Console::new(backend, feed, auth);
+    console.metrics = Some(metrics);
+    let router = super::router(Arc::new(console));
+    let url = format!("http://{local}/");
+    println!("console on {url}");
+    if json {
+        println!("{}", serde_json::json!({"event": "console", "url": url}));
+    }
+    std::io::stdout().flush()?;
+    Ok(rt.spawn(serve_router(
+        listener,
+        router,
+        None,
+        shutdown,
+        Limits::console(),
+        "console",
+    )))
+}

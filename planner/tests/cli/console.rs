@@ -1,0 +1,688 @@
+//! The operations console (`lifeline daemon --http`): the real daemon taking
+//! points every second against temp dirs, its JSON API and pages over a real
+//! socket, the event stream, who may see and do what, and a real headless
+//! Chromium driven through the DevTools protocol.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::http::{self, Answer, get, request};
+use crate::common::*;
+
+const ADMIN: &str = "admin-token-7f3c9a1b2e4d";
+const AUDITOR: &str = "auditor-token-5e8d2c4a6b1f";
+const GOOD_DRILL: &str = "20261201T100000Z-g-good";
+const TAMPERED_DRILL: &str = "20261130T100000Z-g-tampered";
+
+/// A one-machine deployment: site `primary` takes points of `g` every second
+/// (and of `slow` once, RPO objective 4 s) into the `vault` site's repository
+/// directory; `idle` has no schedule; `d` is drilled on `primary` (with a
+/// runbook that does not exist, so a drill fails fast). Two signed drill
+/// reports of `g` are in the daemon's report directory, one altered after
+/// signing.
+struct Deployment {
+    sb: Sandbox,
+    config: PathBuf,
+    admin_token: PathBuf,
+    auditor_token: PathBuf,
+}
+
+fn drill_report(id: &str, days_ago: i64, rpo: f64, rto: f64) -> lifeline_planner::report::DrillReport {
+    let at = chrono::Utc::now() - chrono::Duration::days(days_ago);
+    serde_json::from_value(json!({
+        "schema": lifeline_planner::report::SCHEMA,
+        "version": lifeline_planner::report::SCHEMA_VERSION,
+        "drill_id": id,
+        "runbook": {"name": "g-drill", "file": "drill.toml", "digest": "00"},
+        "group": "g",
+        "tenant": "default",
+        "disaster_at": at.to_rfc3339(),
+        "point": {"seq": 1, "taken_at": at.to_rfc3339()},
+        "objectives": {"rpo_secs": 30.0, "rto_secs": 300.0},
+        "achieved": {"rpo_secs": rpo, "rto_secs": rto, "data_loss": null},
+        "verdict": "passed",
+        "reasons": ["objectives met; every check passed"],
+        "steps": [],
+        "checks": [],
+        "volumes": [],
+        "replication_lag": {"before_secs": null, "max_during_secs": null, "after_secs": null, "points_during": 0, "exceeded_rpo": false, "samples": []},
+        "environment": {"host": "h", "os": "linux", "lifeline_version": "t", "sandbox": "/tmp/x", "network_namespace": null, "ports": {}},
+        "operator": null,
+        "user": "tester",
+        "sign_off": {"prepared_by": "tester", "reviewed_by": null, "approved_by": null, "date": null},
+        "next_drill_due": (at + chrono::Duration::days(30)).to_rfc3339(),
+        "audit_head": null
+    }))
+    .unwrap()
+}
+
+impl Deployment {
+    fn new() -> Deployment {
+        let sb = Sandbox::new();
+        for (name, seed) in [("g.img", 1), ("idle.img", 2), ("slow.img", 3)] {
+            write_random_file(&sb.path(name), MIB, seed);
+        }
+        let config = sb.path("lifeline.toml");
+        fs::write(
+            &config,
+            format!(
+                r#"key_file = "{key}"
+state_dir = "{state}"
+
+[daemon]
+rpo_sample_every = "1s"
+
+[sites.primary]
+
+[sites.vault]
+repo = "{repo}"
+
+[groups.g]
+secondary = "vault"
+volumes = {{ v = "{g}" }}
+schedule = "* * * * * *"
+rpo = "30s"
+rto = "5m"
+drill_interval = "30d"
+
+[groups.slow]
+secondary = "vault"
+volumes = {{ v = "{slow}" }}
+schedule = "1h"
+rpo = "4s"
+
+[groups.idle]
+secondary = "vault"
+volumes = {{ v = "{idle}" }}
+rpo = "10s"
+
+[groups.d]
+secondary = "primary"
+drill_schedule = "0 0 0 1 1 *"
+drill_runbook = "{missing}"
+"#,
+                key = s(&sb.key),
+                state = s(&sb.state),
+                repo = s(&sb.repo),
+                g = s(&sb.path("g.img")),
+                slow = s(&sb.path("slow.img")),
+                idle = s(&sb.path("idle.img")),
+                missing = s(&sb.path("missing-runbook.toml")),
+            ),
+        )
+        .unwrap();
+        // Signed with the planner's own key, as a drill would.
+        let key = lifeline_planner::audit::signing_key(&{
+            let d = sb.state.join("planner");
+            fs::create_dir_all(&d).unwrap();
+            d
+        })
+        .unwrap();
+        let reports = sb.state.join("daemon").join("drill-reports");
+        let good = reports.join(GOOD_DRILL);
+        lifeline_planner::report::write(&good, &drill_report(GOOD_DRILL, 1, 2.5, 41.0), &key).unwrap();
+        let tampered = reports.join(TAMPERED_DRILL);
+        lifeline_planner::report::write(&tampered, &drill_report(TAMPERED_DRILL, 2, 3.0, 50.0), &key).unwrap();
+        let text = fs::read_to_string(tampered.join("report.json")).unwrap();
+        fs::write(
+            tampered.join("report.json"),
+            text.replace("\"rto_secs\": 50.0", "\"rto_secs\": 5.0"),
+        )
+        .unwrap();
+        let admin_token = sb.path("admin.token");
+        fs::write(&admin_token, format!("{ADMIN}\n")).unwrap();
+        let auditor_token = sb.path("auditor.token");
+        fs::write(&auditor_token, AUDITOR).unwrap();
+        Deployment {
+            sb,
+            config,
+            admin_token,
+            auditor_token,
+        }
+    }
+
+    /// Starts the daemon with the console on 127.0.0.1:0 (and `extra`
+    /// arguments); returns it and the console's HOST:PORT.
+    fn daemon(&self, extra: &[&str]) -> (Background, String) {
+        let mut args = vec![
+            "--config",
+            s(&self.config),
+            "daemon",
+            "--site",
+            "primary",
+            "--json",
+            "--http",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let mut d = Background::spawn(&args);
+        let line = d
+            .wait_for_line(Duration::from_secs(30), |l| l.starts_with("console on http://"))
+            .unwrap_or_else(|| panic!("no console address: {}", d.describe()));
+        let addr = line
+            .trim_start_matches("console on http://")
+            .trim_end_matches('/')
+            .to_string();
+        (d, addr)
+    }
+
+    fn with_tokens(&self) -> (Background, String) {
+        self.daemon(&[
+            "--http-token-file",
+            s(&self.admin_token),
+            "--http-auditor-token-file",
+            s(&self.auditor_token),
+        ])
+    }
+
+    /// What must never appear in an answer: the tenant key, the planner's
+    /// signing key, the tokens.
+    fn secrets(&self) -> Vec<String> {
+        let key = fs::read_to_string(&self.sb.key).unwrap();
+        let mut out: Vec<String> = key
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '+' && c != '/')
+            .filter(|w| w.len() >= 32)
+            .map(str::to_string)
+            .collect();
+        out.push(
+            fs::read_to_string(self.sb.state.join("planner").join("planner.key"))
+                .unwrap()
+                .trim()
+                .to_string(),
+        );
+        out.push(ADMIN.into());
+        out.push(AUDITOR.into());
+        out
+    }
+}
+
+/// Waits for a job event of the daemon (`--json`).
+fn job_event(d: &mut Background, job: &str, group: &str, timeout: Duration) -> Value {
+    let line = d
+        .wait_for_line(timeout, |l| {
+            serde_json::from_str::<Value>(l).is_ok_and(|v| v["event"] == "job" && v["job"] == job && v["group"] == group)
+        })
+        .unwrap_or_else(|| panic!("no {job} job of {group}: {}", d.describe()));
+    serde_json::from_str(&line).unwrap()
+}
+
+fn by_name<'a>(groups: &'a Value, name: &str) -> &'a Value {
+    groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == name)
+        .unwrap_or_else(|| panic!("no group {name} in {groups}"))
+}
+
+#[track_caller]
+fn ok_json(a: &Answer) -> Value {
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.headers["content-type"], "application/json", "{a:?}");
+    a.json()
+}
+
+#[track_caller]
+fn api_error(a: &Answer, status: u16, needle: &str) {
+    assert_eq!(a.status, status, "{}", a.body);
+    let j = a.json();
+    assert_eq!(j["status"], status, "{j}");
+    assert!(j["error"].as_str().unwrap().contains(needle), "{j}");
+}
+
+/// Every API route against a daemon taking real points: fields, states,
+/// 404/400, the event stream, the pages and their security headers, and no
+/// secret in any answer.
+#[test]
+fn console_api_answers_every_route() {
+    let dep = Deployment::new();
+    let (mut d, addr) = dep.daemon(&[]);
+    let e = job_event(&mut d, "point", "g", Duration::from_secs(30));
+    assert_eq!(e["ok"], true, "{e}");
+    job_event(&mut d, "point", "g", Duration::from_secs(30));
+    let mut bodies = Vec::new();
+    let mut fetch = |path: &str| {
+        let a = get(&addr, path);
+        bodies.push(a.body.clone());
+        a
+    };
+
+    let groups = ok_json(&fetch("/api/v1/groups"));
+    let names: Vec<&str> = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["d", "g", "idle", "slow"]);
+    let g = by_name(&groups, "g");
+    assert_eq!(g["state"], "meeting_sla", "{g}");
+    assert_eq!(g["state_text"], "Meeting SLA", "{g}");
+    assert!(g["rpo_seconds"].as_f64().unwrap() < 30.0, "{g}");
+    assert_eq!(g["rpo_objective_seconds"], 30.0);
+    assert_eq!(g["rto_objective_seconds"], 300.0);
+    assert!(g["last_point"]["seq"].as_u64().unwrap() >= 2, "{g}");
+    assert_eq!(g["last_point"]["consistency"], "fuzzy");
+    assert!(g["retention"]["points"].as_u64().unwrap() >= 2, "{g}");
+    assert!(g["retention"]["oldest"].as_str().unwrap() < g["retention"]["newest"].as_str().unwrap());
+    assert_eq!(g["last_drill"]["id"], GOOD_DRILL, "{g}");
+    assert_eq!(g["last_drill"]["verdict"], "passed");
+    assert_eq!(g["last_drill"]["achieved_rpo_seconds"], 2.5);
+    assert_eq!(g["last_drill"]["achieved_rto_seconds"], 41.0);
+    assert_eq!(g["last_drill"]["signature_verifies"], true);
+    assert_eq!(g["drill_overdue"], false);
+    assert_eq!(g["replication"]["state"], "running");
+    assert!(g["replication"]["bytes_sent"].as_u64().unwrap() > 0, "{g}");
+    assert_eq!(g["replication"]["last_cycle"]["ok"], true);
+    let idle = by_name(&groups, "idle");
+    assert_eq!(idle["state"], "syncing", "{idle}");
+    assert_eq!(idle["last_point"], Value::Null);
+    assert_eq!(idle["retention"]["points"], 0);
+    assert_eq!(idle["replication"]["state"], "elsewhere");
+    let dg = by_name(&groups, "d");
+    assert_eq!(dg["retention"]["points"], Value::Null, "d's repository is not reachable: {dg}");
+
+    // `slow` took one point at start; its 4 s objective then lapses.
+    let slow_state = |addr: &str| ok_json(&get(addr, "/api/v1/groups/slow"))["state"].clone();
+    assert!(
+        poll_until(Duration::from_secs(20), || slow_state(&addr) == "rpo_not_met"),
+        "slow never left its objective: {}",
+        get(&addr, "/api/v1/groups/slow").body
+    );
+
+    let one = ok_json(&fetch("/api/v1/groups/g"));
+    assert_eq!(one["name"], "g");
+    assert_eq!(one["state"], "meeting_sla");
+    api_error(&fetch("/api/v1/groups/nope"), 404, "no group `nope`");
+
+    let points = ok_json(&fetch("/api/v1/groups/g/points"));
+    let seqs: Vec<u64> = points["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.len() >= 2 && seqs.windows(2).all(|w| w[0] < w[1]), "{points}");
+    api_error(&fetch("/api/v1/groups/nope/points"), 404, "no group");
+    api_error(&fetch("/api/v1/groups/d/points"), 404, "does not reach");
+
+    assert!(poll_until(Duration::from_secs(10), || {
+        get(&addr, "/api/v1/groups/g/rpo?since=1h").json()["samples"]
+            .as_array()
+            .is_some_and(|s| s.len() >= 2)
+    }));
+    let rpo = ok_json(&fetch("/api/v1/groups/g/rpo?since=1h"));
+    assert_eq!(rpo["sample_every_seconds"], 1);
+    let first = &rpo["samples"][0];
+    assert!(first["at"].is_string() && first["rpo_seconds"].as_f64().unwrap() < 30.0, "{rpo}");
+    let future = ok_json(&fetch("/api/v1/groups/g/rpo?since=2999-01-01T00:00:00Z"));
+    assert_eq!(future["samples"], json!([]));
+    api_error(&fetch("/api/v1/groups/g/rpo?since=yesterday"), 400, "since=`yesterday`");
+    api_error(&fetch("/api/v1/groups/nope/rpo"), 404, "no group");
+
+    let drills = ok_json(&fetch("/api/v1/drills"));
+    let list = drills.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{drills}");
+    assert_eq!(list[0]["id"], TAMPERED_DRILL, "oldest first: {drills}");
+    assert_eq!(list[0]["signature_verifies"], false);
+    assert_eq!(list[1]["signature_verifies"], true);
+    let good = ok_json(&fetch(&format!("/api/v1/drills/{GOOD_DRILL}")));
+    assert_eq!(good["verification"]["verifies"], true, "{good}");
+    assert_eq!(good["report"]["drill_id"], GOOD_DRILL);
+    assert_eq!(good["report_html"], format!("/drills/{GOOD_DRILL}/report.html"));
+    let bad = ok_json(&fetch(&format!("/api/v1/drills/{TAMPERED_DRILL}")));
+    assert_eq!(bad["verification"]["verifies"], false);
+    assert!(
+        bad["verification"]["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("report.json was modified after signing"),
+        "{bad}"
+    );
+    api_error(&fetch("/api/v1/drills/nope"), 404, "no drill");
+    api_error(&fetch("/api/v1/drills/..%2F..%2Fetc"), 404, "no drill");
+    api_error(&fetch("/api/v1/nothing"), 404, "no such API route");
+
+    let jobs = ok_json(&fetch("/api/v1/jobs"));
+    let point = jobs["recent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == "point" && j["group"] == "g")
+        .unwrap_or_else(|| panic!("{jobs}"));
+    assert_eq!(point["result"], "ok");
+    assert!(point["duration_seconds"].as_f64().unwrap() >= 0.0);
+    assert!(point["summary"].as_str().unwrap().contains("committed"), "{point}");
+    assert!(jobs["running"].is_array());
+
+    // The event stream delivers the next job.
+    let ev = http::sse_until(&addr, "/api/v1/events", &[], "job_finished", Duration::from_secs(20))
+        .expect("a job_finished event within 20 s");
+    let ev: Value = serde_json::from_str(&ev).unwrap();
+    assert_eq!(ev["event"], "job_finished", "{ev}");
+    assert!(ev["job"].is_string() && ev["result"].is_string(), "{ev}");
+
+    // Pages: server-rendered, strict CSP, escaped, embedded assets.
+    let page = fetch("/");
+    assert_eq!(page.status, 200);
+    assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");
+    let csp = &page.headers["content-security-policy"];
+    assert!(csp.starts_with("default-src 'none'; script-src 'self'"), "{csp}");
+    assert_eq!(page.headers["x-content-type-options"], "nosniff");
+    assert!(page.body.contains("<tr data-group=\"g\">"), "{}", page.body);
+    assert!(page.body.contains("Meeting SLA") && page.body.contains("RPO not meeting SLA"));
+    assert!(page.body.contains("<svg class=\"spark\""));
+    assert!(!page.body.contains("http://") && !page.body.contains("https://"), "no external URL");
+    let group = fetch("/groups/g");
+    assert!(group.body.contains("Points") && group.body.contains("<svg class=\"timeline\""));
+    assert_eq!(fetch("/groups/%3Cscript%3E").status, 404);
+    assert!(!fetch("/groups/%3Cscript%3E").body.contains("<script>"));
+    let drill = fetch(&format!("/drills/{GOOD_DRILL}"));
+    assert!(drill.body.contains("signature verifies"), "{}", drill.body);
+    assert!(drill.body.contains("<iframe class=\"report\" sandbox"));
+    assert!(fetch(&format!("/drills/{TAMPERED_DRILL}")).body.contains("does not verify"));
+    let report = fetch(&format!("/drills/{GOOD_DRILL}/report.html"));
+    assert_eq!(report.status, 200);
+    assert!(report.headers["content-security-policy"].ends_with("sandbox"), "{report:?}");
+    assert_eq!(
+        report.body,
+        fs::read_to_string(
+            dep.sb
+                .state
+                .join("daemon/drill-reports")
+                .join(GOOD_DRILL)
+                .join("report.html")
+        )
+        .unwrap()
+    );
+    assert!(fetch("/jobs").body.contains("<table id=\"jobs\">"));
+    let js = fetch("/assets/console.js");
+    assert_eq!(js.headers["content-type"], "text/javascript; charset=utf-8");
+    assert!(js.body.contains("EventSource"));
+    assert!(fetch("/assets/console.css").body.contains("@media print"));
+    let metrics = fetch("/metrics");
+    assert!(metrics.body.contains("lifeline_group_rpo_seconds"), "{}", metrics.body);
+
+    // Without authentication configured, nobody acts.
+    let a = request(&addr, "POST", "/api/v1/groups/d/drill", &[("x-lifeline-csrf", "1")]);
+    api_error(&a, 403, "admin role");
+
+    for secret in dep.secrets() {
+        for b in &bodies {
+            assert!(!b.contains(&secret), "an answer holds a secret");
+        }
+    }
+    d.signal("TERM");
+    assert_eq!(d.finish(Duration::from_secs(30)).code, Some(0));
+}
+
+/// Each role and an unauthenticated caller: 401 without or with a wrong
+/// token, the auditor reads and cannot act, the admin acts only same-origin,
+/// a "drill now" runs the group's drill job; and no console without
+/// authentication on an address other hosts reach.
+#[test]
+fn console_roles_and_refusals() {
+    let dep = Deployment::new();
+    let r = run(&[
+        "--config",
+        s(&dep.config),
+        "daemon",
+        "--site",
+        "primary",
+        "--http",
+        "0.0.0.0:0",
+    ]);
+    assert_eq!(r.code, Some(EXIT_ERROR), "{}", r.stderr);
+    assert!(r.stderr.contains("without authentication") && r.stderr.contains("http_token_file"), "{}", r.stderr);
+
+    let (mut d, addr) = dep.with_tokens();
+    let bearer = |t: &str| format!("Bearer {t}");
+    let admin = bearer(ADMIN);
+    let auditor = bearer(AUDITOR);
+    let mut bodies = Vec::new();
+
+    let a = get(&addr, "/api/v1/groups");
+    api_error(&a, 401, "needs authentication");
+    assert_eq!(a.headers["www-authenticate"], "Bearer");
+    let a = request(&addr, "GET", "/api/v1/groups", &[("authorization", "Bearer wrong-token-1234567890")]);
+    api_error(&a, 401, "not this console's");
+    let page = get(&addr, "/");
+    assert_eq!(page.status, 401);
+    assert!(page.body.contains("name=\"token\""), "the login form: {}", page.body);
+    api_error(&get(&addr, "/metrics"), 401, "needs authentication");
+    api_error(&get(&addr, "/api/v1/events"), 401, "needs authentication");
+    assert_eq!(get(&addr, "/assets/console.css").status, 200);
+
+    for token in [&admin, &auditor] {
+        for path in ["/api/v1/groups", "/api/v1/jobs", "/api/v1/drills", "/api/v1/groups/g"] {
+            let a = request(&addr, "GET", path, &[("authorization", token)]);
+            assert_eq!(a.status, 200, "{path}: {}", a.body);
+            bodies.push(a.body);
+        }
+        let a = request(&addr, "GET", &format!("/api/v1/drills/{GOOD_DRILL}"), &[("authorization", token)]);
+        assert_eq!(a.json()["verification"]["verifies"], true);
+        bodies.push(a.body);
+        let a = request(&addr, "GET", "/", &[("authorization", token)]);
+        assert_eq!(a.status, 200);
+        bodies.push(a.body);
+    }
+    let cookie = format!("lifeline_token={AUDITOR}");
+    let a = request(&addr, "GET", "/api/v1/groups", &[("cookie", &cookie)]);
+    assert_eq!(a.status, 200, "a browser session's cookie: {}", a.body);
+
+    let post = |path: &str, headers: &[(&str, &str)]| request(&addr, "POST", path, headers);
+    let csrf = ("x-lifeline-csrf", "1");
+    api_error(
+        &post("/api/v1/groups/d/drill", &[("authorization", &auditor), csrf]),
+        403,
+        "auditor role reads",
+    );
+    api_error(&post("/api/v1/groups/d/drill", &[csrf]), 401, "needs authentication");
+    api_error(
+        &post("/api/v1/groups/d/drill", &[("authorization", &admin)]),
+        403,
+        "x-lifeline-csrf",
+    );
+    api_error(
+        &post(
+            "/api/v1/groups/d/drill",
+            &[("authorization", &admin), csrf, ("origin", "http://evil.example")],
+        ),
+        403,
+        "Origin",
+    );
+    api_error(
+        &post("/api/v1/groups/nope/drill", &[("authorization", &admin), csrf]),
+        404,
+        "no group",
+    );
+    api_error(
+        &post("/api/v1/groups/g/drill", &[("authorization", &admin), csrf]),
+        409,
+        "recovery site",
+    );
+    api_error(
+        &post("/api/v1/groups/g/pause", &[("authorization", &admin), csrf]),
+        409,
+        "control",
+    );
+    api_error(
+        &request(&addr, "GET", "/api/v1/groups/d/drill", &[("authorization", &admin)]),
+        405,
+        "",
+    );
+    let origin = format!("http://{addr}");
+    let a = post(
+        "/api/v1/groups/d/drill",
+        &[("authorization", &admin), csrf, ("origin", &origin)],
+    );
+    assert_eq!(a.status, 202, "{}", a.body);
+    assert_eq!(a.json(), json!({"group": "d", "action": "drill requested", "by": "admin token"}));
+    // The group's drill job runs at once (and fails: its runbook is missing).
+    let e = job_event(&mut d, "drill", "d", Duration::from_secs(30));
+    assert_eq!(e["ok"], false, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("missing-runbook.toml"), "{e}");
+    let jobs = request(&addr, "GET", "/api/v1/jobs", &[("authorization", &auditor)]).json();
+    assert!(
+        jobs["recent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["job"] == "drill" && j["group"] == "d" && j["result"] == "error"),
+        "{jobs}"
+    );
+    for secret in dep.secrets() {
+        for b in &bodies {
+            assert!(!b.contains(&secret), "an answer holds a secret");
+        }
+    }
+    d.signal("TERM");
+    assert_eq!(d.finish(Duration::from_secs(30)).code, Some(0));
+}
+
+/// Where screenshots are kept.
+fn artifact(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console");
+    fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// A real headless Chromium: signs in with the admin token through the form,
+/// reads each group's state as the API gives it, sees the page update live
+/// from the event stream (a state change included) without reloading, no
+/// request leaves 127.0.0.1, no script error, the drill page says the
+/// signature verifies, a drill started from the page runs, and the overview
+/// reads with JavaScript disabled.
+#[test]
+fn console_in_a_real_browser() {
+    let Some(chromium) = crate::common::cdp::chromium() else {
+        eprintln!("SKIPPED console_in_a_real_browser: chromium is not installed (.ci/run installs it: apt-get install chromium)");
+        return;
+    };
+    let dep = Deployment::new();
+    let (mut d, addr) = dep.with_tokens();
+    job_event(&mut d, "point", "g", Duration::from_secs(30));
+    let base = format!("http://{addr}");
+    let mut b = crate::common::cdp::Browser::start(&chromium);
+
+    b.navigate(&format!("{base}/login"));
+    b.eval(&format!(
+        "document.querySelector('input[name=token]').value = '{ADMIN}'; document.querySelector('form').submit(); true"
+    ));
+    b.wait_event("Page.loadEventFired", Duration::from_secs(30))
+        .expect("the sign-in lands on the overview");
+    b.navigate(&format!("{base}/"));
+    let api = request(&addr, "GET", "/api/v1/groups", &[("authorization", &format!("Bearer {ADMIN}"))]).json();
+    let rows = b.eval(
+        "[...document.querySelectorAll('#groups tbody tr[data-group]')].map(r => ({name: r.dataset.group, \
+         state: r.querySelector('[data-field=state]').dataset.state, \
+         text: r.querySelector('[data-field=state]').innerText.trim(), \
+         rpo: r.querySelector('[data-field=rpo]').innerText}))",
+    );
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), api.as_array().unwrap().len(), "{rows:?}");
+    for r in rows {
+        let g = by_name(&api, r["name"].as_str().unwrap());
+        if g["name"] != "slow" {
+            // `slow` may cross its objective between the two reads.
+            assert_eq!(r["state"], g["state"], "{r} vs {g}");
+            assert_eq!(r["text"], g["state_text"], "{r} vs {g}");
+        }
+        if let Some(o) = g["rpo_objective_seconds"].as_f64() {
+            assert!(r["rpo"].as_str().unwrap().contains(&format!("/ {o:.0} s")), "{r}");
+        }
+    }
+    let shot = b.screenshot();
+    assert!(shot.starts_with(b"\x89PNG"), "a PNG screenshot");
+    fs::write(artifact("overview.png"), &shot).unwrap();
+
+    // Live: the page counts events and refreshes rows without reloading;
+    // `slow` turns rpo_not_met on the page once its objective lapses.
+    b.eval("window.__notReloaded = true; true");
+    let n0 = b.eval("Number(document.getElementById('live').dataset.events)");
+    b.wait_true(
+        &format!("window.__notReloaded === true && Number(document.getElementById('live').dataset.events) > {n0}"),
+        Duration::from_secs(20),
+        "the page counts a job event",
+    );
+    b.wait_true(
+        "window.__notReloaded === true && document.querySelector('tr[data-group=slow] [data-field=state]').dataset.state === 'rpo_not_met' \
+         && document.querySelector('tr[data-group=slow] [data-field=state]').innerText.trim() === 'RPO not meeting SLA'",
+        Duration::from_secs(30),
+        "slow's row turns rpo_not_met live",
+    );
+    assert!(
+        b.eval("document.getElementById('live').textContent").as_str().unwrap().starts_with("live"),
+        "the live indicator"
+    );
+
+    // The drill page embeds the signed report and says it verifies.
+    b.navigate(&format!("{base}/drills/{GOOD_DRILL}"));
+    let text = b.eval("document.body.innerText");
+    assert!(text.as_str().unwrap().contains("signature verifies"), "{text}");
+    b.wait_true(
+        "document.querySelector('iframe.report') !== null",
+        Duration::from_secs(5),
+        "the report frame",
+    );
+
+    // A drill started from the page: the button, then the job on the jobs page.
+    b.navigate(&format!("{base}/groups/d"));
+    b.eval("document.querySelector('button[data-action$=\"/drill\"]').click(); true");
+    b.wait_true(
+        "document.querySelector('.action-result').textContent === 'drill requested'",
+        Duration::from_secs(10),
+        "the action's answer on the page",
+    );
+    job_event(&mut d, "drill", "d", Duration::from_secs(30));
+    b.navigate(&format!("{base}/jobs"));
+    b.wait_true(
+        "[...document.querySelectorAll('#jobs tr')].some(r => r.innerText.includes('drill') && r.innerText.includes('failed'))",
+        Duration::from_secs(10),
+        "the drill on the jobs page with its result",
+    );
+
+    // Nothing left 127.0.0.1, and no script error or CSP violation.
+    let requests: Vec<String> = b
+        .events
+        .iter()
+        .filter(|(m, _)| m == "Network.requestWillBeSent")
+        .map(|(_, p)| p["request"]["url"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(requests.iter().any(|u| u.ends_with("/api/v1/events")), "{requests:?}");
+    assert!(
+        requests.iter().any(|u| u.ends_with(&format!("/drills/{GOOD_DRILL}/report.html"))),
+        "{requests:?}"
+    );
+    for u in &requests {
+        assert!(
+            u.starts_with(&format!("{base}/")) || u.starts_with("data:") || u == "about:blank",
+            "a request left the console: {u}"
+        );
+    }
+    let errors: Vec<&Value> = b
+        .events
+        .iter()
+        .filter(|(m, p)| {
+            m == "Runtime.exceptionThrown"
+                || (m == "Runtime.consoleAPICalled" && p["type"] == "error")
+                || (m == "Log.entryAdded" && p["entry"]["level"] == "error" && p["entry"]["source"] != "network")
+        })
+        .map(|(_, p)| p)
+        .collect();
+    assert!(errors.is_empty(), "script errors: {errors:?}");
+
+    // Without JavaScript the overview still reads.
+    b.call("Emulation.setScriptExecutionDisabled", json!({"value": true}));
+    b.navigate(&format!("{base}/"));
+    let html = b.outer_html();
+    assert!(html.contains("live updates off"), "the script did not run");
+    assert!(html.contains("data-group=\"g\"") && html.contains("Meeting SLA"), "{html}");
+    fs::write(artifact("overview-no-js.png"), b.screenshot()).unwrap();
+    drop(b);
+    d.signal("TERM");
+    assert_eq!(d.finish(Duration::from_secs(30)).code, Some(0));
+}
