@@ -101,15 +101,19 @@ pub fn sparkline(samples: &[RpoSample], objective: Option<f64>, now: DateTime<Ut
         * 1.1;
     let x = |at: i64| ((at - from) as f64 / 86_400.0 * W).clamp(0.0, W);
     let y = |v: f64| H - (v / max * H).clamp(0.0, H);
+    // One point per pixel column, the worst RPO in it: the line stays the
+    // same size however often the history samples.
+    let mut columns: Vec<(i64, f64)> = Vec::new();
+    for s in samples.iter().filter(|s| s.at >= from) {
+        let col = x(s.at).round() as i64;
+        match columns.last_mut() {
+            Some((c, v)) if *c == col => *v = v.max(s.rpo_seconds as f64),
+            _ => columns.push((col, s.rpo_seconds as f64)),
+        }
+    }
     let mut path = String::new();
-    for (i, s) in samples.iter().filter(|s| s.at >= from).enumerate() {
-        let _ = write!(
-            path,
-            "{}{:.1},{:.1}",
-            if i == 0 { "M" } else { " L" },
-            x(s.at),
-            y(s.rpo_seconds as f64)
-        );
+    for (i, (col, v)) in columns.iter().enumerate() {
+        let _ = write!(path, "{}{col},{:.1}", if i == 0 { "M" } else { " L" }, y(*v));
     }
     let obj = objective.map_or(String::new(), |o| {
         format!(
@@ -516,8 +520,17 @@ mod tests {
             },
         ];
         let svg = sparkline(&samples, Some(30.0), now);
-        assert!(svg.contains("M0.0,"), "{svg}");
-        assert!(svg.contains(" L160.0,"), "{svg}");
+        assert!(svg.contains("M0,"), "{svg}");
+        assert!(svg.contains(" L160,"), "{svg}");
         assert!(svg.contains("class=\"objective\""), "{svg}");
+        // A day at one sample a minute is drawn with one point per pixel column.
+        let day: Vec<RpoSample> = (0..1440)
+            .map(|m| RpoSample {
+                at: now.timestamp() - 86_400 + m * 60,
+                rpo_seconds: (m % 7) as f32,
+            })
+            .collect();
+        let svg = sparkline(&day, None, now);
+        assert!(svg.matches(" L").count() <= 160, "{svg}");
     }
 }
