@@ -310,6 +310,11 @@ pub struct DaemonOptions {
     /// The console's read-only auditor token: a file holding one line.
     #[arg(long, env = "LIFELINE_HTTP_AUDITOR_TOKEN_FILE", value_name = "FILE")]
     pub http_auditor_token_file: Option<PathBuf>,
+    /// Serve the console over HTTPS with [tls] dir's console.pem/.key (`lifeline certs new --console-san HOST`),
+    /// accepting client certificates of the deployment's CA (admin:NAME, auditor:NAME).
+    #[arg(long, env = "LIFELINE_HTTP_TLS")]
+    #[serde(default)]
+    pub http_tls: bool,
     /// How often the console's RPO history samples each group, e.g. "60s" [default: 60s; 24 h are kept].
     #[arg(long, env = "LIFELINE_RPO_SAMPLE_EVERY", value_name = "DURATION")]
     pub rpo_sample_every: Option<String>,
@@ -332,6 +337,7 @@ impl DaemonOptions {
                 .clone()
                 .or_else(|| file.http_auditor_token_file.clone()),
             rpo_sample_every: self.rpo_sample_every.clone().or_else(|| file.rpo_sample_every.clone()),
+            http_tls: self.http_tls || file.http_tls,
         }
     }
 }

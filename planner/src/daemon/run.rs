@@ -302,6 +302,7 @@ pub fn run(a: &DaemonArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
             &rt,
             &addr,
             &shared.loaded().options,
+            shared.loaded().config.tls.as_ref().map(|t| t.dir.as_path()),
             shared.clone(),
             shared.feed.clone(),
             shared.metrics.clone(),

@@ -160,10 +160,12 @@ drill_runbook = "{missing}"
         args.extend_from_slice(extra);
         let mut d = Background::spawn(&args);
         let line = d
-            .wait_for_line(Duration::from_secs(30), |l| l.starts_with("console on http://"))
+            .wait_for_line(Duration::from_secs(30), |l| l.starts_with("console on http"))
             .unwrap_or_else(|| panic!("no console address: {}", d.describe()));
         let addr = line
-            .trim_start_matches("console on http://")
+            .trim_start_matches("console on ")
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
             .trim_end_matches('/')
             .to_string();
         (d, addr)
@@ -538,6 +540,86 @@ fn console_roles_and_refusals() {
             assert!(!b.contains(&secret), "an answer holds a secret");
         }
     }
+    d.signal("TERM");
+    assert_eq!(d.finish(Duration::from_secs(30)).code, Some(0));
+}
+
+/// A TLS client of the deployment's CA, with identity `name`'s certificate
+/// (none: no client certificate).
+fn tls_client(tls: &Path, name: Option<&str>) -> std::sync::Arc<tokio_rustls::rustls::ClientConfig> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(tls.join("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let b = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    std::sync::Arc::new(match name {
+        None => b.with_no_client_auth(),
+        Some(n) => b
+            .with_client_auth_cert(
+                CertificateDer::pem_file_iter(tls.join(format!("{n}.pem")))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect(),
+                PrivateKeyDer::from_pem_file(tls.join(format!("{n}.key"))).unwrap(),
+            )
+            .unwrap(),
+    })
+}
+
+/// `--http-tls`: HTTPS with the console certificate `lifeline certs new
+/// --console-san` mints; an `admin:NAME` certificate acts, an `auditor:NAME`
+/// one (`lifeline certs new --auditor`) reads and cannot act, an agent's is no
+/// console identity, and without a certificate or token nothing is served.
+#[test]
+fn console_over_https_with_client_certificates() {
+    let dep = Deployment::new();
+    let (ca, tls) = (dep.sb.path("ca"), dep.sb.path("tls"));
+    run(&[
+        "certs", "new", "--ca-dir", s(&ca), "--out", s(&tls), "--console-san", "127.0.0.1", "--admin", "ops",
+        "--auditor", "kim", "--agent", "a@t",
+    ])
+    .ok()
+    .stdout_has(&["console.pem", "kim.pem"]);
+    let mut text = fs::read_to_string(&dep.config).unwrap();
+    text.push_str(&format!("\n[tls]\ndir = \"{}\"\n", s(&tls)));
+    fs::write(&dep.config, text).unwrap();
+    let (mut d, addr) = dep.daemon(&["--http-tls"]);
+    assert!(d.stdout().contains(&format!("console on https://{addr}/")), "{}", d.stdout());
+
+    let (none, admin, auditor, agent) = (
+        tls_client(&tls, None),
+        tls_client(&tls, Some("ops")),
+        tls_client(&tls, Some("kim")),
+        tls_client(&tls, Some("a")),
+    );
+    api_error(&http::request_tls(&none, &addr, "GET", "/api/v1/groups", &[]), 401, "needs authentication");
+    api_error(
+        &http::request_tls(&agent, &addr, "GET", "/api/v1/groups", &[]),
+        401,
+        "no console identity",
+    );
+    for who in [&admin, &auditor] {
+        let a = http::request_tls(who, &addr, "GET", "/api/v1/groups", &[]);
+        assert_eq!(a.status, 200, "{}", a.body);
+        let a = http::request_tls(who, &addr, "GET", &format!("/drills/{GOOD_DRILL}"), &[]);
+        assert!(a.body.contains("signature verifies"), "{}", a.body);
+    }
+    let csrf = ("x-lifeline-csrf", "1");
+    api_error(
+        &http::request_tls(&auditor, &addr, "POST", "/api/v1/groups/d/drill", &[csrf]),
+        403,
+        "auditor role reads",
+    );
+    let a = http::request_tls(&admin, &addr, "POST", "/api/v1/groups/d/drill", &[csrf]);
+    assert_eq!(a.status, 202, "{}", a.body);
+    assert_eq!(a.json()["by"], "admin:ops");
+    job_event(&mut d, "drill", "d", Duration::from_secs(30));
     d.signal("TERM");
     assert_eq!(d.finish(Duration::from_secs(30)).code, Some(0));
 }

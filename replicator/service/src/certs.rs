@@ -30,6 +30,12 @@ pub struct CertsRequest {
     pub agents: Vec<String>,
     /// Admin names.
     pub admins: Vec<String>,
+    /// Read-only console identities (`auditor:NAME`): they read the console of
+    /// a daemon served with client certificates, and nothing else accepts them.
+    pub auditors: Vec<String>,
+    /// DNS names or IP addresses of a daemon's console (`console.pem`/`.key`,
+    /// a server certificate for `lifeline daemon --http-tls`).
+    pub console_sans: Vec<String>,
     /// Validity in days.
     pub days: u32,
 }
@@ -152,6 +158,14 @@ pub fn mint_certificates(req: &CertsRequest) -> Result<Vec<PathBuf>, ServiceErro
             return Err(ServiceError::Invalid(format!("--admin `{n}`: invalid name")));
         }
         leaf(n, &peer.common_name(), vec![], false, true)?;
+    }
+    for n in &req.auditors {
+        lifeline_replicator::check_name("auditor", n)
+            .map_err(|_| ServiceError::Invalid(format!("--auditor `{n}`: invalid name")))?;
+        leaf(n, &format!("auditor:{n}"), vec![], false, true)?;
+    }
+    if !req.console_sans.is_empty() {
+        leaf("console", "Lifeline console", req.console_sans.clone(), true, false)?;
     }
     Ok(written)
 }

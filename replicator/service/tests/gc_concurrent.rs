@@ -153,6 +153,7 @@ fn start() -> Site {
         agents: vec!["a@t".into()],
         admins: vec!["ops".into()],
         days: 30,
+        ..Default::default()
     })
     .unwrap();
     let receiver = Arc::new(

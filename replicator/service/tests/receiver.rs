@@ -141,6 +141,7 @@ fn start(dir: &Path) -> Server {
         agents: vec!["a@t".into(), "b@t".into()],
         admins: vec!["ops".into()],
         days: 30,
+        ..Default::default()
     })
     .unwrap();
     let receiver = Receiver::open(&ReceiverConfig {

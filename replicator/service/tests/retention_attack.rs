@@ -97,6 +97,7 @@ fn start(dir: &Path) -> Server {
         agents: vec!["a@t".into()],
         admins: vec!["ops".into()],
         days: 30,
+        ..Default::default()
     })
     .unwrap();
     let receiver = Receiver::open(&ReceiverConfig {

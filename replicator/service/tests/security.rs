@@ -88,6 +88,7 @@ fn certificates(dir: &Path, agents: &[&str], elsewhere: &[&str]) -> TlsDir {
         agents: agents.iter().map(|a| a.to_string()).collect(),
         admins: vec!["ops".into()],
         days: 30,
+        ..Default::default()
     })
     .unwrap();
     for a in elsewhere {
@@ -98,6 +99,7 @@ fn certificates(dir: &Path, agents: &[&str], elsewhere: &[&str]) -> TlsDir {
             agents: vec![a.to_string()],
             admins: vec![],
             days: 30,
+            ..Default::default()
         })
         .unwrap();
     }

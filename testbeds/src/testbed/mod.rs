@@ -327,6 +327,7 @@ impl Testbed {
             agents: vec![format!("{AGENT}@{TENANT}")],
             admins: vec![ADMIN.into()],
             days: 30,
+            ..Default::default()
         })?;
         lifeline_replicator::KeyFile::create(&st.paths.key_file, None)?;
 

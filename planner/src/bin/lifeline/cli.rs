@@ -695,6 +695,12 @@ pub struct CertsArgs {
     /// An admin identity (repeat).
     #[arg(long = "admin", value_name = "NAME")]
     pub admins: Vec<String>,
+    /// A read-only auditor identity for the daemon's console (repeat).
+    #[arg(long = "auditor", value_name = "NAME")]
+    pub auditors: Vec<String>,
+    /// DNS name or IP address of a daemon's console (repeat); writes console.pem/.key (--http-tls).
+    #[arg(long = "console-san", value_name = "HOST")]
+    pub console_sans: Vec<String>,
     /// Validity of the new certificates in days.
     #[arg(long, default_value_t = 825)]
     pub days: u32,

@@ -65,9 +65,7 @@ pub const CSRF_HEADER: &str = "x-lifeline-csrf";
 /// Tokens shorter than this are refused: guessable.
 const MIN_TOKEN: usize = 16;
 
-/// A client certificate's identity, set by the TLS layer on each request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerIdentity(pub Option<String>);
+pub use crate::daemon::http_server::PeerIdentity;
 
 fn read_token(path: &Path) -> Result<blake3::Hash> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read console token {}", path.display()))?;
@@ -124,6 +122,7 @@ impl Auth {
             if cn.strip_prefix("auditor:").is_some() {
                 return Ok(Role::Auditor);
             }
+            return Err("the client certificate is no console identity (admin:NAME or auditor:NAME)");
         }
         let bearer = headers
             .get(axum::http::header::AUTHORIZATION)

@@ -23,6 +23,7 @@ pub mod pages;
 pub mod routes;
 pub mod serve;
 pub mod state;
+pub mod tls;
 pub mod views;
 
 use std::path::PathBuf;

@@ -14,14 +14,17 @@ use crate::daemon::feed::Feed;
 use crate::daemon::http_server::{Limits, serve_router};
 use crate::daemon::metrics::DaemonMetrics;
 
-/// Binds the console on `options.http` and serves it on `rt` until
-/// `shutdown`; prints where (a JSON event too with `json`). Errors before
-/// anything is served: unreadable tokens, an address it cannot bind, a
+/// Binds the console on `addr` and serves it on `rt` until `shutdown`
+/// (over HTTPS with `options.http_tls`, from the TLS directory `tls_dir`);
+/// prints where (a JSON event too with `json`). Errors before anything is
+/// served: unreadable tokens or certificates, an address it cannot bind, a
 /// non-loopback address without authentication.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     rt: &tokio::runtime::Runtime,
     addr: &str,
     options: &DaemonOptions,
+    tls_dir: Option<&std::path::Path>,
     backend: Arc<dyn ConsoleBackend>,
     feed: Arc<Feed>,
     metrics: Arc<DaemonMetrics>,
@@ -31,9 +34,14 @@ pub fn start(
     let auth = Auth::from_files(
         options.http_token_file.as_deref(),
         options.http_auditor_token_file.as_deref(),
-        false,
+        options.http_tls,
     )
     .context("console")?;
+    let tls = match (options.http_tls, tls_dir) {
+        (false, _) => None,
+        (true, Some(dir)) => Some(super::tls::acceptor(dir)?),
+        (true, None) => anyhow::bail!("console over HTTPS (http_tls): set [tls] dir, with console.pem/.key and ca.pem"),
+    };
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(addr))
         .with_context(|| format!("console: listen on {addr}"))?;
@@ -42,7 +50,7 @@ pub fn start(
     let mut console = Console::new(backend, feed, auth);
     console.metrics = Some(metrics);
     let router = super::router(Arc::new(console));
-    let url = format!("http://{local}/");
+    let url = format!("{}://{local}/", if tls.is_some() { "https" } else { "http" });
     println!("console on {url}");
     if json {
         println!("{}", serde_json::json!({"event": "console", "url": url}));
@@ -51,7 +59,7 @@ pub fn start(
     Ok(rt.spawn(serve_router(
         listener,
         router,
-        None,
+        tls,
         shutdown,
         Limits::console(),
         "console",

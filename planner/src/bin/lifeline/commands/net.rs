@@ -27,6 +27,8 @@ pub fn certs_new(a: &CertsArgs) -> Result<ExitCode> {
         receiver_sans: a.receiver_sans.clone(),
         agents: a.agents.clone(),
         admins: a.admins.clone(),
+        auditors: a.auditors.clone(),
+        console_sans: a.console_sans.clone(),
         days: a.days,
     })?;
     for p in written {
