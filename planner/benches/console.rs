@@ -77,7 +77,11 @@ fn fetch(addr: &str, path: &str) -> usize {
     write!(c, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("send");
     let mut body = Vec::new();
     c.read_to_end(&mut body).expect("read");
-    assert!(body.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&body[..80.min(body.len())]));
+    assert!(
+        body.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&body[..80.min(body.len())])
+    );
     body.len()
 }
 
@@ -153,9 +157,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = rt.spawn(serve_router(
@@ -169,7 +171,10 @@ fn main() {
         "bench console",
     ));
 
-    println!("console bench: {GROUPS} groups, {} points, {GROUPS} signed drill reports", GROUPS * POINTS_PER_GROUP);
+    println!(
+        "console bench: {GROUPS} groups, {} points, {GROUPS} signed drill reports",
+        GROUPS * POINTS_PER_GROUP
+    );
     let (p50, p99, size) = percentiles(&addr, "/api/v1/groups", 500);
     println!("GET /api/v1/groups  p50 {p50:.2?}  p99 {p99:.2?}  ({size} bytes)");
     let (p50, p99, size) = percentiles(&addr, "/", 200);

@@ -145,7 +145,10 @@ pub enum FeedEvent {
     JobStarted(JobRecord),
     JobFinished(JobRecord),
     /// A group's replication was paused or resumed, or a drill requested.
-    GroupChanged { group: String, what: String },
+    GroupChanged {
+        group: String,
+        what: String,
+    },
 }
 
 impl FeedEvent {
@@ -192,15 +195,12 @@ impl Feed {
 
     fn activity<'a>(&self, inner: &'a mut Inner, group: &str) -> &'a mut GroupActivity {
         let capacity = RpoHistory::capacity(self.sample_every);
-        inner
-            .groups
-            .entry(group.to_string())
-            .or_insert_with(|| GroupActivity {
-                newest_point: None,
-                last_cycle: None,
-                bytes_sent: 0,
-                rpo: RpoHistory::new(capacity),
-            })
+        inner.groups.entry(group.to_string()).or_insert_with(|| GroupActivity {
+            newest_point: None,
+            last_cycle: None,
+            bytes_sent: 0,
+            rpo: RpoHistory::new(capacity),
+        })
     }
 
     /// The RPO history's sampling interval.
@@ -390,7 +390,11 @@ mod tests {
         let mut rx = feed.subscribe();
         let id = feed.job_started("point", "g");
         assert_eq!(feed.jobs().0.len(), 1);
-        feed.job_finished(id, Ok((&serde_json::json!({"bytes_sent": 42}), "point 1 committed")), 0.5);
+        feed.job_finished(
+            id,
+            Ok((&serde_json::json!({"bytes_sent": 42}), "point 1 committed")),
+            0.5,
+        );
         let (running, recent) = feed.jobs();
         assert!(running.is_empty());
         assert_eq!(recent[0].result, Some(JobResult::Ok));
@@ -400,7 +404,10 @@ mod tests {
         assert!(a.last_cycle.unwrap().ok);
         let id = feed.job_started("point", "g");
         feed.job_finished(id, Err("receiver down".into()), 1.0);
-        assert_eq!(feed.group("g").unwrap().last_cycle.unwrap().error.as_deref(), Some("receiver down"));
+        assert_eq!(
+            feed.group("g").unwrap().last_cycle.unwrap().error.as_deref(),
+            Some("receiver down")
+        );
         assert_eq!(rx.try_recv().unwrap().name(), "job_started");
         assert_eq!(rx.try_recv().unwrap().name(), "job_finished");
         for _ in 0..RECENT_JOBS + 5 {

@@ -151,8 +151,7 @@ pub async fn serve_router(
                         }
                         Err(_) => return,
                     };
-                    let service =
-                        TowerToHyperService::new(router.layer(axum::Extension(peer_identity(&stream))));
+                    let service = TowerToHyperService::new(router.layer(axum::Extension(peer_identity(&stream))));
                     let connection = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
                     match tokio::time::timeout(limits.connection_timeout, connection).await {
                         Ok(Ok(())) => {}

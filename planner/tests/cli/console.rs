@@ -205,7 +205,8 @@ drill_runbook = "{missing}"
 fn job_event(d: &mut Background, job: &str, group: &str, timeout: Duration) -> Value {
     let line = d
         .wait_for_line(timeout, |l| {
-            serde_json::from_str::<Value>(l).is_ok_and(|v| v["event"] == "job" && v["job"] == job && v["group"] == group)
+            serde_json::from_str::<Value>(l)
+                .is_ok_and(|v| v["event"] == "job" && v["job"] == job && v["group"] == group)
         })
         .unwrap_or_else(|| panic!("no {job} job of {group}: {}", d.describe()));
     serde_json::from_str(&line).unwrap()
@@ -285,7 +286,11 @@ fn console_api_answers_every_route() {
     assert_eq!(idle["retention"]["points"], 0);
     assert_eq!(idle["replication"]["state"], "elsewhere");
     let dg = by_name(&groups, "d");
-    assert_eq!(dg["retention"]["points"], Value::Null, "d's repository is not reachable: {dg}");
+    assert_eq!(
+        dg["retention"]["points"],
+        Value::Null,
+        "d's repository is not reachable: {dg}"
+    );
 
     // `slow` took one point at start; its 4 s objective then lapses.
     let slow_state = |addr: &str| ok_json(&get(addr, "/api/v1/groups/slow"))["state"].clone();
@@ -319,7 +324,10 @@ fn console_api_answers_every_route() {
     let rpo = ok_json(&fetch("/api/v1/groups/g/rpo?since=1h"));
     assert_eq!(rpo["sample_every_seconds"], 1);
     let first = &rpo["samples"][0];
-    assert!(first["at"].is_string() && first["rpo_seconds"].as_f64().unwrap() < 30.0, "{rpo}");
+    assert!(
+        first["at"].is_string() && first["rpo_seconds"].as_f64().unwrap() < 30.0,
+        "{rpo}"
+    );
     let future = ok_json(&fetch("/api/v1/groups/g/rpo?since=2999-01-01T00:00:00Z"));
     assert_eq!(future["samples"], json!([]));
     api_error(&fetch("/api/v1/groups/g/rpo?since=yesterday"), 400, "since=`yesterday`");
@@ -377,7 +385,10 @@ fn console_api_answers_every_route() {
     assert!(page.body.contains("<tr data-group=\"g\">"), "{}", page.body);
     assert!(page.body.contains("Meeting SLA") && page.body.contains("RPO not meeting SLA"));
     assert!(page.body.contains("<svg class=\"spark\""));
-    assert!(!page.body.contains("http://") && !page.body.contains("https://"), "no external URL");
+    assert!(
+        !page.body.contains("http://") && !page.body.contains("https://"),
+        "no external URL"
+    );
     let group = fetch("/groups/g");
     assert!(group.body.contains("Points") && group.body.contains("<svg class=\"timeline\""));
     assert_eq!(fetch("/groups/%3Cscript%3E").status, 404);
@@ -385,10 +396,17 @@ fn console_api_answers_every_route() {
     let drill = fetch(&format!("/drills/{GOOD_DRILL}"));
     assert!(drill.body.contains("signature verifies"), "{}", drill.body);
     assert!(drill.body.contains("<iframe class=\"report\" sandbox"));
-    assert!(fetch(&format!("/drills/{TAMPERED_DRILL}")).body.contains("does not verify"));
+    assert!(
+        fetch(&format!("/drills/{TAMPERED_DRILL}"))
+            .body
+            .contains("does not verify")
+    );
     let report = fetch(&format!("/drills/{GOOD_DRILL}/report.html"));
     assert_eq!(report.status, 200);
-    assert!(report.headers["content-security-policy"].ends_with("sandbox"), "{report:?}");
+    assert!(
+        report.headers["content-security-policy"].ends_with("sandbox"),
+        "{report:?}"
+    );
     assert_eq!(
         report.body,
         fs::read_to_string(
@@ -438,7 +456,11 @@ fn console_roles_and_refusals() {
         "0.0.0.0:0",
     ]);
     assert_eq!(r.code, Some(EXIT_ERROR), "{}", r.stderr);
-    assert!(r.stderr.contains("without authentication") && r.stderr.contains("http_token_file"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("without authentication") && r.stderr.contains("http_token_file"),
+        "{}",
+        r.stderr
+    );
 
     let (mut d, addr) = dep.with_tokens();
     let bearer = |t: &str| format!("Bearer {t}");
@@ -449,7 +471,12 @@ fn console_roles_and_refusals() {
     let a = get(&addr, "/api/v1/groups");
     api_error(&a, 401, "needs authentication");
     assert_eq!(a.headers["www-authenticate"], "Bearer");
-    let a = request(&addr, "GET", "/api/v1/groups", &[("authorization", "Bearer wrong-token-1234567890")]);
+    let a = request(
+        &addr,
+        "GET",
+        "/api/v1/groups",
+        &[("authorization", "Bearer wrong-token-1234567890")],
+    );
     api_error(&a, 401, "not this console's");
     let page = get(&addr, "/");
     assert_eq!(page.status, 401);
@@ -464,7 +491,12 @@ fn console_roles_and_refusals() {
             assert_eq!(a.status, 200, "{path}: {}", a.body);
             bodies.push(a.body);
         }
-        let a = request(&addr, "GET", &format!("/api/v1/drills/{GOOD_DRILL}"), &[("authorization", token)]);
+        let a = request(
+            &addr,
+            "GET",
+            &format!("/api/v1/drills/{GOOD_DRILL}"),
+            &[("authorization", token)],
+        );
         assert_eq!(a.json()["verification"]["verifies"], true);
         bodies.push(a.body);
         let a = request(&addr, "GET", "/", &[("authorization", token)]);
@@ -521,7 +553,10 @@ fn console_roles_and_refusals() {
         &[("authorization", &admin), csrf, ("origin", &origin)],
     );
     assert_eq!(a.status, 202, "{}", a.body);
-    assert_eq!(a.json(), json!({"group": "d", "action": "drill requested", "by": "admin token"}));
+    assert_eq!(
+        a.json(),
+        json!({"group": "d", "action": "drill requested", "by": "admin token"})
+    );
     // The group's drill job runs at once (and fails: its runbook is missing).
     let e = job_event(&mut d, "drill", "d", Duration::from_secs(30));
     assert_eq!(e["ok"], false, "{e}");
@@ -581,8 +616,20 @@ fn console_over_https_with_client_certificates() {
     let dep = Deployment::new();
     let (ca, tls) = (dep.sb.path("ca"), dep.sb.path("tls"));
     run(&[
-        "certs", "new", "--ca-dir", s(&ca), "--out", s(&tls), "--console-san", "127.0.0.1", "--admin", "ops",
-        "--auditor", "kim", "--agent", "a@t",
+        "certs",
+        "new",
+        "--ca-dir",
+        s(&ca),
+        "--out",
+        s(&tls),
+        "--console-san",
+        "127.0.0.1",
+        "--admin",
+        "ops",
+        "--auditor",
+        "kim",
+        "--agent",
+        "a@t",
     ])
     .ok()
     .stdout_has(&["console.pem", "kim.pem"]);
@@ -590,7 +637,11 @@ fn console_over_https_with_client_certificates() {
     text.push_str(&format!("\n[tls]\ndir = \"{}\"\n", s(&tls)));
     fs::write(&dep.config, text).unwrap();
     let (mut d, addr) = dep.daemon(&["--http-tls"]);
-    assert!(d.stdout().contains(&format!("console on https://{addr}/")), "{}", d.stdout());
+    assert!(
+        d.stdout().contains(&format!("console on https://{addr}/")),
+        "{}",
+        d.stdout()
+    );
 
     let (none, admin, auditor, agent) = (
         tls_client(&tls, None),
@@ -598,7 +649,11 @@ fn console_over_https_with_client_certificates() {
         tls_client(&tls, Some("kim")),
         tls_client(&tls, Some("a")),
     );
-    api_error(&http::request_tls(&none, &addr, "GET", "/api/v1/groups", &[]), 401, "needs authentication");
+    api_error(
+        &http::request_tls(&none, &addr, "GET", "/api/v1/groups", &[]),
+        401,
+        "needs authentication",
+    );
     api_error(
         &http::request_tls(&agent, &addr, "GET", "/api/v1/groups", &[]),
         401,
@@ -640,7 +695,9 @@ fn artifact(name: &str) -> PathBuf {
 #[test]
 fn console_in_a_real_browser() {
     let Some(chromium) = crate::common::cdp::chromium() else {
-        eprintln!("SKIPPED console_in_a_real_browser: chromium is not installed (.ci/run installs it: apt-get install chromium)");
+        eprintln!(
+            "SKIPPED console_in_a_real_browser: chromium is not installed (.ci/run installs it: apt-get install chromium)"
+        );
         return;
     };
     let dep = Deployment::new();
@@ -656,7 +713,13 @@ fn console_in_a_real_browser() {
     b.wait_event("Page.loadEventFired", Duration::from_secs(30))
         .expect("the sign-in lands on the overview");
     b.navigate(&format!("{base}/"));
-    let api = request(&addr, "GET", "/api/v1/groups", &[("authorization", &format!("Bearer {ADMIN}"))]).json();
+    let api = request(
+        &addr,
+        "GET",
+        "/api/v1/groups",
+        &[("authorization", &format!("Bearer {ADMIN}"))],
+    )
+    .json();
     let rows = b.eval(
         "[...document.querySelectorAll('#groups tbody tr[data-group]')].map(r => ({name: r.dataset.group, \
          state: r.querySelector('[data-field=state]').dataset.state, \
@@ -673,7 +736,11 @@ fn console_in_a_real_browser() {
             assert_eq!(r["text"], g["state_text"], "{r} vs {g}");
         }
         if let Some(o) = g["rpo_objective_seconds"].as_f64() {
-            let shown = if o < 10.0 { format!("/ {o:.1} s") } else { format!("/ {o:.0} s") };
+            let shown = if o < 10.0 {
+                format!("/ {o:.1} s")
+            } else {
+                format!("/ {o:.0} s")
+            };
             assert!(r["rpo"].as_str().unwrap().contains(&shown), "{r}");
         }
     }
@@ -697,7 +764,10 @@ fn console_in_a_real_browser() {
         "slow's row turns rpo_not_met live",
     );
     assert!(
-        b.eval("document.getElementById('live').textContent").as_str().unwrap().starts_with("live"),
+        b.eval("document.getElementById('live').textContent")
+            .as_str()
+            .unwrap()
+            .starts_with("live"),
         "the live indicator"
     );
 
@@ -736,7 +806,9 @@ fn console_in_a_real_browser() {
         .collect();
     assert!(requests.iter().any(|u| u.ends_with("/api/v1/events")), "{requests:?}");
     assert!(
-        requests.iter().any(|u| u.ends_with(&format!("/drills/{GOOD_DRILL}/report.html"))),
+        requests
+            .iter()
+            .any(|u| u.ends_with(&format!("/drills/{GOOD_DRILL}/report.html"))),
         "{requests:?}"
     );
     for u in &requests {
@@ -762,7 +834,10 @@ fn console_in_a_real_browser() {
     b.navigate(&format!("{base}/"));
     let html = b.outer_html();
     assert!(html.contains("live updates off"), "the script did not run");
-    assert!(html.contains("data-group=\"g\"") && html.contains("Meeting SLA"), "{html}");
+    assert!(
+        html.contains("data-group=\"g\"") && html.contains("Meeting SLA"),
+        "{html}"
+    );
     fs::write(artifact("overview-no-js.png"), b.screenshot()).unwrap();
     drop(b);
     d.signal("TERM");

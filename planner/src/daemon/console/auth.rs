@@ -208,8 +208,14 @@ mod tests {
     fn roles_from_tokens_cookies_and_certificates() {
         let (_d, a) = auth();
         let role = |h: &[(&'static str, &str)]| a.role(&headers(h), None);
-        assert_eq!(role(&[("authorization", "Bearer admin-token-0123456789")]), Ok(Role::Admin));
-        assert_eq!(role(&[("authorization", "Bearer auditor-token-0123456789")]), Ok(Role::Auditor));
+        assert_eq!(
+            role(&[("authorization", "Bearer admin-token-0123456789")]),
+            Ok(Role::Admin)
+        );
+        assert_eq!(
+            role(&[("authorization", "Bearer auditor-token-0123456789")]),
+            Ok(Role::Auditor)
+        );
         assert_eq!(
             role(&[("cookie", "x=1; lifeline_token=auditor-token-0123456789")]),
             Ok(Role::Auditor)
@@ -247,7 +253,14 @@ mod tests {
     fn actions_must_be_same_origin() {
         assert!(same_origin(&headers(&[])).is_err());
         assert!(same_origin(&headers(&[("x-lifeline-csrf", "1")])).is_ok());
-        assert!(same_origin(&headers(&[("x-lifeline-csrf", "1"), ("host", "h:1"), ("origin", "http://h:1")])).is_ok());
+        assert!(
+            same_origin(&headers(&[
+                ("x-lifeline-csrf", "1"),
+                ("host", "h:1"),
+                ("origin", "http://h:1")
+            ]))
+            .is_ok()
+        );
         assert!(
             same_origin(&headers(&[
                 ("x-lifeline-csrf", "1"),

@@ -44,12 +44,14 @@ impl Drill {
 }
 
 type Stamp = (Option<SystemTime>, Option<SystemTime>, Option<SystemTime>);
+/// A report directory's drill, as read when its files had these times.
+type Cached = (Stamp, Option<Arc<Drill>>);
 
 /// See the module docs.
 pub struct DrillIndex {
     dir: PathBuf,
     public_key: PathBuf,
-    cache: Mutex<HashMap<PathBuf, (Stamp, Option<Arc<Drill>>)>>,
+    cache: Mutex<HashMap<PathBuf, Cached>>,
 }
 
 fn mtime(p: &Path) -> Option<SystemTime> {

@@ -65,11 +65,7 @@ fn page(title: &str, current: &str, body: &str) -> String {
     let nav = [("/", "Groups"), ("/drills", "Drills"), ("/jobs", "Jobs")]
         .iter()
         .map(|(href, label)| {
-            let here = if *href == current {
-                " aria-current=\"page\""
-            } else {
-                ""
-            };
+            let here = if *href == current { " aria-current=\"page\"" } else { "" };
             format!("<a href=\"{href}\"{here}>{label}</a>")
         })
         .collect::<Vec<_>>()
@@ -183,7 +179,12 @@ fn group_row(g: &GroupView, rpo: &[RpoSample], now: DateTime<Utc>) -> String {
         spark = sparkline(rpo, g.rpo_objective_seconds, now),
         point = g.last_point.as_ref().map_or_else(
             || "no point yet".into(),
-            |p| format!("#{} {} <small>{}</small>", p.seq, time(&p.taken_at), esc(&p.consistency))
+            |p| format!(
+                "#{} {} <small>{}</small>",
+                p.seq,
+                time(&p.taken_at),
+                esc(&p.consistency)
+            )
         ),
         oldest = opt_time(g.retention.oldest.as_ref()),
         newest = opt_time(g.retention.newest.as_ref()),
@@ -466,7 +467,9 @@ pub fn jobs(j: &JobsView) -> String {
 
 /// `/login`: a token form for browsers (the API takes `Authorization: Bearer`).
 pub fn login(message: Option<&str>) -> String {
-    let msg = message.map_or(String::new(), |m| format!("<p class=\"verification bad\">{}</p>", esc(m)));
+    let msg = message.map_or(String::new(), |m| {
+        format!("<p class=\"verification bad\">{}</p>", esc(m))
+    });
     page(
         "Sign in",
         "",

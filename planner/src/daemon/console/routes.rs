@@ -57,7 +57,10 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/jobs", get(jobs_page))
         .route("/login", get(login_page).post(login))
         .route("/assets/console.css", get(|| asset(CSS, "text/css; charset=utf-8")))
-        .route("/assets/console.js", get(|| asset(JS, "text/javascript; charset=utf-8")))
+        .route(
+            "/assets/console.js",
+            get(|| asset(JS, "text/javascript; charset=utf-8")),
+        )
         .route("/api/v1/groups", get(api_groups))
         .route("/api/v1/groups/{name}", get(api_group))
         .route("/api/v1/groups/{name}/points", get(api_points))
@@ -98,7 +101,10 @@ struct ApiError {
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
     match serde_json::to_vec_pretty(value) {
         Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => api_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot encode the answer: {e}")),
+        Err(e) => api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot encode the answer: {e}"),
+        ),
     }
 }
 
@@ -116,8 +122,8 @@ fn html(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
 }
 
-fn asset(body: &'static str, content_type: &'static str) -> impl std::future::Future<Output = Response> {
-    async move { ([(header::CONTENT_TYPE, content_type)], body).into_response() }
+async fn asset(body: &'static str, content_type: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 async fn not_found(uri: Uri) -> Response {
@@ -145,14 +151,16 @@ impl FromRequestParts<Arc<Console>> for Reader {
     async fn from_request_parts(parts: &mut Parts, c: &Arc<Console>) -> Result<Self, Self::Rejection> {
         match c.auth.role(&parts.headers, who(parts)) {
             Ok(role) => Ok(Reader(role)),
-            Err(why) => Err(if parts.uri.path().starts_with("/api/") || parts.uri.path() == "/metrics" {
-                let mut r = api_error(StatusCode::UNAUTHORIZED, why);
-                r.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                r
-            } else {
-                html(StatusCode::UNAUTHORIZED, pages::login(Some(why)))
-            }),
+            Err(why) => Err(
+                if parts.uri.path().starts_with("/api/") || parts.uri.path() == "/metrics" {
+                    let mut r = api_error(StatusCode::UNAUTHORIZED, why);
+                    r.headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                    r
+                } else {
+                    html(StatusCode::UNAUTHORIZED, pages::login(Some(why)))
+                },
+            ),
         }
     }
 }
@@ -216,9 +224,7 @@ async fn group_page(State(c): Shared, _r: Reader, Path(name): Path<String>) -> R
         .filter(|d| d.report.group == name)
         .map(|d| views::DrillSummary::of(d))
         .collect();
-    let rpo = c
-        .feed
-        .rpo_since(&name, now.timestamp() - RPO_HISTORY.as_secs() as i64);
+    let rpo = c.feed.rpo_since(&name, now.timestamp() - RPO_HISTORY.as_secs() as i64);
     html(StatusCode::OK, pages::group(&g, points.as_deref(), &drills, &rpo, now))
 }
 
@@ -290,12 +296,18 @@ fn form_value(body: &str, key: &str) -> Option<String> {
 
 async fn login(State(c): Shared, headers: HeaderMap, body: Body) -> Response {
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
-        return html(StatusCode::PAYLOAD_TOO_LARGE, pages::login(Some("The form is too large.")));
+        return html(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            pages::login(Some("The form is too large.")),
+        );
     };
     let token = form_value(&String::from_utf8_lossy(&bytes), "token").unwrap_or_default();
     let token = token.trim();
     if c.auth.token_role(token).is_none() || token.contains([';', ',', '"', '\\']) {
-        return html(StatusCode::UNAUTHORIZED, pages::login(Some("That token is not this console's.")));
+        return html(
+            StatusCode::UNAUTHORIZED,
+            pages::login(Some("That token is not this console's.")),
+        );
     }
     let secure = headers.get("x-forwarded-proto").is_some() || c.auth.client_certs;
     let cookie = format!(
@@ -312,7 +324,11 @@ async fn login(State(c): Shared, headers: HeaderMap, body: Body) -> Response {
 
 async fn metrics(State(c): Shared, _r: Reader) -> Response {
     match &c.metrics {
-        Some(m) => ([(header::CONTENT_TYPE, crate::daemon::metrics::CONTENT_TYPE)], m.render()).into_response(),
+        Some(m) => (
+            [(header::CONTENT_TYPE, crate::daemon::metrics::CONTENT_TYPE)],
+            m.render(),
+        )
+            .into_response(),
         None => not_found(Uri::from_static("/metrics")).await,
     }
 }
@@ -322,7 +338,10 @@ async fn api_groups(State(c): Shared, _r: Reader) -> Response {
 }
 
 fn unknown_group(name: &str) -> Response {
-    api_error(StatusCode::NOT_FOUND, &format!("no group `{name}` in the configuration"))
+    api_error(
+        StatusCode::NOT_FOUND,
+        &format!("no group `{name}` in the configuration"),
+    )
 }
 
 async fn api_group(State(c): Shared, _r: Reader, Path(name): Path<String>) -> Response {
@@ -372,7 +391,12 @@ async fn api_rpo(State(c): Shared, _r: Reader, Path(name): Path<String>, uri: Ur
         .split('&')
         .filter_map(|kv| kv.split_once('='))
         .find(|(k, _)| *k == "since")
-        .map(|(_, v)| v.replace("%3A", ":").replace("%3a", ":").replace("%2B", "+").replace("%2b", "+"));
+        .map(|(_, v)| {
+            v.replace("%3A", ":")
+                .replace("%3a", ":")
+                .replace("%2B", "+")
+                .replace("%2b", "+")
+        });
     let since = match raw {
         None => now - chrono::Duration::from_std(RPO_HISTORY).unwrap_or_default(),
         Some(raw) => match parse_since(&raw, now) {

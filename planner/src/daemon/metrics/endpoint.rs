@@ -69,9 +69,9 @@ async fn serve_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use std::collections::BTreeMap;
     use std::net::SocketAddr;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
     use tokio::sync::oneshot;

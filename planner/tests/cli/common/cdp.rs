@@ -84,12 +84,7 @@ impl Browser {
         let url = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("chromium printed no DevTools address within 60 s");
-        let hostport = url
-            .trim_start_matches("ws://")
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string();
+        let hostport = url.trim_start_matches("ws://").split('/').next().unwrap().to_string();
         let stream = TcpStream::connect(&hostport).unwrap();
         let (ws, _) = tungstenite::client(url.as_str(), stream).expect("DevTools websocket handshake");
         let mut b = Browser {

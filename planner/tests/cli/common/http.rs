@@ -42,7 +42,13 @@ pub fn request_tls(
     let host = addr.rsplit_once(':').unwrap().0.to_string();
     let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host).unwrap();
     let conn = tokio_rustls::rustls::ClientConnection::new(config.clone(), name).unwrap();
-    exchange(tokio_rustls::rustls::StreamOwned::new(conn, tcp), addr, method, path, headers)
+    exchange(
+        tokio_rustls::rustls::StreamOwned::new(conn, tcp),
+        addr,
+        method,
+        path,
+        headers,
+    )
 }
 
 fn exchange(mut c: impl Read + Write, addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
@@ -60,7 +66,9 @@ fn exchange(mut c: impl Read + Write, addr: &str, method: &str, path: &str, head
         Err(e) => panic!("read the answer: {e}"),
     }
     let resp = String::from_utf8_lossy(&resp).into_owned();
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP answer: {resp}"));
+    let (head, body) = resp
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP answer: {resp}"));
     let mut lines = head.split("\r\n");
     let status = lines.next().unwrap()[9..12].parse().unwrap();
     let headers = lines
