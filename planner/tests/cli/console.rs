@@ -610,7 +610,9 @@ fn tls_client(tls: &Path, name: Option<&str>) -> std::sync::Arc<tokio_rustls::ru
 /// `--http-tls`: HTTPS with the console certificate `lifeline certs new
 /// --console-san` mints; an `admin:NAME` certificate acts, an `auditor:NAME`
 /// one (`lifeline certs new --auditor`) reads and cannot act, an agent's is no
-/// console identity, and without a certificate or token nothing is served.
+/// console identity, and without a certificate or token nothing is served;
+/// the admin pauses a group replicated with a control address (state
+/// `paused`, its points skipped) and resumes it.
 #[test]
 fn console_over_https_with_client_certificates() {
     let dep = Deployment::new();
@@ -634,7 +636,15 @@ fn console_over_https_with_client_certificates() {
     .ok()
     .stdout_has(&["console.pem", "kim.pem"]);
     let mut text = fs::read_to_string(&dep.config).unwrap();
-    text.push_str(&format!("\n[tls]\ndir = \"{}\"\n", s(&tls)));
+    // `p` is replicated with a control address (the agent `a`'s identity):
+    // the console may pause and resume it.
+    write_random_file(&dep.sb.path("p.img"), MIB, 4);
+    text.push_str(&format!(
+        "\n[groups.p]\nsecondary = \"vault\"\nvolumes = {{ v = \"{}\" }}\nschedule = \"* * * * * *\"\nrpo = \"30s\"\n\
+         control = \"127.0.0.1:0\"\nagent = \"a\"\n\n[tls]\ndir = \"{}\"\n",
+        s(&dep.sb.path("p.img")),
+        s(&tls)
+    ));
     fs::write(&dep.config, text).unwrap();
     let (mut d, addr) = dep.daemon(&["--http-tls"]);
     assert!(
@@ -675,6 +685,50 @@ fn console_over_https_with_client_certificates() {
     assert_eq!(a.status, 202, "{}", a.body);
     assert_eq!(a.json()["by"], "admin:ops");
     job_event(&mut d, "drill", "d", Duration::from_secs(30));
+
+    // Pause and resume a group's replication: its state, and its points.
+    let p = |c| http::request_tls(c, &addr, "GET", "/api/v1/groups/p", &[]).json();
+    assert!(
+        poll_until(Duration::from_secs(30), || p(&auditor)["state"] == "meeting_sla"),
+        "{}",
+        p(&auditor)
+    );
+    assert_eq!(p(&auditor)["replication"]["controllable"], true);
+    api_error(
+        &http::request_tls(&auditor, &addr, "POST", "/api/v1/groups/p/pause", &[csrf]),
+        403,
+        "auditor",
+    );
+    let a = http::request_tls(&admin, &addr, "POST", "/api/v1/groups/p/pause", &[csrf]);
+    assert_eq!(a.status, 202, "{}", a.body);
+    let g = p(&auditor);
+    assert_eq!(
+        (&g["state"], &g["state_text"]),
+        (&json!("paused"), &json!("Replication paused")),
+        "{g}"
+    );
+    assert_eq!(g["replication"]["state"], "paused");
+    let skipped = job_event(&mut d, "point", "p", Duration::from_secs(30));
+    let skipped = if skipped["paused"] == true {
+        skipped
+    } else {
+        // A cycle that had started before the pause.
+        job_event(&mut d, "point", "p", Duration::from_secs(30))
+    };
+    assert_eq!(skipped["paused"], true, "{skipped}");
+    let seq = p(&auditor)["last_point"]["seq"].clone();
+    let a = http::request_tls(&admin, &addr, "POST", "/api/v1/groups/p/resume", &[csrf]);
+    assert_eq!(a.status, 202, "{}", a.body);
+    // Skipped cycles may still end meanwhile; the next committed point follows.
+    let e = d
+        .wait_for_line(Duration::from_secs(30), |l| {
+            serde_json::from_str::<Value>(l)
+                .is_ok_and(|v| v["event"] == "job" && v["job"] == "point" && v["group"] == "p" && v["seq"].is_u64())
+        })
+        .unwrap_or_else(|| panic!("no point of p after the resume: {}", d.describe()));
+    let e: Value = serde_json::from_str(&e).unwrap();
+    assert!(e["seq"].as_u64().unwrap() > seq.as_u64().unwrap(), "{e}");
+    assert_eq!(p(&auditor)["state"], "meeting_sla");
     d.signal("TERM");
     assert_eq!(d.finish(Duration::from_secs(30)).code, Some(0));
 }
