@@ -1056,6 +1056,10 @@ pub struct DemoArgs {
     /// (nbdfuse), hydrated into the sandbox in the background.
     #[arg(long, conflicts_with = "data_path")]
     pub instant: bool,
+    /// After the drill, serve the operations console on ADDR (e.g. 127.0.0.1:9188)
+    /// over the running demo until Ctrl-C, then tear the demo down.
+    #[arg(long, conflicts_with = "data_path", value_name = "ADDR")]
+    pub console: Option<String>,
 }
 
 /// Logs go to stderr; `RUST_LOG` sets the level (default: warnings).

@@ -216,6 +216,14 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
     // The signer's public key beside the reports, for `report verify --pubkey`.
     let pubkey = out.join("signer.pub");
     fs::copy(tb.state.paths.state_dir.join("planner/planner.pub"), &pubkey).context("copy the signer's public key")?;
+    if let Some(addr) = &a.console {
+        println!(
+            "4. drill {}: {}; the operations console over the demo:",
+            outcome.report.drill_id,
+            outcome.report.verdict.label()
+        );
+        crate::demo_console::serve_until_interrupted(&config, &outcome.report_dir, &pubkey, tmp.path(), addr)?;
+    }
     tb.down().context("take the demo's testbed down")?;
     drop(tmp);
     let r = &outcome.report;
