@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use crate::engine::{RunRecord, RunStatus, StepStatus};
 use crate::plan::Plan;
 use crate::report::{self};
+use crate::run_record::{Timestamp, format_timestamp};
 use crate::runbook::actions::Action;
 
 /// What a drill's run proves, read from its record: each step's timing, each
@@ -23,11 +24,7 @@ pub(super) struct Evidence {
 impl Evidence {
     /// `t_end`: seconds from T0 to the run's end.
     pub(super) fn of_run(plan: &Plan, rec: &RunRecord, t0: DateTime<Utc>, t_end: f64, status: RunStatus) -> Evidence {
-        let rel = |t: &Option<String>| {
-            t.as_deref()
-                .and_then(parse_time)
-                .map(|x| (x - t0).num_milliseconds() as f64 / 1000.0)
-        };
+        let rel = |t: &Option<Timestamp>| t.map(|x| (x - t0).num_milliseconds() as f64 / 1000.0);
         let mut steps = Vec::new();
         let mut checks = Vec::new();
         let mut all_checks_green = true;
@@ -50,8 +47,8 @@ impl Evidence {
                 status: s.status.as_str().into(),
                 start_secs: rel(&s.started_at),
                 end_secs: rel(&s.ended_at),
-                started_at: s.started_at.clone(),
-                ended_at: s.ended_at.clone(),
+                started_at: s.started_at.as_ref().map(format_timestamp),
+                ended_at: s.ended_at.as_ref().map(format_timestamp),
                 excerpt,
             });
             if ps.kind.is_check() && s.status != StepStatus::Skipped {
@@ -163,7 +160,7 @@ pub(super) fn parse_time(t: &str) -> Option<DateTime<Utc>> {
 pub(super) fn promote_evidence(
     plan: &Plan,
     rec: &RunRecord,
-    rel: &dyn Fn(&Option<String>) -> Option<f64>,
+    rel: &dyn Fn(&Option<Timestamp>) -> Option<f64>,
 ) -> Option<report::PromoteEvidence> {
     let (id, s) = plan
         .steps

@@ -123,7 +123,7 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
     std::fs::write(sandbox.join("plan.txt"), plan::render_text(&p))?;
     let mut record = crate::engine::new_record(&p, text, config_file, config_text, opts.planner.operator.clone());
     // The run starts at T0 (check.workload measures the application's loss against it).
-    record.started_at = t0.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    record.started_at = t0;
     let (status, shared, plan) = crate::engine::execute_run(
         crate::engine::Prepared {
             record,

@@ -72,9 +72,7 @@ pub struct Shared {
     instant: Mutex<Vec<instant::InstantPromote>>,
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+use crate::run_record::now;
 
 impl Shared {
     pub fn new(
@@ -132,7 +130,7 @@ impl Shared {
             None => (Some(format!("{:?}", rec.status).to_lowercase()), BTreeMap::new()),
         };
         let ev = Event {
-            at: now(),
+            at: crate::run_record::format_timestamp(&now()),
             run: rec.id.clone(),
             event: event.into(),
             step: step.map(String::from),

@@ -27,8 +27,12 @@ pub struct PromotedPoint {
 
 /// The points the run promoted, from its record.
 pub fn promoted_points(rec: &RunRecord, plan: &Plan) -> Vec<PromotedPoint> {
-    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
-    let started = parse(&rec.started_at);
+    let parse = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc))
+    };
+    let started = Some(rec.started_at);
     plan.steps
         .iter()
         .filter(|s| s.kind == Action::VolumePromote)

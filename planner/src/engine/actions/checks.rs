@@ -107,12 +107,7 @@ pub(crate) async fn check_workload(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) 
         .get(&volume)
         .map(|v| lifeline_testbeds::default_durable_log(v)));
     // The instant of the disaster: the run's start (a drill's T0).
-    let at = {
-        let rec = ctx.shared.record.lock().expect("record");
-        chrono::DateTime::parse_from_rfc3339(&rec.started_at)
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .map_err(|e| format!("run start time: {e}"))?
-    };
+    let at = ctx.shared.record.lock().expect("record").started_at;
     blocking(move || {
         let log = log.filter(|l| l.exists());
         let r = lifeline_testbeds::check_path(&path, Some(at), log.as_deref())
