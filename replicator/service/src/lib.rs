@@ -5,6 +5,7 @@
 //! one deployment's CA. Proto types stay in this crate: they are converted to
 //! validated domain types at the boundary.
 
+mod admin;
 mod agent;
 mod budget;
 mod certs;
@@ -14,6 +15,7 @@ mod identity;
 mod rate_limit;
 mod receiver;
 mod remote;
+mod replication;
 mod status;
 mod tls;
 
