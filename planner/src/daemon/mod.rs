@@ -9,9 +9,12 @@
 //!   a typed struct over the `prometheus-client` registry, its rendering in the
 //!   Prometheus text format, and the `/metrics` endpoint (axum on hyper).
 
+pub mod jobs;
 pub mod metrics;
-pub mod run;
 pub mod schedule;
+pub mod scheduler;
+mod shared;
+mod work;
 
 /// `lifeline daemon`'s command line.
 #[derive(clap::Args, Debug)]
