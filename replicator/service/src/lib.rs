@@ -16,6 +16,7 @@ mod rate_limit;
 mod receiver;
 mod remote;
 mod replication;
+mod server;
 mod status;
 mod tls;
 
@@ -28,8 +29,9 @@ pub use control::{AgentControl, ControlAnswer, ControlCall, call_agent, serve_co
 pub use identity::Peer;
 pub use lifeline_proto::v1::AgentStatus;
 pub use rate_limit::{RateLimit, parse_rate};
-pub use receiver::{MAX_READ_ANSWER, MAX_READ_IDS, READ_BUDGET, Receiver, ReceiverConfig, UPLOAD_BUDGET, serve};
+pub use receiver::{MAX_READ_ANSWER, MAX_READ_IDS, READ_BUDGET, Receiver, ReceiverConfig, UPLOAD_BUDGET};
 pub use remote::{GroupStatus, RemoteRepository, remote_gc, remote_pin, remote_prune, remote_status, remote_verify};
+pub use server::serve;
 pub use tls::{TlsDir, ensure_crypto_provider};
 
 /// Errors of the service layer.

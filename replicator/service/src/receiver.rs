@@ -37,30 +37,24 @@
 //! # Where the receiver's parts are
 //!
 //! This file holds the [`Receiver`] itself (its repository, its allow list,
-//! the catalog recovery and the checks every call shares), the limits above
-//! and [`serve`]. The agents' `Replication` service is in `replication.rs`;
-//! the `Admin` service (verify, prune, garbage collection), with its typed
-//! requests, is in `admin.rs`.
+//! the catalog recovery and the checks every call shares) and the limits
+//! above. The agents' `Replication` service is in `replication.rs`; the
+//! `Admin` service (verify, prune, garbage collection), with its typed
+//! requests, is in `admin.rs`; `server.rs` serves both on one listener. Each
+//! of those imports this file, never the other way round.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lifeline_proto::v1 as pb;
-use lifeline_proto::v1::replication_server::ReplicationServer;
 use lifeline_replicator::Repository;
 use lifeline_replicator::file_formats::MAX_OBJECT_LEN;
-use tokio::net::TcpListener;
-use tonic::transport::{Server, ServerTlsConfig};
 use tonic::{Request, Status};
 
-use crate::admin::AdminService;
-use crate::budget::{Budget, HoldUntilSent, UploadsApart};
+use crate::budget::Budget;
 use crate::gc::GcCoordinator;
 use crate::identity::Peer;
-use crate::replication::ReceiverService;
 use crate::status::to_status;
 
 /// Largest gRPC message sent or accepted (a batch of objects or ids).
@@ -318,48 +312,4 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Status::internal(format!("worker failed: {e}")))?
-}
-
-/// Serves the receiver on `listener` until `shutdown` resolves; in-flight calls
-/// finish first. An upload that does not finish commits no point; objects it
-/// stored stay unreferenced (garbage collection's to remove) and are never lost
-/// for other uploads that rely on them.
-pub async fn serve(
-    listener: TcpListener,
-    tls: ServerTlsConfig,
-    receiver: Arc<Receiver>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
-    let admin = pb::admin_server::AdminServer::new(AdminService::new(receiver.clone()));
-    // Every second: reopen the catalog if an I/O error left it refusing work.
-    let watcher = {
-        let r = receiver.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                let r2 = r.clone();
-                let _ = tokio::task::spawn_blocking(move || r2.recover()).await;
-            }
-        })
-    };
-    let service = ReceiverService::new(receiver);
-    let svc = HoldUntilSent(UploadsApart {
-        uploads: ReplicationServer::new(service.clone())
-            .max_decoding_message_size(MAX_UPLOAD_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE),
-        rest: ReplicationServer::new(service)
-            .max_decoding_message_size(MAX_REQUEST)
-            .max_encoding_message_size(MAX_MESSAGE),
-    });
-    let mut server = Server::builder()
-        .tls_config(tls)?
-        .initial_stream_window_size(Some(4 << 20))
-        .initial_connection_window_size(Some(16 << 20));
-    let r = server
-        .add_service(svc)
-        .add_service(admin)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
-        .await;
-    watcher.abort();
-    r
 }
