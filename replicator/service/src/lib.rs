@@ -4,6 +4,11 @@
 //! the certificates that bind identities (agent `NAME@TENANT`, admin `NAME`) to
 //! one deployment's CA. Proto types stay in this crate: they are converted to
 //! validated domain types at the boundary.
+//!
+//! The receiver is four files: `receiver.rs` (its state, its limits and the
+//! checks every call shares), `replication.rs` (the agents' `Replication`
+//! service), `admin.rs` (the `Admin` service; `TryFrom` turns each request into
+//! a typed one) and `server.rs` (both services on one listener).
 
 mod admin;
 mod agent;
