@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use crate::engine::{RunRecord, RunStatus, StepStatus};
 use crate::plan::Plan;
 use crate::report::{self};
+use crate::runbook::actions::Action;
 
 /// What a drill's run proves, read from its record: each step's timing, each
 /// check's evidence, the point promoted and its volumes, and the RPO and RTO
@@ -53,7 +54,7 @@ impl Evidence {
                 ended_at: s.ended_at.clone(),
                 excerpt,
             });
-            if ps.action.starts_with("check.") && s.status != StepStatus::Skipped {
+            if ps.kind.is_check() && s.status != StepStatus::Skipped {
                 let passed = s.status == StepStatus::Succeeded;
                 all_checks_green &= passed;
                 if passed {
@@ -77,7 +78,7 @@ impl Evidence {
         let promoted = plan
             .steps
             .iter()
-            .filter(|s| s.action == "volume.promote")
+            .filter(|s| s.kind == Action::VolumePromote)
             .filter_map(|s| rec.steps.get(&s.id))
             .find(|s| s.status == StepStatus::Succeeded)
             .map(|s| s.outputs.clone());
@@ -120,7 +121,7 @@ impl Evidence {
         let data_loss = plan
             .steps
             .iter()
-            .filter(|s| s.action == "check.workload")
+            .filter(|s| s.kind == Action::CheckWorkload)
             .filter_map(|s| rec.steps.get(&s.id))
             .find(|s| s.status == StepStatus::Succeeded)
             .and_then(|s| {
@@ -167,7 +168,7 @@ pub(super) fn promote_evidence(
     let (id, s) = plan
         .steps
         .iter()
-        .filter(|s| s.action == "volume.promote")
+        .filter(|s| s.kind == Action::VolumePromote)
         .filter_map(|s| rec.steps.get(&s.id).map(|r| (&s.id, r)))
         .find(|(_, r)| r.status == StepStatus::Succeeded)?;
     let instant = s.outputs.get("instant").is_some_and(|v| v == "true");

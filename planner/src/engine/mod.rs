@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::plan::{Plan, PlannedStep, Undo};
 use crate::run_catalog::PlannerCatalog;
 use crate::runbook::Value;
+use crate::runbook::actions::Action;
 use crate::runbook::actions::Behaviour;
 use crate::runbook::template;
 
@@ -555,7 +556,7 @@ async fn run_with_retries(
         };
         let fut = actions::execute(ctx.clone(), ps.clone(), params);
         // `wait` has no timeout; `check.command` polls and enforces its own.
-        let r = if ps.timeout.is_zero() || ps.action == "wait" || ps.action == "check.command" {
+        let r = if ps.timeout.is_zero() || matches!(ps.kind, Action::Wait | Action::CheckCommand) {
             fut.await
         } else {
             match tokio::time::timeout(ps.timeout, fut).await {
@@ -646,6 +647,8 @@ async fn rollback(ctx: &Arc<actions::Ctx>) -> Result<()> {
                     Ok(p) => {
                         let mut undo_step = ps.clone();
                         undo_step.action = action.clone();
+                        undo_step.kind = crate::runbook::actions::Action::from_name(action)
+                            .expect("validation checked the undo's action");
                         actions::execute(ctx.clone(), undo_step, p)
                             .await
                             .map(|_| format!("ran {action}"))

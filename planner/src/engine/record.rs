@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::now;
 use crate::plan::Plan;
 use crate::run_record::{RunRecord, RunStatus, StepRecord, StepStatus};
+use crate::runbook::actions::Action;
 
 /// A point a `volume.promote` step of the run restored, and the RPO it achieved.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -30,7 +31,7 @@ pub fn promoted_points(rec: &RunRecord, plan: &Plan) -> Vec<PromotedPoint> {
     let started = parse(&rec.started_at);
     plan.steps
         .iter()
-        .filter(|s| s.action == "volume.promote")
+        .filter(|s| s.kind == Action::VolumePromote)
         .filter_map(|s| {
             let r = rec.steps.get(&s.id)?;
             if !matches!(r.status, StepStatus::Succeeded | StepStatus::Undone) {
@@ -76,7 +77,7 @@ impl std::fmt::Display for PinLeft {
 pub fn pins_left(rec: &RunRecord, plan: &Plan) -> Vec<PinLeft> {
     plan.steps
         .iter()
-        .filter(|s| s.action == "volume.promote")
+        .filter(|s| s.kind == Action::VolumePromote)
         .filter_map(|s| rec.steps.get(&s.id).map(|r| (s, r)))
         .filter(|(_, r)| r.outputs.get("pinned").is_some_and(|p| p == "true"))
         .filter_map(|(s, r)| {

@@ -22,7 +22,7 @@ use lifeline_service::{ControlAnswer, ControlCall};
 use super::http;
 use crate::plan::PlannedStep;
 use crate::runbook::Value;
-use crate::runbook::actions::{Mode, Reach};
+use crate::runbook::actions::{Action, Mode, Reach};
 
 use checks::*;
 pub(crate) use ctx::Ctx;
@@ -37,21 +37,19 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
     let d = ctx.plan.direction.clone();
     // Validation and planning keep production out of a drill; this is the last
     // line, for what they could not see.
-    if ctx.plan.mode == Mode::Drill
-        && crate::runbook::actions::action(&ps.action).is_some_and(|a| a.reach == Reach::Replication)
-    {
+    if ctx.plan.mode == Mode::Drill && ps.kind.spec().reach == Reach::Replication {
         return Err(format!(
             "`{}` refused: a drill never drives production replication (production is untouched)",
             ps.action
         ));
     }
-    match ps.action.as_str() {
-        "replication.stop" => {
+    match ps.kind {
+        Action::ReplicationStop => {
             let a = ctx.agent(&p, d.source_agent.as_ref(), "the source agent")?;
             ctx.control(a, ControlCall::Pause).await?;
             Ok(out(&[("reachable", "true".into())]))
         }
-        "replication.reverse" => {
+        Action::ReplicationReverse => {
             let a = ctx.agent(&p, d.reverse_agent.as_ref(), "the reverse agent")?;
             ctx.control(a, ControlCall::Resume).await.map_err(|e| {
                 if ctx.plan.mode == Mode::Failback && e.contains("cannot reach agent control") {
@@ -62,7 +60,7 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
             })?;
             Ok(out(&[("reachable", "true".into())]))
         }
-        "replication.final_sync" => {
+        Action::ReplicationFinalSync => {
             let a = ctx.agent(&p, d.source_agent.as_ref(), "the source agent")?;
             // A paused agent would never sync: resume it first (a no-op when running).
             ctx.control(a.clone(), ControlCall::Resume).await?;
@@ -77,10 +75,10 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
                 other => Err(format!("unexpected answer to sync-now: {other:?}")),
             }
         }
-        "replication.seed" => seed(&ctx, &p).await,
-        "volume.promote" => promote(&ctx, &ps, &p).await,
-        "service.start" => start_service(&ctx, &ps, &p).await,
-        "service.stop" => match s(&p, "step") {
+        Action::ReplicationSeed => seed(&ctx, &p).await,
+        Action::VolumePromote => promote(&ctx, &ps, &p).await,
+        Action::ServiceStart => start_service(&ctx, &ps, &p).await,
+        Action::ServiceStop => match s(&p, "step") {
             Some(step) => {
                 let grace = s(&p, "grace")
                     .map(crate::runbook::parse_duration)
@@ -94,7 +92,7 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
             }
             None => run_command(&ctx, &p).await.map(|_| Outputs::new()),
         },
-        "check.tcp" => {
+        Action::CheckTcp => {
             let addr = s(&p, "address").unwrap_or_default().to_string();
             let t0 = Instant::now();
             if ctx.plan.netns.is_some() {
@@ -115,7 +113,7 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
                 tokio::time::sleep(CHECK_POLL).await;
             }
         }
-        "check.http" => {
+        Action::CheckHttp => {
             let url = s(&p, "url").unwrap_or_default().to_string();
             let want = match p.get("status") {
                 Some(Value::Int(i)) => *i as u16,
@@ -163,7 +161,7 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
                 tokio::time::sleep(CHECK_POLL).await;
             }
         }
-        "check.command" => {
+        Action::CheckCommand => {
             // Polls like the other checks: runs the command again every
             // CHECK_POLL until it exits 0 or the step's timeout passes (the
             // engine leaves that timeout to this loop, so the error can say what
@@ -206,9 +204,9 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
                 tokio::time::sleep(CHECK_POLL).await;
             }
         }
-        "check.volume" => check_volume(&ctx, &p).await,
-        "check.workload" => check_workload(&ctx, &p).await,
-        "traffic.switch" => {
+        Action::CheckVolume => check_volume(&ctx, &p).await,
+        Action::CheckWorkload => check_workload(&ctx, &p).await,
+        Action::TrafficSwitch => {
             if let Some(file) = s(&p, "file") {
                 let file = ctx.drill_writes_in_sandbox(Path::new(file))?;
                 let backup = ctx.plan.run_dir.join(format!("{}.orig", ps.id));
@@ -247,7 +245,7 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
                 run_command(&ctx, &p).await.map(|_| Outputs::new())
             }
         }
-        "approval" => loop {
+        Action::Approval => loop {
             let notified = ctx.shared.approvals.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -256,12 +254,12 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
             }
             notified.await;
         },
-        "wait" => {
+        Action::Wait => {
             let d = crate::runbook::parse_duration(s(&p, "duration").unwrap_or("0s"))?;
             tokio::time::sleep(d).await;
             Ok(Outputs::new())
         }
-        "notify" => {
+        Action::Notify => {
             let url = s(&p, "url").unwrap_or_default().to_string();
             let body = serde_json::json!({
                 "run": ctx.plan.run_id,
@@ -280,18 +278,17 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
             }
             Ok(out(&[("status", a.status.to_string())]))
         }
-        other => Err(format!("action `{other}` cannot run here")),
     }
 }
 
 /// The builtin undo of a step (see `plan::builtin_undo`).
 pub(crate) async fn builtin_undo(ctx: Arc<Ctx>, ps: PlannedStep) -> R<String> {
-    match ps.action.as_str() {
-        "service.start" => {
+    match ps.kind {
+        Action::ServiceStart => {
             stop_step_processes(&ctx, &ps.id, Duration::from_secs(10)).await?;
             Ok("stopped its process".into())
         }
-        "traffic.switch" => {
+        Action::TrafficSwitch => {
             let file = ctx.drill_writes_in_sandbox(Path::new(s(&ps.params, "file").unwrap_or_default()))?;
             let backup = ctx.plan.run_dir.join(format!("{}.orig", ps.id));
             blocking(move || {
@@ -301,7 +298,7 @@ pub(crate) async fn builtin_undo(ctx: Arc<Ctx>, ps: PlannedStep) -> R<String> {
             })
             .await
         }
-        "replication.stop" => {
+        Action::ReplicationStop => {
             let a = ctx.agent(&ps.params, ctx.plan.direction.source_agent.as_ref(), "the source agent")?;
             ctx.control(a.clone(), ControlCall::Resume).await?;
             Ok(format!("resumed agent `{}`", a.name))

@@ -14,6 +14,7 @@ use crate::runbook::Value;
 use crate::runbook::actions::Mode;
 
 use super::ctx::*;
+use crate::runbook::actions::Action;
 
 pub(crate) async fn promote(ctx: &Arc<Ctx>, ps: &PlannedStep, p: &BTreeMap<String, Value>) -> R<Outputs> {
     let d = ctx.plan.direction.clone();
@@ -267,7 +268,7 @@ pub(crate) fn feeds_a_promote(plan: &crate::plan::Plan, step: &str) -> bool {
     let mut todo: Vec<&str> = plan
         .steps
         .iter()
-        .filter(|s| s.action == "volume.promote")
+        .filter(|s| s.kind == Action::VolumePromote)
         .map(|s| s.id.as_str())
         .collect();
     while let Some(id) = todo.pop() {

@@ -16,7 +16,7 @@ use lifeline_planner::engine::control_socket::{self, Request};
 use lifeline_planner::engine::{self, Driving, Event, Prepared, RunObserver, RunRecord, RunStatus, StepStatus};
 use lifeline_planner::plan::{self, Plan, PlanOptions};
 use lifeline_planner::run_catalog::{PlannerCatalog, planner_dir};
-use lifeline_planner::runbook::actions::Mode;
+use lifeline_planner::runbook::actions::{Action, Mode};
 use lifeline_planner::runbook::load_checked;
 
 pub fn plan_cmd(a: &PlanArgs, config: &Config) -> Result<ExitCode> {
@@ -340,7 +340,7 @@ impl RunObserver for Display {
         let approvals = plan
             .steps
             .iter()
-            .filter(|s| s.action == "approval")
+            .filter(|s| s.kind == Action::Approval)
             .map(|s| s.id.clone())
             .collect();
         let _ = self.approval_steps.set(approvals);
