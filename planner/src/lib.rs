@@ -2,6 +2,20 @@
 //! their signed reports, the audit chain, the daemon. The `lifeline` binary
 //! (`src/bin/lifeline/`) is a thin layer over this library and the replicator's;
 //! nothing here reaches up into it.
+//!
+//! Layers, lowest first (a module uses only modules on lines above it; the
+//! `layers` test fails on any cycle):
+//! - `verdict`, `state_dir`, `progress`, `repo_target` (where a repository is);
+//! - `config` (lifeline.toml), `audit` (the signed chain);
+//! - `runbook` (parse and validate), `plan` (a runbook against a config),
+//!   `run_record` and `run_catalog` (a run's durable state), `report`, `sandbox`;
+//! - `engine`: the run driver, one file per action family in `engine/actions/`;
+//! - `drill`: orchestration, its network namespace, the lag watch, and the
+//!   evidence (what a run record proves, as the report states it);
+//! - `daemon`: the job plan, the scheduler loop, one file per kind of work in
+//!   `daemon/work/`, metrics, the feed of what it did, and the operations
+//!   console (`daemon/console/`) on the HTTP server loop it shares with
+//!   `/metrics`.
 
 pub mod audit;
 pub mod config;
@@ -18,6 +32,16 @@ pub mod runbook;
 pub mod sandbox;
 pub mod state_dir;
 pub mod verdict;
+
+pub use audit::AuditLog;
+pub use config::{Config, DaemonOptions, GroupConfig};
+pub use drill::{DrillOptions, DrillOutcome};
+pub use engine::{Driving, Event, Prepared, RunObserver, RunRecord, RunStatus, StepStatus, Unobserved, execute_run};
+pub use plan::{Plan, PlanOptions, plan};
+pub use report::DrillReport;
+pub use run_catalog::{PlannerArgs, PlannerCatalog};
+pub use runbook::{InvalidRunbook, Runbook, load_checked};
+pub use verdict::Verdict;
 
 #[cfg(test)]
 mod layers;

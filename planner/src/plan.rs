@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::runbook::actions::{self, Behaviour, Mode};
+use crate::runbook::actions::{self, Action, Behaviour, Mode};
 use crate::runbook::template::{self, Ref};
 use crate::runbook::{DrillBehaviour, OnFailure, Params, Pos, Retry, Runbook, Value, format_duration};
 
@@ -160,6 +160,9 @@ pub enum Undo {
 pub struct PlannedStep {
     pub id: String,
     pub action: String,
+    /// `action`, typed (validation found it in the catalogue).
+    #[serde(skip)]
+    pub kind: Action,
     /// 0-based: every step of a level may run at once.
     pub level: usize,
     pub behaviour: Behaviour,
@@ -304,6 +307,7 @@ pub fn plan(rb: &Runbook, config: &Config, opts: &PlanOptions) -> Result<Plan, S
             steps.push(PlannedStep {
                 id: id.clone(),
                 action: spec.name.into(),
+                kind: spec.kind,
                 level,
                 behaviour,
                 reason: reason_owned.unwrap_or_else(|| reason.to_string()),

@@ -141,7 +141,7 @@ impl PlannerCatalog {
             let (k, v) = kv.context("read the planner catalog")?;
             out.push(decode(&v, &String::from_utf8_lossy(&k))?);
         }
-        out.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+        out.sort_by_key(|r| std::cmp::Reverse(r.started_at));
         Ok(out)
     }
 }

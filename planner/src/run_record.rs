@@ -7,6 +7,59 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::SignedHead;
+
+/// An instant in a run record: UTC, written as RFC 3339 with milliseconds
+/// (`2026-12-05T10:30:00.123Z`, as records have always been written), so
+/// records of earlier builds load and the engine never parses a time again.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;
+
+/// Now, at the precision records keep (milliseconds).
+pub fn now() -> Timestamp {
+    let t = chrono::Utc::now();
+    chrono::DurationRound::duration_trunc(t, chrono::Duration::milliseconds(1)).unwrap_or(t)
+}
+
+/// A timestamp as records and reports write it.
+pub fn format_timestamp(t: &Timestamp) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Serde for [`Timestamp`] fields (and `timestamp::option` for optional ones).
+pub mod timestamp {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{Timestamp, format_timestamp};
+
+    pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_timestamp(t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        let text = String::deserialize(d)?;
+        chrono::DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|e| serde::de::Error::custom(format!("`{text}` is not an RFC 3339 time: {e}")))
+    }
+
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        use super::super::Timestamp;
+
+        pub fn serialize<S: Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => super::serialize(t, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
+            #[derive(Deserialize)]
+            struct Wrap(#[serde(with = "super")] Timestamp);
+            Ok(Option::<Wrap>::deserialize(d)?.map(|Wrap(t)| t))
+        }
+    }
+}
 use crate::runbook::actions::Mode;
 
 /// The version of run records this planner writes. Do not modify; add a new one
@@ -78,10 +131,10 @@ impl StepStatus {
 pub struct StepRecord {
     pub status: StepStatus,
     pub attempts: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ended_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "timestamp::option")]
+    pub started_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "timestamp::option")]
+    pub ended_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elapsed_ms: Option<u64>,
     #[serde(default)]
@@ -142,8 +195,10 @@ pub struct RunRecord {
     pub user: String,
     pub operator: Option<String>,
     pub status: RunStatus,
-    pub started_at: String,
-    pub ended_at: Option<String>,
+    #[serde(with = "timestamp")]
+    pub started_at: Timestamp,
+    #[serde(with = "timestamp::option")]
+    pub ended_at: Option<Timestamp>,
     pub steps: BTreeMap<String, StepRecord>,
     /// Steps in the order they completed (rollback undoes them in reverse).
     pub completed: Vec<String>,
@@ -208,9 +263,10 @@ pub struct HydrationRecord {
     pub size: u64,
     pub copied: u64,
     pub state: HydrationState,
-    pub started_at: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ended_at: Option<String>,
+    #[serde(with = "timestamp")]
+    pub started_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "timestamp::option")]
+    pub ended_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -232,5 +288,34 @@ impl HydrationRecord {
             self.size,
             self.target.display()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_load_from_the_text_records_have_always_held_and_write_it_back_unchanged() {
+        let text = r#"{"status":"succeeded","attempts":1,"started_at":"2026-12-05T10:30:00.123Z","ended_at":"2026-12-05T10:30:01.500Z","elapsed_ms":1377,"outputs":{}}"#;
+        let s: StepRecord = serde_json::from_str(text).unwrap();
+        let started = s.started_at.unwrap();
+        assert_eq!((s.ended_at.unwrap() - started).num_milliseconds(), 1377);
+        let again = serde_json::to_value(&s).unwrap();
+        assert_eq!(again["started_at"], "2026-12-05T10:30:00.123Z");
+        assert_eq!(again["ended_at"], "2026-12-05T10:30:01.500Z");
+        // An offset other than Z is read as the same instant.
+        let s: StepRecord = serde_json::from_str(&text.replace("10:30:00.123Z", "12:30:00.123+02:00")).unwrap();
+        assert_eq!(s.started_at, Some(started));
+        // Not a time: an error naming the text.
+        let e = serde_json::from_str::<StepRecord>(&text.replace("2026-12-05T10:30:00.123Z", "yesterday"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`yesterday` is not an RFC 3339 time"), "{e}");
+    }
+
+    #[test]
+    fn now_keeps_milliseconds_only() {
+        assert_eq!(now().timestamp_subsec_nanos() % 1_000_000, 0);
     }
 }

@@ -1,6 +1,9 @@
 //! The data path end to end through the library, against real files, a real
 //! sled catalog and a real local store in temp directories.
 
+#[path = "support/points.rs"]
+mod points;
+
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -9,8 +12,7 @@ use std::sync::atomic::AtomicBool;
 
 use lifeline_replicator::bench::sample_data;
 use lifeline_replicator::{
-    BackupOptions, DEFAULT_TENANT, KeyFile, Keys, PointSelector, Repository, RestoreOptions, VerifyOptions, backup,
-    restore, verify,
+    BackupOptions, DEFAULT_TENANT, KeyFile, Keys, PointSelector, Repository, RestoreOptions, backup, restore,
 };
 
 struct Env {
@@ -208,16 +210,7 @@ fn scatter(path: &Path, n: u64, seed: u64) -> Vec<u64> {
 }
 
 fn deep_verify(e: &Env) -> lifeline_replicator::VerifyReport {
-    let report = verify(
-        &e.repo,
-        &VerifyOptions {
-            tenant: DEFAULT_TENANT.into(),
-            keys: Some(e.keys.clone()),
-            progress: None,
-            repair: false,
-        },
-    )
-    .unwrap();
+    let report = points::deep_verify(&e.repo, &e.keys);
     assert!(report.is_clean(), "{report:?}");
     report
 }

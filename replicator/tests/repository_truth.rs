@@ -3,6 +3,9 @@
 //! points), verify calls it damage, GC refuses to sweep, and `repair` rebuilds
 //! it from the objects alone. Real files, real sled, real packs.
 
+#[path = "support/points.rs"]
+mod points;
+
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -14,6 +17,7 @@ use lifeline_replicator::{
     BackupOptions, DEFAULT_TENANT, Error, KeyFile, Keys, PointSelector, Repository, RestoreOptions, VerifyOptions,
     backup, gc, repair, restore, verify,
 };
+use points::no_progress;
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -30,21 +34,7 @@ impl Env {
 }
 
 fn backup_once(root: &Path, repo: &Repository, keys: &Keys, vol: &Path) {
-    backup(
-        &repo.tenant(DEFAULT_TENANT).unwrap(),
-        keys,
-        &BackupOptions {
-            group: "db".into(),
-            volumes: vec![("disk".into(), vol.to_path_buf())],
-            freeze: None,
-            thaw: None,
-            state_dir: root.join("state"),
-            cancel: Arc::new(AtomicBool::new(false)),
-            progress: None,
-            block_map: false,
-        },
-    )
-    .unwrap();
+    points::backup_disk(repo, keys, vol, root.join("state")).unwrap();
 }
 
 /// A repository with three points of a 12 MiB volume that changes between them.
@@ -71,37 +61,12 @@ fn three_points() -> Env {
 }
 
 fn restore_seq(e: &Env, repo: &Repository, seq: u64) -> Vec<u8> {
-    let target = e.root.join(format!("restored-{seq}"));
-    let _ = fs::remove_file(&target);
-    restore(
-        &repo.tenant(DEFAULT_TENANT).unwrap(),
-        &e.keys,
-        &RestoreOptions {
-            group: "db".into(),
-            point: PointSelector::Seq(seq),
-            volume: "disk".into(),
-            target: target.clone(),
-            progress: None,
-        },
-    )
-    .unwrap();
-    fs::read(target).unwrap()
+    points::restore_seq(repo, &e.keys, seq, &e.root)
 }
 
 fn deep_verify(e: &Env, repo: &Repository) -> lifeline_replicator::VerifyReport {
-    verify(
-        repo,
-        &VerifyOptions {
-            tenant: DEFAULT_TENANT.into(),
-            keys: Some(e.keys.clone()),
-            progress: None,
-            repair: false,
-        },
-    )
-    .unwrap()
+    points::deep_verify(repo, &e.keys)
 }
-
-fn no_progress(_: lifeline_replicator::RepairProgress) {}
 
 fn refused_naming_repair(r: Result<Repository, Error>) -> String {
     match r {

@@ -9,19 +9,19 @@
 mod cut_proxy;
 #[path = "support/garage.rs"]
 mod garage;
+#[path = "support/points.rs"]
+mod points;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use garage::Garage;
 use lifeline_replicator::bench::sample_data;
 use lifeline_replicator::{
-    BackupOptions, DEFAULT_TENANT, Error, KeyFile, Keys, ObjectStorage, PointSelector, Repository, RestoreOptions,
-    S3Location, S3Settings, S3Storage, VerifyOptions, backup, gc, repair_s3, restore, verify,
+    DEFAULT_TENANT, Error, KeyFile, Keys, ObjectStorage, Repository, S3Location, S3Settings, S3Storage, gc, repair_s3,
 };
+use points::no_progress;
 
 fn settings(g: &Garage, endpoint: &str) -> S3Settings {
     S3Settings {
@@ -57,55 +57,16 @@ impl Site {
 }
 
 fn try_backup(site: &Site, repo: &Repository, vol: &Path) -> Result<(), Error> {
-    backup(
-        &repo.tenant(DEFAULT_TENANT).unwrap(),
-        &site.keys,
-        &BackupOptions {
-            group: "db".into(),
-            volumes: vec![("disk".into(), vol.to_path_buf())],
-            freeze: None,
-            thaw: None,
-            state_dir: site.root().join("agent-state"),
-            cancel: Arc::new(AtomicBool::new(false)),
-            progress: None,
-            block_map: false,
-        },
-    )
-    .map(|_| ())
+    points::backup_disk(repo, &site.keys, vol, site.root().join("agent-state"))
 }
 
 fn restore_seq(site: &Site, repo: &Repository, seq: u64) -> Vec<u8> {
-    let target = site.root().join(format!("restored-{seq}"));
-    let _ = fs::remove_file(&target);
-    restore(
-        &repo.tenant(DEFAULT_TENANT).unwrap(),
-        &site.keys,
-        &RestoreOptions {
-            group: "db".into(),
-            point: PointSelector::Seq(seq),
-            volume: "disk".into(),
-            target: target.clone(),
-            progress: None,
-        },
-    )
-    .unwrap();
-    fs::read(target).unwrap()
+    points::restore_seq(repo, &site.keys, seq, site.root())
 }
 
 fn deep_verify(site: &Site, repo: &Repository) -> lifeline_replicator::VerifyReport {
-    verify(
-        repo,
-        &VerifyOptions {
-            tenant: DEFAULT_TENANT.into(),
-            keys: Some(site.keys.clone()),
-            progress: None,
-            repair: false,
-        },
-    )
-    .unwrap()
+    points::deep_verify(repo, &site.keys)
 }
-
-fn no_progress(_: lifeline_replicator::RepairProgress) {}
 
 /// Three points of a 40 MiB volume (more than two packs), changed between them.
 fn three_points(site: &Site, repo: &Repository) -> Vec<Vec<u8>> {

@@ -17,9 +17,12 @@
 pub mod console;
 pub mod feed;
 pub mod http_server;
+pub mod jobs;
 pub mod metrics;
-pub mod run;
 pub mod schedule;
+pub mod scheduler;
+mod shared;
+mod work;
 
 /// `lifeline daemon`'s command line.
 #[derive(clap::Args, Debug)]

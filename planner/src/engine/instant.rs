@@ -101,9 +101,7 @@ pub struct InstantPromote {
     target: Option<Box<dyn std::any::Any + Send>>,
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+use crate::run_record::now;
 
 /// `nbd://127.0.0.1:PORT/NAME`, the name percent-encoded.
 fn export_uri(addr: std::net::SocketAddr, name: &str) -> String {

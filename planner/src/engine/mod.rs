@@ -12,6 +12,7 @@ mod driver;
 pub mod http;
 pub mod instant;
 pub mod process;
+mod record;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -24,12 +25,14 @@ use tokio::task::JoinSet;
 
 pub use crate::run_record::{RunRecord, RunStatus, StepRecord, StepStatus, TrackedProcess};
 pub use driver::{Driving, Prepared, RunObserver, Unobserved, execute_run, new_run_id};
+pub use record::{PinLeft, PromotedPoint, new_record, pins_left, prepare_resume, promoted_points};
 
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::plan::{Plan, PlannedStep, Undo};
 use crate::run_catalog::PlannerCatalog;
 use crate::runbook::Value;
+use crate::runbook::actions::Action;
 use crate::runbook::actions::Behaviour;
 use crate::runbook::template;
 
@@ -69,9 +72,7 @@ pub struct Shared {
     instant: Mutex<Vec<instant::InstantPromote>>,
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+use crate::run_record::now;
 
 impl Shared {
     pub fn new(
@@ -129,7 +130,7 @@ impl Shared {
             None => (Some(format!("{:?}", rec.status).to_lowercase()), BTreeMap::new()),
         };
         let ev = Event {
-            at: now(),
+            at: crate::run_record::format_timestamp(&now()),
             run: rec.id.clone(),
             event: event.into(),
             step: step.map(String::from),
@@ -500,84 +501,6 @@ pub async fn drive(shared: Arc<Shared>, plan: Arc<Plan>, config: Arc<Config>, pa
     Ok(status)
 }
 
-/// A point a `volume.promote` step of the run restored, and the RPO it achieved.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PromotedPoint {
-    pub step: String,
-    pub seq: u64,
-    pub taken_at: String,
-    /// The run's start minus the point's time (0 when the point is newer: a
-    /// final sync): at most this much of what was written before the run is
-    /// not in the point.
-    pub rpo_secs: Option<f64>,
-    /// The group's RPO objective, from lifeline.toml.
-    pub rpo_objective_secs: Option<f64>,
-}
-
-/// The points the run promoted, from its record.
-pub fn promoted_points(rec: &RunRecord, plan: &Plan) -> Vec<PromotedPoint> {
-    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
-    let started = parse(&rec.started_at);
-    plan.steps
-        .iter()
-        .filter(|s| s.action == "volume.promote")
-        .filter_map(|s| {
-            let r = rec.steps.get(&s.id)?;
-            if !matches!(r.status, StepStatus::Succeeded | StepStatus::Undone) {
-                return None;
-            }
-            let seq = r.outputs.get("seq")?.parse().ok()?;
-            let taken_at = r.outputs.get("taken_at")?.clone();
-            let rpo_secs = match (started, parse(&taken_at)) {
-                (Some(s), Some(t)) => Some(((s - t).num_milliseconds().max(0)) as f64 / 1000.0),
-                _ => None,
-            };
-            Some(PromotedPoint {
-                step: s.id.clone(),
-                seq,
-                taken_at,
-                rpo_secs,
-                rpo_objective_secs: plan
-                    .direction
-                    .rpo
-                    .as_deref()
-                    .and_then(|d| crate::runbook::parse_duration(d).ok())
-                    .map(|d| d.as_secs_f64()),
-            })
-        })
-        .collect()
-}
-
-/// A pin (lease) on a promoted point that the run could not release.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PinLeft {
-    pub step: String,
-    pub seq: u64,
-}
-
-impl std::fmt::Display for PinLeft {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "point {} (step `{}`)", self.seq, self.step)
-    }
-}
-
-/// The pins the run's `volume.promote` steps still hold: `pinned = "true"` (a
-/// released one says `released`).
-pub fn pins_left(rec: &RunRecord, plan: &Plan) -> Vec<PinLeft> {
-    plan.steps
-        .iter()
-        .filter(|s| s.action == "volume.promote")
-        .filter_map(|s| rec.steps.get(&s.id).map(|r| (s, r)))
-        .filter(|(_, r)| r.outputs.get("pinned").is_some_and(|p| p == "true"))
-        .filter_map(|(s, r)| {
-            r.outputs.get("seq").and_then(|x| x.parse().ok()).map(|seq| PinLeft {
-                step: s.id.clone(),
-                seq,
-            })
-        })
-        .collect()
-}
-
 /// Releases the pins the run holds, recording each (`pinned` becomes
 /// `released`): at the run's end, and before the run stops a process its
 /// promote depended on (the receiver that holds them).
@@ -631,7 +554,7 @@ async fn run_with_retries(
         };
         let fut = actions::execute(ctx.clone(), ps.clone(), params);
         // `wait` has no timeout; `check.command` polls and enforces its own.
-        let r = if ps.timeout.is_zero() || ps.action == "wait" || ps.action == "check.command" {
+        let r = if ps.timeout.is_zero() || matches!(ps.kind, Action::Wait | Action::CheckCommand) {
             fut.await
         } else {
             match tokio::time::timeout(ps.timeout, fut).await {
@@ -722,6 +645,8 @@ async fn rollback(ctx: &Arc<actions::Ctx>) -> Result<()> {
                     Ok(p) => {
                         let mut undo_step = ps.clone();
                         undo_step.action = action.clone();
+                        undo_step.kind = crate::runbook::actions::Action::from_name(action)
+                            .expect("validation checked the undo's action");
                         actions::execute(ctx.clone(), undo_step, p)
                             .await
                             .map(|_| format!("ran {action}"))
@@ -753,69 +678,4 @@ async fn rollback(ctx: &Arc<actions::Ctx>) -> Result<()> {
     }
     // Processes of steps that were not completed (e.g. a start whose check failed).
     stop_processes(shared, Duration::from_secs(10)).await
-}
-
-/// A fresh record for a plan.
-pub fn new_record(
-    plan: &Plan,
-    runbook_text: String,
-    config_file: Option<std::path::PathBuf>,
-    config_text: String,
-    operator: Option<String>,
-) -> RunRecord {
-    RunRecord {
-        version: crate::run_record::RUN_RECORD_VERSION,
-        id: plan.run_id.clone(),
-        mode: plan.mode,
-        runbook: plan.runbook.clone(),
-        runbook_file: plan.file.clone(),
-        runbook_text,
-        runbook_digest: plan.digest.clone(),
-        config_file,
-        config_text,
-        group: plan.direction.group.clone(),
-        point: plan.point.clone(),
-        ports: plan.ports.clone(),
-        run_dir: plan.run_dir.clone(),
-        user: crate::audit::os_user(),
-        operator,
-        status: RunStatus::Running,
-        started_at: now(),
-        ended_at: None,
-        steps: plan
-            .steps
-            .iter()
-            .map(|s| (s.id.clone(), StepRecord::default()))
-            .collect(),
-        completed: Vec::new(),
-        processes: Vec::new(),
-        approvals: BTreeMap::new(),
-        abort_requested: false,
-        preempted_by: None,
-        hydrations: Vec::new(),
-        teardown: Vec::new(),
-        resumes: 0,
-        error: None,
-        audit_head: None,
-    }
-}
-
-/// Prepares a stopped run for resuming: steps that were running go back to pending.
-pub fn prepare_resume(rec: &mut RunRecord) -> Vec<String> {
-    let mut again = Vec::new();
-    for (id, s) in rec.steps.iter_mut() {
-        if matches!(s.status, StepStatus::Running | StepStatus::Deferred) {
-            s.status = StepStatus::Pending;
-            again.push(id.clone());
-        }
-    }
-    // A failback whose reprotect was pending goes on: its deferred steps run again.
-    if rec.status == RunStatus::ReprotectPending {
-        rec.completed.retain(|id| !again.contains(id));
-        rec.status = RunStatus::Running;
-        rec.ended_at = None;
-        rec.error = None;
-    }
-    rec.resumes += 1;
-    again
 }

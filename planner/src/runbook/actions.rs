@@ -102,9 +102,80 @@ pub enum Behaviour {
     Skip,
 }
 
+/// An action, typed: what validation turns a step's `action = "…"` into, so the
+/// engine's dispatch is an exhaustive match (a new action that the engine does
+/// not run does not compile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// `replication.stop`
+    ReplicationStop,
+    /// `replication.final_sync`
+    ReplicationFinalSync,
+    /// `replication.seed`
+    ReplicationSeed,
+    /// `replication.reverse`
+    ReplicationReverse,
+    /// `volume.promote`
+    VolumePromote,
+    /// `service.start`
+    ServiceStart,
+    /// `service.stop`
+    ServiceStop,
+    /// `check.tcp`
+    CheckTcp,
+    /// `check.http`
+    CheckHttp,
+    /// `check.command`
+    CheckCommand,
+    /// `check.volume`
+    CheckVolume,
+    /// `check.workload`
+    CheckWorkload,
+    /// `traffic.switch`
+    TrafficSwitch,
+    /// `approval`
+    Approval,
+    /// `wait`
+    Wait,
+    /// `notify`
+    Notify,
+}
+
+impl Action {
+    /// The action's name in runbooks.
+    pub fn name(self) -> &'static str {
+        self.spec().name
+    }
+
+    /// The action's entry in the catalogue.
+    pub fn spec(self) -> &'static ActionSpec {
+        ACTIONS
+            .iter()
+            .find(|a| a.kind == self)
+            .expect("every action is in the catalogue")
+    }
+
+    /// A `check.*` action: its evidence goes in a drill's report.
+    pub fn is_check(self) -> bool {
+        self.name().starts_with("check.")
+    }
+
+    /// The action named `name`, if any.
+    pub fn from_name(name: &str) -> Option<Action> {
+        action(name).map(|a| a.kind)
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One action of the catalogue.
 #[derive(Debug, Clone, Copy)]
 pub struct ActionSpec {
+    pub kind: Action,
     pub name: &'static str,
     pub doc: &'static str,
     pub params: &'static [ParamSpec],
@@ -211,6 +282,7 @@ const CWD: ParamSpec = p("cwd", Str, false, "working directory [default: the run
 /// Every action.
 pub const ACTIONS: &[ActionSpec] = &[
     ActionSpec {
+        kind: Action::ReplicationStop,
         name: "replication.stop",
         doc: "Pause the group's agent through its control API: it finishes its current cycle and starts no new one.",
         params: &[AGENT, CONTROL],
@@ -229,6 +301,7 @@ pub const ACTIONS: &[ActionSpec] = &[
         reach: Reach::Replication,
     },
     ActionSpec {
+        kind: Action::ReplicationFinalSync,
         name: "replication.final_sync",
         doc: "Ask the agent for a point holding every write made before the call (sync-now) and wait for it.",
         params: &[AGENT, CONTROL],
@@ -253,6 +326,7 @@ pub const ACTIONS: &[ActionSpec] = &[
         reach: Reach::Replication,
     },
     ActionSpec {
+        kind: Action::ReplicationSeed,
         name: "replication.seed",
         doc: "Failback only: back up the volumes that survived on the original site into that site's repository \
               (a local scan, no network), so the reverse replication sends only what they lack.",
@@ -280,6 +354,7 @@ pub const ACTIONS: &[ActionSpec] = &[
         reach: Reach::Replication,
     },
     ActionSpec {
+        kind: Action::ReplicationReverse,
         name: "replication.reverse",
         doc: "Protect the new production site: resume the agent that replicates it to the other site.",
         params: &[AGENT, CONTROL],
@@ -301,6 +376,7 @@ pub const ACTIONS: &[ActionSpec] = &[
         reach: Reach::Replication,
     },
     ActionSpec {
+        kind: Action::VolumePromote,
         name: "volume.promote",
         doc: "Restore a point of the group onto the recovery site's volumes and check each against the point's volume hash. \
               With `instant = true`, serve the point over NBD from the planner instead and attach each volume as a file \
@@ -366,6 +442,7 @@ pub const ACTIONS: &[ActionSpec] = &[
         reach: Reach::Sandbox,
     },
     ActionSpec {
+        kind: Action::ServiceStart,
         name: "service.start",
         doc: "Start a long-running process (the application). The run tracks it and stops it on abort or rollback; \
               it keeps running after a successful run.",
@@ -387,6 +464,7 @@ pub const ACTIONS: &[ActionSpec] = &[
         reach: Reach::Sandbox,
     },
     ActionSpec {
+        kind: Action::ServiceStop,
         name: "service.stop",
         doc: "Stop a service: the process an earlier service.start step started (`step`), or run a stop command.",
         params: &[
@@ -414,6 +492,7 @@ pub const ACTIONS: &[ActionSpec] = &[
         reach: Reach::Targets(&[COMMAND_TARGET]),
     },
     ActionSpec {
+        kind: Action::CheckTcp,
         name: "check.tcp",
         doc: "Wait until a TCP connection to an address succeeds (fails at the timeout).",
         params: &[p("address", Str, true, "HOST:PORT")],
@@ -429,6 +508,7 @@ pub const ACTIONS: &[ActionSpec] = &[
         reach: Reach::Sandbox,
     },
     ActionSpec {
+        kind: Action::CheckHttp,
         name: "check.http",
         doc: "Wait until an HTTP GET answers the expected status (and body) (fails at the timeout).",
         params: &[
@@ -454,6 +534,7 @@ pub const ACTIONS: &[ActionSpec] = &[
         reach: Reach::Sandbox,
     },
     ActionSpec {
+        kind: Action::CheckCommand,
         name: "check.command",
         doc: "Run a command until it exits 0, again every 100 ms, until the step's timeout passes (then it fails with \
               the last attempt's output).",
@@ -475,6 +556,7 @@ pub const ACTIONS: &[ActionSpec] = &[
         reach: Reach::Sandbox,
     },
     ActionSpec {
+        kind: Action::CheckVolume,
         name: "check.volume",
         doc: "Hash a promoted volume and compare it with the point's volume hash; in a switchover or failback also \
               with the source volume, which proves zero data loss.",
@@ -502,6 +584,7 @@ pub const ACTIONS: &[ActionSpec] = &[
         reach: Reach::Sandbox,
     },
     ActionSpec {
+        kind: Action::CheckWorkload,
         name: "check.workload",
         doc: "Read the promoted copy of a volume written by the sample workload (`lifeline workload`) and count \
               what the application lost at the run's start (a drill's T0): records durable then but missing, \
@@ -533,6 +616,7 @@ pub const ACTIONS: &[ActionSpec] = &[
         reach: Reach::Sandbox,
     },
     ActionSpec {
+        kind: Action::TrafficSwitch,
         name: "traffic.switch",
         doc: "Move users: run a command (DNS update, load-balancer API), or rewrite a file atomically (zone file, \
               HAProxy or nginx upstream): `content` replaces it, or `replace` → `with` edits it. Undone by restoring the file.",
@@ -561,6 +645,7 @@ pub const ACTIONS: &[ActionSpec] = &[
         reach: Reach::Targets(&[COMMAND_TARGET, FILE_TARGET]),
     },
     ActionSpec {
+        kind: Action::Approval,
         name: "approval",
         doc: "Wait until someone runs `lifeline approve RUN STEP` (or the timeout passes: then it fails).",
         params: &[p("message", Str, false, "what the approver should check")],
@@ -576,6 +661,7 @@ pub const ACTIONS: &[ActionSpec] = &[
         reach: Reach::Sandbox,
     },
     ActionSpec {
+        kind: Action::Wait,
         name: "wait",
         doc: "Wait for a while (e.g. for DNS TTLs to pass).",
         params: &[p("duration", Duration, true, "how long")],
@@ -586,6 +672,7 @@ pub const ACTIONS: &[ActionSpec] = &[
         reach: Reach::Sandbox,
     },
     ActionSpec {
+        kind: Action::Notify,
         name: "notify",
         doc: "POST a JSON event (run, mode, group, step, message) to a webhook (http:// or https://).",
         params: &[
@@ -688,5 +775,21 @@ mod tests {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod typed {
+    use super::*;
+
+    #[test]
+    fn every_action_has_one_kind_and_its_name_round_trips() {
+        let mut seen = std::collections::HashSet::new();
+        for a in ACTIONS {
+            assert!(seen.insert(a.kind), "{} shares its kind", a.name);
+            assert_eq!(Action::from_name(a.name), Some(a.kind));
+            assert_eq!(a.kind.name(), a.name);
+        }
+        assert_eq!(Action::from_name("volume.promot"), None);
     }
 }

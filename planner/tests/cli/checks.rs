@@ -2,26 +2,9 @@
 //! timeout passes, then fails with the last attempt's output.
 
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use crate::common::*;
-
-fn local_config(dir: &Path) -> PathBuf {
-    let config = dir.join("lifeline.toml");
-    fs::write(
-        &config,
-        format!("state_dir = \"{}\"\n[groups.app]\n", s(&dir.join("state"))),
-    )
-    .unwrap();
-    config
-}
-
-fn events(stdout: &str) -> Vec<Value> {
-    stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
 
 #[test]
 fn check_command_polls_until_it_passes_or_its_timeout_passes() {

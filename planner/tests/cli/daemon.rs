@@ -62,10 +62,7 @@ verify_schedule = "*/3 * * * * *"
 }
 
 fn events(d: &mut Background) -> Vec<Value> {
-    d.stdout()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .collect()
+    crate::common::events(&d.stdout())
 }
 
 /// Waits for the next JSON event that satisfies `pred`.
@@ -297,7 +294,7 @@ fn two_daemons_replicate_while_the_receiver_site_prunes_and_collects() {
     let dir = tempfile::tempdir().unwrap();
     let p = |r: &str| dir.path().join(r);
     let (ca, tls, repo) = (p("ca"), p("tls"), p("repo"));
-    crate::replication::certs(&ca, &tls, true, &["a@t"], &["ops"]).ok();
+    certs(&ca, &tls, true, &["a@t"], &["ops"]).ok();
     let key = p("t.key");
     run(&["key", "new", "--out", s(&key)]).ok();
     let v = p("v.img");
@@ -536,7 +533,7 @@ fn the_daemon_retries_a_point_while_the_receiver_is_down() {
     let dir = tempfile::tempdir().unwrap();
     let p = |r: &str| dir.path().join(r);
     let (ca, tls, repo) = (p("ca"), p("tls"), p("repo"));
-    crate::replication::certs(&ca, &tls, true, &["a@t"], &["ops"]).ok();
+    certs(&ca, &tls, true, &["a@t"], &["ops"]).ok();
     let key = p("t.key");
     run(&["key", "new", "--out", s(&key)]).ok();
     let v = p("v.img");

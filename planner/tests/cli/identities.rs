@@ -8,20 +8,15 @@
 //! site's daemon leaves the repository its failback seeds alone.
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::common::*;
-use crate::replication::{ReceiverProc, Site, certs};
 
 const PROMPT: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// A deployment whose `[tls] identity` (`planner`) may write no group: only the
 /// group's `agent` (`db1`) may.

@@ -31,16 +31,6 @@ fn cannot_attach() -> Option<&'static str> {
     None
 }
 
-/// Mount points at or under `root` as this process sees them.
-fn mounts_under(root: &Path) -> Vec<String> {
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(String::from))
-        .filter(|m| Path::new(m).starts_with(root))
-        .collect()
-}
-
 fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }

@@ -323,7 +323,7 @@ fn mount_reads_a_point_through_a_receiver() {
     if !fuse_here() {
         return;
     }
-    let site = super::replication::Site::new(&["a@acme"]);
+    let site = Site::new(&["a@acme"]);
     let receiver = site.receiver(&["a=app"]);
     let key = site.key("acme");
     let c = site.client(&receiver, "a", &key);

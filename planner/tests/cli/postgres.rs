@@ -14,7 +14,6 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,7 +24,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::*;
-use crate::replication::{Site, certs, strs};
 
 const PROMPT: Duration = Duration::from_secs(60);
 const RUN: Duration = Duration::from_secs(180);
@@ -39,28 +37,11 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn events(stdout: &str) -> Vec<Value> {
-    stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false)
-        || ["/usr/sbin", "/sbin"]
-            .iter()
-            .any(|d| Path::new(d).join(program).is_file())
 }
 
 /// The newest `/usr/lib/postgresql/*/bin` that has `postgres`, `initdb` and `psql`.
@@ -105,21 +86,10 @@ fn cannot_run() -> Option<String> {
     None
 }
 
+/// Runs `program ARGS`, failing the test if it fails; its stdout.
 #[track_caller]
-fn sh(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {}: {}\n{}{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+fn sh_ok(program: &str, args: &[&str]) -> String {
+    sh(program, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs a query with psql; `Err` holds what psql said.
@@ -343,17 +313,17 @@ fn postgres_drill_failover_and_failback_with_the_shipped_runbooks() {
     fs::create_dir_all(&mnt).unwrap();
     fs::create_dir_all(target.parent().unwrap()).unwrap();
     fs::File::create(&image).unwrap().set_len(128 * MIB).unwrap();
-    sh(
+    sh_ok(
         "mkfs.ext4",
         &["-q", "-E", "lazy_itable_init=0,lazy_journal_init=0", s(&image)],
     );
-    sh("mount", &["-o", "loop", s(&image), s(&mnt)]);
+    sh_ok("mount", &["-o", "loop", s(&image), s(&mnt)]);
     cleanup.mounts.push(mnt.clone());
     cleanup.mounts.push(recovered_mnt.clone());
     let data = mnt.join("data");
     fs::create_dir(&data).unwrap();
-    sh("chown", &["postgres:postgres", s(&data)]);
-    sh(
+    sh_ok("chown", &["postgres:postgres", s(&data)]);
+    sh_ok(
         "runuser",
         &[
             "-u",
@@ -556,7 +526,7 @@ fn postgres_drill_failover_and_failback_with_the_shipped_runbooks() {
         .next()
         .unwrap()
         .to_string();
-    sh("kill", &["-KILL", &postmaster]);
+    sh_ok("kill", &["-KILL", &postmaster]);
     agent.signal("KILL");
     let disaster = now_ms() as f64 / 1000.0;
     let acked = writer.ended();

@@ -3,7 +3,7 @@
 //! runs; two failovers never preempt each other.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -11,16 +11,6 @@ use serde_json::Value;
 use crate::common::*;
 
 const PROMPT: Duration = Duration::from_secs(60);
-
-fn local_config(dir: &Path) -> PathBuf {
-    let config = dir.join("lifeline.toml");
-    fs::write(
-        &config,
-        format!("state_dir = \"{}\"\n[groups.app]\n", s(&dir.join("state"))),
-    )
-    .unwrap();
-    config
-}
 
 /// Waits until a `--json` run printed that `step` started; its run id.
 fn started(p: &mut Background, step: &str) -> String {
@@ -39,42 +29,14 @@ fn a_failover_preempts_a_running_drill_and_a_second_failover_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let config = local_config(dir.path());
     let cfg = s(&config).to_string();
-    let drill_rb = dir.path().join("drill.toml");
-    fs::write(
-        &drill_rb,
-        r#"[runbook]
-name = "long-drill"
-group = "app"
-[[step]]
-id = "svc"
-action = "service.start"
-command = "sleep"
-args = ["600"]
-[[step]]
-id = "long"
-action = "wait"
-duration = "10m"
-after = ["svc"]
-"#,
-    )
-    .unwrap();
-    let failover_rb = dir.path().join("failover.toml");
-    fs::write(
-        &failover_rb,
-        r#"[runbook]
-name = "recover"
-group = "app"
-[[step]]
-id = "ok"
-action = "check.command"
-command = "true"
-[[step]]
-id = "gate"
-action = "approval"
-after = ["ok"]
-"#,
-    )
-    .unwrap();
+    let drill_rb = Runbook::new("long-drill", "app")
+        .sleeper("svc")
+        .step("long", "wait", "duration = \"10m\"\nafter = [\"svc\"]")
+        .write(&dir.path().join("drill.toml"));
+    let failover_rb = Runbook::new("recover", "app")
+        .check("ok", &[])
+        .approval("gate", &["ok"], "")
+        .write(&dir.path().join("failover.toml"));
     let reports = dir.path().join("reports");
     let mut drill = Background::spawn(&[
         "drill",

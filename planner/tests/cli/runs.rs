@@ -12,17 +12,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::common::*;
-use crate::replication::{ReceiverProc, Site, certs, strs};
 
 const PROMPT: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn events(stdout: &str) -> Vec<Value> {
-    stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
 
 fn step_status(runs: &Value, run: &str, step: &str) -> String {
     let r = runs
@@ -387,15 +378,15 @@ fn switchover_syncs_the_last_write_and_proves_zero_loss() {
     kill(run["processes"][0]["pid"].as_i64().unwrap());
 }
 
-/// A group without replication: the steps here need none.
-fn local_config(dir: &Path) -> PathBuf {
-    let config = dir.join("lifeline.toml");
-    fs::write(
-        &config,
-        format!("state_dir = \"{}\"\n[groups.app]\n", s(&dir.join("state"))),
+/// The fields of a `traffic.switch` step that writes `server new;` to `file`
+/// after step `after`.
+fn switch_to_new(file: &Path, after: &str) -> String {
+    format!(
+        r#"file = "{}"
+content = "server new;\n"
+after = ["{after}"]"#,
+        s(file)
     )
-    .unwrap();
-    config
 }
 
 #[test]
@@ -404,38 +395,20 @@ fn a_failing_check_rolls_back_the_service_and_the_switched_file() {
     let config = local_config(dir.path());
     let switch = dir.path().join("upstream.conf");
     fs::write(&switch, "server old;\n").unwrap();
-    let rb = dir.path().join("rb.toml");
-    fs::write(
-        &rb,
-        format!(
-            r#"[runbook]
-name = "rollback"
-group = "app"
-[[step]]
-id = "svc"
-action = "service.start"
-command = "sleep"
-args = ["600"]
-[[step]]
-id = "switch"
-action = "traffic.switch"
-file = "{f}"
-content = "server new;\n"
-after = ["svc"]
-[[step]]
-id = "must-fail"
-action = "check.command"
-command = "false"
+    let rb = Runbook::new("rollback", "app")
+        .sleeper("svc")
+        .step("switch", "traffic.switch", &switch_to_new(&switch, "svc"))
+        .step(
+            "must-fail",
+            "check.command",
+            r#"command = "false"
 # check.command polls until its timeout: keep each attempt short.
 timeout = "300ms"
-retry = {{ attempts = 2, backoff = "10ms" }}
+retry = { attempts = 2, backoff = "10ms" }
 after = ["switch"]
-on_failure = "rollback"
-"#,
-            f = s(&switch)
-        ),
-    )
-    .unwrap();
+on_failure = "rollback""#,
+        )
+        .write(&dir.path().join("rb.toml"));
     let r = run(&["failover", s(&rb), "--config", s(&config), "--json"]).code(EXIT_CHECK_FAILED);
     let ev = events(&r.stdout);
     let run_id = ev.last().unwrap()["run"].as_str().unwrap().to_string();
@@ -474,40 +447,20 @@ fn approval_gate_survives_kill_9_of_the_planner_and_resume_does_not_rerun_finish
     let marker = dir.path().join("ran-once");
     let switch = dir.path().join("upstream.conf");
     fs::write(&switch, "server old;\n").unwrap();
-    let rb = dir.path().join("rb.toml");
-    fs::write(
-        &rb,
-        format!(
-            r#"[runbook]
-name = "gate"
-group = "app"
-[[step]]
-id = "svc"
-action = "service.start"
-command = "sleep"
-args = ["600"]
-[[step]]
-id = "once"
-action = "check.command"
-command = "sh"
-args = ["-c", "echo x >> {m}"]
-[[step]]
-id = "gate"
-action = "approval"
-message = "go?"
-after = ["svc", "once"]
-[[step]]
-id = "switch"
-action = "traffic.switch"
-file = "{f}"
-content = "server new;\n"
-after = ["gate"]
-"#,
-            m = s(&marker),
-            f = s(&switch)
-        ),
-    )
-    .unwrap();
+    let rb = Runbook::new("gate", "app")
+        .sleeper("svc")
+        .step(
+            "once",
+            "check.command",
+            &format!(
+                r#"command = "sh"
+args = ["-c", "echo x >> {}"]"#,
+                s(&marker)
+            ),
+        )
+        .approval("gate", &["svc", "once"], "message = \"go?\"")
+        .step("switch", "traffic.switch", &switch_to_new(&switch, "gate"))
+        .write(&dir.path().join("rb.toml"));
     let cfg = s(&config).to_string();
     let mut planner = Background::spawn(&["failover", s(&rb), "--config", &cfg, "--json", "--operator", "ana"]);
     let run_id = started_run(&mut planner, "gate");
@@ -568,11 +521,6 @@ after = ["gate"]
         .stdout_has(&["DAMAGED"]);
 }
 
-/// Bytes from what `human_bytes` prints (`812 B`, `1.25 MiB`).
-fn parse_human_bytes(text: &str) -> u64 {
-    lifeline_replicator::units::parse_human_bytes(text).unwrap_or_else(|| panic!("not a size: {text:?}"))
-}
-
 /// `(seq, bytes sent)` of every `cycle: point N of group … committed, X sent (Y new), …`
 /// line an agent logged.
 fn agent_cycles(log: &str) -> Vec<(u64, u64)> {
@@ -581,7 +529,9 @@ fn agent_cycles(log: &str) -> Vec<(u64, u64)> {
             let rest = l.strip_prefix("cycle: point ")?;
             let (seq, rest) = rest.split_once(' ')?;
             let sent = rest.split_once("committed, ")?.1.split_once(" sent")?.0;
-            Some((seq.parse().ok()?, parse_human_bytes(sent)))
+            let sent =
+                lifeline_replicator::units::parse_human_bytes(sent).unwrap_or_else(|| panic!("not a size: {sent:?}"));
+            Some((seq.parse().ok()?, sent))
         })
         .collect()
 }
@@ -963,41 +913,20 @@ fn the_failover_summary_shows_the_promoted_point_and_the_achieved_rpo() {
 fn timeouts_fail_a_step_continue_skips_its_dependents_and_abort_stops_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let config = local_config(dir.path());
-    let rb = dir.path().join("rb.toml");
-    fs::write(
-        &rb,
-        r#"[runbook]
-name = "abort"
-group = "app"
-[[step]]
-id = "slow"
-action = "check.command"
-command = "sleep"
+    let rb = Runbook::new("abort", "app")
+        .step(
+            "slow",
+            "check.command",
+            r#"command = "sleep"
 args = ["30"]
 timeout = "300ms"
-on_failure = "continue"
-[[step]]
-id = "after-slow"
-action = "wait"
-duration = "1ms"
-after = ["slow"]
-[[step]]
-id = "svc"
-action = "service.start"
-command = "sleep"
-args = ["600"]
-[[step]]
-id = "gate"
-action = "approval"
-after = ["svc", "slow"]
-[[step]]
-id = "never"
-action = "wait"
-duration = "1ms"
-after = ["gate"]
-"#,
-    )
-    .unwrap();
+on_failure = "continue""#,
+        )
+        .step("after-slow", "wait", "duration = \"1ms\"\nafter = [\"slow\"]")
+        .sleeper("svc")
+        .approval("gate", &["svc", "slow"], "")
+        .step("never", "wait", "duration = \"1ms\"\nafter = [\"gate\"]")
+        .write(&dir.path().join("rb.toml"));
     let cfg = s(&config).to_string();
     let mut planner = Background::spawn(&["failover", s(&rb), "--config", &cfg, "--json"]);
     // `slow` fails at its timeout but continues, so `gate` (which needs `slow`) is skipped too...
@@ -1028,24 +957,10 @@ after = ["gate"]
     kill(runs[0]["processes"][0]["pid"].as_i64().unwrap());
 
     // Abort from another shell: the waiting run stops and its service is stopped.
-    let rb2 = dir.path().join("rb2.toml");
-    fs::write(
-        &rb2,
-        r#"[runbook]
-name = "abort"
-group = "app"
-[[step]]
-id = "svc"
-action = "service.start"
-command = "sleep"
-args = ["600"]
-[[step]]
-id = "gate"
-action = "approval"
-after = ["svc"]
-"#,
-    )
-    .unwrap();
+    let rb2 = Runbook::new("abort", "app")
+        .sleeper("svc")
+        .approval("gate", &["svc"], "")
+        .write(&dir.path().join("rb2.toml"));
     let mut planner = Background::spawn(&["failover", s(&rb2), "--config", &cfg, "--json"]);
     let run_id = started_run(&mut planner, "gate");
     run(&["abort", &run_id, "--config", &cfg, "--operator", "cy"])
@@ -1217,7 +1132,7 @@ drill = {{ file = "${{run.dir}}/upstream.conf", content = "server sandbox;\n" }}
     let lag = &report["replication_lag"];
     assert!(lag["before_secs"].is_number(), "{lag}");
     // As root the sandbox had a network namespace of its own, gone now.
-    if is_root() && which("ip") {
+    if is_root() && on_path("ip") {
         let ns = report["environment"]["network_namespace"]
             .as_str()
             .expect("a namespace as root");
@@ -1325,41 +1240,14 @@ fn render_in_a_real_browser(html: &Path, png: &Path) {
     assert!(bad.is_empty(), "the report logged errors in the browser: {bad:#?}");
 }
 
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"))
-}
-
-fn which(program: &str) -> bool {
-    std::process::Command::new(program).arg("-V").output().is_ok()
-}
-
 #[test]
 fn an_interrupted_drill_tears_its_sandbox_down_and_reports_a_failure() {
     let dir = tempfile::tempdir().unwrap();
     let config = local_config(dir.path());
-    let rb = dir.path().join("rb.toml");
-    fs::write(
-        &rb,
-        r#"[runbook]
-name = "interrupted"
-group = "app"
-[[step]]
-id = "svc"
-action = "service.start"
-command = "sleep"
-args = ["600"]
-[[step]]
-id = "gate"
-action = "approval"
-drill = "run"
-after = ["svc"]
-"#,
-    )
-    .unwrap();
+    let rb = Runbook::new("interrupted", "app")
+        .sleeper("svc")
+        .approval("gate", &["svc"], "drill = \"run\"")
+        .write(&dir.path().join("rb.toml"));
     let reports = dir.path().join("reports");
     let cfg = s(&config).to_string();
     let mut drill = Background::spawn(&["drill", s(&rb), "--config", &cfg, "--report-dir", s(&reports), "--json"]);
@@ -1385,30 +1273,11 @@ after = ["svc"]
 fn an_interrupted_drill_whose_checks_passed_says_so_and_exits_130() {
     let dir = tempfile::tempdir().unwrap();
     let config = local_config(dir.path());
-    let rb = dir.path().join("rb.toml");
-    fs::write(
-        &rb,
-        r#"[runbook]
-name = "interrupted-after-checks"
-group = "app"
-[[step]]
-id = "svc"
-action = "service.start"
-command = "sleep"
-args = ["600"]
-[[step]]
-id = "up"
-action = "check.command"
-command = "true"
-after = ["svc"]
-[[step]]
-id = "gate"
-action = "approval"
-drill = "run"
-after = ["up"]
-"#,
-    )
-    .unwrap();
+    let rb = Runbook::new("interrupted-after-checks", "app")
+        .sleeper("svc")
+        .check("up", &["svc"])
+        .approval("gate", &["up"], "drill = \"run\"")
+        .write(&dir.path().join("rb.toml"));
     let reports = dir.path().join("reports");
     let cfg = s(&config).to_string();
     let mut drill = Background::spawn(&["drill", s(&rb), "--config", &cfg, "--report-dir", s(&reports), "--json"]);
@@ -1439,21 +1308,7 @@ after = ["up"]
 #[test]
 fn a_failover_preempts_the_daemons_scheduled_drill_within_seconds() {
     let d = Deployment::with_interval("1s");
-    let (mut daemon, _) = daemon_with_missed_drill(
-        &d,
-        r#"[runbook]
-name = "shop-drill"
-group = "shop"
-[[step]]
-id = "promote"
-action = "volume.promote"
-[[step]]
-id = "long"
-action = "wait"
-duration = "10m"
-after = ["promote"]
-"#,
-    );
+    let (mut daemon, _) = daemon_with_missed_drill(&d, &shop_drill("long", "wait", "duration = \"10m\""));
     drill_event(&mut daemon, "job_started");
     let cfg = s(&d.config).to_string();
     // The drill holds the planner once its long step runs. Asked through its
@@ -1483,12 +1338,9 @@ after = ["promote"]
         "the scheduled drill never reached its long step: {}",
         daemon.describe()
     );
-    let rb = d.site.path("failover.toml");
-    fs::write(
-        &rb,
-        "[runbook]\nname = \"shop-failover\"\ngroup = \"shop\"\n[[step]]\nid = \"ok\"\naction = \"check.command\"\ncommand = \"true\"\n",
-    )
-    .unwrap();
+    let rb = Runbook::new("shop-failover", "shop")
+        .check("ok", &[])
+        .write(&d.site.path("failover.toml"));
     let t0 = std::time::Instant::now();
     let r = run(&["failover", s(&rb), "--config", &cfg, "--json"]).ok();
     let took = t0.elapsed();
@@ -1704,6 +1556,15 @@ fn daemon_with_missed_drill(d: &Deployment, runbook: &str) -> (Background, Strin
     (daemon, addr)
 }
 
+/// The daemon's scheduled drill of `shop`: a promote, then step `id` after it.
+fn shop_drill(id: &str, action: &str, fields: &str) -> String {
+    Runbook::new("shop-drill", "shop")
+        .step("promote", "volume.promote", "")
+        .step(id, action, &format!("{fields}\nafter = [\"promote\"]"))
+        .text()
+        .to_string()
+}
+
 fn drill_event(daemon: &mut Background, event: &str) -> Value {
     let line = daemon
         .wait_for_line(Duration::from_secs(120), |l| {
@@ -1720,21 +1581,7 @@ fn drill_event(daemon: &mut Background, event: &str) -> Value {
 #[test]
 fn the_daemon_runs_a_scheduled_drill_and_exports_its_verdict() {
     let d = Deployment::with_interval("1s");
-    let (mut daemon, addr) = daemon_with_missed_drill(
-        &d,
-        r#"[runbook]
-name = "shop-drill"
-group = "shop"
-[[step]]
-id = "promote"
-action = "volume.promote"
-[[step]]
-id = "verify"
-action = "check.volume"
-volume = "db"
-after = ["promote"]
-"#,
-    );
+    let (mut daemon, addr) = daemon_with_missed_drill(&d, &shop_drill("verify", "check.volume", "volume = \"db\""));
     let e = drill_event(&mut daemon, "job");
     assert_eq!(e["ok"], true, "{e}");
     assert_ne!(e["verdict"], "failed", "{e}");
@@ -1781,21 +1628,7 @@ after = ["promote"]
 #[test]
 fn stopping_the_daemon_stops_a_running_drill() {
     let d = Deployment::with_interval("1s");
-    let (mut daemon, _) = daemon_with_missed_drill(
-        &d,
-        r#"[runbook]
-name = "shop-drill"
-group = "shop"
-[[step]]
-id = "promote"
-action = "volume.promote"
-[[step]]
-id = "long"
-action = "wait"
-duration = "10m"
-after = ["promote"]
-"#,
-    );
+    let (mut daemon, _) = daemon_with_missed_drill(&d, &shop_drill("long", "wait", "duration = \"10m\""));
     drill_event(&mut daemon, "job_started");
     std::thread::sleep(Duration::from_secs(2));
     let t0 = std::time::Instant::now();

@@ -12,7 +12,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::common::*;
-use crate::replication::{ReceiverProc, Site, strs};
 use garage::Garage;
 
 /// A lifeline.toml whose `[s3]` table reaches `g`.

@@ -9,40 +9,6 @@ use serde_json::Value;
 
 use crate::common::*;
 
-fn events(stdout: &str) -> Vec<Value> {
-    stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
-
-fn local_config(dir: &Path) -> PathBuf {
-    let config = dir.join("lifeline.toml");
-    fs::write(
-        &config,
-        format!("state_dir = \"{}\"\n[groups.app]\n", s(&dir.join("state"))),
-    )
-    .unwrap();
-    config
-}
-
-/// Whether `program` can be started (it exists in PATH).
-fn have(program: &str) -> bool {
-    std::process::Command::new(program)
-        .arg("-V")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok()
-}
-
-/// Mount points at or under `root` as this process sees them.
-fn host_mounts_under(root: &Path) -> Vec<String> {
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(String::from))
-        .filter(|m| Path::new(m).starts_with(root))
-        .collect()
-}
-
 /// Loop devices whose backing file is at or under `root`.
 fn loops_backed_under(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -73,7 +39,7 @@ fn drill_report(stdout: &str) -> Value {
 /// file: nothing was deleted through a mount.
 #[test]
 fn drill_teardown_unmounts_what_its_steps_mounted_and_never_deletes_through_a_mount() {
-    if !is_root() || !have("mke2fs") || !have("losetup") {
+    if !is_root() || !on_path("mke2fs") || !on_path("losetup") {
         eprintln!("SKIP drill_teardown_unmounts_what_its_steps_mounted: needs root, mke2fs and losetup");
         return;
     }
@@ -121,11 +87,7 @@ args = ["-c", "{script}"]
     assert_eq!(report["steps"][0]["status"], "succeeded", "{report:#}");
     assert_ne!(report["verdict"], "failed", "{report:#}");
     assert!(!sandbox.exists(), "sandbox left behind: {report:#}");
-    assert!(
-        host_mounts_under(&sandbox).is_empty(),
-        "{:?}",
-        host_mounts_under(&sandbox)
-    );
+    assert!(mounts_under(&sandbox).is_empty(), "{:?}", mounts_under(&sandbox));
     assert!(
         loops_backed_under(&sandbox).is_empty(),
         "{:?}",
@@ -273,7 +235,7 @@ after = ["mount"]
     )
     .unwrap();
     let reports = dir.path().join("reports");
-    let with_netns = have("ip") && have("nsenter");
+    let with_netns = on_path("ip") && on_path("nsenter");
     for netns in [false, true] {
         if netns && !with_netns {
             eprintln!("SKIP the network-namespace half: needs ip and nsenter");
@@ -309,7 +271,7 @@ after = ["mount"]
         assert_eq!(read["evidence"]["stdout"], "hello", "{read:#}");
         let sandbox = PathBuf::from(report["environment"]["sandbox"].as_str().unwrap());
         assert!(!sandbox.exists(), "{report:#}");
-        assert!(host_mounts_under(&sandbox).is_empty());
+        assert!(mounts_under(&sandbox).is_empty());
         let teardown = report["environment"]["teardown"].to_string();
         assert!(
             teardown.contains("the drill's own mount namespace")

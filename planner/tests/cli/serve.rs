@@ -18,11 +18,7 @@ const WAIT: Duration = Duration::from_secs(30);
 /// True when every tool is on PATH; otherwise says which is missing.
 pub(super) fn have(tools: &[&str]) -> bool {
     for t in tools {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
+        if !on_path(t) {
             eprintln!("skipped: `{t}` is not installed (Debian: apt-get install qemu-utils libnbd-bin nbdfuse)");
             return false;
         }
@@ -710,7 +706,7 @@ fn serve_reads_a_point_through_a_receiver() {
     if !have(&["nbdcopy"]) {
         return;
     }
-    let site = super::replication::Site::new(&["a@acme"]);
+    let site = Site::new(&["a@acme"]);
     let receiver = site.receiver(&["a=app"]);
     let key = site.key("acme");
     let c = site.client(&receiver, "a", &key);

@@ -3,8 +3,6 @@
 //! TLS directory that is copied to hosts.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -44,22 +42,11 @@ fn tls(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::Tls(e.to_string())
 }
 
+/// Writes a certificate or key atomically (the one write path: temp, fsync,
+/// rename, directory fsync), private keys readable by their owner only.
 fn write(path: &Path, text: &str, private: bool) -> Result<(), ServiceError> {
-    let io = |e| ServiceError::Io {
-        context: format!("write {}", path.display()),
-        source: e,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(if private { 0o600 } else { 0o644 })
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(text.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)
+    let mode = if private { 0o600 } else { 0o644 };
+    Ok(lifeline_replicator::write_atomic_mode(path, text.as_bytes(), mode)?)
 }
 
 fn validity(params: &mut CertificateParams, days: u32) {

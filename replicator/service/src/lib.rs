@@ -4,7 +4,13 @@
 //! the certificates that bind identities (agent `NAME@TENANT`, admin `NAME`) to
 //! one deployment's CA. Proto types stay in this crate: they are converted to
 //! validated domain types at the boundary.
+//!
+//! The receiver is four files: `receiver.rs` (its state, its limits and the
+//! checks every call shares), `replication.rs` (the agents' `Replication`
+//! service), `admin.rs` (the `Admin` service; `TryFrom` turns each request into
+//! a typed one) and `server.rs` (both services on one listener).
 
+mod admin;
 mod agent;
 mod budget;
 mod certs;
@@ -14,6 +20,8 @@ mod identity;
 mod rate_limit;
 mod receiver;
 mod remote;
+mod replication;
+mod server;
 mod status;
 mod tls;
 
@@ -26,8 +34,9 @@ pub use control::{AgentControl, ControlAnswer, ControlCall, call_agent, serve_co
 pub use identity::Peer;
 pub use lifeline_proto::v1::AgentStatus;
 pub use rate_limit::{RateLimit, parse_rate};
-pub use receiver::{MAX_READ_ANSWER, MAX_READ_IDS, READ_BUDGET, Receiver, ReceiverConfig, UPLOAD_BUDGET, serve};
+pub use receiver::{MAX_READ_ANSWER, MAX_READ_IDS, READ_BUDGET, Receiver, ReceiverConfig, UPLOAD_BUDGET};
 pub use remote::{GroupStatus, RemoteRepository, remote_gc, remote_pin, remote_prune, remote_status, remote_verify};
+pub use server::serve;
 pub use tls::{TlsDir, ensure_crypto_provider};
 
 /// Errors of the service layer.

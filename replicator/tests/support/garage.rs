@@ -1,7 +1,7 @@
 //! Real Garage S3 clusters for tests, on 127.0.0.1.
 //!
-//! Include with `#[path = "support/garage.rs"] mod garage;` (std and `tempfile` only, no
-//! crate imports, so any test crate in the workspace can use it).
+//! Include with `#[path = "support/garage.rs"] mod garage;` (std, `tempfile` and
+//! `lifeline-testkit` only, so any test crate in the workspace can use it).
 //!
 //! ```ignore
 //! let Some(g) = garage::Garage::single() else { return }; // prints SKIP when no binary
@@ -26,13 +26,11 @@
 //! `RUST_LOG` (default `garage=info`, which logs one line per S3 request).
 #![allow(dead_code)]
 
-use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -59,22 +57,7 @@ fn compression_level() -> String {
 /// How long a node may take to come up, and a cluster to become healthy.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Ports handed out in this process: bind(0) gives a free port, but once the probe socket is
-/// closed the kernel may hand the same port to the next caller; never reuse one ourselves.
-static USED_PORTS: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-
-/// A free TCP port on 127.0.0.1 not handed out before in this process.
-pub fn free_port() -> u16 {
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind 127.0.0.1:0")
-            .port();
-        if USED_PORTS.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
-            return port;
-        }
-    }
-}
+pub use lifeline_testkit::free_port;
 
 /// The garage binary: `$GARAGE_BIN`, else `garage` in `PATH`, else `~/.cargo/bin/garage`
 /// (or `$CARGO_HOME/bin/garage`).

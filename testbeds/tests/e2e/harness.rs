@@ -6,7 +6,7 @@
 //! volume against that instant.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use lifeline_testbeds::{
@@ -46,52 +46,12 @@ pub fn netns_possible(case: &str) -> bool {
     true
 }
 
-/// The outcome of one command.
-pub struct Run {
-    pub args: String,
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
+pub use lifeline_testkit::Run;
 
-impl Run {
-    fn describe(&self) -> String {
-        format!(
-            "`lifeline {}` exited with {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.args, self.code, self.stdout, self.stderr
-        )
-    }
-
-    #[track_caller]
-    pub fn ok(self) -> Run {
-        assert_eq!(self.code, Some(0), "expected success: {}", self.describe());
-        self
-    }
-
-    #[track_caller]
-    pub fn code(self, code: i32) -> Run {
-        assert_eq!(self.code, Some(code), "expected exit code {code}: {}", self.describe());
-        self
-    }
-
-    #[track_caller]
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.describe()))
-    }
-}
-
-/// Polls `cond` until it holds or `timeout` passes.
-pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Polls `cond` until it holds or `timeout` passes: every 20 ms, as most
+/// conditions here run a command.
+pub fn poll_until(timeout: Duration, cond: impl FnMut() -> bool) -> bool {
+    lifeline_testkit::poll_every(Duration::from_millis(20), timeout, cond)
 }
 
 /// A testbed for one case. Fields drop in order: the testbed, then its dir.
@@ -123,12 +83,7 @@ impl Bed {
     /// `lifeline ARGS` on `site`.
     pub fn lifeline(&self, site: &str, args: &[&str]) -> Run {
         let out = self.tb.command(site, args).output().expect("run lifeline");
-        Run {
-            args: args.join(" "),
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from_output(args.join(" "), out)
     }
 
     /// `--repo URL --tls-dir TLS --identity ID` for the secondary's receiver.

@@ -4,30 +4,14 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use lifeline_testbeds::{Flavour, SPARE_GROUP};
 
-use crate::harness::*;
+use lifeline_testkit::sh;
 
-fn sh(program: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{program} {}: {}: {}{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+use crate::harness::*;
 
 /// A loop mount, unmounted on drop (before the image's dir goes).
 struct Mount(std::path::PathBuf);

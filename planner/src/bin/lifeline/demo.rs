@@ -202,7 +202,7 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
                 operator: Some("demo".into()),
             },
             parallel: 4,
-            observer: crate::commands::run::Display::new(false),
+            observer: crate::commands::runbooks::Display::new(false),
             lag_every: std::time::Duration::from_millis(500),
         },
         Some(&config),

@@ -18,6 +18,7 @@
 //! API, pages and benchmark run over a fake one too.
 
 pub mod auth;
+mod backend;
 pub mod drills;
 pub mod pages;
 pub mod routes;

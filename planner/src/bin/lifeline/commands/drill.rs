@@ -31,7 +31,7 @@ pub fn run(a: &DrillArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
             netns: !a.no_netns,
             planner: a.planner.clone(),
             parallel: a.parallel,
-            observer: crate::commands::run::Display::new(a.json),
+            observer: crate::commands::runbooks::Display::new(a.json),
             lag_every: Duration::from_millis(
                 std::env::var("LIFELINE_DRILL_LAG_MS")
                     .ok()

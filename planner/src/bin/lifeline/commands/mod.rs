@@ -11,7 +11,7 @@ mod points;
 pub(crate) mod prune;
 mod repair;
 mod restore;
-pub mod run;
+pub mod runbooks;
 mod serve;
 mod testbed;
 mod verify;
@@ -88,22 +88,22 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Certs(crate::cli::CertsCommand::New(a)) => net::certs_new(&a),
         Command::Receiver(a) => net::receiver(&a, &config),
         Command::Agent(a) => net::agent(&a, &config),
-        Command::Daemon(a) => lifeline_planner::daemon::run::run(&a, cli.config.as_deref()),
+        Command::Daemon(a) => lifeline_planner::daemon::scheduler::run(&a, cli.config.as_deref()),
         Command::Status(mut a) => {
             tls_from_config(&mut a.remote, &config, Presents::Identity);
             net::status(&a, &config)
         }
         Command::Control(a) => net::control(&a, &config),
-        Command::Plan(a) => run::plan_cmd(&a, &config),
-        Command::Failover(a) => run::start_run(Mode::Failover, &a, cli.config.as_deref()),
-        Command::Switchover(a) => run::start_run(Mode::Switchover, &a, cli.config.as_deref()),
-        Command::Failback(a) => run::start_run(Mode::Failback, &a, cli.config.as_deref()),
-        Command::Resume(a) => run::resume(&a, cli.config.as_deref()),
-        Command::Runs(a) => run::runs(&a, &config),
-        Command::Approve(a) => run::approve(&a, &config),
-        Command::Abort(a) => run::abort(&a, &config),
+        Command::Plan(a) => runbooks::plan_cmd(&a, &config),
+        Command::Failover(a) => runbooks::start_run(Mode::Failover, &a, cli.config.as_deref()),
+        Command::Switchover(a) => runbooks::start_run(Mode::Switchover, &a, cli.config.as_deref()),
+        Command::Failback(a) => runbooks::start_run(Mode::Failback, &a, cli.config.as_deref()),
+        Command::Resume(a) => runbooks::resume(&a, cli.config.as_deref()),
+        Command::Runs(a) => runbooks::runs(&a, &config),
+        Command::Approve(a) => runbooks::approve(&a, &config),
+        Command::Abort(a) => runbooks::abort(&a, &config),
         Command::Audit(crate::cli::AuditCommand::Verify { pubkey, planner, json }) => {
-            run::audit_verify(&planner, pubkey.as_deref(), json, &config)
+            runbooks::audit_verify(&planner, pubkey.as_deref(), json, &config)
         }
         Command::Drill(a) => drill::run(&a, cli.config.as_deref()),
         Command::Report(crate::cli::ReportCommand::Verify {
@@ -115,7 +115,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }) => drill::verify(&path, pubkey.as_deref(), audit_log.as_deref(), &planner, json, &config),
         Command::Report(crate::cli::ReportCommand::List { planner, json }) => drill::list(&planner, json, &config),
         Command::Keys(crate::cli::KeysCommand::ShowSigner { planner }) => drill::show_signer(&planner, &config),
-        Command::Probe(a) => run::probe(&a),
+        Command::Probe(a) => runbooks::probe(&a),
         Command::Testbed(c) => testbed::testbed(c),
         Command::Workload(c) => testbed::workload(c),
     }

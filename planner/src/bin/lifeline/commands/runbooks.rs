@@ -16,7 +16,8 @@ use lifeline_planner::engine::control_socket::{self, Request};
 use lifeline_planner::engine::{self, Driving, Event, Prepared, RunObserver, RunRecord, RunStatus, StepStatus};
 use lifeline_planner::plan::{self, Plan, PlanOptions};
 use lifeline_planner::run_catalog::{PlannerCatalog, planner_dir};
-use lifeline_planner::runbook::actions::Mode;
+use lifeline_planner::run_record::format_timestamp;
+use lifeline_planner::runbook::actions::{Action, Mode};
 use lifeline_planner::runbook::load_checked;
 
 pub fn plan_cmd(a: &PlanArgs, config: &Config) -> Result<ExitCode> {
@@ -285,7 +286,10 @@ fn print_summary(rec: &RunRecord, plan: &Plan) {
         };
         println!(
             "promoted point {} taken at {} (step `{}`): {rpo}, measured from the run's start {}",
-            p.seq, p.taken_at, p.step, rec.started_at
+            p.seq,
+            p.taken_at,
+            p.step,
+            format_timestamp(&rec.started_at)
         );
     }
     if rec.status == RunStatus::ReprotectPending {
@@ -340,7 +344,7 @@ impl RunObserver for Display {
         let approvals = plan
             .steps
             .iter()
-            .filter(|s| s.action == "approval")
+            .filter(|s| s.kind == Action::Approval)
             .map(|s| s.id.clone())
             .collect();
         let _ = self.approval_steps.set(approvals);
@@ -400,12 +404,7 @@ fn running_message(r: &RunRecord, approval_steps: &[String]) -> String {
         .iter()
         .filter(|(_, s)| s.status == StepStatus::Running)
         .map(|(id, s)| {
-            let secs = s
-                .started_at
-                .as_deref()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| (now - t.with_timezone(&chrono::Utc)).num_seconds())
-                .unwrap_or(0);
+            let secs = s.started_at.map(|t| (now - t).num_seconds()).unwrap_or(0);
             if r.approvals.contains_key(id) {
                 format!("{id} ({secs}s)")
             } else if approval_steps.contains(id) {
@@ -468,7 +467,7 @@ pub fn runs(a: &RunsArgs, config: &Config) -> Result<ExitCode> {
             format!("{:?}", r.status).to_lowercase(),
             done,
             r.steps.len(),
-            r.started_at,
+            format_timestamp(&r.started_at),
             if r.status == RunStatus::Running && !waiting.is_empty() {
                 format!(
                     "  (running: {})",
@@ -542,7 +541,7 @@ pub fn abort(a: &AbortArgs, config: &Config) -> Result<ExitCode> {
     }
     rec.status = RunStatus::Aborted;
     rec.abort_requested = true;
-    rec.ended_at = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    rec.ended_at = Some(lifeline_planner::run_record::now());
     let head = audit.append(
         a.planner.operator.as_deref(),
         Some(&rec.id),
