@@ -55,7 +55,9 @@
 //! are kept exactly in a hash set, ~80 bytes each; chunks, which reference
 //! nothing, go into a Bloom filter of 10 bits per object of the index (about 1%
 //! false positives: a dead chunk the filter takes for live is kept until a later
-//! collection, whose filter is salted differently; never the other way round,
+//! collection after the repository changed, whose filter is salted differently
+//! (the salt is derived from the live points and the object count, so a dry
+//! run predicts exactly what the collection after it deletes); never the other way round,
 //! a Bloom filter has no false negatives). Dead ids are spilled to a file. For
 //! 10 M objects (about 50,000 nodes): ~12 MB of filter plus ~4 MB of node set,
 //! plus sled's cache; independent of how many objects are dead.
@@ -88,7 +90,11 @@ pub struct GcReport {
 }
 
 /// A Bloom filter over object ids (which are uniformly distributed keyed
-/// hashes; the salt makes each collection's false positives different).
+/// hashes). The salt is derived from what is collected (the live points and
+/// the number of objects): a dry run and the collection that follows it on an
+/// unchanged repository keep exactly the same objects, and any change to the
+/// repository (a new point, a prune, an upload) gives the next collection
+/// different false positives, so a dead chunk is not kept forever.
 struct Bloom {
     bits: Vec<u64>,
     salt: u64,
@@ -97,14 +103,27 @@ struct Bloom {
 const BLOOM_K: u64 = 7;
 
 impl Bloom {
-    fn new(expected: u64) -> Bloom {
+    fn new(expected: u64, salt: u64) -> Bloom {
         let words = (expected.max(1024) * 10).div_ceil(64) as usize;
-        let mut salt = [0u8; 8];
-        let _ = getrandom::fill(&mut salt);
         Bloom {
             bits: vec![0; words],
-            salt: u64::from_le_bytes(salt),
+            salt,
         }
+    }
+
+    /// The salt of a collection of `tenant` with these live points over
+    /// `total` objects (see [`Bloom`]).
+    fn salt_for(tenant: &str, points: &[crate::point::PointRecord], total: u64) -> u64 {
+        let mut h = blake3::Hasher::new();
+        h.update(b"lifeline gc bloom salt v1\0");
+        h.update(tenant.as_bytes());
+        h.update(&total.to_le_bytes());
+        for p in points {
+            h.update(p.nonce.as_bytes());
+            h.update(b"\0");
+        }
+        let d = h.finalize();
+        u64::from_le_bytes(d.as_bytes()[..8].try_into().expect("8 bytes"))
     }
 
     fn positions(&self, id: &ObjectId) -> impl Iterator<Item = u64> + use<> {
@@ -230,7 +249,7 @@ pub fn gc_with<G>(
     let (young, total) = store.young_objects(grace)?;
     let mut live = LiveSet {
         nodes: HashSet::new(),
-        chunks: Bloom::new(total),
+        chunks: Bloom::new(total, Bloom::salt_for(tenant, &points, total)),
         marked: 0,
     };
     live.mark(
@@ -343,9 +362,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_salt_is_the_same_for_the_same_collection_and_changes_with_the_repository() {
+        let a = Bloom::salt_for("t", &[], 1000);
+        assert_eq!(a, Bloom::salt_for("t", &[], 1000), "a dry run and its collection agree");
+        assert_ne!(a, Bloom::salt_for("t", &[], 1001), "an upload changes the salt");
+        assert_ne!(a, Bloom::salt_for("u", &[], 1000));
+    }
+
+    #[test]
     fn the_bloom_filter_has_no_false_negatives_and_few_false_positives() {
         let n = 100_000u64;
-        let mut b = Bloom::new(n);
+        let mut b = Bloom::new(n, 0x5eed);
         let id = |i: u64| ObjectId(*blake3::hash(&i.to_le_bytes()).as_bytes());
         for i in 0..n {
             b.insert(&id(i));
