@@ -394,7 +394,8 @@ impl Shared {
         };
         let secs = t0.elapsed().as_secs_f64();
         let outcome = result.as_ref().map(|(j, h)| (j, h.as_str()));
-        self.feed.job_finished(feed_id, outcome.map_err(|e| format!("{e:#}")), secs);
+        self.feed
+            .job_finished(feed_id, outcome.map_err(|e| format!("{e:#}")), secs);
         self.metrics.job_duration_seconds.observe(
             JobLabels {
                 group: group.clone(),
