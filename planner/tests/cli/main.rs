@@ -1058,7 +1058,7 @@ fn help_works_for_every_subcommand() {
         "<seq>-<taken_at>",
         "EIO",
     ]);
-    // Flags whose help was missing (every flag's is checked by a unit test in cli.rs).
+    // Flags whose help was missing (every flag's is checked by a unit test in the binary's cli/mod.rs).
     run(&["agent", "--help"]).ok().stdout_has(&[
         "Protection group to replicate",
         "quiesces the volumes",
