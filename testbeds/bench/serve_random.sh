@@ -14,6 +14,7 @@
 #   BENCH_DIR  scratch directory             (default /var/tmp/lifeline-serve-random)
 #   SIZE       volume size                   (default 2G)
 #   READS      reads per pass                (default 2000)
+#   CACHE_MIB  `serve --cache-mib`           (default 64, serve's own default)
 set -euo pipefail
 
 LIFELINE=${LIFELINE:-target/release/lifeline}
@@ -21,6 +22,7 @@ LIFELINE=${LIFELINE:-target/release/lifeline}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/lifeline-serve-random}
 SIZE=${SIZE:-2G}
 READS=${READS:-2000}
+CACHE_MIB=${CACHE_MIB:-64}
 
 die() { echo "serve_random.sh: $*" >&2; exit 1; }
 log() { echo "== $*" >&2; }
@@ -63,7 +65,7 @@ SERVE_PID=
 stop_serve() { [[ -n $SERVE_PID ]] && kill "$SERVE_PID" 2>/dev/null && wait "$SERVE_PID" 2>/dev/null; SERVE_PID=; true; }
 trap stop_serve EXIT
 drop
-"$LIFELINE" serve --repo repo --key-file key --group g --listen 127.0.0.1:0 --read-only >serve.out 2>serve.err &
+"$LIFELINE" serve --repo repo --key-file key --group g --listen 127.0.0.1:0 --read-only --cache-mib "$CACHE_MIB" >serve.out 2>serve.err &
 SERVE_PID=$!
 until grep -q '^listening on nbd://' serve.out 2>/dev/null; do
     kill -0 "$SERVE_PID" 2>/dev/null || die "serve exited: $(cat serve.err)"
