@@ -39,18 +39,7 @@ impl ConsoleBackend for DemoDeployment {
     fn points(&self, group: &str) -> Option<Vec<PointSummary>> {
         // The client blocks on its own runtime: not from the console's.
         let listed = std::thread::scope(|s| s.spawn(|| self.remote.points(Some(group))).join());
-        let mut points: Vec<PointSummary> = listed
-            .ok()?
-            .ok()?
-            .into_iter()
-            .map(|p| PointSummary {
-                seq: p.header.seq,
-                taken_at: p.header.taken_at,
-                consistency: p.header.consistency.name().into(),
-            })
-            .collect();
-        points.sort_by_key(|p| p.seq);
-        Some(points)
+        Some(PointSummary::of_points(listed.ok()?.ok()?))
     }
 
     fn control(&self, _group: &str) -> Option<Arc<AgentControl>> {

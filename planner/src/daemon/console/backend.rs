@@ -28,18 +28,7 @@ impl ConsoleBackend for Shared {
         }
         let tenant = g.tenant.as_deref().unwrap_or(lifeline_replicator::DEFAULT_TENANT);
         let (repo, _) = self.owned_repo(group).ok()?;
-        let mut points: Vec<_> = repo
-            .points(tenant, Some(group))
-            .ok()?
-            .into_iter()
-            .map(|p| PointSummary {
-                seq: p.header.seq,
-                taken_at: p.header.taken_at,
-                consistency: p.header.consistency.name().into(),
-            })
-            .collect();
-        points.sort_by_key(|p| p.seq);
-        Some(points)
+        Some(PointSummary::of_points(repo.points(tenant, Some(group)).ok()?))
     }
 
     fn control(&self, group: &str) -> Option<Arc<AgentControl>> {

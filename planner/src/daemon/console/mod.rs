@@ -49,6 +49,22 @@ pub struct PointSummary {
     pub consistency: String,
 }
 
+impl PointSummary {
+    /// The summaries of `points`, oldest first.
+    pub fn of_points(points: impl IntoIterator<Item = lifeline_replicator::PointRecord>) -> Vec<PointSummary> {
+        let mut out: Vec<PointSummary> = points
+            .into_iter()
+            .map(|p| PointSummary {
+                seq: p.header.seq,
+                taken_at: p.header.taken_at,
+                consistency: p.header.consistency.name().into(),
+            })
+            .collect();
+        out.sort_by_key(|p| p.seq);
+        out
+    }
+}
+
 /// What the console needs from the daemon.
 pub trait ConsoleBackend: Send + Sync + 'static {
     /// The site this daemon runs.
