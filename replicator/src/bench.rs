@@ -257,6 +257,113 @@ pub fn build_gc_bench_repo(work_dir: &Path, points: u64, per_point: u64) -> Resu
     Ok(path)
 }
 
+/// Builds the same synthetic repository as [`build_gc_bench_repo`] (same
+/// objects, same ids, same points), but writes its packs and point objects
+/// directly, on every core, and no catalog: what `lifeline repair` rebuilds
+/// from. Packs hold `per_pack` objects each (about 1,000: a 16 MiB pack of
+/// 16 KiB chunks), so the number of packs and footer entries repair reads is
+/// that of a real repository with as many objects, while the objects
+/// themselves stay small (64 bytes of data) and the whole fits a small disk.
+/// Returns the repository path.
+pub fn build_repair_bench_repo(work_dir: &Path, points: u64, per_point: u64, per_pack: u64) -> Result<PathBuf> {
+    use crate::object_id::ObjectId;
+    use crate::point::{Consistency, PointBody, PointHeader, PointRecord, RecoveryPoint, RootRef};
+    use crate::store::pack::{self, ObjectLocation, PackId};
+    use rayon::prelude::*;
+    let key = KeyFile::create(&work_dir.join("bench.key"), None)?;
+    let keys = key.keys();
+    let path = work_dir.join("repo");
+    let repo = Repository::init(&path, &keys, DEFAULT_TENANT)?;
+    let per = per_point + 1;
+    let total = points * per;
+    let chunk_plain = |k: u64| {
+        let mut plain = [0u8; 64];
+        plain[..8].copy_from_slice(&k.to_le_bytes());
+        plain
+    };
+    let root_of = |p: u64| {
+        let refs: Vec<ObjectId> = (0..per_point)
+            .map(|c| keys.chunk_id(&chunk_plain(p * per_point + c)))
+            .collect();
+        let plain = p.to_le_bytes();
+        (keys.node_id(&refs, &plain), refs, plain)
+    };
+    let packs_dir = path.join("tenants").join(DEFAULT_TENANT).join("objects").join("packs");
+    let per_pack = per_pack.max(1);
+    let roots: Vec<(u64, ObjectId)> = (0..total.div_ceil(per_pack))
+        .into_par_iter()
+        .map(|j| -> Result<Vec<(u64, ObjectId)>> {
+            let id = PackId::random();
+            let mut bytes = pack::header().to_vec();
+            let mut entries = Vec::new();
+            let mut roots = Vec::new();
+            for i in j * per_pack..((j + 1) * per_pack).min(total) {
+                let (p, c) = (i / per, i % per);
+                let (oid, sealed) = if c < per_point {
+                    let plain = chunk_plain(p * per_point + c);
+                    let oid = keys.chunk_id(&plain);
+                    (oid, seal_object(&keys, ObjectKind::Chunk, &oid, &[], &plain))
+                } else {
+                    let (root, refs, plain) = root_of(p);
+                    roots.push((p, root));
+                    (root, seal_object(&keys, ObjectKind::IndexNode, &root, &refs, &plain))
+                };
+                let loc = ObjectLocation {
+                    pack: id,
+                    offset: bytes.len() as u64,
+                    len: sealed.len() as u32,
+                    kind: sealed.get(5).copied().unwrap_or(0),
+                };
+                bytes.extend_from_slice(&sealed);
+                entries.push((oid, loc));
+            }
+            bytes.extend_from_slice(&pack::footer(&entries));
+            let hex = id.to_hex();
+            let dir = packs_dir.join(&hex[..2]);
+            fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
+            let file = dir.join(&hex);
+            fs::write(&file, &bytes).ctx(|| format!("write {}", file.display()))?;
+            Ok(roots)
+        })
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    let start = chrono::Utc::now() - chrono::Duration::hours(points as i64);
+    let storage = repo.storage().clone();
+    roots.par_iter().try_for_each(|(p, root)| -> Result<()> {
+        let taken_at = start + chrono::Duration::hours(*p as i64);
+        let point = RecoveryPoint {
+            header: PointHeader {
+                tenant: DEFAULT_TENANT.into(),
+                group: "bench".into(),
+                seq: p + 1,
+                taken_at,
+                consistency: Consistency::Fuzzy,
+                key_id: keys.key_id(),
+                roots: vec![RootRef(Some(*root))],
+            },
+            body: PointBody {
+                volumes: Vec::new(),
+                frozen_ms: None,
+                written_by: "repair bench".into(),
+            },
+        };
+        let record = PointRecord {
+            committed_at: Some(taken_at),
+            ..point.seal(&keys)
+        };
+        let key = crate::record_object::point_key(DEFAULT_TENANT, "bench", p + 1);
+        storage.put_if_absent(&key, &crate::record_object::encode_point(&record))?;
+        Ok(())
+    })?;
+    drop(repo);
+    // The catalog init wrote is the one thing repair must rebuild.
+    let catalog = path.join("catalog");
+    fs::remove_dir_all(&catalog).ctx(|| format!("remove {}", catalog.display()))?;
+    Ok(path)
+}
+
 /// Presence lookups per second in the catalog cache of a repository built by
 /// [`build_gc_bench_repo`] in `work_dir` (what a backup asks for every chunk):
 /// `n` ids of existing objects in random order, on every core.

@@ -576,7 +576,7 @@ impl ObjectStorage for S3Storage {
                 Err(e) => Err(e),
             }
         });
-        r.map(|b| b.map(|b| b.to_vec())).map_err(|e| self.error("read", key, e))
+        r.map(|b| b.map(Vec::from)).map_err(|e| self.error("read", key, e))
     }
 
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Option<Vec<u8>>> {
@@ -600,7 +600,7 @@ impl ObjectStorage for S3Storage {
                 Err(e) => Err(e),
             }
         });
-        r.map(|b| b.map(|b| b.to_vec())).map_err(|e| self.error("read", key, e))
+        r.map(|b| b.map(Vec::from)).map_err(|e| self.error("read", key, e))
     }
 
     fn get_tail(&self, key: &str, len: u64) -> Result<Option<(Vec<u8>, u64)>> {
@@ -614,7 +614,7 @@ impl ObjectStorage for S3Storage {
             match store.get_opts(&path, opts).await {
                 Ok(g) => {
                     let size = g.meta.size;
-                    g.bytes().await.map(|b| Some((b.to_vec(), size)))
+                    g.bytes().await.map(|b| Some((Vec::from(b), size)))
                 }
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(e),

@@ -171,6 +171,9 @@ pub struct BenchArgs {
     /// With --gc or --repair: chunks per point (each point's own), plus one node.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub per_point: u64,
+    /// With --repair: objects per pack (1,000 16 KiB chunks fill a 16 MiB pack).
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub per_pack: u64,
     /// With --gc: points prune keeps (the newest).
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub keep: u32,

@@ -240,10 +240,9 @@ fn repair(a: &BenchArgs) -> Result<ExitCode> {
         dir.path().display()
     );
     let t = std::time::Instant::now();
-    let repo = lifeline_replicator::bench::build_gc_bench_repo(dir.path(), a.points, a.per_point)?;
+    let repo = lifeline_replicator::bench::build_repair_bench_repo(dir.path(), a.points, a.per_point, a.per_pack)?;
     let setup = t.elapsed().as_secs_f64();
     let repo_s = repo.to_str().unwrap_or_default();
-    std::fs::remove_dir_all(repo.join("catalog"))?;
     let (repair_secs, repair_mib, out) = measured(&["repair", "--repo", repo_s, "--json"])?;
     let report: serde_json::Value = serde_json::from_str(&out)?;
     let (open_secs, open_mib, _) = measured(&["points", "--repo", repo_s, "--json"])?;
