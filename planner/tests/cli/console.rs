@@ -221,6 +221,32 @@ fn by_name<'a>(groups: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no group {name} in {groups}"))
 }
 
+/// The planner's audit log entries (`STATE/planner/audit.jsonl`); none
+/// before the first.
+fn audit_entries(state: &Path) -> Vec<Value> {
+    match fs::read_to_string(state.join("planner").join("audit.jsonl")) {
+        Ok(text) => text.lines().map(|l| serde_json::from_str(l).unwrap()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("read the audit log: {e}"),
+    }
+}
+
+/// The audit entries that record console actions.
+fn console_actions(state: &Path) -> Vec<Value> {
+    audit_entries(state)
+        .into_iter()
+        .filter(|e| e["event"] == "console_action")
+        .collect()
+}
+
+/// `lifeline audit verify` of the deployment's planner: the chain holds.
+#[track_caller]
+fn audit_verifies(config: &Path) {
+    run(&["audit", "verify", "--config", s(config)])
+        .ok()
+        .stdout_has(&["audit log ok"]);
+}
+
 #[track_caller]
 fn ok_json(a: &Answer) -> Value {
     assert_eq!(a.status, 200, "{}", a.body);
@@ -547,16 +573,31 @@ fn console_roles_and_refusals() {
         request(&addr, "GET", "/api/v1/groups/d/drill", &[("authorization", &admin)]).status,
         405
     );
+    // Nothing refused reached the audit chain.
+    assert_eq!(console_actions(&dep.sb.state), Vec::<Value>::new());
     let origin = format!("http://{addr}");
     let a = post(
         "/api/v1/groups/d/drill",
         &[("authorization", &admin), csrf, ("origin", &origin)],
     );
     assert_eq!(a.status, 202, "{}", a.body);
+    let answer = a.json();
     assert_eq!(
-        a.json(),
-        json!({"group": "d", "action": "drill requested", "by": "admin token"})
+        (&answer["group"], &answer["action"], &answer["by"]),
+        (&json!("d"), &json!("drill requested"), &json!("admin token")),
+        "{answer}"
     );
+    assert!(answer["audit"].as_str().unwrap().contains("audit entry"), "{answer}");
+    // On the audit chain before the answer said it was done: the action, the
+    // group and who acted.
+    let recorded = console_actions(&dep.sb.state);
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0]["operator"], "admin token", "{}", recorded[0]);
+    assert_eq!(
+        recorded[0]["detail"],
+        json!({"action": "drill now", "group": "d", "by": "admin token", "site": "primary"})
+    );
+    audit_verifies(&dep.config);
     // The group's drill job runs at once (and fails: its runbook is missing).
     let e = job_event(&mut d, "drill", "d", Duration::from_secs(30));
     assert_eq!(e["ok"], false, "{e}");
@@ -575,6 +616,163 @@ fn console_roles_and_refusals() {
             assert!(!b.contains(&secret), "an answer holds a secret");
         }
     }
+    d.signal("TERM");
+    assert_eq!(d.finish(Duration::from_secs(30)).code, Some(0));
+}
+
+/// A run waiting for approval, approved from the console: group `d`'s drill
+/// (started with "drill now") runs a real runbook whose `gate` step waits for
+/// an approval; `/api/v1/runs` lists it, the auditor and an unauthenticated
+/// caller cannot approve, the admin does through the running planner's
+/// control socket (the mechanism `lifeline approve` uses), the drill then
+/// completes, and the approval is on the audit chain with who gave it.
+#[test]
+fn console_approves_a_run_waiting_for_approval() {
+    let dep = Deployment::new();
+    let rb = Runbook::new("d-drill", "d")
+        .check("before", &[])
+        .approval(
+            "gate",
+            &["before"],
+            "message = \"the sandbox looks right\"\ndrill = \"run\"",
+        )
+        .check("after", &["gate"])
+        .write(&dep.sb.path("d-drill.toml"));
+    let text = fs::read_to_string(&dep.config)
+        .unwrap()
+        .replace(s(&dep.sb.path("missing-runbook.toml")), s(&rb));
+    fs::write(&dep.config, text).unwrap();
+    let (mut d, addr) = dep.with_tokens();
+    let admin = format!("Bearer {ADMIN}");
+    let auditor = format!("Bearer {AUDITOR}");
+    let csrf = ("x-lifeline-csrf", "1");
+
+    let runs = ok_json(&request(&addr, "GET", "/api/v1/runs", &[("authorization", &auditor)]));
+    assert_eq!(runs, json!({"runs": []}), "no planner runs yet");
+    let a = request(
+        &addr,
+        "POST",
+        "/api/v1/groups/d/drill",
+        &[("authorization", &admin), csrf],
+    );
+    assert_eq!(a.status, 202, "{}", a.body);
+
+    // The drill's run waits at `gate`.
+    let waiting = || {
+        request(&addr, "GET", "/api/v1/runs", &[("authorization", &auditor)]).json()["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["waiting_for_approval"].as_array().is_some_and(|w| !w.is_empty()))
+            .cloned()
+    };
+    assert!(
+        poll_until(Duration::from_secs(60), || waiting().is_some()),
+        "no run waits for approval: {}",
+        d.describe()
+    );
+    let run_view = waiting().unwrap();
+    let id = run_view["id"].as_str().unwrap().to_string();
+    assert_eq!(run_view["mode"], "drill", "{run_view}");
+    assert_eq!(run_view["group"], "d", "{run_view}");
+    assert_eq!(run_view["runbook"], "d-drill", "{run_view}");
+    let w = &run_view["waiting_for_approval"][0];
+    assert_eq!(w["step"], "gate", "{run_view}");
+    assert_eq!(w["message"], "the sandbox looks right", "{run_view}");
+    assert_eq!(w["approve"], format!("/api/v1/runs/{id}/approve?step=gate"));
+    // The jobs page lists it with its button.
+    let page = request(&addr, "GET", "/jobs", &[("authorization", &auditor)]);
+    assert!(
+        page.body.contains(&format!(
+            "<button data-action=\"/api/v1/runs/{id}/approve?step=gate\">Approve</button>"
+        )),
+        "{}",
+        page.body
+    );
+
+    let approve = format!("/api/v1/runs/{id}/approve");
+    let before = audit_entries(&dep.sb.state).len();
+    api_error(
+        &request(&addr, "POST", &approve, &[("authorization", &auditor), csrf]),
+        403,
+        "auditor role reads",
+    );
+    api_error(&request(&addr, "POST", &approve, &[csrf]), 401, "needs authentication");
+    api_error(
+        &request(&addr, "POST", &approve, &[("authorization", &admin)]),
+        403,
+        "x-lifeline-csrf",
+    );
+    api_error(
+        &request(
+            &addr,
+            "POST",
+            "/api/v1/runs/20000101T000000Z-drill-nope/approve",
+            &[("authorization", &admin), csrf],
+        ),
+        404,
+        "is not running",
+    );
+    api_error(
+        &request(
+            &addr,
+            "POST",
+            &format!("{approve}?step=before"),
+            &[("authorization", &admin), csrf],
+        ),
+        409,
+        "not an approval",
+    );
+    assert_eq!(
+        audit_entries(&dep.sb.state).len(),
+        before,
+        "a refused approval left an entry"
+    );
+    assert!(waiting().is_some(), "still waiting after the refusals");
+
+    let a = request(&addr, "POST", &approve, &[("authorization", &admin), csrf]);
+    assert_eq!(a.status, 200, "{}", a.body);
+    let answer = a.json();
+    assert_eq!(answer["step"], "gate", "{answer}");
+    assert_eq!(answer["by"], "admin token (console)", "{answer}");
+    // Recorded by the planner before it answered.
+    let approved: Vec<Value> = audit_entries(&dep.sb.state)
+        .into_iter()
+        .filter(|e| e["event"] == "approved" && e["run"] == id.as_str())
+        .collect();
+    assert_eq!(approved.len(), 1, "{approved:?}");
+    assert_eq!(approved[0]["step"], "gate");
+    assert_eq!(approved[0]["operator"], "admin token (console)");
+    // A second approval is refused by the planner.
+    let again = request(
+        &addr,
+        "POST",
+        &format!("{approve}?step=gate"),
+        &[("authorization", &admin), csrf],
+    );
+    assert!(
+        again.status == 409 || again.status == 404,
+        "a second approval: {}",
+        again.body
+    );
+
+    // The drill goes on to its end.
+    let e = job_event(&mut d, "drill", "d", Duration::from_secs(60));
+    assert_eq!(e["ok"], true, "{e}");
+    assert_ne!(e["verdict"], "failed", "{e}");
+    let report: Value =
+        serde_json::from_slice(&fs::read(Path::new(e["report_dir"].as_str().unwrap()).join("report.json")).unwrap())
+            .unwrap();
+    let steps = report["steps"].to_string();
+    assert!(
+        steps.contains("admin token (console)"),
+        "the report names the approver: {steps}"
+    );
+    assert_eq!(
+        ok_json(&request(&addr, "GET", "/api/v1/runs", &[("authorization", &auditor)])),
+        json!({"runs": []})
+    );
+    audit_verifies(&dep.config);
     d.signal("TERM");
     assert_eq!(d.finish(Duration::from_secs(30)).code, Some(0));
 }
@@ -685,6 +883,9 @@ fn console_over_https_with_client_certificates() {
     assert_eq!(a.status, 202, "{}", a.body);
     assert_eq!(a.json()["by"], "admin:ops");
     job_event(&mut d, "drill", "d", Duration::from_secs(30));
+    let recorded = console_actions(&dep.sb.state);
+    assert_eq!(recorded.len(), 1, "the auditor's attempt left no entry: {recorded:?}");
+    assert_eq!(recorded[0]["operator"], "admin:ops", "the certificate's identity");
 
     // Pause and resume a group's replication: its state, and its points.
     let p = |c| http::request_tls(c, &addr, "GET", "/api/v1/groups/p", &[]).json();
@@ -719,6 +920,26 @@ fn console_over_https_with_client_certificates() {
     let seq = p(&auditor)["last_point"]["seq"].clone();
     let a = http::request_tls(&admin, &addr, "POST", "/api/v1/groups/p/resume", &[csrf]);
     assert_eq!(a.status, 202, "{}", a.body);
+    let recorded: Vec<(Value, Value, Value)> = console_actions(&dep.sb.state)
+        .into_iter()
+        .map(|e| {
+            (
+                e["detail"]["action"].clone(),
+                e["detail"]["group"].clone(),
+                e["operator"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            (json!("drill now"), json!("d"), json!("admin:ops")),
+            (json!("pause"), json!("p"), json!("admin:ops")),
+            (json!("resume"), json!("p"), json!("admin:ops")),
+        ],
+        "the auditor's refused pause left no entry"
+    );
+    audit_verifies(&dep.config);
     // Skipped cycles may still end meanwhile; the next committed point follows.
     let e = d
         .wait_for_line(Duration::from_secs(30), |l| {
