@@ -965,8 +965,9 @@ fn artifact(name: &str) -> PathBuf {
 /// reads each group's state as the API gives it, sees the page update live
 /// from the event stream (a state change included) without reloading, no
 /// request leaves 127.0.0.1, no script error, the drill page says the
-/// signature verifies, a drill started from the page runs, and the overview
-/// reads with JavaScript disabled.
+/// signature verifies, a real drill started from the page runs and shows on
+/// the page with its verdict (passed), and the overview reads with
+/// JavaScript disabled.
 #[test]
 fn console_in_a_real_browser() {
     let Some(chromium) = crate::common::cdp::chromium() else {
@@ -976,6 +977,33 @@ fn console_in_a_real_browser() {
         return;
     };
     let dep = Deployment::new();
+    // `shop` is drilled for real on this site: a receiver holds its point
+    // (written by its agent identity), and its drill runbook promotes the
+    // point into the sandbox and checks the volume against the point's hash.
+    let site = Site::new(&["db1@acme", "planner@acme"]);
+    let receiver = site.receiver(&["db1=shop"]);
+    let shop = dep.sb.path("shop.img");
+    write_random_file(&shop, MIB, 5);
+    site.client(&receiver, "db1", &dep.sb.key)
+        .backup_json("shop", &[("db", &shop)]);
+    let rb = Runbook::new("shop-drill", "shop")
+        .step("promote", "volume.promote", "")
+        .step("verify", "check.volume", "volume = \"db\"\nafter = [\"promote\"]")
+        .write(&dep.sb.path("shop-drill.toml"));
+    let mut text = fs::read_to_string(&dep.config).unwrap().replace(
+        "[sites.primary]\n",
+        &format!("[sites.primary]\nreceiver = \"{}\"\n", receiver.url()),
+    );
+    text.push_str(&format!(
+        "\n[groups.shop]\nsecondary = \"primary\"\ntenant = \"acme\"\nvolumes = {{ db = \"{vol}\" }}\n\
+         targets = {{ db = \"{target}\" }}\nrpo = \"1h\"\nrto = \"5m\"\ndrill_schedule = \"0 0 0 1 1 *\"\n\
+         drill_runbook = \"{rb}\"\n\n[tls]\ndir = \"{tls}\"\nidentity = \"planner\"\n",
+        vol = s(&shop),
+        target = s(&dep.sb.path("recovered/shop.img")),
+        rb = s(&rb),
+        tls = s(&site.tls),
+    ));
+    fs::write(&dep.config, text).unwrap();
     let (mut d, addr) = dep.with_tokens();
     job_event(&mut d, "point", "g", Duration::from_secs(30));
     let base = format!("http://{addr}");
@@ -1013,8 +1041,11 @@ fn console_in_a_real_browser() {
         if let Some(o) = g["rpo_objective_seconds"].as_f64() {
             let shown = if o < 10.0 {
                 format!("/ {o:.1} s")
-            } else {
+            } else if o < 60.0 {
                 format!("/ {o:.0} s")
+            } else {
+                // `shop`'s hour.
+                format!("/ {} h {} min", (o / 3600.0).floor(), ((o % 3600.0) / 60.0).floor())
             };
             assert!(r["rpo"].as_str().unwrap().contains(&shown), "{r}");
         }
@@ -1056,21 +1087,48 @@ fn console_in_a_real_browser() {
         "the report frame",
     );
 
-    // A drill started from the page: the button, then the job on the jobs page.
-    b.navigate(&format!("{base}/groups/d"));
+    // A drill started from the page: the button, the real drill's job on the
+    // jobs page, then the drill with its verdict on the group's page.
+    b.navigate(&format!("{base}/groups/shop"));
     b.eval("document.querySelector('button[data-action$=\"/drill\"]').click(); true");
     b.wait_true(
         "document.querySelector('.action-result').textContent === 'drill requested'",
         Duration::from_secs(10),
         "the action's answer on the page",
     );
-    job_event(&mut d, "drill", "d", Duration::from_secs(30));
+    let e = job_event(&mut d, "drill", "shop", Duration::from_secs(120));
+    assert_eq!(e["ok"], true, "{e}");
+    assert_eq!(e["verdict"], "passed", "{e}");
+    let drill_id = Path::new(e["report_dir"].as_str().unwrap())
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     b.navigate(&format!("{base}/jobs"));
     b.wait_true(
-        "[...document.querySelectorAll('#jobs tr')].some(r => r.innerText.includes('drill') && r.innerText.includes('failed'))",
+        "[...document.querySelectorAll('#jobs tr')].some(r => r.innerText.includes('drill') && r.innerText.includes('shop') \
+         && r.querySelector('.result.ok') !== null && r.innerText.includes('verdict passed'))",
         Duration::from_secs(10),
         "the drill on the jobs page with its result",
     );
+    b.navigate(&format!("{base}/groups/shop"));
+    b.wait_true(
+        &format!(
+            "[...document.querySelectorAll('tr')].some(r => r.querySelector('a[href=\"/drills/{drill_id}\"]') !== null \
+             && r.innerText.includes('PASSED') && r.innerText.includes('verifies'))"
+        ),
+        Duration::from_secs(10),
+        "the drill from the page on the group's page, passed, its signature verifying",
+    );
+    b.navigate(&format!("{base}/drills/{drill_id}"));
+    let text = b.eval("document.body.innerText");
+    let text = text.as_str().unwrap();
+    assert!(
+        text.contains("signature verifies") && text.contains("verdict PASSED"),
+        "{text}"
+    );
+    fs::write(artifact("drill.png"), b.screenshot()).unwrap();
 
     // Nothing left 127.0.0.1, and no script error or CSP violation.
     let requests: Vec<String> = b
