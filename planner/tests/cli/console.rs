@@ -1176,3 +1176,134 @@ fn console_in_a_real_browser() {
     d.signal("TERM");
     assert_eq!(d.finish(Duration::from_secs(30)).code, Some(0));
 }
+
+/// The processes (other than this one) whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
+    let me = std::process::id();
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter_map(|pid| {
+            let cmd = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains(needle).then_some((pid, cmd))
+        })
+        .collect()
+}
+
+/// `lifeline demo --console 127.0.0.1:0`, the real binary: once the demo's
+/// drill ran, the console answers with the demo's group and a state, the
+/// drill with its verdict and a verifying signature; Ctrl-C then stops it with
+/// exit 0 and tears the demo down: none of its processes (receivers, agent,
+/// workload) is left, nothing is mounted under its temporary directory, and
+/// the temporary directory itself is gone.
+#[test]
+fn demo_console_answers_then_ctrl_c_tears_the_demo_down() {
+    let cwd = tempfile::tempdir().unwrap();
+    // The demo's temporary directories go here, so that what it leaves shows.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut demo = Background::spawn_in(
+        cwd.path(),
+        &[("TMPDIR", s(tmp.path()))],
+        &["demo", "--size-mib", "16", "--console", "127.0.0.1:0"],
+    );
+    let line = demo
+        .wait_for_line(Duration::from_secs(30), |l| l.contains("(local testbed in "))
+        .unwrap_or_else(|| panic!("the demo did not start its testbed: {}", demo.describe()));
+    let testbed = line
+        .split("(local testbed in ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(')')
+        .to_string();
+    assert!(testbed.starts_with(s(tmp.path())), "{testbed} is not under TMPDIR");
+    let line = demo
+        .wait_for_line(Duration::from_secs(40), |l| {
+            l.trim_start().starts_with("console on http://")
+        })
+        .unwrap_or_else(|| panic!("the demo's console did not start: {}", demo.describe()));
+    let addr = line
+        .trim()
+        .trim_start_matches("console on http://")
+        .trim_end_matches('/')
+        .to_string();
+    let running = processes_mentioning(&testbed);
+    assert!(
+        !running.is_empty(),
+        "the demo's receivers and agent run from {testbed}: {}",
+        demo.describe()
+    );
+
+    // The demo's group with a state, and its points.
+    const STATES: [&str; 6] = [
+        "meeting_sla",
+        "rpo_not_met",
+        "drill_overdue",
+        "paused",
+        "syncing",
+        "error",
+    ];
+    let groups = ok_json(&get(&addr, "/api/v1/groups"));
+    let list = groups.as_array().unwrap();
+    assert!(!list.is_empty(), "{groups}");
+    for g in list {
+        assert!(
+            STATES.contains(&g["state"].as_str().unwrap_or("")),
+            "a group without a state: {g}"
+        );
+        assert!(g["state_text"].is_string(), "{g}");
+    }
+    let app = by_name(&groups, "app");
+    assert!(app["last_point"]["seq"].as_u64().unwrap() >= 1, "{app}");
+
+    // The demo's drill, with its verdict and a verifying signature.
+    let mut drills = Value::Null;
+    assert!(
+        poll_until(Duration::from_secs(15), || {
+            drills = get(&addr, "/api/v1/drills").json();
+            drills.as_array().is_some_and(|d| !d.is_empty())
+        }),
+        "no drill on the console: {drills}"
+    );
+    let drill = &drills[0];
+    assert_eq!(drill["group"], "app", "{drill}");
+    assert!(
+        ["passed", "passed_with_conditions"].contains(&drill["verdict"].as_str().unwrap()),
+        "{drill}"
+    );
+    assert_eq!(drill["signature_verifies"], true, "{drill}");
+    let one = ok_json(&get(
+        &addr,
+        &format!("/api/v1/drills/{}", drill["id"].as_str().unwrap()),
+    ));
+    assert_eq!(one["verification"]["verifies"], true, "{one}");
+    assert!(get(&addr, "/").body.contains("data-group=\"app\""));
+
+    // Ctrl-C: exit 0, and nothing of the demo is left but ./lifeline-demo.
+    demo.signal("INT");
+    let r = demo.finish(Duration::from_secs(30));
+    assert_eq!(r.code, Some(EXIT_OK), "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("demo finished"), "{}", r.stdout);
+    let left = processes_mentioning(&testbed);
+    assert!(left.is_empty(), "processes of the demo left running: {left:?}");
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(s(tmp.path())),
+        "a mount left under the demo's temporary directory: {mounts}"
+    );
+    assert!(!Path::new(&testbed).exists(), "{testbed} was not removed");
+    let tmp_left: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(tmp_left.is_empty(), "temporary files left: {tmp_left:?}");
+    let cwd_left: Vec<String> = fs::read_dir(cwd.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(cwd_left, ["lifeline-demo"]);
+    assert!(get_refused(&addr), "the console still answers after the demo exited");
+}
+
+/// Whether nothing listens on `addr` any more.
+fn get_refused(addr: &str) -> bool {
+    std::net::TcpStream::connect(addr).is_err()
+}
