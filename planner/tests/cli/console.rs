@@ -622,7 +622,8 @@ fn console_roles_and_refusals() {
 
 /// A run waiting for approval, approved from the console: group `d`'s drill
 /// (started with "drill now") runs a real runbook whose `gate` step waits for
-/// an approval; `/api/v1/runs` lists it, the auditor and an unauthenticated
+/// an approval (meanwhile an action's audit entry goes through the drill,
+/// which owns the log); `/api/v1/runs` lists it, the auditor and an unauthenticated
 /// caller cannot approve, the admin does through the running planner's
 /// control socket (the mechanism `lifeline approve` uses), the drill then
 /// completes, and the approval is on the audit chain with who gave it.
@@ -688,6 +689,27 @@ fn console_approves_a_run_waiting_for_approval() {
         )),
         "{}",
         page.body
+    );
+
+    // While the drill owns the planner's catalog, an action's entry goes to
+    // it over its control socket (the daemon cannot open the log then).
+    let via_owner = lifeline_planner::daemon::console::actions::record(
+        &dep.sb.state,
+        &lifeline_planner::daemon::console::actions::ConsoleAction {
+            action: "pause".into(),
+            group: "d".into(),
+            by: "admin:test".into(),
+            site: "primary".into(),
+        },
+    )
+    .unwrap();
+    assert!(
+        via_owner.starts_with("recorded `console_action` by admin:test at audit entry"),
+        "recorded by the running drill: {via_owner}"
+    );
+    assert_eq!(
+        console_actions(&dep.sb.state).last().map(|e| e["operator"].clone()),
+        Some(json!("admin:test"))
     );
 
     let approve = format!("/api/v1/runs/{id}/approve");
