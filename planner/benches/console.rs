@@ -52,6 +52,9 @@ impl ConsoleBackend for FakeDaemon {
     fn planner_public_key(&self) -> PathBuf {
         self.public_key.clone()
     }
+    fn planner_state_dir(&self) -> Option<PathBuf> {
+        None
+    }
 }
 
 fn report(id: &str, group: &str, at: DateTime<Utc>) -> lifeline_planner::report::DrillReport {

@@ -99,6 +99,22 @@ impl PlannerCatalog {
         Ok(PlannerCatalog { runs, drills, db, dir })
     }
 
+    /// [`open`](Self::open), waiting up to `wait` while another process holds
+    /// the catalog (then the [`CatalogHeld`] error). For work that can wait for
+    /// a brief holder (`lifeline runs` reading it, the daemon recording a
+    /// console action): a run holds it until it ends, so this is no queue.
+    pub fn open_waiting(state_dir: &Path, wait: std::time::Duration) -> Result<PlannerCatalog> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match Self::open(state_dir) {
+                Err(e) if e.downcast_ref::<CatalogHeld>().is_some() && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Opens the catalog only if it exists: `None` when `STATE/planner/catalog`
     /// is gone (an audit must report that, not create an empty one).
     pub fn open_existing(state_dir: &Path) -> Result<Option<PlannerCatalog>> {

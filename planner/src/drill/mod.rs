@@ -84,7 +84,9 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
         .context("drill_interval of the group")?
         .unwrap_or(Duration::from_secs(30 * 86_400));
     let state = opts.planner.state_dir(&config);
-    let catalog = PlannerCatalog::open(&state)?;
+    // A brief holder (the daemon recording a console action on the audit
+    // chain, `lifeline runs`) lets go within milliseconds.
+    let catalog = PlannerCatalog::open_waiting(&state, Duration::from_secs(5))?;
     let audit = AuditLog::open(catalog.dir())?;
     let key = crate::audit::signing_key(catalog.dir())?;
     let id = crate::engine::new_run_id(Mode::Drill);

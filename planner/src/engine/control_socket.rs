@@ -1,5 +1,6 @@
 //! The running planner's control socket, `STATE/planner/control.sock`: `lifeline
-//! runs`, `approve` and `abort` from other shells reach the process that owns the
+//! runs`, `approve` and `abort` from other shells (and the daemon's console:
+//! approvals, and its actions' audit entries) reach the process that owns the
 //! planner catalog through it. One JSON request per line, one JSON answer per line.
 //! The socket is created mode 0600: whoever may read the state directory's
 //! planner files may drive its runs.
@@ -28,6 +29,14 @@ pub enum Request {
     Abort {
         run: String,
         who: String,
+    },
+    /// Another process (the daemon's console) records an action on the audit
+    /// chain, which only the catalog's owner writes: `event` with `who` as the
+    /// operator and `detail`.
+    Audit {
+        event: String,
+        who: String,
+        detail: serde_json::Value,
     },
     /// A failover, switchover or failback (`by`, its run id) needs the catalog:
     /// a drill stops for it; any other run refuses.
@@ -138,6 +147,10 @@ fn handle(shared: &Shared, plan: &Plan, req: Request) -> Answer {
                 "drill {this} (PID {}) stops for {by}: it tears down, writes its report and releases the planner catalog",
                 std::process::id()
             )),
+            Err(e) => Answer::err(format!("{e:#}")),
+        },
+        Request::Audit { event, who, detail } => match shared.append_audit(&event, &who, detail) {
+            Ok(head) => Answer::ok(format!("recorded `{event}` by {who} at audit entry {}", head.seq)),
             Err(e) => Answer::err(format!("{e:#}")),
         },
         Request::Abort { who, .. } => match shared.request_abort(&who) {

@@ -163,6 +163,16 @@ impl Shared {
         self.record.lock().expect("record lock").clone()
     }
 
+    /// Appends an entry that belongs to no step of this run (a console action
+    /// of the daemon, which cannot write the log while this process owns it):
+    /// `who` as the operator, `detail` as given.
+    pub fn append_audit(&self, event: &str, who: &str, detail: serde_json::Value) -> Result<crate::audit::SignedHead> {
+        self.audit
+            .lock()
+            .expect("audit lock")
+            .append(Some(who), None, None, event, Some(detail))
+    }
+
     /// Records an approval of `step` by `who`. Errors say why it cannot be approved.
     pub fn approve(&self, plan: &Plan, step: &str, who: &str) -> Result<()> {
         let Some(ps) = plan.step(step) else {

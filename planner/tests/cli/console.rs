@@ -221,6 +221,32 @@ fn by_name<'a>(groups: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no group {name} in {groups}"))
 }
 
+/// The planner's audit log entries (`STATE/planner/audit.jsonl`); none
+/// before the first.
+fn audit_entries(state: &Path) -> Vec<Value> {
+    match fs::read_to_string(state.join("planner").join("audit.jsonl")) {
+        Ok(text) => text.lines().map(|l| serde_json::from_str(l).unwrap()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("read the audit log: {e}"),
+    }
+}
+
+/// The audit entries that record console actions.
+fn console_actions(state: &Path) -> Vec<Value> {
+    audit_entries(state)
+        .into_iter()
+        .filter(|e| e["event"] == "console_action")
+        .collect()
+}
+
+/// `lifeline audit verify` of the deployment's planner: the chain holds.
+#[track_caller]
+fn audit_verifies(config: &Path) {
+    run(&["audit", "verify", "--config", s(config)])
+        .ok()
+        .stdout_has(&["audit log ok"]);
+}
+
 #[track_caller]
 fn ok_json(a: &Answer) -> Value {
     assert_eq!(a.status, 200, "{}", a.body);
@@ -547,16 +573,31 @@ fn console_roles_and_refusals() {
         request(&addr, "GET", "/api/v1/groups/d/drill", &[("authorization", &admin)]).status,
         405
     );
+    // Nothing refused reached the audit chain.
+    assert_eq!(console_actions(&dep.sb.state), Vec::<Value>::new());
     let origin = format!("http://{addr}");
     let a = post(
         "/api/v1/groups/d/drill",
         &[("authorization", &admin), csrf, ("origin", &origin)],
     );
     assert_eq!(a.status, 202, "{}", a.body);
+    let answer = a.json();
     assert_eq!(
-        a.json(),
-        json!({"group": "d", "action": "drill requested", "by": "admin token"})
+        (&answer["group"], &answer["action"], &answer["by"]),
+        (&json!("d"), &json!("drill requested"), &json!("admin token")),
+        "{answer}"
     );
+    assert!(answer["audit"].as_str().unwrap().contains("audit entry"), "{answer}");
+    // On the audit chain before the answer said it was done: the action, the
+    // group and who acted.
+    let recorded = console_actions(&dep.sb.state);
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0]["operator"], "admin token", "{}", recorded[0]);
+    assert_eq!(
+        recorded[0]["detail"],
+        json!({"action": "drill now", "group": "d", "by": "admin token", "site": "primary"})
+    );
+    audit_verifies(&dep.config);
     // The group's drill job runs at once (and fails: its runbook is missing).
     let e = job_event(&mut d, "drill", "d", Duration::from_secs(30));
     assert_eq!(e["ok"], false, "{e}");
@@ -575,6 +616,185 @@ fn console_roles_and_refusals() {
             assert!(!b.contains(&secret), "an answer holds a secret");
         }
     }
+    d.signal("TERM");
+    assert_eq!(d.finish(Duration::from_secs(30)).code, Some(0));
+}
+
+/// A run waiting for approval, approved from the console: group `d`'s drill
+/// (started with "drill now") runs a real runbook whose `gate` step waits for
+/// an approval (meanwhile an action's audit entry goes through the drill,
+/// which owns the log); `/api/v1/runs` lists it, the auditor and an unauthenticated
+/// caller cannot approve, the admin does through the running planner's
+/// control socket (the mechanism `lifeline approve` uses), the drill then
+/// completes, and the approval is on the audit chain with who gave it.
+#[test]
+fn console_approves_a_run_waiting_for_approval() {
+    let dep = Deployment::new();
+    let rb = Runbook::new("d-drill", "d")
+        .check("before", &[])
+        .approval(
+            "gate",
+            &["before"],
+            "message = \"the sandbox looks right\"\ndrill = \"run\"",
+        )
+        .check("after", &["gate"])
+        .write(&dep.sb.path("d-drill.toml"));
+    let text = fs::read_to_string(&dep.config)
+        .unwrap()
+        .replace(s(&dep.sb.path("missing-runbook.toml")), s(&rb));
+    fs::write(&dep.config, text).unwrap();
+    let (mut d, addr) = dep.with_tokens();
+    let admin = format!("Bearer {ADMIN}");
+    let auditor = format!("Bearer {AUDITOR}");
+    let csrf = ("x-lifeline-csrf", "1");
+
+    let runs = ok_json(&request(&addr, "GET", "/api/v1/runs", &[("authorization", &auditor)]));
+    assert_eq!(runs, json!({"runs": []}), "no planner runs yet");
+    let a = request(
+        &addr,
+        "POST",
+        "/api/v1/groups/d/drill",
+        &[("authorization", &admin), csrf],
+    );
+    assert_eq!(a.status, 202, "{}", a.body);
+
+    // The drill's run waits at `gate`.
+    let waiting = || {
+        request(&addr, "GET", "/api/v1/runs", &[("authorization", &auditor)]).json()["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["waiting_for_approval"].as_array().is_some_and(|w| !w.is_empty()))
+            .cloned()
+    };
+    assert!(
+        poll_until(Duration::from_secs(60), || waiting().is_some()),
+        "no run waits for approval: {}",
+        d.describe()
+    );
+    let run_view = waiting().unwrap();
+    let id = run_view["id"].as_str().unwrap().to_string();
+    assert_eq!(run_view["mode"], "drill", "{run_view}");
+    assert_eq!(run_view["group"], "d", "{run_view}");
+    assert_eq!(run_view["runbook"], "d-drill", "{run_view}");
+    let w = &run_view["waiting_for_approval"][0];
+    assert_eq!(w["step"], "gate", "{run_view}");
+    assert_eq!(w["message"], "the sandbox looks right", "{run_view}");
+    assert_eq!(w["approve"], format!("/api/v1/runs/{id}/approve?step=gate"));
+    // The jobs page lists it with its button.
+    let page = request(&addr, "GET", "/jobs", &[("authorization", &auditor)]);
+    assert!(
+        page.body.contains(&format!(
+            "<button data-action=\"/api/v1/runs/{id}/approve?step=gate\">Approve</button>"
+        )),
+        "{}",
+        page.body
+    );
+
+    // While the drill owns the planner's catalog, an action's entry goes to
+    // it over its control socket (the daemon cannot open the log then).
+    let via_owner = lifeline_planner::daemon::console::actions::record(
+        &dep.sb.state,
+        &lifeline_planner::daemon::console::actions::ConsoleAction {
+            action: "pause".into(),
+            group: "d".into(),
+            by: "admin:test".into(),
+            site: "primary".into(),
+        },
+    )
+    .unwrap();
+    assert!(
+        via_owner.starts_with("recorded `console_action` by admin:test at audit entry"),
+        "recorded by the running drill: {via_owner}"
+    );
+    assert_eq!(
+        console_actions(&dep.sb.state).last().map(|e| e["operator"].clone()),
+        Some(json!("admin:test"))
+    );
+
+    let approve = format!("/api/v1/runs/{id}/approve");
+    let before = audit_entries(&dep.sb.state).len();
+    api_error(
+        &request(&addr, "POST", &approve, &[("authorization", &auditor), csrf]),
+        403,
+        "auditor role reads",
+    );
+    api_error(&request(&addr, "POST", &approve, &[csrf]), 401, "needs authentication");
+    api_error(
+        &request(&addr, "POST", &approve, &[("authorization", &admin)]),
+        403,
+        "x-lifeline-csrf",
+    );
+    api_error(
+        &request(
+            &addr,
+            "POST",
+            "/api/v1/runs/20000101T000000Z-drill-nope/approve",
+            &[("authorization", &admin), csrf],
+        ),
+        404,
+        "is not running",
+    );
+    api_error(
+        &request(
+            &addr,
+            "POST",
+            &format!("{approve}?step=before"),
+            &[("authorization", &admin), csrf],
+        ),
+        409,
+        "not an approval",
+    );
+    assert_eq!(
+        audit_entries(&dep.sb.state).len(),
+        before,
+        "a refused approval left an entry"
+    );
+    assert!(waiting().is_some(), "still waiting after the refusals");
+
+    let a = request(&addr, "POST", &approve, &[("authorization", &admin), csrf]);
+    assert_eq!(a.status, 200, "{}", a.body);
+    let answer = a.json();
+    assert_eq!(answer["step"], "gate", "{answer}");
+    assert_eq!(answer["by"], "admin token (console)", "{answer}");
+    // Recorded by the planner before it answered.
+    let approved: Vec<Value> = audit_entries(&dep.sb.state)
+        .into_iter()
+        .filter(|e| e["event"] == "approved" && e["run"] == id.as_str())
+        .collect();
+    assert_eq!(approved.len(), 1, "{approved:?}");
+    assert_eq!(approved[0]["step"], "gate");
+    assert_eq!(approved[0]["operator"], "admin token (console)");
+    // A second approval is refused by the planner.
+    let again = request(
+        &addr,
+        "POST",
+        &format!("{approve}?step=gate"),
+        &[("authorization", &admin), csrf],
+    );
+    assert!(
+        again.status == 409 || again.status == 404,
+        "a second approval: {}",
+        again.body
+    );
+
+    // The drill goes on to its end.
+    let e = job_event(&mut d, "drill", "d", Duration::from_secs(60));
+    assert_eq!(e["ok"], true, "{e}");
+    assert_ne!(e["verdict"], "failed", "{e}");
+    let report: Value =
+        serde_json::from_slice(&fs::read(Path::new(e["report_dir"].as_str().unwrap()).join("report.json")).unwrap())
+            .unwrap();
+    let steps = report["steps"].to_string();
+    assert!(
+        steps.contains("admin token (console)"),
+        "the report names the approver: {steps}"
+    );
+    assert_eq!(
+        ok_json(&request(&addr, "GET", "/api/v1/runs", &[("authorization", &auditor)])),
+        json!({"runs": []})
+    );
+    audit_verifies(&dep.config);
     d.signal("TERM");
     assert_eq!(d.finish(Duration::from_secs(30)).code, Some(0));
 }
@@ -685,6 +905,9 @@ fn console_over_https_with_client_certificates() {
     assert_eq!(a.status, 202, "{}", a.body);
     assert_eq!(a.json()["by"], "admin:ops");
     job_event(&mut d, "drill", "d", Duration::from_secs(30));
+    let recorded = console_actions(&dep.sb.state);
+    assert_eq!(recorded.len(), 1, "the auditor's attempt left no entry: {recorded:?}");
+    assert_eq!(recorded[0]["operator"], "admin:ops", "the certificate's identity");
 
     // Pause and resume a group's replication: its state, and its points.
     let p = |c| http::request_tls(c, &addr, "GET", "/api/v1/groups/p", &[]).json();
@@ -719,6 +942,26 @@ fn console_over_https_with_client_certificates() {
     let seq = p(&auditor)["last_point"]["seq"].clone();
     let a = http::request_tls(&admin, &addr, "POST", "/api/v1/groups/p/resume", &[csrf]);
     assert_eq!(a.status, 202, "{}", a.body);
+    let recorded: Vec<(Value, Value, Value)> = console_actions(&dep.sb.state)
+        .into_iter()
+        .map(|e| {
+            (
+                e["detail"]["action"].clone(),
+                e["detail"]["group"].clone(),
+                e["operator"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            (json!("drill now"), json!("d"), json!("admin:ops")),
+            (json!("pause"), json!("p"), json!("admin:ops")),
+            (json!("resume"), json!("p"), json!("admin:ops")),
+        ],
+        "the auditor's refused pause left no entry"
+    );
+    audit_verifies(&dep.config);
     // Skipped cycles may still end meanwhile; the next committed point follows.
     let e = d
         .wait_for_line(Duration::from_secs(30), |l| {
@@ -744,8 +987,9 @@ fn artifact(name: &str) -> PathBuf {
 /// reads each group's state as the API gives it, sees the page update live
 /// from the event stream (a state change included) without reloading, no
 /// request leaves 127.0.0.1, no script error, the drill page says the
-/// signature verifies, a drill started from the page runs, and the overview
-/// reads with JavaScript disabled.
+/// signature verifies, a real drill started from the page runs and shows on
+/// the page with its verdict (passed), and the overview reads with
+/// JavaScript disabled.
 #[test]
 fn console_in_a_real_browser() {
     let Some(chromium) = crate::common::cdp::chromium() else {
@@ -755,6 +999,33 @@ fn console_in_a_real_browser() {
         return;
     };
     let dep = Deployment::new();
+    // `shop` is drilled for real on this site: a receiver holds its point
+    // (written by its agent identity), and its drill runbook promotes the
+    // point into the sandbox and checks the volume against the point's hash.
+    let site = Site::new(&["db1@acme", "planner@acme"]);
+    let receiver = site.receiver(&["db1=shop"]);
+    let shop = dep.sb.path("shop.img");
+    write_random_file(&shop, MIB, 5);
+    site.client(&receiver, "db1", &dep.sb.key)
+        .backup_json("shop", &[("db", &shop)]);
+    let rb = Runbook::new("shop-drill", "shop")
+        .step("promote", "volume.promote", "")
+        .step("verify", "check.volume", "volume = \"db\"\nafter = [\"promote\"]")
+        .write(&dep.sb.path("shop-drill.toml"));
+    let mut text = fs::read_to_string(&dep.config).unwrap().replace(
+        "[sites.primary]\n",
+        &format!("[sites.primary]\nreceiver = \"{}\"\n", receiver.url()),
+    );
+    text.push_str(&format!(
+        "\n[groups.shop]\nsecondary = \"primary\"\ntenant = \"acme\"\nvolumes = {{ db = \"{vol}\" }}\n\
+         targets = {{ db = \"{target}\" }}\nrpo = \"1h\"\nrto = \"5m\"\ndrill_schedule = \"0 0 0 1 1 *\"\n\
+         drill_runbook = \"{rb}\"\n\n[tls]\ndir = \"{tls}\"\nidentity = \"planner\"\n",
+        vol = s(&shop),
+        target = s(&dep.sb.path("recovered/shop.img")),
+        rb = s(&rb),
+        tls = s(&site.tls),
+    ));
+    fs::write(&dep.config, text).unwrap();
     let (mut d, addr) = dep.with_tokens();
     job_event(&mut d, "point", "g", Duration::from_secs(30));
     let base = format!("http://{addr}");
@@ -792,8 +1063,11 @@ fn console_in_a_real_browser() {
         if let Some(o) = g["rpo_objective_seconds"].as_f64() {
             let shown = if o < 10.0 {
                 format!("/ {o:.1} s")
-            } else {
+            } else if o < 60.0 {
                 format!("/ {o:.0} s")
+            } else {
+                // `shop`'s hour.
+                format!("/ {} h {} min", (o / 3600.0).floor(), ((o % 3600.0) / 60.0).floor())
             };
             assert!(r["rpo"].as_str().unwrap().contains(&shown), "{r}");
         }
@@ -835,21 +1109,48 @@ fn console_in_a_real_browser() {
         "the report frame",
     );
 
-    // A drill started from the page: the button, then the job on the jobs page.
-    b.navigate(&format!("{base}/groups/d"));
+    // A drill started from the page: the button, the real drill's job on the
+    // jobs page, then the drill with its verdict on the group's page.
+    b.navigate(&format!("{base}/groups/shop"));
     b.eval("document.querySelector('button[data-action$=\"/drill\"]').click(); true");
     b.wait_true(
         "document.querySelector('.action-result').textContent === 'drill requested'",
         Duration::from_secs(10),
         "the action's answer on the page",
     );
-    job_event(&mut d, "drill", "d", Duration::from_secs(30));
+    let e = job_event(&mut d, "drill", "shop", Duration::from_secs(120));
+    assert_eq!(e["ok"], true, "{e}");
+    assert_eq!(e["verdict"], "passed", "{e}");
+    let drill_id = Path::new(e["report_dir"].as_str().unwrap())
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     b.navigate(&format!("{base}/jobs"));
     b.wait_true(
-        "[...document.querySelectorAll('#jobs tr')].some(r => r.innerText.includes('drill') && r.innerText.includes('failed'))",
+        "[...document.querySelectorAll('#jobs tr')].some(r => r.innerText.includes('drill') && r.innerText.includes('shop') \
+         && r.querySelector('.result.ok') !== null && r.innerText.includes('verdict passed'))",
         Duration::from_secs(10),
         "the drill on the jobs page with its result",
     );
+    b.navigate(&format!("{base}/groups/shop"));
+    b.wait_true(
+        &format!(
+            "[...document.querySelectorAll('tr')].some(r => r.querySelector('a[href=\"/drills/{drill_id}\"]') !== null \
+             && r.innerText.includes('PASSED') && r.innerText.includes('verifies'))"
+        ),
+        Duration::from_secs(10),
+        "the drill from the page on the group's page, passed, its signature verifying",
+    );
+    b.navigate(&format!("{base}/drills/{drill_id}"));
+    let text = b.eval("document.body.innerText");
+    let text = text.as_str().unwrap();
+    assert!(
+        text.contains("signature verifies") && text.contains("verdict PASSED"),
+        "{text}"
+    );
+    fs::write(artifact("drill.png"), b.screenshot()).unwrap();
 
     // Nothing left 127.0.0.1, and no script error or CSP violation.
     let requests: Vec<String> = b
@@ -896,4 +1197,135 @@ fn console_in_a_real_browser() {
     drop(b);
     d.signal("TERM");
     assert_eq!(d.finish(Duration::from_secs(30)).code, Some(0));
+}
+
+/// The processes (other than this one) whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
+    let me = std::process::id();
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter_map(|pid| {
+            let cmd = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains(needle).then_some((pid, cmd))
+        })
+        .collect()
+}
+
+/// `lifeline demo --console 127.0.0.1:0`, the real binary: once the demo's
+/// drill ran, the console answers with the demo's group and a state, the
+/// drill with its verdict and a verifying signature; Ctrl-C then stops it with
+/// exit 0 and tears the demo down: none of its processes (receivers, agent,
+/// workload) is left, nothing is mounted under its temporary directory, and
+/// the temporary directory itself is gone.
+#[test]
+fn demo_console_answers_then_ctrl_c_tears_the_demo_down() {
+    let cwd = tempfile::tempdir().unwrap();
+    // The demo's temporary directories go here, so that what it leaves shows.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut demo = Background::spawn_in(
+        cwd.path(),
+        &[("TMPDIR", s(tmp.path()))],
+        &["demo", "--size-mib", "16", "--console", "127.0.0.1:0"],
+    );
+    let line = demo
+        .wait_for_line(Duration::from_secs(30), |l| l.contains("(local testbed in "))
+        .unwrap_or_else(|| panic!("the demo did not start its testbed: {}", demo.describe()));
+    let testbed = line
+        .split("(local testbed in ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(')')
+        .to_string();
+    assert!(testbed.starts_with(s(tmp.path())), "{testbed} is not under TMPDIR");
+    let line = demo
+        .wait_for_line(Duration::from_secs(40), |l| {
+            l.trim_start().starts_with("console on http://")
+        })
+        .unwrap_or_else(|| panic!("the demo's console did not start: {}", demo.describe()));
+    let addr = line
+        .trim()
+        .trim_start_matches("console on http://")
+        .trim_end_matches('/')
+        .to_string();
+    let running = processes_mentioning(&testbed);
+    assert!(
+        !running.is_empty(),
+        "the demo's receivers and agent run from {testbed}: {}",
+        demo.describe()
+    );
+
+    // The demo's group with a state, and its points.
+    const STATES: [&str; 6] = [
+        "meeting_sla",
+        "rpo_not_met",
+        "drill_overdue",
+        "paused",
+        "syncing",
+        "error",
+    ];
+    let groups = ok_json(&get(&addr, "/api/v1/groups"));
+    let list = groups.as_array().unwrap();
+    assert!(!list.is_empty(), "{groups}");
+    for g in list {
+        assert!(
+            STATES.contains(&g["state"].as_str().unwrap_or("")),
+            "a group without a state: {g}"
+        );
+        assert!(g["state_text"].is_string(), "{g}");
+    }
+    let app = by_name(&groups, "app");
+    assert!(app["last_point"]["seq"].as_u64().unwrap() >= 1, "{app}");
+
+    // The demo's drill, with its verdict and a verifying signature.
+    let mut drills = Value::Null;
+    assert!(
+        poll_until(Duration::from_secs(15), || {
+            drills = get(&addr, "/api/v1/drills").json();
+            drills.as_array().is_some_and(|d| !d.is_empty())
+        }),
+        "no drill on the console: {drills}"
+    );
+    let drill = &drills[0];
+    assert_eq!(drill["group"], "app", "{drill}");
+    assert!(
+        ["passed", "passed_with_conditions"].contains(&drill["verdict"].as_str().unwrap()),
+        "{drill}"
+    );
+    assert_eq!(drill["signature_verifies"], true, "{drill}");
+    let one = ok_json(&get(
+        &addr,
+        &format!("/api/v1/drills/{}", drill["id"].as_str().unwrap()),
+    ));
+    assert_eq!(one["verification"]["verifies"], true, "{one}");
+    assert!(get(&addr, "/").body.contains("data-group=\"app\""));
+
+    // Ctrl-C: exit 0, and nothing of the demo is left but ./lifeline-demo.
+    demo.signal("INT");
+    let r = demo.finish(Duration::from_secs(30));
+    assert_eq!(r.code, Some(EXIT_OK), "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("demo finished"), "{}", r.stdout);
+    let left = processes_mentioning(&testbed);
+    assert!(left.is_empty(), "processes of the demo left running: {left:?}");
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(s(tmp.path())),
+        "a mount left under the demo's temporary directory: {mounts}"
+    );
+    assert!(!Path::new(&testbed).exists(), "{testbed} was not removed");
+    let tmp_left: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(tmp_left.is_empty(), "temporary files left: {tmp_left:?}");
+    let cwd_left: Vec<String> = fs::read_dir(cwd.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(cwd_left, ["lifeline-demo"]);
+    assert!(get_refused(&addr), "the console still answers after the demo exited");
+}
+
+/// Whether nothing listens on `addr` any more.
+fn get_refused(addr: &str) -> bool {
+    std::net::TcpStream::connect(addr).is_err()
 }

@@ -53,6 +53,11 @@ impl ConsoleBackend for DemoDeployment {
     fn planner_public_key(&self) -> PathBuf {
         self.public_key.clone()
     }
+
+    fn planner_state_dir(&self) -> Option<PathBuf> {
+        // The demo's console serves no admin: nobody acts on its planner.
+        None
+    }
 }
 
 /// Serves the console on `addr` over the deployment of `config_path`, with the

@@ -42,4 +42,8 @@ impl ConsoleBackend for Shared {
     fn planner_public_key(&self) -> PathBuf {
         crate::state_dir::planner_dir(&self.state_dir).join("planner.pub")
     }
+
+    fn planner_state_dir(&self) -> Option<PathBuf> {
+        Some(self.state_dir.clone())
+    }
 }

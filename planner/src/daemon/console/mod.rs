@@ -13,10 +13,14 @@
 //! - [`auth`]: who may see what (bearer tokens, client certificates) and the
 //!   admin actions' guard against cross-site requests.
 //! - [`routes`]: the router, its handlers and the security headers.
+//! - [`actions`]: what the admin actions reach beyond the daemon: the
+//!   planner's audit chain, which records each before it is taken, and the
+//!   running planner, which takes approvals.
 //!
 //! The console reaches the daemon only through [`ConsoleBackend`], so the
 //! API, pages and benchmark run over a fake one too.
 
+pub mod actions;
 pub mod auth;
 mod backend;
 pub mod drills;
@@ -80,6 +84,10 @@ pub trait ConsoleBackend: Send + Sync + 'static {
     fn drill_reports(&self) -> PathBuf;
     /// The planner's public key file (`STATE/planner/planner.pub`).
     fn planner_public_key(&self) -> PathBuf;
+    /// The state directory of the planner whose audit chain records the
+    /// console's actions and whose runs it approves; `None` when the console
+    /// acts on no planner (then every action is refused).
+    fn planner_state_dir(&self) -> Option<PathBuf>;
 }
 
 /// Everything the handlers share.

@@ -431,8 +431,38 @@ pub fn drill(d: &Drill) -> String {
     page(&format!("Drill {}", s.id), "/drills", &body)
 }
 
-/// `/jobs`.
-pub fn jobs(j: &JobsView) -> String {
+/// The runs that wait for an approval, each step with its Approve button
+/// (the planner refuses anyone but an admin).
+fn approvals(runs: &[super::actions::RunView]) -> String {
+    let mut rows = String::new();
+    for r in runs {
+        for w in &r.waiting_for_approval {
+            let _ = write!(
+                rows,
+                "<tr data-run=\"{id}\" data-step=\"{step}\"><td>{id}</td><td>{mode}</td><td>{group}</td><td>{step}</td>\
+                 <td>{message}</td><td>{since}</td><td><button data-action=\"{url}\">Approve</button> \
+                 <span class=\"action-result\"></span></td></tr>",
+                id = esc(&r.id),
+                mode = esc(&r.mode),
+                group = esc(&r.group),
+                step = esc(&w.step),
+                message = esc(w.message.as_deref().unwrap_or("")),
+                since = opt_time(w.since.as_ref()),
+                url = esc(&w.approve),
+            );
+        }
+    }
+    if rows.is_empty() {
+        return "<h2>Waiting for approval</h2><p id=\"approvals\">No run waits for an approval.</p>".into();
+    }
+    format!(
+        "<h2>Waiting for approval</h2><table id=\"approvals\"><thead><tr><th>Run</th><th>Mode</th><th>Group</th>\
+         <th>Step</th><th>What to check</th><th>Waiting since</th><th></th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+}
+
+/// `/jobs`: the runs waiting for an approval, then the jobs.
+pub fn jobs(j: &JobsView, runs: &[super::actions::RunView]) -> String {
     let row = |r: &JobRecord| {
         format!(
             "<tr data-job=\"{id}\"><td>{job}</td><td>{group}</td><td>{start}</td><td>{dur}</td><td class=\"result {class}\">{result}</td><td>{what}</td></tr>",
@@ -459,8 +489,9 @@ pub fn jobs(j: &JobsView) -> String {
         rows.push_str(&row(r));
     }
     let body = format!(
-        "<table id=\"jobs\"><thead><tr><th>Job</th><th>Group</th><th>Started</th><th>Duration</th><th>Result</th>\
-         <th>Summary</th></tr></thead><tbody>{rows}</tbody></table>"
+        "{approvals}<h2>Jobs</h2><table id=\"jobs\"><thead><tr><th>Job</th><th>Group</th><th>Started</th><th>Duration</th><th>Result</th>\
+         <th>Summary</th></tr></thead><tbody>{rows}</tbody></table>",
+        approvals = approvals(runs)
     );
     page("Jobs", "/jobs", &body)
 }

@@ -20,6 +20,7 @@ use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::actions::{self, ApproveError, ConsoleAction};
 use super::auth::{self, PeerIdentity, Role};
 use super::{Console, pages, views};
 use crate::daemon::feed::RPO_HISTORY;
@@ -68,6 +69,8 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/api/v1/groups/{name}/drill", post(action_drill))
         .route("/api/v1/groups/{name}/pause", post(action_pause))
         .route("/api/v1/groups/{name}/resume", post(action_resume))
+        .route("/api/v1/runs", get(api_runs))
+        .route("/api/v1/runs/{id}/approve", post(action_approve))
         .route("/api/v1/drills", get(api_drills))
         .route("/api/v1/drills/{id}", get(api_drill))
         .route("/api/v1/jobs", get(api_jobs))
@@ -262,7 +265,21 @@ async fn report_html(State(c): Shared, _r: Reader, Path(id): Path<String>) -> Re
 
 async fn jobs_page(State(c): Shared, _r: Reader) -> Response {
     let (running, recent) = c.feed.jobs();
-    html(StatusCode::OK, pages::jobs(&views::JobsView { running, recent }))
+    // The page reads without the planner's runs when they cannot be had.
+    let runs = planner_runs(&c).await.unwrap_or_default();
+    html(StatusCode::OK, pages::jobs(&views::JobsView { running, recent }, &runs))
+}
+
+/// The runs of the planner in the daemon's state directory that have not
+/// finished (none when the console acts on no planner).
+async fn planner_runs(c: &Console) -> Result<Vec<actions::RunView>, String> {
+    let Some(state) = c.backend.planner_state_dir() else {
+        return Ok(Vec::new());
+    };
+    tokio::task::spawn_blocking(move || actions::running(&state))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("{e:#}"))
 }
 
 async fn login_page() -> Response {
@@ -437,6 +454,16 @@ async fn api_jobs(State(c): Shared, _r: Reader) -> Response {
     json(StatusCode::OK, &views::JobsView { running, recent })
 }
 
+async fn api_runs(State(c): Shared, _r: Reader) -> Response {
+    match planner_runs(&c).await {
+        Ok(runs) => json(StatusCode::OK, &actions::RunsView { runs }),
+        Err(e) => api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot list the planner's runs: {e}"),
+        ),
+    }
+}
+
 async fn api_events(State(c): Shared, _r: Reader) -> Response {
     let rx = c.feed.subscribe();
     let deadline = tokio::time::Instant::now() + STREAM_LIFETIME;
@@ -466,13 +493,41 @@ async fn api_events(State(c): Shared, _r: Reader) -> Response {
     Sse::new(stream).into_response()
 }
 
-fn action_done(c: &Console, who: &str, group: &str, what: &str) -> Response {
-    tracing::info!(group, who, what, "console action");
-    eprintln!("console: {who}: {what} (group {group})");
+/// Records `action` on the planner's audit chain; an answer when it cannot
+/// be (then the action is not taken).
+async fn record(c: &Console, who: &str, group: &str, action: &str) -> Result<String, Response> {
+    let Some(state) = c.backend.planner_state_dir() else {
+        return Err(api_error(
+            StatusCode::CONFLICT,
+            "this console acts on no planner, so it has no audit chain to record actions on",
+        ));
+    };
+    let entry = ConsoleAction {
+        action: action.into(),
+        group: group.into(),
+        by: who.into(),
+        site: c.backend.site(),
+    };
+    match tokio::task::spawn_blocking(move || actions::record(&state, &entry)).await {
+        Ok(Ok(recorded)) => Ok(recorded),
+        Ok(Err(e)) => Err(api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("not done: the action could not be recorded on the planner's audit chain: {e:#}"),
+        )),
+        Err(e) => Err(api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("not done: recording the action failed: {e}"),
+        )),
+    }
+}
+
+fn action_done(c: &Console, who: &str, group: &str, what: &str, audit: &str) -> Response {
+    tracing::info!(group, who, what, audit, "console action");
+    eprintln!("console: {who}: {what} (group {group}; {audit})");
     c.feed.group_changed(group, what);
     json(
         StatusCode::ACCEPTED,
-        &serde_json::json!({"group": group, "action": what, "by": who}),
+        &serde_json::json!({"group": group, "action": what, "by": who, "audit": audit}),
     )
 }
 
@@ -494,8 +549,12 @@ async fn action_drill(State(c): Shared, Admin(who): Admin, Path(name): Path<Stri
             &format!("group `{name}` has no drill job: set drill_schedule and drill_runbook in [groups.{name}]"),
         );
     }
+    let audit = match record(&c, &who, &name, "drill now").await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
     c.feed.request_drill(&name);
-    action_done(&c, &who, &name, "drill requested")
+    action_done(&c, &who, &name, "drill requested", &audit)
 }
 
 async fn set_paused(c: &Console, who: &str, name: &str, paused: bool) -> Response {
@@ -511,8 +570,51 @@ async fn set_paused(c: &Console, who: &str, name: &str, paused: bool) -> Respons
             ),
         );
     };
+    let audit = match record(c, who, name, if paused { "pause" } else { "resume" }).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
     control.set_paused(paused);
-    action_done(c, who, name, if paused { "paused" } else { "resumed" })
+    action_done(c, who, name, if paused { "paused" } else { "resumed" }, &audit)
+}
+
+/// `POST /api/v1/runs/ID/approve[?step=STEP]`: the step (or the one step
+/// that waits) approved through the running planner's control socket, as
+/// `lifeline approve` does; the planner records it on the audit chain
+/// (`approved`, by `IDENTITY (console)`) before it answers.
+async fn action_approve(State(c): Shared, Admin(who): Admin, Path(run): Path<String>, uri: Uri) -> Response {
+    let Some(state) = c.backend.planner_state_dir() else {
+        return api_error(
+            StatusCode::CONFLICT,
+            "this console acts on no planner: nothing to approve",
+        );
+    };
+    let step = uri.query().and_then(|q| form_value(q, "step"));
+    let by = format!("{who} (console)");
+    let (r, by2) = (run.clone(), by.clone());
+    let answer = tokio::task::spawn_blocking(move || actions::approve(&state, &r, step.as_deref(), &by2)).await;
+    match answer {
+        Ok(Ok(a)) => {
+            tracing::info!(run, step = a.step, who, "console approval");
+            eprintln!("console: {who}: {}", a.message);
+            c.feed
+                .group_changed(&a.group, &format!("approved: run {run}, step {}", a.step));
+            json(
+                StatusCode::OK,
+                &serde_json::json!({"run": run, "step": a.step, "group": a.group, "action": "approved", "by": by,
+                                    "message": a.message}),
+            )
+        }
+        Ok(Err(e)) => {
+            let status = match e {
+                ApproveError::NotWaiting(_) => StatusCode::NOT_FOUND,
+                ApproveError::Ambiguous(_) | ApproveError::Refused(_) => StatusCode::CONFLICT,
+                ApproveError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            api_error(status, &e.to_string())
+        }
+        Err(e) => api_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("the approval failed: {e}")),
+    }
 }
 
 async fn action_pause(State(c): Shared, Admin(who): Admin, Path(name): Path<String>) -> Response {

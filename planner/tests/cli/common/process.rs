@@ -71,7 +71,21 @@ pub struct Background {
 impl Background {
     /// Spawns `lifeline ARGS` with piped output.
     pub fn spawn(args: &[&str]) -> Background {
-        let mut child = spawn(args);
+        Self::start(spawn(args), args)
+    }
+
+    /// Spawns `lifeline ARGS` in the working directory `dir`, with extra
+    /// environment variables.
+    pub fn spawn_in(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Background {
+        let mut c = command(args);
+        c.current_dir(dir).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        Self::start(c.spawn().expect("spawn lifeline"), args)
+    }
+
+    fn start(mut child: Child, args: &[&str]) -> Background {
         let out = child.stdout.take().expect("piped stdout");
         let mut err = child.stderr.take().expect("piped stderr");
         let (tx, lines) = mpsc::channel();

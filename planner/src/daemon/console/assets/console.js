@@ -103,6 +103,8 @@
       try { const j = await r.json(); msg = j.error || j.action; } catch (_) { /* status only */ }
       if (out !== b.parentElement) out.textContent = msg; else b.title = msg;
       if (r.ok && b.dataset.action.match(/(pause|resume)$/)) location.reload();
+      // An approval is given once: the planner refuses a second one.
+      if (r.ok && b.dataset.action.includes("/approve")) b.disabled = true;
     });
   }
 })();
