@@ -37,7 +37,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use lifeline_replicator::serve::{
-    DEFAULT_CACHE_BYTES, Export, Hydration, HydrationProgress, ServeOptions, Shutdown, open_for_serving,
+    DEFAULT_CACHE_BYTES, Export, Hydration, HydrationProgress, ReadMeter, ServeOptions, Shutdown, open_for_serving,
 };
 use lifeline_replicator::{Keys, PointSelector, TenantRepository};
 
@@ -97,6 +97,8 @@ pub struct InstantPromote {
     pending: Vec<Hydration>,
     /// The NBD server's address.
     addr: std::net::SocketAddr,
+    /// What the server read from the repository.
+    reads: Arc<ReadMeter>,
     /// Kept open while the exports read from it.
     target: Option<Box<dyn std::any::Any + Send>>,
 }
@@ -159,6 +161,7 @@ pub fn start(
     )
     .map_err(|e| format!("serve point {} of group `{}`: {e}", req.seq, req.group))?;
     let exports: Vec<Arc<Export>> = served.server.exports().to_vec();
+    let reads = served.reads.clone();
     let mut pending = Vec::new();
     if req.hydrate {
         for (name, target) in &req.volumes {
@@ -223,6 +226,7 @@ pub fn start(
         hydrations_started: false,
         pending,
         addr,
+        reads,
         target: None,
     };
     let mut files = Vec::new();
@@ -639,11 +643,15 @@ pub(super) async fn finish(shared: &Arc<Shared>, status: super::RunStatus) -> an
             let mine: Vec<_> = rec.hydrations.iter().filter(|h| h.step == step).collect();
             !mine.is_empty() && mine.iter().all(|h| h.state == HydrationState::Done)
         };
+        let reads = ip.reads.clone();
         let notes = tokio::task::spawn_blocking(move || ip.tear_down(hydrated))
             .await
             .unwrap_or_else(|e| vec![format!("the teardown of the instant promote panicked: {e}")]);
+        // Taken after the server stopped: every read it made.
+        let read = reads.bytes();
         shared.transition("instant_torn_down", Some(&step), Some(notes.join("; ")), None, |r| {
-            r.teardown.extend(notes.iter().cloned())
+            r.teardown.extend(notes.iter().cloned());
+            r.repository_reads.insert(step.clone(), read);
         })?;
     }
     Ok(interrupted)
