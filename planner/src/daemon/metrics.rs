@@ -214,7 +214,7 @@ impl DaemonMetrics {
         register(
             r,
             "lifeline_group_last_drill_replication_lag_seconds",
-            "The group's largest replication lag while its last drill ran, as the drill sampled it on the receiver.",
+            "The group's largest replication lag from the start to the end of its last drill, as the drill sampled it on the receiver.",
             &m.group_last_drill_replication_lag_seconds,
         );
         register(
@@ -443,7 +443,7 @@ lifeline_group_last_drill_cpu_seconds{group=\"db\"} 2.5
 # HELP lifeline_group_last_drill_passed 1 when the group's last drill passed (with or without warnings).
 # TYPE lifeline_group_last_drill_passed gauge
 lifeline_group_last_drill_passed{group=\"db\"} 1
-# HELP lifeline_group_last_drill_replication_lag_seconds The group's largest replication lag while its last drill ran, as the drill sampled it on the receiver.
+# HELP lifeline_group_last_drill_replication_lag_seconds The group's largest replication lag from the start to the end of its last drill, as the drill sampled it on the receiver.
 # TYPE lifeline_group_last_drill_replication_lag_seconds gauge
 lifeline_group_last_drill_replication_lag_seconds{group=\"db\"} 1.5
 # HELP lifeline_group_last_drill_repository_read_bytes Sealed bytes the instant promote of the group's last drill read from the repository.

@@ -127,7 +127,9 @@ pub(crate) struct DrillCost {
     /// promote's restore is not counted).
     pub(crate) repository_read_bytes: Option<u64>,
     /// The group's replication lag (now − the newest point's `taken_at`, on
-    /// the receiver) at the drill's start, at most during it, and at its end.
+    /// the receiver) at the drill's start, at most from its start to its end
+    /// (a drill shorter than the sampling period has no sample in between),
+    /// and at its end.
     pub(crate) lag_before_secs: Option<f64>,
     pub(crate) lag_max_secs: Option<f64>,
     pub(crate) lag_after_secs: Option<f64>,
@@ -141,12 +143,16 @@ impl DrillCost {
     /// `drill_report` event.
     fn of(cpu_secs: Option<f64>, report: &serde_json::Value) -> DrillCost {
         let lag = &report["replication_lag"];
+        let (before, after) = (lag["before_secs"].as_f64(), lag["after_secs"].as_f64());
         DrillCost {
             cpu_secs,
             repository_read_bytes: report["repository_read_bytes"].as_u64(),
-            lag_before_secs: lag["before_secs"].as_f64(),
-            lag_max_secs: lag["max_during_secs"].as_f64(),
-            lag_after_secs: lag["after_secs"].as_f64(),
+            lag_before_secs: before,
+            lag_max_secs: [before, lag["max_during_secs"].as_f64(), after]
+                .into_iter()
+                .flatten()
+                .reduce(f64::max),
+            lag_after_secs: after,
             lag_unavailable: lag["unavailable"].as_str().map(String::from),
         }
     }
@@ -227,6 +233,10 @@ mod tests {
             (c.lag_before_secs, c.lag_max_secs, c.lag_after_secs),
             (Some(0.8), Some(2.5), Some(1.0))
         );
+        // A drill shorter than the sampling period: the larger of start and end.
+        let short =
+            serde_json::json!({"replication_lag": {"before_secs": 0.6, "max_during_secs": null, "after_secs": 0.2}});
+        assert_eq!(DrillCost::of(Some(0.3), &short).lag_max_secs, Some(0.6));
         assert_eq!(
             c.summary(),
             "1.25 CPU s, 9.0 MiB read from the repository, replication lag max 2.5 s"
