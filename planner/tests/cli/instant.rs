@@ -486,6 +486,16 @@ after = ["promote"]
         overlay.is_dir(),
         "the overlay of an unfinished hydration was removed: {rec:#}"
     );
+    // The run kept `hydration.json` as `lifeline serve` does: stopped midway.
+    let status = || -> Value { serde_json::from_slice(&fs::read(overlay.join("hydration.json")).unwrap()).unwrap() };
+    let stopped = status();
+    let vol = &stopped["volumes"][0];
+    assert_eq!(vol["state"], "stopped", "{stopped:#}");
+    assert_eq!(
+        vol["copied"], rec["hydrations"][0]["copied"],
+        "{stopped:#} against {rec:#}"
+    );
+    assert!(vol["copied"].as_u64().unwrap() < 8 * MIB, "{stopped:#}");
     let run_dir = PathBuf::from(rec["run_dir"].as_str().unwrap());
     assert!(mounts_under(&run_dir).is_empty(), "{:?}", mounts_under(&run_dir));
     let note = rec["teardown"]
@@ -507,6 +517,10 @@ after = ["promote"]
         "the resumed hydration did not finish: {}",
         serve.describe()
     );
+    let done = status();
+    assert_eq!(done["volumes"][0]["state"], "done", "{done:#}");
+    assert_eq!(done["volumes"][0]["copied"], 8 * MIB, "{done:#}");
+    assert_eq!(done["volumes"][0]["resumed_from"], vol["copied"], "{done:#}");
     serve.signal("INT");
     serve.finish(std::time::Duration::from_secs(30)).ok();
     let mut want = fs::read(d.join("app.img")).unwrap();
