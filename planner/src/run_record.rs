@@ -218,6 +218,10 @@ pub struct RunRecord {
     /// server stopped, overlays removed or kept), each a sentence.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub teardown: Vec<String>,
+    /// Sealed bytes each instant promote's server read from the repository
+    /// (index nodes, segment nodes, chunks), by step; recorded at its teardown.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub repository_reads: BTreeMap<String, u64>,
     /// Times the run was resumed.
     pub resumes: u32,
     pub error: Option<String>,
@@ -243,16 +247,9 @@ impl RunRecord {
     }
 }
 
-/// Where a hydration stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HydrationState {
-    Running,
-    Done,
-    /// Stopped before the end (the run was aborted): its overlay is kept.
-    Stopped,
-    Failed,
-}
+/// Where a hydration stands: the replicator's, so the run record and
+/// `lifeline serve`'s status file say it in the same words.
+pub use lifeline_replicator::serve::HydrationState;
 
 /// One volume being hydrated by an instant promote, as the run record keeps it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -41,6 +41,19 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     write_atomic_inner(path, bytes, Some(mode))
 }
 
+/// Removes the temp files that a writer of `dir/name` killed mid-write left
+/// (`.NAME.tmp-*`, see [`write_atomic`]); best effort. Call it before the
+/// first write, when no other writer of that file runs.
+pub fn remove_temp_files(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        if e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 fn write_atomic_inner(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = parent_dir(path);

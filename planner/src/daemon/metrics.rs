@@ -108,7 +108,10 @@ pub struct DaemonMetrics {
     pub group_bytes_stored_total: Family<GroupLabels, Counter>,
     pub group_cycle_duration_seconds: Family<GroupLabels, GaugeF64>,
     pub group_errors_total: Family<GroupLabels, Counter>,
+    pub group_last_drill_cpu_seconds: Family<GroupLabels, GaugeF64>,
     pub group_last_drill_passed: Family<GroupLabels, Gauge>,
+    pub group_last_drill_replication_lag_seconds: Family<GroupLabels, GaugeF64>,
+    pub group_last_drill_repository_read_bytes: Family<GroupLabels, Gauge>,
     pub group_last_drill_timestamp_seconds: Family<GroupLabels, GaugeF64>,
     pub group_last_drill_verdict: Family<VerdictLabels, Gauge>,
     pub group_last_point_timestamp_seconds: Family<GroupLabels, GaugeF64>,
@@ -137,7 +140,10 @@ impl DaemonMetrics {
             group_bytes_stored_total: Family::default(),
             group_cycle_duration_seconds: Family::default(),
             group_errors_total: Family::default(),
+            group_last_drill_cpu_seconds: Family::default(),
             group_last_drill_passed: Family::default(),
+            group_last_drill_replication_lag_seconds: Family::default(),
+            group_last_drill_repository_read_bytes: Family::default(),
             group_last_drill_timestamp_seconds: Family::default(),
             group_last_drill_verdict: Family::default(),
             group_last_point_timestamp_seconds: Family::default(),
@@ -195,9 +201,27 @@ impl DaemonMetrics {
         );
         register(
             r,
+            "lifeline_group_last_drill_cpu_seconds",
+            "CPU time (user and system) of the group's last drill: the drill process and every process it waited for.",
+            &m.group_last_drill_cpu_seconds,
+        );
+        register(
+            r,
             "lifeline_group_last_drill_passed",
             "1 when the group's last drill passed (with or without warnings).",
             &m.group_last_drill_passed,
+        );
+        register(
+            r,
+            "lifeline_group_last_drill_replication_lag_seconds",
+            "The group's largest replication lag from the start to the end of its last drill, as the drill sampled it on the receiver.",
+            &m.group_last_drill_replication_lag_seconds,
+        );
+        register(
+            r,
+            "lifeline_group_last_drill_repository_read_bytes",
+            "Sealed bytes the instant promote of the group's last drill read from the repository.",
+            &m.group_last_drill_repository_read_bytes,
         );
         register(
             r,
@@ -354,7 +378,12 @@ mod tests {
         m.group_bytes_stored_total.get_or_create(&g).inc_by(120);
         m.group_cycle_duration_seconds.get_or_create(&g).set(0.25);
         m.group_errors_total.get_or_create(&g).inc();
+        m.group_last_drill_cpu_seconds.get_or_create(&g).set(2.5);
         m.group_last_drill_passed.get_or_create(&g).set(1);
+        m.group_last_drill_replication_lag_seconds.get_or_create(&g).set(1.5);
+        m.group_last_drill_repository_read_bytes
+            .get_or_create(&g)
+            .set(9_437_184);
         m.group_last_drill_timestamp_seconds
             .get_or_create(&g)
             .set(1_700_000_000.5);
@@ -408,9 +437,18 @@ lifeline_group_cycle_duration_seconds{group=\"db\"} 0.25
 # HELP lifeline_group_errors_total Failed jobs of the group.
 # TYPE lifeline_group_errors_total counter
 lifeline_group_errors_total{group=\"db\"} 1
+# HELP lifeline_group_last_drill_cpu_seconds CPU time (user and system) of the group's last drill: the drill process and every process it waited for.
+# TYPE lifeline_group_last_drill_cpu_seconds gauge
+lifeline_group_last_drill_cpu_seconds{group=\"db\"} 2.5
 # HELP lifeline_group_last_drill_passed 1 when the group's last drill passed (with or without warnings).
 # TYPE lifeline_group_last_drill_passed gauge
 lifeline_group_last_drill_passed{group=\"db\"} 1
+# HELP lifeline_group_last_drill_replication_lag_seconds The group's largest replication lag from the start to the end of its last drill, as the drill sampled it on the receiver.
+# TYPE lifeline_group_last_drill_replication_lag_seconds gauge
+lifeline_group_last_drill_replication_lag_seconds{group=\"db\"} 1.5
+# HELP lifeline_group_last_drill_repository_read_bytes Sealed bytes the instant promote of the group's last drill read from the repository.
+# TYPE lifeline_group_last_drill_repository_read_bytes gauge
+lifeline_group_last_drill_repository_read_bytes{group=\"db\"} 9437184
 # HELP lifeline_group_last_drill_timestamp_seconds When the group's last drill ended (Unix time).
 # TYPE lifeline_group_last_drill_timestamp_seconds gauge
 lifeline_group_last_drill_timestamp_seconds{group=\"db\"} 1700000000.5
@@ -456,7 +494,10 @@ lifeline_job_duration_seconds_count{group=\"db\",job=\"point\"} 2
         ("lifeline_group_bytes_stored_total", "counter", &["group"]),
         ("lifeline_group_cycle_duration_seconds", "gauge", &["group"]),
         ("lifeline_group_errors_total", "counter", &["group"]),
+        ("lifeline_group_last_drill_cpu_seconds", "gauge", &["group"]),
         ("lifeline_group_last_drill_passed", "gauge", &["group"]),
+        ("lifeline_group_last_drill_replication_lag_seconds", "gauge", &["group"]),
+        ("lifeline_group_last_drill_repository_read_bytes", "gauge", &["group"]),
         ("lifeline_group_last_drill_timestamp_seconds", "gauge", &["group"]),
         ("lifeline_group_last_drill_verdict", "gauge", &["group", "verdict"]),
         ("lifeline_group_last_point_timestamp_seconds", "gauge", &["group"]),

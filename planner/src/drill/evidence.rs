@@ -200,5 +200,6 @@ pub(super) fn promote_evidence(
         service_start_secs: rel(&s.ended_at),
         hydration_end_secs,
         hydration,
+        repository_read_bytes: rec.repository_reads.get(id).copied(),
     })
 }

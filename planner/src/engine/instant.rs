@@ -14,7 +14,8 @@
 //! Hydration (serve's `Hydration`, one thread per volume) copies the point into
 //! the targets while clients read and write; client writes reach the target
 //! too. Its progress is a typed [`HydrationRecord`] in the run record (events
-//! `hydration_progress`, shown by `lifeline runs`). It is on by default in a
+//! `hydration_progress`, shown by `lifeline runs`), and `hydration.json` in the
+//! overlay directory, written as `lifeline serve` writes it, for scripts. It is on by default in a
 //! failover, switchover and failback, off in a drill (`hydrate = true` in a
 //! drill writes only inside the sandbox: drill targets are sandbox paths).
 //!
@@ -37,7 +38,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use lifeline_replicator::serve::{
-    DEFAULT_CACHE_BYTES, Export, Hydration, HydrationProgress, ServeOptions, Shutdown, open_for_serving,
+    DEFAULT_CACHE_BYTES, Export, Hydration, HydrationProgress, HydrationStatusFile, ReadMeter, ServeOptions, Shutdown,
+    open_for_serving,
 };
 use lifeline_replicator::{Keys, PointSelector, TenantRepository};
 
@@ -95,8 +97,12 @@ pub struct InstantPromote {
     hydrations: Vec<JoinHandle<()>>,
     hydrations_started: bool,
     pending: Vec<Hydration>,
+    /// `hydration.json` in the overlay, as `lifeline serve` keeps it (when hydrating).
+    status: Option<Arc<HydrationStatusFile>>,
     /// The NBD server's address.
     addr: std::net::SocketAddr,
+    /// What the server read from the repository.
+    reads: Arc<ReadMeter>,
     /// Kept open while the exports read from it.
     target: Option<Box<dyn std::any::Any + Send>>,
 }
@@ -159,6 +165,7 @@ pub fn start(
     )
     .map_err(|e| format!("serve point {} of group `{}`: {e}", req.seq, req.group))?;
     let exports: Vec<Arc<Export>> = served.server.exports().to_vec();
+    let reads = served.reads.clone();
     let mut pending = Vec::new();
     if req.hydrate {
         for (name, target) in &req.volumes {
@@ -176,6 +183,15 @@ pub fn start(
             );
         }
     }
+    // Scripts watch a run's hydration as they watch `lifeline serve`'s.
+    let status = if pending.is_empty() {
+        None
+    } else {
+        Some(Arc::new(
+            HydrationStatusFile::create(&overlay_dir, &req.group, req.seq, served.reads.clone(), &pending)
+                .map_err(|e| format!("hydration status in {}: {e}", overlay_dir.display()))?,
+        ))
+    };
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("listen on 127.0.0.1:0: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let shutdown = Shutdown::new(&listener).map_err(|e| e.to_string())?;
@@ -222,7 +238,9 @@ pub fn start(
         hydrations: Vec::new(),
         hydrations_started: false,
         pending,
+        status,
         addr,
+        reads,
         target: None,
     };
     let mut files = Vec::new();
@@ -349,7 +367,7 @@ impl InstantPromote {
                 None,
                 |r| r.hydrations.push(rec.clone()),
             );
-            let (shared, stop) = (shared.clone(), self.hydration_stop.clone());
+            let (shared, stop, status) = (shared.clone(), self.hydration_stop.clone(), self.status.clone());
             let (step, volume) = (rec.step.clone(), rec.volume.clone());
             let update = move |shared: &Shared, event: &str, f: &dyn Fn(&mut HydrationRecord)| {
                 let mine = |x: &HydrationRecord| x.step == step && x.volume == volume;
@@ -370,14 +388,26 @@ impl InstantPromote {
             let handle = std::thread::spawn(move || {
                 let mut last = Instant::now() - PROGRESS_EVERY;
                 let result = h.run(&stop, |p: HydrationProgress| {
+                    if let Some(st) = &status {
+                        st.progress(h.export_name(), &p);
+                    }
                     if last.elapsed() >= PROGRESS_EVERY && !p.done {
                         last = Instant::now();
                         update(&shared, "hydration_progress", &|x| {
                             x.copied = p.copied;
                             x.size = p.size;
                         });
+                        if let Some(Err(e)) = status.as_ref().map(|st| st.write()) {
+                            tracing::warn!(error = %e, "cannot write the hydration status");
+                        }
                     }
                 });
+                if let Some(Err(e)) = status
+                    .as_ref()
+                    .map(|st| st.finish(h.export_name(), result.as_ref().map_err(|e| e.to_string())))
+                {
+                    tracing::warn!(error = %e, "cannot write the hydration status");
+                }
                 match result {
                     Ok(p) => update(
                         &shared,
@@ -639,11 +669,15 @@ pub(super) async fn finish(shared: &Arc<Shared>, status: super::RunStatus) -> an
             let mine: Vec<_> = rec.hydrations.iter().filter(|h| h.step == step).collect();
             !mine.is_empty() && mine.iter().all(|h| h.state == HydrationState::Done)
         };
+        let reads = ip.reads.clone();
         let notes = tokio::task::spawn_blocking(move || ip.tear_down(hydrated))
             .await
             .unwrap_or_else(|e| vec![format!("the teardown of the instant promote panicked: {e}")]);
+        // Taken after the server stopped: every read it made.
+        let read = reads.bytes();
         shared.transition("instant_torn_down", Some(&step), Some(notes.join("; ")), None, |r| {
-            r.teardown.extend(notes.iter().cloned())
+            r.teardown.extend(notes.iter().cloned());
+            r.repository_reads.insert(step.clone(), read);
         })?;
     }
     Ok(interrupted)

@@ -132,6 +132,7 @@ pub fn new_record(
         preempted_by: None,
         hydrations: Vec::new(),
         teardown: Vec::new(),
+        repository_reads: Default::default(),
         resumes: 0,
         error: None,
         audit_head: None,

@@ -266,6 +266,13 @@ pub fn render(r: &DrillReport) -> String {
                 secs(p.service_start_secs),
                 secs(p.hydration_end_secs)
             );
+            if let Some(b) = p.repository_read_bytes {
+                let _ = write!(
+                    h,
+                    "<tr><td>read from the repository</td><td class=num>—</td><td class=num>{:.1} MiB</td><td>{b} sealed bytes the instant promote's server read (index, segments, chunks), as counted</td></tr>",
+                    b as f64 / (1u64 << 20) as f64
+                );
+            }
         }
     }
     h.push_str("</table>");

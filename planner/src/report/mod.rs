@@ -113,6 +113,12 @@ pub struct PromoteEvidence {
     /// Each volume hydrated (empty: hydration off, the default in a drill).
     #[serde(default)]
     pub hydration: Vec<HydrationEvidence>,
+    /// Sealed bytes the instant promote's server read from the repository
+    /// during the run (index nodes, segment nodes, chunks: whatever the checks,
+    /// the services and hydration read), as counted; absent for a full
+    /// promote and in reports before it was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_read_bytes: Option<u64>,
 }
 
 /// One volume an instant promote hydrated.

@@ -486,6 +486,16 @@ after = ["promote"]
         overlay.is_dir(),
         "the overlay of an unfinished hydration was removed: {rec:#}"
     );
+    // The run kept `hydration.json` as `lifeline serve` does: stopped midway.
+    let status = || -> Value { serde_json::from_slice(&fs::read(overlay.join("hydration.json")).unwrap()).unwrap() };
+    let stopped = status();
+    let vol = &stopped["volumes"][0];
+    assert_eq!(vol["state"], "stopped", "{stopped:#}");
+    assert_eq!(
+        vol["copied"], rec["hydrations"][0]["copied"],
+        "{stopped:#} against {rec:#}"
+    );
+    assert!(vol["copied"].as_u64().unwrap() < 8 * MIB, "{stopped:#}");
     let run_dir = PathBuf::from(rec["run_dir"].as_str().unwrap());
     assert!(mounts_under(&run_dir).is_empty(), "{:?}", mounts_under(&run_dir));
     let note = rec["teardown"]
@@ -507,6 +517,10 @@ after = ["promote"]
         "the resumed hydration did not finish: {}",
         serve.describe()
     );
+    let done = status();
+    assert_eq!(done["volumes"][0]["state"], "done", "{done:#}");
+    assert_eq!(done["volumes"][0]["copied"], 8 * MIB, "{done:#}");
+    assert_eq!(done["volumes"][0]["resumed_from"], vol["copied"], "{done:#}");
     serve.signal("INT");
     serve.finish(std::time::Duration::from_secs(30)).ok();
     let mut want = fs::read(d.join("app.img")).unwrap();
@@ -516,4 +530,92 @@ after = ["promote"]
         got == want,
         "the hydrated target is not the point plus the write made through the attached file"
     );
+}
+
+/// A drill the daemon schedules (an instant promote of the 8 MiB random
+/// volume and `check.volume`, which hashes every byte through nbdfuse)
+/// reports what it cost, measured: the CPU time of the `lifeline drill`
+/// process and what it waited for, and the sealed bytes its server read from
+/// the repository (at least the volume: random data does not compress), in
+/// the job event and as gauges; the bytes match the signed report's. Without
+/// a receiver the lag is not measured, and the event says why.
+#[test]
+fn a_scheduled_instant_drill_reports_its_cpu_time_and_the_bytes_it_read() {
+    if let Some(why) = cannot_attach() {
+        eprintln!("SKIP a_scheduled_instant_drill_reports_its_cost: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = local_deployment(d);
+    let rb = d.join("prove.toml");
+    fs::write(
+        &rb,
+        r#"[runbook]
+name = "prove"
+group = "app"
+[[step]]
+id = "promote"
+action = "volume.promote"
+instant = true
+[[step]]
+id = "verify"
+action = "check.volume"
+volume = "app"
+after = ["promote"]
+"#,
+    )
+    .unwrap();
+    // The deployment's file ends in [groups.app].
+    let mut cfg = fs::read_to_string(&config).unwrap();
+    cfg.push_str(&format!(
+        "drill_schedule = \"* * * * * *\"\ndrill_runbook = \"{}\"\n[daemon]\nmetrics = \"127.0.0.1:0\"\n",
+        s(&rb)
+    ));
+    fs::write(&config, cfg).unwrap();
+    let mut daemon = Background::spawn(&["--config", s(&config), "daemon", "--site", "secondary", "--json"]);
+    let addr = daemon
+        .wait_for_line(std::time::Duration::from_secs(20), |l| {
+            l.starts_with("metrics listening on ")
+        })
+        .unwrap_or_else(|| panic!("no metrics address: {}", daemon.describe()))
+        .trim_start_matches("metrics listening on ")
+        .to_string();
+    let line = daemon
+        .wait_for_line(std::time::Duration::from_secs(120), |l| {
+            serde_json::from_str::<Value>(l).is_ok_and(|v| v["event"] == "job" && v["job"] == "drill")
+        })
+        .unwrap_or_else(|| panic!("no drill within 120 s: {}", daemon.describe()));
+    let e: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(e["ok"], true, "{e:#}");
+    assert_ne!(e["verdict"], "failed", "{e:#}");
+    let cost = &e["cost"];
+    let cpu = f(&cost["cpu_secs"]);
+    let read = cost["repository_read_bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{e:#}"));
+    assert!(
+        cpu > 0.0 && cpu < f(&e["secs"]) * 2.0 + 5.0,
+        "implausible CPU time: {e:#}"
+    );
+    assert!((8 * MIB..16 * MIB).contains(&read), "implausible bytes read: {e:#}");
+    assert!(cost["lag_max_secs"].is_null(), "{e:#}");
+    assert!(
+        cost["lag_unavailable"].as_str().is_some_and(|w| w.contains("receiver")),
+        "{e:#}"
+    );
+    let report: Value = serde_json::from_slice(
+        &fs::read(PathBuf::from(e["report_dir"].as_str().unwrap()).join("report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["promote"]["repository_read_bytes"], read, "{report:#}");
+    let m = crate::daemon::scrape(&addr);
+    let g = [("group", "app")];
+    let gauge = |name: &str| crate::daemon::sample(&m, name, &g).unwrap_or_else(|| panic!("no {name}"));
+    // A later drill may have ended meanwhile: the gauges hold the last one's.
+    assert!(gauge("lifeline_group_last_drill_cpu_seconds") > 0.0);
+    assert!(gauge("lifeline_group_last_drill_repository_read_bytes") >= (8 * MIB) as f64);
+    assert!(crate::daemon::sample(&m, "lifeline_group_last_drill_replication_lag_seconds", &g).is_none());
+    daemon.signal("TERM");
+    daemon.finish(std::time::Duration::from_secs(60));
 }

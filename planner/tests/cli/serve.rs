@@ -701,6 +701,144 @@ fn hydration_killed_midway_resumes_and_the_target_is_the_point_plus_overlay_writ
     assert!(allocated(&target) < size, "the target's holes were filled");
 }
 
+/// `updated_at` of a hydration status.
+fn at(st: &serde_json::Value) -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::parse_from_rfc3339(st["updated_at"].as_str().unwrap()).unwrap()
+}
+
+/// One read of `hydration.json` (written atomically: always whole).
+fn hydration_status(overlay: &Path) -> serde_json::Value {
+    let bytes = fs::read(overlay.join("hydration.json")).expect("hydration.json");
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("hydration.json is not JSON ({e})"))
+}
+
+/// Polls `hydration.json` every 50 ms until `stop` says so; asserts on each
+/// read that `copied` and the bytes read from the repository never go back
+/// and `updated_at` never goes back. Returns every status read.
+#[track_caller]
+fn poll_status(overlay: &Path, mut stop: impl FnMut(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
+    let mut seen: Vec<serde_json::Value> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let st = hydration_status(overlay);
+        assert_eq!(st["schema"], "lifeline.hydration-status", "{st:#}");
+        assert_eq!(st["version"], 1, "{st:#}");
+        if let Some(prev) = seen.last() {
+            let v = |x: &serde_json::Value, k: &str| x["volumes"][0][k].as_u64().unwrap();
+            assert!(
+                v(&st, "copied") >= v(prev, "copied"),
+                "copied went back: {prev:#} then {st:#}"
+            );
+            assert!(
+                st["repository_read_bytes"].as_u64() >= prev["repository_read_bytes"].as_u64(),
+                "{prev:#} then {st:#}"
+            );
+            assert!(at(&st) >= at(prev), "updated_at went back: {prev:#} then {st:#}");
+        }
+        let done = stop(&st);
+        seen.push(st);
+        if done {
+            return seen;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hydration status never got there: {:#}",
+            seen.last().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `serve --hydrate` keeps `hydration.json` in the overlay directory: read
+/// while a throttled hydration runs, `copied` only grows, with a rate and the
+/// bytes read from the repository; after a kill -9 midway the file is left
+/// saying `running` under a dead pid, and the restarted server's status
+/// resumes at (or past) the last `copied` the killed one wrote, never from 0,
+/// then ends at the volume's size, `done`, the target equal to the volume.
+#[test]
+fn the_hydration_status_file_counts_up_to_the_size_and_shows_a_resume_after_kill_9() {
+    let sb = Sandbox::new();
+    let v = sb.path("v.img");
+    let size = 24 * MIB;
+    write_random_file(&v, size, 61);
+    sb.backup_json("g", &[("v", &v)]);
+    let overlay = sb.path("overlay");
+    let target = sb.path("target.img");
+    let spec = format!("v={}", s(&target));
+    let mut srv = Served::start(
+        &sb,
+        "g",
+        &[
+            "--overlay-dir",
+            s(&overlay),
+            "--hydrate",
+            &spec,
+            "--hydrate-rate",
+            "4MiB",
+        ],
+    );
+    // Written before the address was printed.
+    let first = hydration_status(&overlay);
+    assert_eq!(first["group"], "g", "{first:#}");
+    assert_eq!(first["pid"], srv.bg.pid(), "{first:#}");
+    let vol = &first["volumes"][0];
+    assert_eq!(vol["volume"], "v", "{first:#}");
+    assert_eq!(vol["target"], s(&target), "{first:#}");
+    assert_eq!(vol["size"], size, "{first:#}");
+    assert_eq!(vol["resumed_from"], 0, "{first:#}");
+    assert_eq!(vol["rate_limit"], 4 * MIB, "{first:#}");
+    let seen = poll_status(&overlay, |st| st["volumes"][0]["copied"].as_u64().unwrap() >= 8 * MIB);
+    let last = seen.last().unwrap().clone();
+    assert_eq!(last["volumes"][0]["state"], "running", "{last:#}");
+    assert!(last["volumes"][0]["bytes_per_sec"].as_f64().unwrap() > 0.0, "{last:#}");
+    assert!(last["volumes"][0]["eta_secs"].as_f64().unwrap() > 0.0, "{last:#}");
+    assert!(last["repository_read_bytes"].as_u64().unwrap() > 0, "{last:#}");
+    // Updated at least every second: the reads spanned seconds and saw several updates.
+    let updates: std::collections::BTreeSet<&str> = seen.iter().map(|x| x["updated_at"].as_str().unwrap()).collect();
+    assert!(updates.len() >= 2, "{} updates in {} reads", updates.len(), seen.len());
+    srv.bg.signal("KILL");
+    srv.bg.wait_exit(WAIT).expect("killed");
+    drop(srv);
+    // What the killed server left: its last status, still `running`.
+    let left = hydration_status(&overlay);
+    assert_eq!(left["volumes"][0]["state"], "running", "{left:#}");
+    let left_copied = left["volumes"][0]["copied"].as_u64().unwrap();
+    assert!(left_copied >= last["volumes"][0]["copied"].as_u64().unwrap());
+    assert!(left_copied < size, "hydration ended before the kill: {left:#}");
+
+    let srv = Served::start(&sb, "g", &["--overlay-dir", s(&overlay), "--hydrate", &spec]);
+    let resumed = hydration_status(&overlay);
+    assert_eq!(resumed["pid"], srv.bg.pid(), "{resumed:#}");
+    let from = resumed["volumes"][0]["resumed_from"].as_u64().unwrap();
+    assert!(
+        from >= left_copied && from > 0,
+        "resumed from {from}, but the killed server had copied {left_copied}: {resumed:#}"
+    );
+    assert!(resumed["volumes"][0]["copied"].as_u64().unwrap() >= from, "{resumed:#}");
+    assert!(resumed["volumes"][0]["rate_limit"].is_null(), "{resumed:#}");
+    let seen = poll_status(&overlay, |st| st["volumes"][0]["state"] != "running");
+    let end = seen.last().unwrap();
+    let vol = &end["volumes"][0];
+    assert_eq!(vol["state"], "done", "{end:#}");
+    assert_eq!(vol["copied"], size, "{end:#}");
+    assert_eq!(vol["resumed_from"], from, "{end:#}");
+    assert!(vol["ended_at"].is_string() && vol["eta_secs"].is_null(), "{end:#}");
+    // Random data does not compress: what was copied after the resume was
+    // read from the repository at least once, sealed.
+    assert!(end["repository_read_bytes"].as_u64().unwrap() >= size - from, "{end:#}");
+    assert!(
+        fs::read(&target).unwrap() == fs::read(&v).unwrap(),
+        "the target is not the volume"
+    );
+    // The file stays fresh while the server runs after hydration.
+    let before = at(end);
+    assert!(
+        poll_until(WAIT, || at(&hydration_status(&overlay)) > before),
+        "hydration.json stopped being updated"
+    );
+    drop(srv);
+}
+
 #[test]
 fn serve_reads_a_point_through_a_receiver() {
     if !have(&["nbdcopy"]) {

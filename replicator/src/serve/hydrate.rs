@@ -138,7 +138,9 @@ impl Hydration {
     /// writes reach it.
     pub fn open(export: Arc<Export>, overlay_dir: &Path, target: &Path, rate: u64) -> Result<Hydration> {
         let size = export.size();
-        let cursor_path = overlay_dir.join(format!("{}.hydrate", export.name()));
+        let cursor_name = format!("{}.hydrate", export.name());
+        crate::fsutil::remove_temp_files(overlay_dir, &cursor_name);
+        let cursor_path = overlay_dir.join(cursor_name);
         let meta = std::fs::metadata(target).ok();
         let is_device = meta.as_ref().is_some_and(|m| m.file_type().is_block_device());
         let mut resume = 0;
@@ -217,6 +219,16 @@ impl Hydration {
 
     pub fn resumed_from(&self) -> u64 {
         self.resumed_from
+    }
+
+    /// The volume's size.
+    pub fn size(&self) -> u64 {
+        self.export.size()
+    }
+
+    /// Bytes per second at most (0: no limit).
+    pub fn rate_limit(&self) -> u64 {
+        self.rate
     }
 
     fn persist(&self, copied: u64) -> Result<()> {

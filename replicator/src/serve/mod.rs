@@ -9,6 +9,9 @@
 //! - `overlay`: clients' writes and their durable block bitmap;
 //! - `export`: one volume served (point + overlay);
 //! - `hydrate`: copying a served volume into a target in the background;
+//! - `hydration_status`: its progress as a JSON file in the overlay directory,
+//!   for scripts and monitoring;
+//! - `read_meter`: the bytes the exports read from the repository;
 //! - `server`: connections, negotiation, requests;
 //! - `point_files`, `mount`: the same volumes as read-only files in a FUSE
 //!   mount (`lifeline mount`), for restoring single files through a loop mount.
@@ -21,10 +24,12 @@ pub mod nbd;
 
 mod export;
 mod hydrate;
+mod hydration_status;
 mod mount;
 mod overlay;
 mod point_files;
 mod point_image;
+mod read_meter;
 mod segment_cache;
 mod server;
 
@@ -35,6 +40,10 @@ use chrono::{DateTime, Utc};
 
 pub use export::{Export, READ_AHEAD_SEGMENTS};
 pub use hydrate::{Hydration, HydrationProgress, HydrationTarget};
+pub use hydration_status::{
+    HYDRATION_STATUS_FILE, HYDRATION_STATUS_SCHEMA, HYDRATION_STATUS_VERSION, HydrationState, HydrationStatus,
+    HydrationStatusFile, VolumeHydration,
+};
 pub use mount::{
     MountContent, MountOptions, MountPoints, MountStopper, MountedPoint, PointMount, Unmounted, check_mount_dir,
     open_for_mounting,
@@ -42,6 +51,7 @@ pub use mount::{
 pub use overlay::{OVERLAY_BLOCK, OverlayMeta, VolumeOverlay};
 pub use point_files::{FileNode, NodeKind, PointFiles, ROOT_INODE, image_name, point_dir_name};
 pub use point_image::{Extent, PointImage};
+pub use read_meter::{MeteredStore, ReadMeter};
 pub use segment_cache::SegmentCache;
 pub use server::{NbdServer, Shutdown};
 
@@ -77,6 +87,8 @@ pub struct ServedPoint {
     pub volumes: Vec<(String, u64)>,
     /// Blocks already in the overlay (from an earlier run), per export.
     pub overlay_blocks: Vec<u64>,
+    /// What the exports have read from the repository so far.
+    pub reads: Arc<ReadMeter>,
 }
 
 /// Opens the point and its overlay, ready to [`NbdServer::serve`]. Reads the
@@ -134,7 +146,8 @@ pub fn open_for_serving(repo: &dyn TenantRepository, keys: &Keys, opts: &ServeOp
         .claim(dir)?;
     }
     let cache = Arc::new(SegmentCache::new(opts.cache_bytes));
-    let store = repo.store();
+    let reads = Arc::new(ReadMeter::default());
+    let store: Arc<dyn crate::store::ChunkStore> = Arc::new(MeteredStore::new(repo.store(), reads.clone()));
     let mut exports = Vec::new();
     let mut overlay_blocks = Vec::new();
     for (i, e) in entries.iter().enumerate() {
@@ -153,5 +166,6 @@ pub fn open_for_serving(repo: &dyn TenantRepository, keys: &Keys, opts: &ServeOp
         taken_at: point.header.taken_at,
         volumes,
         overlay_blocks,
+        reads,
     })
 }

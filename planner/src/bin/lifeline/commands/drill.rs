@@ -55,6 +55,14 @@ pub fn run(a: &DrillArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
                 "rto_secs": r.achieved.rto_secs,
                 "objectives": r.objectives,
                 "report_dir": out.report_dir,
+                "repository_read_bytes": r.promote.as_ref().and_then(|p| p.repository_read_bytes),
+                "replication_lag": {
+                    "before_secs": r.replication_lag.before_secs,
+                    "max_during_secs": r.replication_lag.max_during_secs,
+                    "after_secs": r.replication_lag.after_secs,
+                    "points_during": r.replication_lag.points_during,
+                    "unavailable": r.replication_lag.unavailable,
+                },
             })
         );
     } else {

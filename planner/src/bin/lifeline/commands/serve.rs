@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use lifeline_replicator::PointSelector;
-use lifeline_replicator::serve::{Hydration, HydrationProgress, ServeOptions, Shutdown, open_for_serving};
+use lifeline_replicator::serve::{
+    Hydration, HydrationProgress, HydrationStatusFile, ServeOptions, Shutdown, open_for_serving,
+};
 
 use super::human_bytes;
 use crate::cli::ServeArgs;
@@ -74,6 +76,18 @@ pub fn run(a: &ServeArgs) -> Result<ExitCode> {
             .unwrap_or(0);
         hydrations.push(Hydration::open(export.clone(), dir, std::path::Path::new(path), rate)?);
     }
+    // Progress for programs: hydration.json in the overlay directory, written
+    // before the address is printed, so whoever waits for that finds it.
+    let status = match (hydrations.is_empty(), &overlay_dir) {
+        (false, Some(dir)) => Some(std::sync::Arc::new(HydrationStatusFile::create(
+            dir,
+            &served.group,
+            served.seq,
+            served.reads.clone(),
+            &hydrations,
+        )?)),
+        _ => None,
+    };
     let listener = TcpListener::bind(&a.listen).with_context(|| {
         format!(
             "listen on {} (give HOST:PORT, e.g. 127.0.0.1:10809, or port 0 for any)",
@@ -91,6 +105,9 @@ pub fn run(a: &ServeArgs) -> Result<ExitCode> {
         ),
         (None, Some(d)) => eprintln!("writes go to the overlay in {}", d.display()),
         (None, None) => {}
+    }
+    if let Some(st) = &status {
+        eprintln!("hydration status (JSON, about once a second): {}", st.path().display());
     }
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening on nbd://{addr}")?;
@@ -125,13 +142,40 @@ pub fn run(a: &ServeArgs) -> Result<ExitCode> {
     let workers: Vec<_> = hydrations
         .into_iter()
         .map(|h| {
-            let stop = stop.clone();
-            std::thread::spawn(move || hydrate(&h, &stop))
+            let (stop, status) = (stop.clone(), status.clone());
+            std::thread::spawn(move || hydrate(&h, &stop, status.as_deref()))
         })
         .collect();
+    // Rewrites the status every second while serving: fresh rates, bytes read
+    // from the repository, and an `updated_at` that shows the server is alive.
+    let ticker = status.clone().map(|st| {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut warned, mut last) = (false, std::time::Instant::now());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                if last.elapsed() < std::time::Duration::from_secs(1) {
+                    continue;
+                }
+                last = std::time::Instant::now();
+                if let Err(e) = st.write()
+                    && !std::mem::replace(&mut warned, true)
+                {
+                    eprintln!("hydration status: cannot write {}: {e}", st.path().display());
+                }
+            }
+        })
+    });
     let result = served.server.serve(listener, &shutdown);
     for w in workers {
         let _ = w.join();
+    }
+    if let Some(t) = ticker {
+        let _ = t.join();
+    }
+    if let Some(st) = &status {
+        // The bytes read up to the end.
+        let _ = st.write();
     }
     handle.close();
     let _ = watcher.join();
@@ -141,8 +185,9 @@ pub fn run(a: &ServeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs one hydration, its progress on stderr (every 10 %, and when done).
-fn hydrate(h: &Hydration, stop: &std::sync::atomic::AtomicBool) {
+/// Runs one hydration, its progress on stderr (every 10 %, and when done) and
+/// in the status file.
+fn hydrate(h: &Hydration, stop: &std::sync::atomic::AtomicBool, status: Option<&HydrationStatusFile>) {
     let (name, path) = (h.export_name().to_string(), h.target_path().display().to_string());
     if h.resumed_from() > 0 {
         eprintln!(
@@ -153,6 +198,9 @@ fn hydrate(h: &Hydration, stop: &std::sync::atomic::AtomicBool) {
     let mut shown = u64::MAX;
     let started = std::time::Instant::now();
     let result = h.run(stop, |p: HydrationProgress| {
+        if let Some(st) = status {
+            st.progress(&name, &p);
+        }
         let tenth = (p.copied * 10).checked_div(p.size).unwrap_or(10);
         if tenth != shown && !p.done {
             shown = tenth;
@@ -164,6 +212,11 @@ fn hydrate(h: &Hydration, stop: &std::sync::atomic::AtomicBool) {
             );
         }
     });
+    if let Some(st) = status
+        && let Err(e) = st.finish(&name, result.as_ref().map_err(|e| e.to_string()))
+    {
+        eprintln!("hydration status: cannot write {}: {e}", st.path().display());
+    }
     match result {
         Ok(p) if p.done => eprintln!(
             "hydrated {name} into {path}: {} in {:.1} s; client writes keep reaching it",
