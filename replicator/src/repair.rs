@@ -286,7 +286,7 @@ fn rebuild(
     if building.exists() {
         std::fs::remove_dir_all(&building).map_err(|e| Error::io(format!("remove {}", building.display()), e))?;
     }
-    let catalog = SledCatalog::open_for_rebuild(&building, REBUILD_CACHE)?;
+    let catalog = SledCatalog::open_with_cache(&building, REBUILD_CACHE)?;
     catalog.set_config(&config)?;
 
     // 2. Tenants: every name a record object, a tenant directory or the old catalog knows.

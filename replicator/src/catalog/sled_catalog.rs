@@ -45,27 +45,15 @@ impl SledCatalog {
         Self::open_with_cache(path, (file / 4).clamp(16 << 20, 256 << 20))
     }
 
-    /// [`open`](Self::open) with `cache` bytes of sled page cache.
+    /// [`open`](Self::open) with `cache` bytes of sled page cache (a rebuild
+    /// of the whole index writes faster with its tree in memory).
     pub fn open_with_cache(path: &Path, cache: u64) -> Result<Self> {
-        Self::open_in_mode(path, cache, sled::Mode::LowSpace)
-    }
-
-    /// A catalog being rebuilt (`lifeline repair`): `cache` bytes of page
-    /// cache (the whole index is written, faster with its tree in memory) and
-    /// sled's high-throughput mode (3 M objects: 28.7 s instead of 35.4 s,
-    /// peak RSS 1.9 GB instead of 1.6 GB). The mode is no format: a normal
-    /// open reads what it wrote.
-    pub fn open_for_rebuild(path: &Path, cache: u64) -> Result<Self> {
-        Self::open_in_mode(path, cache, sled::Mode::HighThroughput)
-    }
-
-    fn open_in_mode(path: &Path, cache: u64, mode: sled::Mode) -> Result<Self> {
         // sled lets go of its file lock from its flusher thread, up to one
         // flush interval (500 ms) after the last handle is dropped: a reopen in
         // the same process right after a close waits for it instead of failing.
         let mut tries = 0;
         let db = loop {
-            match Self::open_db(path, cache, mode) {
+            match Self::open_db(path, cache) {
                 Err(Error::CatalogLocked { .. }) if tries < 20 => {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(50));
@@ -89,11 +77,10 @@ impl SledCatalog {
         })
     }
 
-    fn open_db(path: &Path, cache: u64, mode: sled::Mode) -> Result<sled::Db> {
+    fn open_db(path: &Path, cache: u64) -> Result<sled::Db> {
         sled::Config::new()
             .path(path)
             .cache_capacity(cache)
-            .mode(mode)
             .open()
             .map_err(|e| match &e {
                 sled::Error::Io(io)
@@ -592,16 +579,12 @@ impl ObjectIndex for SledObjectIndex {
             p.0 += 1;
             p.1 += loc.len as u64;
         }
-        // In small batches: sled's memory grows with the size of its batches
-        // (4096 entries: 4x the peak RSS of 1024 in `lifeline bench --repair`)
-        // and with what it has not flushed (a flush every 256 batches: 1.6 GB
-        // instead of 4.2 GB at 10 M objects). Writers on several cores at once
-        // were slower and took more memory (3 M objects: 41 s and 2.7 GB
-        // against 36 s and 0.9 GB).
-        for (n, part) in entries.chunks(1024).enumerate() {
-            if n % 256 == 255 {
-                self.db.flush().map_err(|e| self.err(e))?;
-            }
+        // Small batches: sled's memory grows with the size of its batches
+        // (4096 entries: 4x the peak RSS of 1024 in `lifeline bench --repair`).
+        // Neither a flush every 256 batches nor writers on several cores
+        // bounded it better: at 10 M objects sled's peak varied from 1.5 to
+        // 8 GB with how fast it was written (see README, "Catalog cache scale").
+        for part in entries.chunks(1024) {
             let mut batch = sled::Batch::default();
             for (id, loc) in part {
                 batch.insert(&id.0, encode_location(loc));
