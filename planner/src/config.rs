@@ -1,13 +1,22 @@
 //! `lifeline.toml`: the deployment as one file. Found at `--config`, else
 //! `$LIFELINE_CONFIG`, else `./lifeline.toml` when present. Flags override it.
-//! Unknown fields are errors that name the line and column. Every field is
-//! documented in `runbooks/lifeline.toml`.
+//! Unknown fields, and typed values (durations, rates, addresses) that do not
+//! parse, are errors that name the line and column. Every field is documented
+//! in `runbooks/lifeline.toml`. The options of `lifeline daemon`
+//! ([`DaemonOptions`]) and `lifeline agent` ([`AgentOptions`]) merge the file
+//! with flags and `LIFELINE_*` variables.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
+
+mod agent_options;
+pub mod values;
+
+pub use agent_options::{AgentOptions, AgentSettings};
 
 /// The whole configuration.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -78,10 +87,12 @@ pub struct GroupConfig {
     pub rpo: Option<String>,
     /// Recovery time objective, e.g. "15m".
     pub rto: Option<String>,
-    /// Replication interval of the agent, e.g. "5s".
-    pub interval: Option<String>,
-    /// Upload limit of the agent, e.g. "50MiB".
-    pub limit_upload: Option<String>,
+    /// Replication interval of the agent, e.g. "5s" (not zero).
+    #[serde(default, deserialize_with = "values::de::interval")]
+    pub interval: Option<Duration>,
+    /// Upload limit of the agent in bytes per second, written e.g. "50MiB" or "200mbit".
+    #[serde(default, deserialize_with = "values::de::rate")]
+    pub limit_upload: Option<u64>,
     /// Freeze and thaw hooks around the reads.
     pub freeze: Option<String>,
     pub thaw: Option<String>,
@@ -89,8 +100,10 @@ pub struct GroupConfig {
     #[serde(default)]
     pub block_map: bool,
     /// How long the agent, and the daemon's point job, retry transient failures, e.g. "60s".
-    pub retry_for: Option<String>,
-    /// Address of the agent's control API, e.g. "127.0.0.1:7444".
+    #[serde(default, deserialize_with = "values::de::duration")]
+    pub retry_for: Option<Duration>,
+    /// Address of the agent's control API, HOST:PORT, e.g. "127.0.0.1:7444".
+    #[serde(default, deserialize_with = "values::de::address")]
     pub control: Option<String>,
     /// Tenant of the group's points (the tenant in the agents' certificates) [default: `default`].
     pub tenant: Option<String>,
@@ -392,6 +405,32 @@ mod tests {
             .to_string();
         assert!(e.starts_with("x.toml:3:1:"), "{e}");
         assert!(e.contains("volumz"), "{e}");
+    }
+
+    #[test]
+    fn typed_values_that_do_not_parse_name_line_and_column() {
+        for (field, value, says) in [
+            (
+                "interval",
+                "\"5 parsecs\"",
+                "invalid duration `5 parsecs`: units are ms, s, m, h, d",
+            ),
+            ("interval", "\"0s\"", "invalid interval `0s`"),
+            ("retry_for", "\"soon\"", "invalid duration `soon`"),
+            ("limit_upload", "\"-5MiB\"", "invalid rate `-5MiB`"),
+            (
+                "control",
+                "\"localhost\"",
+                "invalid address `localhost`: write HOST:PORT",
+            ),
+            ("interval", "5", "invalid type: integer `5`, expected a string"),
+        ] {
+            let text = format!("key_file = \"k\"\n[groups.shop]\n{field} = {value}\n");
+            let e = Config::parse(&text, Path::new("x.toml")).unwrap_err().to_string();
+            let column = field.len() + 4;
+            assert!(e.starts_with(&format!("x.toml:3:{column}: ")), "{e}");
+            assert!(e.contains(says), "{e}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use super::DaemonOptions;
 use super::schedule::{Due, Schedule};
 use crate::config::{Config, GroupConfig};
 use crate::repo_target::parse_duration;
+use crate::runbook::format_duration;
 
 /// Default per-tenant limit of concurrent operations.
 pub const DEFAULT_MAX_CONCURRENT: usize = 5;
@@ -131,19 +132,29 @@ pub(crate) fn plan_jobs(loaded: &Loaded, site: &str) -> Result<Vec<Planned>> {
         let ctx = |what: &str| format!("{}: [groups.{name}] {what}", loaded.path.display());
         let primary = g.primary.as_deref().unwrap_or("primary");
         let secondary = g.secondary.as_deref().unwrap_or("secondary");
+        // The point's schedule, else the agent's interval (typed when the file was read).
+        let point = || -> Result<Option<(String, Schedule)>> {
+            Ok(match (&g.schedule, g.interval) {
+                (Some(spec), _) => Some((
+                    spec.clone(),
+                    Schedule::parse(spec, tz).with_context(|| ctx("schedule"))?,
+                )),
+                (None, Some(every)) => Some((format_duration(every), Schedule::Every(every))),
+                (None, None) => None,
+            })
+        };
         if primary == site
-            && let Some(spec) = g.schedule.as_ref().or(g.interval.as_ref())
+            && let Some((spec, s)) = point()?
         {
             if g.volumes.is_empty() {
                 bail!("{}: a scheduled group needs volumes", ctx("schedule"));
             }
-            let s = Schedule::parse(spec, tz).with_context(|| ctx("schedule"))?;
             let at_start = matches!(s, Schedule::Every(_));
             out.push((
                 format!("point:{name}"),
                 Kind::Point { group: name.clone() },
                 tenant.clone(),
-                spec.clone(),
+                spec,
                 s,
                 at_start,
             ));

@@ -729,6 +729,75 @@ fn agent_gives_up_when_nothing_listens() {
     .fails(EXIT_ERROR, &["pass --tls-dir TLSDIR and --identity NAME"]);
 }
 
+/// `lifeline agent`'s options come from flags, else `LIFELINE_*` variables,
+/// else the group in lifeline.toml, else the defaults. What the agent says when
+/// it gives up on a dead receiver shows which `retry_for` it used.
+#[test]
+fn agent_options_come_from_flags_then_variables_then_the_file() {
+    let site = Site::new(&["a@acme"]);
+    let key = site.key("acme");
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let c = Client {
+        url: format!("https://127.0.0.1:{port}"),
+        tls: site.tls.clone(),
+        identity: "a".into(),
+        key,
+        state: site.path("state"),
+    };
+    let v = site.path("v.img");
+    File::create(&v).unwrap().write_all_at(b"data", 0).unwrap();
+    let config = site.path("lifeline.toml");
+    fs::write(&config, "[groups.app]\nretry_for = \"3s\"\ninterval = \"1h\"\n").unwrap();
+    let gives_up = |env: &[(&str, &str)], extra: &[&str]| {
+        let mut args = c.agent_args("app", &[("v", &v)], &["--once", "--config", s(&config)]);
+        args.extend(extra.iter().map(|e| e.to_string()));
+        Background::spawn_in(site.dir.path(), env, &strs(&args)).finish(PROMPT)
+    };
+    // The file's over the default (60s); its interval yields to --once.
+    gives_up(&[], &[]).fails(EXIT_ERROR, &["giving up after retrying for 3s"]);
+    // A variable over the file; LIFELINE_INTERVAL does not conflict with --once.
+    let env = [("LIFELINE_RETRY_FOR", "2s"), ("LIFELINE_INTERVAL", "1h")];
+    gives_up(&env, &[]).fails(EXIT_ERROR, &["giving up after retrying for 2s"]);
+    // A flag over the variable.
+    gives_up(&env, &["--retry-for", "1s"]).fails(EXIT_ERROR, &["giving up after retrying for 1s"]);
+}
+
+/// A typed value that does not parse is refused before the agent starts: in
+/// lifeline.toml with the file, line and column; in a variable with its flag.
+#[test]
+fn agent_refuses_a_bad_value_in_the_file_naming_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    for (line, says) in [
+        (
+            "interval = \"5 parsecs\"",
+            "bad.toml:3:12: invalid duration `5 parsecs`: units are ms, s, m, h, d",
+        ),
+        (
+            "limit_upload = \"-5MiB\"",
+            "bad.toml:3:16: invalid rate `-5MiB`: write e.g. 50MiB",
+        ),
+        (
+            "control = \"localhost\"",
+            "bad.toml:3:11: invalid address `localhost`: write HOST:PORT",
+        ),
+    ] {
+        fs::write(
+            &bad,
+            format!("[groups.app]\nvolumes = {{ v = \"/nonexistent\" }}\n{line}\n"),
+        )
+        .unwrap();
+        let r = run(&["agent", "--config", s(&bad), "--group", "app", "--once"]).fails(EXIT_ERROR, &[says]);
+        assert!(!r.stderr.contains("retrying"), "{}", r.stderr);
+    }
+    fs::write(&bad, "[groups.app]\nvolumes = { v = \"/nonexistent\" }\n").unwrap();
+    run_env(
+        &["agent", "--config", s(&bad), "--group", "app"],
+        &[("LIFELINE_INTERVAL", "5 parsecs")],
+    )
+    .fails(EXIT_ERROR, &["--interval", "5 parsecs", "units are ms, s, m, h, d"]);
+}
+
 // ---------------------------------------------------------------------------
 // Agent control API
 // ---------------------------------------------------------------------------

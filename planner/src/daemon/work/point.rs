@@ -14,7 +14,6 @@ use serde_json::json;
 use crate::daemon::jobs::owner_site;
 use crate::daemon::metrics;
 use crate::daemon::shared::Shared;
-use crate::repo_target::parse_duration;
 
 impl Shared {
     /// Takes a point of `group` unless its control API paused it, and tells
@@ -96,11 +95,7 @@ impl Shared {
                                 &identity,
                                 &keys,
                             )?);
-                            if let Some(limit) = g.limit_upload.as_deref() {
-                                r.set_upload_limit(Some(
-                                    lifeline_service::parse_rate(limit).map_err(anyhow::Error::msg)?,
-                                ));
-                            }
+                            r.set_upload_limit(g.limit_upload);
                             m.insert(group.into(), (url.to_string(), r.clone()));
                             r
                         }
@@ -126,13 +121,7 @@ impl Shared {
         // Like the agent: a transient failure (receiver down, link cut) is
         // retried with a doubling backoff until `retry_for` (default 60s) has
         // passed since the first one; the job then fails with the last error.
-        let retry_for = g
-            .retry_for
-            .as_deref()
-            .map(parse_duration)
-            .transpose()
-            .map_err(anyhow::Error::msg)?
-            .unwrap_or(Duration::from_secs(60));
+        let retry_for = g.retry_for.unwrap_or(lifeline_service::DEFAULT_RETRY_FOR);
         let mut first_failure: Option<Instant> = None;
         let mut backoff = Duration::from_secs(1);
         let mut retries = 0u32;

@@ -11,9 +11,25 @@ use std::time::{Duration, Instant};
 
 use super::{BIN, Run, poll_until};
 
+/// The variables `lifeline agent` reads its options from (besides
+/// LIFELINE_STATE_DIR), which a test sets only on purpose.
+const AGENT_VARIABLES: [&str; 11] = [
+    "LIFELINE_REPO",
+    "LIFELINE_TLS_DIR",
+    "LIFELINE_IDENTITY",
+    "LIFELINE_KEY_FILE",
+    "LIFELINE_INTERVAL",
+    "LIFELINE_RETRY_FOR",
+    "LIFELINE_LIMIT_UPLOAD",
+    "LIFELINE_CONTROL",
+    "LIFELINE_FREEZE",
+    "LIFELINE_THAW",
+    "LIFELINE_BLOCK_MAP",
+];
+
 /// `lifeline ARGS` with an environment that cannot leak into the test: no
-/// passphrase, no state dir default, no config file from the environment,
-/// default logging.
+/// passphrase, no state dir default, no config file or agent options from the
+/// environment, default logging.
 pub fn command(args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
     c.args(args)
@@ -22,6 +38,9 @@ pub fn command(args: &[&str]) -> Command {
         .env_remove("LIFELINE_CONFIG")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null());
+    for v in AGENT_VARIABLES {
+        c.env_remove(v);
+    }
     c
 }
 

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use lifeline_planner::config::AgentOptions;
 use lifeline_planner::repo_target::RemoteArgs;
 
 #[derive(Args, Debug)]
@@ -117,54 +118,20 @@ pub struct ReceiverArgs {
     pub allow: Vec<String>,
 }
 
+/// `lifeline agent`'s command line: the group, how to run, and the options
+/// that also come from `LIFELINE_*` variables and the configuration.
 #[derive(Args, Debug)]
 pub struct AgentArgs {
-    /// Receiver address, https://HOST:PORT [default: the group's secondary site's receiver].
-    #[arg(long, value_name = "URL")]
-    pub repo: Option<String>,
-    #[command(flatten)]
-    pub remote: RemoteArgs,
-    /// Key file [default: key_file from the configuration].
-    #[arg(long, value_name = "KEYFILE")]
-    pub key_file: Option<PathBuf>,
     /// Protection group to replicate (its volumes, interval and hooks come from the configuration).
     #[arg(long, value_name = "G")]
     pub group: String,
-    /// A volume of the group: NAME=PATH. Repeat for each [default: the group's volumes].
-    #[arg(long = "volume", value_name = "NAME=PATH")]
-    pub volumes: Vec<String>,
-    /// Replicate once and exit.
-    #[arg(long, conflicts_with = "interval")]
+    /// Replicate once and exit (whatever interval is set).
+    #[arg(long)]
     pub once: bool,
     /// One JSON object per line on stdout for each cycle (`{"event":"cycle","seq":…,"bytes_sent":…,"lag_secs":…}`),
     /// retarget and retry, instead of text, for machines.
     #[arg(long)]
     pub json: bool,
-    /// Time between the starts of two cycles, e.g. 5s, 2m, 1h [default: the group's interval].
-    #[arg(long, value_name = "DURATION")]
-    pub interval: Option<String>,
-    /// How long to retry transient failures (receiver down, link cut) before giving up [default: 60s].
-    #[arg(long, value_name = "DURATION")]
-    pub retry_for: Option<String>,
-    /// Smooth upload limit, e.g. 50MiB (per second) or 200Mbit.
-    #[arg(long, value_name = "RATE")]
-    pub limit_upload: Option<String>,
-    /// Serve the control API (status, pause, resume, sync-now, retarget) on ADDR;
-    /// with port 0 the bound address is printed as `control listening on ADDR`.
-    #[arg(long, value_name = "ADDR")]
-    pub control: Option<String>,
-    /// Command that quiesces the volumes before each point (e.g. `fsfreeze -f /mnt`); needs --thaw [default: the group's `freeze`, for the forward agent only].
-    #[arg(long, value_name = "CMD", requires = "thaw")]
-    pub freeze: Option<String>,
-    /// Command that resumes them; always runs once --freeze was attempted [default: the group's `thaw`].
-    #[arg(long, value_name = "CMD", requires = "freeze")]
-    pub thaw: Option<String>,
-    /// Agent state directory (what the last point held, to send only changes) [default: state_dir of the configuration, else /var/lib/lifeline as root, else $XDG_STATE_HOME/lifeline].
-    #[arg(long, value_name = "DIR", env = "LIFELINE_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Also store a map of 4 KiB block hashes with each changed segment (0.4% of
-    /// its size), so a later point that changes scattered blocks, e.g. the reverse
-    /// replication of a failback, sends only those blocks [config: block_map].
-    #[arg(long)]
-    pub block_map: bool,
+    #[command(flatten)]
+    pub options: AgentOptions,
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use lifeline_replicator::{BackupOptions, backup};
 
 use super::{human_bytes, rate};
@@ -14,11 +14,8 @@ use lifeline_planner::progress::Bar;
 use lifeline_planner::repo_target::RepoTarget;
 
 /// Parses `NAME=PATH`.
-pub fn parse_volume(s: &str) -> Result<(String, PathBuf)> {
-    match s.split_once('=') {
-        Some((n, p)) if !n.is_empty() && !p.is_empty() => Ok((n.to_string(), PathBuf::from(p))),
-        _ => bail!("invalid --volume `{s}`: write NAME=PATH, e.g. --volume db=/dev/vdb"),
-    }
+fn parse_volume(s: &str) -> Result<(String, PathBuf)> {
+    lifeline_planner::config::values::volume(s).map_err(anyhow::Error::msg)
 }
 
 /// Turns SIGINT / SIGTERM into a cancel flag (a second signal exits at once), so a

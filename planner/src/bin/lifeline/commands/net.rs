@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use lifeline_replicator::BackupOptions;
 use lifeline_service::{
-    AgentControl, AgentError, AgentEvent, AgentExit, AgentOptions, CertsRequest, DEFAULT_RETRY_FOR, Receiver,
-    ReceiverConfig, TlsDir, mint_certificates, run_agent, serve, serve_control,
+    AgentControl, AgentError, AgentEvent, AgentExit, CertsRequest, Receiver, ReceiverConfig, TlsDir, mint_certificates,
+    run_agent, serve, serve_control,
 };
 
-use super::backup::{cancel_on_signals, parse_volume};
+use super::backup::cancel_on_signals;
 use super::human_bytes;
 use crate::cli::{AgentArgs, CertsArgs, ControlArgs, ControlSubcommand, ReceiverArgs, StatusArgs};
 use lifeline_planner::config::Config;
@@ -126,115 +126,38 @@ pub fn receiver(a: &ReceiverArgs, config: &Config) -> Result<ExitCode> {
 }
 
 pub fn agent(a: &AgentArgs, config: &Config) -> Result<ExitCode> {
-    let group = config.group(&a.group);
-    let volumes = if a.volumes.is_empty() {
-        let vs: Vec<(String, std::path::PathBuf)> = group
-            .map(|g| g.volumes.iter().map(|(n, p)| (n.clone(), p.clone())).collect())
-            .unwrap_or_default();
-        if vs.is_empty() {
-            bail!(
-                "group `{}` has no volumes: pass --volume NAME=PATH or list them in [groups.{}] volumes",
-                a.group,
-                a.group
-            );
-        }
-        vs
-    } else {
-        a.volumes.iter().map(|v| parse_volume(v)).collect::<Result<Vec<_>>>()?
-    };
-    let url = a
-        .repo
-        .clone()
-        .or_else(|| config.receiver_of(&a.group).map(String::from))
-        .context("no receiver: pass --repo https://HOST:PORT (or configure the group's secondary site)")?;
-    let tls_dir = a
-        .remote
-        .tls_dir
-        .clone()
-        .or_else(|| config.tls.as_ref().map(|t| t.dir.clone()));
-    let identity = a.remote.identity.clone().or_else(|| config.agent_identity(&a.group));
-    let (Some(tls_dir), Some(identity)) = (tls_dir, identity) else {
-        bail!(
-            "the agent needs --tls-dir TLSDIR and --identity NAME (or [tls] dir, and the group's `agent` or [tls] \
-             identity, in the configuration) to reach {url}"
-        );
-    };
-    let identity = identity.as_str();
-    let interval_text = a.interval.clone().or_else(|| group.and_then(|g| g.interval.clone()));
-    if !a.once && interval_text.is_none() {
-        bail!(
-            "pass --once or --interval DURATION (or set interval in [groups.{}])",
-            a.group
-        );
+    let s = a.options.resolve(&a.group, a.once, config)?;
+    if let Some(notice) = &s.hooks_skipped {
+        eprintln!("agent: {notice}");
     }
-    let interval = if a.once {
-        None
-    } else {
-        interval_text.as_deref().map(parse_duration).transpose()?
-    };
-    let retry_for = match a.retry_for.clone().or_else(|| group.and_then(|g| g.retry_for.clone())) {
-        Some(text) => parse_duration(&text)?,
-        None => DEFAULT_RETRY_FOR,
-    };
-    let control_addr = a.control.clone().or_else(|| group.and_then(|g| g.control.clone()));
-    let limit = a
-        .limit_upload
-        .clone()
-        .or_else(|| group.and_then(|g| g.limit_upload.clone()))
-        .as_deref()
-        .map(lifeline_service::parse_rate)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
-    let key_file = a
-        .key_file
-        .clone()
-        .or_else(|| config.key_file.clone())
-        .context("no key: pass --key-file KEYFILE (or key_file in the configuration)")?;
-    let key = super::load_key(&key_file)?;
+    let key = super::load_key(&s.key_file)?;
     let keys = key.keys();
     let cancel = cancel_on_signals()?;
-    let tls = TlsDir::new(&tls_dir);
-    // --freeze/--thaw as given; else the group's hooks, which are the forward
-    // agent's only (see GroupConfig::hooks_for).
-    let hooks = match (&a.freeze, &a.thaw, group) {
-        (Some(f), Some(t), _) => Some((f.clone(), t.clone())),
-        (_, _, Some(g)) => match g.hooks_for(&volumes, Some(identity)) {
-            Ok(h) => h,
-            Err(why) => {
-                eprintln!(
-                    "agent: not running group `{}`'s freeze/thaw hooks: {why}; they quiesce the primary site's \
-                     volumes (pass --freeze and --thaw for this agent's own)",
-                    a.group
-                );
-                None
-            }
-        },
-        _ => None,
-    };
-    let opts = BackupOptions {
-        group: a.group.clone(),
-        volumes,
-        freeze: hooks.as_ref().map(|h| h.0.clone()),
-        thaw: hooks.map(|h| h.1),
-        state_dir: config.state_dir(a.state_dir.as_deref()),
-        cancel: cancel.clone(),
-        progress: None,
-        block_map: a.block_map || group.is_some_and(|g| g.block_map),
-    };
-    let control = AgentControl::new(&a.group, &url);
+    let tls = TlsDir::new(&s.tls_dir);
+    let control = AgentControl::new(&s.group, &s.receiver);
     // The control API runs on its own runtime thread for the agent's lifetime.
-    let _control_server = match &control_addr {
-        Some(addr) => Some(start_control(addr, &tls, identity, control.clone(), cancel.clone())?),
+    let _control_server = match &s.control {
+        Some(addr) => Some(start_control(addr, &tls, &s.identity, control.clone(), cancel.clone())?),
         None => None,
     };
-    let opts = AgentOptions {
-        url,
+    let (freeze, thaw) = s.hooks.unzip();
+    let opts = lifeline_service::AgentOptions {
+        url: s.receiver,
         tls,
-        identity: identity.to_string(),
-        interval,
-        retry_for,
-        limit_upload: limit,
-        backup: opts,
+        identity: s.identity,
+        interval: s.interval,
+        retry_for: s.retry_for,
+        limit_upload: s.limit_upload,
+        backup: BackupOptions {
+            group: s.group,
+            volumes: s.volumes,
+            freeze,
+            thaw,
+            state_dir: s.state_dir,
+            cancel,
+            progress: None,
+            block_map: s.block_map,
+        },
     };
     let json = a.json;
     let mut show = |e: &AgentEvent| {
