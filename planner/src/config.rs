@@ -241,10 +241,15 @@ impl Config {
     }
 
     /// The state directory: the flag, else the configuration's, else the default.
+    ///
+    /// Always absolute (a relative one is taken from the working directory
+    /// now): the planner hands it to services and checks that run elsewhere.
     pub fn state_dir(&self, flag: Option<&Path>) -> PathBuf {
-        flag.map(Path::to_path_buf)
+        let dir = flag
+            .map(Path::to_path_buf)
             .or_else(|| self.state_dir.clone())
-            .unwrap_or_else(crate::state_dir::default_state_dir)
+            .unwrap_or_else(crate::state_dir::default_state_dir);
+        std::path::absolute(&dir).unwrap_or(dir)
     }
 
     /// A group's configuration.
@@ -389,6 +394,16 @@ mod tests {
         );
         let none = Config::parse("[groups.db]\nvolumes = { data = \"/dev/vg/pg\" }\n", Path::new("x")).unwrap();
         assert_eq!(none.group("db").unwrap().hooks_for(&reverse, None).unwrap(), None);
+    }
+
+    #[test]
+    fn a_relative_state_dir_is_made_absolute() {
+        let cfg = Config::default();
+        let dir = cfg.state_dir(Some(Path::new("rel/state")));
+        assert!(dir.is_absolute(), "{}", dir.display());
+        assert_eq!(dir, std::env::current_dir().unwrap().join("rel/state"));
+        let abs = cfg.state_dir(Some(Path::new("/var/lib/lifeline")));
+        assert_eq!(abs, Path::new("/var/lib/lifeline"));
     }
 
     #[test]
