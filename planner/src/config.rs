@@ -302,7 +302,8 @@ impl Config {
 #[serde(deny_unknown_fields)]
 pub struct DaemonOptions {
     /// Serve Prometheus metrics on ADDR (e.g. 127.0.0.1:9187).
-    #[arg(long, env = "LIFELINE_METRICS", value_name = "ADDR")]
+    #[arg(long, env = "LIFELINE_METRICS", value_name = "ADDR", value_parser = values::address)]
+    #[serde(default, deserialize_with = "values::de::address")]
     pub metrics: Option<String>,
     /// Operations run at once per tenant (backups, prunes, drills, verifies) [default: 5].
     #[arg(long, env = "LIFELINE_MAX_CONCURRENT", value_name = "N")]
@@ -314,13 +315,15 @@ pub struct DaemonOptions {
     #[arg(long, env = "LIFELINE_GC_SCHEDULE", value_name = "SCHEDULE")]
     pub gc_schedule: Option<String>,
     /// Grace period of scheduled collections [default: 1h].
-    #[arg(long, env = "LIFELINE_GC_GRACE", value_name = "DURATION")]
-    pub gc_grace: Option<String>,
+    #[arg(long, env = "LIFELINE_GC_GRACE", value_name = "DURATION", value_parser = values::duration)]
+    #[serde(default, deserialize_with = "values::de::duration")]
+    pub gc_grace: Option<Duration>,
     /// Time zone of the site's cron schedules (verify, gc) [default: UTC].
     #[arg(long, env = "LIFELINE_TIMEZONE", value_name = "TZ")]
     pub timezone: Option<String>,
     /// Serve the operations console, its JSON API (/api/v1/) and /metrics on ADDR (e.g. 127.0.0.1:9188).
-    #[arg(long, env = "LIFELINE_HTTP", value_name = "ADDR")]
+    #[arg(long, env = "LIFELINE_HTTP", value_name = "ADDR", value_parser = values::address)]
+    #[serde(default, deserialize_with = "values::de::address")]
     pub http: Option<String>,
     /// The console's admin token: a file holding one line (required on a non-loopback address).
     #[arg(long, env = "LIFELINE_HTTP_TOKEN_FILE", value_name = "FILE")]
@@ -334,8 +337,9 @@ pub struct DaemonOptions {
     #[serde(default)]
     pub http_tls: bool,
     /// How often the console's RPO history samples each group, e.g. "60s" [default: 60s; 24 h are kept].
-    #[arg(long, env = "LIFELINE_RPO_SAMPLE_EVERY", value_name = "DURATION")]
-    pub rpo_sample_every: Option<String>,
+    #[arg(long, env = "LIFELINE_RPO_SAMPLE_EVERY", value_name = "DURATION", value_parser = values::interval)]
+    #[serde(default, deserialize_with = "values::de::interval")]
+    pub rpo_sample_every: Option<Duration>,
 }
 
 impl DaemonOptions {
@@ -346,7 +350,7 @@ impl DaemonOptions {
             max_concurrent: self.max_concurrent.or(file.max_concurrent),
             verify_schedule: self.verify_schedule.clone().or_else(|| file.verify_schedule.clone()),
             gc_schedule: self.gc_schedule.clone().or_else(|| file.gc_schedule.clone()),
-            gc_grace: self.gc_grace.clone().or_else(|| file.gc_grace.clone()),
+            gc_grace: self.gc_grace.or(file.gc_grace),
             timezone: self.timezone.clone().or_else(|| file.timezone.clone()),
             http: self.http.clone().or_else(|| file.http.clone()),
             http_token_file: self.http_token_file.clone().or_else(|| file.http_token_file.clone()),
@@ -354,7 +358,7 @@ impl DaemonOptions {
                 .http_auditor_token_file
                 .clone()
                 .or_else(|| file.http_auditor_token_file.clone()),
-            rpo_sample_every: self.rpo_sample_every.clone().or_else(|| file.rpo_sample_every.clone()),
+            rpo_sample_every: self.rpo_sample_every.or(file.rpo_sample_every),
             http_tls: self.http_tls || file.http_tls,
         }
     }
@@ -420,6 +424,27 @@ mod tests {
             .to_string();
         assert!(e.starts_with("x.toml:3:1:"), "{e}");
         assert!(e.contains("volumz"), "{e}");
+    }
+
+    #[test]
+    fn the_daemon_tables_typed_values_are_read_at_load_naming_line_and_column() {
+        let text = "[daemon]\ngc_grace = \"2h\"\nrpo_sample_every = \"30s\"\nhttp = \"127.0.0.1:9188\"\n";
+        let c = Config::parse(text, Path::new("x.toml")).unwrap();
+        assert_eq!(c.daemon.gc_grace, Some(Duration::from_secs(7200)));
+        assert_eq!(c.daemon.rpo_sample_every, Some(Duration::from_secs(30)));
+        assert_eq!(c.daemon.http.as_deref(), Some("127.0.0.1:9188"));
+        for (field, value, says) in [
+            ("gc_grace", "\"an hour\"", "invalid duration `an hour`"),
+            ("rpo_sample_every", "\"0s\"", "invalid interval `0s`"),
+            ("http", "\"9188\"", "invalid address `9188`: write HOST:PORT"),
+            ("metrics", "\"localhost\"", "invalid address `localhost`"),
+        ] {
+            let text = format!("[daemon]\n{field} = {value}\n");
+            let e = Config::parse(&text, Path::new("x.toml")).unwrap_err().to_string();
+            let column = field.len() + 4;
+            assert!(e.starts_with(&format!("x.toml:2:{column}: ")), "{e}");
+            assert!(e.contains(says), "{e}");
+        }
     }
 
     #[test]

@@ -14,7 +14,6 @@ use chrono::{DateTime, Utc};
 use super::DaemonOptions;
 use super::schedule::{Due, Schedule};
 use crate::config::{Config, GroupConfig};
-use crate::repo_target::parse_duration;
 use crate::runbook::format_duration;
 
 /// Default per-tenant limit of concurrent operations.
@@ -208,9 +207,6 @@ pub(crate) fn plan_jobs(loaded: &Loaded, site: &str) -> Result<Vec<Planned>> {
             out.push(("gc".into(), Kind::Gc, SITE_JOBS.into(), spec.clone(), s, false));
         }
     }
-    if let Some(g) = &o.gc_grace {
-        parse_duration(g).context("[daemon] gc_grace")?;
-    }
     Ok(out)
 }
 
@@ -264,6 +260,8 @@ pub(crate) fn write_last_runs(path: &Path, runs: &BTreeMap<String, DateTime<Utc>
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn example() -> Loaded {
@@ -303,7 +301,7 @@ mod tests {
         let file = DaemonOptions {
             metrics: Some("127.0.0.1:9187".into()),
             max_concurrent: Some(5),
-            gc_grace: Some("1h".into()),
+            gc_grace: Some(Duration::from_secs(3600)),
             ..Default::default()
         };
         let flags = DaemonOptions {
@@ -313,7 +311,7 @@ mod tests {
         let o = flags.over(&file);
         assert_eq!(o.max_concurrent, Some(2));
         assert_eq!(o.metrics.as_deref(), Some("127.0.0.1:9187"));
-        assert_eq!(o.gc_grace.as_deref(), Some("1h"));
+        assert_eq!(o.gc_grace, Some(Duration::from_secs(3600)));
     }
 
     #[test]

@@ -77,10 +77,10 @@ pub fn run(a: &DaemonArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
         .clone();
     let state_dir = loaded.config.state_dir(a.state_dir.as_deref());
     let metrics = Arc::new(DaemonMetrics::new());
-    let sample_every = match &loaded.options.rpo_sample_every {
-        Some(d) => parse_duration(d).context("[daemon] rpo_sample_every")?,
-        None => super::feed::DEFAULT_RPO_SAMPLE_EVERY,
-    };
+    let sample_every = loaded
+        .options
+        .rpo_sample_every
+        .unwrap_or(super::feed::DEFAULT_RPO_SAMPLE_EVERY);
     let feed = Arc::new(super::feed::Feed::new(sample_every));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -1,15 +1,19 @@
 //! Scheduled garbage collection of every repository this daemon owns.
 
+use std::time::Duration;
+
 use anyhow::Result;
 use serde_json::json;
 
 use crate::daemon::metrics::NoLabels;
 use crate::daemon::shared::Shared;
-use crate::repo_target::parse_duration;
+
+/// Grace period of scheduled collections without `[daemon] gc_grace`.
+const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
 
 impl Shared {
     pub(crate) fn gc(&self) -> Result<(serde_json::Value, String)> {
-        let grace = parse_duration(self.loaded().options.gc_grace.as_deref().unwrap_or("1h"))?;
+        let grace = self.loaded().options.gc_grace.unwrap_or(DEFAULT_GC_GRACE);
         let mut reports = Vec::new();
         let mut reclaimed = 0u64;
         for (repo, local) in self.owned_repos()? {
