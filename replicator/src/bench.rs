@@ -15,6 +15,7 @@ use crate::backup::{BackupOptions, backup};
 use crate::chunker::{CHUNK_AVG, Piece, SEGMENT_SIZE, cut_segment};
 use crate::crypto::{KeyFile, Keys, ObjectKind, seal_object};
 use crate::error::{IoContext, Result};
+use crate::object_id::ObjectId;
 use crate::repository::{DEFAULT_TENANT, Repository};
 use crate::restore::{PointSelector, RestoreOptions, restore};
 
@@ -211,12 +212,47 @@ pub fn run(file: Option<&Path>, work_dir: &Path) -> Result<Vec<Stage>> {
     Ok(stages)
 }
 
+/// The plaintext of chunk `k` of the synthetic repositories below (its
+/// number, zero-padded to 64 bytes): what the lookup benchmark derives ids from.
+fn bench_chunk(k: u64) -> [u8; 64] {
+    let mut plain = [0u8; 64];
+    plain[..8].copy_from_slice(&k.to_le_bytes());
+    plain
+}
+
+/// Point `p` (seq p + 1) of group `bench` of the synthetic repositories, one
+/// hour after `start` per point, with one root node.
+fn bench_point(
+    keys: &Keys,
+    p: u64,
+    root: ObjectId,
+    start: chrono::DateTime<chrono::Utc>,
+    written_by: &str,
+) -> crate::point::RecoveryPoint {
+    use crate::point::{Consistency, PointBody, PointHeader, RecoveryPoint, RootRef};
+    RecoveryPoint {
+        header: PointHeader {
+            tenant: DEFAULT_TENANT.into(),
+            group: "bench".into(),
+            seq: p + 1,
+            taken_at: start + chrono::Duration::hours(p as i64),
+            consistency: Consistency::Fuzzy,
+            key_id: keys.key_id(),
+            roots: vec![RootRef(Some(root))],
+        },
+        body: PointBody {
+            volumes: Vec::new(),
+            frozen_ms: None,
+            written_by: written_by.into(),
+        },
+    }
+}
+
 /// Builds a synthetic repository in `work_dir/repo` for the prune + GC
 /// benchmark: `points` points of group `bench` (tenant `default`), an hour
 /// apart, each with `per_point` chunks of its own under one node (about
 /// points × (per_point + 1) objects). Returns the repository path.
 pub fn build_gc_bench_repo(work_dir: &Path, points: u64, per_point: u64) -> Result<PathBuf> {
-    use crate::point::{Consistency, PointBody, PointHeader, RecoveryPoint, RootRef};
     let key = KeyFile::create(&work_dir.join("bench.key"), None)?;
     let keys = key.keys();
     let path = work_dir.join("repo");
@@ -226,8 +262,7 @@ pub fn build_gc_bench_repo(work_dir: &Path, points: u64, per_point: u64) -> Resu
     for p in 0..points {
         let mut refs = Vec::with_capacity(per_point as usize);
         for c in 0..per_point {
-            let mut plain = [0u8; 64];
-            plain[..8].copy_from_slice(&(p * per_point + c).to_le_bytes());
+            let plain = bench_chunk(p * per_point + c);
             let id = keys.chunk_id(&plain);
             store.put(&id, &seal_object(&keys, ObjectKind::Chunk, &id, &[], &plain))?;
             refs.push(id);
@@ -236,22 +271,7 @@ pub fn build_gc_bench_repo(work_dir: &Path, points: u64, per_point: u64) -> Resu
         let root = keys.node_id(&refs, &plain);
         store.put(&root, &seal_object(&keys, ObjectKind::IndexNode, &root, &refs, &plain))?;
         store.sync()?;
-        let point = RecoveryPoint {
-            header: PointHeader {
-                tenant: DEFAULT_TENANT.into(),
-                group: "bench".into(),
-                seq: p + 1,
-                taken_at: start + chrono::Duration::hours(p as i64),
-                consistency: Consistency::Fuzzy,
-                key_id: keys.key_id(),
-                roots: vec![RootRef(Some(root))],
-            },
-            body: PointBody {
-                volumes: Vec::new(),
-                frozen_ms: None,
-                written_by: "gc bench".into(),
-            },
-        };
+        let point = bench_point(&keys, p, root, start, "gc bench");
         repo.commit_point(&point.seal(&keys))?;
     }
     Ok(path)
@@ -266,8 +286,7 @@ pub fn build_gc_bench_repo(work_dir: &Path, points: u64, per_point: u64) -> Resu
 /// themselves stay small (64 bytes of data) and the whole fits a small disk.
 /// Returns the repository path.
 pub fn build_repair_bench_repo(work_dir: &Path, points: u64, per_point: u64, per_pack: u64) -> Result<PathBuf> {
-    use crate::object_id::ObjectId;
-    use crate::point::{Consistency, PointBody, PointHeader, PointRecord, RecoveryPoint, RootRef};
+    use crate::point::PointRecord;
     use crate::store::pack::{self, ObjectLocation, PackId};
     use rayon::prelude::*;
     let key = KeyFile::create(&work_dir.join("bench.key"), None)?;
@@ -276,14 +295,9 @@ pub fn build_repair_bench_repo(work_dir: &Path, points: u64, per_point: u64, per
     let repo = Repository::init(&path, &keys, DEFAULT_TENANT)?;
     let per = per_point + 1;
     let total = points * per;
-    let chunk_plain = |k: u64| {
-        let mut plain = [0u8; 64];
-        plain[..8].copy_from_slice(&k.to_le_bytes());
-        plain
-    };
     let root_of = |p: u64| {
         let refs: Vec<ObjectId> = (0..per_point)
-            .map(|c| keys.chunk_id(&chunk_plain(p * per_point + c)))
+            .map(|c| keys.chunk_id(&bench_chunk(p * per_point + c)))
             .collect();
         let plain = p.to_le_bytes();
         (keys.node_id(&refs, &plain), refs, plain)
@@ -300,7 +314,7 @@ pub fn build_repair_bench_repo(work_dir: &Path, points: u64, per_point: u64, per
             for i in j * per_pack..((j + 1) * per_pack).min(total) {
                 let (p, c) = (i / per, i % per);
                 let (oid, sealed) = if c < per_point {
-                    let plain = chunk_plain(p * per_point + c);
+                    let plain = bench_chunk(p * per_point + c);
                     let oid = keys.chunk_id(&plain);
                     (oid, seal_object(&keys, ObjectKind::Chunk, &oid, &[], &plain))
                 } else {
@@ -332,25 +346,9 @@ pub fn build_repair_bench_repo(work_dir: &Path, points: u64, per_point: u64, per
     let start = chrono::Utc::now() - chrono::Duration::hours(points as i64);
     let storage = repo.storage().clone();
     roots.par_iter().try_for_each(|(p, root)| -> Result<()> {
-        let taken_at = start + chrono::Duration::hours(*p as i64);
-        let point = RecoveryPoint {
-            header: PointHeader {
-                tenant: DEFAULT_TENANT.into(),
-                group: "bench".into(),
-                seq: p + 1,
-                taken_at,
-                consistency: Consistency::Fuzzy,
-                key_id: keys.key_id(),
-                roots: vec![RootRef(Some(*root))],
-            },
-            body: PointBody {
-                volumes: Vec::new(),
-                frozen_ms: None,
-                written_by: "repair bench".into(),
-            },
-        };
+        let point = bench_point(&keys, *p, *root, start, "repair bench");
         let record = PointRecord {
-            committed_at: Some(taken_at),
+            committed_at: Some(point.header.taken_at),
             ..point.seal(&keys)
         };
         let key = crate::record_object::point_key(DEFAULT_TENANT, "bench", p + 1);
@@ -377,9 +375,7 @@ pub fn catalog_lookups(work_dir: &Path, points: u64, per_point: u64, n: u64) -> 
         .map(|i| {
             // A multiplicative hash spreads the picks over the whole repository.
             let k = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % total.max(1);
-            let mut plain = [0u8; 64];
-            plain[..8].copy_from_slice(&k.to_le_bytes());
-            keys.chunk_id(&plain)
+            keys.chunk_id(&bench_chunk(k))
         })
         .collect();
     let t = Instant::now();

@@ -310,6 +310,14 @@ fn nbdfuse_under(under: &Path) -> Vec<u32> {
     out
 }
 
+/// A runbook `name` for group `app`: an instant promote, then `check.volume`
+/// of volume `app` (which reads every byte through the attached file).
+fn promote_and_verify(name: &str) -> Runbook {
+    Runbook::new(name, "app")
+        .step("promote", "volume.promote", "instant = true")
+        .step("verify", "check.volume", "volume = \"app\"\nafter = [\"promote\"]")
+}
+
 /// Ctrl-C while an instant drill holds its volume attached (a `wait` step after
 /// `check.volume` passed through the nbdfuse file): the drill exits 130, its
 /// nbdfuse is gone, the teardown says it unmounted the file, stopped the server
@@ -324,29 +332,9 @@ fn ctrl_c_during_an_instant_drill_unmounts_stops_the_server_and_removes_the_over
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let config = local_deployment(d);
-    let rb = d.join("hold.toml");
-    fs::write(
-        &rb,
-        r#"[runbook]
-name = "instant-hold"
-group = "app"
-[[step]]
-id = "promote"
-action = "volume.promote"
-instant = true
-[[step]]
-id = "verify"
-action = "check.volume"
-volume = "app"
-after = ["promote"]
-[[step]]
-id = "hold"
-action = "wait"
-duration = "5m"
-after = ["verify"]
-"#,
-    )
-    .unwrap();
+    let rb = promote_and_verify("instant-hold")
+        .step("hold", "wait", "duration = \"5m\"\nafter = [\"verify\"]")
+        .write(&d.join("hold.toml"));
     let reports = d.join("reports");
     let mut drill = Background::spawn(&[
         "drill",
@@ -548,24 +536,7 @@ fn a_scheduled_instant_drill_reports_its_cpu_time_and_the_bytes_it_read() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let config = local_deployment(d);
-    let rb = d.join("prove.toml");
-    fs::write(
-        &rb,
-        r#"[runbook]
-name = "prove"
-group = "app"
-[[step]]
-id = "promote"
-action = "volume.promote"
-instant = true
-[[step]]
-id = "verify"
-action = "check.volume"
-volume = "app"
-after = ["promote"]
-"#,
-    )
-    .unwrap();
+    let rb = promote_and_verify("prove").write(&d.join("prove.toml"));
     // The deployment's file ends in [groups.app].
     let mut cfg = fs::read_to_string(&config).unwrap();
     cfg.push_str(&format!(
