@@ -11,12 +11,17 @@ use rustix::process::{Pid, Signal};
 
 use crate::run_record::TrackedProcess;
 
+/// The fields of a /proc/PID/stat line from field 3 (the state) on: the
+/// command name (field 2) may hold spaces and parentheses, so they are the
+/// words after its last ')'. Field N of proc(5) is at index N - 3.
+pub fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    Some(stat[stat.rfind(')')? + 1..].split_whitespace().collect())
+}
+
 /// Start time of `pid` in clock ticks since boot, if it is alive (and not a zombie).
 pub fn start_ticks(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let fields = stat_fields(&stat)?;
     if fields.first() == Some(&"Z") {
         return None;
     }

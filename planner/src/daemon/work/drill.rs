@@ -194,10 +194,7 @@ fn cpu_at_exit(pid: u32) -> Option<f64> {
 /// /proc/PID/stat: the process's own CPU time and that of the children it
 /// waited for), in seconds.
 fn cpu_of_stat(stat: &str, ticks_per_sec: u64) -> Option<f64> {
-    // The command name (field 2) may hold spaces and parentheses: fields are
-    // counted after its closing parenthesis, where field 3 starts.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let fields = crate::engine::process::stat_fields(stat)?;
     let ticks = fields
         .get(11..15)?
         .iter()
