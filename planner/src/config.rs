@@ -68,6 +68,30 @@ pub struct SiteConfig {
     /// bare `NAME` for that agent name in every tenant.
     #[serde(default)]
     pub allow: BTreeMap<String, Vec<String>>,
+    /// Groups given their own dedup scope on this site's receiver,
+    /// `GROUP@TENANT` (see `lifeline receiver --own-scope`).
+    #[serde(default)]
+    pub own_scopes: Vec<String>,
+}
+
+impl SiteConfig {
+    /// [`own_scopes`](Self::own_scopes) as `(tenant, group)`.
+    pub fn own_scopes(&self) -> Result<Vec<(String, String)>, lifeline_replicator::Error> {
+        self.own_scopes.iter().map(|s| parse_own_scope(s)).collect()
+    }
+}
+
+/// `GROUP@TENANT` (a group given its own dedup scope) as `(tenant, group)`.
+pub fn parse_own_scope(s: &str) -> Result<(String, String), lifeline_replicator::Error> {
+    let invalid = |reason: &str| lifeline_replicator::Error::Invalid {
+        what: "own dedup scope",
+        value: s.into(),
+        reason: reason.into(),
+    };
+    let (g, t) = s.split_once('@').ok_or_else(|| invalid("give GROUP@TENANT"))?;
+    lifeline_replicator::check_name("group", g)?;
+    lifeline_replicator::check_name("tenant", t)?;
+    Ok((t.into(), g.into()))
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -119,8 +119,8 @@ impl TenantRepository for RemoteView<'_> {
     fn tenant(&self) -> &str {
         self.0.tenant()
     }
-    fn store(&self) -> std::sync::Arc<dyn lifeline_replicator::ChunkStore> {
-        self.0.store()
+    fn store(&self, group: &str) -> lifeline_replicator::Result<std::sync::Arc<dyn lifeline_replicator::ChunkStore>> {
+        self.0.store(group)
     }
     fn points(&self, group: Option<&str>) -> lifeline_replicator::Result<Vec<lifeline_replicator::PointRecord>> {
         self.0.points(group)

@@ -433,7 +433,7 @@ fn prior_segments(
     let Some(last) = last else {
         return Ok(vec![Vec::new(); sources.len()]);
     };
-    let store = repo.store();
+    let store = repo.store(&last.header.group)?;
     let reader = ObjectReader::new(store.as_ref(), keys);
     let point = last.open(keys, &repo.describe())?;
     let mut out = Vec::with_capacity(sources.len());
@@ -484,7 +484,7 @@ pub fn backup(repo: &dyn TenantRepository, keys: &Keys, opts: &BackupOptions) ->
         .iter()
         .map(|(n, p)| VolumeSource::open(n, p))
         .collect::<Result<Vec<_>>>()?;
-    let store = repo.store();
+    let store = repo.store(&opts.group)?;
     let repo_id = repo.repository_id();
     let points = repo.points(Some(&opts.group))?;
     let last = points.last().cloned();

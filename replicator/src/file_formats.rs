@@ -19,7 +19,12 @@ pub const REPOSITORY_MARKER_FILE: &str = "lifeline-repo";
 /// 4: point records carry `committed_at`, the committing repository's clock,
 /// which retention reads (an agent cannot date points into the future); earlier
 /// points have none. Upgraded at open by rewriting the marker and config only.
-pub const REPOSITORY_FORMAT: u32 = 4;
+/// 5: a group may have its own dedup scope (`meta/scopes/<tenant>/<group>`, its
+/// objects under `tenants/<tenant>/groups/<group>/objects`); builds that know
+/// nothing of scopes would store such a group's objects in the tenant's shared
+/// store, so they must refuse it. Upgraded at open by rewriting the marker and
+/// config only.
+pub const REPOSITORY_FORMAT: u32 = 5;
 
 /// Magic of the repository config object: "LLRC" (LifeLine Repository Config).
 pub const CONFIG_OBJECT_MAGIC: [u8; 4] = *b"LLRC";
@@ -27,6 +32,8 @@ pub const CONFIG_OBJECT_MAGIC: [u8; 4] = *b"LLRC";
 pub const TENANT_OBJECT_MAGIC: [u8; 4] = *b"LLTN";
 /// Magic of a point object: "LLPT" (LifeLine PoinT).
 pub const POINT_OBJECT_MAGIC: [u8; 4] = *b"LLPT";
+/// Magic of a dedup scope record object: "LLSC" (LifeLine SCope).
+pub const SCOPE_OBJECT_MAGIC: [u8; 4] = *b"LLSC";
 /// Version of the record object encoding (config, tenant, point).
 pub const RECORD_OBJECT_VERSION: u8 = 1;
 /// Trailer of a record object: BLAKE3 of every byte before it.

@@ -236,6 +236,11 @@ pub fn gc(repo: &Repository, tenant: &str, grace: Duration, dry_run: bool) -> Re
 /// every writer (uploads, commits, dedup answers) until the guard it returns is
 /// dropped, and return the objects writers relied on since the collection
 /// began (kept with everything they reference).
+///
+/// A tenant has one store per dedup scope (its shared store, and one for each
+/// group with its own scope): each is marked from the points of its groups
+/// only, and swept under the same exclusion. The objects writers relied on are
+/// kept in every store that holds them.
 pub fn gc_with<G>(
     repo: &Repository,
     tenant: &str,
@@ -244,20 +249,68 @@ pub fn gc_with<G>(
     exclude: impl FnOnce() -> (G, Vec<ObjectId>),
 ) -> Result<GcReport> {
     let t0 = Instant::now();
-    let store = repo.local_store(tenant)?;
     let points = live_points(repo, tenant)?;
+    let own = repo.scopes(tenant)?;
+    let mut planned = Vec::new();
+    let mut marked = 0;
+    for scope in repo.stores_of(tenant)? {
+        let store = repo.local_store_in(tenant, scope.as_deref())?;
+        let in_scope: Vec<crate::point::PointRecord> = points
+            .iter()
+            .filter(|p| match &scope {
+                None => !own.contains(&p.header.group),
+                Some(g) => &p.header.group == g,
+            })
+            .cloned()
+            .collect();
+        let salt_name = crate::repository::store_name(tenant, scope.as_deref());
+        let (live, plan, spill) = mark_and_plan(&store, &salt_name, &in_scope, grace)?;
+        marked += live.marked;
+        planned.push((store, live, plan, spill));
+    }
+    let (guard, extra) = exclude();
+    let touched = extra.len() as u64;
+    let mut collect = CollectReport::default();
+    for (store, mut live, plan, spill) in planned {
+        let mut relied = extra.clone();
+        relied.extend(store.pending_ids());
+        live.mark(&store, relied, false)?;
+        let c = store.apply_sweep(plan, &mut BufReader::new(spill), &|id| live.contains(id), dry_run)?;
+        collect.add(&c);
+    }
+    drop(guard);
+    Ok(GcReport {
+        tenant: tenant.into(),
+        points: points.len() as u64,
+        objects_marked: marked,
+        objects_touched: touched,
+        dry_run,
+        collect,
+        elapsed_secs: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Marks what `points` reference in `store` (and what young packs hold),
+/// then plans its sweep: the live set, the plan and the scratch file of dead
+/// ids, rewound.
+fn mark_and_plan(
+    store: &LocalDirStore,
+    salt_name: &str,
+    points: &[crate::point::PointRecord],
+    grace: Duration,
+) -> Result<(LiveSet, crate::store::SweepPlan, std::fs::File)> {
     let (young, total) = store.young_objects(grace)?;
     let mut live = LiveSet {
         nodes: HashSet::new(),
-        chunks: Bloom::new(total, Bloom::salt_for(tenant, &points, total)),
+        chunks: Bloom::new(total, Bloom::salt_for(salt_name, points, total)),
         marked: 0,
     };
     live.mark(
-        &store,
+        store,
         points.iter().flat_map(|p| p.header.roots.iter().filter_map(|r| r.0)),
         true,
     )?;
-    live.mark(&store, young, false)?;
+    live.mark(store, young, false)?;
     let spill = store.spill_file()?;
     let mut w = BufWriter::new(spill);
     let plan = store.plan_sweep(
@@ -280,22 +333,7 @@ pub fn gc_with<G>(
     spill
         .rewind()
         .map_err(|e| Error::io("read the garbage collection's scratch file", e))?;
-    let marked = live.marked;
-    let (guard, mut extra) = exclude();
-    let touched = extra.len() as u64;
-    extra.extend(store.pending_ids());
-    live.mark(&store, extra, false)?;
-    let collect = store.apply_sweep(plan, &mut BufReader::new(spill), &|id| live.contains(id), dry_run)?;
-    drop(guard);
-    Ok(GcReport {
-        tenant: tenant.into(),
-        points: points.len() as u64,
-        objects_marked: marked,
-        objects_touched: touched,
-        dry_run,
-        collect,
-        elapsed_secs: t0.elapsed().as_secs_f64(),
-    })
+    Ok((live, plan, spill))
 }
 
 /// The points GC marks from: the tenant's point objects, the truth. Refuses
@@ -328,12 +366,12 @@ fn live_points(repo: &Repository, tenant: &str) -> Result<Vec<crate::point::Poin
     Ok(points)
 }
 
-/// The first object missing from the reference closure of `roots` in tenant
-/// `tenant`, or `None` when the whole tree is present. Reads every node of the
-/// tree (not the chunks): the check a receiver makes before committing a point
-/// whose upload overlapped a garbage collection.
-pub fn first_missing(repo: &Repository, tenant: &str, roots: &[ObjectId]) -> Result<Option<ObjectId>> {
-    let store = repo.local_store(tenant)?;
+/// The first object missing from the reference closure of `roots` in the
+/// store of `group` of `tenant`, or `None` when the whole tree is present.
+/// Reads every node of the tree (not the chunks): the check a receiver makes
+/// before committing a point whose upload overlapped a garbage collection.
+pub fn first_missing(repo: &Repository, tenant: &str, group: &str, roots: &[ObjectId]) -> Result<Option<ObjectId>> {
+    let store = repo.local_group_store(tenant, group)?;
     let mut seen: HashSet<ObjectId> = HashSet::new();
     let mut queue: VecDeque<ObjectId> = roots.iter().copied().collect();
     while let Some(id) = queue.pop_front() {

@@ -45,7 +45,9 @@ mod zone;
 
 pub use agent_state::{AgentState, SegmentState, VolumeState};
 pub use backup::{BackupOptions, BackupSummary, backup};
-pub use catalog::{Catalog, ObjectIndex, PinRecord, RepositoryConfig, SledCatalog, SledObjectIndex, TenantRecord};
+pub use catalog::{
+    Catalog, ObjectIndex, PinRecord, RepositoryConfig, ScopeRecord, SledCatalog, SledObjectIndex, TenantRecord,
+};
 pub use crypto::{KeyFile, Keys, ObjectKind, SealedHeader, SealedObject, open_object, seal_object};
 pub use error::{Error, Result};
 pub use fsutil::{write_atomic, write_atomic_mode};

@@ -7,6 +7,7 @@
 //! meta/config                                   repository config (format, id, created)
 //! meta/tenants/<tenant>                         tenant record (name, key fingerprint, created)
 //! meta/points/<tenant>/<group>/<seq, 20 digits> point record (cleartext header, sealed body)
+//! meta/scopes/<tenant>/<group>                  a group with its own dedup scope (tenant, group, created)
 //! ```
 //! Encoding (FORMAT.md, "Record objects"): magic, version, the record's JSON (as
 //! the catalog stores it), and a BLAKE3 trailer over everything before it, so a
@@ -17,7 +18,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::catalog::{RepositoryConfig, TenantRecord};
+use crate::catalog::{RepositoryConfig, ScopeRecord, TenantRecord};
 use crate::error::{Error, Result};
 use crate::file_formats::{RECORD_OBJECT_VERSION, RECORD_TRAILER_LEN};
 use crate::point::PointRecord;
@@ -28,15 +29,17 @@ pub enum RecordKind {
     Config,
     Tenant,
     Point,
+    Scope,
 }
 
 impl RecordKind {
     fn magic(self) -> [u8; 4] {
-        use crate::file_formats::{CONFIG_OBJECT_MAGIC, POINT_OBJECT_MAGIC, TENANT_OBJECT_MAGIC};
+        use crate::file_formats::{CONFIG_OBJECT_MAGIC, POINT_OBJECT_MAGIC, SCOPE_OBJECT_MAGIC, TENANT_OBJECT_MAGIC};
         match self {
             RecordKind::Config => CONFIG_OBJECT_MAGIC,
             RecordKind::Tenant => TENANT_OBJECT_MAGIC,
             RecordKind::Point => POINT_OBJECT_MAGIC,
+            RecordKind::Scope => SCOPE_OBJECT_MAGIC,
         }
     }
 
@@ -46,6 +49,7 @@ impl RecordKind {
             RecordKind::Config => "repository config object",
             RecordKind::Tenant => "tenant record object",
             RecordKind::Point => "point object",
+            RecordKind::Scope => "dedup scope record object",
         }
     }
 }
@@ -56,6 +60,46 @@ pub const CONFIG_KEY: &str = "meta/config";
 pub const TENANTS_PREFIX: &str = "meta/tenants/";
 /// Prefix of every point object.
 pub const POINTS_PREFIX: &str = "meta/points/";
+
+/// Prefix of the dedup scope record objects.
+pub const SCOPES_PREFIX: &str = "meta/scopes/";
+
+/// Key of the record object of a group's own dedup scope.
+pub fn scope_key(tenant: &str, group: &str) -> String {
+    format!("{SCOPES_PREFIX}{tenant}/{group}")
+}
+
+/// `(tenant, group)` of a scope record object's key, or `None` for a key that
+/// is not one.
+pub fn parse_scope_key(key: &str) -> Option<(String, String)> {
+    let (t, g) = key.strip_prefix(SCOPES_PREFIX)?.split_once('/')?;
+    if g.contains('/') {
+        return None;
+    }
+    Some((t.into(), g.into()))
+}
+
+/// A scope record object's bytes.
+pub fn encode_scope(s: &ScopeRecord) -> Vec<u8> {
+    encode(RecordKind::Scope, s)
+}
+
+/// Decodes a scope record object and checks that it sits under its own key.
+pub fn decode_scope(key: &str, bytes: &[u8], location: &str) -> Result<ScopeRecord> {
+    let s: ScopeRecord = decode(RecordKind::Scope, bytes, location)?;
+    if scope_key(&s.tenant, &s.group) != key {
+        return Err(Error::RepositoryObjectDamaged {
+            what: RecordKind::Scope.name().into(),
+            location: location.into(),
+            reason: format!(
+                "it names group `{}` of tenant `{}`, not the group its key names",
+                s.group, s.tenant
+            ),
+            remedy: "run `lifeline repair`".into(),
+        });
+    }
+    Ok(s)
+}
 
 /// Key of a tenant's record object.
 pub fn tenant_key(tenant: &str) -> String {

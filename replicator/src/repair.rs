@@ -92,7 +92,10 @@ struct OldCatalog {
     tenants: HashMap<String, TenantRecord>,
     points: HashMap<(String, String, u64), PointRecord>,
     pins: Vec<crate::catalog::PinRecord>,
-    /// Entries of packs by tenant, read only for packs whose footer failed.
+    /// Groups with their own dedup scope, by tenant.
+    scopes: HashMap<String, Vec<String>>,
+    /// Entries of packs by store (`tenant`, or `tenant/group` for a group's
+    /// own scope), read only for packs whose footer failed.
     index: HashMap<String, std::sync::Arc<dyn ObjectIndex>>,
     catalog: Option<SledCatalog>,
 }
@@ -130,18 +133,23 @@ impl OldCatalog {
                     .insert((p.header.tenant.clone(), p.header.group.clone(), p.header.seq), p);
             }
             old.pins.extend(catalog.all_pins(&t).unwrap_or_default());
-            if let Ok(ix) = Catalog::object_index(&catalog, &t) {
-                old.index.insert(t, ix);
+            let scopes = catalog.scopes(&t).unwrap_or_default();
+            for store in std::iter::once(None).chain(scopes.iter().map(Some)) {
+                let name = crate::repository::store_name(&t, store.map(String::as_str));
+                if let Ok(ix) = Catalog::object_index(&catalog, &name) {
+                    old.index.insert(name, ix);
+                }
             }
+            old.scopes.insert(t, scopes);
         }
         old.catalog = Some(catalog);
         Ok(old)
     }
 
-    /// The old index's entries for `packs` of `tenant`.
-    fn entries_of(&self, tenant: &str, packs: &BTreeSet<PackId>) -> BTreeMap<PackId, Vec<(ObjectId, ObjectLocation)>> {
+    /// The old index's entries for `packs` of store `store`.
+    fn entries_of(&self, store: &str, packs: &BTreeSet<PackId>) -> BTreeMap<PackId, Vec<(ObjectId, ObjectLocation)>> {
         let mut out: BTreeMap<PackId, Vec<_>> = BTreeMap::new();
-        if let Some(ix) = self.index.get(tenant) {
+        if let Some(ix) = self.index.get(store) {
             let _ = ix.for_each(&mut |id, loc| {
                 if packs.contains(&loc.pack) {
                     out.entry(loc.pack).or_default().push((id, loc));
@@ -352,84 +360,28 @@ fn rebuild(
         catalog.create_tenant(&rec)?;
         report.tenants.push(name.clone());
 
-        // 3. Packs: every footer, in parallel; damaged footers from the old catalog.
-        let packs: Vec<(PackId, PackSource)> = match s3 {
-            None => pack_files(&path.join("tenants").join(&name).join("objects"))?
-                .into_iter()
-                .map(|(id, p)| (id, PackSource::File(p)))
-                .collect(),
-            Some(_) => pack_objects(storage, &format!("tenants/{name}/objects"))?
-                .into_iter()
-                .map(|(id, k, _)| (id, PackSource::Object(k)))
-                .collect(),
-        };
-        let total = packs.len() as u64;
-        let done = std::sync::atomic::AtomicU64::new(0);
-        let read_all = || -> Vec<(PackId, PackSource, Footer)> {
-            packs
-                .into_par_iter()
-                .map(|(id, p)| {
-                    let f = match &p {
-                        PackSource::File(path) => read_footer(path, id),
-                        PackSource::Object(key) => read_object_footer(storage, key, id),
-                    };
-                    let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                    if d.is_multiple_of(64) || d == total {
-                        progress(RepairProgress::Packs { done: d, total });
-                    }
-                    (id, p, f)
-                })
-                .collect()
-        };
-        // Footers of a bucket are network reads: many in flight at once.
-        let footers = match s3 {
-            None => read_all(),
-            Some(_) => rayon::ThreadPoolBuilder::new()
-                .num_threads(16)
-                .build()
-                .map_err(|e| Error::io("start the footer readers", std::io::Error::other(e)))?
-                .install(read_all),
-        };
-        let index = catalog.object_index(&name)?;
-        let damaged_packs: BTreeSet<PackId> = footers.iter().filter(|f| f.2.is_err()).map(|f| f.0).collect();
-        let mut from_old = if damaged_packs.is_empty() {
-            BTreeMap::new()
-        } else {
-            old.entries_of(&name, &damaged_packs)
-        };
-        let mut all = Vec::new();
-        for (id, p, footer) in footers {
-            let entries = match footer {
-                Ok(e) => e,
-                Err(reason) => {
-                    let checked = checked_entries(storage, &p, from_old.remove(&id).unwrap_or_default());
-                    let shown = match &p {
-                        PackSource::File(f) => f.display().to_string(),
-                        PackSource::Object(k) => storage.locate(k),
-                    };
-                    if checked.is_empty() {
-                        report.damaged.push(format!(
-                            "pack {shown}: its footer is unreadable ({reason}) and the old catalog has no intact entry for it: its objects are not indexed"
-                        ));
-                        continue;
-                    }
-                    report.entries_from_old_catalog += checked.len() as u64;
-                    report.rewritten.push(format!(
-                        "{shown} (footer unreadable: {reason}; {} entries taken from the old catalog, each object's trailer checked)",
-                        checked.len()
-                    ));
-                    checked
-                }
-            };
-            report.packs += 1;
-            report.objects += entries.len() as u64;
-            all.extend(entries);
+        // 3. Dedup scopes, then the packs of each store: every footer, in
+        // parallel; damaged footers from the old catalog.
+        let scopes = rebuild_scopes(storage, s3.is_some(), path, &name, &old, &catalog, &mut report)?;
+        for scope in std::iter::once(None).chain(scopes.iter().map(|g| Some(g.as_str()))) {
+            index_packs(
+                storage,
+                s3.is_some(),
+                path,
+                &name,
+                scope,
+                &old,
+                &catalog,
+                &mut report,
+                progress,
+            )?;
         }
-        index.load(&mut all)?;
-        index.flush()?;
-        drop(all);
 
-        // 4. Points.
+        // 4. Points, each checked against its group's store.
+        let index_of = |g: &str| {
+            let scope = scopes.iter().any(|s| s == g).then_some(g);
+            catalog.object_index(&crate::repository::store_name(&name, scope))
+        };
         let keys = storage.list(&record_object::tenant_points_prefix(&name))?;
         let total = keys.len() as u64;
         let mut seen = BTreeSet::new();
@@ -464,7 +416,7 @@ fn rebuild(
                 .roots
                 .iter()
                 .filter_map(|r| r.0)
-                .filter(|id| index.get(id).ok().flatten().is_none())
+                .filter(|id| index_of(&g).is_ok_and(|ix| ix.get(id).ok().flatten().is_none()))
                 .collect();
             if let Some(id) = missing.first() {
                 report.damaged.push(format!(
@@ -534,6 +486,170 @@ fn rebuild(
     }
     report.elapsed_secs = t0.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Indexes the packs of one store of `tenant` (its shared one, or `scope`'s
+/// own) in the new catalog: every footer, read in parallel; the entries of a
+/// pack whose footer fails from the old catalog, each object's trailer checked.
+#[allow(clippy::too_many_arguments)]
+fn index_packs(
+    storage: &dyn ObjectStorage,
+    s3: bool,
+    path: &Path,
+    tenant: &str,
+    scope: Option<&str>,
+    old: &OldCatalog,
+    catalog: &SledCatalog,
+    report: &mut RepairReport,
+    progress: &(dyn Fn(RepairProgress) + Sync),
+) -> Result<()> {
+    let store = crate::repository::store_name(tenant, scope);
+    let prefix = crate::repository::objects_prefix(tenant, scope);
+    let packs: Vec<(PackId, PackSource)> = match s3 {
+        false => pack_files(&path.join(&prefix))?
+            .into_iter()
+            .map(|(id, p)| (id, PackSource::File(p)))
+            .collect(),
+        true => pack_objects(storage, &prefix)?
+            .into_iter()
+            .map(|(id, k, _)| (id, PackSource::Object(k)))
+            .collect(),
+    };
+    let total = packs.len() as u64;
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let read_all = || -> Vec<(PackId, PackSource, Footer)> {
+        packs
+            .into_par_iter()
+            .map(|(id, p)| {
+                let f = match &p {
+                    PackSource::File(path) => read_footer(path, id),
+                    PackSource::Object(key) => read_object_footer(storage, key, id),
+                };
+                let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if d.is_multiple_of(64) || d == total {
+                    progress(RepairProgress::Packs { done: d, total });
+                }
+                (id, p, f)
+            })
+            .collect()
+    };
+    // Footers of a bucket are network reads: many in flight at once.
+    let footers = match s3 {
+        false => read_all(),
+        true => rayon::ThreadPoolBuilder::new()
+            .num_threads(16)
+            .build()
+            .map_err(|e| Error::io("start the footer readers", std::io::Error::other(e)))?
+            .install(read_all),
+    };
+    let index = catalog.object_index(&store)?;
+    let damaged_packs: BTreeSet<PackId> = footers.iter().filter(|f| f.2.is_err()).map(|f| f.0).collect();
+    let mut from_old = if damaged_packs.is_empty() {
+        BTreeMap::new()
+    } else {
+        old.entries_of(&store, &damaged_packs)
+    };
+    let mut all = Vec::new();
+    for (id, p, footer) in footers {
+        let entries = match footer {
+            Ok(e) => e,
+            Err(reason) => {
+                let checked = checked_entries(storage, &p, from_old.remove(&id).unwrap_or_default());
+                let shown = match &p {
+                    PackSource::File(f) => f.display().to_string(),
+                    PackSource::Object(k) => storage.locate(k),
+                };
+                if checked.is_empty() {
+                    report.damaged.push(format!(
+                        "pack {shown}: its footer is unreadable ({reason}) and the old catalog has no intact entry for it: its objects are not indexed"
+                    ));
+                    continue;
+                }
+                report.entries_from_old_catalog += checked.len() as u64;
+                report.rewritten.push(format!(
+                    "{shown} (footer unreadable: {reason}; {} entries taken from the old catalog, each object's trailer checked)",
+                    checked.len()
+                ));
+                checked
+            }
+        };
+        report.packs += 1;
+        report.objects += entries.len() as u64;
+        all.extend(entries);
+    }
+    index.load(&mut all)?;
+    index.flush()?;
+    drop(all);
+    Ok(())
+}
+
+/// The groups of `tenant` with their own dedup scope, recorded in the new
+/// catalog: every group a scope record object, a store of its own, or the old
+/// catalog names. The scope is what the key says (tenant and group), so a
+/// missing or damaged record object is written anew, never left out: its
+/// group's objects are in its own store, and without the scope its points
+/// would look there in vain.
+fn rebuild_scopes(
+    storage: &dyn ObjectStorage,
+    s3: bool,
+    path: &Path,
+    tenant: &str,
+    old: &OldCatalog,
+    catalog: &SledCatalog,
+    report: &mut RepairReport,
+) -> Result<Vec<String>> {
+    let prefix = format!("{}{tenant}/", record_object::SCOPES_PREFIX);
+    let mut groups: BTreeSet<String> = storage
+        .list(&prefix)?
+        .into_iter()
+        .filter_map(|(k, _)| record_object::parse_scope_key(&k).map(|(_, g)| g))
+        .collect();
+    let stores = format!("tenants/{tenant}/groups/");
+    if s3 {
+        groups.extend(
+            storage
+                .list(&stores)?
+                .into_iter()
+                .filter_map(|(k, _)| Some(k.strip_prefix(&stores)?.split_once('/')?.0.to_string())),
+        );
+    } else if let Ok(dirs) = std::fs::read_dir(path.join(&stores)) {
+        groups.extend(dirs.filter_map(|e| e.ok()?.file_name().into_string().ok()));
+    }
+    groups.extend(old.scopes.get(tenant).into_iter().flatten().cloned());
+    groups.retain(|g| check_name("group", g).is_ok());
+    for g in &groups {
+        let key = record_object::scope_key(tenant, g);
+        let loc = storage.locate(&key);
+        let rec = match storage.get(&key)? {
+            Some(b) => match record_object::decode_scope(&key, &b, &loc) {
+                Ok(r) => r,
+                Err(e) => {
+                    let rec = fresh_scope(tenant, g);
+                    storage.replace(&key, &record_object::encode_scope(&rec))?;
+                    report.rewritten.push(format!("{loc} ({e}; written anew from its key)"));
+                    rec
+                }
+            },
+            None => {
+                let rec = fresh_scope(tenant, g);
+                storage.put_if_absent(&key, &record_object::encode_scope(&rec))?;
+                report.rewritten.push(format!(
+                    "{loc} (missing while group `{g}` has a store of its own; written anew)"
+                ));
+                rec
+            }
+        };
+        catalog.create_scope(&rec)?;
+    }
+    Ok(groups.into_iter().collect())
+}
+
+fn fresh_scope(tenant: &str, group: &str) -> crate::catalog::ScopeRecord {
+    crate::catalog::ScopeRecord {
+        tenant: tenant.into(),
+        group: group.into(),
+        created: chrono::Utc::now().to_rfc3339(),
+    }
 }
 
 /// The entries whose object, read at its location in `pack`, passes its own

@@ -278,7 +278,7 @@ fn open_target(path: &Path, entry: &VolumeEntry) -> Result<Target> {
 pub fn restore(repo: &dyn TenantRepository, keys: &Keys, opts: &RestoreOptions) -> Result<RestoreSummary> {
     let started = Instant::now();
     let record = select_point(repo, &opts.group, opts.point)?;
-    let store = repo.store();
+    let store = repo.store(&opts.group)?;
     let location = repo.describe();
     let point: RecoveryPoint = record.open(keys, &location)?;
     let entry = point

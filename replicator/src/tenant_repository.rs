@@ -25,8 +25,9 @@ pub trait TenantRepository: Send + Sync {
     fn repository_id(&self) -> String;
     /// The tenant's name.
     fn tenant(&self) -> &str;
-    /// The tenant's object store.
-    fn store(&self) -> Arc<dyn ChunkStore>;
+    /// The object store of `group`: its tenant's shared store, or the group's
+    /// own when it has its own dedup scope.
+    fn store(&self, group: &str) -> Result<Arc<dyn ChunkStore>>;
     /// Points of one group, or of all, ordered by group then seq.
     fn points(&self, group: Option<&str>) -> Result<Vec<PointRecord>>;
     /// Commits a point whose objects are all durable (seq = last + 1); `cycle`
@@ -43,14 +44,13 @@ pub trait TenantRepository: Send + Sync {
 pub struct LocalTenant<'a> {
     repo: &'a Repository,
     tenant: String,
-    store: Arc<dyn ChunkStore>,
 }
 
 impl Repository {
     /// A tenant's view of this repository.
     pub fn tenant(&self, tenant: &str) -> Result<LocalTenant<'_>> {
+        self.store(tenant)?;
         Ok(LocalTenant {
-            store: self.store(tenant)?,
             repo: self,
             tenant: tenant.into(),
         })
@@ -67,8 +67,8 @@ impl TenantRepository for LocalTenant<'_> {
     fn tenant(&self) -> &str {
         &self.tenant
     }
-    fn store(&self) -> Arc<dyn ChunkStore> {
-        self.store.clone()
+    fn store(&self, group: &str) -> Result<Arc<dyn ChunkStore>> {
+        self.repo.group_store(&self.tenant, group)
     }
     fn points(&self, group: Option<&str>) -> Result<Vec<PointRecord>> {
         self.repo.points(&self.tenant, group)

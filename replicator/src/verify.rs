@@ -83,10 +83,60 @@ impl VerifyReport {
     }
 }
 
-/// Verifies a tenant's objects and points.
+/// Verifies a tenant's objects and points: each of the tenant's stores (its
+/// shared one and one per group with its own dedup scope) against the points
+/// of the groups it serves.
 pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     let started = Instant::now();
-    let store = repo.store(&opts.tenant)?;
+    // The records: the catalog against the objects, and every record object
+    // read whole. Damage is mapped to the points the objects hold (the truth).
+    let (points, records) = check_records(repo, &opts.tenant)?;
+    let own = repo.scopes(&opts.tenant)?;
+    let mut report = VerifyReport {
+        deep: opts.keys.is_some(),
+        objects: 0,
+        bytes: 0,
+        points: points.len() as u64,
+        volumes_hashed: 0,
+        damaged: Vec::new(),
+        missing: Vec::new(),
+        affected_points: Vec::new(),
+        records,
+        dropped_from_index: 0,
+        elapsed_secs: 0.0,
+    };
+    for scope in repo.stores_of(&opts.tenant)? {
+        let store = match &scope {
+            None => repo.store(&opts.tenant)?,
+            Some(g) => repo.group_store(&opts.tenant, g)?,
+        };
+        let in_scope: Vec<&crate::point::PointRecord> = points
+            .iter()
+            .filter(|p| match &scope {
+                None => !own.contains(&p.header.group),
+                Some(g) => &p.header.group == g,
+            })
+            .collect();
+        verify_store(repo, opts, store.as_ref(), &in_scope, &mut report)?;
+    }
+    report.missing.sort_by(|a, b| a.id.cmp(&b.id));
+    report.damaged.sort_by(|a, b| a.id.cmp(&b.id));
+    report
+        .affected_points
+        .sort_by(|a, b| (&a.group, a.seq).cmp(&(&b.group, b.seq)));
+    report.elapsed_secs = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Verifies one store: every object it holds, and the trees of `points` (the
+/// points of the groups it serves), adding what it finds to `report`.
+fn verify_store(
+    repo: &Repository,
+    opts: &VerifyOptions,
+    store: &dyn ChunkStore,
+    points: &[&crate::point::PointRecord],
+    report: &mut VerifyReport,
+) -> Result<()> {
     let mut listed: Vec<StoredObject> = Vec::new();
     store.list(&mut |o| {
         listed.push(o);
@@ -96,12 +146,12 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     listed.sort_unstable_by_key(|o| o.read_order);
     let total_bytes: u64 = listed.iter().map(|o| o.len).sum();
     let done = AtomicU64::new(0);
-    let reader = opts.keys.as_ref().map(|k| ObjectReader::new(store.as_ref(), k));
+    let reader = opts.keys.as_ref().map(|k| ObjectReader::new(store, k));
     // One pass over every object.
     let checked: Vec<(ObjectId, Option<Vec<ObjectId>>, Option<Failure>)> = listed
         .par_iter()
         .map(|o| {
-            let r = check_object(store.as_ref(), opts.keys.as_ref(), &o.id);
+            let r = check_object(store, opts.keys.as_ref(), &o.id);
             let d = done.fetch_add(o.len, Ordering::Relaxed) + o.len;
             if let Some(p) = &opts.progress {
                 p(d, total_bytes);
@@ -133,15 +183,12 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             node_refs.insert(id, refs);
         }
     }
-    // The records: the catalog against the objects, and every record object
-    // read whole. Damage is mapped to the points the objects hold (the truth).
-    let (points, records) = check_records(repo, &opts.tenant)?;
     let mut missing: HashMap<ObjectId, String> = HashMap::new();
     let mut memo: HashMap<ObjectId, Option<ObjectId>> = HashMap::new();
     let mut affected = Vec::new();
     let mut volumes_hashed = 0;
     let location = repo.name().display().to_string();
-    for p in &points {
+    for p in points {
         let h = &p.header;
         let mut reasons = Vec::new();
         for root in h.roots.iter().filter_map(|r| r.0) {
@@ -220,7 +267,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             "dropped damaged and missing objects and their referrers from the index"
         );
     }
-    let mut missing: Vec<DamagedObject> = missing
+    let missing: Vec<DamagedObject> = missing
         .into_iter()
         .map(|(id, reason)| DamagedObject {
             id: id.to_hex(),
@@ -228,21 +275,14 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             reason,
         })
         .collect();
-    missing.sort_by(|a, b| a.id.cmp(&b.id));
-    damaged.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(VerifyReport {
-        deep: opts.keys.is_some(),
-        objects: listed.len() as u64,
-        bytes: total_bytes,
-        points: points.len() as u64,
-        volumes_hashed,
-        damaged,
-        missing,
-        affected_points: affected,
-        records,
-        dropped_from_index,
-        elapsed_secs: started.elapsed().as_secs_f64(),
-    })
+    report.objects += listed.len() as u64;
+    report.bytes += total_bytes;
+    report.volumes_hashed += volumes_hashed;
+    report.damaged.extend(damaged);
+    report.missing.extend(missing);
+    report.affected_points.extend(affected);
+    report.dropped_from_index += dropped_from_index;
+    Ok(())
 }
 
 /// The tenant's points as their point objects hold them, and every problem

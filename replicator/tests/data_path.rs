@@ -369,11 +369,11 @@ impl lifeline_replicator::TenantRepository for CountingTenant<'_> {
     fn tenant(&self) -> &str {
         self.inner.tenant()
     }
-    fn store(&self) -> Arc<dyn lifeline_replicator::ChunkStore> {
-        Arc::new(CountingStore {
-            inner: self.inner.store(),
+    fn store(&self, group: &str) -> lifeline_replicator::Result<Arc<dyn lifeline_replicator::ChunkStore>> {
+        Ok(Arc::new(CountingStore {
+            inner: self.inner.store(group)?,
             reads: self.reads.clone(),
-        })
+        }))
     }
     fn points(&self, group: Option<&str>) -> lifeline_replicator::Result<Vec<lifeline_replicator::PointRecord>> {
         self.inner.points(group)

@@ -378,15 +378,22 @@ fn remove_newest_from_catalog(repo: &Path, newest: &lifeline_replicator::PointRe
 
 #[test]
 fn a_format_2_repository_is_upgraded_with_point_objects_written_from_its_catalog() {
+    use lifeline_replicator::file_formats::REPOSITORY_FORMAT;
     let e = three_points();
     // As a format 2 build left it: no record objects, marker format 2.
     fs::remove_dir_all(e.repo().join("meta")).unwrap();
     let marker = e.repo().join("lifeline-repo");
-    let text = fs::read_to_string(&marker).unwrap().replace("format 4", "format 2");
+    let text = fs::read_to_string(&marker)
+        .unwrap()
+        .replace(&format!("format {REPOSITORY_FORMAT}"), "format 2");
     fs::write(&marker, text).unwrap();
     let repo = Repository::open(&e.repo()).unwrap();
     drop(repo);
-    assert!(fs::read_to_string(&marker).unwrap().contains("format 4"));
+    assert!(
+        fs::read_to_string(&marker)
+            .unwrap()
+            .contains(&format!("format {REPOSITORY_FORMAT}"))
+    );
     for seq in 1..=3 {
         assert!(point_object(&e.repo(), seq).is_file());
     }

@@ -154,6 +154,39 @@ fn gc_and_prune_work_on_a_bucket() {
 }
 
 #[test]
+fn a_group_with_its_own_dedup_scope_keeps_its_packs_under_its_own_prefix() {
+    let Some(g) = Garage::single() else { return };
+    g.create_bucket("scope-repo");
+    let site = Site::new();
+    let s = settings(&g, &g.endpoint());
+    let l = loc("s3://scope-repo");
+    let repo = Repository::init_s3(&l, &s, &site.state("state"), &site.keys, DEFAULT_TENANT).unwrap();
+    assert!(repo.create_scope(DEFAULT_TENANT, "db").unwrap());
+    let versions = three_points(&site, &repo);
+    let storage = S3Storage::new(&l, &s).unwrap();
+    assert!(
+        !storage
+            .list("tenants/default/groups/db/objects/packs/")
+            .unwrap()
+            .is_empty()
+    );
+    assert!(storage.list("tenants/default/objects/packs/").unwrap().is_empty());
+    assert_eq!(storage.list("meta/scopes/default/").unwrap().len(), 1);
+    repo.remove_points(DEFAULT_TENANT, "db", &[1, 2]).unwrap();
+    let report = gc(&repo, DEFAULT_TENANT, Duration::ZERO, false).unwrap();
+    assert!(report.collect.objects_removed > 0, "{report:?}");
+    assert!(deep_verify(&site, &repo).is_clean());
+    drop(repo);
+    // A fresh cache from the bucket alone finds the scope and its packs.
+    let fresh = site.state("fresh-state");
+    let report = repair_s3(&l, &s, &fresh, &no_progress).unwrap();
+    assert!(report.damaged.is_empty(), "{report:?}");
+    let repo = Repository::open_s3(&l, &s, &fresh).unwrap();
+    assert_eq!(repo.scopes(DEFAULT_TENANT).unwrap(), ["db"]);
+    assert!(restore_seq(&site, &repo, 3) == versions[2]);
+}
+
+#[test]
 fn bad_credentials_a_missing_bucket_and_a_foreign_bucket_are_named_with_the_fix() {
     let Some(g) = Garage::single() else { return };
     g.create_bucket("mine");

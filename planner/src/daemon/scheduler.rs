@@ -112,10 +112,13 @@ pub fn run(a: &DaemonArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
                 .map(|t| t.dir.clone())
                 .context("the site serves a receiver: [tls] dir is needed")?;
             let tls = TlsDir::new(&tls_dir).server_config()?;
-            let receiver = Arc::new(Receiver::open(&ReceiverConfig {
-                repo: repo.clone(),
-                allow: site_cfg.allow.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            })?);
+            let receiver = Arc::new(
+                Receiver::open(&ReceiverConfig {
+                    repo: repo.clone(),
+                    allow: site_cfg.allow.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                })?
+                .with_own_scopes(site_cfg.own_scopes()?)?,
+            );
             let listener = rt
                 .block_on(tokio::net::TcpListener::bind(listen))
                 .with_context(|| format!("receiver: listen on {listen}"))?;

@@ -7,6 +7,7 @@ mod checks;
 mod common;
 mod console;
 mod daemon;
+mod dedup_scope;
 mod identities;
 mod instant;
 mod metrics;

@@ -112,6 +112,22 @@ fn check_allow(allow: &HashMap<String, Vec<String>>) -> Result<(), lifeline_repl
     Ok(())
 }
 
+/// Creates the scopes of `own_scopes` that belong to `tenant` (existing ones
+/// are kept; a group that already has points in the shared store is refused,
+/// naming it).
+fn create_scopes(
+    repo: &Repository,
+    own_scopes: &[(String, String)],
+    tenant: &str,
+) -> Result<(), lifeline_replicator::Error> {
+    for (_, g) in own_scopes.iter().filter(|(t, _)| t == tenant) {
+        if repo.create_scope(tenant, g)? {
+            tracing::info!(%tenant, group = %g, "group given its own dedup scope");
+        }
+    }
+    Ok(())
+}
+
 /// The receiver's state: the repository it owns (its sled catalog is locked by
 /// this process) and the authorisations.
 pub struct Receiver {
@@ -119,6 +135,7 @@ pub struct Receiver {
     repo: std::sync::RwLock<Option<Arc<Repository>>>,
     path: PathBuf,
     allow: HashMap<String, Vec<String>>,
+    own_scopes: Vec<(String, String)>,
     /// Per (tenant, group): the last committed cycle as its agent reported it.
     pub(crate) cycles: std::sync::Mutex<HashMap<(String, String), (f64, u64)>>,
     /// Per (tenant, agent): failed uploads and commits since start.
@@ -144,6 +161,7 @@ impl Receiver {
             repo: std::sync::RwLock::new(Some(Arc::new(repo))),
             path: cfg.repo.clone(),
             allow: cfg.allow.clone(),
+            own_scopes: Vec::new(),
             cycles: Default::default(),
             errors: Default::default(),
             suspect: Default::default(),
@@ -152,6 +170,36 @@ impl Receiver {
             upload_budget: Budget::new(UPLOAD_BUDGET, "uploads"),
             pins: Default::default(),
         })
+    }
+
+    /// Gives each `(tenant, group)` of `own_scopes` its own dedup scope
+    /// (`Repository::create_scope`): now for tenants the repository has, and
+    /// for a new tenant when its first session creates it. A group that already
+    /// has points in its tenant's shared store is refused, naming it.
+    pub fn with_own_scopes(
+        mut self,
+        own_scopes: Vec<(String, String)>,
+    ) -> Result<Receiver, lifeline_replicator::Error> {
+        for (t, g) in &own_scopes {
+            lifeline_replicator::check_name("tenant", t)?;
+            lifeline_replicator::check_name("group", g)?;
+        }
+        let repo = self.repo().map_err(|s| lifeline_replicator::Error::Invalid {
+            what: "receiver",
+            value: self.path.display().to_string(),
+            reason: s.message().to_string(),
+        })?;
+        for tenant in repo.catalog().tenants()? {
+            create_scopes(&repo, &own_scopes, &tenant)?;
+        }
+        self.own_scopes = own_scopes;
+        Ok(self)
+    }
+
+    /// Gives the groups of `tenant` configured with their own dedup scope
+    /// their scope (a tenant's first session calls it once the tenant exists).
+    pub(crate) fn create_scopes(&self, repo: &Repository, tenant: &str) -> Result<(), lifeline_replicator::Error> {
+        create_scopes(repo, &self.own_scopes, tenant)
     }
 
     /// The groups agent `name` of `tenant` may write: those allowed to

@@ -47,10 +47,18 @@ struct Shared {
     url: String,
     rt: Runtime,
     client: ReplicationClient<Channel>,
+    /// One upload per group's store (a group with its own dedup scope has
+    /// its own store on the receiver).
+    uploads: Mutex<std::collections::HashMap<String, Arc<GroupUpload>>>,
+    limit: Mutex<Option<Arc<RateLimit>>>,
+}
+
+/// The upload in progress to one group's store.
+#[derive(Default)]
+struct GroupUpload {
     upload: Mutex<Option<Upload>>,
     /// Ids handed to the current upload (not yet durable).
     pending: Mutex<HashSet<ObjectId>>,
-    limit: Mutex<Option<Arc<RateLimit>>>,
 }
 
 /// One group's replication status on a receiver.
@@ -73,9 +81,27 @@ pub struct RemoteRepository {
     repository_id: String,
 }
 
-/// The object store of a [`RemoteRepository`].
+/// The object store of one group of a [`RemoteRepository`]. Every call names
+/// the group in the request metadata ([`GROUP_METADATA`]): the receiver keeps
+/// the objects of a group with its own dedup scope apart.
 pub struct RemoteStore {
     shared: Arc<Shared>,
+    group: String,
+    up: Arc<GroupUpload>,
+}
+
+/// The request metadata that names the group whose store a `FilterMissing`,
+/// `PutObjects` or `ReadObjects` call is for (absent: the tenant's shared
+/// store).
+pub const GROUP_METADATA: &str = "lifeline-group";
+
+/// `msg` as a request naming `group` in its metadata.
+fn for_group<T>(group: &str, msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if let Ok(v) = group.parse() {
+        req.metadata_mut().insert(GROUP_METADATA, v);
+    }
+    req
 }
 
 /// Maps a status from the receiver to a domain error: refusals are permanent,
@@ -174,8 +200,7 @@ impl RemoteRepository {
                 url: url.into(),
                 rt,
                 client,
-                upload: Mutex::new(None),
-                pending: Mutex::new(HashSet::new()),
+                uploads: Mutex::new(Default::default()),
                 limit: Mutex::new(None),
             }),
             tenant: open.tenant,
@@ -357,10 +382,21 @@ impl TenantRepository for RemoteRepository {
     fn tenant(&self) -> &str {
         &self.tenant
     }
-    fn store(&self) -> Arc<dyn ChunkStore> {
-        Arc::new(RemoteStore {
+    fn store(&self, group: &str) -> lifeline_replicator::Result<Arc<dyn ChunkStore>> {
+        lifeline_replicator::check_name("group", group)?;
+        let up = self
+            .shared
+            .uploads
+            .lock()
+            .expect("uploads")
+            .entry(group.into())
+            .or_default()
+            .clone();
+        Ok(Arc::new(RemoteStore {
             shared: self.shared.clone(),
-        })
+            group: group.into(),
+            up,
+        }))
     }
     /// Reads the listing in pages (the receiver bounds each answer).
     fn points(&self, group: Option<&str>) -> lifeline_replicator::Result<Vec<PointRecord>> {
@@ -451,9 +487,12 @@ impl RemoteStore {
         let s = &self.shared;
         let mut pause = std::time::Duration::from_millis(200);
         for attempt in 0.. {
-            let r = s.rt.block_on(s.client.clone().read_objects(pb::ObjectIds {
-                ids: ids.iter().map(|i| i.0.to_vec()).collect(),
-            }));
+            let r = s.rt.block_on(s.client.clone().read_objects(for_group(
+                &self.group,
+                pb::ObjectIds {
+                    ids: ids.iter().map(|i| i.0.to_vec()).collect(),
+                },
+            )));
             match r {
                 Ok(resp) => return Ok(resp.into_inner().objects),
                 Err(e) if e.code() == tonic::Code::ResourceExhausted && attempt < 5 => {
@@ -481,9 +520,13 @@ impl RemoteStore {
     fn start_upload(&self) -> Upload {
         let (tx, rx) = mpsc::channel(QUEUE);
         let mut client = self.shared.client.clone();
+        let group = self.group.clone();
         let task = self.shared.rt.spawn(async move {
             let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-            client.put_objects(stream).await.map(|r| r.into_inner())
+            client
+                .put_objects(for_group(&group, stream))
+                .await
+                .map(|r| r.into_inner())
         });
         Upload {
             tx,
@@ -499,7 +542,7 @@ impl RemoteStore {
     /// would stay open while it waits: a deadlock).
     fn upload_ended(&self, failed: Upload) -> Error {
         let s = &self.shared;
-        s.pending.lock().expect("pending").clear();
+        self.up.pending.lock().expect("pending").clear();
         let repository = format!("receiver {}", s.url);
         let Upload { tx, task, .. } = failed;
         drop(tx);
@@ -520,7 +563,7 @@ impl ChunkStore for RemoteStore {
     }
 
     fn put_owned(&self, id: &ObjectId, sealed: Vec<u8>) -> lifeline_replicator::Result<bool> {
-        if self.shared.pending.lock().expect("pending").contains(id) {
+        if self.up.pending.lock().expect("pending").contains(id) {
             return Ok(false);
         }
         let limit = self.shared.limit.lock().expect("limit").clone();
@@ -532,11 +575,11 @@ impl ChunkStore for RemoteStore {
         let close_at = limit.map_or(UPLOAD_BATCH_BYTES, |l| {
             UPLOAD_BATCH_BYTES.min((l.rate() / 32) as usize).max(1)
         });
-        let mut up = self.shared.upload.lock().expect("upload");
+        let mut up = self.up.upload.lock().expect("upload");
         // Pending only once in the batch, under the same lock: another thread
         // that sees it pending (and so does not put it) puts what references
         // it after it.
-        if !self.shared.pending.lock().expect("pending").insert(*id) {
+        if !self.up.pending.lock().expect("pending").insert(*id) {
             return Ok(false);
         }
         if up.is_none() {
@@ -583,9 +626,12 @@ impl ChunkStore for RemoteStore {
         let mut out = Vec::with_capacity(ids.len());
         for batch in ids.chunks(FILTER_BATCH) {
             let resp =
-                s.rt.block_on(s.client.clone().filter_missing(pb::ObjectIds {
-                    ids: batch.iter().map(|i| i.0.to_vec()).collect(),
-                }))
+                s.rt.block_on(s.client.clone().filter_missing(for_group(
+                    &self.group,
+                    pb::ObjectIds {
+                        ids: batch.iter().map(|i| i.0.to_vec()).collect(),
+                    },
+                )))
                 .map_err(|e| remote(&s.url, e))?
                 .into_inner();
             if resp.missing.len() != batch.len() {
@@ -595,7 +641,7 @@ impl ChunkStore for RemoteStore {
                     reason: "wrong number of entries in a missing-object mask".into(),
                 });
             }
-            let pending = s.pending.lock().expect("pending");
+            let pending = self.up.pending.lock().expect("pending");
             out.extend(batch.iter().zip(resp.missing).map(|(id, m)| m && !pending.contains(id)));
         }
         Ok(out)
@@ -662,7 +708,7 @@ impl ChunkStore for RemoteStore {
     }
 
     fn sync(&self) -> lifeline_replicator::Result<()> {
-        let up = self.shared.upload.lock().expect("upload").take();
+        let up = self.up.upload.lock().expect("upload").take();
         let Some(Upload { tx, task, batch, .. }) = up else {
             return Ok(());
         };
@@ -673,7 +719,7 @@ impl ChunkStore for RemoteStore {
         }
         drop(tx);
         let result = s.rt.block_on(task);
-        s.pending.lock().expect("pending").clear();
+        self.up.pending.lock().expect("pending").clear();
         match result {
             Ok(Ok(summary)) => {
                 tracing::debug!(
@@ -692,10 +738,10 @@ impl ChunkStore for RemoteStore {
     }
 
     fn abandon(&self) {
-        if let Some(up) = self.shared.upload.lock().expect("upload").take() {
+        if let Some(up) = self.up.upload.lock().expect("upload").take() {
             up.task.abort();
         }
-        self.shared.pending.lock().expect("pending").clear();
+        self.up.pending.lock().expect("pending").clear();
     }
 
     fn list(

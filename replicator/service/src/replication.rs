@@ -35,6 +35,34 @@ fn ids_from(raw: &[Vec<u8>], max: usize) -> Result<Vec<ObjectId>, Status> {
         .collect()
 }
 
+/// The group a `FilterMissing`, `PutObjects` or `ReadObjects` call names in
+/// its metadata ([`GROUP_METADATA`](crate::remote::GROUP_METADATA)), checked;
+/// `None`: the tenant's shared store (clients before dedup scopes).
+fn group_of<T>(req: &Request<T>) -> Result<Option<String>, Status> {
+    let Some(v) = req.metadata().get(crate::remote::GROUP_METADATA) else {
+        return Ok(None);
+    };
+    let g = v
+        .to_str()
+        .map_err(|_| Status::invalid_argument("the group in the request metadata is not text"))?;
+    lifeline_replicator::check_name("group", g).map_err(to_status)?;
+    Ok(Some(g.into()))
+}
+
+/// The store a call reaches: the named group's (its own when it has its own
+/// dedup scope), else the tenant's shared one.
+fn store_for(
+    repo: &lifeline_replicator::Repository,
+    tenant: &str,
+    group: Option<&str>,
+) -> Result<Arc<dyn lifeline_replicator::ChunkStore>, Status> {
+    match group {
+        Some(g) => repo.group_store(tenant, g),
+        None => repo.store(tenant),
+    }
+    .map_err(to_status)
+}
+
 const BATCH_BYTES: usize = 4 << 20;
 const BATCH_OBJECTS: usize = 1024;
 
@@ -120,12 +148,16 @@ impl ReceiverService {
     ) -> Result<Response<pb::PutSummary>, Status> {
         let (agent, tenant) = self.agent(&req)?;
         self.tenant_known(&tenant)?;
-        if !self.may_write(&agent, &tenant, None) {
-            return Err(Status::permission_denied(format!(
-                "agent `{agent}` may write no group on this receiver (receiver --allow {agent}=GROUP)"
-            )));
+        let group = group_of(&req)?;
+        if !self.may_write(&agent, &tenant, group.as_deref()) {
+            return Err(Status::permission_denied(match &group {
+                None => format!("agent `{agent}` may write no group on this receiver (receiver --allow {agent}=GROUP)"),
+                Some(g) => format!(
+                    "agent `{agent}` may not write group `{g}`, so it may not upload to its store (receiver --allow {agent}=GROUP)"
+                ),
+            }));
         }
-        let store = self.repo()?.store(&tenant).map_err(to_status)?;
+        let store = store_for(&*self.repo()?, &tenant, group.as_deref())?;
         let losses = store.losses();
         let mut stream = req.into_inner();
         let mut summary = pb::PutSummary::default();
@@ -273,7 +305,7 @@ impl ReceiverService {
         let key = (tenant.clone(), group.clone());
         blocking(move || {
             let repo = me.repo()?;
-            let store = repo.store(&tenant).map_err(to_status)?;
+            let store = repo.group_store(&tenant, &group).map_err(to_status)?;
             let roots: Vec<ObjectId> = rec.header.roots.iter().filter_map(|r| r.0).collect();
             // Dedup counts objects still pending in uploads as present, so a
             // cycle may send nothing and rely on them: make everything pending
@@ -285,7 +317,9 @@ impl ReceiverService {
             if me.gc.needs_full_check(cycle_secs) {
                 // A collection overlapped the agent's cycle: something it was told
                 // is present may have been collected since. Check the whole tree.
-                if let Some(id) = lifeline_replicator::first_missing(&repo, &tenant, &roots).map_err(to_status)? {
+                if let Some(id) =
+                    lifeline_replicator::first_missing(&repo, &tenant, &group, &roots).map_err(to_status)?
+                {
                     return Err(Status::aborted(format!(
                         "point {} of group `{}` references {id}, which garbage collection removed during the \
                          agent's cycle: retry the cycle (the agent does so by itself)",
@@ -366,12 +400,15 @@ impl Replication for ReceiverService {
             // The first session of a tenant records its key; a later one with
             // another key is refused (in the agent's terms: the repository's
             // path and `lifeline init` mean nothing on the agent's side).
-            match me.repo()?.create_tenant_record(&rec) {
+            let repo = me.repo()?;
+            match repo.create_tenant_record(&rec) {
                 Err(lifeline_replicator::Error::WrongKey { expected, .. }) => Err(Status::permission_denied(format!(
                     "key fingerprint {fp} does not match tenant `{t}`'s key ({expected}): use the tenant's key file"
                 ))),
                 r => r.map_err(to_status),
-            }
+            }?;
+            // Scopes configured for this tenant exist before its first upload.
+            me.create_scopes(&repo, &t).map_err(to_status)
         })
         .await?;
         tracing::info!(%agent, %tenant, "session opened");
@@ -386,10 +423,11 @@ impl Replication for ReceiverService {
     async fn filter_missing(&self, req: Request<pb::ObjectIds>) -> Result<Response<pb::MissingMask>, Status> {
         let (_, tenant) = self.agent(&req)?;
         self.tenant_known(&tenant)?;
+        let group = group_of(&req)?;
         let ids = ids_from(&req.into_inner().ids, MAX_IDS)?;
         let me = self.0.clone();
         let missing = blocking(move || {
-            let store = me.repo()?.store(&tenant).map_err(to_status)?;
+            let store = store_for(&*me.repo()?, &tenant, group.as_deref())?;
             // An object answered present must survive a collection running now.
             let _gate = me.gc.read();
             let missing = store.missing(&ids).map_err(to_status)?;
@@ -471,6 +509,7 @@ impl Replication for ReceiverService {
     async fn read_objects(&self, req: Request<pb::ObjectIds>) -> Result<Response<pb::SealedObjects>, Status> {
         let (_, tenant) = self.agent(&req)?;
         self.tenant_known(&tenant)?;
+        let group = group_of(&req)?;
         let mut seen = HashSet::new();
         let ids: Vec<ObjectId> = ids_from(&req.into_inner().ids, MAX_READ_IDS)?
             .into_iter()
@@ -486,7 +525,7 @@ impl Replication for ReceiverService {
         let first = self.read_budget.acquire(worst, BUDGET_WAIT).await?;
         let me = self.0.clone();
         let (objects, held) = blocking(move || {
-            let store = me.repo()?.store(&tenant).map_err(to_status)?;
+            let store = store_for(&*me.repo()?, &tenant, group.as_deref())?;
             let mut objects = Vec::new();
             let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
             let mut total = 0usize;

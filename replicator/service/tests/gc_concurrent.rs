@@ -112,11 +112,11 @@ impl TenantRepository for Hooked {
     fn tenant(&self) -> &str {
         self.inner.tenant()
     }
-    fn store(&self) -> Arc<dyn ChunkStore> {
-        Arc::new(HookedStore {
-            inner: self.inner.store(),
+    fn store(&self, group: &str) -> lifeline_replicator::Result<Arc<dyn ChunkStore>> {
+        Ok(Arc::new(HookedStore {
+            inner: self.inner.store(group)?,
             hook: self.hook.clone(),
-        })
+        }))
     }
     fn points(&self, group: Option<&str>) -> lifeline_replicator::Result<Vec<PointRecord>> {
         self.inner.points(group)

@@ -759,7 +759,7 @@ fn puts_racing_a_refused_upload_all_return() {
     let srv = start(dir.path());
     let keys = Keys::derive(&[12; 32]);
     let remote = RemoteRepository::connect(&srv.url, &srv.tls, "a", &keys).unwrap();
-    let store = remote.store();
+    let store = remote.store("g").unwrap();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<(usize, usize)>();
     // Worker 0 damages every tenth object for as long as another worker
     // runs (and until three of its own puts failed), so the others keep

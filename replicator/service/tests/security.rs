@@ -254,7 +254,7 @@ fn read_objects_answers_each_id_once_and_within_the_cap() {
     // remote store gets every object, duplicates included, in order.
     let remote = RemoteRepository::connect(&srv.url, &srv.tls, "a", &keys).unwrap();
     use lifeline_replicator::TenantRepository;
-    let store = remote.store();
+    let store = remote.store("g").unwrap();
     let wanted = [big, big2, smalls[1].0, big, smalls[0].0];
     let read = store.get_many(&wanted).unwrap();
     let expect = [&big_sealed, &big2_sealed, &smalls[1].1, &big_sealed, &smalls[0].1];

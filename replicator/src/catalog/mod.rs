@@ -7,7 +7,7 @@ mod sled_catalog;
 
 /// The object index the catalog keeps for the store (defined by the store, which writes it).
 pub use crate::store::ObjectIndex;
-pub use records::{RepositoryConfig, TenantRecord};
+pub use records::{RepositoryConfig, ScopeRecord, TenantRecord};
 pub use sled_catalog::{SledCatalog, SledObjectIndex};
 
 use crate::error::Result;
@@ -44,6 +44,11 @@ pub trait Catalog: Send + Sync {
     fn tenants(&self) -> Result<Vec<String>>;
     /// Creates a tenant; `false` (and no change) when it exists.
     fn create_tenant(&self, tenant: &TenantRecord) -> Result<bool>;
+    /// The groups of a tenant that have their own dedup scope, sorted.
+    fn scopes(&self, tenant: &str) -> Result<Vec<String>>;
+    /// Records a group's own dedup scope; `false` (and no change) when it
+    /// exists. Durable when it returns.
+    fn create_scope(&self, scope: &ScopeRecord) -> Result<bool>;
     /// Points of a tenant, of one group or of all, ordered by group then seq.
     fn points(&self, tenant: &str, group: Option<&str>) -> Result<Vec<PointRecord>>;
     /// The newest point of a group.
@@ -109,6 +114,7 @@ pub trait Catalog: Send + Sync {
     /// Ok while the catalog accepts work; the error it keeps returning once an
     /// I/O error (a full disk) made it refuse everything until reopened.
     fn check(&self) -> Result<()>;
-    /// The object index of a tenant.
-    fn object_index(&self, tenant: &str) -> Result<std::sync::Arc<dyn ObjectIndex>>;
+    /// The object index of a store: a tenant's shared one (`tenant`) or a
+    /// group's own (`tenant/group`, see [`scopes`](Self::scopes)).
+    fn object_index(&self, store: &str) -> Result<std::sync::Arc<dyn ObjectIndex>>;
 }

@@ -22,3 +22,14 @@ pub struct TenantRecord {
     pub key_fingerprint: String,
     pub created: String,
 }
+
+/// A group with its own dedup scope: its objects are stored, deduplicated and
+/// collected apart from the tenant's shared store, and only writers of the group
+/// may add to them (see `Repository::create_scope`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeRecord {
+    pub tenant: String,
+    pub group: String,
+    pub created: String,
+}

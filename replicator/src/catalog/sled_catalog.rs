@@ -1,7 +1,8 @@
 //! [`Catalog`] over sled 0.34.
 //!
 //! Trees: `meta` (`config` → [`RepositoryConfig`]), `tenants` (name → [`TenantRecord`]),
-//! `points` (`tenant \0 group \0 seq as u64 big endian` → [`PointRecord`]). Values
+//! `points` (`tenant \0 group \0 seq as u64 big endian` → [`PointRecord`]),
+//! `scopes` (`tenant \0 group` → [`ScopeRecord`]). Values
 //! are a version byte followed by JSON. Commits take a mutex (one owner process,
 //! many threads) and end with a flush, so a returned commit survives a crash.
 
@@ -12,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::Transactional;
 
-use crate::catalog::{Catalog, ObjectIndex, PinRecord, RepositoryConfig, TenantRecord};
+use crate::catalog::{Catalog, ObjectIndex, PinRecord, RepositoryConfig, ScopeRecord, TenantRecord};
 use crate::error::{Error, Result};
 use crate::file_formats::{CATALOG_VALUE_VERSION, MAX_OBJECT_LEN};
 use crate::object_id::ObjectId;
@@ -31,6 +32,8 @@ pub struct SledCatalog {
     /// Same keys as `points`, empty values: points removed whose point object
     /// may not be deleted yet.
     pruning: sled::Tree,
+    /// Groups with their own dedup scope.
+    scopes: sled::Tree,
     commit: Mutex<()>,
 }
 
@@ -71,6 +74,7 @@ impl SledCatalog {
             points: db.open_tree("points").map_err(err)?,
             pins: db.open_tree("pins").map_err(err)?,
             pruning: db.open_tree("pruning").map_err(err)?,
+            scopes: db.open_tree("scopes").map_err(err)?,
             db,
             path: path.into(),
             commit: Mutex::new(()),
@@ -252,6 +256,31 @@ impl Catalog for SledCatalog {
                 None as Option<&[u8]>,
                 Some(Self::encode(tenant)),
             )
+            .map_err(|e| self.err(e))?;
+        self.flush()?;
+        Ok(r.is_ok())
+    }
+
+    fn scopes(&self, tenant: &str) -> Result<Vec<String>> {
+        let mut prefix = tenant.as_bytes().to_vec();
+        prefix.push(0);
+        self.scopes
+            .scan_prefix(&prefix)
+            .keys()
+            .map(|k| {
+                let k = k.map_err(|e| self.err(e))?;
+                Ok(String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+            })
+            .collect()
+    }
+
+    fn create_scope(&self, scope: &ScopeRecord) -> Result<bool> {
+        let mut key = scope.tenant.as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(scope.group.as_bytes());
+        let r = self
+            .scopes
+            .compare_and_swap(key, None as Option<&[u8]>, Some(Self::encode(scope)))
             .map_err(|e| self.err(e))?;
         self.flush()?;
         Ok(r.is_ok())

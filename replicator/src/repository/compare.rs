@@ -11,6 +11,10 @@ pub struct Comparison {
     pub objects_not_in_catalog: Vec<(String, String, u64)>,
     /// Catalog points whose point object is missing.
     pub points_without_object: Vec<(String, String, u64)>,
+    /// `(tenant, group)` of dedup scopes the catalog lists without a record object.
+    pub scopes_without_object: Vec<(String, String)>,
+    /// `(tenant, group)` of scope record objects the catalog does not list.
+    pub scopes_not_in_catalog: Vec<(String, String)>,
     /// Objects under the points prefix whose key is not a point's.
     pub stray_objects: Vec<String>,
     /// The catalog's last seq of each `(tenant, group)`.
@@ -42,6 +46,16 @@ impl Comparison {
         for (t, g, s) in &self.points_without_object {
             out.push(format!(
                 "point {s} of group `{g}` (tenant `{t}`) is in the catalog but its point object is missing"
+            ));
+        }
+        for (t, g) in &self.scopes_without_object {
+            out.push(format!(
+                "group `{g}` (tenant `{t}`) has its own dedup scope in the catalog but no scope record object"
+            ));
+        }
+        for (t, g) in &self.scopes_not_in_catalog {
+            out.push(format!(
+                "group `{g}` (tenant `{t}`) has a scope record object but its dedup scope is missing from the catalog"
             ));
         }
         for k in &self.stray_objects {

@@ -4,6 +4,7 @@
 //! REPO/lifeline-repo              marker: "LIFELINE-REPOSITORY", format, repository id
 //! REPO/catalog/                   sled catalog (config, tenants, points)
 //! REPO/tenants/<tenant>/objects/  the tenant's sealed objects in packs (LocalDirStore)
+//! REPO/tenants/<tenant>/groups/<group>/objects/  those of a group with its own dedup scope
 //! ```
 //! The marker is written last at init, so a crash during init leaves no
 //! half-initialised repository that looks valid. Opening takes the catalog's
@@ -313,7 +314,8 @@ impl Repository {
         let storage: Arc<dyn ObjectStorage> = Arc::new(LocalDirStorage::new(path));
         if format < REPOSITORY_FORMAT {
             // Format 2 added block maps and delta segment nodes, format 3 the
-            // record objects, format 4 the commit time of points. Builds that know only an older format must refuse
+            // record objects, format 4 the commit time of points, format 5
+            // dedup scopes. Builds that know only an older format must refuse
             // the repository rather than call the new nodes damaged or prune
             // without deleting point objects. The record objects are written
             // from the catalog before the marker says format 3, so a crash
@@ -325,7 +327,7 @@ impl Repository {
             fsutil::write_atomic(&marker, marker_text(&config.id).as_bytes())?;
             tracing::info!(
                 repository = %path.display(),
-                "repository format upgraded from {format} to {REPOSITORY_FORMAT} (record objects); \
+                "repository format upgraded from {format} to {REPOSITORY_FORMAT}; \
                  builds that only read format {format} now refuse it"
             );
         }
@@ -474,7 +476,7 @@ impl Repository {
                 continue; // left for the comparison to report
             };
             let roots: Vec<ObjectId> = point.header.roots.iter().filter_map(|r| r.0).collect();
-            let store = self.local_store(&tenant)?;
+            let store = self.local_group_store(&tenant, &group)?;
             if store.missing(&roots)?.iter().any(|m| *m) {
                 continue;
             }
@@ -516,6 +518,18 @@ impl Repository {
                 catalog_points.insert((t.clone(), g, seq));
             }
         }
+        let scope_objects: BTreeSet<(String, String)> = self
+            .storage
+            .list(record_object::SCOPES_PREFIX)?
+            .into_iter()
+            .filter_map(|(k, _)| record_object::parse_scope_key(&k))
+            .collect();
+        let mut catalog_scopes: BTreeSet<(String, String)> = BTreeSet::new();
+        for t in &in_catalog {
+            catalog_scopes.extend(self.catalog.scopes(t)?.into_iter().map(|g| (t.clone(), g)));
+        }
+        c.scopes_without_object = catalog_scopes.difference(&scope_objects).cloned().collect();
+        c.scopes_not_in_catalog = scope_objects.difference(&catalog_scopes).cloned().collect();
         c.objects_not_in_catalog = point_objects.difference(&catalog_points).cloned().collect();
         c.points_without_object = catalog_points.difference(&point_objects).cloned().collect();
         c.catalog_last = catalog_points.iter().fold(BTreeMap::new(), |mut m, (t, g, s)| {
@@ -561,7 +575,7 @@ impl Repository {
         check_name("tenant", tenant)?;
         if self.catalog.tenant(tenant)?.is_none() {
             if self.s3.is_none() {
-                LocalDirStore::create(&self.objects_dir(tenant))?;
+                LocalDirStore::create(&self.path.join(objects_prefix(tenant, None)))?;
             }
             // The object first: a crash before the catalog records the tenant
             // leaves an object the next creation finds (same key: no change).
@@ -625,36 +639,123 @@ impl Repository {
         }
     }
 
-    /// Opens a tenant's object store (removing stale temp files).
+    /// Opens a tenant's shared object store (removing stale temp files).
     pub fn store(&self, tenant: &str) -> Result<Arc<dyn ChunkStore>> {
         Ok(self.local_store(tenant)?)
     }
 
+    /// The store that holds `group`'s objects: the group's own when it has
+    /// its own dedup scope ([`create_scope`](Self::create_scope)), else its
+    /// tenant's shared store. Backup, restore, serve and the receiver reach a
+    /// group's objects only through this.
+    pub fn group_store(&self, tenant: &str, group: &str) -> Result<Arc<dyn ChunkStore>> {
+        Ok(self.local_group_store(tenant, group)?)
+    }
+
+    /// [`group_store`](Self::group_store), as the local-directory store it is.
+    pub(crate) fn local_group_store(&self, tenant: &str, group: &str) -> Result<Arc<LocalDirStore>> {
+        let scope = self.scope_of(tenant, group)?;
+        self.local_store_in(tenant, scope.as_deref())
+    }
+
     /// [`store`](Self::store), as the local-directory store it is.
     pub(crate) fn local_store(&self, tenant: &str) -> Result<Arc<LocalDirStore>> {
+        self.local_store_in(tenant, None)
+    }
+
+    /// The store of `scope` in `tenant`: the shared one (`None`) or a group's
+    /// own (`Some(group)`).
+    pub(crate) fn local_store_in(&self, tenant: &str, scope: Option<&str>) -> Result<Arc<LocalDirStore>> {
         check_name("tenant", tenant)?;
         if self.catalog.tenant(tenant)?.is_none() {
             return Err(self.no_such_tenant(tenant));
         }
+        let name = store_name(tenant, scope);
         let mut stores = self.stores.lock().expect("stores");
-        if let Some(s) = stores.get(tenant) {
+        if let Some(s) = stores.get(&name) {
             return Ok(s.clone());
         }
+        let prefix = objects_prefix(tenant, scope);
         let store = Arc::new(match &self.s3 {
-            None => LocalDirStore::open(&self.objects_dir(tenant), self.catalog.object_index(tenant)?)?,
+            None => LocalDirStore::open(&self.path.join(&prefix), self.catalog.object_index(&name)?)?,
             Some(_) => LocalDirStore::open_objects(
                 self.storage.clone(),
-                &format!("tenants/{tenant}/objects"),
-                &self.path.join("scratch").join(tenant),
-                self.catalog.object_index(tenant)?,
+                &prefix,
+                &self.path.join("scratch").join(match scope {
+                    None => tenant.to_string(),
+                    Some(g) => format!("{tenant}@groups/{g}"),
+                }),
+                self.catalog.object_index(&name)?,
             )?,
         });
-        stores.insert(tenant.into(), store.clone());
+        stores.insert(name, store.clone());
         Ok(store)
     }
 
-    fn objects_dir(&self, tenant: &str) -> PathBuf {
-        self.path.join("tenants").join(tenant).join("objects")
+    /// The scope a group's objects belong to: `Some(group)` when the group has
+    /// its own, `None` for its tenant's shared store.
+    pub fn scope_of(&self, tenant: &str, group: &str) -> Result<Option<String>> {
+        Ok(self.catalog.scopes(tenant)?.into_iter().find(|g| g == group))
+    }
+
+    /// The groups of a tenant with their own dedup scope.
+    pub fn scopes(&self, tenant: &str) -> Result<Vec<String>> {
+        self.catalog.scopes(tenant)
+    }
+
+    /// Every store of a tenant: the shared one (`None`) first, then each
+    /// group's own.
+    pub fn stores_of(&self, tenant: &str) -> Result<Vec<Option<String>>> {
+        let mut out = vec![None];
+        out.extend(self.catalog.scopes(tenant)?.into_iter().map(Some));
+        Ok(out)
+    }
+
+    /// Gives `group` of `tenant` its own dedup scope: from now on its objects
+    /// are stored, deduplicated and collected apart from the tenant's shared
+    /// store, so a writer of another group (which holds the same tenant key)
+    /// cannot plant objects that this group would deduplicate against; a
+    /// receiver takes uploads into it only from identities allowed to write the
+    /// group. Set before the group's first point (its earlier points would
+    /// reference the shared store): a group with points is refused. Returns
+    /// `false` when the group already has its own scope. The record object is
+    /// written before the catalog records it (the truth first).
+    pub fn create_scope(&self, tenant: &str, group: &str) -> Result<bool> {
+        check_name("tenant", tenant)?;
+        check_name("group", group)?;
+        let _g = self.commit.lock().expect("commit lock");
+        if self.catalog.tenant(tenant)?.is_none() {
+            return Err(self.no_such_tenant(tenant));
+        }
+        if self.scope_of(tenant, group)?.is_some() {
+            return Ok(false);
+        }
+        if let Some(last) = self.catalog.last_point(tenant, group)? {
+            return Err(Error::Invalid {
+                what: "dedup scope",
+                value: format!("{tenant}/{group}"),
+                reason: format!(
+                    "group `{group}` of tenant `{tenant}` already has points (up to {}) whose objects are in the \
+                     tenant's shared store; a group gets its own scope before its first point: use a new group name",
+                    last.header.seq
+                ),
+            });
+        }
+        if self.s3.is_none() {
+            LocalDirStore::create(&self.path.join(objects_prefix(tenant, Some(group))))?;
+        }
+        let rec = crate::catalog::ScopeRecord {
+            tenant: tenant.into(),
+            group: group.into(),
+            created: Utc::now().to_rfc3339(),
+        };
+        let key = record_object::scope_key(tenant, group);
+        if !self.storage.put_if_absent(&key, &record_object::encode_scope(&rec))? {
+            // Left by a creation a crash interrupted: it says the same.
+            let loc = self.storage.locate(&key);
+            record_object::decode_scope(&key, &self.storage.get(&key)?.unwrap_or_default(), &loc)?;
+        }
+        self.catalog.create_scope(&rec)
     }
 
     /// The catalog.
@@ -672,14 +773,38 @@ impl Repository {
         &self.path
     }
 
-    /// Objects of a tenant put but not yet durable (uploads in progress).
+    /// Objects of a tenant put but not yet durable (uploads in progress), in
+    /// every store of the tenant.
     pub fn pending_objects(&self, tenant: &str) -> Result<Vec<ObjectId>> {
-        Ok(self.local_store(tenant)?.pending_ids())
+        let mut out = Vec::new();
+        for scope in self.stores_of(tenant)? {
+            out.extend(self.local_store_in(tenant, scope.as_deref())?.pending_ids());
+        }
+        Ok(out)
     }
 
     /// Points of a group (or all groups), oldest first, from the catalog.
     pub fn points(&self, tenant: &str, group: Option<&str>) -> Result<Vec<PointRecord>> {
         self.catalog.points(tenant, group)
+    }
+}
+
+/// The name of a store, which keys its object index in the catalog: the
+/// tenant for its shared store, `tenant/group` for a group's own (names hold
+/// no `/`).
+pub(crate) fn store_name(tenant: &str, scope: Option<&str>) -> String {
+    match scope {
+        None => tenant.into(),
+        Some(g) => format!("{tenant}/{g}"),
+    }
+}
+
+/// Where a store's objects live, relative to the repository (a directory, or
+/// a key prefix in a bucket).
+pub(crate) fn objects_prefix(tenant: &str, scope: Option<&str>) -> String {
+    match scope {
+        None => format!("tenants/{tenant}/objects"),
+        Some(g) => format!("tenants/{tenant}/groups/{g}/objects"),
     }
 }
 

@@ -147,7 +147,7 @@ pub fn open_for_serving(repo: &dyn TenantRepository, keys: &Keys, opts: &ServeOp
     }
     let cache = Arc::new(SegmentCache::new(opts.cache_bytes));
     let reads = Arc::new(ReadMeter::default());
-    let store: Arc<dyn crate::store::ChunkStore> = Arc::new(MeteredStore::new(repo.store(), reads.clone()));
+    let store: Arc<dyn crate::store::ChunkStore> = Arc::new(MeteredStore::new(repo.store(&opts.group)?, reads.clone()));
     let mut exports = Vec::new();
     let mut overlay_blocks = Vec::new();
     for (i, e) in entries.iter().enumerate() {

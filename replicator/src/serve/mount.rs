@@ -107,7 +107,7 @@ pub fn open_for_mounting(repo: &dyn TenantRepository, keys: &Keys, opts: &MountO
     };
     let location = repo.describe();
     let cache = Arc::new(SegmentCache::new(opts.cache_bytes));
-    let store = repo.store();
+    let store = repo.store(&opts.group)?;
     let mut files = PointFiles::new(SystemTime::now());
     let mut points = Vec::new();
     let mut skipped = Vec::new();

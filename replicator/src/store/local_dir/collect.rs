@@ -26,6 +26,20 @@ pub struct CollectReport {
     pub bytes_in_shared_packs: u64,
 }
 
+impl CollectReport {
+    /// Adds what another store's collection did (a tenant's stores, one
+    /// report).
+    pub fn add(&mut self, o: &CollectReport) {
+        self.objects_live += o.objects_live;
+        self.objects_removed += o.objects_removed;
+        self.bytes_removed += o.bytes_removed;
+        self.objects_in_grace += o.objects_in_grace;
+        self.packs_deleted += o.packs_deleted;
+        self.bytes_reclaimed += o.bytes_reclaimed;
+        self.bytes_in_shared_packs += o.bytes_in_shared_packs;
+    }
+}
+
 /// What the scan of a sweep found: per pack, live and dead objects. The dead
 /// ids themselves are spilled to a file (32 bytes each), so memory does not
 /// grow with the number of dead objects.

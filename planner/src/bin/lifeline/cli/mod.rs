@@ -75,6 +75,11 @@ pub enum Command {
     /// objects, tenant records): after the catalog was damaged, deleted or left by
     /// an older build. The old catalog is kept beside the new one.
     Repair(RepairArgs),
+    /// Give a group its own dedup scope (--group), or list the groups that have
+    /// one: its objects are kept, deduplicated and collected apart from its
+    /// tenant's other groups, so their agents cannot plant objects it would
+    /// reuse. Set before the group's first point.
+    Scope(ScopeArgs),
     /// Mint a deployment CA and certificates for receivers, agents and admins.
     #[command(subcommand)]
     Certs(CertsCommand),

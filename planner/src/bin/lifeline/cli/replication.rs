@@ -95,7 +95,7 @@ pub struct CertsArgs {
 
 #[derive(Args, Debug)]
 pub struct ReceiverArgs {
-    /// Take repo, listen and allow from this site of the configuration.
+    /// Take repo, listen, allow and own_scopes from this site of the configuration.
     #[arg(long, value_name = "NAME")]
     pub site: Option<String>,
     /// Repository directory (created if absent), or s3://BUCKET/PREFIX (an empty
@@ -116,6 +116,13 @@ pub struct ReceiverArgs {
     /// NAME=GROUP[,GROUP...] for that agent name in every tenant (repeat).
     #[arg(long = "allow", value_name = "NAME[@TENANT]=GROUP[,GROUP...]")]
     pub allow: Vec<String>,
+    /// Give GROUP of TENANT its own dedup scope (repeat): its objects are kept,
+    /// deduplicated and collected apart from the tenant's shared store, and
+    /// only agents allowed to write GROUP may upload to them. For groups whose
+    /// agents must not trust the tenant's other agents; set before the group's
+    /// first point (see `lifeline scope`).
+    #[arg(long = "own-scope", value_name = "GROUP@TENANT")]
+    pub own_scope: Vec<String>,
 }
 
 /// `lifeline agent`'s command line: the group, how to run, and the options

@@ -76,6 +76,27 @@ pub struct GcArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ScopeArgs {
+    /// Repository directory, or s3://BUCKET/PREFIX (on a receiver's site, give
+    /// the receiver `--own-scope GROUP@TENANT` instead).
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
+    pub repo: PathBuf,
+    /// Where an s3:// repository's local cache lives [default: state_dir of the
+    /// configuration, else /var/lib/lifeline as root, else $XDG_STATE_HOME/lifeline].
+    #[arg(long, value_name = "DIR", env = "LIFELINE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The group's tenant.
+    #[arg(long, value_name = "TENANT", default_value = lifeline_replicator::DEFAULT_TENANT)]
+    pub tenant: String,
+    /// The group to give its own dedup scope; without it, list the tenant's.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct RepairArgs {
     /// Repository directory, or s3://BUCKET/PREFIX (stop any receiver serving it first).
     #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]

@@ -85,6 +85,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             prune::gc(&a)
         }
         Command::Repair(a) => repair::run(&a),
+        Command::Scope(a) => repair::scope(&a),
         Command::Certs(crate::cli::CertsCommand::New(a)) => net::certs_new(&a),
         Command::Receiver(a) => net::receiver(&a, &config),
         Command::Agent(a) => net::agent(&a, &config),
@@ -137,6 +138,7 @@ fn configure_s3(command: &Command, config: &lifeline_planner::config::Config) {
         Command::Prune(a) => a.repo.state_dir.as_deref(),
         Command::Gc(a) => a.repo.state_dir.as_deref(),
         Command::Repair(a) => a.state_dir.as_deref(),
+        Command::Scope(a) => a.state_dir.as_deref(),
         Command::Receiver(a) => a.state_dir.as_deref(),
         Command::Daemon(a) => a.state_dir.as_deref(),
         _ => None,

@@ -97,10 +97,21 @@ pub fn receiver(a: &ReceiverArgs, config: &Config) -> Result<ExitCode> {
         .or_else(|| config.tls.as_ref().map(|t| t.dir.clone()))
         .context("no TLS directory: pass --tls-dir TLSDIR (or [tls] dir in the configuration)")?;
     let tls = TlsDir::new(&tls_dir).server_config()?;
-    let receiver = Arc::new(Receiver::open(&ReceiverConfig {
-        repo: repo.clone(),
-        allow,
-    })?);
+    let own_scopes = match (a.own_scope.is_empty(), site) {
+        (true, Some(site)) => site.own_scopes()?,
+        _ => a
+            .own_scope
+            .iter()
+            .map(|s| lifeline_planner::config::parse_own_scope(s))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let receiver = Arc::new(
+        Receiver::open(&ReceiverConfig {
+            repo: repo.clone(),
+            allow,
+        })?
+        .with_own_scopes(own_scopes)?,
+    );
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&listen)

@@ -1,4 +1,5 @@
-//! `lifeline repair`: rebuild a repository's catalog from its objects.
+//! `lifeline repair`: rebuild a repository's catalog from its objects; and
+//! `lifeline scope`, the dedup scopes those objects are kept in.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -8,6 +9,42 @@ use lifeline_replicator::{RepairProgress, RepairReport, repair};
 
 use crate::cli::RepairArgs;
 use lifeline_planner::repo_target::is_url;
+
+/// `lifeline scope`: gives a group its own dedup scope, or lists them.
+pub fn scope(a: &crate::cli::ScopeArgs) -> Result<ExitCode> {
+    if is_url(&a.repo) {
+        anyhow::bail!(
+            "a receiver's groups get their own dedup scope from the receiver: start it with `--own-scope GROUP@TENANT`"
+        );
+    }
+    let repo = lifeline_replicator::Repository::open(&a.repo)?;
+    if let Some(g) = &a.group {
+        let created = repo.create_scope(&a.tenant, g)?;
+        if !a.json {
+            println!(
+                "group {g} of tenant {}: {}",
+                a.tenant,
+                if created {
+                    "has its own dedup scope now"
+                } else {
+                    "already had its own dedup scope"
+                }
+            );
+        }
+    }
+    let scopes = repo.scopes(&a.tenant)?;
+    if a.json {
+        println!("{}", serde_json::json!({ "tenant": a.tenant, "own_scopes": scopes }));
+    } else if a.group.is_none() {
+        if scopes.is_empty() {
+            println!("tenant {}: every group shares the tenant's dedup scope", a.tenant);
+        }
+        for g in &scopes {
+            println!("tenant {}: group {g} has its own dedup scope", a.tenant);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 pub fn run(a: &RepairArgs) -> Result<ExitCode> {
     if is_url(&a.repo) {
