@@ -63,12 +63,14 @@ pub struct Driving {
 /// final status and the run's shared state (catalog, audit, record).
 pub fn execute_run(run: Prepared, how: Driving) -> Result<(RunStatus, Arc<Shared>, Arc<Plan>)> {
     let Prepared {
-        record,
+        mut record,
         plan: p,
         config,
         catalog,
         audit,
     } = run;
+    // A record written before outcomes were typed resumes as a new one.
+    record.type_outcomes(|id| p.step(id).map(|s| s.kind));
     let Driving {
         operator,
         parallel,

@@ -31,6 +31,7 @@ use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::plan::{Plan, PlannedStep, Undo};
 use crate::run_catalog::PlannerCatalog;
+use crate::run_record::{Outcome, Pin};
 use crate::runbook::Value;
 use crate::runbook::actions::Action;
 use crate::runbook::actions::Behaviour;
@@ -265,7 +266,7 @@ impl Shared {
 }
 
 /// A finished step task: its id, outputs or error, and attempts so far.
-type StepOutcome = (String, Result<BTreeMap<String, String>, String>, u32);
+type StepOutcome = (String, Result<Outcome, String>, u32);
 
 /// Runs (or resumes) the plan to its end. Returns the final status.
 pub async fn drive(shared: Arc<Shared>, plan: Arc<Plan>, config: Arc<Config>, parallel: usize) -> Result<RunStatus> {
@@ -354,11 +355,11 @@ pub async fn drive(shared: Arc<Shared>, plan: Arc<Plan>, config: Arc<Config>, pa
                 let elapsed = started.remove(&id).map(|t| t.elapsed().as_millis() as u64);
                 let ps = plan.step(&id).expect("planned").clone();
                 match result {
-                    Ok(outputs) => {
+                    Ok(outcome) => {
                         shared.transition("step_succeeded", Some(&id), None, None, |r| {
                             let s = r.steps.get_mut(&id).expect("step");
                             s.status = StepStatus::Succeeded;
-                            s.outputs = outputs;
+                            s.set_outcome(outcome);
                             s.attempts = attempts;
                             s.ended_at = Some(now());
                             s.elapsed_ms = elapsed;
@@ -376,7 +377,7 @@ pub async fn drive(shared: Arc<Shared>, plan: Arc<Plan>, config: Arc<Config>, pa
                             s.elapsed_ms = elapsed;
                             s.note = Some(note);
                             if ps.action.starts_with("replication.") {
-                                s.outputs.insert("reachable".into(), "false".into());
+                                s.set_outcome(Outcome::Reach { reachable: false });
                             }
                             r.completed.push(id.clone());
                         })?;
@@ -393,7 +394,7 @@ pub async fn drive(shared: Arc<Shared>, plan: Arc<Plan>, config: Arc<Config>, pa
                             s.ended_at = Some(now());
                             s.elapsed_ms = elapsed;
                             s.note = Some(note);
-                            s.outputs.insert("reachable".into(), "false".into());
+                            s.set_outcome(Outcome::Reach { reachable: false });
                             r.completed.push(id.clone());
                         })?;
                     }
@@ -526,18 +527,19 @@ async fn release_pins(ctx: &Arc<actions::Ctx>) -> Result<()> {
             ),
         };
         shared.transition("lease_released", None, Some(note), None, |rec| {
-            if let (Ok(()), Some(s)) = (&r, rec.steps.get_mut(&pin.step)) {
-                s.outputs.insert("pinned".into(), "released".into());
+            if let (Ok(()), Some(s)) = (&r, rec.steps.get_mut(&pin.step))
+                && let Some(Outcome::Promote(p)) = &s.outcome
+            {
+                let mut p = p.clone();
+                p.pin = Pin::Released;
+                s.set_outcome(Outcome::Promote(p));
             }
         })?;
     }
     Ok(())
 }
 
-async fn run_with_retries(
-    ctx: &Arc<actions::Ctx>,
-    ps: &PlannedStep,
-) -> (Result<BTreeMap<String, String>, String>, u32) {
+async fn run_with_retries(ctx: &Arc<actions::Ctx>, ps: &PlannedStep) -> (Result<Outcome, String>, u32) {
     let shared = &ctx.shared;
     let prior = shared.snapshot().steps[&ps.id].attempts;
     let mut last = String::new();
