@@ -110,3 +110,42 @@ fn no_module_of_a_library_crate_imports_one_that_imports_it_back() {
         cycles.join("\n")
     );
 }
+
+/// The library's errors are typed: each module returns its own error enum
+/// (thiserror). The untyped error crate is the binary's and the tests' alone,
+/// so no library file (anything under `src/` but `src/bin/`) names it, even in
+/// a comment or a test.
+#[test]
+fn no_library_file_uses_the_untyped_error_crate() {
+    let name = concat!("any", "how");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut found = Vec::new();
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                if p != src.join("bin") {
+                    stack.push(p);
+                }
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                for (n, line) in text.lines().enumerate() {
+                    if line.contains(name) {
+                        found.push(format!(
+                            "{}:{}: {}",
+                            p.strip_prefix(&src).unwrap().display(),
+                            n + 1,
+                            line.trim()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "library code uses {name} (return the module's typed error instead):\n{}",
+        found.join("\n")
+    );
+}

@@ -15,13 +15,20 @@
 //! - `daemon`: the job plan, the scheduler loop, one file per kind of work in
 //!   `daemon/work/`, metrics, the feed of what it did, and the operations
 //!   console (`daemon/console/`) on the HTTP server loop it shares with
-//!   `/metrics`.
+//!   `/metrics`;
+//! - `error`: what the modules' typed errors share (the replicator error that
+//!   caused one), for the binary's exit codes.
+//!
+//! Each module returns its own typed error (thiserror), naming the object and
+//! the remedy; untyped errors are the binary's alone (the `layers` test
+//! refuses them here).
 
 pub mod audit;
 pub mod config;
 pub mod daemon;
 pub mod drill;
 pub mod engine;
+pub mod error;
 pub mod plan;
 pub mod progress;
 pub mod repo_target;

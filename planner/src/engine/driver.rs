@@ -7,9 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
-
-use super::{Event, EventSink, RunRecord, RunStatus, Shared, StepStatus, control_socket};
+use super::{Event, EventSink, Result, RunRecord, RunStatus, Shared, StepStatus, control_socket};
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::plan::Plan;

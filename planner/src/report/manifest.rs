@@ -6,7 +6,28 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+/// Result with [`ReportError`].
+pub type Result<T, E = ReportError> = std::result::Result<T, E>;
+
+/// Why a report could not be written or checked.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{log} holds no audit.jsonl: give a copy of the planner's STATE/planner directory (audit.jsonl and \
+         audit.head.json), or its state directory"
+    )]
+    NoAuditLog { log: PathBuf },
+    #[error("{0}")]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("{0}")]
+    Replicator(#[from] lifeline_replicator::Error),
+}
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
@@ -41,7 +62,10 @@ fn message(drill_id: &str, files: &BTreeMap<String, String>) -> Vec<u8> {
 }
 
 fn hash_file(p: &Path) -> Result<String> {
-    let bytes = std::fs::read(p).with_context(|| format!("read {}", p.display()))?;
+    let bytes = std::fs::read(p).map_err(|source| ReportError::Io {
+        context: format!("read {}", p.display()),
+        source,
+    })?;
     Ok(blake3::hash(&bytes).to_hex().to_string())
 }
 
@@ -62,7 +86,7 @@ pub fn sign_and_write(dir: &Path, drill_id: &str, key: &SigningKey) -> Result<St
         public_key: hex::encode(key.verifying_key().to_bytes()),
         signature: hex::encode(sig.to_bytes()),
     };
-    let bytes = serde_json::to_vec_pretty(&m)?;
+    let bytes = serde_json::to_vec_pretty(&m).expect("serialisable");
     lifeline_replicator::write_atomic_mode(&dir.join("manifest.json"), &bytes, 0o644)?;
     Ok(blake3::hash(&bytes).to_hex().to_string())
 }
@@ -163,11 +187,7 @@ pub fn verify_on_chain(check: &mut ManifestCheck, log: &Path, key: &VerifyingKey
     } else if crate::state_dir::planner_dir(log).join("audit.jsonl").exists() {
         crate::state_dir::planner_dir(log)
     } else {
-        anyhow::bail!(
-            "{} holds no audit.jsonl: give a copy of the planner's STATE/planner directory (audit.jsonl and \
-             audit.head.json), or its state directory",
-            log.display()
-        );
+        return Err(ReportError::NoAuditLog { log: log.to_path_buf() });
     };
     let chain = crate::audit::verify(&log, Some(key), &[])?;
     for p in &chain.problems {

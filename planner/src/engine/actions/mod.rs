@@ -152,8 +152,10 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
                         });
                     }
                     Ok(a) => tracing::debug!(%url, status = a.status, "check.http not yet"),
-                    Err(e) if e.to_string().contains("not an http") || e.to_string().contains("CA file") => {
-                        return Err(format!("{e:#}"));
+                    // A URL or CA file that cannot work fails at once; anything
+                    // else (not up yet) is tried again.
+                    Err(e @ (http::HttpError::NotHttp { .. } | http::HttpError::CaFile { .. })) => {
+                        return Err(e.to_string());
                     }
                     Err(e) => tracing::debug!(%url, error = %e, "check.http not yet"),
                 }
