@@ -17,18 +17,19 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::io_error::doing;
+
 /// Result with [`AuditError`].
 pub type Result<T, E = AuditError> = std::result::Result<T, E>;
 
 /// Why the audit log or a key of it cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{0}")]
+    Io(#[from] crate::io_error::IoError),
     #[error("{0}")]
     File(#[from] std::io::Error),
     #[error("{path} is not {what}")]
@@ -55,15 +56,6 @@ pub enum AuditError {
     #[error("{0}")]
     Replicator(#[from] lifeline_replicator::Error),
 }
-
-impl AuditError {
-    /// An I/O error with what was being done (`read FILE`).
-    fn io(context: String) -> impl FnOnce(std::io::Error) -> AuditError {
-        move |source| AuditError::Io { context, source }
-    }
-}
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
-use serde::{Deserialize, Serialize};
 
 const ZERO: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// The event of the entry that records a drill report's manifest digest.
@@ -136,13 +128,13 @@ pub fn signing_key(dir: &Path) -> Result<SigningKey> {
             )?;
             Ok(key)
         }
-        Err(e) => Err(AuditError::io(format!("read {}", path.display()))(e)),
+        Err(e) => Err(doing(format!("read {}", path.display()))(e).into()),
     }
 }
 
 /// Reads a public key file (64 hex digits).
 pub fn read_public_key(path: &Path) -> Result<VerifyingKey> {
-    let text = std::fs::read_to_string(path).map_err(AuditError::io(format!("read public key {}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(doing(format!("read public key {}", path.display())))?;
     let bytes: [u8; 32] = hex::decode(text.trim())
         .ok()
         .and_then(|b| b.try_into().ok())
@@ -170,7 +162,7 @@ pub struct AuditLog {
 impl AuditLog {
     /// Opens (or creates) the log in `dir`, checking its chain as it reads it.
     pub fn open(dir: &Path) -> Result<AuditLog> {
-        std::fs::create_dir_all(dir).map_err(AuditError::io(format!("create {}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(doing(format!("create {}", dir.display())))?;
         let key = signing_key(dir)?;
         let path = dir.join("audit.jsonl");
         let head_path = dir.join("audit.head.json");
@@ -178,7 +170,7 @@ impl AuditLog {
         let mut last_hash = ZERO.to_string();
         let mut torn = None;
         if path.exists() {
-            let bytes = std::fs::read(&path).map_err(AuditError::io(format!("read {}", path.display())))?;
+            let bytes = std::fs::read(&path).map_err(doing(format!("read {}", path.display())))?;
             let complete = bytes.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
             if complete < bytes.len() {
                 torn = Some(bytes.len() - complete);
@@ -206,7 +198,7 @@ impl AuditLog {
             .create(true)
             .append(true)
             .open(&path)
-            .map_err(AuditError::io(format!("open {}", path.display())))?;
+            .map_err(doing(format!("open {}", path.display())))?;
         let mut log = AuditLog {
             path,
             head_path,
@@ -255,7 +247,7 @@ impl AuditLog {
         self.file
             .write_all(&buf)
             .and_then(|_| self.file.sync_data())
-            .map_err(AuditError::io(format!("append to {}", self.path.display())))?;
+            .map_err(doing(format!("append to {}", self.path.display())))?;
         self.seq = e.seq;
         self.last_hash = blake3::hash(&line).to_hex().to_string();
         let head = self.sign_head();
@@ -464,7 +456,7 @@ pub fn verify(dir: &Path, key: Option<&VerifyingKey>, expected_heads: &[(String,
         None => (read_public_key(&dir.join("planner.pub"))?, KeySource::BesideTheLog),
     };
     let mut problems = Vec::new();
-    let f = File::open(&path).map_err(AuditError::io(format!("open {}", path.display())))?;
+    let f = File::open(&path).map_err(doing(format!("open {}", path.display())))?;
     let mut hashes = vec![ZERO.to_string()];
     let mut runs_named = std::collections::BTreeSet::new();
     let mut reports = Vec::new();

@@ -20,6 +20,7 @@ pub fn is_planner_error(e: &(dyn Error + 'static)) -> bool {
         || e.is::<crate::daemon::DaemonError>()
         || e.is::<crate::daemon::schedule::ScheduleError>()
         || e.is::<crate::daemon::console::ConsoleError>()
+        || e.is::<crate::io_error::IoError>()
 }
 
 /// The replicator's error that caused the planner's error `e`, reached

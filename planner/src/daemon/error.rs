@@ -50,13 +50,8 @@ pub enum DaemonError {
     /// `reports`: each repository's and tenant's result, as JSON.
     #[error("verify found missing or damaged objects: {reports}")]
     VerifyFoundDamage { reports: String },
-    /// `context`: `receiver: listen on ADDR`, `start `lifeline drill``.
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{0}")]
+    Io(#[from] crate::io_error::IoError),
     #[error("{0}")]
     File(#[from] std::io::Error),
     #[error("{0}")]
@@ -74,10 +69,6 @@ pub enum DaemonError {
 }
 
 impl DaemonError {
-    pub(crate) fn io(context: String) -> impl FnOnce(std::io::Error) -> DaemonError {
-        move |source| DaemonError::Io { context, source }
-    }
-
     /// A [`DaemonError::Configuration`] for an absent setting, for `ok_or_else`.
     pub(crate) fn needs(what: impl Into<String>) -> DaemonError {
         DaemonError::Configuration(what.into())

@@ -3,7 +3,6 @@
 //! configuration as loaded; and the record of each job's last run, kept in the
 //! state directory so a restart after downtime runs a missed job once.
 
-use super::{DaemonError, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +12,9 @@ use chrono::{DateTime, Utc};
 
 use super::DaemonOptions;
 use super::schedule::{Due, Schedule};
+use super::{DaemonError, Result};
 use crate::config::{Config, GroupConfig};
+use crate::io_error::doing;
 use crate::runbook::format_duration;
 
 /// Default per-tenant limit of concurrent operations.
@@ -277,7 +278,7 @@ pub(crate) fn read_last_runs(path: &Path) -> BTreeMap<String, DateTime<Utc>> {
 /// Writes the last runs atomically (the one write path).
 pub(crate) fn write_last_runs(path: &Path, runs: &BTreeMap<String, DateTime<Utc>>) -> Result<()> {
     let dir = path.parent().expect("state file has a directory");
-    std::fs::create_dir_all(dir).map_err(DaemonError::io(format!("create {}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(doing(format!("create {}", dir.display())))?;
     lifeline_replicator::write_atomic(path, &serde_json::to_vec_pretty(runs).expect("serialisable"))?;
     Ok(())
 }

@@ -45,6 +45,7 @@ use super::metrics::{self, DaemonMetrics, JobLabels, JobResultLabels, NoLabels};
 use super::shared::Shared;
 use super::{DaemonError, Result};
 use crate::config::Config;
+use crate::io_error::doing;
 use crate::repo_target::parse_duration;
 
 /// How often the loop looks at the clock.
@@ -118,7 +119,7 @@ pub fn run(a: &DaemonArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
             })?);
             let listener = rt
                 .block_on(tokio::net::TcpListener::bind(listen))
-                .map_err(DaemonError::io(format!("receiver: listen on {listen}")))?;
+                .map_err(doing(format!("receiver: listen on {listen}")))?;
             let addr = listener.local_addr()?;
             let owner = lifeline_replicator::OwnerNote::write(repo, "lifeline daemon", &format!("https://{addr}"))?;
             println!("listening on {addr}");
@@ -167,7 +168,7 @@ pub fn run(a: &DaemonArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
         let control = AgentControl::new(name, &target);
         let listener = rt
             .block_on(tokio::net::TcpListener::bind(addr))
-            .map_err(DaemonError::io(format!("[groups.{name}] control: listen on {addr}")))?;
+            .map_err(doing(format!("[groups.{name}] control: listen on {addr}")))?;
         println!("control listening on {} (group {name})", listener.local_addr()?);
         let mut rx = shutdown_rx.clone();
         let (c, tls_dir) = (control.clone(), TlsDir::new(&tls.dir));
@@ -186,7 +187,7 @@ pub fn run(a: &DaemonArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
     if let Some(addr) = &loaded.options.metrics {
         let listener = rt
             .block_on(tokio::net::TcpListener::bind(addr))
-            .map_err(DaemonError::io(format!("metrics: listen on {addr}")))?;
+            .map_err(doing(format!("metrics: listen on {addr}")))?;
         println!("metrics listening on {}", listener.local_addr()?);
         let mut rx = shutdown_rx.clone();
         let m = metrics.clone();

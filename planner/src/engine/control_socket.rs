@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use crate::engine::{EngineError, Result, RunRecord, Shared};
+use crate::io_error::doing;
 use crate::plan::Plan;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -85,7 +86,7 @@ pub async fn serve(
     // We own the catalog (sled's lock), so a socket file here is a dead planner's.
     let path = path.as_path();
     let _ = std::fs::remove_file(path);
-    let listener = tokio::net::UnixListener::bind(path).map_err(EngineError::io(format!("bind {}", path.display())))?;
+    let listener = tokio::net::UnixListener::bind(path).map_err(doing(format!("bind {}", path.display())))?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
@@ -175,7 +176,7 @@ pub fn call(state_dir: &Path, req: &Request) -> Result<Option<Answer>> {
         {
             return Ok(None);
         }
-        Err(e) => return Err(EngineError::io(format!("connect to {}", path.display()))(e)),
+        Err(e) => return Err(doing(format!("connect to {}", path.display()))(e).into()),
     };
     s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
     let mut bytes = serde_json::to_vec(req).expect("serialisable");

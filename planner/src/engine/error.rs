@@ -29,13 +29,8 @@ pub enum EngineError {
     NoAnswer { socket: PathBuf },
     #[error("the planner's answer: {0}")]
     Answer(#[source] serde_json::Error),
-    /// `context`: `bind SOCKET`, `connect to SOCKET`.
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{0}")]
+    Io(#[from] crate::io_error::IoError),
     #[error("{0}")]
     File(#[from] std::io::Error),
     #[error("{0}")]
@@ -44,10 +39,4 @@ pub enum EngineError {
     Audit(#[from] crate::audit::AuditError),
     #[error("{0}")]
     Catalog(#[from] crate::run_catalog::CatalogError),
-}
-
-impl EngineError {
-    pub(crate) fn io(context: String) -> impl FnOnce(std::io::Error) -> EngineError {
-        move |source| EngineError::Io { context, source }
-    }
 }

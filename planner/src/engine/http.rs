@@ -11,6 +11,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{CertificateDer, InvalidDnsNameError, ServerName, pem, pem::PemObject};
 
+use crate::io_error::doing;
+
 /// Result with [`HttpError`].
 pub type Result<T, E = HttpError> = std::result::Result<T, E>;
 
@@ -47,21 +49,10 @@ pub enum HttpError {
         #[source]
         source: InvalidDnsNameError,
     },
-    /// `context`: `connect to ADDR`, `send to ADDR`, `TLS with ADDR (…)`.
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{0}")]
+    Io(#[from] crate::io_error::IoError),
     #[error("{url} answered something that is not HTTP: {status_line:?}")]
     NotAnHttpAnswer { url: String, status_line: String },
-}
-
-impl HttpError {
-    fn io(context: String) -> impl FnOnce(std::io::Error) -> HttpError {
-        move |source| HttpError::Io { context, source }
-    }
 }
 
 /// What an HTTP request answered.
@@ -136,16 +127,14 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig> {
 }
 
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, req: &[u8], what: &str) -> Result<Vec<u8>> {
-    s.write_all(req)
-        .await
-        .map_err(HttpError::io(format!("send to {what}")))?;
+    s.write_all(req).await.map_err(doing(format!("send to {what}")))?;
     s.flush().await.ok();
     let mut buf = Vec::new();
     match (&mut s).take(1 << 20).read_to_end(&mut buf).await {
         Ok(_) => {}
         // Servers often close TLS without close_notify after an HTTP/1.0 answer.
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => {}
-        Err(e) => return Err(HttpError::io(format!("read from {what}"))(e)),
+        Err(e) => return Err(doing(format!("read from {what}"))(e).into()),
     }
     Ok(buf)
 }
@@ -174,14 +163,14 @@ pub async fn request_with(method: &str, url: &str, body: Option<&str>, ca_file: 
     }
     let tcp = TcpStream::connect(&t.addr)
         .await
-        .map_err(HttpError::io(format!("connect to {}", t.addr)))?;
+        .map_err(doing(format!("connect to {}", t.addr)))?;
     let buf = if t.tls {
         let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config(ca_file)?));
         let name = ServerName::try_from(t.host.clone()).map_err(|source| HttpError::ServerName {
             host: t.host.clone(),
             source,
         })?;
-        let s = connector.connect(name, tcp).await.map_err(HttpError::io(format!(
+        let s = connector.connect(name, tcp).await.map_err(doing(format!(
             "TLS with {} (is its certificate signed by a trusted CA?)",
             t.addr
         )))?;

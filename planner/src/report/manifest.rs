@@ -6,18 +6,19 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::io_error::doing;
+
 /// Result with [`ReportError`].
 pub type Result<T, E = ReportError> = std::result::Result<T, E>;
 
 /// Why a report could not be written or checked.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{0}")]
+    Io(#[from] crate::io_error::IoError),
     #[error(
         "{log} holds no audit.jsonl: give a copy of the planner's STATE/planner directory (audit.jsonl and \
          audit.head.json), or its state directory"
@@ -28,8 +29,6 @@ pub enum ReportError {
     #[error("{0}")]
     Replicator(#[from] lifeline_replicator::Error),
 }
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
-use serde::{Deserialize, Serialize};
 
 /// Domain separation of manifest signatures. Do not modify.
 const CONTEXT: &[u8] = b"lifeline report manifest v1\0";
@@ -62,10 +61,7 @@ fn message(drill_id: &str, files: &BTreeMap<String, String>) -> Vec<u8> {
 }
 
 fn hash_file(p: &Path) -> Result<String> {
-    let bytes = std::fs::read(p).map_err(|source| ReportError::Io {
-        context: format!("read {}", p.display()),
-        source,
-    })?;
+    let bytes = std::fs::read(p).map_err(doing(format!("read {}", p.display())))?;
     Ok(blake3::hash(&bytes).to_hex().to_string())
 }
 

@@ -291,10 +291,7 @@ pub fn write(
     report: &DrillReport,
     key: &ed25519_dalek::SigningKey,
 ) -> Result<String, ReportError> {
-    std::fs::create_dir_all(dir).map_err(|source| ReportError::Io {
-        context: format!("create {}", dir.display()),
-        source,
-    })?;
+    std::fs::create_dir_all(dir).map_err(crate::io_error::doing(format!("create {}", dir.display())))?;
     let json = serde_json::to_vec_pretty(report).expect("serialisable");
     lifeline_replicator::write_atomic_mode(&dir.join("report.json"), &json, 0o644)?;
     lifeline_replicator::write_atomic_mode(&dir.join("report.html"), html::render(report).as_bytes(), 0o644)?;

@@ -65,13 +65,8 @@ pub enum ConsoleError {
     },
     #[error("the planner in {}: {why}", state_dir.display())]
     PlannerRefused { state_dir: PathBuf, why: String },
-    /// `context`: `console: listen on ADDR`.
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{0}")]
+    Io(#[from] crate::io_error::IoError),
     #[error("{0}")]
     File(#[from] std::io::Error),
     #[error("{0}")]

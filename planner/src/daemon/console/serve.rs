@@ -43,10 +43,7 @@ pub fn start(
     };
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(addr))
-        .map_err(|source| ConsoleError::Io {
-            context: format!("console: listen on {addr}"),
-            source,
-        })?;
+        .map_err(crate::io_error::doing(format!("console: listen on {addr}")))?;
     let local = listener.local_addr()?;
     auth::check_bind(local, &auth)?;
     let mut console = Console::new(backend, feed, auth);

@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::daemon::metrics::{self, VerdictLabels};
 use crate::daemon::shared::Shared;
 use crate::daemon::{DaemonError, Result};
+use crate::io_error::doing;
 
 impl Shared {
     /// Where scheduled drills write their reports (a directory per drill):
@@ -40,7 +41,7 @@ impl Shared {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .map_err(DaemonError::io("start `lifeline drill`".into()))?;
+            .map_err(doing("start `lifeline drill`".into()))?;
         let pid = child.id();
         self.children.lock().expect("children").insert(pid);
         if self.stop.load(Ordering::Relaxed) {
@@ -63,7 +64,7 @@ impl Shared {
         let cpu_secs = cpu_at_exit(pid);
         let status = child.wait();
         self.children.lock().expect("children").remove(&pid);
-        let status = status.map_err(DaemonError::io("wait for `lifeline drill`".into()))?;
+        let status = status.map_err(doing("wait for `lifeline drill`".into()))?;
         let (stdout, stderr) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
         let stdout = String::from_utf8_lossy(&stdout);
         let report = stdout
