@@ -44,3 +44,31 @@ pub fn replicator_cause<'a>(e: &'a (dyn Error + 'static)) -> Option<&'a lifeline
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use lifeline_replicator::Error as Replicator;
+
+    use super::*;
+    use crate::daemon::DaemonError;
+
+    #[test]
+    fn the_replicator_error_is_found_through_the_planners_errors_only() {
+        let nested = crate::drill::DrillError::Engine(crate::engine::EngineError::Catalog(
+            crate::run_catalog::CatalogError::Replicator(Replicator::Interrupted),
+        ));
+        assert!(matches!(replicator_cause(&nested), Some(Replicator::Interrupted)));
+        // The message is the replicator's, as before the errors were typed.
+        assert_eq!(nested.to_string(), Replicator::Interrupted.to_string());
+        let boxed = DaemonError::Prune {
+            repo: "/srv/repo".into(),
+            source: Box::new(Replicator::Interrupted),
+        };
+        assert!(matches!(replicator_cause(&boxed), Some(Replicator::Interrupted)));
+        assert!(boxed.to_string().starts_with("prune /srv/repo: "), "{boxed}");
+        // Inside another crate's error it is that error's detail.
+        let service = DaemonError::Service(lifeline_service::ServiceError::Replicator(Replicator::Interrupted));
+        assert!(is_planner_error(&service));
+        assert!(replicator_cause(&service).is_none());
+    }
+}
