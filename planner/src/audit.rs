@@ -17,9 +17,45 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
+
+use crate::io_error::doing;
+
+/// Result with [`AuditError`].
+pub type Result<T, E = AuditError> = std::result::Result<T, E>;
+
+/// Why the audit log or a key of it cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("{0}")]
+    Io(#[from] crate::io_error::IoError),
+    #[error("{0}")]
+    File(#[from] std::io::Error),
+    #[error("{path} is not {what}")]
+    NotAKey { path: PathBuf, what: &'static str },
+    #[error("{path} is not a valid ed25519 public key: {source}")]
+    InvalidPublicKey {
+        path: PathBuf,
+        #[source]
+        source: ed25519_dalek::SignatureError,
+    },
+    #[error("random key: {0}")]
+    Random(getrandom::Error),
+    #[error("{path}: entry {entry} is not valid (run `lifeline audit verify`): {source}")]
+    InvalidEntry {
+        path: PathBuf,
+        entry: u64,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "{path}: the chain breaks at entry {entry} (run `lifeline audit verify`); the planner will not append to a broken log"
+    )]
+    ChainBroken { path: PathBuf, entry: u64 },
+    #[error("{0}")]
+    Replicator(#[from] lifeline_replicator::Error),
+}
 
 const ZERO: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// The event of the entry that records a drill report's manifest digest.
@@ -74,12 +110,15 @@ pub fn signing_key(dir: &Path) -> Result<SigningKey> {
             let bytes: [u8; 32] = hex::decode(text.trim())
                 .ok()
                 .and_then(|b| b.try_into().ok())
-                .with_context(|| format!("{} is not a planner key (64 hex digits)", path.display()))?;
+                .ok_or_else(|| AuditError::NotAKey {
+                    path: path.clone(),
+                    what: "a planner key (64 hex digits)",
+                })?;
             Ok(SigningKey::from_bytes(&bytes))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = [0u8; 32];
-            getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("random key: {e}"))?;
+            getrandom::fill(&mut bytes).map_err(AuditError::Random)?;
             let key = SigningKey::from_bytes(&bytes);
             lifeline_replicator::write_atomic_mode(&path, format!("{}\n", hex::encode(bytes)).as_bytes(), 0o600)?;
             lifeline_replicator::write_atomic_mode(
@@ -89,18 +128,24 @@ pub fn signing_key(dir: &Path) -> Result<SigningKey> {
             )?;
             Ok(key)
         }
-        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+        Err(e) => Err(doing(format!("read {}", path.display()))(e).into()),
     }
 }
 
 /// Reads a public key file (64 hex digits).
 pub fn read_public_key(path: &Path) -> Result<VerifyingKey> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("read public key {}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(doing(format!("read public key {}", path.display())))?;
     let bytes: [u8; 32] = hex::decode(text.trim())
         .ok()
         .and_then(|b| b.try_into().ok())
-        .with_context(|| format!("{} is not an ed25519 public key (64 hex digits)", path.display()))?;
-    VerifyingKey::from_bytes(&bytes).with_context(|| format!("{} is not a valid ed25519 public key", path.display()))
+        .ok_or_else(|| AuditError::NotAKey {
+            path: path.to_path_buf(),
+            what: "an ed25519 public key (64 hex digits)",
+        })?;
+    VerifyingKey::from_bytes(&bytes).map_err(|source| AuditError::InvalidPublicKey {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The log, open for appending.
@@ -117,7 +162,7 @@ pub struct AuditLog {
 impl AuditLog {
     /// Opens (or creates) the log in `dir`, checking its chain as it reads it.
     pub fn open(dir: &Path) -> Result<AuditLog> {
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(doing(format!("create {}", dir.display())))?;
         let key = signing_key(dir)?;
         let path = dir.join("audit.jsonl");
         let head_path = dir.join("audit.head.json");
@@ -125,7 +170,7 @@ impl AuditLog {
         let mut last_hash = ZERO.to_string();
         let mut torn = None;
         if path.exists() {
-            let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+            let bytes = std::fs::read(&path).map_err(doing(format!("read {}", path.display())))?;
             let complete = bytes.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
             if complete < bytes.len() {
                 torn = Some(bytes.len() - complete);
@@ -134,19 +179,16 @@ impl AuditLog {
                 f.sync_all()?;
             }
             for line in bytes[..complete].split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                let e: AuditEntry = serde_json::from_slice(line).with_context(|| {
-                    format!(
-                        "{}: entry {} is not valid (run `lifeline audit verify`)",
-                        path.display(),
-                        seq + 1
-                    )
+                let e: AuditEntry = serde_json::from_slice(line).map_err(|source| AuditError::InvalidEntry {
+                    path: path.clone(),
+                    entry: seq + 1,
+                    source,
                 })?;
                 if e.prev != last_hash || e.seq != seq + 1 {
-                    bail!(
-                        "{}: the chain breaks at entry {} (run `lifeline audit verify`); the planner will not append to a broken log",
-                        path.display(),
-                        seq + 1
-                    );
+                    return Err(AuditError::ChainBroken {
+                        path: path.clone(),
+                        entry: seq + 1,
+                    });
                 }
                 seq = e.seq;
                 last_hash = blake3::hash(line).to_hex().to_string();
@@ -156,7 +198,7 @@ impl AuditLog {
             .create(true)
             .append(true)
             .open(&path)
-            .with_context(|| format!("open {}", path.display()))?;
+            .map_err(doing(format!("open {}", path.display())))?;
         let mut log = AuditLog {
             path,
             head_path,
@@ -205,7 +247,7 @@ impl AuditLog {
         self.file
             .write_all(&buf)
             .and_then(|_| self.file.sync_data())
-            .with_context(|| format!("append to {}", self.path.display()))?;
+            .map_err(doing(format!("append to {}", self.path.display())))?;
         self.seq = e.seq;
         self.last_hash = blake3::hash(&line).to_hex().to_string();
         let head = self.sign_head();
@@ -414,7 +456,7 @@ pub fn verify(dir: &Path, key: Option<&VerifyingKey>, expected_heads: &[(String,
         None => (read_public_key(&dir.join("planner.pub"))?, KeySource::BesideTheLog),
     };
     let mut problems = Vec::new();
-    let f = File::open(&path).with_context(|| format!("open {}", path.display()))?;
+    let f = File::open(&path).map_err(doing(format!("open {}", path.display())))?;
     let mut hashes = vec![ZERO.to_string()];
     let mut runs_named = std::collections::BTreeSet::new();
     let mut reports = Vec::new();

@@ -10,13 +10,53 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 mod agent_options;
 pub mod values;
 
 pub use agent_options::{AgentOptions, AgentSettings};
+
+/// Result with [`ConfigError`].
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+/// Why the configuration (or a setting resolved from it) cannot be used; each
+/// names the file, the setting and where to give it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read configuration {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not TOML, an unknown field, or a typed value that does not parse.
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: [groups.{group}]: {source}")]
+    GroupName {
+        path: PathBuf,
+        group: String,
+        #[source]
+        source: Box<lifeline_replicator::Error>,
+    },
+    #[error("{path}: group `{group}` names site `{site}`, which has no [sites.{site}] section")]
+    UnknownSite { path: PathBuf, group: String, site: String },
+    #[error("{setting}: {source}")]
+    Retention {
+        setting: &'static str,
+        #[source]
+        source: crate::repo_target::RepoTargetError,
+    },
+    /// `lifeline agent` lacks a setting; the text says which and where to give it.
+    #[error("{0}")]
+    AgentSetting(String),
+}
 
 /// The whole configuration.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -231,7 +271,10 @@ impl Config {
         let Some(path) = Self::locate(explicit) else {
             return Ok((Config::default(), None, String::new()));
         };
-        let text = std::fs::read_to_string(&path).with_context(|| format!("read configuration {}", path.display()))?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
         Ok((Self::parse(&text, &path)?, Some(path), text))
     }
 
@@ -247,17 +290,26 @@ impl Config {
                     (line, col)
                 })
                 .unwrap_or((0, 0));
-            anyhow::anyhow!("{}:{line}:{col}: {}", path.display(), e.message())
+            ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line,
+                column: col,
+                message: e.message().to_string(),
+            }
         })?;
         for (name, g) in &cfg.groups {
-            lifeline_replicator::check_name("group", name)
-                .with_context(|| format!("{}: [groups.{name}]", path.display()))?;
+            lifeline_replicator::check_name("group", name).map_err(|source| ConfigError::GroupName {
+                path: path.to_path_buf(),
+                group: name.clone(),
+                source: Box::new(source),
+            })?;
             for site in [g.primary.as_deref(), g.secondary.as_deref()].into_iter().flatten() {
                 if !cfg.sites.contains_key(site) {
-                    bail!(
-                        "{}: group `{name}` names site `{site}`, which has no [sites.{site}] section",
-                        path.display()
-                    );
+                    return Err(ConfigError::UnknownSite {
+                        path: path.to_path_buf(),
+                        group: name.clone(),
+                        site: site.to_string(),
+                    });
                 }
             }
         }
@@ -282,15 +334,19 @@ impl Config {
     }
 
     /// The retention policy of `[groups.G.retention]`, if any.
-    pub fn retention_policy(&self, group: &str) -> anyhow::Result<Option<lifeline_replicator::RetentionPolicy>> {
-        use anyhow::Context;
-        let dur = |s: &Option<String>| s.as_deref().map(crate::repo_target::parse_duration).transpose();
+    pub fn retention_policy(&self, group: &str) -> Result<Option<lifeline_replicator::RetentionPolicy>> {
+        let dur = |s: &Option<String>, setting| {
+            s.as_deref()
+                .map(crate::repo_target::parse_duration)
+                .transpose()
+                .map_err(|source| ConfigError::Retention { setting, source })
+        };
         let Some(r) = self.group(group).and_then(|g| g.retention.clone()) else {
             return Ok(None);
         };
         Ok(Some(lifeline_replicator::RetentionPolicy {
-            journal: dur(&r.journal).context("retention.journal")?,
-            keep_within: dur(&r.keep_within).context("retention.keep_within")?,
+            journal: dur(&r.journal, "retention.journal")?,
+            keep_within: dur(&r.keep_within, "retention.keep_within")?,
             keep_last: r.keep_last,
             keep_hourly: r.keep_hourly,
             keep_daily: r.keep_daily,

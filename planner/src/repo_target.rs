@@ -3,9 +3,35 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
 use lifeline_replicator::{DEFAULT_TENANT, KeyFile, Keys, Repository, TenantRepository};
-use lifeline_service::{RemoteRepository, TlsDir};
+use lifeline_service::{RemoteRepository, ServiceError, TlsDir};
+
+/// Result with [`RepoTargetError`].
+pub type Result<T, E = RepoTargetError> = std::result::Result<T, E>;
+
+/// Why a repository could not be reached or a value for it not read.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoTargetError {
+    #[error(
+        "--repo {url} is a receiver: pass --tls-dir TLSDIR and --identity NAME (or set [tls] dir and \
+         identity, or admin, in the configuration given with --config)"
+    )]
+    ReceiverNeedsTls { url: String },
+    #[error("`{url}`: receivers speak TLS only; use https://")]
+    PlainHttp { url: String },
+    #[error("open a session with {url} as `{identity}`: {source}")]
+    Session {
+        url: String,
+        identity: String,
+        #[source]
+        source: Box<ServiceError>,
+    },
+    /// A duration not in the one dialect; the text says which and why.
+    #[error("{0}")]
+    Duration(String),
+    #[error("{0}")]
+    Replicator(#[from] lifeline_replicator::Error),
+}
 
 /// How to reach a receiver when `--repo` is an https:// URL.
 #[derive(clap::Args, Debug, Default, Clone)]
@@ -21,13 +47,10 @@ pub struct RemoteArgs {
 
 impl RemoteArgs {
     /// Both flags, or an error that says what is missing.
-    pub fn require(&self, url: &str) -> anyhow::Result<(&std::path::Path, &str)> {
+    pub fn require(&self, url: &str) -> Result<(&std::path::Path, &str)> {
         match (&self.tls_dir, &self.identity) {
             (Some(t), Some(i)) => Ok((t, i)),
-            _ => anyhow::bail!(
-                "--repo {url} is a receiver: pass --tls-dir TLSDIR and --identity NAME (or set [tls] dir and \
-                 identity, or admin, in the configuration given with --config)"
-            ),
+            _ => Err(RepoTargetError::ReceiverNeedsTls { url: url.to_string() }),
         }
     }
 }
@@ -82,12 +105,18 @@ impl RepoTarget {
         }
         let url = repo.to_str().expect("utf-8 url");
         if url.starts_with("http://") {
-            bail!("`{url}`: receivers speak TLS only; use https://");
+            return Err(RepoTargetError::PlainHttp { url: url.to_string() });
         }
         let (tls_dir, identity) = remote.require(url)?;
         let keys = key.map(|k| k.keys());
-        let r = RemoteRepository::connect_with(url, &TlsDir::new(tls_dir), identity, keys.as_ref())
-            .with_context(|| format!("open a session with {url} as `{identity}`"))?;
+        let r =
+            RemoteRepository::connect_with(url, &TlsDir::new(tls_dir), identity, keys.as_ref()).map_err(|source| {
+                RepoTargetError::Session {
+                    url: url.to_string(),
+                    identity: identity.to_string(),
+                    source: Box::new(source),
+                }
+            })?;
         Ok((RepoTarget::Remote(Box::new(r)), keys))
     }
 
@@ -143,7 +172,7 @@ impl TenantRepository for RemoteView<'_> {
 /// Parses a duration in the one dialect ([`lifeline_replicator::units`]):
 /// `5s`, `250ms`, `2m`, `1h30m`, `1d`, a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
-    lifeline_replicator::units::parse_duration(s).map_err(anyhow::Error::msg)
+    lifeline_replicator::units::parse_duration(s).map_err(RepoTargetError::Duration)
 }
 
 #[cfg(test)]

@@ -10,8 +10,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
-
 use crate::run_record::RunRecord;
 
 /// Where the planner keeps its catalog, audit log and key, and who is acting.
@@ -53,6 +51,53 @@ pub struct CatalogHeld {
     pub pid: String,
 }
 
+/// Result with [`CatalogError`].
+pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
+
+/// Why the planner catalog cannot be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{0}")]
+    Held(#[from] CatalogHeld),
+    #[error("create {dir}: {source}")]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("open the planner catalog in {dir}: {source}")]
+    Open {
+        dir: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    /// sled failed while doing `what` (`save a run record`).
+    #[error("{what}: {source}")]
+    Sled {
+        what: &'static str,
+        #[source]
+        source: sled::Error,
+    },
+    /// `what`: `run record ID`, `drill summary ID`.
+    #[error("{what} is damaged: {source}")]
+    Damaged {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "run record {id} has version {found} but this planner reads version {RUN_RECORD_VERSION}: use the planner that wrote it"
+    )]
+    Version { id: String, found: u32 },
+    #[error("{0}")]
+    Replicator(#[from] lifeline_replicator::Error),
+}
+
+/// What sled failed at, for [`CatalogError::Sled`].
+fn sled(what: &'static str) -> impl FnOnce(sled::Error) -> CatalogError {
+    move |source| CatalogError::Sled { what, source }
+}
+
 pub use crate::state_dir::planner_dir;
 
 /// The control socket of the planner owning `state_dir`'s catalog.
@@ -65,7 +110,10 @@ impl PlannerCatalog {
     /// planner gives an error naming it and what to use instead.
     pub fn open(state_dir: &Path) -> Result<PlannerCatalog> {
         let dir = planner_dir(state_dir);
-        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(|source| CatalogError::CreateDir {
+            dir: dir.clone(),
+            source,
+        })?;
         let owner = dir.join("owner");
         let db = sled::Config::new()
             .path(Self::path(state_dir))
@@ -77,7 +125,7 @@ impl PlannerCatalog {
                 if e.to_string().contains("lock")
                     || matches!(e, sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock)
                 {
-                    anyhow::Error::new(CatalogHeld {
+                    CatalogError::Held(CatalogHeld {
                         dir: dir.clone(),
                         pid: if pid.is_empty() {
                             "unknown".into()
@@ -86,16 +134,19 @@ impl PlannerCatalog {
                         },
                     })
                 } else {
-                    anyhow::anyhow!("open the planner catalog in {}: {e}", dir.display())
+                    CatalogError::Open {
+                        dir: dir.clone(),
+                        source: e,
+                    }
                 }
             })?;
         lifeline_replicator::write_atomic_mode(&owner, format!("{}\n", std::process::id()).as_bytes(), 0o644)?;
         let runs = db
             .open_tree("runs")
-            .context("open the runs tree of the planner catalog")?;
+            .map_err(sled("open the runs tree of the planner catalog"))?;
         let drills = db
             .open_tree("drills")
-            .context("open the drills tree of the planner catalog")?;
+            .map_err(sled("open the drills tree of the planner catalog"))?;
         Ok(PlannerCatalog { runs, drills, db, dir })
     }
 
@@ -107,7 +158,7 @@ impl PlannerCatalog {
         let deadline = std::time::Instant::now() + wait;
         loop {
             match Self::open(state_dir) {
-                Err(e) if e.downcast_ref::<CatalogHeld>().is_some() && std::time::Instant::now() < deadline => {
+                Err(CatalogError::Held(_)) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
                 other => return other,
@@ -138,13 +189,13 @@ impl PlannerCatalog {
         let bytes = serde_json::to_vec(run).expect("serialisable");
         self.runs
             .insert(run.id.as_bytes(), bytes)
-            .context("save a run record")?;
-        self.db.flush().context("flush the planner catalog")?;
+            .map_err(sled("save a run record"))?;
+        self.db.flush().map_err(sled("flush the planner catalog"))?;
         Ok(())
     }
 
     pub fn load(&self, id: &str) -> Result<Option<RunRecord>> {
-        match self.runs.get(id.as_bytes()).context("read a run record")? {
+        match self.runs.get(id.as_bytes()).map_err(sled("read a run record"))? {
             Some(b) => Ok(Some(decode(&b, id)?)),
             None => Ok(None),
         }
@@ -154,7 +205,7 @@ impl PlannerCatalog {
     pub fn list(&self) -> Result<Vec<RunRecord>> {
         let mut out = Vec::new();
         for kv in self.runs.iter() {
-            let (k, v) = kv.context("read the planner catalog")?;
+            let (k, v) = kv.map_err(sled("read the planner catalog"))?;
             out.push(decode(&v, &String::from_utf8_lossy(&k))?);
         }
         out.sort_by_key(|r| std::cmp::Reverse(r.started_at));
@@ -183,8 +234,8 @@ impl PlannerCatalog {
     pub fn save_drill(&self, d: &DrillSummary) -> Result<()> {
         self.drills
             .insert(d.id.as_bytes(), serde_json::to_vec(d).expect("serialisable"))
-            .context("save a drill summary")?;
-        self.db.flush().context("flush the planner catalog")?;
+            .map_err(sled("save a drill summary"))?;
+        self.db.flush().map_err(sled("flush the planner catalog"))?;
         Ok(())
     }
 
@@ -192,11 +243,11 @@ impl PlannerCatalog {
     pub fn drills(&self) -> Result<Vec<DrillSummary>> {
         let mut out: Vec<DrillSummary> = Vec::new();
         for kv in self.drills.iter() {
-            let (k, v) = kv.context("read the planner catalog")?;
-            out.push(
-                serde_json::from_slice(&v)
-                    .with_context(|| format!("drill summary {} is damaged", String::from_utf8_lossy(&k)))?,
-            );
+            let (k, v) = kv.map_err(sled("read the planner catalog"))?;
+            out.push(serde_json::from_slice(&v).map_err(|source| CatalogError::Damaged {
+                what: format!("drill summary {}", String::from_utf8_lossy(&k)),
+                source,
+            })?);
         }
         out.sort_by(|a, b| a.disaster_at.cmp(&b.disaster_at));
         Ok(out)
@@ -214,12 +265,16 @@ fn decode(bytes: &[u8], id: &str) -> Result<RunRecord> {
     struct V {
         version: u32,
     }
-    let v: V = serde_json::from_slice(bytes).with_context(|| format!("run record {id} is damaged"))?;
+    let damaged = |source| CatalogError::Damaged {
+        what: format!("run record {id}"),
+        source,
+    };
+    let v: V = serde_json::from_slice(bytes).map_err(damaged)?;
     if v.version != RUN_RECORD_VERSION {
-        bail!(
-            "run record {id} has version {} but this planner reads version {RUN_RECORD_VERSION}: use the planner that wrote it",
-            v.version
-        );
+        return Err(CatalogError::Version {
+            id: id.to_string(),
+            found: v.version,
+        });
     }
-    serde_json::from_slice(bytes).with_context(|| format!("run record {id} is damaged"))
+    serde_json::from_slice(bytes).map_err(damaged)
 }

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::SignedHead;
 
+mod outcome;
+pub use outcome::{Outcome, Pin, Promoted, PromotedVolume, Served, WorkloadLoss};
+
 /// An instant in a run record: UTC, written as RFC 3339 with milliseconds
 /// (`2026-12-05T10:30:00.123Z`, as records have always been written), so
 /// records of earlier builds load and the engine never parses a time again.
@@ -15,7 +18,11 @@ pub type Timestamp = chrono::DateTime<chrono::Utc>;
 
 /// Now, at the precision records keep (milliseconds).
 pub fn now() -> Timestamp {
-    let t = chrono::Utc::now();
+    to_millis(chrono::Utc::now())
+}
+
+/// A time at the precision records keep (milliseconds).
+pub fn to_millis(t: Timestamp) -> Timestamp {
     chrono::DurationRound::duration_trunc(t, chrono::Duration::milliseconds(1)).unwrap_or(t)
 }
 
@@ -60,7 +67,7 @@ pub mod timestamp {
         }
     }
 }
-use crate::runbook::actions::Mode;
+use crate::runbook::actions::{Action, Mode};
 
 /// The version of run records this planner writes. Do not modify; add a new one
 /// with a migration.
@@ -137,6 +144,12 @@ pub struct StepRecord {
     pub ended_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elapsed_ms: Option<u64>,
+    /// What the action produced ([`Outcome`]; absent in records written
+    /// before outcomes were typed, until [`RunRecord::type_outcomes`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// The outcome's [`Outcome::view`], the text `${steps.ID.NAME}` reads: set
+    /// only with it, by [`StepRecord::set_outcome`].
     #[serde(default)]
     pub outputs: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -154,9 +167,34 @@ impl Default for StepRecord {
             started_at: None,
             ended_at: None,
             elapsed_ms: None,
+            outcome: None,
             outputs: BTreeMap::new(),
             error: None,
             note: None,
+        }
+    }
+}
+
+impl StepRecord {
+    /// Records what the action produced, and the view templates read of it.
+    pub fn set_outcome(&mut self, outcome: Outcome) {
+        self.outputs = outcome.view();
+        self.outcome = Some(outcome);
+    }
+
+    /// The outcome of this step of `action`: for a record written before
+    /// outcomes were typed, the one its outputs imply ([`Outcome::from_view`]).
+    pub fn outcome_of(&self, action: Action) -> Option<Outcome> {
+        self.outcome
+            .clone()
+            .or_else(|| Outcome::from_view(action, &self.outputs))
+    }
+
+    /// What this step promoted, if it is a `volume.promote` that did.
+    pub fn promoted(&self) -> Option<Promoted> {
+        match self.outcome_of(Action::VolumePromote) {
+            Some(Outcome::Promote(p)) => Some(p),
+            _ => None,
         }
     }
 }
@@ -230,6 +268,19 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// Types the outcomes of a record written before outcomes were typed,
+    /// from the outputs it kept and each step's action (`action_of`, from the
+    /// run's plan); steps that have an outcome are left as they are.
+    pub fn type_outcomes(&mut self, action_of: impl Fn(&str) -> Option<Action>) {
+        for (id, s) in self.steps.iter_mut() {
+            if s.outcome.is_none()
+                && let Some(action) = action_of(id)
+            {
+                s.outcome = Outcome::from_view(action, &s.outputs);
+            }
+        }
+    }
+
     /// `hydrating app 512 of 1024 bytes into /srv/app.img (50 %)`, one
     /// entry per volume, while any hydration of the run is not done.
     pub fn hydration_progress(&self) -> Option<String> {

@@ -4,9 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
-
-use super::{Config, values};
+use super::{Config, ConfigError, values};
 
 /// `lifeline agent`'s options. Like [`DaemonOptions`](super::DaemonOptions),
 /// one struct serves the three sources: flags and `LIFELINE_*` environment
@@ -149,32 +147,39 @@ impl AgentOptions {
     /// over the configuration's, then the defaults. `once` (`--once`) is one
     /// cycle whatever interval is set. An error names the missing setting and
     /// where to give it.
-    pub fn resolve(&self, group: &str, once: bool, config: &Config) -> Result<AgentSettings> {
+    pub fn resolve(&self, group: &str, once: bool, config: &Config) -> Result<AgentSettings, ConfigError> {
         let o = self.over(&Self::of_config(config, group));
         if o.volumes.is_empty() {
-            bail!("group `{group}` has no volumes: pass --volume NAME=PATH or list them in [groups.{group}] volumes");
+            return Err(ConfigError::AgentSetting(format!(
+                "group `{group}` has no volumes: pass --volume NAME=PATH or list them in [groups.{group}] volumes"
+            )));
         }
         let Some(receiver) = o.repo else {
-            bail!(
+            return Err(ConfigError::AgentSetting(
                 "no receiver: pass --repo https://HOST:PORT (or set LIFELINE_REPO, or configure the group's \
                  secondary site)"
-            );
+                    .into(),
+            ));
         };
         let (Some(tls_dir), Some(identity)) = (o.tls_dir, o.identity) else {
-            bail!(
+            return Err(ConfigError::AgentSetting(format!(
                 "the agent needs --tls-dir TLSDIR and --identity NAME (or [tls] dir, and the group's `agent` or \
                  [tls] identity, in the configuration) to reach {receiver}"
-            );
+            )));
         };
         let interval = match (once, o.interval) {
             (true, _) => None,
             (false, Some(i)) => Some(i),
             (false, None) => {
-                bail!("pass --once or --interval DURATION (or set LIFELINE_INTERVAL, or interval in [groups.{group}])")
+                return Err(ConfigError::AgentSetting(format!(
+                    "pass --once or --interval DURATION (or set LIFELINE_INTERVAL, or interval in [groups.{group}])"
+                )));
             }
         };
         let Some(key_file) = o.key_file else {
-            bail!("no key: pass --key-file KEYFILE (or key_file in the configuration)");
+            return Err(ConfigError::AgentSetting(
+                "no key: pass --key-file KEYFILE (or key_file in the configuration)".into(),
+            ));
         };
         // --freeze/--thaw as given; else the group's hooks, which are the
         // forward agent's only (see GroupConfig::hooks_for).

@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 
 use super::DaemonOptions;
 use super::schedule::{Due, Schedule};
+use super::{DaemonError, Result};
 use crate::config::{Config, GroupConfig};
+use crate::io_error::doing;
 use crate::runbook::format_duration;
 
 /// Default per-tenant limit of concurrent operations.
@@ -68,7 +69,10 @@ pub(crate) struct Loaded {
 }
 
 pub(crate) fn load(path: &Path, flags: &DaemonOptions) -> Result<Loaded> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("read configuration {}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|source| crate::config::ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let config = Config::parse(&text, path)?;
     let options = flags.over(&config.daemon);
     Ok(Loaded {
@@ -136,7 +140,10 @@ pub(crate) fn plan_jobs(loaded: &Loaded, site: &str) -> Result<Vec<Planned>> {
             Ok(match (&g.schedule, g.interval) {
                 (Some(spec), _) => Some((
                     spec.clone(),
-                    Schedule::parse(spec, tz).with_context(|| ctx("schedule"))?,
+                    Schedule::parse(spec, tz).map_err(|source| DaemonError::Schedule {
+                        at: ctx("schedule"),
+                        source,
+                    })?,
                 )),
                 (None, Some(every)) => Some((format_duration(every), Schedule::Every(every))),
                 (None, None) => None,
@@ -146,7 +153,10 @@ pub(crate) fn plan_jobs(loaded: &Loaded, site: &str) -> Result<Vec<Planned>> {
             && let Some((spec, s)) = point()?
         {
             if g.volumes.is_empty() {
-                bail!("{}: a scheduled group needs volumes", ctx("schedule"));
+                return Err(DaemonError::needs(format!(
+                    "{}: a scheduled group needs volumes",
+                    ctx("schedule")
+                )));
             }
             let at_start = matches!(s, Schedule::Every(_));
             out.push((
@@ -162,9 +172,15 @@ pub(crate) fn plan_jobs(loaded: &Loaded, site: &str) -> Result<Vec<Planned>> {
             owns_repo = true;
             if let Some(spec) = &g.prune_schedule {
                 if g.retention.is_none() {
-                    bail!("{}: set [groups.{name}.retention] too", ctx("prune_schedule"));
+                    return Err(DaemonError::needs(format!(
+                        "{}: set [groups.{name}.retention] too",
+                        ctx("prune_schedule")
+                    )));
                 }
-                let s = Schedule::parse(spec, tz).with_context(|| ctx("prune_schedule"))?;
+                let s = Schedule::parse(spec, tz).map_err(|source| DaemonError::Schedule {
+                    at: ctx("prune_schedule"),
+                    source,
+                })?;
                 out.push((
                     format!("prune:{name}"),
                     Kind::Prune { group: name.clone() },
@@ -181,8 +197,11 @@ pub(crate) fn plan_jobs(loaded: &Loaded, site: &str) -> Result<Vec<Planned>> {
             let runbook = g
                 .drill_runbook
                 .clone()
-                .with_context(|| format!("{}: set drill_runbook too", ctx("drill_schedule")))?;
-            let s = Schedule::parse(spec, tz).with_context(|| ctx("drill_schedule"))?;
+                .ok_or_else(|| DaemonError::needs(format!("{}: set drill_runbook too", ctx("drill_schedule"))))?;
+            let s = Schedule::parse(spec, tz).map_err(|source| DaemonError::Schedule {
+                at: ctx("drill_schedule"),
+                source,
+            })?;
             out.push((
                 format!("drill:{name}"),
                 Kind::Drill {
@@ -199,11 +218,17 @@ pub(crate) fn plan_jobs(loaded: &Loaded, site: &str) -> Result<Vec<Planned>> {
     let tz = o.timezone.as_deref().unwrap_or("UTC");
     if owns_repo {
         if let Some(spec) = &o.verify_schedule {
-            let s = Schedule::parse(spec, tz).context("[daemon] verify_schedule")?;
+            let s = Schedule::parse(spec, tz).map_err(|source| DaemonError::Schedule {
+                at: "[daemon] verify_schedule".into(),
+                source,
+            })?;
             out.push(("verify".into(), Kind::Verify, SITE_JOBS.into(), spec.clone(), s, false));
         }
         if let Some(spec) = &o.gc_schedule {
-            let s = Schedule::parse(spec, tz).context("[daemon] gc_schedule")?;
+            let s = Schedule::parse(spec, tz).map_err(|source| DaemonError::Schedule {
+                at: "[daemon] gc_schedule".into(),
+                source,
+            })?;
             out.push(("gc".into(), Kind::Gc, SITE_JOBS.into(), spec.clone(), s, false));
         }
     }
@@ -253,8 +278,8 @@ pub(crate) fn read_last_runs(path: &Path) -> BTreeMap<String, DateTime<Utc>> {
 /// Writes the last runs atomically (the one write path).
 pub(crate) fn write_last_runs(path: &Path, runs: &BTreeMap<String, DateTime<Utc>>) -> Result<()> {
     let dir = path.parent().expect("state file has a directory");
-    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    lifeline_replicator::write_atomic(path, &serde_json::to_vec_pretty(runs)?)?;
+    std::fs::create_dir_all(dir).map_err(doing(format!("create {}", dir.display())))?;
+    lifeline_replicator::write_atomic(path, &serde_json::to_vec_pretty(runs).expect("serialisable"))?;
     Ok(())
 }
 

@@ -15,6 +15,7 @@
 //!   `/metrics` and the console share.
 
 pub mod console;
+mod error;
 pub mod feed;
 pub mod http_server;
 pub mod jobs;
@@ -41,3 +42,4 @@ pub struct DaemonArgs {
 }
 
 pub use crate::config::DaemonOptions;
+pub use error::{DaemonError, Result};

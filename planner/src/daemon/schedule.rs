@@ -49,16 +49,36 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow};
 use chrono::{DateTime, TimeDelta, Utc};
 use cron::TimeUnitSpec;
 
 pub use lifeline_replicator::Tz;
 
+/// Result with [`ScheduleError`].
+pub type Result<T, E = ScheduleError> = std::result::Result<T, E>;
+
+/// A schedule or time zone as written that does not parse; each says what
+/// would.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    /// Not `UTC`, an offset or an IANA zone; the text says why.
+    #[error("{0}")]
+    TimeZone(String),
+    #[error("schedule `{spec}`: {reason}")]
+    Interval { spec: String, reason: String },
+    /// One word that is no interval (and cannot be a cron expression).
+    #[error("schedule `{spec}`: {reason}; or write a cron expression with seconds (`0 */15 * * * *`)")]
+    Word { spec: String, reason: String },
+    #[error(
+        "schedule `{spec}`: not a duration (5s, 15m, 1h) nor a cron expression with seconds (`0 */15 * * * *`): {reason}"
+    )]
+    Neither { spec: String, reason: String },
+}
+
 /// Parses `UTC`, an offset `+01:00` / `-05:30` (or `+01`), or an IANA zone name
 /// `Europe/Berlin` (see [`Tz::parse`]).
 pub fn parse_tz(s: &str) -> Result<Tz> {
-    Tz::parse(s).map_err(|e| anyhow!(e))
+    Tz::parse(s).map_err(ScheduleError::TimeZone)
 }
 
 /// When a job runs.
@@ -82,20 +102,26 @@ impl Schedule {
             let interval = interval.trim_start();
             return parse_interval(interval)
                 .map(Schedule::Every)
-                .map_err(|e| anyhow!("schedule `{spec}`: {e}"));
+                .map_err(|e| ScheduleError::Interval {
+                    spec: spec.to_string(),
+                    reason: e,
+                });
         }
         // One word that is not a cron shorthand can only be meant as an interval.
         if !spec.contains(char::is_whitespace) && !spec.starts_with('@') {
-            return parse_interval(spec).map(Schedule::Every).map_err(|e| {
-                anyhow!("schedule `{spec}`: {e}; or write a cron expression with seconds (`0 */15 * * * *`)")
-            });
+            return parse_interval(spec)
+                .map(Schedule::Every)
+                .map_err(|e| ScheduleError::Word {
+                    spec: spec.to_string(),
+                    reason: e,
+                });
         }
         match parse_cron(spec) {
             Ok(cron) => Ok(Schedule::Cron(Box::new(cron), tz)),
-            Err(e) => Err(anyhow!(
-                "schedule `{spec}`: not a duration (5s, 15m, 1h) nor a cron expression with seconds \
-                 (`0 */15 * * * *`): {e}"
-            )),
+            Err(e) => Err(ScheduleError::Neither {
+                spec: spec.to_string(),
+                reason: e,
+            }),
         }
     }
 

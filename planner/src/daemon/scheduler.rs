@@ -32,7 +32,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use lifeline_service::{AgentControl, Receiver, ReceiverConfig, TlsDir};
 use serde_json::json;
@@ -44,7 +43,9 @@ use super::jobs::{
 };
 use super::metrics::{self, DaemonMetrics, JobLabels, JobResultLabels, NoLabels};
 use super::shared::Shared;
+use super::{DaemonError, Result};
 use crate::config::Config;
+use crate::io_error::doing;
 use crate::repo_target::parse_duration;
 
 /// How often the loop looks at the clock.
@@ -52,7 +53,7 @@ pub(crate) const TICK: Duration = Duration::from_millis(100);
 
 pub fn run(a: &DaemonArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
     let path = Config::locate(config_flag)
-        .context("the daemon runs a site of a configuration: pass --config lifeline.toml")?;
+        .ok_or_else(|| DaemonError::needs("the daemon runs a site of a configuration: pass --config lifeline.toml"))?;
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -66,13 +67,13 @@ pub fn run(a: &DaemonArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
         .config
         .sites
         .get(&a.site)
-        .with_context(|| {
-            format!(
+        .ok_or_else(|| {
+            DaemonError::needs(format!(
                 "{}: no [sites.{}]: the sites are {}",
                 path.display(),
                 a.site,
                 loaded.config.sites.keys().cloned().collect::<Vec<_>>().join(", ")
-            )
+            ))
         })?
         .clone();
     let state_dir = loaded.config.state_dir(a.state_dir.as_deref());
@@ -110,7 +111,7 @@ pub fn run(a: &DaemonArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
                 .tls
                 .as_ref()
                 .map(|t| t.dir.clone())
-                .context("the site serves a receiver: [tls] dir is needed")?;
+                .ok_or_else(|| DaemonError::needs("the site serves a receiver: [tls] dir is needed"))?;
             let tls = TlsDir::new(&tls_dir).server_config()?;
             let receiver = Arc::new(
                 Receiver::open(&ReceiverConfig {
@@ -121,7 +122,7 @@ pub fn run(a: &DaemonArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
             );
             let listener = rt
                 .block_on(tokio::net::TcpListener::bind(listen))
-                .with_context(|| format!("receiver: listen on {listen}"))?;
+                .map_err(doing(format!("receiver: listen on {listen}")))?;
             let addr = listener.local_addr()?;
             let owner = lifeline_replicator::OwnerNote::write(repo, "lifeline daemon", &format!("https://{addr}"))?;
             println!("listening on {addr}");
@@ -139,7 +140,10 @@ pub fn run(a: &DaemonArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
             Some(receiver)
         }
         (Some(_), None) | (None, Some(_)) if site_cfg.listen.is_some() => {
-            bail!("[sites.{}] has listen but no repo: the receiver needs both", a.site)
+            return Err(DaemonError::needs(format!(
+                "[sites.{}] has listen but no repo: the receiver needs both",
+                a.site
+            )));
         }
         _ => None,
     };
@@ -153,20 +157,21 @@ pub fn run(a: &DaemonArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
         if g.primary.as_deref().unwrap_or("primary") != a.site || (g.schedule.is_none() && g.interval.is_none()) {
             continue;
         }
-        let tls = loaded
-            .config
-            .tls
-            .as_ref()
-            .with_context(|| format!("[groups.{name}] control: serving the control API needs [tls] dir"))?;
-        let identity = loaded
-            .config
-            .agent_identity(name)
-            .with_context(|| format!("[groups.{name}] control: serving the control API needs the group's agent"))?;
+        let tls = loaded.config.tls.as_ref().ok_or_else(|| {
+            DaemonError::needs(format!(
+                "[groups.{name}] control: serving the control API needs [tls] dir"
+            ))
+        })?;
+        let identity = loaded.config.agent_identity(name).ok_or_else(|| {
+            DaemonError::needs(format!(
+                "[groups.{name}] control: serving the control API needs the group's agent"
+            ))
+        })?;
         let target = loaded.config.receiver_of(name).unwrap_or_default().to_string();
         let control = AgentControl::new(name, &target);
         let listener = rt
             .block_on(tokio::net::TcpListener::bind(addr))
-            .with_context(|| format!("[groups.{name}] control: listen on {addr}"))?;
+            .map_err(doing(format!("[groups.{name}] control: listen on {addr}")))?;
         println!("control listening on {} (group {name})", listener.local_addr()?);
         let mut rx = shutdown_rx.clone();
         let (c, tls_dir) = (control.clone(), TlsDir::new(&tls.dir));
@@ -185,7 +190,7 @@ pub fn run(a: &DaemonArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
     if let Some(addr) = &loaded.options.metrics {
         let listener = rt
             .block_on(tokio::net::TcpListener::bind(addr))
-            .with_context(|| format!("metrics: listen on {addr}"))?;
+            .map_err(doing(format!("metrics: listen on {addr}")))?;
         println!("metrics listening on {}", listener.local_addr()?);
         let mut rx = shutdown_rx.clone();
         let m = metrics.clone();

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 
-use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use lifeline_replicator::{Keys, Repository};
 use lifeline_service::{AgentControl, Receiver, RemoteRepository};
@@ -17,6 +16,7 @@ use serde_json::json;
 
 use super::jobs::{Loaded, owner_site};
 use super::metrics::DaemonMetrics;
+use super::{DaemonError, Result};
 
 /// A repository directory this daemon writes directly (no receiver in front).
 pub(crate) struct LocalRepo {
@@ -75,11 +75,9 @@ impl Shared {
 
     pub(crate) fn keys(&self) -> Result<Keys> {
         let l = self.loaded();
-        let key_file = l
-            .config
-            .key_file
-            .clone()
-            .context("scheduled points need the tenant's key: set key_file in the configuration")?;
+        let key_file = l.config.key_file.clone().ok_or_else(|| {
+            DaemonError::needs("scheduled points need the tenant's key: set key_file in the configuration")
+        })?;
         Ok(crate::repo_target::load_key(&key_file)?.keys())
     }
 
@@ -89,12 +87,9 @@ impl Shared {
         if let Some(r) = m.get(path) {
             return Ok(r.clone());
         }
-        let repo = Repository::open(path).with_context(|| {
-            format!(
-                "open repository {} (create it with `lifeline init --repo {}`)",
-                path.display(),
-                path.display()
-            )
+        let repo = Repository::open(path).map_err(|source| DaemonError::OpenRepository {
+            path: path.to_path_buf(),
+            source: Box::new(source),
         })?;
         let r = Arc::new(LocalRepo {
             repo: Arc::new(repo),
@@ -107,14 +102,15 @@ impl Shared {
     /// The repository holding `group` that this daemon owns.
     pub(crate) fn owned_repo(&self, group: &str) -> Result<(Arc<Repository>, Option<Arc<LocalRepo>>)> {
         let l = self.loaded();
-        let g = l.config.group(group).context("the group left the configuration")?;
+        let g = l
+            .config
+            .group(group)
+            .ok_or_else(|| DaemonError::needs("the group left the configuration"))?;
         let secondary = g.secondary.as_deref().unwrap_or("secondary");
         if secondary == self.site
             && let Some(r) = &self.receiver
         {
-            let repo = r
-                .repository()
-                .context("the receiver is reopening its catalog; the job runs next time")?;
+            let repo = r.repository().ok_or(DaemonError::ReceiverReopening)?;
             return Ok((repo, None));
         }
         let dir = l
@@ -122,7 +118,7 @@ impl Shared {
             .sites
             .get(secondary)
             .and_then(|s| s.repo.clone())
-            .with_context(|| format!("group `{group}`: [sites.{secondary}] has no repo"))?;
+            .ok_or_else(|| DaemonError::needs(format!("group `{group}`: [sites.{secondary}] has no repo")))?;
         let local = self.local_repo(&dir)?;
         Ok((local.repo.clone(), Some(local)))
     }
@@ -131,11 +127,7 @@ impl Shared {
     pub(crate) fn owned_repos(&self) -> Result<Vec<Owned>> {
         let mut out = Vec::new();
         if let Some(r) = &self.receiver {
-            out.push((
-                r.repository()
-                    .context("the receiver is reopening its catalog; the job runs next time")?,
-                None,
-            ));
+            out.push((r.repository().ok_or(DaemonError::ReceiverReopening)?, None));
         }
         let l = self.loaded();
         let mut dirs: Vec<PathBuf> = Vec::new();

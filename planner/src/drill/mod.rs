@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use chrono::Utc;
 
 use crate::audit::AuditLog;
@@ -24,9 +23,12 @@ use crate::run_catalog::{DrillSummary, PlannerCatalog, planner_dir};
 use crate::runbook::actions::Mode;
 use crate::sandbox::Sandbox;
 
+mod error;
 mod evidence;
 mod lag;
 mod netns;
+
+pub use error::{DrillError, Result};
 
 use evidence::{Evidence, secs_of};
 use lag::LagWatch;
@@ -68,8 +70,10 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
         tracing::warn!(error = %e, "could not lower the drill's priority");
     }
     let (config, config_file, config_text) = Config::load_with_text(config_flag)?;
-    let text = std::fs::read_to_string(&opts.runbook)
-        .with_context(|| format!("read runbook {} (check the path)", opts.runbook.display()))?;
+    let text = std::fs::read_to_string(&opts.runbook).map_err(|source| DrillError::ReadRunbook {
+        path: opts.runbook.clone(),
+        source,
+    })?;
     let rb = crate::runbook::load_checked(&opts.runbook, Some(&text), &config)?;
     let group = config.group(&rb.group.value).cloned().unwrap_or_default();
     let objectives = report::Objectives {
@@ -79,9 +83,9 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
     let interval = group
         .drill_interval
         .as_deref()
-        .map(|d| crate::runbook::parse_duration(d).map_err(anyhow::Error::msg))
+        .map(crate::runbook::parse_duration)
         .transpose()
-        .context("drill_interval of the group")?
+        .map_err(DrillError::DrillInterval)?
         .unwrap_or(Duration::from_secs(30 * 86_400));
     let state = opts.planner.state_dir(&config);
     // A brief holder (the daemon recording a console action on the audit
@@ -91,7 +95,10 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
     let key = crate::audit::signing_key(catalog.dir())?;
     let id = crate::engine::new_run_id(Mode::Drill);
     let sandbox = planner_dir(&state).join("runs").join(&id);
-    std::fs::create_dir_all(&sandbox).with_context(|| format!("create the sandbox {}", sandbox.display()))?;
+    std::fs::create_dir_all(&sandbox).map_err(|source| DrillError::Sandbox {
+        dir: sandbox.clone(),
+        source,
+    })?;
     let ports = free_ports(rb.ports.keys().cloned())?;
     let netns = if opts.netns {
         SandboxNetns::create(&id).map_err(|why| format!("no network namespace for the sandbox: {why}"))
@@ -121,7 +128,7 @@ pub fn run(opts: &DrillOptions, config_flag: Option<&std::path::Path>) -> Result
             netns: netns_name.clone(),
         },
     )
-    .map_err(anyhow::Error::msg)?;
+    .map_err(DrillError::Plan)?;
     std::fs::write(sandbox.join("plan.txt"), plan::render_text(&p))?;
     let mut record = crate::engine::new_record(&p, text, config_file, config_text, opts.planner.operator.clone());
     // The run starts at T0 (check.workload measures the application's loss against it).

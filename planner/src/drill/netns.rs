@@ -3,14 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
-
 /// Free loopback ports for the runbook's ports (nothing collides with production).
-pub(super) fn free_ports(names: impl Iterator<Item = String>) -> Result<BTreeMap<String, u16>> {
+pub(super) fn free_ports(names: impl Iterator<Item = String>) -> super::Result<BTreeMap<String, u16>> {
     let mut held = Vec::new();
     let mut out = BTreeMap::new();
     for n in names {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").context("find a free port for the sandbox")?;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(super::DrillError::FreePort)?;
         out.insert(n, l.local_addr()?.port());
         held.push(l); // hold each until all are chosen, so none repeats
     }

@@ -10,11 +10,11 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
-use crate::engine::{RunRecord, Shared};
+use crate::engine::{EngineError, Result, RunRecord, Shared};
+use crate::io_error::doing;
 use crate::plan::Plan;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -86,7 +86,7 @@ pub async fn serve(
     // We own the catalog (sled's lock), so a socket file here is a dead planner's.
     let path = path.as_path();
     let _ = std::fs::remove_file(path);
-    let listener = tokio::net::UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
+    let listener = tokio::net::UnixListener::bind(path).map_err(doing(format!("bind {}", path.display())))?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
@@ -176,19 +176,16 @@ pub fn call(state_dir: &Path, req: &Request) -> Result<Option<Answer>> {
         {
             return Ok(None);
         }
-        Err(e) => return Err(e).with_context(|| format!("connect to {}", path.display())),
+        Err(e) => return Err(doing(format!("connect to {}", path.display()))(e).into()),
     };
     s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
-    let mut bytes = serde_json::to_vec(req)?;
+    let mut bytes = serde_json::to_vec(req).expect("serialisable");
     bytes.push(b'\n');
     s.write_all(&bytes)?;
     let mut line = String::new();
     BufReader::new(&s).read_line(&mut line)?;
     if line.is_empty() {
-        bail!(
-            "the planner at {} closed the connection without answering",
-            path.display()
-        );
+        return Err(EngineError::NoAnswer { socket: path });
     }
-    Ok(Some(serde_json::from_str(&line).context("the planner's answer")?))
+    Ok(Some(serde_json::from_str(&line).map_err(EngineError::Answer)?))
 }

@@ -7,9 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
-
-use super::{Event, EventSink, RunRecord, RunStatus, Shared, StepStatus, control_socket};
+use super::{Event, EventSink, Result, RunRecord, RunStatus, Shared, StepStatus, control_socket};
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::plan::Plan;
@@ -63,12 +61,14 @@ pub struct Driving {
 /// final status and the run's shared state (catalog, audit, record).
 pub fn execute_run(run: Prepared, how: Driving) -> Result<(RunStatus, Arc<Shared>, Arc<Plan>)> {
     let Prepared {
-        record,
+        mut record,
         plan: p,
         config,
         catalog,
         audit,
     } = run;
+    // A record written before outcomes were typed resumes as a new one.
+    record.type_outcomes(|id| p.step(id).map(|s| s.kind));
     let Driving {
         operator,
         parallel,

@@ -6,11 +6,54 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use tokio_rustls::rustls::pki_types::{CertificateDer, InvalidDnsNameError, ServerName, pem, pem::PemObject};
+
+use crate::io_error::doing;
+
+/// Result with [`HttpError`].
+pub type Result<T, E = HttpError> = std::result::Result<T, E>;
+
+/// Why a request got no HTTP answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("`{url}` is not an http:// or https:// URL")]
+    NotHttp { url: String },
+    #[error("read CA file {path}: {source}")]
+    CaFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: pem::Error,
+    },
+    #[error("{path} holds no valid PEM certificate: {source}")]
+    NoPemCertificate {
+        path: std::path::PathBuf,
+        #[source]
+        source: pem::Error,
+    },
+    #[error("{path}: not a usable CA certificate: {source}")]
+    UnusableCa {
+        path: std::path::PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("no system CA certificates found (install ca-certificates, or give ca_file = \"PEM\")")]
+    NoSystemCa,
+    #[error("TLS configuration: {0}")]
+    TlsConfig(#[source] rustls::Error),
+    #[error("`{host}` is not a server name: {source}")]
+    ServerName {
+        host: String,
+        #[source]
+        source: InvalidDnsNameError,
+    },
+    #[error("{0}")]
+    Io(#[from] crate::io_error::IoError),
+    #[error("{url} answered something that is not HTTP: {status_line:?}")]
+    NotAnHttpAnswer { url: String, status_line: String },
+}
 
 /// What an HTTP request answered.
 pub struct Answer {
@@ -31,7 +74,7 @@ fn split(url: &str) -> Result<Target> {
     } else if let Some(r) = url.strip_prefix("http://") {
         (false, r)
     } else {
-        bail!("`{url}` is not an http:// or https:// URL");
+        return Err(HttpError::NotHttp { url: url.to_string() });
     };
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -56,11 +99,12 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(f) => {
-            for cert in CertificateDer::pem_file_iter(f).with_context(|| format!("read CA file {}", f.display()))? {
-                let cert = cert.with_context(|| format!("{} holds no valid PEM certificate", f.display()))?;
+            let path = || f.to_path_buf();
+            for cert in CertificateDer::pem_file_iter(f).map_err(|source| HttpError::CaFile { path: path(), source })? {
+                let cert = cert.map_err(|source| HttpError::NoPemCertificate { path: path(), source })?;
                 roots
                     .add(cert)
-                    .with_context(|| format!("{}: not a usable CA certificate", f.display()))?;
+                    .map_err(|source| HttpError::UnusableCa { path: path(), source })?;
             }
         }
         None => {
@@ -69,28 +113,28 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig> {
                 let _ = roots.add(c);
             }
             if roots.is_empty() {
-                bail!("no system CA certificates found (install ca-certificates, or give ca_file = \"PEM\")");
+                return Err(HttpError::NoSystemCa);
             }
         }
     }
     Ok(
         rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
-            .context("TLS configuration")?
+            .map_err(HttpError::TlsConfig)?
             .with_root_certificates(roots)
             .with_no_client_auth(),
     )
 }
 
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, req: &[u8], what: &str) -> Result<Vec<u8>> {
-    s.write_all(req).await.with_context(|| format!("send to {what}"))?;
+    s.write_all(req).await.map_err(doing(format!("send to {what}")))?;
     s.flush().await.ok();
     let mut buf = Vec::new();
     match (&mut s).take(1 << 20).read_to_end(&mut buf).await {
         Ok(_) => {}
         // Servers often close TLS without close_notify after an HTTP/1.0 answer.
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => {}
-        Err(e) => return Err(e).with_context(|| format!("read from {what}")),
+        Err(e) => return Err(doing(format!("read from {what}"))(e).into()),
     }
     Ok(buf)
 }
@@ -119,15 +163,17 @@ pub async fn request_with(method: &str, url: &str, body: Option<&str>, ca_file: 
     }
     let tcp = TcpStream::connect(&t.addr)
         .await
-        .with_context(|| format!("connect to {}", t.addr))?;
+        .map_err(doing(format!("connect to {}", t.addr)))?;
     let buf = if t.tls {
         let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config(ca_file)?));
-        let name =
-            ServerName::try_from(t.host.clone()).with_context(|| format!("`{}` is not a server name", t.host))?;
-        let s = connector
-            .connect(name, tcp)
-            .await
-            .with_context(|| format!("TLS with {} (is its certificate signed by a trusted CA?)", t.addr))?;
+        let name = ServerName::try_from(t.host.clone()).map_err(|source| HttpError::ServerName {
+            host: t.host.clone(),
+            source,
+        })?;
+        let s = connector.connect(name, tcp).await.map_err(doing(format!(
+            "TLS with {} (is its certificate signed by a trusted CA?)",
+            t.addr
+        )))?;
         exchange(s, req.as_bytes(), &t.addr).await?
     } else {
         exchange(tcp, req.as_bytes(), &t.addr).await?
@@ -138,7 +184,10 @@ pub async fn request_with(method: &str, url: &str, body: Option<&str>, ca_file: 
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .with_context(|| format!("{url} answered something that is not HTTP: {status_line:?}"))?;
+        .ok_or_else(|| HttpError::NotAnHttpAnswer {
+            url: url.to_string(),
+            status_line: status_line.to_string(),
+        })?;
     let body = text
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())

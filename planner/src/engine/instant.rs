@@ -628,7 +628,7 @@ impl Drop for InstantPromote {
 /// run's processes are stopped (the mounts cannot go from under them) and each
 /// promote is torn down, what it did recorded in the run record.
 /// Returns whether the run was interrupted while it waited for hydration.
-pub(super) async fn finish(shared: &Arc<Shared>, status: super::RunStatus) -> anyhow::Result<bool> {
+pub(super) async fn finish(shared: &Arc<Shared>, status: super::RunStatus) -> super::Result<bool> {
     let held: Vec<InstantPromote> = std::mem::take(&mut *shared.instant.lock().expect("instant"));
     if held.is_empty() {
         return Ok(false);

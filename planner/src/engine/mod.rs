@@ -9,6 +9,7 @@
 mod actions;
 pub mod control_socket;
 mod driver;
+mod error;
 pub mod http;
 pub mod instant;
 pub mod process;
@@ -18,19 +19,20 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 pub use crate::run_record::{RunRecord, RunStatus, StepRecord, StepStatus, TrackedProcess};
 pub use driver::{Driving, Prepared, RunObserver, Unobserved, execute_run, new_run_id};
+pub use error::{EngineError, Result};
 pub use record::{PinLeft, PromotedPoint, new_record, pins_left, prepare_resume, promoted_points};
 
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::plan::{Plan, PlannedStep, Undo};
 use crate::run_catalog::PlannerCatalog;
+use crate::run_record::{Outcome, Pin};
 use crate::runbook::Value;
 use crate::runbook::actions::Action;
 use crate::runbook::actions::Behaviour;
@@ -171,23 +173,36 @@ impl Shared {
             .lock()
             .expect("audit lock")
             .append(Some(who), None, None, event, Some(detail))
+            .map_err(EngineError::from)
     }
 
     /// Records an approval of `step` by `who`. Errors say why it cannot be approved.
     pub fn approve(&self, plan: &Plan, step: &str, who: &str) -> Result<()> {
         let Some(ps) = plan.step(step) else {
-            anyhow::bail!("run {} has no step `{step}`", plan.run_id);
+            return Err(EngineError::NoSuchStep {
+                run: plan.run_id.clone(),
+                step: step.to_string(),
+            });
         };
         if ps.action != "approval" {
-            anyhow::bail!("step `{step}` is a {} step, not an approval", ps.action);
+            return Err(EngineError::NotAnApproval {
+                step: step.to_string(),
+                action: ps.action.clone(),
+            });
         }
         {
             let rec = self.record.lock().expect("record lock");
             if rec.approvals.contains_key(step) {
-                anyhow::bail!("step `{step}` was already approved by {}", rec.approvals[step]);
+                return Err(EngineError::AlreadyApproved {
+                    step: step.to_string(),
+                    by: rec.approvals[step].clone(),
+                });
             }
             if rec.status.finished() {
-                anyhow::bail!("run {} has finished ({:?})", rec.id, rec.status);
+                return Err(EngineError::RunFinished {
+                    run: rec.id.clone(),
+                    status: format!("{:?}", rec.status),
+                });
             }
         }
         self.transition(
@@ -228,12 +243,11 @@ impl Shared {
         {
             let rec = self.record.lock().expect("record lock");
             if rec.mode != crate::runbook::actions::Mode::Drill {
-                anyhow::bail!(
-                    "the planner is running {} {} of group {}, not a drill: only a drill gives way",
-                    rec.mode,
-                    rec.id,
-                    rec.group
-                );
+                return Err(EngineError::NotADrill {
+                    mode: rec.mode,
+                    run: rec.id.clone(),
+                    group: rec.group.clone(),
+                });
             }
             if rec.preempted_by.is_some() {
                 // Already asked (e.g. a second failover racing the first): the
@@ -265,7 +279,7 @@ impl Shared {
 }
 
 /// A finished step task: its id, outputs or error, and attempts so far.
-type StepOutcome = (String, Result<BTreeMap<String, String>, String>, u32);
+type StepOutcome = (String, Result<Outcome, String>, u32);
 
 /// Runs (or resumes) the plan to its end. Returns the final status.
 pub async fn drive(shared: Arc<Shared>, plan: Arc<Plan>, config: Arc<Config>, parallel: usize) -> Result<RunStatus> {
@@ -349,16 +363,16 @@ pub async fn drive(shared: Arc<Shared>, plan: Arc<Plan>, config: Arc<Config>, pa
                 let (id, result, attempts) = match joined {
                     Ok(x) => x,
                     Err(e) if e.is_cancelled() => continue,
-                    Err(e) => return Err(anyhow::anyhow!("a step task panicked: {e}")),
+                    Err(e) => return Err(EngineError::StepPanicked(e.to_string())),
                 };
                 let elapsed = started.remove(&id).map(|t| t.elapsed().as_millis() as u64);
                 let ps = plan.step(&id).expect("planned").clone();
                 match result {
-                    Ok(outputs) => {
+                    Ok(outcome) => {
                         shared.transition("step_succeeded", Some(&id), None, None, |r| {
                             let s = r.steps.get_mut(&id).expect("step");
                             s.status = StepStatus::Succeeded;
-                            s.outputs = outputs;
+                            s.set_outcome(outcome);
                             s.attempts = attempts;
                             s.ended_at = Some(now());
                             s.elapsed_ms = elapsed;
@@ -376,7 +390,7 @@ pub async fn drive(shared: Arc<Shared>, plan: Arc<Plan>, config: Arc<Config>, pa
                             s.elapsed_ms = elapsed;
                             s.note = Some(note);
                             if ps.action.starts_with("replication.") {
-                                s.outputs.insert("reachable".into(), "false".into());
+                                s.set_outcome(Outcome::Reach { reachable: false });
                             }
                             r.completed.push(id.clone());
                         })?;
@@ -393,7 +407,7 @@ pub async fn drive(shared: Arc<Shared>, plan: Arc<Plan>, config: Arc<Config>, pa
                             s.ended_at = Some(now());
                             s.elapsed_ms = elapsed;
                             s.note = Some(note);
-                            s.outputs.insert("reachable".into(), "false".into());
+                            s.set_outcome(Outcome::Reach { reachable: false });
                             r.completed.push(id.clone());
                         })?;
                     }
@@ -526,18 +540,19 @@ async fn release_pins(ctx: &Arc<actions::Ctx>) -> Result<()> {
             ),
         };
         shared.transition("lease_released", None, Some(note), None, |rec| {
-            if let (Ok(()), Some(s)) = (&r, rec.steps.get_mut(&pin.step)) {
-                s.outputs.insert("pinned".into(), "released".into());
+            if let (Ok(()), Some(s)) = (&r, rec.steps.get_mut(&pin.step))
+                && let Some(Outcome::Promote(p)) = &s.outcome
+            {
+                let mut p = p.clone();
+                p.pin = Pin::Released;
+                s.set_outcome(Outcome::Promote(p));
             }
         })?;
     }
     Ok(())
 }
 
-async fn run_with_retries(
-    ctx: &Arc<actions::Ctx>,
-    ps: &PlannedStep,
-) -> (Result<BTreeMap<String, String>, String>, u32) {
+async fn run_with_retries(ctx: &Arc<actions::Ctx>, ps: &PlannedStep) -> (Result<Outcome, String>, u32) {
     let shared = &ctx.shared;
     let prior = shared.snapshot().steps[&ps.id].attempts;
     let mut last = String::new();

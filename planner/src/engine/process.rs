@@ -6,10 +6,35 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
 use rustix::process::{Pid, Signal};
 
 use crate::run_record::TrackedProcess;
+
+/// Why a process could not be started or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("open log {}: {source}", log.display())]
+    OpenLog {
+        log: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("start `{command}` (is it installed and in PATH? cwd {}): {source}", cwd.display())]
+    Start {
+        command: String,
+        cwd: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    File(#[from] std::io::Error),
+    #[error("invalid pid {0}")]
+    InvalidPid(i32),
+    #[error("process {pid} of step `{step}` survived SIGKILL")]
+    SurvivedKill { pid: i32, step: String },
+}
+
+type Result<T, E = ProcessError> = std::result::Result<T, E>;
 
 /// The fields of a /proc/PID/stat line from field 3 (the state) on: the
 /// command name (field 2) may hold spaces and parentheses, so they are the
@@ -48,7 +73,10 @@ pub fn spawn(
         .create(true)
         .append(true)
         .open(log)
-        .with_context(|| format!("open log {}", log.display()))?;
+        .map_err(|source| ProcessError::OpenLog {
+            log: log.to_path_buf(),
+            source,
+        })?;
     let err = out.try_clone()?;
     let mut cmd = std::process::Command::new(command);
     cmd.args(args)
@@ -58,9 +86,11 @@ pub fn spawn(
         .stdout(out)
         .stderr(err);
     cmd.process_group(0);
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("start `{command}` (is it installed and in PATH? cwd {})", cwd.display()))?;
+    let child = cmd.spawn().map_err(|source| ProcessError::Start {
+        command: command.to_string(),
+        cwd: cwd.to_path_buf(),
+        source,
+    })?;
     let pid = child.id() as i32;
     let ticks = start_ticks(pid).unwrap_or(0);
     Ok((child, ticks))
@@ -73,7 +103,7 @@ pub fn stop(p: &TrackedProcess, grace: Duration, child: Option<&mut std::process
         return Ok(());
     }
     let Some(pid) = Pid::from_raw(p.pid) else {
-        bail!("invalid pid {}", p.pid)
+        return Err(ProcessError::InvalidPid(p.pid));
     };
     let _ = rustix::process::kill_process_group(pid, Signal::TERM);
     let _ = rustix::process::kill_process(pid, Signal::TERM);
@@ -101,7 +131,10 @@ pub fn stop(p: &TrackedProcess, grace: Duration, child: Option<&mut std::process
         std::thread::sleep(Duration::from_millis(10));
     }
     if alive(p) {
-        bail!("process {} of step `{}` survived SIGKILL", p.pid, p.step);
+        return Err(ProcessError::SurvivedKill {
+            pid: p.pid,
+            step: p.step.clone(),
+        });
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::now;
 use crate::plan::Plan;
-use crate::run_record::{RunRecord, RunStatus, StepRecord, StepStatus};
+use crate::run_record::{Pin, RunRecord, RunStatus, StepRecord, StepStatus};
 use crate::runbook::actions::Action;
 
 /// A point a `volume.promote` step of the run restored, and the RPO it achieved.
@@ -27,12 +27,7 @@ pub struct PromotedPoint {
 
 /// The points the run promoted, from its record.
 pub fn promoted_points(rec: &RunRecord, plan: &Plan) -> Vec<PromotedPoint> {
-    let parse = |t: &str| {
-        chrono::DateTime::parse_from_rfc3339(t)
-            .ok()
-            .map(|t| t.with_timezone(&chrono::Utc))
-    };
-    let started = Some(rec.started_at);
+    let started = rec.started_at;
     plan.steps
         .iter()
         .filter(|s| s.kind == Action::VolumePromote)
@@ -41,17 +36,12 @@ pub fn promoted_points(rec: &RunRecord, plan: &Plan) -> Vec<PromotedPoint> {
             if !matches!(r.status, StepStatus::Succeeded | StepStatus::Undone) {
                 return None;
             }
-            let seq = r.outputs.get("seq")?.parse().ok()?;
-            let taken_at = r.outputs.get("taken_at")?.clone();
-            let rpo_secs = match (started, parse(&taken_at)) {
-                (Some(s), Some(t)) => Some(((s - t).num_milliseconds().max(0)) as f64 / 1000.0),
-                _ => None,
-            };
+            let p = r.promoted()?;
             Some(PromotedPoint {
                 step: s.id.clone(),
-                seq,
-                taken_at,
-                rpo_secs,
+                seq: p.seq,
+                taken_at: crate::run_record::format_timestamp(&p.taken_at),
+                rpo_secs: Some(((started - p.taken_at).num_milliseconds().max(0)) as f64 / 1000.0),
                 rpo_objective_secs: plan
                     .direction
                     .rpo
@@ -76,19 +66,17 @@ impl std::fmt::Display for PinLeft {
     }
 }
 
-/// The pins the run's `volume.promote` steps still hold: `pinned = "true"` (a
-/// released one says `released`).
+/// The pins the run's `volume.promote` steps still hold ([`Pin::Held`]; a
+/// released one is [`Pin::Released`]).
 pub fn pins_left(rec: &RunRecord, plan: &Plan) -> Vec<PinLeft> {
     plan.steps
         .iter()
         .filter(|s| s.kind == Action::VolumePromote)
-        .filter_map(|s| rec.steps.get(&s.id).map(|r| (s, r)))
-        .filter(|(_, r)| r.outputs.get("pinned").is_some_and(|p| p == "true"))
-        .filter_map(|(s, r)| {
-            r.outputs.get("seq").and_then(|x| x.parse().ok()).map(|seq| PinLeft {
-                step: s.id.clone(),
-                seq,
-            })
+        .filter_map(|s| rec.steps.get(&s.id)?.promoted().map(|p| (s, p)))
+        .filter(|(_, p)| p.pin == Pin::Held)
+        .map(|(s, p)| PinLeft {
+            step: s.id.clone(),
+            seq: p.seq,
         })
         .collect()
 }
@@ -157,4 +145,79 @@ pub fn prepare_resume(rec: &mut RunRecord) -> Vec<String> {
     }
     rec.resumes += 1;
     again
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run_record::Outcome;
+
+    /// A failover's record as builds before typed outcomes wrote it: its promote
+    /// done (outputs only), its service step running when the planner died.
+    const OLD_RECORD: &str = r#"{"version":1,"id":"failover-1","mode":"failover","runbook":"t","runbook_file":"t.toml",
+"runbook_text":"","runbook_digest":"d","config_file":null,"config_text":"","group":"shop","point":null,"ports":{},
+"run_dir":"/runs/failover-1","user":"ops","operator":null,"status":"running","started_at":"2026-12-05T10:30:00.000Z",
+"ended_at":null,"steps":{
+"promote":{"status":"succeeded","attempts":1,"started_at":"2026-12-05T10:30:00.100Z","ended_at":"2026-12-05T10:30:02.000Z",
+ "outputs":{"pinned":"true","seq":"7","taken_at":"2026-12-05T10:29:57.500Z","path.db":"/dev/vdb","hash.db":"abcd"}},
+"app":{"status":"running","attempts":1,"started_at":"2026-12-05T10:30:02.100Z","outputs":{}}},
+"completed":["promote"],"processes":[],"approvals":{},"abort_requested":false,"resumes":0,"error":null,"audit_head":null}"#;
+
+    fn action_of(id: &str) -> Option<Action> {
+        match id {
+            "promote" => Some(Action::VolumePromote),
+            "app" => Some(Action::ServiceStart),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_record_without_typed_outcomes_loads_and_resumes_with_them() {
+        let mut rec: RunRecord = serde_json::from_str(OLD_RECORD).unwrap();
+        assert_eq!(rec.steps["promote"].outcome, None);
+        // Readers type what the old record's outputs imply.
+        let promoted = rec.steps["promote"].promoted().expect("the promote's outcome");
+        assert_eq!((promoted.seq, promoted.pin), (7, Pin::Held));
+        assert_eq!(prepare_resume(&mut rec), vec!["app".to_string()]);
+        assert_eq!(rec.steps["app"].status, StepStatus::Pending);
+        rec.type_outcomes(action_of);
+        let Some(Outcome::Promote(p)) = &rec.steps["promote"].outcome else {
+            panic!("typed at resume: {:?}", rec.steps["promote"].outcome)
+        };
+        assert_eq!(
+            crate::run_record::format_timestamp(&p.taken_at),
+            "2026-12-05T10:29:57.500Z"
+        );
+        assert_eq!(p.volumes["db"].path, std::path::PathBuf::from("/dev/vdb"));
+        assert_eq!(rec.steps["app"].outcome, None);
+        // The outputs templates read are as they were.
+        assert_eq!(
+            rec.steps["promote"].outcome.as_ref().unwrap().view(),
+            rec.steps["promote"].outputs
+        );
+        let params = BTreeMap::from([(
+            "args".to_string(),
+            crate::runbook::Value::Str("--data ${steps.promote.path.db}".into()),
+        )]);
+        let outputs = rec.steps.iter().map(|(k, v)| (k.clone(), v.outputs.clone())).collect();
+        assert_eq!(
+            super::super::render_params(&params, &outputs).unwrap()["args"],
+            crate::runbook::Value::Str("--data /dev/vdb".into())
+        );
+    }
+
+    #[test]
+    fn a_record_with_typed_outcomes_round_trips() {
+        let mut rec: RunRecord = serde_json::from_str(OLD_RECORD).unwrap();
+        rec.type_outcomes(action_of);
+        rec.steps.get_mut("app").unwrap().set_outcome(Outcome::Start {
+            pid: 4242,
+            log: "/runs/failover-1/app.log".into(),
+        });
+        let text = serde_json::to_string(&rec).unwrap();
+        assert!(text.contains(r#""outcome":{"kind":"promote","seq":7"#), "{text}");
+        let again: RunRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(again, rec);
+        assert_eq!(again.steps["app"].outputs["pid"], "4242");
+    }
 }

@@ -6,9 +6,29 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
+
+use crate::io_error::doing;
+
+/// Result with [`ReportError`].
+pub type Result<T, E = ReportError> = std::result::Result<T, E>;
+
+/// Why a report could not be written or checked.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{0}")]
+    Io(#[from] crate::io_error::IoError),
+    #[error(
+        "{log} holds no audit.jsonl: give a copy of the planner's STATE/planner directory (audit.jsonl and \
+         audit.head.json), or its state directory"
+    )]
+    NoAuditLog { log: PathBuf },
+    #[error("{0}")]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("{0}")]
+    Replicator(#[from] lifeline_replicator::Error),
+}
 
 /// Domain separation of manifest signatures. Do not modify.
 const CONTEXT: &[u8] = b"lifeline report manifest v1\0";
@@ -41,7 +61,7 @@ fn message(drill_id: &str, files: &BTreeMap<String, String>) -> Vec<u8> {
 }
 
 fn hash_file(p: &Path) -> Result<String> {
-    let bytes = std::fs::read(p).with_context(|| format!("read {}", p.display()))?;
+    let bytes = std::fs::read(p).map_err(doing(format!("read {}", p.display())))?;
     Ok(blake3::hash(&bytes).to_hex().to_string())
 }
 
@@ -62,7 +82,7 @@ pub fn sign_and_write(dir: &Path, drill_id: &str, key: &SigningKey) -> Result<St
         public_key: hex::encode(key.verifying_key().to_bytes()),
         signature: hex::encode(sig.to_bytes()),
     };
-    let bytes = serde_json::to_vec_pretty(&m)?;
+    let bytes = serde_json::to_vec_pretty(&m).expect("serialisable");
     lifeline_replicator::write_atomic_mode(&dir.join("manifest.json"), &bytes, 0o644)?;
     Ok(blake3::hash(&bytes).to_hex().to_string())
 }
@@ -163,11 +183,7 @@ pub fn verify_on_chain(check: &mut ManifestCheck, log: &Path, key: &VerifyingKey
     } else if crate::state_dir::planner_dir(log).join("audit.jsonl").exists() {
         crate::state_dir::planner_dir(log)
     } else {
-        anyhow::bail!(
-            "{} holds no audit.jsonl: give a copy of the planner's STATE/planner directory (audit.jsonl and \
-             audit.head.json), or its state directory",
-            log.display()
-        );
+        return Err(ReportError::NoAuditLog { log: log.to_path_buf() });
     };
     let chain = crate::audit::verify(&log, Some(key), &[])?;
     for p in &chain.problems {

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use manifest::{ManifestCheck, sign_and_write, verify_dir, verify_on_chain};
+pub use manifest::{ManifestCheck, ReportError, sign_and_write, verify_dir, verify_on_chain};
 
 /// Report schema name and version. Do not modify; add a version with a migration.
 pub const SCHEMA: &str = "lifeline.drill-report";
@@ -286,10 +286,13 @@ pub fn verdict(
 }
 
 /// Writes report.json, report.html, report.xml and the signed manifest into `dir`.
-pub fn write(dir: &std::path::Path, report: &DrillReport, key: &ed25519_dalek::SigningKey) -> anyhow::Result<String> {
-    use anyhow::Context;
-    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let json = serde_json::to_vec_pretty(report)?;
+pub fn write(
+    dir: &std::path::Path,
+    report: &DrillReport,
+    key: &ed25519_dalek::SigningKey,
+) -> Result<String, ReportError> {
+    std::fs::create_dir_all(dir).map_err(crate::io_error::doing(format!("create {}", dir.display())))?;
+    let json = serde_json::to_vec_pretty(report).expect("serialisable");
     lifeline_replicator::write_atomic_mode(&dir.join("report.json"), &json, 0o644)?;
     lifeline_replicator::write_atomic_mode(&dir.join("report.html"), html::render(report).as_bytes(), 0o644)?;
     lifeline_replicator::write_atomic_mode(&dir.join("report.xml"), junit::render(report).as_bytes(), 0o644)?;

@@ -290,14 +290,16 @@ impl Lines {
 
 impl Runbook {
     /// Reads and checks a runbook file (without the deployment: see [`check_against`]).
-    pub fn load(path: &Path) -> anyhow::Result<Result<Runbook, RunbookErrors>> {
+    pub fn load(path: &Path) -> Result<Result<Runbook, RunbookErrors>, RunbookError> {
         Ok(Self::parse(&Self::read(path)?, path))
     }
 
     /// Reads a runbook file's text.
-    pub fn read(path: &Path) -> anyhow::Result<String> {
-        std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("read runbook {}: {e} (check the path)", path.display()))
+    pub fn read(path: &Path) -> Result<String, RunbookError> {
+        std::fs::read_to_string(path).map_err(|source| RunbookError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// Parses and checks runbook `text` read from `path`: every error at once.
@@ -712,8 +714,22 @@ pub(crate) mod duration_ms {
 #[error("{0}")]
 pub struct InvalidRunbook(pub RunbookErrors);
 
+/// Why a runbook could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum RunbookError {
+    #[error("read runbook {path}: {source} (check the path)")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Read, but not valid (here or against the deployment).
+    #[error("{0}")]
+    Invalid(#[from] InvalidRunbook),
+}
+
 /// Reads, checks and returns a runbook, with every error at once.
-pub fn load_checked(path: &Path, text: Option<&str>, config: &crate::config::Config) -> anyhow::Result<Runbook> {
+pub fn load_checked(path: &Path, text: Option<&str>, config: &crate::config::Config) -> Result<Runbook, RunbookError> {
     let text = match text {
         Some(t) => t.to_string(),
         None => Runbook::read(path)?,

@@ -14,13 +14,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::error::{ConsoleError, Result};
 use crate::audit::AuditLog;
 use crate::engine::control_socket::{self, Request};
-use crate::run_catalog::{CatalogHeld, PlannerCatalog};
+use crate::run_catalog::{CatalogError, PlannerCatalog};
 use crate::run_record::{RunRecord, RunStatus, StepStatus};
 
 /// The event of an audit entry recording a console action.
@@ -46,7 +46,7 @@ pub struct ConsoleAction {
 /// where it went (for the log). An error means the entry is not on the chain,
 /// and the action must not be taken.
 pub fn record(state_dir: &Path, action: &ConsoleAction) -> Result<String> {
-    let detail = serde_json::to_value(action)?;
+    let detail = serde_json::to_value(action).expect("serialisable");
     let deadline = Instant::now() + RECORD_WAIT;
     loop {
         let req = Request::Audit {
@@ -56,11 +56,12 @@ pub fn record(state_dir: &Path, action: &ConsoleAction) -> Result<String> {
         };
         match control_socket::call(state_dir, &req)? {
             Some(a) if a.ok => return Ok(a.message.unwrap_or_default()),
-            Some(a) => bail!(
-                "the planner running in {} did not record the action: {}",
-                state_dir.display(),
-                a.error.unwrap_or_default()
-            ),
+            Some(a) => {
+                return Err(ConsoleError::NotRecorded {
+                    state_dir: state_dir.to_path_buf(),
+                    why: a.error.unwrap_or_default(),
+                });
+            }
             None => {}
         }
         match PlannerCatalog::open(state_dir) {
@@ -69,16 +70,16 @@ pub fn record(state_dir: &Path, action: &ConsoleAction) -> Result<String> {
                 let head = log.append(Some(&action.by), None, None, CONSOLE_ACTION, Some(detail))?;
                 return Ok(format!("recorded at audit entry {}", head.seq));
             }
-            Err(e) if e.downcast_ref::<CatalogHeld>().is_some() => {
+            Err(e @ CatalogError::Held(_)) => {
                 if Instant::now() >= deadline {
-                    return Err(e.context(format!(
-                        "the console could not record the action on the audit chain within {} s",
-                        RECORD_WAIT.as_secs()
-                    )));
+                    return Err(ConsoleError::RecordTimedOut {
+                        secs: RECORD_WAIT.as_secs(),
+                        source: e,
+                    });
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -146,11 +147,10 @@ pub fn running(state_dir: &Path) -> Result<Vec<RunView>> {
         return Ok(Vec::new());
     };
     if !a.ok {
-        bail!(
-            "the planner in {}: {}",
-            state_dir.display(),
-            a.error.unwrap_or_default()
-        );
+        return Err(ConsoleError::PlannerRefused {
+            state_dir: state_dir.to_path_buf(),
+            why: a.error.unwrap_or_default(),
+        });
     }
     Ok(a.runs
         .iter()
@@ -179,8 +179,8 @@ pub enum ApproveError {
     /// The planner refused (409) or could not be reached (500).
     #[error("{0}")]
     Refused(String),
-    #[error("{0:#}")]
-    Failed(anyhow::Error),
+    #[error("{0}")]
+    Failed(ConsoleError),
 }
 
 /// An approval the planner recorded.
@@ -237,7 +237,7 @@ pub fn approve(state_dir: &Path, run: &str, step: Option<&str>, who: &str) -> Re
             "no planner is running in {}: run {run} waits for no one",
             state_dir.display()
         ))),
-        Err(e) => Err(ApproveError::Failed(e)),
+        Err(e) => Err(ApproveError::Failed(e.into())),
     }
 }
 

@@ -22,7 +22,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use super::error::{ConsoleError, Result};
 use axum::http::HeaderMap;
 use serde::Serialize;
 
@@ -63,19 +63,20 @@ pub const COOKIE: &str = "lifeline_token";
 /// The header the admin actions need.
 pub const CSRF_HEADER: &str = "x-lifeline-csrf";
 /// Tokens shorter than this are refused: guessable.
-const MIN_TOKEN: usize = 16;
+pub(crate) const MIN_TOKEN: usize = 16;
 
 pub use crate::daemon::http_server::PeerIdentity;
 
 fn read_token(path: &Path) -> Result<blake3::Hash> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("read console token {}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConsoleError::ReadToken {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let token = text.trim();
     if token.len() < MIN_TOKEN || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        bail!(
-            "{}: a console token is one line of at least {MIN_TOKEN} printable characters (e.g. `openssl rand -hex 32 > {}`)",
-            path.display(),
-            path.display()
-        );
+        return Err(ConsoleError::WeakToken {
+            path: path.to_path_buf(),
+        });
     }
     Ok(blake3::hash(token.as_bytes()))
 }
@@ -150,11 +151,7 @@ impl Auth {
 /// Refuses to serve without authentication on an address other hosts reach.
 pub fn check_bind(addr: SocketAddr, auth: &Auth) -> Result<()> {
     if !addr.ip().is_loopback() && !auth.configured() {
-        bail!(
-            "the console would listen on {addr}, which other hosts reach, without authentication: set \
-             http_token_file (and http_auditor_token_file) or http_tls with client certificates, or listen on \
-             127.0.0.1"
-        );
+        return Err(ConsoleError::Unauthenticated { addr });
     }
     Ok(())
 }

@@ -24,6 +24,7 @@ pub mod actions;
 pub mod auth;
 mod backend;
 pub mod drills;
+mod error;
 pub mod pages;
 pub mod routes;
 pub mod serve;
@@ -42,6 +43,7 @@ use super::feed::Feed;
 use crate::config::Config;
 
 pub use auth::{Auth, Role};
+pub use error::ConsoleError;
 pub use routes::router;
 
 /// A recovery point as the console shows it.

@@ -6,8 +6,7 @@ use std::future::Future;
 use std::io::Write;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
-
+use super::error::{ConsoleError, Result};
 use super::{Auth, Console, ConsoleBackend, auth};
 use crate::config::DaemonOptions;
 use crate::daemon::feed::Feed;
@@ -36,15 +35,15 @@ pub fn start(
         options.http_auditor_token_file.as_deref(),
         options.http_tls,
     )
-    .context("console")?;
+    .map_err(|e| ConsoleError::Credentials(Box::new(e)))?;
     let tls = match (options.http_tls, tls_dir) {
         (false, _) => None,
         (true, Some(dir)) => Some(super::tls::acceptor(dir)?),
-        (true, None) => anyhow::bail!("console over HTTPS (http_tls): set [tls] dir, with console.pem/.key and ca.pem"),
+        (true, None) => return Err(ConsoleError::NoTlsDir),
     };
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(addr))
-        .with_context(|| format!("console: listen on {addr}"))?;
+        .map_err(crate::io_error::doing(format!("console: listen on {addr}")))?;
     let local = listener.local_addr()?;
     auth::check_bind(local, &auth)?;
     let mut console = Console::new(backend, feed, auth);

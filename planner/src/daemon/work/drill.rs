@@ -9,12 +9,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
-use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use serde::Serialize;
 
 use crate::daemon::metrics::{self, VerdictLabels};
 use crate::daemon::shared::Shared;
+use crate::daemon::{DaemonError, Result};
+use crate::io_error::doing;
 
 impl Shared {
     /// Where scheduled drills write their reports (a directory per drill):
@@ -40,7 +41,7 @@ impl Shared {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .context("start `lifeline drill`")?;
+            .map_err(doing("start `lifeline drill`".into()))?;
         let pid = child.id();
         self.children.lock().expect("children").insert(pid);
         if self.stop.load(Ordering::Relaxed) {
@@ -63,7 +64,7 @@ impl Shared {
         let cpu_secs = cpu_at_exit(pid);
         let status = child.wait();
         self.children.lock().expect("children").remove(&pid);
-        let status = status.context("wait for `lifeline drill`")?;
+        let status = status.map_err(doing("wait for `lifeline drill`".into()))?;
         let (stdout, stderr) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
         let stdout = String::from_utf8_lossy(&stdout);
         let report = stdout
@@ -71,10 +72,14 @@ impl Shared {
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
             .find(|v| v["event"] == "drill_report");
         let Some(mut report) = report else {
-            bail!(
-                "the drill ended ({status}) without a report: {}",
-                String::from_utf8_lossy(&stderr).lines().last().unwrap_or("")
-            );
+            return Err(DaemonError::DrillWithoutReport {
+                status: status.to_string(),
+                stderr: String::from_utf8_lossy(&stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .to_string(),
+            });
         };
         let cost = DrillCost::of(cpu_secs, &report);
         report["cost"] = serde_json::to_value(&cost).expect("a cost serializes");

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
 use serde_json::json;
 
+use crate::daemon::Result;
 use crate::daemon::metrics::NoLabels;
 use crate::daemon::shared::Shared;
 

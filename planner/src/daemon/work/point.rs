@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use lifeline_replicator::{BackupOptions, TenantRepository, backup};
 use lifeline_service::{RemoteRepository, TlsDir};
@@ -14,6 +13,7 @@ use serde_json::json;
 use crate::daemon::jobs::owner_site;
 use crate::daemon::metrics;
 use crate::daemon::shared::Shared;
+use crate::daemon::{DaemonError, Result};
 
 impl Shared {
     /// Takes a point of `group` unless its control API paused it, and tells
@@ -55,7 +55,10 @@ impl Shared {
         target: Option<String>,
     ) -> Result<(serde_json::Value, String)> {
         let l = self.loaded();
-        let g = l.config.group(group).context("the group left the configuration")?;
+        let g = l
+            .config
+            .group(group)
+            .ok_or_else(|| DaemonError::needs("the group left the configuration"))?;
         let keys = self.keys()?;
         let opts = BackupOptions {
             group: group.into(),
@@ -80,15 +83,12 @@ impl Shared {
                     match m.get(group) {
                         Some((connected, r)) if connected == url => r.clone(),
                         _ => {
-                            let tls = l
-                                .config
-                                .tls
-                                .as_ref()
-                                .context("replication needs [tls] dir and identity in the configuration")?;
-                            let identity = l
-                                .config
-                                .agent_identity(group)
-                                .context("replication needs the group's agent (or [tls] identity)")?;
+                            let tls = l.config.tls.as_ref().ok_or_else(|| {
+                                DaemonError::needs("replication needs [tls] dir and identity in the configuration")
+                            })?;
+                            let identity = l.config.agent_identity(group).ok_or_else(|| {
+                                DaemonError::needs("replication needs the group's agent (or [tls] identity)")
+                            })?;
                             let r = Arc::new(RemoteRepository::connect(
                                 url,
                                 &TlsDir::new(&tls.dir),
@@ -113,9 +113,10 @@ impl Shared {
                 let t = local.repo.tenant(tenant)?;
                 backup(&t, &keys, &opts)?
             } else {
-                bail!(
-                    "group `{group}`: its secondary site `{secondary}` has neither a receiver URL nor a repo directory"
-                );
+                return Err(DaemonError::NoPointTarget {
+                    group: group.to_string(),
+                    secondary: secondary.to_string(),
+                });
             })
         };
         // Like the agent: a transient failure (receiver down, link cut) is
@@ -130,14 +131,15 @@ impl Shared {
                 Ok(s) => break s,
                 Err(e) => {
                     let since = *first_failure.get_or_insert_with(Instant::now);
-                    if !is_transient(&e) || self.stop.load(Ordering::Relaxed) {
+                    if !e.is_transient() || self.stop.load(Ordering::Relaxed) {
                         return Err(e);
                     }
                     if since.elapsed() >= retry_for {
-                        return Err(e.context(format!(
-                            "giving up after retrying for {} (retry_for), {retries} retries",
-                            crate::runbook::format_duration(retry_for)
-                        )));
+                        return Err(DaemonError::GaveUp {
+                            retry_for: crate::runbook::format_duration(retry_for),
+                            retries,
+                            source: Box::new(e),
+                        });
                     }
                     retries += 1;
                     self.event(
@@ -218,17 +220,4 @@ impl Shared {
             self.set_rpo(&group, at);
         }
     }
-}
-
-/// Whether a point's failure may pass by itself (the receiver restarting, a cut
-/// link, a full disk being cleaned up): what the agent retries too.
-pub(crate) fn is_transient(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<lifeline_replicator::Error>()
-            .is_some_and(|r| r.is_transient())
-            || matches!(
-                c.downcast_ref::<lifeline_service::ServiceError>(),
-                Some(lifeline_service::ServiceError::Replicator(r)) if r.is_transient()
-            )
-    })
 }

@@ -1,11 +1,11 @@
 //! Scheduled prune: a group's retention policy, applied with the owner's authority.
 
-use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::daemon::jobs::group_tz;
 use crate::daemon::metrics;
 use crate::daemon::shared::Shared;
+use crate::daemon::{DaemonError, Result};
 
 impl Shared {
     pub(crate) fn prune(&self, group: &str, tenant: &str) -> Result<(serde_json::Value, String)> {
@@ -13,8 +13,11 @@ impl Shared {
         let policy = l
             .config
             .retention_policy(group)?
-            .with_context(|| format!("group `{group}` has no [groups.{group}.retention]"))?;
-        let g = l.config.group(group).context("the group left the configuration")?;
+            .ok_or_else(|| DaemonError::needs(format!("group `{group}` has no [groups.{group}.retention]")))?;
+        let g = l
+            .config
+            .group(group)
+            .ok_or_else(|| DaemonError::needs("the group left the configuration"))?;
         let tz = crate::daemon::schedule::parse_tz(group_tz(g, &l.options))?;
         let (repo, _local) = self.owned_repo(group)?;
         if repo.catalog().last_point(tenant, group)?.is_none() {
@@ -26,7 +29,10 @@ impl Shared {
         }
         let decisions = repo
             .prune(tenant, group, &policy, &tz, false)
-            .with_context(|| format!("prune {}", repo.name().display()))?;
+            .map_err(|source| DaemonError::Prune {
+                repo: repo.name().to_path_buf(),
+                source: Box::new(source),
+            })?;
         let kept: Vec<u64> = decisions.iter().filter(|d| d.kept()).map(|d| d.seq).collect();
         let removed: Vec<u64> = decisions.iter().filter(|d| !d.kept()).map(|d| d.seq).collect();
         self.metrics

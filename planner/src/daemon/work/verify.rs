@@ -1,10 +1,10 @@
 //! Scheduled verify (no key) of every repository this daemon owns.
 
-use anyhow::{Result, bail};
 use serde_json::json;
 
 use crate::daemon::metrics::NoLabels;
 use crate::daemon::shared::Shared;
+use crate::daemon::{DaemonError, Result};
 
 impl Shared {
     pub(crate) fn verify(&self) -> Result<(serde_json::Value, String)> {
@@ -35,10 +35,9 @@ impl Shared {
         }
         self.metrics.verify_clean.get_or_create(&NoLabels).set(i64::from(clean));
         if !clean {
-            bail!(
-                "verify found missing or damaged objects: {}",
-                serde_json::to_string(&reports)?
-            );
+            return Err(DaemonError::VerifyFoundDamage {
+                reports: serde_json::to_string(&reports).expect("serialisable"),
+            });
         }
         Ok((json!({"reports": reports}), "repository clean".into()))
     }

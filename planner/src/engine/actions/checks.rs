@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::run_record::WorkloadLoss;
 use crate::runbook::Value;
 use crate::runbook::actions::Mode;
 
@@ -60,12 +61,14 @@ pub(crate) async fn run_command(ctx: &Ctx, p: &BTreeMap<String, Value>) -> R<(i3
     Ok((code, stdout.trim_end().to_string()))
 }
 
-pub(crate) async fn check_volume(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
+pub(crate) async fn check_volume(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outcome> {
     let d = ctx.plan.direction.clone();
     let (volume, promoted, path) = promoted_volume(ctx, p)?;
-    let expected = promoted.get(&format!("hash.{volume}")).cloned().ok_or_else(|| {
-        format!("no point hash for volume `{volume}`: a volume.promote step of this run must promote it first")
-    })?;
+    let expected = promoted
+        .and_then(|p| p.volumes.get(&volume).map(|v| v.hash.clone()))
+        .ok_or_else(|| {
+            format!("no point hash for volume `{volume}`: a volume.promote step of this run must promote it first")
+        })?;
     let zero_loss = matches!(ctx.plan.mode, Mode::Switchover | Mode::Failback);
     let source = d.source_volumes.get(&volume).cloned();
     blocking(move || {
@@ -78,8 +81,7 @@ pub(crate) async fn check_volume(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) ->
                 &expected[..16]
             ));
         }
-        let mut o = out(&[("hash", h.clone())]);
-        if zero_loss {
+        let zero_loss = if zero_loss {
             let src = source.ok_or_else(|| format!("no source path for volume `{volume}`"))?;
             let (_, hs) = lifeline_replicator::hash_volume(&src).map_err(|e| format!("hash source {}: {e}", src.display()))?;
             if hs != h {
@@ -90,16 +92,16 @@ pub(crate) async fn check_volume(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) ->
                     &h[..16]
                 ));
             }
-            o.insert("zero_loss".into(), "true".into());
+            Some(true)
         } else {
-            o.insert("zero_loss".into(), "unknown".into());
-        }
-        Ok(o)
+            None
+        };
+        Ok(Outcome::Volume { hash: h, zero_loss })
     })
     .await
 }
 
-pub(crate) async fn check_workload(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
+pub(crate) async fn check_workload(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outcome> {
     let d = ctx.plan.direction.clone();
     let (volume, _, path) = promoted_volume(ctx, p)?;
     let log = s(p, "durable_log").map(PathBuf::from).or(d
@@ -124,23 +126,14 @@ pub(crate) async fn check_workload(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) 
                 r.damaged[0].reason
             ));
         }
-        Ok(out(&[
-            ("last_seq", r.last_seq.to_string()),
-            (
-                "lost_records",
-                r.lost_records
-                    .map(|x| x.to_string())
-                    .unwrap_or_else(|| "unknown".into()),
-            ),
-            (
-                "lost_secs",
-                r.lost_secs
-                    .map(|x| format!("{x:.3}"))
-                    .unwrap_or_else(|| "unknown".into()),
-            ),
-            ("corrupt_records", r.damaged.len().to_string()),
-            ("clean", r.clean.to_string()),
-        ]))
+        Ok(Outcome::Workload(WorkloadLoss {
+            last_seq: r.last_seq,
+            lost_records: r.lost_records,
+            // To the millisecond, as the report states it.
+            lost_secs: r.lost_secs.map(|x| (x * 1000.0).round() / 1000.0),
+            corrupt_records: r.damaged.len() as u64,
+            clean: r.clean,
+        }))
     })
     .await
 }

@@ -11,16 +11,15 @@ use lifeline_service::{ControlAnswer, ControlCall, TlsDir, call_agent};
 use crate::config::Config;
 use crate::engine::Shared;
 use crate::plan::{AgentRef, Plan};
+pub(crate) use crate::run_record::{Outcome, to_millis};
 use crate::runbook::Value;
-use crate::runbook::actions::Mode;
+use crate::runbook::actions::{Action, Mode};
 
 pub(crate) struct Ctx {
     pub plan: Arc<Plan>,
     pub config: Arc<Config>,
     pub shared: Arc<Shared>,
 }
-
-pub(crate) type Outputs = BTreeMap<String, String>;
 
 pub(crate) type R<T> = Result<T, String>;
 
@@ -52,8 +51,9 @@ pub(crate) fn table(p: &BTreeMap<String, Value>, k: &str) -> Vec<(String, String
     }
 }
 
-pub(crate) fn out(pairs: &[(&str, String)]) -> Outputs {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+/// Milliseconds since `t0`, as outcomes keep them.
+pub(crate) fn millis(t0: std::time::Instant) -> u64 {
+    t0.elapsed().as_millis() as u64
 }
 
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> R<T> + Send + 'static) -> R<T> {
@@ -190,15 +190,15 @@ impl Ctx {
         Some((tls.dir.clone(), tls.admin.clone()?))
     }
 
-    pub(crate) fn outputs_of_action(&self, action: &str) -> Option<Outputs> {
+    /// The outcome of this run's first step of `action` that has one.
+    pub(crate) fn outcome_of_action(&self, action: Action) -> Option<Outcome> {
         let rec = self.shared.record.lock().expect("record");
         self.plan
             .steps
             .iter()
-            .filter(|s| s.action == action)
+            .filter(|s| s.kind == action)
             .filter_map(|s| rec.steps.get(&s.id))
-            .find(|r| !r.outputs.is_empty())
-            .map(|r| r.outputs.clone())
+            .find_map(|r| r.outcome.clone())
     }
 }
 

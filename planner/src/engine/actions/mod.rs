@@ -33,7 +33,7 @@ use service::*;
 pub(crate) use volume::release_pins;
 use volume::*;
 
-pub(crate) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, Value>) -> R<Outputs> {
+pub(crate) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, Value>) -> R<Outcome> {
     let d = ctx.plan.direction.clone();
     // Validation and planning keep production out of a drill; this is the last
     // line, for what they could not see.
@@ -47,7 +47,7 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
         Action::ReplicationStop => {
             let a = ctx.agent(&p, d.source_agent.as_ref(), "the source agent")?;
             ctx.control(a, ControlCall::Pause).await?;
-            Ok(out(&[("reachable", "true".into())]))
+            Ok(Outcome::Reach { reachable: true })
         }
         Action::ReplicationReverse => {
             let a = ctx.agent(&p, d.reverse_agent.as_ref(), "the reverse agent")?;
@@ -58,20 +58,17 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
                     e
                 }
             })?;
-            Ok(out(&[("reachable", "true".into())]))
+            Ok(Outcome::Reach { reachable: true })
         }
         Action::ReplicationFinalSync => {
             let a = ctx.agent(&p, d.source_agent.as_ref(), "the source agent")?;
             // A paused agent would never sync: resume it first (a no-op when running).
             ctx.control(a.clone(), ControlCall::Resume).await?;
             match ctx.control(a, ControlCall::SyncNow).await? {
-                ControlAnswer::Synced { seq, taken_at } => Ok(out(&[
-                    ("seq", seq.to_string()),
-                    (
-                        "taken_at",
-                        taken_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                    ),
-                ])),
+                ControlAnswer::Synced { seq, taken_at } => Ok(Outcome::Sync {
+                    seq,
+                    taken_at: to_millis(taken_at),
+                }),
                 other => Err(format!("unexpected answer to sync-now: {other:?}")),
             }
         }
@@ -88,9 +85,9 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
                     super::release_pins(&ctx).await.map_err(|e| format!("{e:#}"))?;
                 }
                 stop_step_processes(&ctx, step, grace).await?;
-                Ok(Outputs::new())
+                Ok(Outcome::Done)
             }
-            None => run_command(&ctx, &p).await.map(|_| Outputs::new()),
+            None => run_command(&ctx, &p).await.map(|_| Outcome::Done),
         },
         Action::CheckTcp => {
             let addr = s(&p, "address").unwrap_or_default().to_string();
@@ -100,12 +97,14 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
                 while !ctx.probe(&args).await {
                     tokio::time::sleep(CHECK_POLL).await;
                 }
-                return Ok(out(&[("elapsed_ms", t0.elapsed().as_millis().to_string())]));
+                return Ok(Outcome::Tcp { elapsed_ms: millis(t0) });
             }
             loop {
                 let last =
                     match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&addr)).await {
-                        Ok(Ok(_)) => return Ok(out(&[("elapsed_ms", t0.elapsed().as_millis().to_string())])),
+                        Ok(Ok(_)) => {
+                            return Ok(Outcome::Tcp { elapsed_ms: millis(t0) });
+                        }
                         Ok(Err(e)) => e.to_string(),
                         Err(_) => "connect timed out".into(),
                     };
@@ -139,22 +138,24 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
                 while !ctx.probe(&args).await {
                     tokio::time::sleep(CHECK_POLL).await;
                 }
-                return Ok(out(&[
-                    ("status", want.to_string()),
-                    ("elapsed_ms", t0.elapsed().as_millis().to_string()),
-                ]));
+                return Ok(Outcome::Http {
+                    status: want,
+                    elapsed_ms: millis(t0),
+                });
             }
             loop {
                 match http::request_with("GET", &url, None, ca.as_deref()).await {
                     Ok(a) if a.status == want && body.as_ref().is_none_or(|b| a.body.contains(b.as_str())) => {
-                        return Ok(out(&[
-                            ("status", a.status.to_string()),
-                            ("elapsed_ms", t0.elapsed().as_millis().to_string()),
-                        ]));
+                        return Ok(Outcome::Http {
+                            status: a.status,
+                            elapsed_ms: millis(t0),
+                        });
                     }
                     Ok(a) => tracing::debug!(%url, status = a.status, "check.http not yet"),
-                    Err(e) if e.to_string().contains("not an http") || e.to_string().contains("CA file") => {
-                        return Err(format!("{e:#}"));
+                    // A URL or CA file that cannot work fails at once; anything
+                    // else (not up yet) is tried again.
+                    Err(e @ (http::HttpError::NotHttp { .. } | http::HttpError::CaFile { .. })) => {
+                        return Err(e.to_string());
                     }
                     Err(e) => tracing::debug!(%url, error = %e, "check.http not yet"),
                 }
@@ -180,13 +181,13 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
                     }
                 };
                 let last = match r {
-                    Ok((code, stdout)) => {
-                        return Ok(out(&[
-                            ("exit", code.to_string()),
-                            ("stdout", stdout),
-                            ("attempts", attempts.to_string()),
-                            ("elapsed_ms", t0.elapsed().as_millis().to_string()),
-                        ]));
+                    Ok((exit, stdout)) => {
+                        return Ok(Outcome::Command {
+                            exit,
+                            stdout,
+                            attempts,
+                            elapsed_ms: millis(t0),
+                        });
                     }
                     Err(e) => e,
                 };
@@ -238,11 +239,11 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
                         lifeline_replicator::write_atomic_mode(&backup, &old, 0o600).map_err(|e| format!("{e:#}"))?;
                     }
                     lifeline_replicator::write_atomic_mode(&file, &new, 0o644).map_err(|e| format!("{e:#}"))?;
-                    Ok(Outputs::new())
+                    Ok(Outcome::Done)
                 })
                 .await
             } else {
-                run_command(&ctx, &p).await.map(|_| Outputs::new())
+                run_command(&ctx, &p).await.map(|_| Outcome::Done)
             }
         }
         Action::Approval => loop {
@@ -250,14 +251,14 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
             tokio::pin!(notified);
             notified.as_mut().enable();
             if let Some(who) = ctx.shared.record.lock().expect("record").approvals.get(&ps.id).cloned() {
-                return Ok(out(&[("approved_by", who)]));
+                return Ok(Outcome::Approval { approved_by: who });
             }
             notified.await;
         },
         Action::Wait => {
             let d = crate::runbook::parse_duration(s(&p, "duration").unwrap_or("0s"))?;
             tokio::time::sleep(d).await;
-            Ok(Outputs::new())
+            Ok(Outcome::Done)
         }
         Action::Notify => {
             let url = s(&p, "url").unwrap_or_default().to_string();
@@ -276,7 +277,7 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, ps: PlannedStep, p: BTreeMap<String, 
             if !(200..300).contains(&a.status) {
                 return Err(format!("{url} answered {}", a.status));
             }
-            Ok(out(&[("status", a.status.to_string())]))
+            Ok(Outcome::Notify { status: a.status })
         }
     }
 }

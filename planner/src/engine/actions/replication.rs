@@ -27,7 +27,7 @@ pub(crate) fn defers_reprotect(action: &str, mode: Mode, error: &str) -> bool {
         && (error.starts_with(FORWARD_AGENT_UNREACHABLE) || error.starts_with("timed out after "))
 }
 
-pub(crate) async fn seed(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outputs> {
+pub(crate) async fn seed(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outcome> {
     let d = ctx.plan.direction.clone();
     let repo = s(p, "repo")
         .map(PathBuf::from)
@@ -77,10 +77,10 @@ pub(crate) async fn seed(ctx: &Arc<Ctx>, p: &BTreeMap<String, Value>) -> R<Outpu
             },
         )
         .map_err(|e| format!("seed {}: {e}", repo.display()))?;
-        Ok(out(&[
-            ("seq", s.seq.to_string()),
-            ("bytes_stored", s.bytes_stored.to_string()),
-        ]))
+        Ok(Outcome::Seed {
+            seq: s.seq,
+            bytes_stored: s.bytes_stored,
+        })
     })
     .await
 }

@@ -10,7 +10,7 @@ use crate::runbook::Value;
 
 use super::ctx::*;
 
-pub(crate) async fn start_service(ctx: &Arc<Ctx>, ps: &PlannedStep, p: &BTreeMap<String, Value>) -> R<Outputs> {
+pub(crate) async fn start_service(ctx: &Arc<Ctx>, ps: &PlannedStep, p: &BTreeMap<String, Value>) -> R<Outcome> {
     // A resumed run may find the process its earlier attempt started: keep it.
     let existing = {
         let rec = ctx.shared.record.lock().expect("record");
@@ -19,7 +19,7 @@ pub(crate) async fn start_service(ctx: &Arc<Ctx>, ps: &PlannedStep, p: &BTreeMap
     if let Some(x) = existing
         && process::alive(&x)
     {
-        return Ok(out(&[("pid", x.pid.to_string()), ("log", x.log.display().to_string())]));
+        return Ok(Outcome::Start { pid: x.pid, log: x.log });
     }
     let command = s(p, "command").unwrap_or_default().to_string();
     let args = list(p, "args");
@@ -63,7 +63,7 @@ pub(crate) async fn start_service(ctx: &Arc<Ctx>, ps: &PlannedStep, p: &BTreeMap
         ));
     }
     ctx.shared.children.lock().expect("children").insert(pid, child);
-    Ok(out(&[("pid", pid.to_string()), ("log", log.display().to_string())]))
+    Ok(Outcome::Start { pid, log })
 }
 
 pub(crate) async fn stop_step_processes(ctx: &Arc<Ctx>, step: &str, grace: Duration) -> R<()> {

@@ -10,13 +10,14 @@ use lifeline_replicator::{PointSelector, RestoreOptions};
 use lifeline_service::TlsDir;
 
 use crate::plan::PlannedStep;
+use crate::run_record::{Pin, Promoted, PromotedVolume, Served};
 use crate::runbook::Value;
 use crate::runbook::actions::Mode;
 
 use super::ctx::*;
 use crate::runbook::actions::Action;
 
-pub(crate) async fn promote(ctx: &Arc<Ctx>, ps: &PlannedStep, p: &BTreeMap<String, Value>) -> R<Outputs> {
+pub(crate) async fn promote(ctx: &Arc<Ctx>, ps: &PlannedStep, p: &BTreeMap<String, Value>) -> R<Outcome> {
     let d = ctx.plan.direction.clone();
     let repo = s(p, "repo").map(String::from).or(d.to_repo.clone()).ok_or_else(|| {
         format!(
@@ -27,10 +28,10 @@ pub(crate) async fn promote(ctx: &Arc<Ctx>, ps: &PlannedStep, p: &BTreeMap<Strin
     let selector = match s(p, "point").map(String::from).or(ctx.plan.point.clone()) {
         Some(sel) => sel,
         None => match ctx.plan.mode {
-            Mode::Switchover | Mode::Failback => ctx
-                .outputs_of_action("replication.final_sync")
-                .and_then(|o| o.get("seq").cloned())
-                .unwrap_or_else(|| "latest".into()),
+            Mode::Switchover | Mode::Failback => match ctx.outcome_of_action(Action::ReplicationFinalSync) {
+                Some(Outcome::Sync { seq, .. }) => seq.to_string(),
+                _ => "latest".into(),
+            },
             _ => "latest".into(),
         },
     };
@@ -98,23 +99,19 @@ pub(crate) async fn promote(ctx: &Arc<Ctx>, ps: &PlannedStep, p: &BTreeMap<Strin
         // A lease on the point while the run uses it: prune keeps it. A recovery
         // goes on without one (it expires by itself if the planner dies).
         let pinned = match lease(admin.as_ref(), &repo, t.as_ref(), &group, seq, &holder, Some(PIN_TTL)) {
-            Ok(()) => "true".to_string(),
+            Ok(()) => Pin::Held,
             Err(e) => {
                 tracing::warn!(group = %group, seq, error = %e, "could not pin the promoted point");
-                "false".to_string()
+                Pin::NotTaken
             }
         };
-        let mut o = out(&[
-            ("pinned", pinned),
-            ("seq", seq.to_string()),
-            (
-                "taken_at",
-                point
-                    .header
-                    .taken_at
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            ),
-        ]);
+        let mut o = Promoted {
+            seq,
+            taken_at: to_millis(point.header.taken_at),
+            pin: pinned,
+            volumes: BTreeMap::new(),
+            served: None,
+        };
         if let Some(mut req) = instant {
             // Served, not restored: the point's own volume hashes are what
             // `check.volume` compares the attached files with.
@@ -126,9 +123,15 @@ pub(crate) async fn promote(ctx: &Arc<Ctx>, ps: &PlannedStep, p: &BTreeMap<Strin
             let (mut ip, files) = crate::engine::instant::start(t.as_ref(), &keys, &req)?;
             drop(t);
             ip.keep_open(Box::new(target));
-            o.insert("instant".into(), "true".into());
-            o.insert("served".into(), ip.address());
-            o.insert("overlay".into(), ip.overlay_dir().display().to_string());
+            o.served = Some(Served {
+                address: ip.address(),
+                overlay: ip.overlay_dir().to_path_buf(),
+                hydrating: if req.hydrate {
+                    req.volumes.iter().cloned().collect()
+                } else {
+                    BTreeMap::new()
+                },
+            });
             for (name, file) in files {
                 let hash = opened
                     .body
@@ -137,13 +140,7 @@ pub(crate) async fn promote(ctx: &Arc<Ctx>, ps: &PlannedStep, p: &BTreeMap<Strin
                     .find(|v| v.name == name)
                     .map(|v| v.volume_hash.clone())
                     .unwrap_or_default();
-                o.insert(format!("path.{name}"), file.display().to_string());
-                o.insert(format!("hash.{name}"), hash);
-            }
-            if req.hydrate {
-                for (name, target) in &req.volumes {
-                    o.insert(format!("hydrate.{name}"), target.display().to_string());
-                }
+                o.volumes.insert(name, PromotedVolume { path: file, hash });
             }
             return Ok((o, Some(ip)));
         }
@@ -163,8 +160,13 @@ pub(crate) async fn promote(ctx: &Arc<Ctx>, ps: &PlannedStep, p: &BTreeMap<Strin
                 },
             )
             .map_err(|e| format!("restore volume `{name}` of point {seq} onto {}: {e}", path.display()))?;
-            o.insert(format!("path.{name}"), path.display().to_string());
-            o.insert(format!("hash.{name}"), r.volume_hash);
+            o.volumes.insert(
+                name,
+                PromotedVolume {
+                    path,
+                    hash: r.volume_hash,
+                },
+            );
         }
         Ok((o, None))
     })
@@ -173,7 +175,7 @@ pub(crate) async fn promote(ctx: &Arc<Ctx>, ps: &PlannedStep, p: &BTreeMap<Strin
         ip.start_hydrations(&ctx.shared);
         ctx.shared.instant.lock().expect("instant").push(ip);
     }
-    Ok(o)
+    Ok(Outcome::Promote(o))
 }
 
 /// The `lifeline serve` arguments that open `repo` as this run does (the
@@ -287,12 +289,18 @@ pub(crate) fn feeds_a_promote(plan: &crate::plan::Plan, step: &str) -> bool {
 
 /// The step's `volume`, the outputs of this run's volume.promote, and the file to
 /// read: `path`, else where the promote put the volume.
-pub(crate) fn promoted_volume(ctx: &Ctx, p: &BTreeMap<String, Value>) -> R<(String, Outputs, PathBuf)> {
+pub(crate) fn promoted_volume(ctx: &Ctx, p: &BTreeMap<String, Value>) -> R<(String, Option<Promoted>, PathBuf)> {
     let volume = s(p, "volume").unwrap_or_default().to_string();
-    let promoted = ctx.outputs_of_action("volume.promote").unwrap_or_default();
+    let promoted = match ctx.outcome_of_action(Action::VolumePromote) {
+        Some(Outcome::Promote(p)) => Some(p),
+        _ => None,
+    };
     let path = s(p, "path")
         .map(PathBuf::from)
-        .or(promoted.get(&format!("path.{volume}")).map(PathBuf::from))
+        .or(promoted
+            .as_ref()
+            .and_then(|o| o.volumes.get(&volume))
+            .map(|v| v.path.clone()))
         .ok_or_else(|| format!("no promoted copy of volume `{volume}`: a volume.promote step must run first"))?;
     Ok((volume, promoted, path))
 }

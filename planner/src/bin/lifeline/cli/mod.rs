@@ -233,9 +233,15 @@ pub fn error_message(e: &anyhow::Error) -> String {
     msg
 }
 
-/// Exit code for an error that ended a command.
+/// Exit code for an error that ended a command: a replicator error decides,
+/// whether it ended the command itself or through the planner's errors.
 pub fn exit_code_for(e: &anyhow::Error) -> ExitCode {
-    match e.downcast_ref::<lifeline_replicator::Error>() {
+    let cause = e.downcast_ref::<lifeline_replicator::Error>().or_else(|| {
+        e.chain()
+            .find(|c| lifeline_planner::error::is_planner_error(*c))
+            .and_then(lifeline_planner::error::replicator_cause)
+    });
+    match cause {
         Some(lifeline_replicator::Error::Interrupted) => ExitCode::from(130),
         Some(lifeline_replicator::Error::VolumeHashMismatch { .. }) => ExitCode::from(1),
         _ => ExitCode::from(2),

@@ -89,7 +89,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Certs(crate::cli::CertsCommand::New(a)) => net::certs_new(&a),
         Command::Receiver(a) => net::receiver(&a, &config),
         Command::Agent(a) => net::agent(&a, &config),
-        Command::Daemon(a) => lifeline_planner::daemon::scheduler::run(&a, cli.config.as_deref()),
+        Command::Daemon(a) => Ok(lifeline_planner::daemon::scheduler::run(&a, cli.config.as_deref())?),
         Command::Status(mut a) => {
             tls_from_config(&mut a.remote, &config, Presents::Identity);
             net::status(&a, &config)

@@ -17,6 +17,7 @@ pub fn group_tz(config: &Config, group: &str, flag: Option<&str>) -> Result<Tz> 
         flag.or(config.group(group).and_then(|g| g.timezone.as_deref()))
             .unwrap_or("UTC"),
     )
+    .map_err(Into::into)
 }
 
 /// The policy from the flags; without any retention flag, the group's from the configuration.

@@ -123,8 +123,8 @@ fn open_catalog_preempting_drill(
                 }
                 return Ok(c);
             }
-            Err(e) if e.downcast_ref::<lifeline_planner::run_catalog::CatalogHeld>().is_some() => e,
-            Err(e) => return Err(e),
+            Err(e @ lifeline_planner::run_catalog::CatalogError::Held(_)) => anyhow::Error::new(e),
+            Err(e) => return Err(e.into()),
         };
         if !asked {
             // No answer (no socket yet, or already gone) means the holder is
@@ -634,7 +634,7 @@ pub fn probe(a: &crate::cli::ProbeArgs) -> Result<ExitCode> {
                         Ok(ans.status == a.status
                             && a.body_contains.as_ref().is_none_or(|b| ans.body.contains(b.as_str())))
                     }
-                    Ok(Err(e)) if e.to_string().contains("not an http") => Err(e),
+                    Ok(Err(e @ engine::http::HttpError::NotHttp { .. })) => Err(e.into()),
                     _ => Ok(false),
                 },
                 other => bail!("probe `{other}`: tcp or http"),
