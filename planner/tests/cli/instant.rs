@@ -198,41 +198,23 @@ fn instant_failover(dir: &Path, config: &Path) {
         .local_addr()
         .unwrap()
         .port();
-    let rb = dir.join("instant-failover.toml");
-    fs::write(
-        &rb,
-        format!(
-            r#"[runbook]
-name = "instant-failover"
-group = "app"
-[runbook.ports]
-app = {port}
-[[step]]
-id = "promote"
-action = "volume.promote"
-instant = true
-hydrate_rate = "8MiB/s"
-[[step]]
-id = "data-loss"
-action = "check.workload"
-volume = "app"
-after = ["promote"]
-[[step]]
-id = "start"
-action = "service.start"
-command = "${{run.bin}}"
-args = ["workload", "run", "--volume", "${{steps.promote.path.app}}", "--listen", "127.0.0.1:${{ports.app}}"]
-after = ["data-loss"]
-[[step]]
-id = "healthy"
-action = "check.http"
-url = "http://127.0.0.1:${{ports.app}}/health"
-timeout = "30s"
-after = ["start"]
-"#
-        ),
-    )
-    .unwrap();
+    let rb = Runbook::new("instant-failover", "app")
+        .toml(&format!("[runbook.ports]\napp = {port}"))
+        .step("promote", "volume.promote", "instant = true\nhydrate_rate = \"8MiB/s\"")
+        .step("data-loss", "check.workload", "volume = \"app\"\nafter = [\"promote\"]")
+        .step(
+            "start",
+            "service.start",
+            r#"command = "${run.bin}"
+args = ["workload", "run", "--volume", "${steps.promote.path.app}", "--listen", "127.0.0.1:${ports.app}"]
+after = ["data-loss"]"#,
+        )
+        .step(
+            "healthy",
+            "check.http",
+            "url = \"http://127.0.0.1:${ports.app}/health\"\ntimeout = \"30s\"\nafter = [\"start\"]",
+        )
+        .write(&dir.join("instant-failover.toml"));
     run(&["failover", s(&rb), "--config", s(config), "--json"]).ok();
     let runs = run(&["runs", "--config", s(config), "--json"]).ok().json();
     let rec = runs
@@ -336,16 +318,7 @@ fn ctrl_c_during_an_instant_drill_unmounts_stops_the_server_and_removes_the_over
         .step("hold", "wait", "duration = \"5m\"\nafter = [\"verify\"]")
         .write(&d.join("hold.toml"));
     let reports = d.join("reports");
-    let mut drill = Background::spawn(&[
-        "drill",
-        s(&rb),
-        "--config",
-        s(&config),
-        "--report-dir",
-        s(&reports),
-        "--no-netns",
-        "--json",
-    ]);
+    let mut drill = Background::spawn(&drill_args(&rb, &config, &reports, &["--no-netns", "--json"]));
     let line = drill
         .wait_for_line(std::time::Duration::from_secs(60), |l| {
             l.contains("\"step_started\"") && l.contains("\"hold\"")
@@ -545,13 +518,7 @@ fn a_scheduled_instant_drill_reports_its_cpu_time_and_the_bytes_it_read() {
     ));
     fs::write(&config, cfg).unwrap();
     let mut daemon = Background::spawn(&["--config", s(&config), "daemon", "--site", "secondary", "--json"]);
-    let addr = daemon
-        .wait_for_line(std::time::Duration::from_secs(20), |l| {
-            l.starts_with("metrics listening on ")
-        })
-        .unwrap_or_else(|| panic!("no metrics address: {}", daemon.describe()))
-        .trim_start_matches("metrics listening on ")
-        .to_string();
+    let addr = daemon.metrics_address();
     let line = daemon
         .wait_for_line(std::time::Duration::from_secs(120), |l| {
             serde_json::from_str::<Value>(l).is_ok_and(|v| v["event"] == "job" && v["job"] == "drill")

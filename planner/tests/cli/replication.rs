@@ -128,10 +128,7 @@ fn certs_new_writes_private_keys_and_reuses_its_ca() {
 
 #[test]
 fn round_trip_over_mtls_then_agent_once_sends_nothing_new() {
-    let site = Site::new(&["a@acme"]);
-    let receiver = site.receiver(&["a=app"]);
-    let key = site.key("acme");
-    let c = site.client(&receiver, "a", &key);
+    let (site, receiver, key, c) = agent_a_site("a=app");
 
     let hv = site.path("holey.img");
     holey_volume(&hv, 10);
@@ -241,10 +238,7 @@ fn round_trip_over_mtls_then_agent_once_sends_nothing_new() {
 
 #[test]
 fn same_content_in_another_group_and_volume_name_sends_nothing_new() {
-    let site = Site::new(&["a@acme"]);
-    let receiver = site.receiver(&["a=app,copy"]);
-    let key = site.key("acme");
-    let c = site.client(&receiver, "a", &key);
+    let (site, receiver, _key, c) = agent_a_site("a=app,copy");
     let v = site.path("v.img");
     write_random_file(&v, 4 * MIB, 20);
     let w = site.path("w.img");
@@ -815,14 +809,7 @@ fn agent_control_pauses_syncs_now_and_retargets() {
     write_random_file(&v, 3 * MIB, 91);
     let c = site.client(&first, "a", &key);
     let args = c.agent_args("g", &[("v", &v)], &["--interval", "1h", "--control", "127.0.0.1:0"]);
-    let mut agent = Background::spawn(&strs(&args));
-    let line = agent
-        .wait_for_line(PROMPT, |l| l.starts_with("control listening on "))
-        .unwrap_or_else(|| panic!("no control address: {}", agent.describe()));
-    let addr = line.trim_start_matches("control listening on ").trim().to_string();
-    agent
-        .wait_for_line(PROMPT, |l| l.starts_with("cycle: point 1 "))
-        .unwrap_or_else(|| panic!("no first cycle: {}", agent.describe()));
+    let (mut agent, addr) = agent_with_control(PROMPT, &args);
     let tls = s(&site.tls).to_string();
     let ctl = |identity: &str, call: &[&str]| {
         let mut a = vec![
@@ -1097,10 +1084,7 @@ fn prune_through_the_receiver_needs_an_admin_and_keeps_the_policy() {
 /// its point is fuzzy, not labelled frozen.
 #[test]
 fn the_groups_freeze_hooks_run_for_the_forward_agent_only() {
-    let site = Site::new(&["a@acme"]);
-    let receiver = site.receiver(&["a=app"]);
-    let key = site.key("acme");
-    let c = site.client(&receiver, "a", &key);
+    let (site, _receiver, _key, c) = agent_a_site("a=app");
     let primary = site.path("primary.img");
     let target = site.path("target.img");
     write_random_file(&primary, MIB, 1);

@@ -62,3 +62,36 @@ pub fn u(v: &Value, field: &str) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("`{field}` is not a u64 in {v}"))
 }
+
+/// The run `id` of a `runs --json` list.
+#[track_caller]
+pub fn run_by_id(runs: &Value, id: &str) -> Value {
+    runs.as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == id)
+        .unwrap_or_else(|| panic!("no run {id} in {runs}"))
+        .clone()
+}
+
+/// The job names of a daemon's `jobs` event.
+pub fn job_names(jobs: &Value) -> Vec<&str> {
+    jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job"].as_str().unwrap())
+        .collect()
+}
+
+/// The check of step `step` in a drill report.
+#[track_caller]
+pub fn report_check(report: &Value, step: &str) -> Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["step"] == step)
+        .unwrap_or_else(|| panic!("no `{step}` check: {report:#}"))
+        .clone()
+}
