@@ -319,15 +319,7 @@ fn ctrl_c_during_an_instant_drill_unmounts_stops_the_server_and_removes_the_over
         .write(&d.join("hold.toml"));
     let reports = d.join("reports");
     let mut drill = Background::spawn(&drill_args(&rb, &config, &reports, &["--no-netns", "--json"]));
-    let line = drill
-        .wait_for_line(std::time::Duration::from_secs(60), |l| {
-            l.contains("\"step_started\"") && l.contains("\"hold\"")
-        })
-        .unwrap_or_else(|| panic!("step `hold` never started: {}", drill.describe()));
-    let run_id = serde_json::from_str::<Value>(&line).unwrap()["run"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let run_id = drill.started_run(std::time::Duration::from_secs(60), "hold");
     let run_dir = d.join("state/planner/runs").join(&run_id);
     let fuse = nbdfuse_under(&run_dir);
     assert_eq!(
@@ -411,26 +403,18 @@ fn an_interrupted_instant_failover_keeps_its_overlay_and_the_named_serve_command
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let config = local_deployment(d);
-    let rb = d.join("fo.toml");
-    fs::write(
-        &rb,
-        r#"[runbook]
-name = "instant-write"
-group = "app"
-[[step]]
-id = "promote"
-action = "volume.promote"
-instant = true
-hydrate_rate = "512KiB/s"
-[[step]]
-id = "write"
-action = "check.command"
-command = "sh"
-args = ["-c", "printf LIFELINE-MARK | dd of=${steps.promote.path.app} bs=1 seek=4096 conv=notrunc,fsync 2>/dev/null"]
-after = ["promote"]
-"#,
-    )
-    .unwrap();
+    let rb = Runbook::new("instant-write", "app")
+        .step(
+            "promote",
+            "volume.promote",
+            "instant = true\nhydrate_rate = \"512KiB/s\"",
+        )
+        .shell(
+            "write",
+            "printf LIFELINE-MARK | dd of=${steps.promote.path.app} bs=1 seek=4096 conv=notrunc,fsync 2>/dev/null",
+            "after = [\"promote\"]",
+        )
+        .write(&d.join("fo.toml"));
     let mut fo = Background::spawn(&["failover", s(&rb), "--config", s(&config), "--json"]);
     fo.wait_for_line(std::time::Duration::from_secs(60), |l| l.contains("\"hydration_wait\""))
         .unwrap_or_else(|| panic!("the run never waited for hydration: {}", fo.describe()));

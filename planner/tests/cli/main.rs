@@ -78,13 +78,7 @@ fn round_trip_two_volumes_sparse_restore_and_verify() {
     let keyed = run(&["points", "--repo", s(&sb.repo), "--key-file", s(&sb.key), "--json"])
         .ok()
         .json();
-    let vols = keyed[0]["volumes"].as_array().expect("volumes with --key-file");
-    assert_eq!(
-        vols.iter().map(|v| v["name"].as_str().unwrap()).collect::<Vec<_>>(),
-        ["a", "b"]
-    );
-    assert_eq!(u(&vols[0], "size"), 24 * MIB);
-    assert_eq!(u(&vols[1], "size"), b_len);
+    assert_volumes(&keyed[0], &[("a", 24 * MIB), ("b", b_len)]);
 
     let out_a = sb.path("restored-a.img");
     sb.restore("app", "latest", "a", &out_a).ok().stdout_has(&[
@@ -92,12 +86,7 @@ fn round_trip_two_volumes_sparse_restore_and_verify() {
         s(&out_a),
         "volume hash verified",
     ]);
-    assert_same_content(&a, &out_a);
-    let alloc = allocated(&out_a);
-    assert!(
-        alloc < 8 * MIB,
-        "restored volume is not sparse: {alloc} bytes allocated for a 24 MiB volume with 4 MiB of data"
-    );
+    assert_sparse_copy(&a, &out_a, 8 * MIB, "a 24 MiB volume with 4 MiB of data");
     let out_b = sb.path("restored-b.txt");
     let r = sb.restore_json("app", "latest", "b", &out_b);
     assert_eq!(u(&r, "seq"), 1);

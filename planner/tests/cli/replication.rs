@@ -162,24 +162,13 @@ fn round_trip_over_mtls_then_agent_once_sends_nothing_new() {
     assert_eq!(points[0]["volume_count"], 2);
     assert!(points[0]["volumes"].is_null(), "volumes without a key: {points:?}");
     let keyed = c.points(&["--json", "--key-file", s(&key)]).ok().json();
-    let vs = keyed[0]["volumes"].as_array().expect("volumes with --key-file");
-    assert_eq!(
-        vs.iter().map(|v| v["name"].as_str().unwrap()).collect::<Vec<_>>(),
-        ["disk", "log"]
-    );
-    assert_eq!(u(&vs[0], "size"), 6 * MIB);
-    assert_eq!(u(&vs[1], "size"), text_len);
+    assert_volumes(&keyed[0], &[("disk", 6 * MIB), ("log", text_len)]);
 
     let out = site.path("disk.out");
     c.restore("app", "latest", "disk", &out)
         .ok()
         .stdout_has(&["restored volume `disk` of point 1", "volume hash verified"]);
-    assert_same_content(&hv, &out);
-    let alloc = allocated(&out);
-    assert!(
-        alloc < 4 * MIB,
-        "restored volume is not sparse: {alloc} bytes allocated for 3 MiB of data"
-    );
+    assert_sparse_copy(&hv, &out, 4 * MIB, "3 MiB of data");
     let out_t = site.path("log.out");
     c.restore("app", "1", "log", &out_t).ok();
     assert_same_content(&tv, &out_t);

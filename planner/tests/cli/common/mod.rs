@@ -95,3 +95,17 @@ pub fn report_check(report: &Value, step: &str) -> Value {
         .unwrap_or_else(|| panic!("no `{step}` check: {report:#}"))
         .clone()
 }
+
+/// Asserts that `point` (of `points --key-file KEY --json`) lists the volumes
+/// `want`, (name, size), in order.
+#[track_caller]
+pub fn assert_volumes(point: &Value, want: &[(&str, u64)]) {
+    let vols = point["volumes"].as_array().expect("volumes with --key-file");
+    assert_eq!(
+        vols.iter().map(|v| v["name"].as_str().unwrap()).collect::<Vec<_>>(),
+        want.iter().map(|(name, _)| *name).collect::<Vec<_>>()
+    );
+    for (v, (name, size)) in vols.iter().zip(want) {
+        assert_eq!(u(v, "size"), *size, "the size of {name}");
+    }
+}
