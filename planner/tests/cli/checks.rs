@@ -1,42 +1,31 @@
 //! `check.command` polls like the other checks: until it passes or its
 //! timeout passes, then fails with the last attempt's output.
 
-use std::fs;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
 
 #[test]
 fn check_command_polls_until_it_passes_or_its_timeout_passes() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = local_config(dir.path());
+    let (dir, config) = local_run_dir();
     let flag = dir.path().join("ready");
     // A service that becomes ready about a second after it starts; the check
     // fails until then and must keep trying.
-    let rb = dir.path().join("ready.toml");
-    fs::write(
-        &rb,
-        format!(
-            r#"[runbook]
-name = "starting"
-group = "app"
-[[step]]
-id = "db"
-action = "service.start"
-command = "sh"
-args = ["-c", "sleep 1; touch {flag}"]
-[[step]]
-id = "ready"
-action = "check.command"
-command = "test"
-args = ["-f", "{flag}"]
-timeout = "10s"
-after = ["db"]
-"#,
-            flag = s(&flag)
-        ),
-    )
-    .unwrap();
+    let rb = Runbook::new("starting", "app")
+        .step(
+            "db",
+            "service.start",
+            &format!("command = \"sh\"\nargs = [\"-c\", \"sleep 1; touch {}\"]", s(&flag)),
+        )
+        .step(
+            "ready",
+            "check.command",
+            &format!(
+                "command = \"test\"\nargs = [\"-f\", \"{}\"]\ntimeout = \"10s\"\nafter = [\"db\"]",
+                s(&flag)
+            ),
+        )
+        .write(&dir.path().join("ready.toml"));
     let r = run(&["failover", s(&rb), "--config", s(&config), "--json"]).ok();
     let ev = events(&r.stdout);
     let ready = ev
@@ -49,21 +38,13 @@ after = ["db"]
 
     // One that never passes fails after its timeout, not at once, and says
     // what its last attempt printed.
-    let rb = dir.path().join("never.toml");
-    fs::write(
-        &rb,
-        r#"[runbook]
-name = "never"
-group = "app"
-[[step]]
-id = "psql"
-action = "check.command"
-command = "sh"
-args = ["-c", "echo the database system is starting up; exit 2"]
-timeout = "1s"
-"#,
-    )
-    .unwrap();
+    let rb = Runbook::new("never", "app")
+        .step(
+            "psql",
+            "check.command",
+            "command = \"sh\"\nargs = [\"-c\", \"echo the database system is starting up; exit 2\"]\ntimeout = \"1s\"",
+        )
+        .write(&dir.path().join("never.toml"));
     let t0 = Instant::now();
     let r = run(&["failover", s(&rb), "--config", s(&config), "--json"]).code(EXIT_CHECK_FAILED);
     let took = t0.elapsed();

@@ -135,18 +135,9 @@ fn daemon_takes_points_prunes_to_exactly_the_policy_and_serves_metrics() {
         "--metrics",
         "127.0.0.1:0",
     ]);
-    let addr = d
-        .wait_for_line(Duration::from_secs(20), |l| l.starts_with("metrics listening on "))
-        .unwrap_or_else(|| panic!("no metrics address: {}", d.describe()))
-        .trim_start_matches("metrics listening on ")
-        .to_string();
+    let addr = d.metrics_address();
     let jobs = next_event(&mut d, "the job list", |v| v["event"] == "jobs");
-    let keys: BTreeSet<&str> = jobs["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["job"].as_str().unwrap())
-        .collect();
+    let keys: BTreeSet<&str> = job_names(&jobs).into_iter().collect();
     assert_eq!(keys, BTreeSet::from(["point:g", "prune:g", "gc", "verify"]), "{jobs}");
     // A few points, each of different content.
     for i in 0..4u64 {
@@ -349,12 +340,7 @@ gc_grace = "0s"
         .to_string();
     let url = format!("https://{addr}");
     let jobs = next_event(&mut dr, "the job list", |v| v["event"] == "jobs");
-    let keys: BTreeSet<&str> = jobs["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["job"].as_str().unwrap())
-        .collect();
+    let keys: BTreeSet<&str> = job_names(&jobs).into_iter().collect();
     assert_eq!(keys, BTreeSet::from(["prune:g", "gc"]), "{jobs}");
     let primary_cfg = p("primary.toml");
     fs::write(&primary_cfg, config("state-primary", Some(&url))).unwrap();
@@ -508,11 +494,7 @@ fn a_scheduled_drill_that_cannot_run_is_reported_and_the_daemon_goes_on() {
     .unwrap();
     // The metrics address comes from the file's [daemon] this time.
     let mut d = Background::spawn(&["--config", s(&cfg), "daemon", "--site", "vault", "--json"]);
-    let addr = d
-        .wait_for_line(Duration::from_secs(20), |l| l.starts_with("metrics listening on "))
-        .unwrap_or_else(|| panic!("no metrics address: {}", d.describe()))
-        .trim_start_matches("metrics listening on ")
-        .to_string();
+    let addr = d.metrics_address();
     for _ in 0..2 {
         let e = next_event(&mut d, "a drill", |v| is_job(v, "drill"));
         assert_eq!(e["ok"], false, "{e}");

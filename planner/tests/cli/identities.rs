@@ -21,35 +21,22 @@ const PROMPT: Duration = Duration::from_secs(60);
 /// A deployment whose `[tls] identity` (`planner`) may write no group: only the
 /// group's `agent` (`db1`) may.
 fn config(site: &Site, key: &Path, url: &str, control: u16, volume: &Path, primary: &str) -> std::path::PathBuf {
-    let path = site.path("lifeline.toml");
-    fs::write(
-        &path,
-        format!(
-            r#"state_dir = "{state}"
-key_file = "{key}"
-[tls]
-dir = "{tls}"
-identity = "planner"
-admin = "ops"
-[sites.primary]
-{primary}
-[sites.secondary]
-receiver = "{url}"
-[groups.g]
+    site.planner_config(
+        &site.path("state"),
+        key,
+        url,
+        primary,
+        &format!(
+            r#"[groups.g]
 volumes = {{ v = "{volume}" }}
 tenant = "acme"
 agent = "db1"
 interval = "1h"
 control = "127.0.0.1:{control}"
 "#,
-            state = s(&site.path("state")),
-            key = s(key),
-            tls = s(&site.tls),
             volume = s(volume),
         ),
     )
-    .unwrap();
-    path
 }
 
 fn with_config(args: &[&str], config: &Path) -> Run {
@@ -163,12 +150,7 @@ fn a_primary_sites_daemon_leaves_its_failback_repository_to_the_failback() {
         })
         .unwrap_or_else(|| panic!("no jobs event: {}", daemon.describe()));
     let jobs: Value = serde_json::from_str(&jobs).unwrap();
-    let names: Vec<&str> = jobs["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["job"].as_str().unwrap())
-        .collect();
+    let names = job_names(&jobs);
     assert_eq!(
         names,
         ["point:g"],

@@ -198,41 +198,23 @@ fn instant_failover(dir: &Path, config: &Path) {
         .local_addr()
         .unwrap()
         .port();
-    let rb = dir.join("instant-failover.toml");
-    fs::write(
-        &rb,
-        format!(
-            r#"[runbook]
-name = "instant-failover"
-group = "app"
-[runbook.ports]
-app = {port}
-[[step]]
-id = "promote"
-action = "volume.promote"
-instant = true
-hydrate_rate = "8MiB/s"
-[[step]]
-id = "data-loss"
-action = "check.workload"
-volume = "app"
-after = ["promote"]
-[[step]]
-id = "start"
-action = "service.start"
-command = "${{run.bin}}"
-args = ["workload", "run", "--volume", "${{steps.promote.path.app}}", "--listen", "127.0.0.1:${{ports.app}}"]
-after = ["data-loss"]
-[[step]]
-id = "healthy"
-action = "check.http"
-url = "http://127.0.0.1:${{ports.app}}/health"
-timeout = "30s"
-after = ["start"]
-"#
-        ),
-    )
-    .unwrap();
+    let rb = Runbook::new("instant-failover", "app")
+        .toml(&format!("[runbook.ports]\napp = {port}"))
+        .step("promote", "volume.promote", "instant = true\nhydrate_rate = \"8MiB/s\"")
+        .step("data-loss", "check.workload", "volume = \"app\"\nafter = [\"promote\"]")
+        .step(
+            "start",
+            "service.start",
+            r#"command = "${run.bin}"
+args = ["workload", "run", "--volume", "${steps.promote.path.app}", "--listen", "127.0.0.1:${ports.app}"]
+after = ["data-loss"]"#,
+        )
+        .step(
+            "healthy",
+            "check.http",
+            "url = \"http://127.0.0.1:${ports.app}/health\"\ntimeout = \"30s\"\nafter = [\"start\"]",
+        )
+        .write(&dir.join("instant-failover.toml"));
     run(&["failover", s(&rb), "--config", s(config), "--json"]).ok();
     let runs = run(&["runs", "--config", s(config), "--json"]).ok().json();
     let rec = runs
@@ -336,25 +318,8 @@ fn ctrl_c_during_an_instant_drill_unmounts_stops_the_server_and_removes_the_over
         .step("hold", "wait", "duration = \"5m\"\nafter = [\"verify\"]")
         .write(&d.join("hold.toml"));
     let reports = d.join("reports");
-    let mut drill = Background::spawn(&[
-        "drill",
-        s(&rb),
-        "--config",
-        s(&config),
-        "--report-dir",
-        s(&reports),
-        "--no-netns",
-        "--json",
-    ]);
-    let line = drill
-        .wait_for_line(std::time::Duration::from_secs(60), |l| {
-            l.contains("\"step_started\"") && l.contains("\"hold\"")
-        })
-        .unwrap_or_else(|| panic!("step `hold` never started: {}", drill.describe()));
-    let run_id = serde_json::from_str::<Value>(&line).unwrap()["run"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let mut drill = Background::spawn(&drill_args(&rb, &config, &reports, &["--no-netns", "--json"]));
+    let run_id = drill.started_run(std::time::Duration::from_secs(60), "hold");
     let run_dir = d.join("state/planner/runs").join(&run_id);
     let fuse = nbdfuse_under(&run_dir);
     assert_eq!(
@@ -438,26 +403,18 @@ fn an_interrupted_instant_failover_keeps_its_overlay_and_the_named_serve_command
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let config = local_deployment(d);
-    let rb = d.join("fo.toml");
-    fs::write(
-        &rb,
-        r#"[runbook]
-name = "instant-write"
-group = "app"
-[[step]]
-id = "promote"
-action = "volume.promote"
-instant = true
-hydrate_rate = "512KiB/s"
-[[step]]
-id = "write"
-action = "check.command"
-command = "sh"
-args = ["-c", "printf LIFELINE-MARK | dd of=${steps.promote.path.app} bs=1 seek=4096 conv=notrunc,fsync 2>/dev/null"]
-after = ["promote"]
-"#,
-    )
-    .unwrap();
+    let rb = Runbook::new("instant-write", "app")
+        .step(
+            "promote",
+            "volume.promote",
+            "instant = true\nhydrate_rate = \"512KiB/s\"",
+        )
+        .shell(
+            "write",
+            "printf LIFELINE-MARK | dd of=${steps.promote.path.app} bs=1 seek=4096 conv=notrunc,fsync 2>/dev/null",
+            "after = [\"promote\"]",
+        )
+        .write(&d.join("fo.toml"));
     let mut fo = Background::spawn(&["failover", s(&rb), "--config", s(&config), "--json"]);
     fo.wait_for_line(std::time::Duration::from_secs(60), |l| l.contains("\"hydration_wait\""))
         .unwrap_or_else(|| panic!("the run never waited for hydration: {}", fo.describe()));
@@ -545,13 +502,7 @@ fn a_scheduled_instant_drill_reports_its_cpu_time_and_the_bytes_it_read() {
     ));
     fs::write(&config, cfg).unwrap();
     let mut daemon = Background::spawn(&["--config", s(&config), "daemon", "--site", "secondary", "--json"]);
-    let addr = daemon
-        .wait_for_line(std::time::Duration::from_secs(20), |l| {
-            l.starts_with("metrics listening on ")
-        })
-        .unwrap_or_else(|| panic!("no metrics address: {}", daemon.describe()))
-        .trim_start_matches("metrics listening on ")
-        .to_string();
+    let addr = daemon.metrics_address();
     let line = daemon
         .wait_for_line(std::time::Duration::from_secs(120), |l| {
             serde_json::from_str::<Value>(l).is_ok_and(|v| v["event"] == "job" && v["job"] == "drill")

@@ -79,13 +79,7 @@ fn round_trip_two_volumes_sparse_restore_and_verify() {
     let keyed = run(&["points", "--repo", s(&sb.repo), "--key-file", s(&sb.key), "--json"])
         .ok()
         .json();
-    let vols = keyed[0]["volumes"].as_array().expect("volumes with --key-file");
-    assert_eq!(
-        vols.iter().map(|v| v["name"].as_str().unwrap()).collect::<Vec<_>>(),
-        ["a", "b"]
-    );
-    assert_eq!(u(&vols[0], "size"), 24 * MIB);
-    assert_eq!(u(&vols[1], "size"), b_len);
+    assert_volumes(&keyed[0], &[("a", 24 * MIB), ("b", b_len)]);
 
     let out_a = sb.path("restored-a.img");
     sb.restore("app", "latest", "a", &out_a).ok().stdout_has(&[
@@ -93,12 +87,7 @@ fn round_trip_two_volumes_sparse_restore_and_verify() {
         s(&out_a),
         "volume hash verified",
     ]);
-    assert_same_content(&a, &out_a);
-    let alloc = allocated(&out_a);
-    assert!(
-        alloc < 8 * MIB,
-        "restored volume is not sparse: {alloc} bytes allocated for a 24 MiB volume with 4 MiB of data"
-    );
+    assert_sparse_copy(&a, &out_a, 8 * MIB, "a 24 MiB volume with 4 MiB of data");
     let out_b = sb.path("restored-b.txt");
     let r = sb.restore_json("app", "latest", "b", &out_b);
     assert_eq!(u(&r, "seq"), 1);
@@ -451,20 +440,8 @@ fn missing_or_invalid_volume_is_named() {
     sb.backup("g", &[("x", &good), ("x", &good)], &[])
         .fails(EXIT_ERROR, &["volume name `x`", "given twice"]);
     let st = s(&sb.state);
-    run(&[
-        "backup",
-        "--repo",
-        s(&sb.repo),
-        "--key-file",
-        s(&sb.key),
-        "--group",
-        "g",
-        "--volume",
-        "nopath",
-        "--state-dir",
-        st,
-    ])
-    .fails(EXIT_ERROR, &["invalid --volume `nopath`", "NAME=PATH"]);
+    run(&sb.args("backup", "g", &["--volume", "nopath", "--state-dir", st]))
+        .fails(EXIT_ERROR, &["invalid --volume `nopath`", "NAME=PATH"]);
     assert!(sb.points().is_empty(), "a failed backup committed a point");
     assert!(durable_packs(&sb.repo).is_empty(), "a refused backup stored objects");
 }
@@ -523,16 +500,8 @@ fn damaged_truncated_and_missing_objects_are_reported() {
     // (a) One flipped bit in the middle of the largest chunk.
     let (sb, objs) = one_point_repo(8 * MIB, 70);
     let out = sb.path("out.img");
-    let o = objs
-        .iter()
-        .filter(|o| o.kind == KIND_CHUNK)
-        .max_by_key(|o| o.len)
-        .expect("a chunk");
-    let pack = OpenOptions::new().read(true).write(true).open(&o.pack).unwrap();
-    let at = o.offset + o.len / 2;
-    let mut byte = [0u8; 1];
-    pack.read_exact_at(&mut byte, at).unwrap();
-    pack.write_all_at(&[byte[0] ^ 0x10], at).unwrap();
+    let o = largest_chunk(&objs);
+    let (pack, at, byte) = flip_middle_byte(o, 0x10);
     let r = sb.verify(false).code(EXIT_CHECK_FAILED).stdout_has(&[
         &format!("damaged  {} at {}", o.id_hex, location(o)),
         "checksum mismatch",
@@ -561,11 +530,7 @@ fn damaged_truncated_and_missing_objects_are_reported() {
     // (b) A pack truncated in the middle of an object: that object and every
     // object after it in the pack are cut off; the ones before are intact.
     let (sb, objs) = one_point_repo(8 * MIB, 71);
-    let o = objs
-        .iter()
-        .filter(|o| o.kind == KIND_CHUNK)
-        .max_by_key(|o| o.len)
-        .expect("a chunk");
+    let o = largest_chunk(&objs);
     let cut: Vec<&str> = objs
         .iter()
         .filter(|x| x.pack == o.pack && x.offset >= o.offset)
@@ -847,21 +812,8 @@ fn kill_9_during_backup_keeps_repository_valid_and_next_backup_resumes() {
     let size = 512 * MIB;
     let v = sb.path("big.img");
     write_random_file(&v, size, 100);
-    let spec = format!("v={}", s(&v));
-    let args = [
-        "backup",
-        "--repo",
-        s(&sb.repo),
-        "--key-file",
-        s(&sb.key),
-        "--group",
-        "g",
-        "--volume",
-        &spec,
-        "--state-dir",
-        s(&sb.state),
-        "--json",
-    ];
+    let owned = sb.backup_args("g", &[("v", &v)], &["--json"]);
+    let args = strs(&owned);
     let mut child = spawn(&args);
     let mut exited = false;
     let seen = poll_until(Duration::from_secs(120), || {
@@ -988,24 +940,8 @@ fn interrupt_while_frozen_exits_130_thaws_and_commits_nothing() {
         s(&go)
     );
     let thaw = format!("touch {}", s(&thawed));
-    let spec = format!("v={}", s(&v));
-    let args = [
-        "backup",
-        "--repo",
-        s(&sb.repo),
-        "--key-file",
-        s(&sb.key),
-        "--group",
-        "g",
-        "--volume",
-        &spec,
-        "--state-dir",
-        s(&sb.state),
-        "--freeze",
-        &freeze,
-        "--thaw",
-        &thaw,
-    ];
+    let owned = sb.backup_args("g", &[("v", &v)], &["--freeze", &freeze, "--thaw", &thaw]);
+    let args = strs(&owned);
     let child = spawn(&args);
     let pid = child.id().to_string();
     assert!(
@@ -1143,21 +1079,10 @@ fn prune_dry_run_prints_decisions_then_prune_keeps_exactly_the_policy() {
         write_random_at(&f, i * 4096, 4096, 100 + i);
         sb.backup("g", &[("v", &v)], &[]).ok();
     }
-    let repo = s(&sb.repo).to_string();
     // No policy anywhere: refused, not "keep only the newest".
-    run(&["prune", "--repo", &repo, "--group", "g"]).fails(EXIT_ERROR, &["no retention policy", "--keep-last"]);
-    let dry = run(&[
-        "prune",
-        "--repo",
-        &repo,
-        "--group",
-        "g",
-        "--keep-last",
-        "2",
-        "--dry-run",
-    ])
-    .ok()
-    .stdout_has(&[
+    sb.prune("g", &[])
+        .fails(EXIT_ERROR, &["no retention policy", "--keep-last"]);
+    let dry = sb.prune("g", &["--keep-last", "2", "--dry-run"]).ok().stdout_has(&[
         "keep (newest, last)",
         "keep (last)",
         "remove",
@@ -1165,9 +1090,7 @@ fn prune_dry_run_prints_decisions_then_prune_keeps_exactly_the_policy() {
     ]);
     assert_eq!(dry.stdout.matches("remove\n").count(), 3, "{}", dry.stdout);
     assert_eq!(sb.points().len(), 5, "a dry run removes nothing");
-    let j = run(&["prune", "--repo", &repo, "--group", "g", "--keep-last", "2", "--json"])
-        .ok()
-        .json();
+    let j = sb.prune("g", &["--keep-last", "2", "--json"]).ok().json();
     assert_eq!(j["remove"], serde_json::json!([3, 2, 1]));
     let seqs: Vec<u64> = sb.points().iter().map(|p| u(p, "seq")).collect();
     assert_eq!(seqs, [4, 5]);
@@ -1205,7 +1128,7 @@ fn gc_after_prune_reclaims_dead_packs_and_every_kept_point_still_restores() {
         sb.backup("g", &[("v", &v)], &[]).ok();
     }
     let repo = s(&sb.repo).to_string();
-    run(&["prune", "--repo", &repo, "--group", "g", "--keep-last", "1"]).ok();
+    sb.prune("g", &["--keep-last", "1"]).ok();
     // Within the default grace period nothing goes.
     let j = run(&["gc", "--repo", &repo, "--json"]).ok().json();
     assert_eq!(j[0]["objects_removed"], 0, "{j}");

@@ -11,15 +11,7 @@ use lifeline_planner::daemon::metrics::{self, CONTENT_TYPE, DaemonMetrics, JobLa
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::common::exposition::{Sample, parse_exposition};
-
-fn sample(name: &str, labels: &[(&str, &str)], value: f64) -> Sample {
-    Sample {
-        name: name.into(),
-        labels: labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
-        value,
-    }
-}
+use crate::common::exposition::{Sample, parse_exposition, sample};
 
 #[test]
 fn render_parse_round_trip() {

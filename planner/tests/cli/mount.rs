@@ -55,16 +55,7 @@ impl Drop for Unmount {
 /// `mounted at DIR` (its first stdout line).
 #[track_caller]
 fn start_mount(sb: &Sandbox, group: &str, extra: &[&str], dir: &Path) -> Background {
-    let mut args = vec![
-        "mount",
-        "--repo",
-        s(&sb.repo),
-        "--key-file",
-        s(&sb.key),
-        "--group",
-        group,
-    ];
-    args.extend_from_slice(extra);
+    let mut args = sb.args("mount", group, extra);
     args.push(s(dir));
     let mut bg = Background::spawn(&args);
     let want = format!("mounted at {}", s(dir));
@@ -206,20 +197,7 @@ fn all_points_shows_a_directory_per_point_with_its_images() {
     // `--point` and `--all-points` together: refused.
     let dir = sb.path("all");
     fs::create_dir(&dir).unwrap();
-    run(&[
-        "mount",
-        "--repo",
-        s(&sb.repo),
-        "--key-file",
-        s(&sb.key),
-        "--group",
-        "g",
-        "--point",
-        "1",
-        "--all-points",
-        s(&dir),
-    ])
-    .code(EXIT_ERROR);
+    run(&sb.args("mount", "g", &["--point", "1", "--all-points", s(&dir)])).code(EXIT_ERROR);
 
     let bg = start_mount(&sb, "g", &["--all-points"], &dir);
     let _cleanup = Unmount(vec![dir.clone()]);
@@ -263,27 +241,7 @@ fn a_damaged_chunk_reads_as_eio_and_the_object_is_named_in_the_log() {
         return;
     }
     let sb = Sandbox::new();
-    let v = sb.path("v.img");
-    let f = File::create(&v).unwrap();
-    f.set_len(12 * MIB).unwrap();
-    // Segment 1: one 4 KiB chunk of random bytes (the largest stored object).
-    write_random_at(&f, 5 * MIB, 4096, 30);
-    // Segment 2: constant bytes, stored as one tiny deduplicated chunk.
-    f.write_all_at(&vec![0x5au8; 256 * KIB as usize], 9 * MIB).unwrap();
-    drop(f);
-    sb.backup_json("g", &[("v", &v)]);
-    let objs: Vec<PackObject> = durable_packs(&sb.repo).iter().flat_map(|p| read_pack(p)).collect();
-    let o = objs
-        .iter()
-        .filter(|o| o.kind == KIND_CHUNK)
-        .max_by_key(|o| o.len)
-        .expect("a chunk");
-    let pack = fs::OpenOptions::new().read(true).write(true).open(&o.pack).unwrap();
-    let at = o.offset + o.len / 2;
-    let mut byte = [0u8; 1];
-    pack.read_exact_at(&mut byte, at).unwrap();
-    pack.write_all_at(&[byte[0] ^ 0x01], at).unwrap();
-    drop(pack);
+    let o = sb.point_with_a_damaged_chunk();
 
     let dir = sb.path("points");
     fs::create_dir(&dir).unwrap();
@@ -323,31 +281,14 @@ fn mount_reads_a_point_through_a_receiver() {
     if !fuse_here() {
         return;
     }
-    let site = Site::new(&["a@acme"]);
-    let receiver = site.receiver(&["a=app"]);
-    let key = site.key("acme");
-    let c = site.client(&receiver, "a", &key);
+    let (site, _receiver, _key, c) = agent_a_site("a=app");
     let v = site.path("v.img");
     write_random_file(&v, 6 * MIB + 5, 60);
     c.backup_json("app", &[("v", &v)]);
     let dir = site.path("points");
     fs::create_dir(&dir).unwrap();
-    let url = receiver.url();
-    let args = [
-        "mount",
-        "--repo",
-        &url,
-        "--tls-dir",
-        s(&site.tls),
-        "--identity",
-        "a",
-        "--key-file",
-        s(&key),
-        "--group",
-        "app",
-        s(&dir),
-    ];
-    let mut bg = Background::spawn(&args);
+    let args = c.keyed_args("mount", "app", &[s(&dir)]);
+    let mut bg = Background::spawn(&strs(&args));
     let want = format!("mounted at {}", s(&dir));
     if bg.wait_for_line(WAIT, |l| l == want).is_none() {
         panic!("mount never said `{want}`: {}", bg.describe());

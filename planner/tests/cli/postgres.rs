@@ -92,19 +92,25 @@ fn sh_ok(program: &str, args: &[&str]) -> String {
     sh(program, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// psql connected as `postgres` to the server on `port`.
+fn psql_to(bin: &Path, port: u16) -> Command {
+    let mut c = Command::new(bin.join("psql"));
+    c.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+    ]);
+    c
+}
+
 /// Runs a query with psql; `Err` holds what psql said.
 fn psql(bin: &Path, port: u16, sql: &str) -> Result<String, String> {
-    let out = Command::new(bin.join("psql"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-        ])
+    let out = psql_to(bin, port)
         .args(["-v", "ON_ERROR_STOP=1", "-Atc", sql])
         .stdin(Stdio::null())
         .output()
@@ -171,17 +177,7 @@ const WRITER_SQL: &str = "DO $$ DECLARE n bigint; t timestamptz; BEGIN \
 
 impl Writer {
     fn start(bin: &Path, port: u16) -> Writer {
-        let mut child = Command::new(bin.join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-            ])
+        let mut child = psql_to(bin, port)
             .args(["-q", "-c", WRITER_SQL])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -484,13 +480,7 @@ fn postgres_drill_failover_and_failback_with_the_shipped_runbooks() {
         teardown.contains("unmounted"),
         "teardown unmounted the image: {teardown}"
     );
-    let check = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["step"] == "rows")
-        .unwrap_or_else(|| panic!("no `rows` check: {report:#}"))
-        .clone();
+    let check = report_check(&report, "rows");
     let (drill_count, drill_max) = parse_rows(check["evidence"]["stdout"].as_str().unwrap());
     assert_eq!(drill_count, drill_max, "the recovered rows are 1..=max: {check}");
     assert!(drill_count > 0, "{check}");
@@ -605,13 +595,7 @@ fn postgres_drill_failover_and_failback_with_the_shipped_runbooks() {
     assert_eq!(summary["pins_left"], serde_json::json!([]), "{}", r.stdout);
     let run_id = summary["run"].as_str().unwrap().to_string();
     let runs = lifeline(&["runs", "--json"]).ok().json();
-    let rec = runs
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["id"] == run_id.as_str())
-        .unwrap()
-        .clone();
+    let rec = run_by_id(&runs, &run_id);
     assert_eq!(rec["steps"]["verify"]["outputs"]["zero_loss"], "true", "{rec}");
     let failback_rpo = summary["promoted"][0]["rpo_secs"].as_f64().unwrap();
     let acked2 = writer.ended();

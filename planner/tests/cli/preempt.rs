@@ -12,22 +12,9 @@ use crate::common::*;
 
 const PROMPT: Duration = Duration::from_secs(60);
 
-/// Waits until a `--json` run printed that `step` started; its run id.
-fn started(p: &mut Background, step: &str) -> String {
-    let needle = format!("\"{step}\"");
-    let line = p
-        .wait_for_line(PROMPT, |l| l.contains("\"step_started\"") && l.contains(&needle))
-        .unwrap_or_else(|| panic!("step `{step}` never started: {}", p.describe()));
-    serde_json::from_str::<Value>(&line).unwrap()["run"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 #[test]
 fn a_failover_preempts_a_running_drill_and_a_second_failover_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = local_config(dir.path());
+    let (dir, config) = local_run_dir();
     let cfg = s(&config).to_string();
     let drill_rb = Runbook::new("long-drill", "app")
         .sleeper("svc")
@@ -48,12 +35,12 @@ fn a_failover_preempts_a_running_drill_and_a_second_failover_is_refused() {
         "--no-netns",
         "--json",
     ]);
-    let drill_id = started(&mut drill, "long");
+    let drill_id = drill.started_run(PROMPT, "long");
 
     // The failover asks the drill to stop, waits for the catalog, and runs.
     let t0 = Instant::now();
     let mut first = Background::spawn(&["failover", s(&failover_rb), "--config", &cfg, "--json"]);
-    let failover_id = started(&mut first, "gate");
+    let failover_id = first.started_run(PROMPT, "gate");
     assert!(
         first.stderr().contains(&format!("drill {drill_id}")) && first.stderr().contains("stops for"),
         "the failover says it preempted the drill: {}",

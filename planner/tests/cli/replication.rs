@@ -128,10 +128,7 @@ fn certs_new_writes_private_keys_and_reuses_its_ca() {
 
 #[test]
 fn round_trip_over_mtls_then_agent_once_sends_nothing_new() {
-    let site = Site::new(&["a@acme"]);
-    let receiver = site.receiver(&["a=app"]);
-    let key = site.key("acme");
-    let c = site.client(&receiver, "a", &key);
+    let (site, receiver, key, c) = agent_a_site("a=app");
 
     let hv = site.path("holey.img");
     holey_volume(&hv, 10);
@@ -165,24 +162,13 @@ fn round_trip_over_mtls_then_agent_once_sends_nothing_new() {
     assert_eq!(points[0]["volume_count"], 2);
     assert!(points[0]["volumes"].is_null(), "volumes without a key: {points:?}");
     let keyed = c.points(&["--json", "--key-file", s(&key)]).ok().json();
-    let vs = keyed[0]["volumes"].as_array().expect("volumes with --key-file");
-    assert_eq!(
-        vs.iter().map(|v| v["name"].as_str().unwrap()).collect::<Vec<_>>(),
-        ["disk", "log"]
-    );
-    assert_eq!(u(&vs[0], "size"), 6 * MIB);
-    assert_eq!(u(&vs[1], "size"), text_len);
+    assert_volumes(&keyed[0], &[("disk", 6 * MIB), ("log", text_len)]);
 
     let out = site.path("disk.out");
     c.restore("app", "latest", "disk", &out)
         .ok()
         .stdout_has(&["restored volume `disk` of point 1", "volume hash verified"]);
-    assert_same_content(&hv, &out);
-    let alloc = allocated(&out);
-    assert!(
-        alloc < 4 * MIB,
-        "restored volume is not sparse: {alloc} bytes allocated for 3 MiB of data"
-    );
+    assert_sparse_copy(&hv, &out, 4 * MIB, "3 MiB of data");
     let out_t = site.path("log.out");
     c.restore("app", "1", "log", &out_t).ok();
     assert_same_content(&tv, &out_t);
@@ -241,10 +227,7 @@ fn round_trip_over_mtls_then_agent_once_sends_nothing_new() {
 
 #[test]
 fn same_content_in_another_group_and_volume_name_sends_nothing_new() {
-    let site = Site::new(&["a@acme"]);
-    let receiver = site.receiver(&["a=app,copy"]);
-    let key = site.key("acme");
-    let c = site.client(&receiver, "a", &key);
+    let (site, receiver, _key, c) = agent_a_site("a=app,copy");
     let v = site.path("v.img");
     write_random_file(&v, 4 * MIB, 20);
     let w = site.path("w.img");
@@ -815,14 +798,7 @@ fn agent_control_pauses_syncs_now_and_retargets() {
     write_random_file(&v, 3 * MIB, 91);
     let c = site.client(&first, "a", &key);
     let args = c.agent_args("g", &[("v", &v)], &["--interval", "1h", "--control", "127.0.0.1:0"]);
-    let mut agent = Background::spawn(&strs(&args));
-    let line = agent
-        .wait_for_line(PROMPT, |l| l.starts_with("control listening on "))
-        .unwrap_or_else(|| panic!("no control address: {}", agent.describe()));
-    let addr = line.trim_start_matches("control listening on ").trim().to_string();
-    agent
-        .wait_for_line(PROMPT, |l| l.starts_with("cycle: point 1 "))
-        .unwrap_or_else(|| panic!("no first cycle: {}", agent.describe()));
+    let (mut agent, addr) = agent_with_control(PROMPT, &args);
     let tls = s(&site.tls).to_string();
     let ctl = |identity: &str, call: &[&str]| {
         let mut a = vec![
@@ -1097,10 +1073,7 @@ fn prune_through_the_receiver_needs_an_admin_and_keeps_the_policy() {
 /// its point is fuzzy, not labelled frozen.
 #[test]
 fn the_groups_freeze_hooks_run_for_the_forward_agent_only() {
-    let site = Site::new(&["a@acme"]);
-    let receiver = site.receiver(&["a=app"]);
-    let key = site.key("acme");
-    let c = site.client(&receiver, "a", &key);
+    let (site, _receiver, _key, c) = agent_a_site("a=app");
     let primary = site.path("primary.img");
     let target = site.path("target.img");
     write_random_file(&primary, MIB, 1);

@@ -98,30 +98,25 @@ impl Deployment {
             &[("db", &volume)],
             &["--interval", interval, "--control", "127.0.0.1:0"],
         );
-        let mut agent = Background::spawn(&strs(&args));
-        let line = agent
-            .wait_for_line(PROMPT, |l| l.starts_with("control listening on "))
-            .unwrap_or_else(|| panic!("no control address: {}", agent.describe()));
-        let control = line.trim_start_matches("control listening on ").trim().to_string();
-        agent
-            .wait_for_line(PROMPT, |l| l.starts_with("cycle: point 1 "))
-            .unwrap_or_else(|| panic!("no first cycle: {}", agent.describe()));
+        let (agent, control) = agent_with_control(PROMPT, &args);
         let state = site.path("planner-state");
-        let config = site.path("lifeline.toml");
-        fs::write(
-            &config,
-            format!(
-                r#"state_dir = "{state}"
-key_file = "{key}"
-[tls]
-dir = "{tls}"
-identity = "planner"
-admin = "ops"
-[sites.primary]
-{primary}
-[sites.secondary]
-receiver = "{url}"
-[groups.shop]
+        let primary = failback
+            .as_ref()
+            .map(|f| {
+                format!(
+                    "repo = \"{}\"\nreceiver = \"https://127.0.0.1:{}\"",
+                    s(&f.repo),
+                    f.receiver_port
+                )
+            })
+            .unwrap_or_default();
+        let config = site.planner_config(
+            &state,
+            &key,
+            &receiver.url(),
+            &primary,
+            &format!(
+                r#"[groups.shop]
 volumes = {{ db = "{vol}" }}
 targets = {{ db = "{target}" }}
 rpo = "1m"
@@ -131,20 +126,8 @@ agent = "db1"
 tenant = "acme"
 {reverse}
 "#,
-                state = s(&state),
-                key = s(&key),
-                tls = s(&site.tls),
-                url = receiver.url(),
                 vol = s(&volume),
                 target = s(&site.path("recovered/db.img")),
-                primary = failback
-                    .as_ref()
-                    .map(|f| format!(
-                        "repo = \"{}\"\nreceiver = \"https://127.0.0.1:{}\"",
-                        s(&f.repo),
-                        f.receiver_port
-                    ))
-                    .unwrap_or_default(),
                 reverse = failback
                     .as_ref()
                     .map(|f| format!(
@@ -153,8 +136,7 @@ tenant = "acme"
                     ))
                     .unwrap_or_default(),
             ),
-        )
-        .unwrap();
+        );
         Deployment {
             site,
             _receiver: receiver,
@@ -314,13 +296,7 @@ fn failover_promotes_starts_checks_and_switches_then_audit_verifies() {
     .json();
     assert_eq!(st["paused"], true, "{st}");
     // The service outlives the run; the run recorded its pid.
-    let run = runs
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["id"] == run_id.as_str())
-        .unwrap()
-        .clone();
+    let run = run_by_id(&runs, &run_id);
     let pid = run["processes"][0]["pid"].as_i64().unwrap();
     assert!(pid_alive(pid), "the service should keep running after the failover");
     kill(pid);
@@ -356,13 +332,7 @@ fn switchover_syncs_the_last_write_and_proves_zero_loss() {
     let ev = events(&r.stdout);
     let run_id = ev.last().unwrap()["run"].as_str().unwrap().to_string();
     let runs = d.runs();
-    let run = runs
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["id"] == run_id.as_str())
-        .unwrap()
-        .clone();
+    let run = run_by_id(&runs, &run_id);
     assert_eq!(run["status"], "succeeded", "{}", r.stdout);
     assert_eq!(run["steps"]["final-sync"]["outputs"]["seq"], "2", "{run}");
     assert_eq!(
@@ -391,8 +361,7 @@ after = ["{after}"]"#,
 
 #[test]
 fn a_failing_check_rolls_back_the_service_and_the_switched_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = local_config(dir.path());
+    let (dir, config) = local_run_dir();
     let switch = dir.path().join("upstream.conf");
     fs::write(&switch, "server old;\n").unwrap();
     let rb = Runbook::new("rollback", "app")
@@ -427,13 +396,7 @@ on_failure = "rollback""#,
     assert_eq!(undone, ["switch", "svc"], "{}", r.stdout);
     assert_eq!(fs::read_to_string(&switch).unwrap(), "server old;\n");
     let runs = run(&["runs", "--json", "--config", s(&config)]).ok().json();
-    let rec = runs
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["id"] == run_id.as_str())
-        .unwrap()
-        .clone();
+    let rec = run_by_id(&runs, &run_id);
     let pid = rec["processes"][0]["pid"].as_i64().unwrap();
     assert!(!pid_alive(pid), "the service was stopped by the rollback");
     assert_eq!(rec["steps"]["must-fail"]["attempts"], 2);
@@ -442,8 +405,7 @@ on_failure = "rollback""#,
 
 #[test]
 fn approval_gate_survives_kill_9_of_the_planner_and_resume_does_not_rerun_finished_steps() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = local_config(dir.path());
+    let (dir, config) = local_run_dir();
     let marker = dir.path().join("ran-once");
     let switch = dir.path().join("upstream.conf");
     fs::write(&switch, "server old;\n").unwrap();
@@ -463,7 +425,7 @@ args = ["-c", "echo x >> {}"]"#,
         .write(&dir.path().join("rb.toml"));
     let cfg = s(&config).to_string();
     let mut planner = Background::spawn(&["failover", s(&rb), "--config", &cfg, "--json", "--operator", "ana"]);
-    let run_id = started_run(&mut planner, "gate");
+    let run_id = planner.started_run(PROMPT, "gate");
     // Another shell sees the run through the control socket.
     let runs = run(&["runs", "--json", "--config", &cfg]).ok().json();
     assert_eq!(step_status(&runs, &run_id, "gate"), "running");
@@ -478,7 +440,7 @@ args = ["-c", "echo x >> {}"]"#,
     let svc_pid = runs[0]["processes"][0]["pid"].as_i64().unwrap();
     let mut resumed = Background::spawn(&["resume", &run_id, "--config", &cfg, "--json"]);
     assert_eq!(
-        started_run(&mut resumed, "gate"),
+        resumed.started_run(PROMPT, "gate"),
         run_id,
         "the resumed run is the same run"
     );
@@ -729,13 +691,7 @@ fn failback_after_failover_sends_only_what_the_primary_lacks_and_proves_zero_los
         .unwrap_or_else(|| panic!("no events: {}", r.stderr))
         .to_string();
     let runs = d.runs();
-    let rec = runs
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["id"] == run_id.as_str())
-        .unwrap()
-        .clone();
+    let rec = run_by_id(&runs, &run_id);
     assert_eq!(rec["status"], "succeeded", "{}\n{}", r.stdout, r.stderr);
     assert_eq!(r.code, Some(EXIT_OK));
     for st in [
@@ -911,8 +867,7 @@ fn the_failover_summary_shows_the_promoted_point_and_the_achieved_rpo() {
 
 #[test]
 fn timeouts_fail_a_step_continue_skips_its_dependents_and_abort_stops_the_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = local_config(dir.path());
+    let (dir, config) = local_run_dir();
     let rb = Runbook::new("abort", "app")
         .step(
             "slow",
@@ -962,19 +917,14 @@ on_failure = "continue""#,
         .approval("gate", &["svc"], "")
         .write(&dir.path().join("rb2.toml"));
     let mut planner = Background::spawn(&["failover", s(&rb2), "--config", &cfg, "--json"]);
-    let run_id = started_run(&mut planner, "gate");
+    let run_id = planner.started_run(PROMPT, "gate");
     run(&["abort", &run_id, "--config", &cfg, "--operator", "cy"])
         .ok()
         .stdout_has(&["abort requested by cy"]);
     let r = planner.finish(PROMPT).code(EXIT_CHECK_FAILED);
     assert_eq!(events(&r.stdout).last().unwrap()["status"], "aborted", "{}", r.stdout);
     let runs = run(&["runs", "--json", "--config", &cfg]).ok().json();
-    let rec = runs
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["id"] == run_id.as_str())
-        .unwrap();
+    let rec = run_by_id(&runs, &run_id);
     let pid = rec["processes"][0]["pid"].as_i64().unwrap();
     assert!(!pid_alive(pid), "abort stops the processes the run started");
     run(&["abort", &run_id, "--config", &cfg]).fails(EXIT_ERROR, &["has finished"]);
@@ -1242,8 +1192,7 @@ fn render_in_a_real_browser(html: &Path, png: &Path) {
 
 #[test]
 fn an_interrupted_drill_tears_its_sandbox_down_and_reports_a_failure() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = local_config(dir.path());
+    let (dir, config) = local_run_dir();
     let rb = Runbook::new("interrupted", "app")
         .sleeper("svc")
         .approval("gate", &["svc"], "drill = \"run\"")
@@ -1251,7 +1200,7 @@ fn an_interrupted_drill_tears_its_sandbox_down_and_reports_a_failure() {
     let reports = dir.path().join("reports");
     let cfg = s(&config).to_string();
     let mut drill = Background::spawn(&["drill", s(&rb), "--config", &cfg, "--report-dir", s(&reports), "--json"]);
-    let run_id = started_run(&mut drill, "gate");
+    let run_id = drill.started_run(PROMPT, "gate");
     let runs = run(&["runs", "--json", "--config", &cfg]).ok().json();
     let pid = runs[0]["processes"][0]["pid"].as_i64().unwrap();
     assert!(pid_alive(pid));
@@ -1271,8 +1220,7 @@ fn an_interrupted_drill_tears_its_sandbox_down_and_reports_a_failure() {
 /// the drill exits 130.
 #[test]
 fn an_interrupted_drill_whose_checks_passed_says_so_and_exits_130() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = local_config(dir.path());
+    let (dir, config) = local_run_dir();
     let rb = Runbook::new("interrupted-after-checks", "app")
         .sleeper("svc")
         .check("up", &["svc"])
@@ -1281,7 +1229,7 @@ fn an_interrupted_drill_whose_checks_passed_says_so_and_exits_130() {
     let reports = dir.path().join("reports");
     let cfg = s(&config).to_string();
     let mut drill = Background::spawn(&["drill", s(&rb), "--config", &cfg, "--report-dir", s(&reports), "--json"]);
-    let run_id = started_run(&mut drill, "gate");
+    let run_id = drill.started_run(PROMPT, "gate");
     drill.signal("INT");
     let r = drill.finish(PROMPT).code(EXIT_INTERRUPTED);
     let report: Value = serde_json::from_slice(&fs::read(reports.join(&run_id).join("report.json")).unwrap()).unwrap();
@@ -1364,8 +1312,7 @@ fn a_failover_preempts_the_daemons_scheduled_drill_within_seconds() {
 #[test]
 fn notify_posts_the_event_as_json_and_check_http_reads_status_and_body() {
     use std::io::{Read, Write};
-    let dir = tempfile::tempdir().unwrap();
-    let config = local_config(dir.path());
+    let (dir, config) = local_run_dir();
     let hook = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = hook.local_addr().unwrap().port();
     // A webhook and a health endpoint: answers two requests, keeps what it got.
@@ -1460,30 +1407,15 @@ fn a_promoted_point_is_leased_while_its_run_goes_on_and_prune_keeps_it() {
         ),
     )
     .unwrap();
-    let rb = sb.path("rb.toml");
-    fs::write(
-        &rb,
-        "[runbook]\nname = \"lease\"\ngroup = \"g\"\n[[step]]\nid = \"promote\"\naction = \"volume.promote\"\n[[step]]\nid = \"gate\"\naction = \"approval\"\nafter = [\"promote\"]\n",
-    )
-    .unwrap();
+    let rb = Runbook::new("lease", "g")
+        .step("promote", "volume.promote", "")
+        .approval("gate", &["promote"], "")
+        .write(&sb.path("rb.toml"));
     let cfg = s(&config).to_string();
     let mut planner = Background::spawn(&["failover", s(&rb), "--config", &cfg, "--point", "1", "--json"]);
-    let run_id = started_run(&mut planner, "gate");
-    let repo = s(&sb.repo).to_string();
+    let run_id = planner.started_run(PROMPT, "gate");
     let decide = || {
-        let j = run(&[
-            "prune",
-            "--repo",
-            &repo,
-            "--group",
-            "g",
-            "--keep-last",
-            "1",
-            "--dry-run",
-            "--json",
-        ])
-        .ok()
-        .json();
+        let j = sb.prune("g", &["--keep-last", "1", "--dry-run", "--json"]).ok().json();
         j["points"]
             .as_array()
             .unwrap()
@@ -1500,18 +1432,6 @@ fn a_promoted_point_is_leased_while_its_run_goes_on_and_prune_keeps_it() {
     assert!(r.stdout.contains("released the lease on point 1"), "{}", r.stdout);
     let after = decide();
     assert_eq!(after[2].1, serde_json::json!([]), "the lease was released: {after:?}");
-}
-
-/// Waits until a run printed (with --json) that `step` started; its run id.
-fn started_run(planner: &mut Background, step: &str) -> String {
-    let needle = format!("\"{step}\"");
-    let line = planner
-        .wait_for_line(PROMPT, |l| l.contains("\"step_started\"") && l.contains(&needle))
-        .unwrap_or_else(|| panic!("step `{step}` never started: {}", planner.describe()));
-    serde_json::from_str::<Value>(&line).unwrap()["run"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 /// A deployment whose recovery site's daemon has a yearly drill of `runbook`
@@ -1548,11 +1468,7 @@ fn daemon_with_missed_drill(d: &Deployment, runbook: &str) -> (Background, Strin
         "--metrics",
         "127.0.0.1:0",
     ]);
-    let addr = daemon
-        .wait_for_line(Duration::from_secs(20), |l| l.starts_with("metrics listening on "))
-        .unwrap_or_else(|| panic!("no metrics address: {}", daemon.describe()))
-        .trim_start_matches("metrics listening on ")
-        .to_string();
+    let addr = daemon.metrics_address();
     (daemon, addr)
 }
 
@@ -1664,16 +1580,7 @@ fn drilled_state(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     )
     .unwrap();
     let reports = root.join("reports");
-    let r = run(&[
-        "drill",
-        s(&rb),
-        "--config",
-        s(&config),
-        "--report-dir",
-        s(&reports),
-        "--no-netns",
-        "--json",
-    ]);
+    let r = run(&drill_args(&rb, &config, &reports, &["--no-netns", "--json"]));
     let report_dir = events(&r.stdout)
         .into_iter()
         .find(|e| e["event"] == "drill_report")

@@ -43,45 +43,21 @@ fn drill_teardown_unmounts_what_its_steps_mounted_and_never_deletes_through_a_mo
         eprintln!("SKIP drill_teardown_unmounts_what_its_steps_mounted: needs root, mke2fs and losetup");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let config = local_config(dir.path());
+    let (dir, config) = local_run_dir();
     let outside = dir.path().join("outside");
     fs::create_dir_all(&outside).unwrap();
     fs::write(outside.join("precious"), "production data").unwrap();
-    let rb = dir.path().join("rb.toml");
     let script = format!(
         "set -e; mkdir t img bound; mount -t tmpfs -o size=1m none t; echo data > t/f; \
          truncate -s 8M disk.img; mke2fs -q -F disk.img; mount -o loop disk.img img; \
          mkdir img/deep; echo data > img/deep/g; mount --bind {} bound",
         s(&outside)
     );
-    fs::write(
-        &rb,
-        format!(
-            r#"[runbook]
-name = "mounts"
-group = "app"
-[[step]]
-id = "mount"
-action = "check.command"
-command = "sh"
-args = ["-c", "{script}"]
-"#
-        ),
-    )
-    .unwrap();
+    let rb = Runbook::new("mounts", "app")
+        .shell("mount", &script, "")
+        .write(&dir.path().join("rb.toml"));
     let reports = dir.path().join("reports");
-    let r = run(&[
-        "drill",
-        s(&rb),
-        "--config",
-        s(&config),
-        "--report-dir",
-        s(&reports),
-        "--no-netns",
-        "--json",
-    ])
-    .ok();
+    let r = run(&drill_args(&rb, &config, &reports, &["--no-netns", "--json"])).ok();
     let report = drill_report(&r.stdout);
     let sandbox = PathBuf::from(report["environment"]["sandbox"].as_str().unwrap());
     assert_eq!(report["steps"][0]["status"], "succeeded", "{report:#}");
@@ -125,39 +101,20 @@ fn a_mount_teardown_cannot_release_is_named_with_the_command_that_cleans_it_up()
         eprintln!("SKIP a_mount_teardown_cannot_release: needs root to mount");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let config = local_config(dir.path());
-    let rb = dir.path().join("rb.toml");
+    let (dir, config) = local_run_dir();
     let held = dir.path().join("held");
     // The step mounts a tmpfs, writes a file and leaves a process (outside the
     // run's tracking: a nohup'd shell) whose working directory is in it.
-    fs::write(
-        &rb,
-        format!(
-            r#"[runbook]
-name = "busy"
-group = "app"
-[[step]]
-id = "mount"
-action = "check.command"
-command = "sh"
-args = ["-c", "set -e; mkdir t; mount -t tmpfs -o size=1m none t; echo keep > t/f; (cd t && setsid sh -c 'echo $$ > {held}; exec sleep 600' > /dev/null 2>&1 &) ; while [ ! -s {held} ]; do sleep 0.05; done"]
-"#,
-            held = s(&held)
-        ),
-    )
-    .unwrap();
+    let script = format!(
+        "set -e; mkdir t; mount -t tmpfs -o size=1m none t; echo keep > t/f; (cd t && setsid sh -c 'echo $$ > \
+         {held}; exec sleep 600' > /dev/null 2>&1 &) ; while [ ! -s {held} ]; do sleep 0.05; done",
+        held = s(&held)
+    );
+    let rb = Runbook::new("busy", "app")
+        .shell("mount", &script, "")
+        .write(&dir.path().join("rb.toml"));
     let reports = dir.path().join("reports");
-    let r = run(&[
-        "drill",
-        s(&rb),
-        "--config",
-        s(&config),
-        "--report-dir",
-        s(&reports),
-        "--no-netns",
-        "--json",
-    ]);
+    let r = run(&drill_args(&rb, &config, &reports, &["--no-netns", "--json"]));
     let holder = fs::read_to_string(&held).unwrap_or_default().trim().to_string();
     let report = drill_report(&r.stdout);
     let sandbox = PathBuf::from(report["environment"]["sandbox"].as_str().unwrap());
@@ -212,28 +169,19 @@ fn a_drills_steps_share_one_mount_namespace_and_its_mounts_go_with_the_run() {
         eprintln!("SKIP a_drills_steps_share_one_mount_namespace: needs root to mount");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let config = local_config(dir.path());
-    let rb = dir.path().join("rb.toml");
-    fs::write(
-        &rb,
-        r#"[runbook]
-name = "shared-mounts"
-group = "app"
-[[step]]
-id = "mount"
-action = "check.command"
-command = "sh"
-args = ["-c", "set -e; mkdir data; mount -t tmpfs -o size=1m none data; echo hello > data/f"]
-[[step]]
-id = "read"
-action = "check.command"
-command = "cat"
-args = ["data/f"]
-after = ["mount"]
-"#,
-    )
-    .unwrap();
+    let (dir, config) = local_run_dir();
+    let rb = Runbook::new("shared-mounts", "app")
+        .shell(
+            "mount",
+            "set -e; mkdir data; mount -t tmpfs -o size=1m none data; echo hello > data/f",
+            "",
+        )
+        .step(
+            "read",
+            "check.command",
+            "command = \"cat\"\nargs = [\"data/f\"]\nafter = [\"mount\"]",
+        )
+        .write(&dir.path().join("rb.toml"));
     let reports = dir.path().join("reports");
     let with_netns = on_path("ip") && on_path("nsenter");
     for netns in [false, true] {
@@ -241,15 +189,7 @@ after = ["mount"]
             eprintln!("SKIP the network-namespace half: needs ip and nsenter");
             continue;
         }
-        let mut args = vec![
-            "drill",
-            s(&rb),
-            "--config",
-            s(&config),
-            "--report-dir",
-            s(&reports),
-            "--json",
-        ];
+        let mut args = drill_args(&rb, &config, &reports, &["--json"]);
         if !netns {
             args.push("--no-netns");
         }
@@ -260,13 +200,7 @@ after = ["mount"]
             netns,
             "{report:#}"
         );
-        let read = report["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["step"] == "read")
-            .cloned()
-            .unwrap();
+        let read = report_check(&report, "read");
         assert_eq!(read["passed"], true, "step B did not see step A's mount: {report:#}");
         assert_eq!(read["evidence"]["stdout"], "hello", "{read:#}");
         let sandbox = PathBuf::from(report["environment"]["sandbox"].as_str().unwrap());
@@ -296,8 +230,7 @@ fn production_file(dir: &Path) -> PathBuf {
 /// before anything runs; the production file is untouched.
 #[test]
 fn a_drill_substitution_that_keeps_a_production_target_is_refused_where_it_is_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = local_config(dir.path());
+    let (dir, config) = local_run_dir();
     let prod = production_file(dir.path());
     let reports = dir.path().join("reports");
     let cases = [
@@ -337,17 +270,9 @@ fn a_drill_substitution_that_keeps_a_production_target_is_refused_where_it_is_wr
         let rb = dir.path().join(format!("attack{i}.toml"));
         fs::write(&rb, format!("[runbook]\nname = \"attack\"\ngroup = \"app\"\n\n{steps}")).unwrap();
         let located = format!("{}{want}", s(&rb));
-        run(&[
-            "drill",
-            s(&rb),
-            "--config",
-            s(&config),
-            "--report-dir",
-            s(&reports),
-            "--no-netns",
-        ])
-        .code(EXIT_ERROR)
-        .stderr_has(&[&located, "help:"]);
+        run(&drill_args(&rb, &config, &reports, &["--no-netns"]))
+            .code(EXIT_ERROR)
+            .stderr_has(&[&located, "help:"]);
         run(&["plan", s(&rb), "--mode", "drill", "--config", s(&config)])
             .code(EXIT_ERROR)
             .stderr_has(&[&located]);
@@ -363,8 +288,7 @@ fn a_drill_substitution_that_keeps_a_production_target_is_refused_where_it_is_wr
 /// fails and says why, and the production file is unchanged.
 #[test]
 fn a_drill_refuses_at_run_time_to_write_outside_its_sandbox() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = local_config(dir.path());
+    let (dir, config) = local_run_dir();
     let prod = production_file(dir.path());
     let prod_dir = prod.parent().unwrap();
     let reports = dir.path().join("reports");
@@ -388,17 +312,7 @@ fn a_drill_refuses_at_run_time_to_write_outside_its_sandbox() {
         let rb = dir.path().join(format!("escape{i}.toml"));
         fs::write(&rb, format!("[runbook]\nname = \"escape\"\ngroup = \"app\"\n\n{steps}")).unwrap();
         run(&["plan", s(&rb), "--mode", "drill", "--config", s(&config)]).ok();
-        let r = run(&[
-            "drill",
-            s(&rb),
-            "--config",
-            s(&config),
-            "--report-dir",
-            s(&reports),
-            "--no-netns",
-            "--json",
-        ])
-        .code(EXIT_CHECK_FAILED);
+        let r = run(&drill_args(&rb, &config, &reports, &["--no-netns", "--json"])).code(EXIT_CHECK_FAILED);
         let report = drill_report(&r.stdout);
         assert_eq!(report["verdict"], "failed", "{report}");
         let switch = report["steps"]
@@ -444,17 +358,7 @@ fn a_drill_refuses_at_run_time_to_write_outside_its_sandbox() {
         "{}",
         plan.stdout
     );
-    let r = run(&[
-        "drill",
-        s(&rb),
-        "--config",
-        s(&config),
-        "--report-dir",
-        s(&reports),
-        "--no-netns",
-        "--json",
-    ])
-    .code(EXIT_CHECK_FAILED);
+    let r = run(&drill_args(&rb, &config, &reports, &["--no-netns", "--json"])).code(EXIT_CHECK_FAILED);
     let undone = events(&r.stdout)
         .into_iter()
         .find(|e| e["event"] == "step_undone" && e["step"] == "switch")

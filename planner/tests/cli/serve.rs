@@ -55,17 +55,7 @@ struct Served {
 impl Served {
     #[track_caller]
     fn start(sb: &Sandbox, group: &str, extra: &[&str]) -> Served {
-        let mut args = vec![
-            "serve",
-            "--repo",
-            s(&sb.repo),
-            "--key-file",
-            s(&sb.key),
-            "--group",
-            group,
-            "--listen",
-            "127.0.0.1:0",
-        ];
+        let mut args = sb.args("serve", group, &["--listen", "127.0.0.1:0"]);
         args.extend_from_slice(extra);
         let mut bg = Background::spawn(&args);
         let Some(line) = bg.wait_for_line(WAIT, |l| l.starts_with("listening on nbd://")) else {
@@ -277,21 +267,11 @@ fn flushed_writes_survive_kill_9_and_another_points_overlay_is_refused() {
     drop(f);
 
     // Another point with this overlay is refused, naming both.
-    run(&[
+    run(&sb.args(
         "serve",
-        "--repo",
-        s(&sb.repo),
-        "--key-file",
-        s(&sb.key),
-        "--group",
         "g",
-        "--point",
-        "2",
-        "--listen",
-        "127.0.0.1:0",
-        "--overlay-dir",
-        s(&overlay),
-    ])
+        &["--point", "2", "--listen", "127.0.0.1:0", "--overlay-dir", s(&overlay)],
+    ))
     .fails(
         EXIT_ERROR,
         &["holds the writes of point 1", "not of point 2", "--overlay-dir"],
@@ -502,27 +482,7 @@ fn a_damaged_chunk_is_an_io_error_for_its_segment_never_wrong_bytes() {
         return;
     }
     let sb = Sandbox::new();
-    let v = sb.path("v.img");
-    let f = File::create(&v).unwrap();
-    f.set_len(12 * MIB).unwrap();
-    // Segment 1: one 4 KiB chunk of random bytes (the largest stored object).
-    write_random_at(&f, 5 * MIB, 4096, 30);
-    // Segment 2: constant bytes, stored as one tiny deduplicated chunk.
-    f.write_all_at(&vec![0x5au8; 256 * KIB as usize], 9 * MIB).unwrap();
-    drop(f);
-    sb.backup_json("g", &[("v", &v)]);
-    let objs: Vec<PackObject> = durable_packs(&sb.repo).iter().flat_map(|p| read_pack(p)).collect();
-    let o = objs
-        .iter()
-        .filter(|o| o.kind == KIND_CHUNK)
-        .max_by_key(|o| o.len)
-        .expect("a chunk");
-    let pack = fs::OpenOptions::new().read(true).write(true).open(&o.pack).unwrap();
-    let at = o.offset + o.len / 2;
-    let mut byte = [0u8; 1];
-    pack.read_exact_at(&mut byte, at).unwrap();
-    pack.write_all_at(&[byte[0] ^ 0x01], at).unwrap();
-    drop(pack);
+    let o = sb.point_with_a_damaged_chunk();
 
     let srv = Served::start(&sb, "g", &["--read-only"]);
     let url = srv.qemu("v");
@@ -844,27 +804,11 @@ fn serve_reads_a_point_through_a_receiver() {
     if !have(&["nbdcopy"]) {
         return;
     }
-    let site = Site::new(&["a@acme"]);
-    let receiver = site.receiver(&["a=app"]);
-    let key = site.key("acme");
-    let c = site.client(&receiver, "a", &key);
+    let (site, _receiver, _key, c) = agent_a_site("a=app");
     let v = site.path("v.img");
     sparse_volume(&v, 24 * MIB, 60);
     c.backup_json("app", &[("v", &v)]);
-    let url = receiver.url();
-    let srv = Served::start_with(&[
-        "--repo",
-        &url,
-        "--tls-dir",
-        s(&site.tls),
-        "--identity",
-        "a",
-        "--key-file",
-        s(&key),
-        "--group",
-        "app",
-        "--read-only",
-    ]);
+    let srv = Served::start_with(&strs(&c.keyed("app", &["--read-only"])));
     let copy = site.path("copy.img");
     tool_ok(&["nbdcopy", &srv.url("v"), s(&copy)]);
     assert_same_content(&v, &copy);

@@ -8,6 +8,8 @@
 //! back to A: the agent's dedup query finds A's chunks present and does not
 //! resend them; a collection at the wrong instant would delete them under it.
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -19,7 +21,8 @@ use lifeline_replicator::{
     BackupOptions, BackupSummary, ChunkStore, CycleReport, KeyFile, Keys, ObjectId, PointRecord, PointSelector,
     RestoreOptions, StoredObject, TenantRepository, backup, restore,
 };
-use lifeline_service::{CertsRequest, Receiver, ReceiverConfig, RemoteRepository, TlsDir, mint_certificates, serve};
+use lifeline_service::RemoteRepository;
+use support::*;
 
 const MIB: usize = 1 << 20;
 
@@ -135,56 +138,20 @@ impl TenantRepository for Hooked {
 
 struct Site {
     dir: tempfile::TempDir,
-    url: String,
-    tls: TlsDir,
+    srv: Served,
     keys: Keys,
-    receiver: Arc<Receiver>,
-    _rt: tokio::runtime::Runtime,
     vol: PathBuf,
 }
 
 fn start() -> Site {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("tls");
-    mint_certificates(&CertsRequest {
-        ca_dir: dir.path().join("ca"),
-        out: out.clone(),
-        receiver_sans: vec!["127.0.0.1".into()],
-        agents: vec!["a@t".into()],
-        admins: vec!["ops".into()],
-        days: 30,
-        ..Default::default()
-    })
-    .unwrap();
-    let receiver = Arc::new(
-        Receiver::open(&ReceiverConfig {
-            repo: dir.path().join("repo"),
-            allow: HashMap::from([("a".to_string(), vec!["g".to_string()])]),
-        })
-        .unwrap(),
-    );
-    let tls = TlsDir::new(&out);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let url = format!("https://{}", listener.local_addr().unwrap());
-    rt.spawn(serve(
-        listener,
-        tls.server_config().unwrap(),
-        receiver.clone(),
-        std::future::pending(),
-    ));
+    let tls = certificates(dir.path(), &["a@t"]);
+    let srv = serve_receiver(dir.path(), tls, allow(&[("a", "g")]));
     let key = KeyFile::create(&dir.path().join("k.key"), None).unwrap();
     let vol = dir.path().join("disk.img");
     Site {
         keys: key.keys(),
-        url,
-        tls,
-        receiver,
-        _rt: rt,
+        srv,
         vol,
         dir,
     }
@@ -192,21 +159,12 @@ fn start() -> Site {
 
 /// Incompressible content, different per seed.
 fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut v = Vec::with_capacity(len);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
+    xorshift_bytes(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1, len)
 }
 
 impl Site {
     fn connect(&self) -> RemoteRepository {
-        RemoteRepository::connect(&self.url, &self.tls, "a", &self.keys).unwrap()
+        RemoteRepository::connect(&self.srv.url, &self.srv.tls, "a", &self.keys).unwrap()
     }
 
     fn options(&self) -> BackupOptions {
@@ -237,8 +195,8 @@ impl Site {
 
     fn gc(&self) -> serde_json::Value {
         let reports = lifeline_service::remote_gc(
-            &self.url,
-            &self.tls,
+            &self.srv.url,
+            &self.srv.tls,
             "ops",
             pb::GcRequest {
                 tenant: "t".into(),
@@ -252,8 +210,8 @@ impl Site {
 
     fn prune_to_newest(&self) {
         lifeline_service::remote_prune(
-            &self.url,
-            &self.tls,
+            &self.srv.url,
+            &self.srv.tls,
             "ops",
             pb::PruneRequest {
                 tenant: "t".into(),
@@ -283,7 +241,7 @@ impl Site {
 
     /// The receiver's no-key scrub finds nothing missing or damaged.
     fn verify_clean(&self) {
-        for (tenant, json) in lifeline_service::remote_verify(&self.url, &self.tls, "ops", Some("t")).unwrap() {
+        for (tenant, json) in lifeline_service::remote_verify(&self.srv.url, &self.srv.tls, "ops", Some("t")).unwrap() {
             let r: lifeline_replicator::VerifyReport = serde_json::from_str(&json).unwrap();
             assert!(r.is_clean(), "tenant {tenant}: {json}");
         }
@@ -368,7 +326,7 @@ fn objects_answered_present_during_a_collection_survive_its_sweep() {
     let (go_tx, go) = mpsc::channel::<()>();
     let go = Mutex::new(go);
     let at_sweep_tx = Mutex::new(at_sweep_tx);
-    site.receiver.set_gc_before_sweep(Some(Arc::new(move || {
+    site.srv.receiver.set_gc_before_sweep(Some(Arc::new(move || {
         at_sweep_tx.lock().unwrap().send(()).unwrap();
         go.lock().unwrap().recv_timeout(Duration::from_secs(60)).unwrap();
     })));
@@ -397,7 +355,7 @@ fn objects_answered_present_during_a_collection_survive_its_sweep() {
         }
     };
     let (summary, attempts) = site.cycle(&hooked);
-    site.receiver.set_gc_before_sweep(None);
+    site.srv.receiver.set_gc_before_sweep(None);
     let r = result.lock().unwrap().take().unwrap();
     assert_eq!(attempts, 1, "nothing the agent relied on was collected: {r}");
     assert!(r["objects_touched"].as_u64().unwrap() > 0, "{r}");

@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
@@ -21,7 +19,7 @@ use lifeline_replicator::{
     BackupOptions, Consistency, Keys, ObjectId, ObjectKind, PointBody, PointHeader, PointRecord, RecoveryPoint,
     RootRef, VolumeEntry, seal_object,
 };
-use lifeline_service::{CertsRequest, Receiver, ReceiverConfig, RemoteRepository, TlsDir, mint_certificates, serve};
+use lifeline_service::RemoteRepository;
 use support::*;
 use tokio::runtime::Runtime;
 use tonic::{Code, Response, Status};
@@ -123,57 +121,8 @@ fn backup_of(remote: &RemoteRepository, keys: &Keys, vol: &Path, dir: &Path) -> 
     .unwrap()
 }
 
-struct Server {
-    rt: Runtime,
-    addr: SocketAddr,
-    url: String,
-    tls: TlsDir,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-fn start(dir: &Path) -> Server {
-    let out = dir.join("tls");
-    mint_certificates(&CertsRequest {
-        ca_dir: dir.join("ca"),
-        out: out.clone(),
-        receiver_sans: vec!["127.0.0.1".into()],
-        agents: vec!["a@t".into(), "b@t".into()],
-        admins: vec!["ops".into()],
-        days: 30,
-        ..Default::default()
-    })
-    .unwrap();
-    let receiver = Receiver::open(&ReceiverConfig {
-        repo: dir.join("repo"),
-        allow: HashMap::from([("a".to_string(), vec!["g".to_string()])]),
-    })
-    .unwrap();
-    let tls = TlsDir::new(&out);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = rt.spawn(serve(
-        listener,
-        tls.server_config().unwrap(),
-        Arc::new(receiver),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    Server {
-        rt,
-        addr,
-        url: format!("https://{addr}"),
-        tls,
-        stop,
-        task,
-    }
+fn start(dir: &Path) -> Served {
+    serve_receiver(dir, certificates(dir, &["a@t", "b@t"]), allow(&[("a", "g")]))
 }
 
 #[test]
@@ -631,20 +580,19 @@ fn receiver_checks_every_call_and_never_overwrites() {
     assert_eq!(objects, 3 + summary.objects_new, "report: {report}");
 
     // --- 7. Shutdown: the server ends (idle client connections do not hold it).
-    let Server {
-        rt, addr, stop, task, ..
-    } = srv;
-    stop.send(()).unwrap();
+    let mut srv = srv;
+    let task = srv.stop();
+    let rt = &srv.rt;
     let served = rt
         .block_on(async { tokio::time::timeout(Duration::from_secs(30), task).await })
         .expect("the receiver did not stop within 30 s of the shutdown signal")
         .expect("the server task panicked");
     served.expect("serve returned an error");
     assert!(
-        std::net::TcpStream::connect(addr).is_err(),
+        std::net::TcpStream::connect(srv.addr).is_err(),
         "the receiver still accepts connections after shutdown"
     );
-    let after = block(&rt, a.filter_missing(ids(&[chunk])));
+    let after = block(rt, a.filter_missing(ids(&[chunk])));
     assert!(after.is_err(), "a call succeeded after shutdown");
     drop((a, b, ops, agent_admin, admin));
 }
@@ -672,8 +620,7 @@ fn an_upload_limit_paces_batched_uploads() {
         summary.bytes_stored
     );
     drop(remote);
-    srv.stop.send(()).unwrap();
-    srv.rt.block_on(srv.task).unwrap().unwrap();
+    srv.shutdown();
 }
 
 /// A point may rely on objects another upload still has pending (dedup counts
@@ -682,15 +629,9 @@ fn an_upload_limit_paces_batched_uploads() {
 /// only in an unfinished upload.
 #[test]
 fn a_commit_makes_the_objects_it_relies_on_durable() {
-    let dir = tempfile::tempdir().unwrap();
-    let srv = start(dir.path());
+    let (_dir, srv, keys, mut a) = agent_a(11);
     let rt = &srv.rt;
-    let keys = Keys::derive(&[11; 32]);
-    let mut a = replication(rt, &srv.tls, "a", &srv.url);
-    ok("OpenSession", block(rt, a.open_session(session(&keys))));
-    let plain = b"a chunk of an upload that has not finished, ".repeat(100);
-    let chunk = keys.chunk_id(&plain);
-    let sealed = seal_object(&keys, ObjectKind::Chunk, &chunk, &[], &plain);
+    let (chunk, sealed) = sealed_chunk(&keys, &b"a chunk of an upload that has not finished, ".repeat(100));
     // An upload that sends the chunk and stays open (not synced).
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::SealedObjects>(4);
     let mut uploader = a.clone();
@@ -827,6 +768,5 @@ fn puts_racing_a_refused_upload_all_return() {
     store.abandon();
     drop(store);
     drop(remote);
-    srv.stop.send(()).unwrap();
-    srv.rt.block_on(srv.task).unwrap().unwrap();
+    srv.shutdown();
 }

@@ -7,17 +7,12 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use lifeline_proto::v1 as pb;
 use lifeline_replicator::{
-    Consistency, Keys, MAX_CLOCK_SKEW, ObjectId, ObjectKind, PointBody, PointHeader, PointRecord, RecoveryPoint,
-    RootRef, VolumeEntry, seal_object,
+    Consistency, Keys, MAX_CLOCK_SKEW, ObjectId, PointBody, PointHeader, PointRecord, RecoveryPoint, RootRef,
+    VolumeEntry,
 };
-use lifeline_service::{CertsRequest, Receiver, ReceiverConfig, TlsDir, mint_certificates, serve};
 use support::*;
 use tokio::runtime::Runtime;
 use tonic::{Code, Status};
@@ -82,61 +77,11 @@ fn points(rt: &Runtime, c: &mut Replication) -> Vec<PointRecord> {
     .collect()
 }
 
-struct Server {
-    rt: Runtime,
-    url: String,
-    tls: TlsDir,
-}
-
-fn start(dir: &Path) -> Server {
-    let out = dir.join("tls");
-    mint_certificates(&CertsRequest {
-        ca_dir: dir.join("ca"),
-        out: out.clone(),
-        receiver_sans: vec!["127.0.0.1".into()],
-        agents: vec!["a@t".into()],
-        admins: vec!["ops".into()],
-        days: 30,
-        ..Default::default()
-    })
-    .unwrap();
-    let receiver = Receiver::open(&ReceiverConfig {
-        repo: dir.join("repo"),
-        allow: HashMap::from([("a".to_string(), vec!["g".to_string()])]),
-    })
-    .unwrap();
-    let tls = TlsDir::new(&out);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let addr = listener.local_addr().unwrap();
-    rt.spawn(serve(
-        listener,
-        tls.server_config().unwrap(),
-        Arc::new(receiver),
-        std::future::pending::<()>(),
-    ));
-    Server {
-        rt,
-        url: format!("https://{addr}"),
-        tls,
-    }
-}
-
 #[test]
 fn an_agent_cannot_date_points_to_make_retention_delete_the_genuine_history() {
-    let dir = tempfile::tempdir().unwrap();
-    let srv = start(dir.path());
+    let (_dir, srv, keys, mut a) = agent_a(7);
     let rt = &srv.rt;
-    let keys = Keys::derive(&[7; 32]);
-    let mut a = replication(rt, &srv.tls, "a", &srv.url);
-    block(rt, a.open_session(session(&keys))).unwrap();
-    let plain = b"a genuine block of the volume ".repeat(100);
-    let root = keys.chunk_id(&plain);
-    let sealed = seal_object(&keys, ObjectKind::Chunk, &root, &[], &plain);
+    let (root, sealed) = sealed_chunk(&keys, &b"a genuine block of the volume ".repeat(100));
     block(
         rt,
         a.put_objects(tokio_stream::iter(vec![pb::SealedObjects {

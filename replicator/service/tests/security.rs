@@ -14,7 +14,7 @@
 
 mod support;
 
-use std::collections::HashMap;
+use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use lifeline_proto::v1 as pb;
 use lifeline_replicator::file_formats::MAX_OBJECT_LEN;
-use lifeline_replicator::{BackupOptions, Keys, ObjectId, ObjectKind, seal_object};
+use lifeline_replicator::{BackupOptions, Keys, ObjectId};
 use lifeline_service::{
     CertsRequest, MAX_READ_ANSWER, Receiver, ReceiverConfig, RemoteRepository, TlsDir, mint_certificates, serve,
 };
@@ -50,47 +50,31 @@ fn put(
 
 /// Incompressible bytes.
 fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2).wrapping_add(1);
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    xorshift_bytes(seed.wrapping_mul(2).wrapping_add(1), len)
+}
+
+/// A sealed chunk of incompressible bytes within 64 KiB of the largest an
+/// object may be.
+fn large_object(keys: &Keys, seed: u64) -> (ObjectId, Vec<u8>) {
+    sealed_chunk(keys, &noise(MAX_OBJECT_LEN - (64 << 10), seed))
 }
 
 /// A sealed chunk as large as an object may be (within 64 KiB).
 fn largest_object(keys: &Keys) -> (ObjectId, Vec<u8>) {
-    let plain = noise(MAX_OBJECT_LEN - (64 << 10), 42);
-    let id = keys.chunk_id(&plain);
-    let sealed = seal_object(keys, ObjectKind::Chunk, &id, &[], &plain);
+    let (id, sealed) = large_object(keys, 42);
     assert!(sealed.len() <= MAX_OBJECT_LEN && sealed.len() > MAX_OBJECT_LEN - (128 << 10));
     (id, sealed)
 }
 
 fn small_object(keys: &Keys, i: u64) -> (ObjectId, Vec<u8>) {
-    let plain = noise(4096, 1000 + i);
-    let id = keys.chunk_id(&plain);
-    (id, seal_object(keys, ObjectKind::Chunk, &id, &[], &plain))
+    sealed_chunk(keys, &noise(4096, 1000 + i))
 }
 
 /// Certificates of one deployment: `agents` (NAME@TENANT) in `dir/tls`, and
 /// each of `elsewhere` in `dir/tls-NAME@TENANT` (files are named by agent name
 /// only, so the same name in two tenants needs two directories).
 fn certificates(dir: &Path, agents: &[&str], elsewhere: &[&str]) -> TlsDir {
-    mint_certificates(&CertsRequest {
-        ca_dir: dir.join("ca"),
-        out: dir.join("tls"),
-        receiver_sans: vec!["127.0.0.1".into()],
-        agents: agents.iter().map(|a| a.to_string()).collect(),
-        admins: vec!["ops".into()],
-        days: 30,
-        ..Default::default()
-    })
-    .unwrap();
+    let tls = support::certificates(dir, agents);
     for a in elsewhere {
         mint_certificates(&CertsRequest {
             ca_dir: dir.join("ca"),
@@ -103,65 +87,7 @@ fn certificates(dir: &Path, agents: &[&str], elsewhere: &[&str]) -> TlsDir {
         })
         .unwrap();
     }
-    TlsDir::new(&dir.join("tls"))
-}
-
-fn allow(pairs: &[(&str, &str)]) -> HashMap<String, Vec<String>> {
-    let mut m: HashMap<String, Vec<String>> = HashMap::new();
-    for (agent, group) in pairs {
-        m.entry(agent.to_string()).or_default().push(group.to_string());
-    }
-    m
-}
-
-/// A receiver served in this process.
-struct Server {
-    rt: Runtime,
-    url: String,
-    tls: TlsDir,
-    receiver: Arc<Receiver>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-fn start(dir: &Path, tls: TlsDir, allow: HashMap<String, Vec<String>>) -> Server {
-    let receiver = Arc::new(
-        Receiver::open(&ReceiverConfig {
-            repo: dir.join("repo"),
-            allow,
-        })
-        .unwrap(),
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    rt.spawn(serve(
-        listener,
-        tls.server_config().unwrap(),
-        receiver.clone(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    Server {
-        rt,
-        url: format!("https://{addr}"),
-        tls,
-        receiver,
-        stop: Some(stop),
-    }
+    tls
 }
 
 /// One real backup of a small volume into group `g` as `agent`: point `seq`.
@@ -194,19 +120,10 @@ fn backup(url: &str, tls: &TlsDir, agent: &str, keys: &Keys, dir: &Path, seed: u
 /// and a remote restore still reads everything (it asks again for the rest).
 #[test]
 fn read_objects_answers_each_id_once_and_within_the_cap() {
-    let dir = tempfile::tempdir().unwrap();
-    let tls = certificates(dir.path(), &["a@t"], &[]);
-    let srv = start(dir.path(), tls, allow(&[("a", "g")]));
+    let (_dir, srv, keys, mut a) = agent_a(3);
     let rt = &srv.rt;
-    let keys = Keys::derive(&[3; 32]);
-    let mut a = replication(rt, &srv.tls, "a", &srv.url);
-    ok("OpenSession", block(rt, a.open_session(session(&keys))));
     let (big, big_sealed) = largest_object(&keys);
-    let (big2, big2_sealed) = {
-        let plain = noise(MAX_OBJECT_LEN - (64 << 10), 43);
-        let id = keys.chunk_id(&plain);
-        (id, seal_object(&keys, ObjectKind::Chunk, &id, &[], &plain))
-    };
+    let (big2, big2_sealed) = large_object(&keys, 43);
     let smalls: Vec<(ObjectId, Vec<u8>)> = (0..3).map(|i| small_object(&keys, i)).collect();
     let mut all = vec![(big, big_sealed.clone()), (big2, big2_sealed.clone())];
     all.extend(smalls.iter().cloned());
@@ -270,18 +187,12 @@ fn read_objects_answers_each_id_once_and_within_the_cap() {
 /// hold first, so they never wait on each other) and the receiver serves on.
 #[test]
 fn concurrent_large_uploads_share_the_upload_budget() {
-    let dir = tempfile::tempdir().unwrap();
-    let tls = certificates(dir.path(), &["a@t"], &[]);
-    let srv = start(dir.path(), tls, allow(&[("a", "g")]));
+    let (dir, srv, keys, mut a) = agent_a(4);
     let rt = &srv.rt;
-    let keys = Keys::derive(&[4; 32]);
-    let mut a = replication(rt, &srv.tls, "a", &srv.url);
-    ok("OpenSession", block(rt, a.open_session(session(&keys))));
     let objects: Vec<(ObjectId, prost::bytes::Bytes)> = (0..4u64)
         .map(|i| {
-            let plain = noise(MAX_OBJECT_LEN - (64 << 10), 500 + i);
-            let id = keys.chunk_id(&plain);
-            (id, seal_object(&keys, ObjectKind::Chunk, &id, &[], &plain).into())
+            let (id, sealed) = large_object(&keys, 500 + i);
+            (id, sealed.into())
         })
         .collect();
     // A message of two 8 MiB objects is over what an upload message may be.
@@ -415,12 +326,18 @@ fn stop_child(mut child: std::process::Child) {
     assert!(status.success(), "the receiver process ended with {status}");
 }
 
-/// Ten clients at once, each asking for 256 copies of an 8 MiB object (the
-/// finding: one such call took a receiver from 36 MB to 4.2 GB). Every call is
-/// answered with the object once, and the receiver's peak memory grows by a
-/// bounded amount, printed as a figure.
-#[test]
-fn read_objects_memory_stays_bounded() {
+/// A [`receiver_child`] in a directory of its own, with a runtime and agent
+/// `a`'s session open on it.
+struct ChildSession {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+    pid: u32,
+    url: String,
+    rt: Runtime,
+    a: Replication,
+}
+
+fn child_session(keys: &Keys) -> ChildSession {
     let dir = tempfile::tempdir().unwrap();
     let tls = certificates(dir.path(), &["a@t"], &[]);
     let (child, url) = receiver_child(dir.path());
@@ -430,68 +347,138 @@ fn read_objects_memory_stays_bounded() {
         .enable_all()
         .build()
         .unwrap();
-    let keys = Keys::derive(&[5; 32]);
     let mut a = replication(&rt, &tls, "a", &url);
-    ok("OpenSession", block(&rt, a.open_session(session(&keys))));
-    let (big, big_sealed) = largest_object(&keys);
-    let (small, _) = small_object(&keys, 7);
-    ok(
-        "PutObjects",
-        put(&rt, &mut a, vec![(big, big_sealed.clone()), (small_object(&keys, 7))]),
-    );
-    // One call first (warms up the runtime, pack readers, TLS sessions).
-    let one = ok("ReadObjects", block(&rt, a.read_objects(ids(&[big; 256]))));
-    assert_eq!(one.objects.len(), 1);
+    ok("OpenSession", block(&rt, a.open_session(session(keys))));
+    ChildSession {
+        dir,
+        child,
+        pid,
+        url,
+        rt,
+        a,
+    }
+}
 
+/// Process `pid`'s memory around `work`: resident KiB before, peak KiB while
+/// it ran, growth in MiB, and how long it took.
+struct Memory {
+    rss_before: u64,
+    peak: u64,
+    growth_mib: f64,
+    elapsed: Duration,
+}
+
+fn memory_during(pid: u32, work: impl FnOnce()) -> Memory {
     let rss_before = proc_kib(pid, "VmRSS:");
     // Peak RSS from now on (Linux ≥ 4.0: writing 5 to clear_refs resets VmHWM).
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
     let started = std::time::Instant::now();
-    let calls: Vec<_> = (0..10)
-        .map(|_| {
-            let tls = TlsDir::new(&dir.path().join("tls"));
-            let url = url.clone();
-            rt.spawn(async move {
-                let mut c = connect(&tls, "a", &url).await;
-                c.read_objects(ids(&[big; 256])).await
-            })
-        })
-        .collect();
-    for call in calls {
-        let answer = block(&rt, call).unwrap();
-        let objects = ok("one of 10 concurrent ReadObjects", answer).objects;
-        assert_eq!(objects.len(), 1, "answered more than once");
-        assert!(objects[0].sealed == big_sealed);
-    }
+    work();
     let elapsed = started.elapsed();
     let peak = proc_kib(pid, "VmHWM:");
-    let growth_mib = peak.saturating_sub(rss_before) as f64 / 1024.0;
-    println!(
-        "receiver memory under 10 concurrent ReadObjects of 256 x one {:.1} MiB object: RSS before {:.1} MiB, \
-         peak {:.1} MiB, growth {growth_mib:.1} MiB (all answered in {:.2} s)",
-        big_sealed.len() as f64 / (1 << 20) as f64,
-        rss_before as f64 / 1024.0,
-        peak as f64 / 1024.0,
-        elapsed.as_secs_f64()
+    Memory {
+        rss_before,
+        peak,
+        growth_mib: peak.saturating_sub(rss_before) as f64 / 1024.0,
+        elapsed,
+    }
+}
+
+impl Memory {
+    /// Prints the figure: `receiver memory under {load}: …(all {done} in … s)`.
+    fn print(&self, load: &str, done: &str) {
+        println!(
+            "receiver memory under {load}: RSS before {:.1} MiB, peak {:.1} MiB, growth {:.1} MiB (all {done} in {:.2} \
+             s)",
+            self.rss_before as f64 / 1024.0,
+            self.peak as f64 / 1024.0,
+            self.growth_mib,
+            self.elapsed.as_secs_f64()
+        );
+    }
+}
+
+/// One call per input at once, each by agent `a` on a connection of its own
+/// to the [`ChildSession`]'s receiver: their answers, in input order.
+fn concurrently<I, T, Fut>(
+    s: &ChildSession,
+    inputs: Vec<I>,
+    call: impl Fn(Replication, I) -> Fut + Copy + Send + Sync + 'static,
+) -> Vec<T>
+where
+    I: Send + 'static,
+    T: Send + 'static,
+    Fut: Future<Output = T> + Send,
+{
+    let tasks: Vec<_> = inputs
+        .into_iter()
+        .map(|input| {
+            let tls = TlsDir::new(&s.dir.path().join("tls"));
+            let url = s.url.clone();
+            s.rt.spawn(async move { call(connect(&tls, "a", &url).await, input).await })
+        })
+        .collect();
+    tasks.into_iter().map(|t| block(&s.rt, t).unwrap()).collect()
+}
+
+/// Ten clients at once, each asking for 256 copies of an 8 MiB object (the
+/// finding: one such call took a receiver from 36 MB to 4.2 GB). Every call is
+/// answered with the object once, and the receiver's peak memory grows by a
+/// bounded amount, printed as a figure.
+#[test]
+fn read_objects_memory_stays_bounded() {
+    let keys = Keys::derive(&[5; 32]);
+    let mut s = child_session(&keys);
+    let (big, big_sealed) = largest_object(&keys);
+    let (small, _) = small_object(&keys, 7);
+    ok(
+        "PutObjects",
+        put(
+            &s.rt,
+            &mut s.a,
+            vec![(big, big_sealed.clone()), (small_object(&keys, 7))],
+        ),
     );
+    // One call first (warms up the runtime, pack readers, TLS sessions).
+    let one = ok("ReadObjects", block(&s.rt, s.a.read_objects(ids(&[big; 256]))));
+    assert_eq!(one.objects.len(), 1);
+
+    let m = memory_during(s.pid, || {
+        let answers = concurrently(&s, vec![(); 10], move |mut c, ()| async move {
+            c.read_objects(ids(&[big; 256])).await
+        });
+        for answer in answers {
+            let objects = ok("one of 10 concurrent ReadObjects", answer).objects;
+            assert_eq!(objects.len(), 1, "answered more than once");
+            assert!(objects[0].sealed == big_sealed);
+        }
+    });
+    m.print(
+        &format!(
+            "10 concurrent ReadObjects of 256 x one {:.1} MiB object",
+            big_sealed.len() as f64 / (1 << 20) as f64
+        ),
+        "answered",
+    );
+    let growth_mib = m.growth_mib;
     assert!(growth_mib < 300.0, "the receiver grew by {growth_mib:.1} MiB");
     // Still serving: a presence query and a small read.
     let mask = ok(
         "FilterMissing after the attack",
-        block(&rt, a.filter_missing(ids(&[big, small]))),
+        block(&s.rt, s.a.filter_missing(ids(&[big, small]))),
     )
     .missing;
     assert_eq!(mask, vec![false, false]);
     assert_eq!(
         ok(
             "ReadObjects after the attack",
-            block(&rt, a.read_objects(ids(&[small])))
+            block(&s.rt, s.a.read_objects(ids(&[small])))
         )
         .objects
         .len(),
         1
     );
-    stop_child(child);
+    stop_child(s.child);
 }
 
 /// Twelve uploads at once, each of 16 messages of one 8 MiB object (the
@@ -500,23 +487,12 @@ fn read_objects_memory_stays_bounded() {
 /// a figure.
 #[test]
 fn put_objects_memory_stays_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let tls = certificates(dir.path(), &["a@t"], &[]);
-    let (child, url) = receiver_child(dir.path());
-    let pid = child.id();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     let keys = Keys::derive(&[12; 32]);
-    let mut a = replication(&rt, &tls, "a", &url);
-    ok("OpenSession", block(&rt, a.open_session(session(&keys))));
+    let mut s = child_session(&keys);
     let objects: Vec<(ObjectId, prost::bytes::Bytes)> = (0..4u64)
         .map(|i| {
-            let plain = noise(MAX_OBJECT_LEN - (64 << 10), 700 + i);
-            let id = keys.chunk_id(&plain);
-            (id, seal_object(&keys, ObjectKind::Chunk, &id, &[], &plain).into())
+            let (id, sealed) = large_object(&keys, 700 + i);
+            (id, sealed.into())
         })
         .collect();
     let message = |k: usize| pb::SealedObjects {
@@ -531,45 +507,33 @@ fn put_objects_memory_stays_bounded() {
     ok(
         "a first upload",
         block(
-            &rt,
-            a.put_objects(tokio_stream::iter((0..4).map(message).collect::<Vec<_>>())),
+            &s.rt,
+            s.a.put_objects(tokio_stream::iter((0..4).map(message).collect::<Vec<_>>())),
         ),
     );
-    let rss_before = proc_kib(pid, "VmRSS:");
-    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
-    let started = std::time::Instant::now();
-    let uploads: Vec<_> = (0..12)
-        .map(|n| {
-            let tls = TlsDir::new(&dir.path().join("tls"));
-            let url = url.clone();
-            let msgs: Vec<pb::SealedObjects> = (0..16).map(|m| message(n + m)).collect();
-            rt.spawn(async move {
-                let mut c = connect(&tls, "a", &url).await;
-                c.put_objects(tokio_stream::iter(msgs)).await
-            })
-        })
-        .collect();
-    for u in uploads {
-        assert_eq!(ok("one of 12 concurrent uploads", block(&rt, u).unwrap()).objects, 16);
-    }
-    let elapsed = started.elapsed();
-    let peak = proc_kib(pid, "VmHWM:");
-    let growth_mib = peak.saturating_sub(rss_before) as f64 / 1024.0;
-    println!(
-        "receiver memory under 12 concurrent PutObjects of 16 x one {:.1} MiB object (1.5 GiB): RSS before \
-         {:.1} MiB, peak {:.1} MiB, growth {growth_mib:.1} MiB (all stored in {:.2} s)",
-        objects[0].1.len() as f64 / (1 << 20) as f64,
-        rss_before as f64 / 1024.0,
-        peak as f64 / 1024.0,
-        elapsed.as_secs_f64()
+    let m = memory_during(s.pid, || {
+        let uploads: Vec<Vec<pb::SealedObjects>> = (0..12).map(|n| (0..16).map(|m| message(n + m)).collect()).collect();
+        let answers = concurrently(&s, uploads, |mut c, msgs| async move {
+            c.put_objects(tokio_stream::iter(msgs)).await
+        });
+        for answer in answers {
+            assert_eq!(ok("one of 12 concurrent uploads", answer).objects, 16);
+        }
+    });
+    m.print(
+        &format!(
+            "12 concurrent PutObjects of 16 x one {:.1} MiB object (1.5 GiB)",
+            objects[0].1.len() as f64 / (1 << 20) as f64
+        ),
+        "stored",
     );
     let mask = ok(
         "FilterMissing after the uploads",
-        block(&rt, a.filter_missing(ids(&[objects[3].0]))),
+        block(&s.rt, s.a.filter_missing(ids(&[objects[3].0]))),
     )
     .missing;
     assert_eq!(mask, vec![false]);
-    stop_child(child);
+    stop_child(s.child);
 }
 
 // ---------------------------------------------------------------------------
@@ -580,7 +544,7 @@ fn only_writers_of_the_group_lease_its_points_and_only_the_holder_releases() {
     let dir = tempfile::tempdir().unwrap();
     // a writes g; w also writes g (another writer, another identity); b writes nothing.
     let tls = certificates(dir.path(), &["a@t", "w@t", "b@t"], &[]);
-    let srv = start(dir.path(), tls, allow(&[("a", "g"), ("w", "g")]));
+    let srv = serve_receiver(dir.path(), tls, allow(&[("a", "g"), ("w", "g")]));
     let rt = &srv.rt;
     let keys = Keys::derive(&[6; 32]);
     let seq = backup(&srv.url, &srv.tls, "a", &keys, dir.path(), 1);
@@ -661,7 +625,7 @@ fn an_allow_scoped_to_a_tenant_does_not_let_the_same_name_write_elsewhere() {
     // a@t1 may write g; in t2 only w writes g. a@t2 holds a certificate too.
     let tls = certificates(dir.path(), &["a@t1", "w@t2"], &["a@t2"]);
     let a2_tls = TlsDir::new(&dir.path().join("tls-a@t2"));
-    let srv = start(dir.path(), tls, allow(&[("a@t1", "g"), ("w", "g")]));
+    let srv = serve_receiver(dir.path(), tls, allow(&[("a@t1", "g"), ("w", "g")]));
     let rt = &srv.rt;
     let keys1 = Keys::derive(&[1; 32]);
     let keys2 = Keys::derive(&[2; 32]);
@@ -739,11 +703,8 @@ fn an_allow_scoped_to_a_tenant_does_not_let_the_same_name_write_elsewhere() {
 
 #[test]
 fn errors_sent_to_clients_name_no_receiver_path() {
-    let dir = tempfile::tempdir().unwrap();
-    let tls = certificates(dir.path(), &["a@t"], &[]);
-    let srv = start(dir.path(), tls, allow(&[("a", "g")]));
+    let (dir, srv, keys, mut a) = agent_a(8);
     let rt = &srv.rt;
-    let keys = Keys::derive(&[8; 32]);
     let repo_dir = dir.path().join("repo");
     let repo_path = repo_dir.display().to_string();
     let no_path = |what: &str, s: &Status| {
@@ -751,8 +712,6 @@ fn errors_sent_to_clients_name_no_receiver_path() {
             assert!(!s.message().contains(p), "{what}: `{}` names `{p}`", s.message());
         }
     };
-    let mut a = replication(rt, &srv.tls, "a", &srv.url);
-    ok("OpenSession", block(rt, a.open_session(session(&keys))));
     let (id, sealed) = small_object(&keys, 1);
     let (gone, _) = small_object(&keys, 2);
     ok("PutObjects", put(rt, &mut a, vec![(id, sealed)]));

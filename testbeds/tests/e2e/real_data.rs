@@ -97,27 +97,34 @@ fn a_live_ext4_image_backed_up_with_fsfreeze_restores_to_a_clean_filesystem() {
     let volume = format!("fs={}", s(&img));
     let freeze = format!("fsfreeze -f {}", s(&mnt));
     let thaw = format!("fsfreeze -u {}", s(&mnt));
+    // `lifeline COMMAND` on `site` of the spare group through the receiver as
+    // the agent, then `rest`.
+    let spare = |site: &str, command: &str, rest: &[&str]| {
+        let remote = bed.remote("app");
+        let mut args = vec![command];
+        args.extend(remote.iter().map(String::as_str));
+        args.extend(["--key-file", &key, "--group", SPARE_GROUP]);
+        args.extend_from_slice(rest);
+        bed.lifeline(site, &args)
+    };
     let mut seqs = Vec::new();
     for _ in 0..3 {
-        let remote = bed.remote("app");
-        let mut args: Vec<&str> = vec!["backup"];
-        args.extend(remote.iter().map(String::as_str));
-        args.extend([
-            "--key-file",
-            &key,
-            "--group",
-            SPARE_GROUP,
-            "--volume",
-            &volume,
-            "--state-dir",
-            s(&state),
-            "--freeze",
-            &freeze,
-            "--thaw",
-            &thaw,
-            "--json",
-        ]);
-        let r = bed.lifeline("primary", &args).ok();
+        let r = spare(
+            "primary",
+            "backup",
+            &[
+                "--volume",
+                &volume,
+                "--state-dir",
+                s(&state),
+                "--freeze",
+                &freeze,
+                "--thaw",
+                &thaw,
+                "--json",
+            ],
+        )
+        .ok();
         seqs.push(r.json()["seq"].as_u64().expect("seq"));
     }
     stop.store(true, Ordering::SeqCst);
@@ -127,23 +134,12 @@ fn a_live_ext4_image_backed_up_with_fsfreeze_restores_to_a_clean_filesystem() {
     assert_eq!(seqs, vec![1, 2, 3]);
     for seq in [1, 3] {
         let out = work.join(format!("restored-{seq}.img"));
-        let remote = bed.remote("app");
-        let mut args: Vec<&str> = vec!["restore"];
-        args.extend(remote.iter().map(String::as_str));
-        let seq_s = seq.to_string();
-        args.extend([
-            "--key-file",
-            &key,
-            "--group",
-            SPARE_GROUP,
-            "--volume",
-            "fs",
-            "--point",
-            &seq_s,
-            "--to",
-            s(&out),
-        ]);
-        bed.lifeline("secondary", &args).ok();
+        spare(
+            "secondary",
+            "restore",
+            &["--volume", "fs", "--point", &seq.to_string(), "--to", s(&out)],
+        )
+        .ok();
         let fsck = sh("e2fsck", &["-fn", s(&out)]);
         assert!(
             fsck.is_ok(),

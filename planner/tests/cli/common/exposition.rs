@@ -31,6 +31,15 @@ pub struct Sample {
     pub value: f64,
 }
 
+/// A sample named `name` with `labels` and `value`, to compare with a scrape.
+pub fn sample(name: &str, labels: &[(&str, &str)], value: f64) -> Sample {
+    Sample {
+        name: name.into(),
+        labels: labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+        value,
+    }
+}
+
 /// Parses the text exposition format 0.0.4 strictly, for tests and the daemon's
 /// scrape test: every line must be a `# HELP`, a `# TYPE`, another comment, an
 /// empty line or a well-formed sample, and the text must end with a newline.
@@ -259,14 +268,6 @@ fn parse_value(s: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sample(name: &str, labels: &[(&str, &str)], value: f64) -> Sample {
-        Sample {
-            name: name.into(),
-            labels: labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
-            value,
-        }
-    }
 
     #[test]
     fn parser_accepts_the_format_as_written_by_others() {

@@ -62,3 +62,50 @@ pub fn u(v: &Value, field: &str) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("`{field}` is not a u64 in {v}"))
 }
+
+/// The run `id` of a `runs --json` list.
+#[track_caller]
+pub fn run_by_id(runs: &Value, id: &str) -> Value {
+    runs.as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == id)
+        .unwrap_or_else(|| panic!("no run {id} in {runs}"))
+        .clone()
+}
+
+/// The job names of a daemon's `jobs` event.
+pub fn job_names(jobs: &Value) -> Vec<&str> {
+    jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job"].as_str().unwrap())
+        .collect()
+}
+
+/// The check of step `step` in a drill report.
+#[track_caller]
+pub fn report_check(report: &Value, step: &str) -> Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["step"] == step)
+        .unwrap_or_else(|| panic!("no `{step}` check: {report:#}"))
+        .clone()
+}
+
+/// Asserts that `point` (of `points --key-file KEY --json`) lists the volumes
+/// `want`, (name, size), in order.
+#[track_caller]
+pub fn assert_volumes(point: &Value, want: &[(&str, u64)]) {
+    let vols = point["volumes"].as_array().expect("volumes with --key-file");
+    assert_eq!(
+        vols.iter().map(|v| v["name"].as_str().unwrap()).collect::<Vec<_>>(),
+        want.iter().map(|(name, _)| *name).collect::<Vec<_>>()
+    );
+    for (v, (name, size)) in vols.iter().zip(want) {
+        assert_eq!(u(v, "size"), *size, "the size of {name}");
+    }
+}

@@ -172,3 +172,24 @@ pub fn tmp_packs(repo: &Path) -> Vec<PathBuf> {
     walk(&tmp, &mut out);
     out
 }
+
+/// The largest chunk among `objs`.
+#[track_caller]
+pub fn largest_chunk(objs: &[PackObject]) -> &PackObject {
+    objs.iter()
+        .filter(|o| o.kind == KIND_CHUNK)
+        .max_by_key(|o| o.len)
+        .expect("a chunk")
+}
+
+/// Flips the bits `mask` of the byte in the middle of `o` in its pack: (the
+/// pack, open for writing, the byte's offset, the byte as it was) to put it
+/// back with.
+pub fn flip_middle_byte(o: &PackObject, mask: u8) -> (File, u64, [u8; 1]) {
+    let pack = fs::OpenOptions::new().read(true).write(true).open(&o.pack).unwrap();
+    let at = o.offset + o.len / 2;
+    let mut byte = [0u8; 1];
+    pack.read_exact_at(&mut byte, at).unwrap();
+    pack.write_all_at(&[byte[0] ^ mask], at).unwrap();
+    (pack, at, byte)
+}

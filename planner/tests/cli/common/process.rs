@@ -172,6 +172,38 @@ impl Background {
         }
     }
 
+    /// Waits up to `timeout` for the stdout line that starts with `prefix`
+    /// (`metrics listening on `) and returns the rest of it, trimmed; panics
+    /// when none comes.
+    #[track_caller]
+    pub fn value_after(&mut self, timeout: Duration, prefix: &str) -> String {
+        let line = self
+            .wait_for_line(timeout, |l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line `{prefix}…`: {}", self.describe()));
+        line.trim_start_matches(prefix).trim().to_string()
+    }
+
+    /// The address a daemon serves metrics on (its `metrics listening on`
+    /// line, within 20 s).
+    #[track_caller]
+    pub fn metrics_address(&mut self) -> String {
+        self.value_after(Duration::from_secs(20), "metrics listening on ")
+    }
+
+    /// The `run` of the JSON event that says `step` started (waits up to
+    /// `timeout` for it).
+    #[track_caller]
+    pub fn started_run(&mut self, timeout: Duration, step: &str) -> String {
+        let needle = format!("\"{step}\"");
+        let line = self
+            .wait_for_line(timeout, |l| l.contains("\"step_started\"") && l.contains(&needle))
+            .unwrap_or_else(|| panic!("step `{step}` never started: {}", self.describe()));
+        serde_json::from_str::<serde_json::Value>(&line).unwrap()["run"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     /// Stdout so far.
     pub fn stdout(&mut self) -> String {
         self.drain();

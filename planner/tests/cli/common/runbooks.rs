@@ -10,6 +10,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::s;
+
 /// A runbook being written.
 #[derive(Debug, Clone)]
 pub struct Runbook {
@@ -61,6 +63,16 @@ impl Runbook {
         )
     }
 
+    /// A `check.command` of `sh -c SCRIPT` (a TOML basic string: no `"`),
+    /// then `fields`.
+    pub fn shell(self, id: &str, script: &str, fields: &str) -> Runbook {
+        self.step(
+            id,
+            "check.command",
+            &format!("command = \"sh\"\nargs = [\"-c\", \"{script}\"]\n{fields}"),
+        )
+    }
+
     /// The TOML.
     pub fn text(&self) -> &str {
         &self.toml
@@ -72,6 +84,14 @@ impl Runbook {
         fs::write(path, &self.toml).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         path.to_path_buf()
     }
+}
+
+/// `drill RUNBOOK --config CONFIG --report-dir REPORTS` and `extra`: the
+/// arguments of a drill.
+pub fn drill_args<'a>(rb: &'a Path, config: &'a Path, reports: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["drill", s(rb), "--config", s(config), "--report-dir", s(reports)];
+    args.extend_from_slice(extra);
+    args
 }
 
 /// `after = ["a", "b"]`, or nothing for no dependencies.

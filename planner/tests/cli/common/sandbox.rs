@@ -1,12 +1,17 @@
 //! A temp dir with a key file and an initialised local repository, and the
 //! commands the tests run against it.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use tempfile::TempDir;
 
-use super::{Run, TmpfsMount, run, s};
+use super::{
+    Backs, KIB, MIB, PackObject, Run, TmpfsMount, durable_packs, flip_middle_byte, largest_chunk, read_pack, run, s,
+    with_volumes, write_random_at,
+};
 
 /// A temp dir with a key file and an initialised repository.
 pub struct Sandbox {
@@ -60,36 +65,19 @@ impl Sandbox {
         self.dir.path().join(rel)
     }
 
-    /// `lifeline backup` of `vols` into `group`, with `extra` arguments.
-    pub fn backup(&self, group: &str, vols: &[(&str, &Path)], extra: &[&str]) -> Run {
-        let specs: Vec<String> = vols.iter().map(|(n, p)| format!("{n}={}", s(p))).collect();
+    /// `COMMAND --repo R --key-file K --group GROUP` of this sandbox, then `rest`.
+    pub fn args<'a>(&'a self, command: &'a str, group: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
         let mut args = vec![
-            "backup",
+            command,
             "--repo",
             s(&self.repo),
             "--key-file",
             s(&self.key),
             "--group",
             group,
-            "--state-dir",
-            s(&self.state),
         ];
-        for v in &specs {
-            args.extend(["--volume", v.as_str()]);
-        }
-        args.extend(extra);
-        run(&args)
-    }
-
-    /// A successful `backup --json`; returns its summary.
-    #[track_caller]
-    pub fn backup_json(&self, group: &str, vols: &[(&str, &Path)]) -> Value {
-        let r = self.backup(group, vols, &["--json"]).ok();
-        let v = r.json();
-        for field in ["seq", "bytes_scanned", "bytes_new", "bytes_stored", "elapsed_secs"] {
-            assert!(v.get(field).is_some(), "backup --json lacks `{field}`: {}", r.stdout);
-        }
-        v
+        args.extend_from_slice(rest);
+        args
     }
 
     /// `lifeline points --json` (no key).
@@ -99,6 +87,13 @@ impl Sandbox {
         r.json().as_array().cloned().expect("points --json is an array")
     }
 
+    /// `lifeline prune --repo R --group GROUP` and `rest`.
+    pub fn prune(&self, group: &str, rest: &[&str]) -> Run {
+        let mut args = vec!["prune", "--repo", s(&self.repo), "--group", group];
+        args.extend_from_slice(rest);
+        run(&args)
+    }
+
     /// `lifeline restore`.
     pub fn restore(&self, group: &str, point: &str, volume: &str, to: &Path) -> Run {
         self.restore_with(group, point, volume, to, &[])
@@ -106,21 +101,7 @@ impl Sandbox {
 
     /// `lifeline restore` with `extra` arguments.
     pub fn restore_with(&self, group: &str, point: &str, volume: &str, to: &Path, extra: &[&str]) -> Run {
-        let mut args = vec![
-            "restore",
-            "--repo",
-            s(&self.repo),
-            "--key-file",
-            s(&self.key),
-            "--group",
-            group,
-            "--point",
-            point,
-            "--volume",
-            volume,
-            "--to",
-            s(to),
-        ];
+        let mut args = self.args("restore", group, &["--point", point, "--volume", volume, "--to", s(to)]);
         args.extend(extra);
         run(&args)
     }
@@ -131,6 +112,25 @@ impl Sandbox {
         self.restore_with(group, point, volume, to, &["--json"]).ok().json()
     }
 
+    /// A point 1 of group `g` whose volume `v` (12 MiB: zeros, one 4 KiB
+    /// random chunk at 5 MiB, 256 KiB of 0x5a at 9 MiB) has one damaged chunk:
+    /// the largest, a bit flipped in its middle. Returns that chunk.
+    pub fn point_with_a_damaged_chunk(&self) -> PackObject {
+        let v = self.path("v.img");
+        let f = File::create(&v).unwrap();
+        f.set_len(12 * MIB).unwrap();
+        // Segment 1: one 4 KiB chunk of random bytes (the largest stored object).
+        write_random_at(&f, 5 * MIB, 4096, 30);
+        // Segment 2: constant bytes, stored as one tiny deduplicated chunk.
+        f.write_all_at(&vec![0x5au8; 256 * KIB as usize], 9 * MIB).unwrap();
+        drop(f);
+        self.backup_json("g", &[("v", &v)]);
+        let objs: Vec<PackObject> = durable_packs(&self.repo).iter().flat_map(|p| read_pack(p)).collect();
+        let o = largest_chunk(&objs).clone();
+        flip_middle_byte(&o, 0x01);
+        o
+    }
+
     /// `lifeline verify`, deep with the key.
     pub fn verify(&self, deep: bool) -> Run {
         if deep {
@@ -138,5 +138,17 @@ impl Sandbox {
         } else {
             run(&["verify", "--repo", s(&self.repo)])
         }
+    }
+}
+
+impl Backs for Sandbox {
+    const SUMMARY_FIELDS: &'static [&'static str] =
+        &["seq", "bytes_scanned", "bytes_new", "bytes_stored", "elapsed_secs"];
+
+    /// `lifeline backup` of `vols` into `group` with this sandbox's state dir,
+    /// then `extra`.
+    fn backup_args(&self, group: &str, vols: &[(&str, &Path)], extra: &[&str]) -> Vec<String> {
+        let args = self.args("backup", group, &["--state-dir", s(&self.state)]);
+        with_volumes(args.into_iter().map(String::from).collect(), vols, extra)
     }
 }

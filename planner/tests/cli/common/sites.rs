@@ -147,6 +147,32 @@ impl Site {
     }
 
     /// A client of `receiver` as agent `identity`, with its own state dir.
+    /// Writes `lifeline.toml` here for a planner (identity `planner`, admin
+    /// `ops`, this site's certificates) whose state is in `state`, whose
+    /// secondary site is the receiver at `url`: `primary` is the body of
+    /// `[sites.primary]`, `groups` what follows.
+    pub fn planner_config(&self, state: &Path, key: &Path, url: &str, primary: &str, groups: &str) -> PathBuf {
+        let path = self.path("lifeline.toml");
+        let head = format!(
+            r#"state_dir = "{state}"
+key_file = "{key}"
+[tls]
+dir = "{tls}"
+identity = "planner"
+admin = "ops"
+[sites.primary]
+{primary}
+[sites.secondary]
+receiver = "{url}"
+"#,
+            state = s(state),
+            key = s(key),
+            tls = s(&self.tls),
+        );
+        fs::write(&path, head + groups).unwrap();
+        path
+    }
+
     pub fn client(&self, receiver: &ReceiverProc, identity: &str, key: &Path) -> Client {
         Client {
             url: receiver.url(),
@@ -198,6 +224,47 @@ pub fn volume_specs(vols: &[(&str, &Path)]) -> Vec<String> {
         .collect()
 }
 
+/// `args`, then a `--volume NAME=PATH` for each of `vols`, then `extra`.
+pub fn with_volumes(mut args: Vec<String>, vols: &[(&str, &Path)], extra: &[&str]) -> Vec<String> {
+    args.extend(volume_specs(vols));
+    args.extend(extra.iter().map(|e| e.to_string()));
+    args
+}
+
+/// Where a test runs `lifeline backup` from: a [`Sandbox`](super::Sandbox)
+/// (a local repository) or a [`Client`] of a receiver.
+pub trait Backs {
+    /// The fields a `backup --json` summary must have.
+    const SUMMARY_FIELDS: &'static [&'static str];
+
+    /// `lifeline backup` of `vols` into `group`, then `extra`.
+    fn backup_args(&self, group: &str, vols: &[(&str, &Path)], extra: &[&str]) -> Vec<String>;
+
+    /// `lifeline backup` of `vols` into `group`, with `extra` arguments.
+    fn backup(&self, group: &str, vols: &[(&str, &Path)], extra: &[&str]) -> Run {
+        run_owned(&self.backup_args(group, vols, extra))
+    }
+
+    /// A successful `backup --json`; returns its summary.
+    #[track_caller]
+    fn backup_json(&self, group: &str, vols: &[(&str, &Path)]) -> Value {
+        let r = self.backup(group, vols, &["--json"]).ok();
+        let v = r.json();
+        for field in Self::SUMMARY_FIELDS {
+            assert!(v.get(field).is_some(), "backup --json lacks `{field}`: {}", r.stdout);
+        }
+        v
+    }
+}
+
+impl Backs for Client {
+    const SUMMARY_FIELDS: &'static [&'static str] = &["seq", "bytes_scanned", "bytes_new", "bytes_stored"];
+
+    fn backup_args(&self, group: &str, vols: &[(&str, &Path)], extra: &[&str]) -> Vec<String> {
+        self.writer_args("backup", group, vols, extra)
+    }
+}
+
 impl Client {
     pub fn with_tls(&self, tls: &Path) -> Client {
         Client {
@@ -224,40 +291,27 @@ impl Client {
         ]
     }
 
-    pub fn backup_args(&self, group: &str, vols: &[(&str, &Path)], extra: &[&str]) -> Vec<String> {
-        self.writer_args("backup", group, vols, extra)
+    /// The arguments of a command of `group` as this client with its key,
+    /// then `rest`.
+    pub fn keyed(&self, group: &str, rest: &[&str]) -> Vec<String> {
+        let mut args = self.remote();
+        args.extend(["--key-file", s(&self.key), "--group", group].map(String::from));
+        args.extend(rest.iter().map(|e| e.to_string()));
+        args
+    }
+
+    /// `COMMAND` of `group` as this client with its key, then `rest`.
+    pub fn keyed_args(&self, command: &str, group: &str, rest: &[&str]) -> Vec<String> {
+        let mut args = vec![command.to_string()];
+        args.extend(self.keyed(group, rest));
+        args
     }
 
     /// `COMMAND` (backup, agent) of `vols` into `group` as this client, with
     /// its key and state dir, then `extra`.
     fn writer_args(&self, command: &str, group: &str, vols: &[(&str, &Path)], extra: &[&str]) -> Vec<String> {
-        let mut args = vec![command.to_string()];
-        args.extend(self.remote());
-        args.extend([
-            "--key-file".into(),
-            s(&self.key).into(),
-            "--group".into(),
-            group.into(),
-            "--state-dir".into(),
-            s(&self.state).into(),
-        ]);
-        args.extend(volume_specs(vols));
-        args.extend(extra.iter().map(|e| e.to_string()));
-        args
-    }
-
-    pub fn backup(&self, group: &str, vols: &[(&str, &Path)], extra: &[&str]) -> Run {
-        run_owned(&self.backup_args(group, vols, extra))
-    }
-
-    #[track_caller]
-    pub fn backup_json(&self, group: &str, vols: &[(&str, &Path)]) -> Value {
-        let r = self.backup(group, vols, &["--json"]).ok();
-        let v = r.json();
-        for field in ["seq", "bytes_scanned", "bytes_new", "bytes_stored"] {
-            assert!(v.get(field).is_some(), "backup --json lacks `{field}`: {}", r.stdout);
-        }
-        v
+        let args = self.keyed_args(command, group, &["--state-dir", s(&self.state)]);
+        with_volumes(args, vols, extra)
     }
 
     /// `points --json` without a key (a read-only session).
@@ -275,21 +329,7 @@ impl Client {
     }
 
     pub fn restore(&self, group: &str, point: &str, volume: &str, to: &Path) -> Run {
-        let mut args = vec!["restore".to_string()];
-        args.extend(self.remote());
-        args.extend([
-            "--key-file".into(),
-            s(&self.key).into(),
-            "--group".into(),
-            group.into(),
-            "--point".into(),
-            point.into(),
-            "--volume".into(),
-            volume.into(),
-            "--to".into(),
-            s(to).into(),
-        ]);
-        run_owned(&args)
+        run_owned(&self.keyed_args("restore", group, &["--point", point, "--volume", volume, "--to", s(to)]))
     }
 
     pub fn agent_args(&self, group: &str, vols: &[(&str, &Path)], extra: &[&str]) -> Vec<String> {
@@ -303,6 +343,36 @@ impl Client {
         let args = self.agent_args(group, vols, &["--once", "--retry-for", "60s"]);
         Background::spawn(&strs(&args)).finish(PROMPT)
     }
+}
+
+/// A site whose one agent, `a@acme`, may write what `allow` says (`a=app`):
+/// its receiver running, the tenant's key, and `a`'s client with it.
+pub fn agent_a_site(allow: &str) -> (Site, ReceiverProc, PathBuf, Client) {
+    let site = Site::new(&["a@acme"]);
+    let receiver = site.receiver(&[allow]);
+    let key = site.key("acme");
+    let c = site.client(&receiver, "a", &key);
+    (site, receiver, key, c)
+}
+
+/// `lifeline ARGS` (an agent with `--control 127.0.0.1:0`) in the
+/// background, once it has made its first point (each waited for up to
+/// `timeout`): (it, its control address).
+#[track_caller]
+pub fn agent_with_control(timeout: Duration, args: &[String]) -> (Background, String) {
+    let mut agent = Background::spawn(&strs(args));
+    let control = agent.value_after(timeout, "control listening on ");
+    agent
+        .wait_for_line(timeout, |l| l.starts_with("cycle: point 1 "))
+        .unwrap_or_else(|| panic!("no first cycle: {}", agent.describe()));
+    (agent, control)
+}
+
+/// A temp dir with a [`local_config`] in it: (the dir, the config).
+pub fn local_run_dir() -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = local_config(dir.path());
+    (dir, config)
 }
 
 /// A `lifeline.toml` in `dir` with a state dir there and one group, `app`,

@@ -121,3 +121,15 @@ pub fn assert_same_content(expected: &Path, actual: &Path) {
 pub fn allocated(path: &Path) -> u64 {
     fs::metadata(path).expect("stat").blocks() * 512
 }
+
+/// Asserts that `restored` holds `expected`'s bytes in fewer than `max`
+/// allocated bytes: a sparse copy (`data` says what the volume holds).
+#[track_caller]
+pub fn assert_sparse_copy(expected: &Path, restored: &Path, max: u64, data: &str) {
+    assert_same_content(expected, restored);
+    let alloc = allocated(restored);
+    assert!(
+        alloc < max,
+        "restored volume is not sparse: {alloc} bytes allocated for {data}"
+    );
+}

@@ -39,6 +39,20 @@ pub struct PlanArgs {
     pub json: bool,
 }
 
+// How a run is driven (failover, switchover, failback, resume): the planner's
+// state and operator, steps at once, and the output.
+#[derive(Args, Debug)]
+pub struct DriveArgs {
+    #[command(flatten)]
+    pub planner: PlannerArgs,
+    /// Steps running at once at most.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub parallel: usize,
+    /// Print a JSON event per line instead of live progress.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// The runbook file.
@@ -48,13 +62,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "latest|SEQ|TIME")]
     pub point: Option<String>,
     #[command(flatten)]
-    pub planner: PlannerArgs,
-    /// Steps running at once at most.
-    #[arg(long, default_value_t = 4, value_name = "N")]
-    pub parallel: usize,
-    /// Print a JSON event per line instead of live progress.
-    #[arg(long)]
-    pub json: bool,
+    pub drive: DriveArgs,
     /// When a drill holds the planner catalog, it is asked to stop (a recovery
     /// always wins over a drill); how long to wait for it to tear down and
     /// release the catalog.
@@ -67,13 +75,7 @@ pub struct ResumeArgs {
     /// The run id (see `lifeline runs`).
     pub run: String,
     #[command(flatten)]
-    pub planner: PlannerArgs,
-    /// Steps running at once at most.
-    #[arg(long, default_value_t = 4, value_name = "N")]
-    pub parallel: usize,
-    /// Print a JSON event per line instead of live progress.
-    #[arg(long)]
-    pub json: bool,
+    pub drive: DriveArgs,
 }
 
 #[derive(Args, Debug)]

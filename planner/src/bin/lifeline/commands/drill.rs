@@ -158,12 +158,7 @@ pub fn verify(
 pub fn list(planner: &PlannerArgs, json: bool, config: &Config) -> Result<ExitCode> {
     let state = planner.state_dir(config);
     let drills = PlannerCatalog::open(&state)?.drills()?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&drills)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    if drills.is_empty() {
-        println!("no drills in {}", state.display());
+    if super::listed_briefly(json, &drills, "drills", &state)? {
         return Ok(ExitCode::SUCCESS);
     }
     println!(

@@ -21,6 +21,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use crate::cli::{Cli, Command, KeyCommand};
+use lifeline_planner::repo_target::RepoTarget;
 use lifeline_planner::runbook::actions::Mode;
 
 /// Which identity of `[tls]` a command presents to a receiver by default.
@@ -150,4 +151,34 @@ fn configure_s3(command: &Command, config: &lifeline_planner::config::Config) {
 }
 
 pub use lifeline_planner::repo_target::{load_key, passphrase};
+
+/// The start of a listing (`runs`, `drill --list`): with `--json`, prints
+/// `items` as JSON; without any, says there are no `what` in `state`. `true`
+/// when that is all the listing prints.
+fn listed_briefly<T: serde::Serialize>(json: bool, items: &[T], what: &str, state: &std::path::Path) -> Result<bool> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(items)?);
+        return Ok(true);
+    }
+    if items.is_empty() {
+        println!("no {what} in {}", state.display());
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Opens the repository (`--repo` with the remote flags) with the key in
+/// `key_file`, for `tenant` if one is named: the target and the keys.
+fn open_keyed(
+    repo: &std::path::Path,
+    remote: &crate::cli::RemoteArgs,
+    key_file: &std::path::Path,
+    tenant: Option<&str>,
+) -> Result<(RepoTarget, lifeline_replicator::Keys)> {
+    let key = load_key(key_file)?;
+    Ok(match tenant {
+        None => RepoTarget::open(repo, remote, &key)?,
+        Some(t) => RepoTarget::open_tenant(repo, remote, &key, t)?,
+    })
+}
 pub use lifeline_replicator::units::{human_bytes, human_rate as rate};

@@ -12,7 +12,6 @@ use lifeline_replicator::serve::{
 
 use super::human_bytes;
 use crate::cli::MountArgs;
-use lifeline_planner::repo_target::RepoTarget;
 
 pub fn run(a: &MountArgs) -> Result<ExitCode> {
     let points = match (&a.point, a.all_points) {
@@ -23,11 +22,7 @@ pub fn run(a: &MountArgs) -> Result<ExitCode> {
     };
     // Before the repository is opened: a wrong directory is the cheaper mistake.
     check_mount_dir(&a.dir)?;
-    let key = super::load_key(&a.key_file)?;
-    let (target, keys) = match &a.tenant {
-        None => RepoTarget::open(&a.repo.repo, &a.remote, &key)?,
-        Some(t) => RepoTarget::open_tenant(&a.repo.repo, &a.remote, &key, t)?,
-    };
+    let (target, keys) = super::open_keyed(&a.repo.repo, &a.remote, &a.key_file, a.tenant.as_deref())?;
     let repo = target.tenant_named(a.tenant.as_deref())?;
     let content = open_for_mounting(
         repo.as_ref(),

@@ -8,15 +8,10 @@ use lifeline_replicator::{PointSelector, RestoreOptions, restore};
 use super::{human_bytes, rate};
 use crate::cli::RestoreArgs;
 use lifeline_planner::progress::Bar;
-use lifeline_planner::repo_target::RepoTarget;
 
 pub fn run(a: &RestoreArgs) -> Result<ExitCode> {
     let point: PointSelector = a.point.parse()?;
-    let key = super::load_key(&a.key_file)?;
-    let (target, keys) = match &a.tenant {
-        None => RepoTarget::open(&a.repo.repo, &a.remote, &key)?,
-        Some(t) => RepoTarget::open_tenant(&a.repo.repo, &a.remote, &key, t)?,
-    };
+    let (target, keys) = super::open_keyed(&a.repo.repo, &a.remote, &a.key_file, a.tenant.as_deref())?;
     let repo = target.tenant_named(a.tenant.as_deref())?;
     let bar = Bar::bytes("restore", a.json);
     let result = restore(

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cli::{AbortArgs, ApproveArgs, PlanArgs, PlannerArgs, ResumeArgs, RunArgs, RunsArgs};
+use crate::cli::{AbortArgs, ApproveArgs, DriveArgs, PlanArgs, PlannerArgs, ResumeArgs, RunArgs, RunsArgs};
 use lifeline_planner::audit::AuditLog;
 use lifeline_planner::config::Config;
 use lifeline_planner::engine::control_socket::{self, Request};
@@ -58,11 +58,11 @@ pub fn start_run(mode: Mode, a: &RunArgs, config_flag: Option<&Path>) -> Result<
     let text = std::fs::read_to_string(&a.runbook)
         .with_context(|| format!("read runbook {} (check the path)", a.runbook.display()))?;
     let rb = load_checked(&a.runbook, Some(&text), &config)?;
-    let state = a.planner.state_dir(&config);
+    let state = a.drive.planner.state_dir(&config);
     let id = engine::new_run_id(mode);
     let wait = lifeline_planner::runbook::parse_duration(&a.preempt_wait)
         .map_err(|e| anyhow::anyhow!("--preempt-wait {}: {e}", a.preempt_wait))?;
-    let catalog = open_catalog_preempting_drill(&state, &id, &who(&a.planner), wait)?;
+    let catalog = open_catalog_preempting_drill(&state, &id, &who(&a.drive.planner), wait)?;
     let audit = AuditLog::open(catalog.dir())?;
     let run_dir = planner_dir(&state).join("runs").join(&id);
     std::fs::create_dir_all(&run_dir).with_context(|| format!("create {}", run_dir.display()))?;
@@ -81,23 +81,8 @@ pub fn start_run(mode: Mode, a: &RunArgs, config_flag: Option<&Path>) -> Result<
     )
     .map_err(anyhow::Error::msg)?;
     std::fs::write(p.run_dir.join("plan.txt"), plan::render_text(&p))?;
-    let record = engine::new_record(&p, text, config_file, config_text, a.planner.operator.clone());
-    execute(
-        Prepared {
-            record,
-            plan: p,
-            config,
-            catalog,
-            audit,
-        },
-        Driving {
-            operator: a.planner.operator.clone(),
-            parallel: a.parallel,
-            resumed: false,
-            observer: Display::new(a.json),
-        },
-        a.json,
-    )
+    let record = engine::new_record(&p, text, config_file, config_text, a.drive.planner.operator.clone());
+    drive(&a.drive, false, record, p, config, catalog, audit)
 }
 
 /// Opens the planner catalog for the recovery run `id`. A drill holding it is
@@ -166,7 +151,7 @@ fn open_catalog_preempting_drill(
 /// `lifeline resume RUN`.
 pub fn resume(a: &ResumeArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
     let config_now = Config::load(config_flag)?;
-    let state = a.planner.state_dir(&config_now);
+    let state = a.drive.planner.state_dir(&config_now);
     if control_socket::call(&state, &Request::Runs)?.is_some() {
         bail!(
             "a planner is running in {} (it owns the catalog): wait for it, or `lifeline abort` its run first",
@@ -212,10 +197,27 @@ pub fn resume(a: &ResumeArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
     // Steps that were running when the planner stopped run again.
     engine::prepare_resume(&mut record);
     let audit = AuditLog::open(catalog.dir())?;
+    drive(&a.drive, true, record, p, config, catalog, audit)
+}
+
+/// `lifeline failback` brought the group home but could not resume the forward
+/// agent (see `RunStatus::ReprotectPending`).
+pub const EXIT_REPROTECT_PENDING: u8 = 3;
+
+/// Executes a prepared run (`resumed` or not) as `a` says.
+fn drive(
+    a: &DriveArgs,
+    resumed: bool,
+    record: RunRecord,
+    plan: Plan,
+    config: Config,
+    catalog: PlannerCatalog,
+    audit: AuditLog,
+) -> Result<ExitCode> {
     execute(
         Prepared {
             record,
-            plan: p,
+            plan,
             config,
             catalog,
             audit,
@@ -223,16 +225,12 @@ pub fn resume(a: &ResumeArgs, config_flag: Option<&Path>) -> Result<ExitCode> {
         Driving {
             operator: a.planner.operator.clone(),
             parallel: a.parallel,
-            resumed: true,
+            resumed,
             observer: Display::new(a.json),
         },
         a.json,
     )
 }
-
-/// `lifeline failback` brought the group home but could not resume the forward
-/// agent (see `RunStatus::ReprotectPending`).
-pub const EXIT_REPROTECT_PENDING: u8 = 3;
 
 fn execute(run: Prepared, how: Driving, json: bool) -> Result<ExitCode> {
     let (status, shared, plan) = engine::execute_run(run, how)?;
@@ -438,12 +436,7 @@ pub fn runs(a: &RunsArgs, config: &Config) -> Result<ExitCode> {
         Some(ans) => bail!("{}", ans.error.unwrap_or_default()),
         None => PlannerCatalog::open(&state)?.list()?,
     };
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&runs)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    if runs.is_empty() {
-        println!("no runs in {}", state.display());
+    if super::listed_briefly(a.json, &runs, "runs", &state)? {
         return Ok(ExitCode::SUCCESS);
     }
     println!(

@@ -12,15 +12,10 @@ use lifeline_replicator::serve::{
 
 use super::human_bytes;
 use crate::cli::ServeArgs;
-use lifeline_planner::repo_target::RepoTarget;
 
 pub fn run(a: &ServeArgs) -> Result<ExitCode> {
     let point: PointSelector = a.point.parse()?;
-    let key = super::load_key(&a.key_file)?;
-    let (target, keys) = match &a.tenant {
-        None => RepoTarget::open(&a.repo.repo, &a.remote, &key)?,
-        Some(t) => RepoTarget::open_tenant(&a.repo.repo, &a.remote, &key, t)?,
-    };
+    let (target, keys) = super::open_keyed(&a.repo.repo, &a.remote, &a.key_file, a.tenant.as_deref())?;
     let repo = target.tenant_named(a.tenant.as_deref())?;
     // Without --overlay-dir, writes still work, into a directory removed at exit.
     let temp = match (&a.overlay_dir, a.read_only) {
