@@ -145,15 +145,21 @@ fn a_group_with_its_own_scope_never_deduplicates_against_a_siblings_plant() {
     assert_eq!(e.restore(&repo, "db").unwrap(), db_content);
 }
 
-#[test]
-fn each_store_is_collected_from_its_own_groups_points() {
+/// A repository where `db` has its own scope and `db` and `shop` each hold
+/// one point of the same `len` bytes (stored once per scope).
+fn same_volume_in_both_scopes(len: usize, seed: u64) -> (Env, Repository, Vec<u8>) {
     let (e, repo) = Env::new();
     repo.create_scope(DEFAULT_TENANT, "db").unwrap();
-    // The same content in both groups: stored twice, once per scope.
-    let v1 = sample_data(6 << 20, 3);
-    let vol = e.volume("v", &v1);
+    let data = sample_data(len, seed);
+    let vol = e.volume("v", &data);
     e.backup(&repo, "db", &vol).unwrap();
     e.backup(&repo, "shop", &vol).unwrap();
+    (e, repo, data)
+}
+
+#[test]
+fn each_store_is_collected_from_its_own_groups_points() {
+    let (e, repo, v1) = same_volume_in_both_scopes(6 << 20, 3);
     let shared = repo.store(DEFAULT_TENANT).unwrap();
     let own = repo.group_store(DEFAULT_TENANT, "db").unwrap();
     let count = |s: &Arc<dyn lifeline_replicator::ChunkStore>| {
@@ -188,12 +194,7 @@ fn each_store_is_collected_from_its_own_groups_points() {
 
 #[test]
 fn a_lost_catalog_or_scope_record_is_repaired_and_every_point_restores() {
-    let (e, repo) = Env::new();
-    repo.create_scope(DEFAULT_TENANT, "db").unwrap();
-    let data = sample_data(5 << 20, 4);
-    let vol = e.volume("v", &data);
-    e.backup(&repo, "db", &vol).unwrap();
-    e.backup(&repo, "shop", &vol).unwrap();
+    let (e, repo, data) = same_volume_in_both_scopes(5 << 20, 4);
     drop(repo);
     let path = e.root.join("repo");
 

@@ -68,6 +68,25 @@ fn deep_verify(site: &Site, repo: &Repository) -> lifeline_replicator::VerifyRep
     points::deep_verify(repo, &site.keys)
 }
 
+/// A new bucket `bucket` of `g` and a repository initialised at `url` in it,
+/// with its cache in the site's `state`.
+fn bucket_repo(g: &Garage, bucket: &str, url: &str) -> (Site, S3Settings, S3Location, Repository) {
+    g.create_bucket(bucket);
+    let site = Site::new();
+    let s = settings(g, &g.endpoint());
+    let l = loc(url);
+    let repo = Repository::init_s3(&l, &s, &site.state("state"), &site.keys, DEFAULT_TENANT).unwrap();
+    (site, s, l, repo)
+}
+
+/// A 24 MiB volume `vol.img` of sample data: its path and content.
+fn volume_24m(site: &Site, seed: u64) -> (PathBuf, Vec<u8>) {
+    let vol = site.root().join("vol.img");
+    let data = sample_data(24 << 20, seed);
+    fs::write(&vol, &data).unwrap();
+    (vol, data)
+}
+
 /// Three points of a 40 MiB volume (more than two packs), changed between them.
 fn three_points(site: &Site, repo: &Repository) -> Vec<Vec<u8>> {
     let vol = site.root().join("vol.img");
@@ -85,11 +104,7 @@ fn three_points(site: &Site, repo: &Repository) -> Vec<Vec<u8>> {
 #[test]
 fn a_bucket_repository_backs_up_restores_verifies_and_survives_the_loss_of_its_cache() {
     let Some(g) = Garage::single() else { return };
-    g.create_bucket("dr-repo");
-    let site = Site::new();
-    let s = settings(&g, &g.endpoint());
-    let l = loc("s3://dr-repo/site-b");
-    let repo = Repository::init_s3(&l, &s, &site.state("state"), &site.keys, DEFAULT_TENANT).unwrap();
+    let (site, s, l, repo) = bucket_repo(&g, "dr-repo", "s3://dr-repo/site-b");
     let versions = three_points(&site, &repo);
     for (i, v) in versions.iter().enumerate() {
         assert!(
@@ -138,11 +153,7 @@ fn a_bucket_repository_backs_up_restores_verifies_and_survives_the_loss_of_its_c
 #[test]
 fn gc_and_prune_work_on_a_bucket() {
     let Some(g) = Garage::single() else { return };
-    g.create_bucket("gc-repo");
-    let site = Site::new();
-    let s = settings(&g, &g.endpoint());
-    let l = loc("s3://gc-repo");
-    let repo = Repository::init_s3(&l, &s, &site.state("state"), &site.keys, DEFAULT_TENANT).unwrap();
+    let (site, s, l, repo) = bucket_repo(&g, "gc-repo", "s3://gc-repo");
     let versions = three_points(&site, &repo);
     repo.remove_points(DEFAULT_TENANT, "db", &[1, 2]).unwrap();
     let report = gc(&repo, DEFAULT_TENANT, Duration::ZERO, false).unwrap();
@@ -156,11 +167,7 @@ fn gc_and_prune_work_on_a_bucket() {
 #[test]
 fn a_group_with_its_own_dedup_scope_keeps_its_packs_under_its_own_prefix() {
     let Some(g) = Garage::single() else { return };
-    g.create_bucket("scope-repo");
-    let site = Site::new();
-    let s = settings(&g, &g.endpoint());
-    let l = loc("s3://scope-repo");
-    let repo = Repository::init_s3(&l, &s, &site.state("state"), &site.keys, DEFAULT_TENANT).unwrap();
+    let (site, s, l, repo) = bucket_repo(&g, "scope-repo", "s3://scope-repo");
     assert!(repo.create_scope(DEFAULT_TENANT, "db").unwrap());
     let versions = three_points(&site, &repo);
     let storage = S3Storage::new(&l, &s).unwrap();
@@ -197,31 +204,18 @@ fn bad_credentials_a_missing_bucket_and_a_foreign_bucket_are_named_with_the_fix(
         secret_access_key: Some("not-the-secret".into()),
         ..s.clone()
     };
-    let e = Repository::init_s3(
-        &loc("s3://mine/x"),
-        &wrong,
-        &site.state("st"),
-        &site.keys,
-        DEFAULT_TENANT,
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let init_refused = |url: &str, settings: &S3Settings| {
+        Repository::init_s3(&loc(url), settings, &site.state("st"), &site.keys, DEFAULT_TENANT)
+            .err()
+            .expect("init refused")
+            .to_string()
+    };
+    let e = init_refused("s3://mine/x", &wrong);
     assert!(
         e.contains("refused the credentials") && e.contains("AWS_SECRET_ACCESS_KEY"),
         "{e}"
     );
-
-    let e = Repository::init_s3(
-        &loc("s3://no-such-bucket/x"),
-        &s,
-        &site.state("st"),
-        &site.keys,
-        DEFAULT_TENANT,
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let e = init_refused("s3://no-such-bucket/x", &s);
     assert!(
         e.contains("no-such-bucket") && e.contains("garage bucket create"),
         "{e}"
@@ -273,9 +267,7 @@ fn a_connection_cut_mid_put_commits_nothing_and_the_next_backup_completes() {
     let s = settings(&g, &proxy.endpoint());
     let l = loc("s3://cut/p");
     let repo = Repository::init_s3(&l, &s, &site.state("state"), &site.keys, DEFAULT_TENANT).unwrap();
-    let vol = site.root().join("vol.img");
-    let data = sample_data(24 << 20, 5);
-    fs::write(&vol, &data).unwrap();
+    let (vol, data) = volume_24m(&site, 5);
     // Every connection is cut 2 MiB into its upload: the retries fail too.
     proxy.cut_after_upload_bytes(2 << 20);
     let e = try_backup(&site, &repo, &vol).unwrap_err().to_string();
@@ -304,11 +296,7 @@ fn a_connection_cut_mid_put_commits_nothing_and_the_next_backup_completes() {
 #[test]
 fn a_three_node_cluster_loses_a_node_mid_upload_and_the_backup_completes() {
     let Some(mut g) = Garage::cluster(3) else { return };
-    g.create_bucket("rf3");
-    let site = Site::new();
-    let s = settings(&g, &g.endpoint());
-    let l = loc("s3://rf3/p");
-    let repo = Repository::init_s3(&l, &s, &site.state("state"), &site.keys, DEFAULT_TENANT).unwrap();
+    let (site, s, l, repo) = bucket_repo(&g, "rf3", "s3://rf3/p");
     let vol = site.root().join("vol.img");
     let data = sample_data(64 << 20, 3);
     fs::write(&vol, &data).unwrap();
@@ -331,11 +319,7 @@ fn a_three_node_cluster_loses_a_node_mid_upload_and_the_backup_completes() {
 #[test]
 fn an_altered_point_object_in_the_bucket_fails_authentication_and_is_named() {
     let Some(g) = Garage::single() else { return };
-    g.create_bucket("auth");
-    let site = Site::new();
-    let s = settings(&g, &g.endpoint());
-    let l = loc("s3://auth/p");
-    let repo = Repository::init_s3(&l, &s, &site.state("state"), &site.keys, DEFAULT_TENANT).unwrap();
+    let (site, s, l, repo) = bucket_repo(&g, "auth", "s3://auth/p");
     let versions = three_points(&site, &repo);
     let storage = S3Storage::new(&l, &s).unwrap();
     let key = "meta/points/default/db/00000000000000000002";
@@ -412,9 +396,7 @@ fn a_full_cache_disk_fails_the_backup_with_nothing_committed_and_the_next_one_co
     let s = settings(&g, &g.endpoint());
     let l = loc("s3://full/p");
     let repo = Repository::init_s3(&l, &s, &site.state("state"), &site.keys, DEFAULT_TENANT).unwrap();
-    let vol = site.root().join("vol.img");
-    let data = sample_data(24 << 20, 17);
-    fs::write(&vol, &data).unwrap();
+    let (vol, data) = volume_24m(&site, 17);
     let filler = fill(&site.state("state"));
     let r = try_backup(&site, &repo, &vol);
     let e = r.expect_err("a backup into a full cache disk succeeded").to_string();
