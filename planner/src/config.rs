@@ -519,11 +519,7 @@ mod tests {
             ("http", "\"9188\"", "invalid address `9188`: write HOST:PORT"),
             ("metrics", "\"localhost\"", "invalid address `localhost`"),
         ] {
-            let text = format!("[daemon]\n{field} = {value}\n");
-            let e = Config::parse(&text, Path::new("x.toml")).unwrap_err().to_string();
-            let column = field.len() + 4;
-            assert!(e.starts_with(&format!("x.toml:2:{column}: ")), "{e}");
-            assert!(e.contains(says), "{e}");
+            refused_at(&format!("[daemon]\n{field} = {value}\n"), 2, field, says);
         }
     }
 
@@ -545,12 +541,23 @@ mod tests {
             ),
             ("interval", "5", "invalid type: integer `5`, expected a string"),
         ] {
-            let text = format!("key_file = \"k\"\n[groups.shop]\n{field} = {value}\n");
-            let e = Config::parse(&text, Path::new("x.toml")).unwrap_err().to_string();
-            let column = field.len() + 4;
-            assert!(e.starts_with(&format!("x.toml:3:{column}: ")), "{e}");
-            assert!(e.contains(says), "{e}");
+            refused_at(
+                &format!("key_file = \"k\"\n[groups.shop]\n{field} = {value}\n"),
+                3,
+                field,
+                says,
+            );
         }
+    }
+
+    /// Asserts that `text` (as `x.toml`) is refused at `field`'s value on
+    /// `line`, saying `says`.
+    #[track_caller]
+    fn refused_at(text: &str, line: usize, field: &str, says: &str) {
+        let e = Config::parse(text, Path::new("x.toml")).unwrap_err().to_string();
+        let column = field.len() + 4;
+        assert!(e.starts_with(&format!("x.toml:{line}:{column}: ")), "{e}");
+        assert!(e.contains(says), "{e}");
     }
 
     #[test]
